@@ -1,0 +1,24 @@
+//! eBPF programs of the profiler.
+//!
+//! Entry points are thin: each tracepoint calls a `try_*` function that returns
+//! `Result`. The syscall enter probes remember their arguments per thread; the exit
+//! probes drop failed calls, decide whether to sample a stack (by bytes, unbiased) and
+//! emit one ring-buffer record. Stacks are copied as raw user memory plus registers so
+//! that userspace can unwind through code without frame pointers (DWARF CFI).
+#![no_std]
+#![no_main]
+
+mod maps;
+mod memory;
+mod record;
+mod stack;
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

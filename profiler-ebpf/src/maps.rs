@@ -1,0 +1,40 @@
+//! Maps shared with userspace. Names are part of the userspace contract
+//! (`profiler::collect` looks them up by these names).
+use aya_ebpf::{
+    macros::map,
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
+};
+use profiler_common::{Config, COUNTER_SLOTS};
+
+use crate::record::RecordBuf;
+
+/// Process ids (tgid) to trace; value unused. Ignored when `Config::all_processes`.
+#[map]
+pub static TARGETS: HashMap<u32, u32> = HashMap::with_max_entries(8192, 0);
+
+/// One [`Config`] written by userspace before attach.
+#[map]
+pub static CONFIG: Array<Config> = Array::with_max_entries(1, 0);
+
+/// Per-CPU event counters, indexed by `profiler_common::Counter`.
+#[map]
+pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_SLOTS, 0);
+
+/// Records to userspace. Userspace may resize it at load time.
+#[map]
+pub static EVENTS: RingBuf = RingBuf::with_byte_size(32 << 20, 0);
+
+/// Syscall arguments saved at enter, keyed by pid_tgid, consumed at exit.
+/// LRU so that threads killed inside a syscall cannot fill it.
+#[map]
+pub static PENDING: LruHashMap<u64, crate::memory::PendingCall> = LruHashMap::with_max_entries(16384, 0);
+
+/// Last known program break per tgid, seeded by userspace from /proc, so that a brk
+/// exit knows how many bytes it added.
+#[map]
+pub static BRK_LAST: LruHashMap<u32, u64> = LruHashMap::with_max_entries(8192, 0);
+
+/// Record scratch space, one slot per CPU (too large for a per-CPU map value).
+/// Userspace sets max_entries to the number of possible CPUs.
+#[map]
+pub static SCRATCH: Array<RecordBuf> = Array::with_max_entries(256, 0);

@@ -1,0 +1,192 @@
+//! Memory-mapping probes: mmap, munmap, mremap, brk, mprotect (enter + exit), exec and
+//! exit. Enter saves the arguments; exit drops failed calls and emits the record, with
+//! a stack when the byte sampler picks it.
+use aya_ebpf::{
+    helpers::bpf_get_current_pid_tgid, macros::tracepoint, programs::TracePointContext,
+};
+use profiler_common::{Counter, EventKind, MemEvent};
+
+use crate::{
+    maps::{BRK_LAST, PENDING},
+    record::{config, count, emit, is_target, sample_weight, scratch},
+    stack,
+};
+
+/// Arguments of a syscall in flight, saved at enter.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct PendingCall {
+    pub kind: u32,
+    pub _pad: u32,
+    pub args: [u64; 5],
+}
+
+/// Offset of the first syscall argument in a `syscalls:sys_enter_*` record, and of
+/// `ret` in a `syscalls:sys_exit_*` record (stable tracepoint ABI).
+const SYSCALL_ARG0: usize = 16;
+const SYSCALL_RET: usize = 16;
+
+const PROT_WRITE: u64 = 0x2;
+
+macro_rules! syscall_probe {
+    ($enter:ident, $exit:ident, $kind:expr, $nargs:expr) => {
+        #[tracepoint]
+        pub fn $enter(ctx: TracePointContext) -> u32 {
+            match save_args(&ctx, $kind, $nargs) {
+                Ok(r) | Err(r) => r,
+            }
+        }
+
+        #[tracepoint]
+        pub fn $exit(ctx: TracePointContext) -> u32 {
+            match finish_call(&ctx) {
+                Ok(r) | Err(r) => r,
+            }
+        }
+    };
+}
+
+syscall_probe!(sys_enter_mmap, sys_exit_mmap, EventKind::Mmap, 5);
+syscall_probe!(sys_enter_munmap, sys_exit_munmap, EventKind::Munmap, 2);
+syscall_probe!(sys_enter_mremap, sys_exit_mremap, EventKind::Mremap, 4);
+syscall_probe!(sys_enter_brk, sys_exit_brk, EventKind::Brk, 1);
+syscall_probe!(sys_enter_mprotect, sys_exit_mprotect, EventKind::Mprotect, 3);
+
+#[inline(always)]
+fn save_args(ctx: &TracePointContext, kind: EventKind, nargs: usize) -> Result<u32, u32> {
+    let cfg = config().ok_or(0u32)?;
+    let id = bpf_get_current_pid_tgid();
+    if !is_target((id >> 32) as u32, cfg) {
+        return Ok(0);
+    }
+    let mut call = PendingCall {
+        kind: kind as u32,
+        _pad: 0,
+        args: [0; 5],
+    };
+    let mut i = 0;
+    while i < 5 {
+        if i >= nargs {
+            break;
+        }
+        // SAFETY: reads the tracepoint record at a fixed offset.
+        call.args[i] = unsafe { ctx.read_at::<u64>(SYSCALL_ARG0 + 8 * i) }.map_err(|_| 0u32)?;
+        i += 1;
+    }
+    PENDING.insert(&id, &call, 0).map_err(|_| 0u32)?;
+    Ok(0)
+}
+
+#[inline(always)]
+fn finish_call(ctx: &TracePointContext) -> Result<u32, u32> {
+    let id = bpf_get_current_pid_tgid();
+    // SAFETY: the value is copied out before the entry is removed.
+    let call = match unsafe { PENDING.get(&id) } {
+        Some(call) => *call,
+        None => return Ok(0),
+    };
+    let _ = PENDING.remove(&id);
+    // SAFETY: reads the tracepoint record at a fixed offset.
+    let ret: i64 = unsafe { ctx.read_at::<i64>(SYSCALL_RET) }.map_err(|_| 0u32)?;
+    if ret < 0 && ret > -4096 {
+        return Ok(0); // failed call: nothing changed
+    }
+    let cfg = config().ok_or(0u32)?;
+    let a = call.args;
+    let mut ev = MemEvent {
+        fd: -1,
+        ..Default::default()
+    };
+    match call.kind {
+        k if k == EventKind::Mmap as u32 => {
+            ev.addr = ret as u64;
+            ev.len = a[1];
+            ev.prot = a[2] as u32;
+            ev.flags = a[3];
+            ev.fd = a[4] as i32;
+            if a[2] != 0 {
+                ev.sampled_bytes = a[1];
+            }
+        }
+        k if k == EventKind::Munmap as u32 => {
+            ev.old_addr = a[0];
+            ev.old_len = a[1];
+        }
+        k if k == EventKind::Mremap as u32 => {
+            ev.old_addr = a[0];
+            ev.old_len = a[1];
+            ev.len = a[2];
+            ev.flags = a[3];
+            ev.addr = ret as u64;
+            if a[2] > a[1] {
+                ev.sampled_bytes = a[2] - a[1];
+            }
+        }
+        k if k == EventKind::Brk as u32 => {
+            let tgid = (id >> 32) as u32;
+            let new_brk = ret as u64;
+            // SAFETY: value copied out immediately.
+            let prev = unsafe { BRK_LAST.get(&tgid) }.copied().unwrap_or(0);
+            let _ = BRK_LAST.insert(&tgid, &new_brk, 0);
+            ev.addr = new_brk;
+            ev.old_addr = a[0];
+            ev.old_len = prev;
+            if prev != 0 && new_brk > prev {
+                ev.sampled_bytes = new_brk - prev;
+            }
+        }
+        k if k == EventKind::Mprotect as u32 => {
+            ev.old_addr = a[0];
+            ev.old_len = a[1];
+            ev.prot = a[2] as u32;
+            if a[2] & PROT_WRITE != 0 {
+                ev.sampled_bytes = a[1];
+            }
+        }
+        _ => return Ok(0),
+    }
+    count(Counter::Seen);
+    let buf = scratch(call.kind).ok_or(0u32)?;
+    let weight = sample_weight(ev.sampled_bytes, cfg.sample_bytes);
+    // SAFETY: `buf` is this CPU's scratch slot and MemEvent fits in the body.
+    unsafe {
+        core::ptr::write_unaligned(core::ptr::addr_of_mut!((*buf).body) as *mut MemEvent, ev);
+        if weight > 0 {
+            count(Counter::Sampled);
+            (*buf).header.weight = weight;
+            stack::capture(buf, cfg.stack_pages);
+        }
+    }
+    emit(buf);
+    Ok(0)
+}
+
+/// `sched:sched_process_exec`: the address space of a target was replaced.
+#[tracepoint]
+pub fn sched_process_exec(_ctx: TracePointContext) -> u32 {
+    process_event(EventKind::Exec, false)
+}
+
+/// `sched:sched_process_exit`: emitted for the thread-group leader only.
+#[tracepoint]
+pub fn sched_process_exit(_ctx: TracePointContext) -> u32 {
+    process_event(EventKind::Exit, true)
+}
+
+#[inline(always)]
+fn process_event(kind: EventKind, leader_only: bool) -> u32 {
+    let Some(cfg) = config() else { return 0 };
+    let id = bpf_get_current_pid_tgid();
+    let tgid = (id >> 32) as u32;
+    if leader_only && tgid != id as u32 {
+        return 0;
+    }
+    if !is_target(tgid, cfg) {
+        return 0;
+    }
+    let _ = BRK_LAST.remove(&tgid);
+    if let Some(buf) = scratch(kind as u32) {
+        emit(buf);
+    }
+    0
+}

@@ -1,0 +1,95 @@
+//! Building and emitting ring-buffer records, sampling and counters.
+use aya_ebpf::helpers::{
+    bpf_get_current_pid_tgid, bpf_get_smp_processor_id, bpf_ktime_get_ns,
+    generated::bpf_get_prandom_u32,
+};
+use profiler_common::{Config, Counter, EventHeader, BODY_SIZE, MAX_STACK_BYTES};
+
+use crate::maps::{CONFIG, COUNTERS, EVENTS, SCRATCH, TARGETS};
+
+/// A record as it is sent: header, fixed-size body, then `header.stack_len` bytes.
+#[repr(C)]
+pub struct RecordBuf {
+    pub header: EventHeader,
+    pub body: [u8; BODY_SIZE],
+    pub stack: [u8; MAX_STACK_BYTES],
+}
+
+#[inline(always)]
+pub fn config() -> Option<&'static Config> {
+    CONFIG.get(0)
+}
+
+/// Whether the current process is traced.
+#[inline(always)]
+pub fn is_target(tgid: u32, cfg: &Config) -> bool {
+    cfg.all_processes != 0 || unsafe { TARGETS.get(&tgid) }.is_some()
+}
+
+#[inline(always)]
+pub fn count(counter: Counter) {
+    if let Some(slot) = COUNTERS.get_ptr_mut(counter as u32) {
+        // SAFETY: per-CPU slot, this program runs with migration disabled.
+        unsafe { *slot += 1 };
+    }
+}
+
+/// Unbiased byte sampling: an event of `len` bytes is sampled with probability
+/// `min(1, len / rate)` and then stands for `max(len, rate)` bytes. Returns that
+/// weight, or 0 when not sampled.
+#[inline(always)]
+pub fn sample_weight(len: u64, rate: u64) -> u64 {
+    if len == 0 {
+        return 0;
+    }
+    if rate <= 1 || len >= rate {
+        return len;
+    }
+    // SAFETY: helper calls without pointer arguments.
+    let r = unsafe { ((bpf_get_prandom_u32() as u64) << 32) | bpf_get_prandom_u32() as u64 };
+    if r % rate < len {
+        rate
+    } else {
+        0
+    }
+}
+
+/// The per-CPU scratch record, header filled with the current task's ids.
+#[inline(always)]
+pub fn scratch(kind: u32) -> Option<*mut RecordBuf> {
+    // SAFETY: helper without arguments.
+    let cpu = unsafe { bpf_get_smp_processor_id() };
+    let buf = SCRATCH.get_ptr_mut(cpu)?;
+    let id = bpf_get_current_pid_tgid();
+    // SAFETY: `buf` points into the map value for this CPU.
+    unsafe {
+        (*buf).header = EventHeader {
+            kind,
+            tgid: (id >> 32) as u32,
+            tid: id as u32,
+            stack_len: 0,
+            ktime_ns: bpf_ktime_get_ns(),
+            stack_base: 0,
+            regs: Default::default(),
+            weight: 0,
+        };
+    }
+    Some(buf)
+}
+
+/// Send the scratch record with its stack bytes; count it as lost if the ring is full.
+#[inline(always)]
+pub fn emit(buf: *mut RecordBuf) {
+    // SAFETY: `buf` is the CPU's scratch slot; the size is bounded by the value size.
+    unsafe {
+        let mut stack_len = (*buf).header.stack_len as u64;
+        if stack_len > MAX_STACK_BYTES as u64 {
+            stack_len = MAX_STACK_BYTES as u64;
+        }
+        let size = core::mem::size_of::<EventHeader>() as u64 + BODY_SIZE as u64 + stack_len;
+        let bytes = core::slice::from_raw_parts(buf as *const u8, size as usize);
+        if EVENTS.output::<[u8]>(bytes, 0).is_err() {
+            count(Counter::Lost);
+        }
+    }
+}

@@ -1,0 +1,63 @@
+//! User stack capture: registers plus a copy of the stack memory above `sp`.
+//!
+//! This is the one interface the userspace unwinder depends on. We copy whole pages
+//! starting at the page that holds `sp`: every read has a constant size (which keeps
+//! the verifier simple) and the copy stops at the first page that cannot be read,
+//! which is the top of the stack mapping.
+use aya_ebpf::{
+    bindings::pt_regs,
+    helpers::{
+        bpf_probe_read_kernel,
+        generated::{bpf_get_current_task_btf, bpf_probe_read_user, bpf_task_pt_regs},
+    },
+};
+use profiler_common::{Counter, UserRegs, MAX_STACK_PAGES, STACK_PAGE_SIZE};
+
+use crate::record::{count, RecordBuf};
+
+/// Fill `header.regs`, `header.stack_base`, `header.stack_len` and the stack bytes of
+/// `buf` from the current task's user registers and stack.
+#[inline(always)]
+pub fn capture(buf: *mut RecordBuf, pages: u32) {
+    // SAFETY: the BTF task pointer and its pt_regs are read with probe reads only.
+    unsafe {
+        let task = bpf_get_current_task_btf();
+        let regs = bpf_task_pt_regs(task) as *const pt_regs;
+        if regs.is_null() {
+            return;
+        }
+        let Ok(regs) = bpf_probe_read_kernel(regs) else {
+            return;
+        };
+        let user = UserRegs {
+            ip: regs.rip,
+            sp: regs.rsp,
+            bp: regs.rbp,
+        };
+        (*buf).header.regs = user;
+        let base = user.sp & !(STACK_PAGE_SIZE as u64 - 1);
+        (*buf).header.stack_base = base;
+        let dst = core::ptr::addr_of_mut!((*buf).stack) as *mut u8;
+        let mut copied: u32 = 0;
+        let mut i: usize = 0;
+        while i < MAX_STACK_PAGES {
+            if i as u32 >= pages {
+                break;
+            }
+            let ret = bpf_probe_read_user(
+                dst.add(i * STACK_PAGE_SIZE) as *mut core::ffi::c_void,
+                STACK_PAGE_SIZE as u32,
+                (base + (i * STACK_PAGE_SIZE) as u64) as *const core::ffi::c_void,
+            );
+            if ret != 0 {
+                break;
+            }
+            copied += 1;
+            i += 1;
+        }
+        if copied == 0 {
+            count(Counter::StackReadFailed);
+        }
+        (*buf).header.stack_len = copied * STACK_PAGE_SIZE as u32;
+    }
+}

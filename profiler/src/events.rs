@@ -1,0 +1,113 @@
+//! Plain-Rust events, as `collect` hands them to the rest of the pipeline.
+//!
+//! Nothing after `collect` sees kernel types or raw ring-buffer bytes: the ledger,
+//! unwinder and renderers work on these, which makes them testable without root.
+
+/// Registers and a copy of user stack memory, enough to unwind a user stack.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StackSample {
+    pub ip: u64,
+    pub sp: u64,
+    pub bp: u64,
+    /// Address of `bytes[0]` in the sampled thread's address space.
+    pub base: u64,
+    pub bytes: Vec<u8>,
+}
+
+impl StackSample {
+    /// Read a little-endian u64 at `addr`, if the copied window covers it.
+    pub fn read_u64(&self, addr: u64) -> Option<u64> {
+        let off = usize::try_from(addr.checked_sub(self.base)?).ok()?;
+        let end = off.checked_add(8)?;
+        let b = self.bytes.get(off..end)?;
+        Some(u64::from_le_bytes(b.try_into().ok()?))
+    }
+}
+
+/// A change to a process's address space, after the syscall succeeded.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MemOp {
+    Mmap {
+        addr: u64,
+        len: u64,
+        prot: u32,
+        flags: u64,
+        fd: i32,
+    },
+    Munmap {
+        addr: u64,
+        len: u64,
+    },
+    Mremap {
+        old_addr: u64,
+        old_len: u64,
+        new_addr: u64,
+        new_len: u64,
+        flags: u64,
+    },
+    /// The program break is now `new_brk` (the syscall's return value).
+    Brk {
+        new_brk: u64,
+    },
+    Mprotect {
+        addr: u64,
+        len: u64,
+        prot: u32,
+    },
+    /// execve replaced the address space.
+    Exec,
+    /// The process exited.
+    Exit,
+}
+
+/// One memory event of one process.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MemRecord {
+    pub pid: u32,
+    pub tid: u32,
+    pub time_ns: u64,
+    pub op: MemOp,
+    /// Present when the byte sampler picked this event.
+    pub sample: Option<MemSample>,
+}
+
+/// A sampled memory event: its stack and the bytes it stands for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MemSample {
+    /// Bytes the sampling decision was made on (new bytes the call may commit).
+    pub sampled_bytes: u64,
+    /// Bytes this sample stands for: `max(sampled_bytes, rate)` (unbiased estimator).
+    pub weight: u64,
+    pub stack: StackSample,
+}
+
+impl MemSample {
+    /// Scale factor from bytes actually changed by this event to estimated bytes.
+    pub fn scale(&self) -> f64 {
+        if self.sampled_bytes == 0 {
+            1.0
+        } else {
+            self.weight as f64 / self.sampled_bytes as f64
+        }
+    }
+}
+
+/// Index of an interned, unwound stack (see `aggregate::StackTable`).
+pub type StackId = u32;
+
+/// Linux mmap/mprotect constants used by the pipeline (x86_64 values).
+pub mod linux {
+    pub const PROT_NONE: u32 = 0;
+    pub const PROT_READ: u32 = 0x1;
+    pub const PROT_WRITE: u32 = 0x2;
+    pub const PROT_EXEC: u32 = 0x4;
+    pub const MAP_SHARED: u64 = 0x01;
+    pub const MAP_PRIVATE: u64 = 0x02;
+    pub const MAP_FIXED: u64 = 0x10;
+    pub const MAP_ANONYMOUS: u64 = 0x20;
+    pub const MAP_GROWSDOWN: u64 = 0x0100;
+    pub const MAP_STACK: u64 = 0x20000;
+    pub const MREMAP_MAYMOVE: u64 = 1;
+    pub const MREMAP_FIXED: u64 = 2;
+    pub const MREMAP_DONTUNMAP: u64 = 4;
+}

@@ -1,0 +1,1 @@
+//! Per-process ledger of live mappings (being written).

@@ -1,0 +1,226 @@
+//! Reading `/proc/PID/*`: memory maps, RSS, program break, command name.
+//!
+//! Parsers take text so they are unit-tested on fixtures; the `read_*` functions are
+//! thin wrappers that add the path and turn I/O errors into [`ProcError`].
+use std::path::PathBuf;
+
+/// Errors reading a process's /proc files.
+#[derive(Debug, thiserror::Error)]
+pub enum ProcError {
+    #[error("process {pid} does not exist")]
+    NoSuchProcess { pid: u32 },
+    #[error("permission denied reading /proc/{pid}/{file} (run as root)")]
+    PermissionDenied { pid: u32, file: &'static str },
+    #[error("reading /proc/{pid}/{file}: {source}")]
+    Io {
+        pid: u32,
+        file: &'static str,
+        source: std::io::Error,
+    },
+    #[error("malformed /proc/{pid}/{file}: {detail}")]
+    Malformed {
+        pid: u32,
+        file: &'static str,
+        detail: String,
+    },
+}
+
+/// One line of `/proc/PID/maps`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MapEntry {
+    pub start: u64,
+    pub end: u64,
+    pub read: bool,
+    pub write: bool,
+    pub exec: bool,
+    /// `s` (shared) rather than `p` (private).
+    pub shared: bool,
+    pub offset: u64,
+    pub inode: u64,
+    /// Path or pseudo-name (`[heap]`, `[stack]`, `[vdso]`, …); empty for anonymous.
+    pub path: String,
+}
+
+impl MapEntry {
+    pub fn len(&self) -> u64 {
+        self.end - self.start
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.end == self.start
+    }
+
+    /// A real file on disk (not anonymous, not a `[pseudo]` mapping, not deleted).
+    pub fn is_file(&self) -> bool {
+        self.path.starts_with('/') && self.inode != 0
+    }
+}
+
+/// Parse the text of `/proc/PID/maps`. Lines that do not parse are an error: the
+/// kernel's format is fixed, so a bad line means we are reading the wrong thing.
+pub fn parse_maps(text: &str) -> Result<Vec<MapEntry>, String> {
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(parse_maps_line)
+        .collect()
+}
+
+fn parse_maps_line(line: &str) -> Result<MapEntry, String> {
+    let bad = || format!("bad maps line: {line:?}");
+    let mut fields = line.splitn(6, ' ');
+    let range = fields.next().ok_or_else(bad)?;
+    let perms = fields.next().ok_or_else(bad)?.as_bytes();
+    let offset = fields.next().ok_or_else(bad)?;
+    let _dev = fields.next().ok_or_else(bad)?;
+    let inode = fields.next().ok_or_else(bad)?;
+    let path = fields.next().unwrap_or("").trim_start().to_string();
+    let (start, end) = range.split_once('-').ok_or_else(bad)?;
+    if perms.len() < 4 {
+        return Err(bad());
+    }
+    Ok(MapEntry {
+        start: u64::from_str_radix(start, 16).map_err(|_| bad())?,
+        end: u64::from_str_radix(end, 16).map_err(|_| bad())?,
+        read: perms[0] == b'r',
+        write: perms[1] == b'w',
+        exec: perms[2] == b'x',
+        shared: perms[3] == b's',
+        offset: u64::from_str_radix(offset, 16).map_err(|_| bad())?,
+        inode: inode.parse().map_err(|_| bad())?,
+        path,
+    })
+}
+
+/// Resident memory of a process, from `/proc/PID/status` (kB fields → bytes).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Rss {
+    pub total: u64,
+    pub anon: u64,
+    pub file: u64,
+    pub shmem: u64,
+}
+
+pub fn parse_status_rss(text: &str) -> Rss {
+    let mut rss = Rss::default();
+    for line in text.lines() {
+        let Some((key, value)) = line.split_once(':') else {
+            continue;
+        };
+        let kb = value
+            .split_whitespace()
+            .next()
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0);
+        match key {
+            "VmRSS" => rss.total = kb * 1024,
+            "RssAnon" => rss.anon = kb * 1024,
+            "RssFile" => rss.file = kb * 1024,
+            "RssShmem" => rss.shmem = kb * 1024,
+            _ => {}
+        }
+    }
+    rss
+}
+
+/// `start_brk` (field 47 of `/proc/PID/stat`): where the heap begins.
+pub fn parse_stat_start_brk(text: &str) -> Option<u64> {
+    // The command name (field 2) may contain spaces and parentheses: skip past the last ')'.
+    let rest = &text[text.rfind(')')? + 1..];
+    // `rest` starts at field 3.
+    rest.split_whitespace().nth(47 - 3)?.parse().ok()
+}
+
+/// Root of a process's /proc directory. Tests point this elsewhere.
+pub fn proc_path(pid: u32, file: &str) -> PathBuf {
+    PathBuf::from(format!("/proc/{pid}/{file}"))
+}
+
+fn read(pid: u32, file: &'static str) -> Result<String, ProcError> {
+    std::fs::read_to_string(proc_path(pid, file)).map_err(|source| match source.kind() {
+        std::io::ErrorKind::NotFound => ProcError::NoSuchProcess { pid },
+        std::io::ErrorKind::PermissionDenied => ProcError::PermissionDenied { pid, file },
+        _ if source.raw_os_error() == Some(libc::ESRCH) => ProcError::NoSuchProcess { pid },
+        _ => ProcError::Io { pid, file, source },
+    })
+}
+
+pub fn read_maps(pid: u32) -> Result<Vec<MapEntry>, ProcError> {
+    let text = read(pid, "maps")?;
+    parse_maps(&text).map_err(|detail| ProcError::Malformed {
+        pid,
+        file: "maps",
+        detail,
+    })
+}
+
+pub fn read_rss(pid: u32) -> Result<Rss, ProcError> {
+    Ok(parse_status_rss(&read(pid, "status")?))
+}
+
+pub fn read_comm(pid: u32) -> Result<String, ProcError> {
+    Ok(read(pid, "comm")?.trim_end().to_string())
+}
+
+pub fn read_start_brk(pid: u32) -> Result<Option<u64>, ProcError> {
+    Ok(parse_stat_start_brk(&read(pid, "stat")?))
+}
+
+/// Whether the process exists (and is not a zombie).
+pub fn is_alive(pid: u32) -> bool {
+    match read(pid, "stat") {
+        Ok(stat) => stat
+            .rfind(')')
+            .and_then(|i| stat[i + 1..].split_whitespace().next())
+            .is_some_and(|state| state != "Z" && state != "X"),
+        Err(_) => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Check that maps lines with and without paths, and pseudo-paths, parse.
+    #[test]
+    fn parses_maps_lines() {
+        let text = "\
+55d0c0a00000-55d0c0a01000 r--p 00000000 fd:01 1234                       /usr/bin/prog
+55d0c1000000-55d0c1021000 rw-p 00000000 00:00 0                          [heap]
+7f0000000000-7f0000100000 rw-p 00000000 00:00 0 
+7f0000200000-7f0000300000 r-xs 00001000 fd:01 99   /dev/shm/a file with spaces
+";
+        let maps = parse_maps(text).unwrap();
+        assert_eq!(maps.len(), 4);
+        assert_eq!(maps[0].start, 0x55d0c0a00000);
+        assert!(maps[0].is_file() && maps[0].read && !maps[0].write);
+        assert_eq!(maps[1].path, "[heap]");
+        assert!(!maps[1].is_file());
+        assert_eq!(maps[2].path, "");
+        assert_eq!(maps[2].len(), 0x100000);
+        assert!(maps[3].shared && maps[3].exec);
+        assert_eq!(maps[3].offset, 0x1000);
+        assert_eq!(maps[3].path, "/dev/shm/a file with spaces");
+    }
+
+    /// Check that a garbage line is reported rather than skipped.
+    #[test]
+    fn rejects_garbage_maps_line() {
+        assert!(parse_maps("not a maps line\n").is_err());
+    }
+
+    /// Check that RSS fields are read in bytes.
+    #[test]
+    fn parses_status_rss() {
+        let rss = parse_status_rss("Name:\tx\nVmRSS:\t  100 kB\nRssAnon:\t 60 kB\nRssFile:\t 30 kB\nRssShmem:\t 10 kB\n");
+        assert_eq!(rss, Rss { total: 102400, anon: 61440, file: 30720, shmem: 10240 });
+    }
+
+    /// Check that start_brk is found even when comm contains spaces and parentheses.
+    #[test]
+    fn parses_start_brk_past_odd_comm() {
+        let mut fields: Vec<String> = (3..=52).map(|i| i.to_string()).collect();
+        fields[47 - 3] = "94000000".into();
+        let stat = format!("42 (a (b) c) {}", fields.join(" "));
+        assert_eq!(parse_stat_start_brk(&stat), Some(94000000));
+    }
+}

@@ -1,0 +1,1 @@
+//! User-stack unwinding (being written).
