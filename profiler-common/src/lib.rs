@@ -132,7 +132,34 @@ pub struct WaitEvent {
     pub fd: i32,
     /// Futex operation (masked with FUTEX_CMD_MASK) or 0.
     pub futex_op: u32,
+    /// The syscall's return value (truncated): e.g. -ETIMEDOUT, -EAGAIN, bytes read.
+    pub ret: i32,
+}
+
+/// A thread inside a wait syscall, as the enter probe saw it (map `WAITING`, keyed by
+/// pid_tgid). Userspace reads it to know how long in-flight waits have lasted.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WaitStart {
+    pub start_ns: u64,
+    /// Futex user address (futex, futex_waitv's first waiter), or 0.
+    pub futex_addr: u64,
+    /// Registers at syscall entry: the thread's user stack stays as it was while blocked.
+    pub regs: UserRegs,
+    pub syscall_nr: u32,
+    /// File descriptor waited on (socket, epoll fd, first pollfd), or -1.
+    pub fd: i32,
+    pub futex_op: u32,
     pub _pad: u32,
+}
+
+/// Key of the per-futex counters (`FUTEX_WAITS`, `FUTEX_WAKES`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct FutexKey {
+    pub tgid: u32,
+    pub _pad: u32,
+    pub uaddr: u64,
 }
 
 /// Run-time configuration written by userspace into the `CONFIG` array before attach.
@@ -147,6 +174,53 @@ pub struct Config {
     pub stack_pages: u32,
     /// Non-zero: trace every process (no TARGETS filter).
     pub all_processes: u32,
+}
+
+/// x86_64 syscall numbers of the wait probes.
+pub mod nr {
+    pub const READ: u32 = 0;
+    pub const POLL: u32 = 7;
+    pub const READV: u32 = 19;
+    pub const SELECT: u32 = 23;
+    pub const CONNECT: u32 = 42;
+    pub const ACCEPT: u32 = 43;
+    pub const RECVFROM: u32 = 45;
+    pub const RECVMSG: u32 = 47;
+    pub const FUTEX: u32 = 202;
+    pub const EPOLL_WAIT: u32 = 232;
+    pub const PSELECT6: u32 = 270;
+    pub const PPOLL: u32 = 271;
+    pub const EPOLL_PWAIT: u32 = 281;
+    pub const ACCEPT4: u32 = 288;
+    pub const EPOLL_PWAIT2: u32 = 441;
+    pub const FUTEX_WAITV: u32 = 449;
+}
+
+/// futex(2) operations (after masking with [`FUTEX_CMD_MASK`]).
+pub mod futex_op {
+    pub const WAIT: u32 = 0;
+    pub const WAKE: u32 = 1;
+    pub const REQUEUE: u32 = 3;
+    pub const CMP_REQUEUE: u32 = 4;
+    pub const WAKE_OP: u32 = 5;
+    pub const LOCK_PI: u32 = 6;
+    pub const UNLOCK_PI: u32 = 7;
+    pub const WAIT_BITSET: u32 = 9;
+    pub const WAKE_BITSET: u32 = 10;
+    pub const WAIT_REQUEUE_PI: u32 = 11;
+    pub const LOCK_PI2: u32 = 13;
+    /// Clears FUTEX_PRIVATE_FLAG and FUTEX_CLOCK_REALTIME.
+    pub const FUTEX_CMD_MASK: u32 = !(128 | 256);
+
+    /// Operations that block the caller.
+    pub fn is_wait(op: u32) -> bool {
+        matches!(op, WAIT | WAIT_BITSET | LOCK_PI | LOCK_PI2 | WAIT_REQUEUE_PI)
+    }
+
+    /// Operations that wake waiters.
+    pub fn is_wake(op: u32) -> bool {
+        matches!(op, WAKE | WAKE_BITSET | WAKE_OP | REQUEUE | CMP_REQUEUE | UNLOCK_PI)
+    }
 }
 
 /// Indices into the per-CPU `COUNTERS` array.
@@ -175,6 +249,8 @@ mod pod {
     unsafe impl aya::Pod for super::EventHeader {}
     unsafe impl aya::Pod for super::MemEvent {}
     unsafe impl aya::Pod for super::WaitEvent {}
+    unsafe impl aya::Pod for super::WaitStart {}
+    unsafe impl aya::Pod for super::FutexKey {}
 }
 
 #[cfg(test)]
@@ -192,5 +268,7 @@ mod tests {
         assert!(size_of::<WaitEvent>() <= BODY_SIZE);
         assert_eq!(size_of::<WaitEvent>(), 8 + 8 + 4 * 4);
         assert_eq!(size_of::<Config>(), 8 + 8 + 4 + 4);
+        assert_eq!(size_of::<WaitStart>(), 8 + 8 + 24 + 4 * 4);
+        assert_eq!(size_of::<FutexKey>(), 16);
     }
 }

@@ -38,3 +38,15 @@ pub static BRK_LAST: LruHashMap<u32, u64> = LruHashMap::with_max_entries(8192, 0
 /// Userspace sets max_entries to the number of possible CPUs.
 #[map]
 pub static SCRATCH: Array<RecordBuf> = Array::with_max_entries(256, 0);
+
+/// Threads currently inside a wait syscall, keyed by pid_tgid (see `WaitStart`).
+#[map]
+pub static WAITING: LruHashMap<u64, profiler_common::WaitStart> = LruHashMap::with_max_entries(32768, 0);
+
+/// Futex waits started per (tgid, futex address) during the window.
+#[map]
+pub static FUTEX_WAITS: LruHashMap<profiler_common::FutexKey, u64> = LruHashMap::with_max_entries(16384, 0);
+
+/// Futex wake calls per (tgid, futex address) during the window.
+#[map]
+pub static FUTEX_WAKES: LruHashMap<profiler_common::FutexKey, u64> = LruHashMap::with_max_entries(16384, 0);

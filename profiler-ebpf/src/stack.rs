@@ -15,25 +15,36 @@ use profiler_common::{Counter, UserRegs, MAX_STACK_PAGES, STACK_PAGE_SIZE};
 
 use crate::record::{count, RecordBuf};
 
+/// The current task's user registers (ip, sp, bp) at syscall entry.
+#[inline(always)]
+pub fn user_regs(out: &mut UserRegs) {
+    // SAFETY: the BTF task pointer and its pt_regs are read with probe reads only.
+    unsafe {
+        let regs = bpf_task_pt_regs(bpf_get_current_task_btf()) as *const pt_regs;
+        if regs.is_null() {
+            return;
+        }
+        if let Ok(regs) = bpf_probe_read_kernel(regs) {
+            *out = UserRegs {
+                ip: regs.rip,
+                sp: regs.rsp,
+                bp: regs.rbp,
+            };
+        }
+    }
+}
+
 /// Fill `header.regs`, `header.stack_base`, `header.stack_len` and the stack bytes of
 /// `buf` from the current task's user registers and stack.
 #[inline(always)]
 pub fn capture(buf: *mut RecordBuf, pages: u32) {
-    // SAFETY: the BTF task pointer and its pt_regs are read with probe reads only.
+    let mut user = UserRegs::default();
+    user_regs(&mut user);
+    if user.sp == 0 {
+        return;
+    }
+    // SAFETY: `buf` is this CPU's scratch slot; user memory is read with the helper only.
     unsafe {
-        let task = bpf_get_current_task_btf();
-        let regs = bpf_task_pt_regs(task) as *const pt_regs;
-        if regs.is_null() {
-            return;
-        }
-        let Ok(regs) = bpf_probe_read_kernel(regs) else {
-            return;
-        };
-        let user = UserRegs {
-            ip: regs.rip,
-            sp: regs.rsp,
-            bp: regs.rbp,
-        };
         (*buf).header.regs = user;
         let base = user.sp & !(STACK_PAGE_SIZE as u64 - 1);
         (*buf).header.stack_base = base;

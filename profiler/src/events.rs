@@ -111,3 +111,88 @@ pub mod linux {
     pub const MREMAP_FIXED: u64 = 2;
     pub const MREMAP_DONTUNMAP: u64 = 4;
 }
+
+/// What a thread was blocked in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WaitSyscall {
+    Futex,
+    FutexWaitv,
+    Read,
+    Readv,
+    Recvfrom,
+    Recvmsg,
+    Accept,
+    Connect,
+    Poll,
+    Select,
+    EpollWait,
+}
+
+impl WaitSyscall {
+    /// Map an x86_64 syscall number to a wait syscall, if it is one we treat as a wait.
+    pub fn from_nr(nr: u64) -> Option<Self> {
+        use profiler_common::nr;
+        let nr = u32::try_from(nr).ok()?;
+        Some(match nr {
+            nr::FUTEX => Self::Futex,
+            nr::FUTEX_WAITV => Self::FutexWaitv,
+            nr::READ => Self::Read,
+            nr::READV => Self::Readv,
+            nr::RECVFROM => Self::Recvfrom,
+            nr::RECVMSG => Self::Recvmsg,
+            nr::ACCEPT | nr::ACCEPT4 => Self::Accept,
+            nr::CONNECT => Self::Connect,
+            nr::POLL | nr::PPOLL => Self::Poll,
+            nr::SELECT | nr::PSELECT6 => Self::Select,
+            nr::EPOLL_WAIT | nr::EPOLL_PWAIT | nr::EPOLL_PWAIT2 => Self::EpollWait,
+            _ => return None,
+        })
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Futex => "futex",
+            Self::FutexWaitv => "futex_waitv",
+            Self::Read => "read",
+            Self::Readv => "readv",
+            Self::Recvfrom => "recvfrom",
+            Self::Recvmsg => "recvmsg",
+            Self::Accept => "accept",
+            Self::Connect => "connect",
+            Self::Poll => "poll",
+            Self::Select => "select",
+            Self::EpollWait => "epoll_wait",
+        }
+    }
+
+    pub fn is_futex(self) -> bool {
+        matches!(self, Self::Futex | Self::FutexWaitv)
+    }
+
+    /// The first argument is the file descriptor waited on.
+    pub fn fd_arg(self) -> bool {
+        matches!(
+            self,
+            Self::Read | Self::Readv | Self::Recvfrom | Self::Recvmsg | Self::Accept | Self::Connect | Self::EpollWait
+        )
+    }
+}
+
+/// A wait that ended during the window and lasted at least the threshold.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WaitRecord {
+    pub pid: u32,
+    pub tid: u32,
+    /// When the wait ended (monotonic ns, `bpf_ktime_get_ns`).
+    pub end_ns: u64,
+    pub syscall: WaitSyscall,
+    pub blocked_ns: u64,
+    /// Futex address for futex waits, else 0.
+    pub futex_addr: u64,
+    /// Socket / epoll / first poll fd, or -1.
+    pub fd: i32,
+    /// The syscall's return value.
+    pub ret: i32,
+    pub stack: Option<StackSample>,
+}

@@ -1,11 +1,20 @@
 //! profiler: an eBPF production profiler for memory growth and blocked threads.
 //!
 //! The pipeline, one module per stage:
-//! `collect` (the only module that touches the kernel) → `events` (plain types) →
-//! `ledger` (live mappings per process) → `unwind` → `symbolize` → `render`
-//! (folded, SVG, report) → `record` (the command that ties them together).
+//! [`collect`] (the only module that touches the kernel) → [`events`] (plain types) →
+//! [`ledger`] (live mappings per process) → [`unwind`] → [`symbolize`] →
+//! [`aggregate`] (interned stacks) → [`render`] (folded, SVG, report) →
+//! [`record`] (the command that ties them together).
+pub mod aggregate;
+pub mod cli;
+pub mod collect;
 pub mod events;
 pub mod ledger;
+pub mod offcpu;
 pub mod procfs;
-pub mod unwind;
+pub mod record;
+pub mod render;
+pub mod sockets;
 pub mod symbolize;
+pub mod units;
+pub mod unwind;

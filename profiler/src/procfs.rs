@@ -224,3 +224,111 @@ mod tests {
         assert_eq!(parse_stat_start_brk(&stat), Some(94000000));
     }
 }
+
+/// What `/proc/PID/task/TID/syscall` says about a thread.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ThreadSyscall {
+    /// Running on a CPU (no stable syscall state to read).
+    Running,
+    /// Blocked, but not in a system call (e.g. a page fault).
+    NotInSyscall { sp: u64, pc: u64 },
+    /// Inside system call `nr` with its six arguments.
+    InSyscall { nr: u64, args: [u64; 6], sp: u64, pc: u64 },
+}
+
+pub fn parse_task_syscall(text: &str) -> Option<ThreadSyscall> {
+    let t = text.trim();
+    if t == "running" {
+        return Some(ThreadSyscall::Running);
+    }
+    let f: Vec<&str> = t.split_whitespace().collect();
+    let num = |s: &str| -> Option<u64> {
+        s.strip_prefix("0x").map_or_else(|| s.parse().ok(), |h| u64::from_str_radix(h, 16).ok())
+    };
+    match f.len() {
+        3 if f[0] == "-1" => Some(ThreadSyscall::NotInSyscall { sp: num(f[1])?, pc: num(f[2])? }),
+        9 => {
+            let mut args = [0u64; 6];
+            for (i, a) in args.iter_mut().enumerate() {
+                *a = num(f[1 + i])?;
+            }
+            Some(ThreadSyscall::InSyscall { nr: num(f[0])?, args, sp: num(f[7])?, pc: num(f[8])? })
+        }
+        _ => None,
+    }
+}
+
+/// Thread ids of a process.
+pub fn read_tids(pid: u32) -> Result<Vec<u32>, ProcError> {
+    let dir = std::fs::read_dir(proc_path(pid, "task")).map_err(|source| match source.kind() {
+        std::io::ErrorKind::NotFound => ProcError::NoSuchProcess { pid },
+        _ => ProcError::Io { pid, file: "task", source },
+    })?;
+    let mut tids: Vec<u32> = dir
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .collect();
+    tids.sort_unstable();
+    Ok(tids)
+}
+
+pub fn read_task_syscall(pid: u32, tid: u32) -> Option<ThreadSyscall> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/syscall")).ok()?;
+    parse_task_syscall(&text)
+}
+
+/// Voluntary context switches of a thread: unchanged across an interval means the
+/// thread stayed blocked the whole time.
+pub fn read_task_voluntary_switches(pid: u32, tid: u32) -> Option<u64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/status")).ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// Read `len` bytes of a process's memory at `addr` (fewer at the end of a mapping).
+pub fn read_memory(pid: u32, addr: u64, len: usize) -> std::io::Result<Vec<u8>> {
+    use std::os::unix::fs::FileExt;
+    let file = std::fs::File::open(proc_path(pid, "mem"))?;
+    let mut buf = vec![0u8; len];
+    let mut done = 0;
+    while done < len {
+        match file.read_at(&mut buf[done..], addr + done as u64) {
+            Ok(0) => break,
+            Ok(n) => done += n,
+            Err(e) if done > 0 && e.raw_os_error() == Some(libc::EIO) => break,
+            Err(e) => return Err(e),
+        }
+    }
+    buf.truncate(done);
+    Ok(buf)
+}
+
+#[cfg(test)]
+mod task_tests {
+    use super::*;
+
+    /// Check the three shapes of /proc/PID/task/TID/syscall.
+    #[test]
+    fn parses_task_syscall() {
+        assert_eq!(parse_task_syscall("running\n"), Some(ThreadSyscall::Running));
+        assert_eq!(
+            parse_task_syscall("-1 0x7ffd0000 0x401000\n"),
+            Some(ThreadSyscall::NotInSyscall { sp: 0x7ffd0000, pc: 0x401000 })
+        );
+        assert_eq!(
+            parse_task_syscall("202 0x55d0c1000040 0x80 0x0 0x0 0x0 0x0 0x7f00aa00 0x7f00bb00\n"),
+            Some(ThreadSyscall::InSyscall { nr: 202, args: [0x55d0c1000040, 0x80, 0, 0, 0, 0], sp: 0x7f00aa00, pc: 0x7f00bb00 })
+        );
+        assert_eq!(parse_task_syscall("garbage"), None);
+    }
+
+    /// Check that this process's own threads and memory can be read.
+    #[test]
+    fn reads_own_tids_and_memory() {
+        let pid = std::process::id();
+        assert!(read_tids(pid).unwrap().contains(&pid));
+        let value: u64 = 0x1122_3344_5566_7788;
+        let bytes = read_memory(pid, std::ptr::addr_of!(value) as u64, 8).unwrap();
+        assert_eq!(bytes, value.to_le_bytes());
+    }
+}

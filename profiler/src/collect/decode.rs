@@ -1,0 +1,201 @@
+//! Decoding ring-buffer records into plain [`crate::events`] types.
+//!
+//! Pure: takes the bytes of one record, so it is unit-tested without a kernel.
+use profiler_common::{EventHeader, EventKind, MemEvent, WaitEvent, BODY_SIZE, STACK_OFFSET};
+
+use crate::events::{MemOp, MemRecord, MemSample, StackSample, WaitRecord, WaitSyscall};
+
+/// A record that could not be decoded (a bug on one side, or a truncated record).
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum DecodeError {
+    #[error("record of {0} bytes is shorter than its header and body")]
+    Short(usize),
+    #[error("record declares {declared} stack bytes but carries {present}")]
+    StackLength { declared: usize, present: usize },
+    #[error("unknown record kind {0}")]
+    UnknownKind(u32),
+    #[error("wait record for syscall {0}, which is not a wait")]
+    NotAWait(u32),
+}
+
+/// One decoded record.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Record {
+    Mem(MemRecord),
+    Wait(WaitRecord),
+}
+
+fn read_pod<T: Copy>(bytes: &[u8]) -> T {
+    assert!(bytes.len() >= std::mem::size_of::<T>());
+    // SAFETY: length checked; T is a plain repr(C) integer struct from profiler-common,
+    // valid for any bit pattern; read_unaligned tolerates the ring buffer's alignment.
+    unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<T>()) }
+}
+
+/// Decode one ring-buffer record.
+pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
+    if bytes.len() < STACK_OFFSET {
+        return Err(DecodeError::Short(bytes.len()));
+    }
+    let header: EventHeader = read_pod(bytes);
+    let body = &bytes[std::mem::size_of::<EventHeader>()..][..BODY_SIZE];
+    let stack_len = header.stack_len as usize;
+    let present = bytes.len() - STACK_OFFSET;
+    if stack_len > present {
+        return Err(DecodeError::StackLength {
+            declared: stack_len,
+            present,
+        });
+    }
+    let stack = (stack_len > 0).then(|| StackSample {
+        ip: header.regs.ip,
+        sp: header.regs.sp,
+        bp: header.regs.bp,
+        base: header.stack_base,
+        bytes: bytes[STACK_OFFSET..STACK_OFFSET + stack_len].to_vec(),
+    });
+    let kind = EventKind::from_u32(header.kind).ok_or(DecodeError::UnknownKind(header.kind))?;
+    if matches!(kind, EventKind::FutexWait | EventKind::SocketWait) {
+        let ev: WaitEvent = read_pod(body);
+        let syscall = WaitSyscall::from_nr(u64::from(ev.syscall_nr)).ok_or(DecodeError::NotAWait(ev.syscall_nr))?;
+        return Ok(Record::Wait(WaitRecord {
+            pid: header.tgid,
+            tid: header.tid,
+            end_ns: header.ktime_ns,
+            syscall,
+            blocked_ns: ev.blocked_ns,
+            futex_addr: ev.futex_addr,
+            fd: ev.fd,
+            ret: ev.ret,
+            stack,
+        }));
+    }
+    let ev: MemEvent = read_pod(body);
+    let op = match kind {
+        EventKind::Mmap => MemOp::Mmap {
+            addr: ev.addr,
+            len: ev.len,
+            prot: ev.prot,
+            flags: ev.flags,
+            fd: ev.fd,
+        },
+        EventKind::Munmap => MemOp::Munmap {
+            addr: ev.old_addr,
+            len: ev.old_len,
+        },
+        EventKind::Mremap => MemOp::Mremap {
+            old_addr: ev.old_addr,
+            old_len: ev.old_len,
+            new_addr: ev.addr,
+            new_len: ev.len,
+            flags: ev.flags,
+        },
+        EventKind::Brk => MemOp::Brk { new_brk: ev.addr },
+        EventKind::Mprotect => MemOp::Mprotect {
+            addr: ev.old_addr,
+            len: ev.old_len,
+            prot: ev.prot,
+        },
+        EventKind::Exec => MemOp::Exec,
+        EventKind::Exit => MemOp::Exit,
+        EventKind::FutexWait | EventKind::SocketWait => unreachable!("handled above"),
+    };
+    let sample = match (header.weight, stack) {
+        (weight, Some(stack)) if weight > 0 => Some(MemSample {
+            sampled_bytes: ev.sampled_bytes,
+            weight,
+            stack,
+        }),
+        _ => None,
+    };
+    Ok(Record::Mem(MemRecord {
+        pid: header.tgid,
+        tid: header.tid,
+        time_ns: header.ktime_ns,
+        op,
+        sample,
+    }))
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use profiler_common::UserRegs;
+
+    fn bytes_of<T>(v: &T) -> &[u8] {
+        // SAFETY: test-only view of a repr(C) integer struct.
+        unsafe { std::slice::from_raw_parts((v as *const T).cast::<u8>(), std::mem::size_of::<T>()) }
+    }
+
+    /// Build a record as the eBPF side lays it out.
+    pub(crate) fn encode(header: EventHeader, ev: MemEvent, stack: &[u8]) -> Vec<u8> {
+        let mut out = bytes_of(&header).to_vec();
+        let mut body = bytes_of(&ev).to_vec();
+        body.resize(BODY_SIZE, 0);
+        out.extend_from_slice(&body);
+        out.extend_from_slice(stack);
+        out
+    }
+
+    /// Check that a sampled mmap record decodes with its stack and weight.
+    #[test]
+    fn decodes_sampled_mmap() {
+        let header = EventHeader {
+            kind: EventKind::Mmap as u32,
+            tgid: 10,
+            tid: 11,
+            stack_len: 16,
+            ktime_ns: 5,
+            stack_base: 0x7000,
+            regs: UserRegs { ip: 1, sp: 0x7008, bp: 3 },
+            weight: 262144,
+        };
+        let ev = MemEvent {
+            addr: 0x1000,
+            len: 65536,
+            prot: 3,
+            flags: 0x22,
+            fd: -1,
+            sampled_bytes: 65536,
+            ..Default::default()
+        };
+        let rec = decode(&encode(header, ev, &[7u8; 16])).unwrap();
+        let Record::Mem(m) = rec else { panic!("expected a memory record") };
+        assert_eq!((m.pid, m.tid), (10, 11));
+        assert_eq!(
+            m.op,
+            MemOp::Mmap { addr: 0x1000, len: 65536, prot: 3, flags: 0x22, fd: -1 }
+        );
+        let s = m.sample.unwrap();
+        assert_eq!(s.scale(), 4.0);
+        assert_eq!(s.stack.base, 0x7000);
+        assert_eq!(s.stack.bytes.len(), 16);
+    }
+
+    /// Check that a futex wait record decodes with its syscall, address and time.
+    #[test]
+    fn decodes_futex_wait() {
+        let header = EventHeader { kind: EventKind::FutexWait as u32, tgid: 3, tid: 4, ktime_ns: 99, weight: 1, ..Default::default() };
+        let ev = WaitEvent { blocked_ns: 5_000_000, futex_addr: 0x1234, syscall_nr: 202, fd: -1, futex_op: 0, ret: -110 };
+        let mut bytes = bytes_of(&header).to_vec();
+        let mut body = bytes_of(&ev).to_vec();
+        body.resize(BODY_SIZE, 0);
+        bytes.extend_from_slice(&body);
+        let Record::Wait(w) = decode(&bytes).unwrap() else { panic!("expected a wait record") };
+        assert_eq!((w.pid, w.tid, w.end_ns), (3, 4, 99));
+        assert_eq!(w.syscall, WaitSyscall::Futex);
+        assert_eq!((w.blocked_ns, w.futex_addr, w.ret), (5_000_000, 0x1234, -110));
+        assert!(w.stack.is_none());
+    }
+
+    /// Check that truncated records are errors, not panics.
+    #[test]
+    fn rejects_short_and_inconsistent_records() {
+        assert_eq!(decode(&[0u8; 10]), Err(DecodeError::Short(10)));
+        let header = EventHeader { kind: EventKind::Munmap as u32, stack_len: 64, ..Default::default() };
+        let bytes = encode(header, MemEvent::default(), &[0u8; 8]);
+        assert_eq!(decode(&bytes), Err(DecodeError::StackLength { declared: 64, present: 8 }));
+        let header = EventHeader { kind: 99, ..Default::default() };
+        assert_eq!(decode(&encode(header, MemEvent::default(), &[])), Err(DecodeError::UnknownKind(99)));
+    }
+}

@@ -1,0 +1,314 @@
+//! `collect`: the only module that touches the kernel.
+//!
+//! It checks the host (root, BTF, tracefs), loads the eBPF object, fills the target and
+//! configuration maps, attaches the tracepoints and turns ring-buffer records into plain
+//! [`Record`]s. Everything downstream works on those.
+pub mod decode;
+mod host;
+
+use std::os::fd::AsRawFd;
+
+use aya::{
+    maps::{Array, HashMap, MapData, PerCpuArray, RingBuf},
+    programs::TracePoint,
+    Ebpf, EbpfLoader,
+};
+use std::collections::BTreeMap;
+
+use profiler_common::{Config, Counter, FutexKey, WaitStart, MAX_STACK_PAGES};
+use tokio::io::unix::AsyncFd;
+
+pub use decode::{decode, DecodeError, Record};
+pub use host::{check_host, HostError};
+
+/// What can go wrong while loading and attaching the probes.
+#[derive(Debug, thiserror::Error)]
+pub enum CollectError {
+    #[error(transparent)]
+    Host(#[from] HostError),
+    #[error("loading the eBPF programs failed: {0}")]
+    Load(String),
+    #[error("the kernel refused to load eBPF program {program}: {detail}")]
+    Verifier { program: String, detail: String },
+    #[error("this kernel has no tracepoint {category}:{name} ({detail})")]
+    MissingTracepoint {
+        category: String,
+        name: String,
+        detail: String,
+    },
+    #[error("eBPF map {0}: {1}")]
+    Map(&'static str, String),
+    #[error("ring buffer: {0}")]
+    Ring(std::io::Error),
+}
+
+/// Tunables of the in-kernel side.
+#[derive(Clone, Debug)]
+pub struct CollectorConfig {
+    /// Mean bytes between stack samples (1 = every event).
+    pub sample_bytes: u64,
+    /// Pages of user stack copied per sample.
+    pub stack_pages: u32,
+    /// Trace every process instead of the targets map.
+    pub all_processes: bool,
+    /// Waits shorter than this are counted in the kernel, not sent.
+    pub wait_threshold_ns: u64,
+}
+
+/// Event counters summed over CPUs, plus userspace-side decode failures.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Counters {
+    /// Events of target processes seen in the kernel.
+    pub seen: u64,
+    /// Of those, events that carried a stack sample.
+    pub sampled: u64,
+    /// Records dropped because the ring buffer was full.
+    pub lost: u64,
+    /// Stack samples where no user memory could be read.
+    pub stack_read_failed: u64,
+    /// Records userspace could not decode.
+    pub decode_errors: u64,
+    /// Waits shorter than the threshold: counted only.
+    pub short_waits: u64,
+    /// Futex wake calls by targets.
+    pub futex_wakes: u64,
+}
+
+/// The memory probes: (tracepoint category, tracepoint name) = program name.
+const MEMORY_TRACEPOINTS: &[(&str, &str)] = &[
+    ("syscalls", "sys_enter_mmap"),
+    ("syscalls", "sys_exit_mmap"),
+    ("syscalls", "sys_enter_munmap"),
+    ("syscalls", "sys_exit_munmap"),
+    ("syscalls", "sys_enter_mremap"),
+    ("syscalls", "sys_exit_mremap"),
+    ("syscalls", "sys_enter_brk"),
+    ("syscalls", "sys_exit_brk"),
+    ("syscalls", "sys_enter_mprotect"),
+    ("syscalls", "sys_exit_mprotect"),
+    ("sched", "sched_process_exec"),
+    ("sched", "sched_process_exit"),
+];
+
+/// The wait probes (all `syscalls:` tracepoints): enter and exit of each wait syscall.
+const WAIT_TRACEPOINTS: &[&str] = &[
+    "sys_enter_futex", "sys_exit_futex", "sys_enter_futex_waitv", "sys_exit_futex_waitv",
+    "sys_enter_read", "sys_exit_read", "sys_enter_readv", "sys_exit_readv",
+    "sys_enter_recvfrom", "sys_exit_recvfrom", "sys_enter_recvmsg", "sys_exit_recvmsg",
+    "sys_enter_accept", "sys_exit_accept", "sys_enter_accept4", "sys_exit_accept4",
+    "sys_enter_connect", "sys_exit_connect", "sys_enter_poll", "sys_exit_poll",
+    "sys_enter_ppoll", "sys_exit_ppoll", "sys_enter_select", "sys_exit_select",
+    "sys_enter_pselect6", "sys_exit_pselect6", "sys_enter_epoll_wait", "sys_exit_epoll_wait",
+    "sys_enter_epoll_pwait", "sys_exit_epoll_pwait", "sys_enter_epoll_pwait2", "sys_exit_epoll_pwait2",
+];
+
+/// Monotonic time in ns: the clock `bpf_ktime_get_ns` reads.
+pub fn monotonic_now_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: valid pointer to a timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// Loaded and attached probes with their ring buffer.
+pub struct Collector {
+    ebpf: Ebpf,
+    ring: AsyncFd<RingBuf<MapData>>,
+    decode_errors: u64,
+}
+
+impl Collector {
+    /// Check the host, load the eBPF object and write the configuration. Probes are not
+    /// attached yet, so targets can be registered (and seeded) first.
+    pub fn load(cfg: &CollectorConfig) -> Result<Self, CollectError> {
+        host::check_host()?;
+        host::raise_memlock_limit();
+        let cpus = aya::util::nr_cpus()
+            .map_err(|(_, e)| CollectError::Load(format!("counting CPUs: {e}")))?
+            as u32;
+        let mut ebpf = EbpfLoader::new()
+            .map_max_entries("SCRATCH", cpus.max(1))
+            .load(aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/profiler")))
+            .map_err(|e| CollectError::Load(format!("{e:#}")))?;
+        let config = Config {
+            sample_bytes: cfg.sample_bytes.max(1),
+            wait_threshold_ns: cfg.wait_threshold_ns,
+            stack_pages: cfg.stack_pages.clamp(1, MAX_STACK_PAGES as u32),
+            all_processes: u32::from(cfg.all_processes),
+        };
+        let mut array: Array<_, Config> = Array::try_from(map(&mut ebpf, "CONFIG")?)
+            .map_err(|e| CollectError::Map("CONFIG", e.to_string()))?;
+        array
+            .set(0, config, 0)
+            .map_err(|e| CollectError::Map("CONFIG", e.to_string()))?;
+        let ring = RingBuf::try_from(
+            ebpf.take_map("EVENTS")
+                .ok_or_else(|| CollectError::Map("EVENTS", "missing from object".into()))?,
+        )
+        .map_err(|e| CollectError::Map("EVENTS", e.to_string()))?;
+        // SAFETY: the ring buffer's fd is owned by `ring`, which the AsyncFd owns and
+        // deregisters before dropping: the fd stays valid while registered.
+        let ring = unsafe { AsyncFd::register(ring) }.map_err(|e| CollectError::Ring(e.into()))?;
+        Ok(Self {
+            ebpf,
+            ring,
+            decode_errors: 0,
+        })
+    }
+
+    /// Trace process `pid`. `brk` is its current program break, when known, so that the
+    /// first heap growth in the window is measured from the right place.
+    pub fn add_target(&mut self, pid: u32, brk: Option<u64>) -> Result<(), CollectError> {
+        let mut targets: HashMap<_, u32, u32> = HashMap::try_from(map(&mut self.ebpf, "TARGETS")?)
+            .map_err(|e| CollectError::Map("TARGETS", e.to_string()))?;
+        targets
+            .insert(pid, 1, 0)
+            .map_err(|e| CollectError::Map("TARGETS", e.to_string()))?;
+        if let Some(brk) = brk {
+            let mut last: HashMap<_, u32, u64> =
+                HashMap::try_from(map(&mut self.ebpf, "BRK_LAST")?)
+                    .map_err(|e| CollectError::Map("BRK_LAST", e.to_string()))?;
+            last.insert(pid, brk, 0)
+                .map_err(|e| CollectError::Map("BRK_LAST", e.to_string()))?;
+        }
+        Ok(())
+    }
+
+    /// Load and attach every memory probe.
+    pub fn attach_memory_probes(&mut self) -> Result<(), CollectError> {
+        for &probe in MEMORY_TRACEPOINTS {
+            self.attach(probe)?;
+        }
+        Ok(())
+    }
+
+    /// Wait until records are available (or `timeout` passes), then drain them.
+    pub async fn next_batch(
+        &mut self,
+        out: &mut Vec<Record>,
+        timeout: std::time::Duration,
+    ) -> Result<(), CollectError> {
+        if let Ok(guard) = tokio::time::timeout(timeout, self.ring.readable_mut()).await {
+            let mut guard = guard.map_err(CollectError::Ring)?;
+            guard.clear_ready();
+        }
+        self.drain(out);
+        Ok(())
+    }
+
+    /// Take every record that is in the ring buffer now.
+    pub fn drain(&mut self, out: &mut Vec<Record>) {
+        let ring = self.ring.get_mut();
+        while let Some(item) = RingBuf::next(ring) {
+            match decode(&item[..]) {
+                Ok(record) => out.push(record),
+                Err(_) => self.decode_errors += 1,
+            }
+        }
+    }
+
+    /// Current counter values, summed over CPUs.
+    pub fn counters(&self) -> Counters {
+        let mut c = Counters {
+            decode_errors: self.decode_errors,
+            ..Default::default()
+        };
+        let Some(m) = self.ebpf.map("COUNTERS") else {
+            return c;
+        };
+        let Ok(array) = PerCpuArray::<_, u64>::try_from(m) else {
+            return c;
+        };
+        let sum = |counter: Counter| -> u64 {
+            array
+                .get(&(counter as u32), 0)
+                .map(|values| values.iter().sum())
+                .unwrap_or(0)
+        };
+        c.seen = sum(Counter::Seen);
+        c.sampled = sum(Counter::Sampled);
+        c.lost = sum(Counter::Lost);
+        c.stack_read_failed = sum(Counter::StackReadFailed);
+        c.short_waits = sum(Counter::ShortWaits);
+        c.futex_wakes = sum(Counter::FutexWakes);
+        c
+    }
+
+    /// Threads of `pid` inside a wait syscall that the probes saw start, by thread id.
+    pub fn waiting_threads(&self, pid: u32) -> std::collections::HashMap<u32, WaitStart> {
+        let Some(m) = self.ebpf.map("WAITING") else {
+            return Default::default();
+        };
+        let Ok(map) = HashMap::<_, u64, WaitStart>::try_from(m) else {
+            return Default::default();
+        };
+        map.iter()
+            .filter_map(Result::ok)
+            .filter(|(id, _)| (id >> 32) as u32 == pid)
+            .map(|(id, start)| (id as u32, start))
+            .collect()
+    }
+
+    /// Futex waits started and wake calls made by `pid` in the window, by futex address.
+    pub fn futex_counts(&self, pid: u32) -> (BTreeMap<u64, u64>, BTreeMap<u64, u64>) {
+        let read = |name: &str| -> BTreeMap<u64, u64> {
+            let Some(m) = self.ebpf.map(name) else {
+                return BTreeMap::new();
+            };
+            let Ok(map) = HashMap::<_, FutexKey, u64>::try_from(m) else {
+                return BTreeMap::new();
+            };
+            map.iter()
+                .filter_map(Result::ok)
+                .filter(|(k, _)| k.tgid == pid)
+                .map(|(k, n)| (k.uaddr, n))
+                .collect()
+        };
+        (read("FUTEX_WAITS"), read("FUTEX_WAKES"))
+    }
+
+    /// Load and attach every wait probe. A syscall tracepoint the kernel lacks (e.g.
+    /// `futex_waitv` before 5.16) is skipped and returned, not fatal.
+    pub fn attach_wait_probes(&mut self) -> Result<Vec<String>, CollectError> {
+        let mut skipped = Vec::new();
+        for name in WAIT_TRACEPOINTS {
+            match self.attach(("syscalls", name)) {
+                Ok(()) => {}
+                Err(CollectError::MissingTracepoint { name, .. }) => skipped.push(name),
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(skipped)
+    }
+
+    fn attach(&mut self, (category, name): (&str, &str)) -> Result<(), CollectError> {
+        let program: &mut TracePoint = self
+            .ebpf
+            .program_mut(name)
+            .ok_or_else(|| CollectError::Load(format!("program {name} missing from object")))?
+            .try_into()
+            .map_err(|e| CollectError::Load(format!("{name}: {e}")))?;
+        program.load().map_err(|e| CollectError::Verifier {
+            program: name.to_string(),
+            detail: format!("{e:#}"),
+        })?;
+        program
+            .attach(category, name)
+            .map_err(|e| CollectError::MissingTracepoint {
+                category: category.to_string(),
+                name: name.to_string(),
+                detail: e.to_string(),
+            })?;
+        Ok(())
+    }
+
+    /// The ring buffer's file descriptor (for diagnostics).
+    pub fn ring_fd(&self) -> i32 {
+        self.ring.get_ref().as_raw_fd()
+    }
+}
+
+fn map<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut aya::maps::Map, CollectError> {
+    ebpf.map_mut(name)
+        .ok_or_else(|| CollectError::Map(name, "missing from object".into()))
+}

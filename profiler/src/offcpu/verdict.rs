@@ -1,0 +1,237 @@
+//! The stall verdict: is this process stuck, idle, or making progress?
+//!
+//! A process is STALLED when at least 80 % of its threads have been blocked for longer
+//! than the threshold on waits that nothing woke: futexes with no wake call in the
+//! window, or reads from sockets. Event loops and listeners waiting for work are idle,
+//! not stalled, and the verdict says so rather than crying wolf.
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use super::{InFlightWait, ThreadSnapshot};
+use crate::events::StackId;
+
+/// Threads blocked on the same thing with the same stack.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct WaitGroup {
+    /// e.g. `futex 0x55d0c1000040`, `recvfrom on socket 127.0.0.1:5432`.
+    pub on: String,
+    pub tids: Vec<u32>,
+    /// The shortest time any of these threads has been blocked.
+    pub blocked_at_least_ns: u64,
+    /// Futex wake calls on this futex during the window (futex waits only).
+    pub wakes: Option<u64>,
+    /// Whether these threads count as stuck (long, not idle, never woken).
+    pub stuck: bool,
+    /// The first frame above the lock / wait implementation (e.g. `acquire_nested`).
+    pub frame_below_lock: Option<String>,
+    /// Frames, root first.
+    pub stack: Vec<String>,
+}
+
+/// The verdict for one process.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(tag = "verdict", rename_all = "snake_case")]
+pub enum Verdict {
+    Stalled {
+        stuck: usize,
+        threads: usize,
+        on: String,
+        frame_below_lock: Option<String>,
+        blocked_at_least_ns: u64,
+    },
+    Idle {
+        threads: usize,
+        detail: String,
+    },
+    Progressing {
+        stuck: usize,
+        threads: usize,
+    },
+}
+
+impl Verdict {
+    /// One line for the report.
+    pub fn line(&self) -> String {
+        match self {
+            Verdict::Stalled { stuck, threads, on, frame_below_lock, blocked_at_least_ns } => format!(
+                "STALLED: {stuck} of {threads} threads blocked for at least {:.1} s on {on} with no wake{}",
+                *blocked_at_least_ns as f64 / 1e9,
+                frame_below_lock.as_ref().map(|f| format!(", waiting in {f}")).unwrap_or_default()
+            ),
+            Verdict::Idle { threads, detail } => format!("not stalled: idle ({detail}; {threads} threads)"),
+            Verdict::Progressing { stuck, threads } => {
+                format!("not stalled: {stuck} of {threads} threads blocked past the threshold with no wake")
+            }
+        }
+    }
+
+    pub fn is_stalled(&self) -> bool {
+        matches!(self, Verdict::Stalled { .. })
+    }
+}
+
+/// Frames that implement waiting rather than being the code that waits.
+fn is_wait_machinery(name: &str) -> bool {
+    const PREFIXES: &[&str] = &[
+        "_", "pthread_", "futex", "syscall", "sem_", "lll_", "std::sys", "std::sync", "std::thread::park",
+        "core::", "parking_lot", "tokio::runtime::park", "[unknown]", "epoll_", "poll", "select", "recv", "read",
+        "accept", "connect", "libc_", "sleep", "nanosleep", "clock_nanosleep", "usleep", "<std::sync", "<std::sys",
+    ];
+    PREFIXES.iter().any(|p| name.starts_with(p))
+}
+
+/// The leaf-most frame that is not wait machinery: the code that asked to wait.
+pub fn frame_below_lock(stack_root_first: &[String]) -> Option<String> {
+    stack_root_first.iter().rev().find(|f| !is_wait_machinery(f)).cloned()
+}
+
+/// Group the in-flight waits and decide the verdict.
+pub fn judge(
+    snap: &ThreadSnapshot,
+    threshold_ns: u64,
+    stack_names: impl Fn(StackId) -> Vec<String>,
+) -> (Verdict, Vec<WaitGroup>) {
+    let stuck = |w: &InFlightWait| -> bool {
+        if w.on.is_idle_kind() || snap.blocked_at_least(w) < threshold_ns {
+            return false;
+        }
+        match &w.on {
+            super::WaitOn::Futex { addr } => snap.futex_wakes.get(addr).copied().unwrap_or(0) == 0,
+            _ => true,
+        }
+    };
+    let mut groups: BTreeMap<(String, Vec<String>), WaitGroup> = BTreeMap::new();
+    for w in &snap.in_flight {
+        let stack = w.stack.map(&stack_names).unwrap_or_default();
+        let on = w.on.describe();
+        let g = groups.entry((on.clone(), stack.clone())).or_insert_with(|| WaitGroup {
+            on,
+            tids: Vec::new(),
+            blocked_at_least_ns: u64::MAX,
+            wakes: match &w.on {
+                super::WaitOn::Futex { addr } => Some(snap.futex_wakes.get(addr).copied().unwrap_or(0)),
+                _ => None,
+            },
+            stuck: true,
+            frame_below_lock: frame_below_lock(&stack),
+            stack,
+        });
+        g.tids.push(w.tid);
+        g.blocked_at_least_ns = g.blocked_at_least_ns.min(snap.blocked_at_least(w));
+        g.stuck &= stuck(w);
+    }
+    let mut groups: Vec<WaitGroup> = groups.into_values().collect();
+    groups.sort_by(|a, b| b.tids.len().cmp(&a.tids.len()).then_with(|| a.on.cmp(&b.on)));
+
+    let threads = snap.threads.max(snap.in_flight.len());
+    let n_stuck = snap.in_flight.iter().filter(|w| stuck(w)).count();
+    let verdict = if threads > 0 && n_stuck * 5 >= threads * 4 {
+        let main = groups.iter().find(|g| g.stuck).expect("stuck threads form a group");
+        Verdict::Stalled {
+            stuck: n_stuck,
+            threads,
+            on: main.on.clone(),
+            frame_below_lock: main.frame_below_lock.clone(),
+            blocked_at_least_ns: groups.iter().filter(|g| g.stuck).map(|g| g.blocked_at_least_ns).min().unwrap_or(0),
+        }
+    } else if let Some(idle) = snap.in_flight.iter().find(|w| w.on.is_idle_kind()) {
+        let detail = match &idle.on {
+            super::WaitOn::Poll { syscall, sockets, .. } => format!("idle in {syscall}, {sockets} sockets"),
+            other => format!("idle in {}", other.describe()),
+        };
+        Verdict::Idle { threads, detail }
+    } else {
+        Verdict::Progressing { stuck: n_stuck, threads }
+    };
+    (verdict, groups)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::events::WaitSyscall;
+    use crate::offcpu::WaitOn;
+
+    fn futex_wait(tid: u32, addr: u64, blocked_s: Option<u64>, stack: StackId) -> InFlightWait {
+        InFlightWait {
+            tid,
+            syscall: WaitSyscall::Futex,
+            on: WaitOn::Futex { addr },
+            blocked_ns: blocked_s.map(|s| s * 1_000_000_000),
+            stack: Some(stack),
+        }
+    }
+
+    fn names(id: StackId) -> Vec<String> {
+        let leaf: &[&str] = match id {
+            0 => &["main", "worker", "acquire_nested", "___pthread_cond_wait", "__futex_abstimed_wait_common"],
+            _ => &["main", "__pthread_clockjoin_ex"],
+        };
+        leaf.iter().map(|s| s.to_string()).collect()
+    }
+
+    /// Check that workers blocked on one futex nobody wakes, plus a joining main thread,
+    /// make a STALLED verdict naming the futex and the function below the lock.
+    #[test]
+    fn pool_deadlock_is_stalled() {
+        let mut snap = ThreadSnapshot { pid: 1, threads: 5, observed_ns: 5_000_000_000, ..Default::default() };
+        for tid in 2..=5 {
+            snap.in_flight.push(futex_wait(tid, 0xabc, Some(12), 0));
+        }
+        snap.in_flight.push(futex_wait(1, 0xdef, None, 1));
+        let (v, groups) = judge(&snap, 10_000_000_000, names);
+        let Verdict::Stalled { stuck, threads, on, frame_below_lock, .. } = &v else { panic!("{v:?}") };
+        assert_eq!((*stuck, *threads), (4, 5));
+        assert_eq!(on, "futex 0xabc");
+        assert_eq!(frame_below_lock.as_deref(), Some("acquire_nested"));
+        assert_eq!(groups[0].tids, vec![2, 3, 4, 5]);
+        assert!(v.line().starts_with("STALLED: 4 of 5 threads"));
+    }
+
+    /// Check that the same waits are not a stall when the futex was woken in the window
+    /// or when the waits are younger than the threshold.
+    #[test]
+    fn woken_or_short_waits_are_not_stalls() {
+        let mut snap = ThreadSnapshot { pid: 1, threads: 4, observed_ns: 5_000_000_000, ..Default::default() };
+        for tid in 1..=4 {
+            snap.in_flight.push(futex_wait(tid, 0xabc, Some(12), 0));
+        }
+        snap.futex_wakes.insert(0xabc, 3);
+        assert!(!judge(&snap, 10_000_000_000, names).0.is_stalled());
+        snap.futex_wakes.clear();
+        assert!(!judge(&snap, 20_000_000_000, names).0.is_stalled());
+        assert!(judge(&snap, 10_000_000_000, names).0.is_stalled());
+    }
+
+    /// Check that an event loop in epoll_wait is reported idle, not stalled.
+    #[test]
+    fn idle_event_loop_is_idle() {
+        let snap = ThreadSnapshot {
+            pid: 1,
+            threads: 1,
+            observed_ns: 30_000_000_000,
+            in_flight: vec![InFlightWait {
+                tid: 1,
+                syscall: WaitSyscall::EpollWait,
+                on: WaitOn::Poll { syscall: "epoll_wait".into(), sockets: 3, fds: 4 },
+                blocked_ns: None,
+                stack: None,
+            }],
+            ..Default::default()
+        };
+        let (v, _) = judge(&snap, 10_000_000_000, names);
+        assert_eq!(v, Verdict::Idle { threads: 1, detail: "idle in epoll_wait, 3 sockets".into() });
+    }
+
+    /// Check that the frame below the lock skips libc, pthread and Rust std machinery.
+    #[test]
+    fn finds_frame_below_lock() {
+        let rust: Vec<String> = ["main", "pool::wait_for_slot", "std::sync::poison::condvar::Condvar::wait", "std::sys::pal::unix::futex::futex_wait", "syscall"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        assert_eq!(frame_below_lock(&rust).as_deref(), Some("pool::wait_for_slot"));
+        assert_eq!(frame_below_lock(&[]), None);
+    }
+}

@@ -1,0 +1,272 @@
+//! A capture session's userspace state: one ledger, address space and unwinder per
+//! target process, the stack table, and the symbolizer.
+//!
+//! `ingest` is the per-event path; `finish` turns the state into a [`MemoryReport`].
+use std::collections::BTreeMap;
+
+use crate::{
+    aggregate::StackTable,
+    collect::{Counters, Record},
+    events::{linux, MemOp, MemRecord, StackId, StackSample, WaitRecord},
+    ledger::{ProcessLedger, Provenance, RegionKind},
+    offcpu::{classify::FdClassifier, WaitProfile},
+    procfs::{self, Rss},
+    render::{MemoryReport, ProcessMemory, StackGrowth},
+    symbolize::{Frame, Symbolizer},
+    unwind::{AddressSpace, ElfCache, Unwinder},
+};
+
+/// State of one target process.
+pub struct Target {
+    pub pid: u32,
+    pub comm: String,
+    pub ledger: ProcessLedger,
+    space: AddressSpace,
+    unwinder: Unwinder,
+    /// An executable file was mapped since `space` was read: re-read before unwinding.
+    space_stale: bool,
+    /// When `space` was last read, to re-read at most once a second for unknown code.
+    space_read_at: std::time::Instant,
+    pub rss_before: Option<Rss>,
+    pub rss_after: Option<Rss>,
+    pub events: u64,
+    pub samples: u64,
+    pub truncated: u64,
+    pub exited: bool,
+    pub classifier: FdClassifier,
+    /// Completed waits (at least the threshold long) seen in the window.
+    pub waits: u64,
+}
+
+/// Everything the capture keeps in userspace.
+pub struct Session {
+    pub targets: BTreeMap<u32, Target>,
+    pub stacks: StackTable,
+    symbolizer: Symbolizer,
+    elf_cache: ElfCache,
+    pub waits: WaitProfile,
+    /// Monotonic time (ns, the clock of `bpf_ktime_get_ns`) when the probes attached.
+    pub window_start_ns: u64,
+}
+
+impl Default for Session {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Session {
+    pub fn new() -> Self {
+        Self {
+            targets: BTreeMap::new(),
+            stacks: StackTable::new(),
+            symbolizer: Symbolizer::new(),
+            elf_cache: ElfCache::new(),
+            waits: WaitProfile::default(),
+            window_start_ns: 0,
+        }
+    }
+
+    /// Start tracking `pid`: read its maps (seeding the ledger with pre-existing
+    /// mappings), RSS and name. Returns the current program break for the kernel side.
+    pub fn add_target(&mut self, pid: u32) -> Result<Option<u64>, procfs::ProcError> {
+        let maps = procfs::read_maps(pid)?;
+        let start_brk = procfs::read_start_brk(pid)?;
+        let comm = procfs::read_comm(pid)?;
+        let rss_before = procfs::read_rss(pid).ok();
+        let mut ledger = ProcessLedger::new();
+        ledger.seed(&maps, start_brk);
+        let brk = maps
+            .iter()
+            .find(|m| m.path == "[heap]")
+            .map(|m| m.end)
+            .or(start_brk);
+        let space = AddressSpace::from_maps(pid, &maps);
+        let unwinder = Unwinder::new(&space, &mut self.elf_cache);
+        self.targets.insert(
+            pid,
+            Target {
+                pid,
+                comm,
+                ledger,
+                space,
+                unwinder,
+                space_stale: false,
+                space_read_at: std::time::Instant::now(),
+                rss_before,
+                rss_after: None,
+                events: 0,
+                samples: 0,
+                truncated: 0,
+                exited: false,
+                classifier: FdClassifier::new(pid),
+                waits: 0,
+            },
+        );
+        Ok(brk)
+    }
+
+    /// Apply one record from the kernel.
+    pub fn ingest(&mut self, record: Record) {
+        match record {
+            Record::Mem(m) => self.ingest_memory(m),
+            Record::Wait(w) => self.ingest_wait(w),
+        }
+    }
+
+    /// Unwind a stack of target `pid` and intern it; None if `pid` is not a target.
+    pub fn stack_of(&mut self, pid: u32, sample: &StackSample) -> Option<StackId> {
+        let t = self.targets.get_mut(&pid)?;
+        if t.space_stale {
+            t.refresh_space(&mut self.elf_cache);
+        }
+        let mut unwound = t.unwinder.unwind(sample);
+        if t.space_read_at.elapsed() > std::time::Duration::from_secs(1)
+            && unwound.frames.iter().any(|&a| t.space.module_for(a).is_none())
+        {
+            // Code we do not know yet (a dlopen or JIT since the last read).
+            t.refresh_space(&mut self.elf_cache);
+            unwound = t.unwinder.unwind(sample);
+        }
+        if unwound.truncated {
+            t.truncated += 1;
+        }
+        let symbolizer = &mut self.symbolizer;
+        let space = &t.space;
+        Some(self.stacks.intern(pid, unwound.frames, unwound.truncated, |addrs| {
+            root_first_names(symbolizer.symbolize(space, addrs))
+        }))
+    }
+
+    fn ingest_wait(&mut self, w: WaitRecord) {
+        if !self.targets.contains_key(&w.pid) {
+            return;
+        }
+        let stack = w.stack.as_ref().and_then(|s| self.stack_of(w.pid, s));
+        let Some(t) = self.targets.get_mut(&w.pid) else { return };
+        t.waits += 1;
+        let on = t.classifier.classify(w.syscall, w.fd, w.futex_addr);
+        // Only the part of the wait inside the window counts.
+        let in_window = w.end_ns.saturating_sub(self.window_start_ns);
+        let ns = if self.window_start_ns > 0 { w.blocked_ns.min(in_window) } else { w.blocked_ns };
+        self.waits.add(w.pid, on, stack, ns);
+    }
+
+    fn ingest_memory(&mut self, m: MemRecord) {
+        let Some(t) = self.targets.get_mut(&m.pid) else {
+            return;
+        };
+        t.events += 1;
+        let provenance = match &m.sample {
+            Some(sample) => {
+                t.samples += 1;
+                let scale = sample.scale();
+                let stack = self.stack_of(m.pid, &sample.stack);
+                Provenance::Window { stack, scale }
+            }
+            None => Provenance::Window { stack: None, scale: 1.0 },
+        };
+        let Some(t) = self.targets.get_mut(&m.pid) else { return };
+        match &m.op {
+            MemOp::Mmap { prot, fd, .. } if *fd >= 0 && prot & linux::PROT_EXEC != 0 => {
+                t.space_stale = true;
+            }
+            MemOp::Exec => {
+                t.space_stale = true;
+                if let Ok(comm) = procfs::read_comm(t.pid) {
+                    t.comm = comm;
+                }
+            }
+            MemOp::Exit => {
+                t.exited = true;
+                t.rss_after = t.rss_after.or(t.rss_before.map(|_| Rss::default()));
+            }
+            _ => {}
+        }
+        t.ledger.apply(&m.op, provenance);
+    }
+
+    /// Whether every target has exited (the window can end early).
+    pub fn all_exited(&self) -> bool {
+        !self.targets.is_empty() && self.targets.values().all(|t| t.exited)
+    }
+
+    /// Read end-of-window RSS of live targets.
+    pub fn read_final_rss(&mut self) {
+        for t in self.targets.values_mut() {
+            if !t.exited {
+                t.rss_after = procfs::read_rss(t.pid).ok();
+                if t.rss_after.is_none() {
+                    t.exited = true;
+                }
+            }
+        }
+    }
+
+    /// Build the memory report.
+    pub fn report(&self, target: String, window_secs: f64, sample_bytes: u64, counters: Counters) -> MemoryReport {
+        let processes = self.targets.values().map(|t| self.process_report(t)).collect();
+        MemoryReport {
+            target,
+            window_secs,
+            sample_bytes,
+            counters,
+            processes,
+        }
+    }
+
+    fn process_report(&self, t: &Target) -> ProcessMemory {
+        let label = |m: &BTreeMap<RegionKind, u64>| -> BTreeMap<String, u64> {
+            m.iter().map(|(k, v)| (k.label().to_string(), *v)).collect()
+        };
+        let mut growth = Vec::new();
+        let mut unsampled = 0.0;
+        for g in t.ledger.window_growth() {
+            match g.stack.and_then(|id| self.stacks.get(id)) {
+                Some(stack) if g.bytes > 0.0 => growth.push(StackGrowth {
+                    kind: g.kind.label().to_string(),
+                    frames: stack.names.clone(),
+                    bytes: g.bytes,
+                }),
+                None => unsampled += g.bytes,
+                _ => {}
+            }
+        }
+        ProcessMemory {
+            pid: t.pid,
+            comm: t.comm.clone(),
+            exited: t.exited,
+            mapped_before: label(t.ledger.seeded_by_kind()),
+            mapped_after: label(&t.ledger.committed_by_kind()),
+            reserved_after: t.ledger.reserved_bytes(),
+            rss_before: t.rss_before,
+            rss_after: t.rss_after,
+            growth,
+            unsampled_live_bytes: unsampled.max(0.0).round() as u64,
+            events: t.events,
+            samples: t.samples,
+            truncated_stacks: t.truncated,
+        }
+    }
+}
+
+impl Target {
+    fn refresh_space(&mut self, cache: &mut ElfCache) {
+        if let Ok(maps) = procfs::read_maps(self.pid) {
+            self.space = AddressSpace::from_maps(self.pid, &maps);
+            self.unwinder = Unwinder::new(&self.space, cache);
+        }
+        self.space_stale = false;
+        self.space_read_at = std::time::Instant::now();
+    }
+}
+
+/// Flatten per-address frames (leaf address first; within one address, the function
+/// and then its inlined callees) into names, root first.
+fn root_first_names(per_addr: Vec<Vec<Frame>>) -> Vec<String> {
+    per_addr
+        .into_iter()
+        .rev()
+        .flat_map(|frames| frames.into_iter().map(|f| f.function))
+        .collect()
+}

@@ -1,0 +1,79 @@
+//! Rendering: folded stacks, flamegraph SVG, and the plain-text / JSON report.
+//!
+//! Input is the plain [`MemoryReport`] model built by `record`; nothing here reads the
+//! kernel or /proc, so every renderer is tested on hand-made reports (golden files
+//! under `profiler/tests/data/golden`, re-blessed with `BLESS=1`).
+pub mod folded;
+pub mod report;
+pub mod svg;
+pub mod waits;
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use crate::{collect::Counters, procfs::Rss};
+
+/// Everything a capture learned about memory, per process.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct MemoryReport {
+    /// What was targeted, for titles (e.g. `pid 1234`).
+    pub target: String,
+    pub window_secs: f64,
+    pub sample_bytes: u64,
+    pub counters: Counters,
+    pub processes: Vec<ProcessMemory>,
+}
+
+/// One process's memory over the window.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct ProcessMemory {
+    pub pid: u32,
+    pub comm: String,
+    pub exited: bool,
+    /// Committed (accessible) mapped bytes by region kind label, at attach and at the end.
+    pub mapped_before: BTreeMap<String, u64>,
+    pub mapped_after: BTreeMap<String, u64>,
+    /// Reserved (PROT_NONE) bytes at the end.
+    pub reserved_after: u64,
+    pub rss_before: Option<Rss>,
+    pub rss_after: Option<Rss>,
+    /// Estimated live bytes created in the window, by (region kind, stack); positive only.
+    pub growth: Vec<StackGrowth>,
+    /// Live bytes created in the window by events that were not sampled (the estimate in
+    /// `growth` already accounts for them through the sample weights).
+    pub unsampled_live_bytes: u64,
+    /// Memory events of this process seen in userspace, and of those, sampled.
+    pub events: u64,
+    pub samples: u64,
+    /// Stacks that the unwinder could not finish (copy too short, unreadable memory).
+    pub truncated_stacks: u64,
+}
+
+impl ProcessMemory {
+    /// Net change of committed bytes per region kind (after - before).
+    pub fn net_by_kind(&self) -> BTreeMap<String, i64> {
+        let mut net = BTreeMap::new();
+        for (kind, &after) in &self.mapped_after {
+            *net.entry(kind.clone()).or_insert(0) += after as i64;
+        }
+        for (kind, &before) in &self.mapped_before {
+            *net.entry(kind.clone()).or_insert(0) -= before as i64;
+        }
+        net
+    }
+
+    /// Total estimated growth attributed to stacks.
+    pub fn attributed_growth(&self) -> f64 {
+        self.growth.iter().map(|g| g.bytes).sum()
+    }
+}
+
+/// Bytes held by one stack in one region kind.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct StackGrowth {
+    pub kind: String,
+    /// Frame names, root first.
+    pub frames: Vec<String>,
+    pub bytes: f64,
+}

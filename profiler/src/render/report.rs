@@ -1,0 +1,155 @@
+//! The plain-text report (`report.txt`) and its JSON twin (`report.json`).
+use std::fmt::Write as _;
+
+use super::{MemoryReport, ProcessMemory};
+use crate::units::human_bytes;
+
+/// How many growing stacks the report lists per process.
+pub const TOP_STACKS: usize = 10;
+
+/// The report as text, for a person in the middle of an incident.
+pub fn text(report: &MemoryReport) -> String {
+    let mut out = String::new();
+    let c = &report.counters;
+    let _ = writeln!(out, "profiler record: {}, window {:.1} s", report.target, report.window_secs);
+    let _ = writeln!(
+        out,
+        "events seen {}, samples taken {}, events lost {}{}",
+        c.seen,
+        c.sampled,
+        c.lost,
+        if c.lost > 0 {
+            " (ring buffer full: totals below are incomplete; raise --sample-bytes)"
+        } else {
+            ""
+        }
+    );
+    let _ = writeln!(out, "stack sampling: one sample per {} on average (unbiased estimate)", human_bytes(report.sample_bytes as f64));
+    if c.decode_errors > 0 || c.stack_read_failed > 0 {
+        let _ = writeln!(out, "records not decoded {}, stacks not readable {}", c.decode_errors, c.stack_read_failed);
+    }
+    for p in &report.processes {
+        out.push('\n');
+        process_text(&mut out, p);
+    }
+    out
+}
+
+fn process_text(out: &mut String, p: &ProcessMemory) {
+    let _ = writeln!(out, "== {} (pid {}){}", p.comm, p.pid, if p.exited { " — exited during the window" } else { "" });
+    let _ = writeln!(out, "   memory events {}, sampled {}", p.events, p.samples);
+    if let (Some(before), Some(after)) = (&p.rss_before, &p.rss_after) {
+        let _ = writeln!(
+            out,
+            "   RSS {} -> {} ({}; anon {} -> {}, file {} -> {}, shmem {} -> {})",
+            human_bytes(before.total as f64),
+            human_bytes(after.total as f64),
+            signed(after.total as f64 - before.total as f64),
+            human_bytes(before.anon as f64),
+            human_bytes(after.anon as f64),
+            human_bytes(before.file as f64),
+            human_bytes(after.file as f64),
+            human_bytes(before.shmem as f64),
+            human_bytes(after.shmem as f64),
+        );
+    } else if let Some(before) = &p.rss_before {
+        let _ = writeln!(out, "   RSS at start {}", human_bytes(before.total as f64));
+    }
+    let _ = writeln!(out, "   mapped (committed) by region kind: before -> after (net)");
+    let net = p.net_by_kind();
+    for (kind, delta) in &net {
+        let before = p.mapped_before.get(kind).copied().unwrap_or(0);
+        let after = p.mapped_after.get(kind).copied().unwrap_or(0);
+        let _ = writeln!(
+            out,
+            "     {:<14} {:>11} -> {:>11} ({})",
+            kind,
+            human_bytes(before as f64),
+            human_bytes(after as f64),
+            signed(*delta as f64)
+        );
+    }
+    let total: i64 = net.values().sum();
+    let _ = writeln!(out, "     {:<14} {:>29}", "total", format!("({})", signed(total as f64)));
+    if p.reserved_after > 0 {
+        let _ = writeln!(out, "   reserved, not committed (PROT_NONE): {}", human_bytes(p.reserved_after as f64));
+    }
+    let attributed = p.attributed_growth();
+    if p.growth.is_empty() {
+        let _ = writeln!(out, "   no stack holds memory created in the window");
+        return;
+    }
+    let _ = writeln!(out, "   top growing stacks (live bytes created in the window, estimated {}):", human_bytes(attributed));
+    for (i, g) in top_stacks(p).iter().enumerate() {
+        let pct = if attributed > 0.0 { 100.0 * g.bytes / attributed } else { 0.0 };
+        let _ = writeln!(out, "   {:>2}. {:>10} {:>5.1}%  [{}]", i + 1, human_bytes(g.bytes), pct, g.kind);
+        for f in g.frames.iter().rev().take(12) {
+            let _ = writeln!(out, "         {f}");
+        }
+        if g.frames.len() > 12 {
+            let _ = writeln!(out, "         … {} more callers", g.frames.len() - 12);
+        }
+    }
+    if p.truncated_stacks > 0 {
+        let _ = writeln!(out, "   note: {} stacks ended early (stack copy too short or unreadable); raise --stack-pages", p.truncated_stacks);
+    }
+}
+
+/// The largest growing stacks of a process, biggest first.
+pub fn top_stacks(p: &ProcessMemory) -> Vec<&super::StackGrowth> {
+    let mut v: Vec<_> = p.growth.iter().filter(|g| g.bytes >= 1.0).collect();
+    v.sort_by(|a, b| b.bytes.total_cmp(&a.bytes).then_with(|| a.frames.cmp(&b.frames)));
+    v.truncate(TOP_STACKS);
+    v
+}
+
+fn signed(v: f64) -> String {
+    if v > 0.0 {
+        format!("+{}", human_bytes(v))
+    } else {
+        human_bytes(v)
+    }
+}
+
+/// The report as JSON (the same numbers, for machines).
+pub fn json(report: &MemoryReport) -> serde_json::Value {
+    let processes: Vec<_> = report
+        .processes
+        .iter()
+        .map(|p| {
+            let attributed = p.attributed_growth();
+            serde_json::json!({
+                "pid": p.pid,
+                "comm": p.comm,
+                "exited": p.exited,
+                "rss_before": p.rss_before,
+                "rss_after": p.rss_after,
+                "mapped_before": p.mapped_before,
+                "mapped_after": p.mapped_after,
+                "net_growth": p.net_by_kind(),
+                "reserved_after": p.reserved_after,
+                "events": p.events,
+                "samples": p.samples,
+                "truncated_stacks": p.truncated_stacks,
+                "attributed_growth_bytes": attributed.round() as u64,
+                "top_stacks": top_stacks(p).iter().map(|g| serde_json::json!({
+                    "kind": g.kind,
+                    "bytes": g.bytes.round() as u64,
+                    "percent": if attributed > 0.0 { 100.0 * g.bytes / attributed } else { 0.0 },
+                    "frames": g.frames,
+                })).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "target": report.target,
+        "window_secs": report.window_secs,
+        "sample_bytes": report.sample_bytes,
+        "events_seen": report.counters.seen,
+        "samples_taken": report.counters.sampled,
+        "events_lost": report.counters.lost,
+        "records_not_decoded": report.counters.decode_errors,
+        "stacks_not_readable": report.counters.stack_read_failed,
+        "processes": processes,
+    })
+}

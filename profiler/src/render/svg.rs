@@ -1,0 +1,39 @@
+//! Flamegraph SVGs through inferno, with deterministic output for golden tests.
+use std::io::Write;
+
+use inferno::flamegraph::{self, color::Palette, Options};
+
+/// Which colour scheme a flamegraph uses.
+#[derive(Clone, Copy, Debug)]
+pub enum Flavor {
+    /// Memory growth (inferno's "mem" palette).
+    Memory,
+    /// Blocked time (inferno's "io" palette, blue: off-CPU).
+    OffCpu,
+}
+
+/// Render folded `lines` to an SVG. An empty profile still yields a valid SVG that says
+/// so, rather than an error, because "nothing grew" is an answer too.
+pub fn flamegraph(
+    lines: &[String],
+    title: &str,
+    subtitle: &str,
+    count_name: &str,
+    flavor: Flavor,
+    out: impl Write,
+) -> std::io::Result<()> {
+    let mut opts = Options::default();
+    opts.title = title.to_string();
+    opts.subtitle = Some(subtitle.to_string());
+    opts.count_name = count_name.to_string();
+    opts.deterministic = true;
+    opts.hash = true;
+    opts.colors = match flavor {
+        Flavor::Memory => Palette::Basic(flamegraph::color::BasicPalette::Mem),
+        Flavor::OffCpu => Palette::Basic(flamegraph::color::BasicPalette::Io),
+    };
+    let placeholder = ["(nothing recorded) 1".to_string()];
+    let lines = if lines.is_empty() { &placeholder[..] } else { lines };
+    flamegraph::from_lines(&mut opts, lines.iter().map(String::as_str), out)
+        .map_err(std::io::Error::other)
+}

@@ -1,0 +1,129 @@
+//! The blocked-on view: folded lines of blocked time and the wait part of the report.
+use std::{collections::BTreeMap, fmt::Write as _};
+
+use serde::Serialize;
+
+use super::folded::sanitize;
+use crate::offcpu::verdict::{Verdict, WaitGroup};
+
+/// What a capture learned about waits, per process.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct WaitReport {
+    pub threshold_ns: u64,
+    pub stall_threshold_ns: u64,
+    /// Waits shorter than the threshold, counted in the kernel (all targets).
+    pub short_waits: u64,
+    pub processes: Vec<ProcessWaits>,
+}
+
+/// One process's waits.
+#[derive(Clone, Debug, Serialize)]
+pub struct ProcessWaits {
+    pub pid: u32,
+    pub comm: String,
+    pub threads: usize,
+    pub verdict: Verdict,
+    /// Blocked time of waits that ended in the window, by (what, stack).
+    pub completed: Vec<BlockedStack>,
+    /// Threads blocked at the end, grouped by (what, stack).
+    pub in_flight: Vec<WaitGroup>,
+    /// (futex address, waits started, wakes) in the window.
+    pub futexes: Vec<(u64, u64, u64)>,
+    pub observed_ns: u64,
+}
+
+/// Blocked time under one stack.
+#[derive(Clone, Debug, Serialize)]
+pub struct BlockedStack {
+    /// The flamegraph frame: `futex`, `socket 127.0.0.1:5432`, `epoll_wait`…
+    pub kind: String,
+    pub on: String,
+    pub frames: Vec<String>,
+    pub ns: u64,
+    pub count: u64,
+}
+
+/// `comm (pid);<wait kind>;frames… MICROSECONDS`, in-flight waits included with their
+/// time inside the window so far.
+pub fn folded_lines(report: &WaitReport) -> Vec<String> {
+    let mut merged: BTreeMap<String, u64> = BTreeMap::new();
+    let mut add = |comm: &str, pid: u32, kind: &str, frames: &[String], ns: u64| {
+        let mut key = format!("{} ({pid});{}", sanitize(comm), sanitize(kind));
+        for f in frames {
+            key.push(';');
+            key.push_str(&sanitize(f));
+        }
+        *merged.entry(key).or_insert(0) += ns / 1000;
+    };
+    for p in &report.processes {
+        for b in &p.completed {
+            add(&p.comm, p.pid, &b.kind, &b.frames, b.ns);
+        }
+        for g in &p.in_flight {
+            let ns = g.blocked_at_least_ns.min(p.observed_ns) * g.tids.len() as u64;
+            add(&p.comm, p.pid, &kind_of(&g.on), &g.stack, ns);
+        }
+    }
+    merged.into_iter().filter(|(_, us)| *us > 0).map(|(k, us)| format!("{k} {us}")).collect()
+}
+
+/// The flamegraph frame for a group description (`futex 0x…` → `futex`).
+fn kind_of(on: &str) -> String {
+    if on.starts_with("futex") {
+        "futex".into()
+    } else if let Some((syscall, peer)) = on.split_once(" on socket ") {
+        let _ = syscall;
+        format!("socket {peer}")
+    } else {
+        on.split(" over ").next().unwrap_or(on).to_string()
+    }
+}
+
+/// The wait section of report.txt.
+pub fn text(report: &WaitReport) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "waits: threshold {:.1} ms (shorter waits counted only: {}), stall threshold {:.1} s",
+        report.threshold_ns as f64 / 1e6,
+        report.short_waits,
+        report.stall_threshold_ns as f64 / 1e9
+    );
+    for p in &report.processes {
+        let _ = writeln!(out, "\n== {} (pid {}), {} threads", p.comm, p.pid, p.threads);
+        let _ = writeln!(out, "   {}", p.verdict.line());
+        if !p.in_flight.is_empty() {
+            let _ = writeln!(out, "   blocked now:");
+            for g in &p.in_flight {
+                let wakes = g.wakes.map(|w| format!(", {w} wakes in window")).unwrap_or_default();
+                let _ = writeln!(
+                    out,
+                    "   - {} thread(s) {:?} on {} for at least {:.1} s{}{}",
+                    g.tids.len(),
+                    g.tids,
+                    g.on,
+                    g.blocked_at_least_ns as f64 / 1e9,
+                    wakes,
+                    if g.stuck { " [stuck]" } else { "" }
+                );
+                for f in g.stack.iter().rev().take(12) {
+                    let _ = writeln!(out, "         {f}");
+                }
+            }
+        }
+        if !p.futexes.is_empty() {
+            let _ = writeln!(out, "   futexes (waits started / wakes in window):");
+            for (addr, waits, wakes) in p.futexes.iter().take(10) {
+                let _ = writeln!(out, "     0x{addr:x}: {waits} waiters, {wakes} wakes");
+            }
+        }
+        if !p.completed.is_empty() {
+            let _ = writeln!(out, "   longest blocked stacks (waits that ended in the window):");
+            for b in p.completed.iter().take(10) {
+                let leaf = b.frames.last().map(String::as_str).unwrap_or("?");
+                let _ = writeln!(out, "     {:>10.1} ms in {} waits on {} at {leaf}", b.ns as f64 / 1e6, b.count, b.on);
+            }
+        }
+    }
+    out
+}

@@ -1,0 +1,100 @@
+//! Parsing of human units on the command line: byte sizes (`256KiB`, `1M`) and
+//! durations (`30s`, `5m`, `1.5`).
+use std::time::Duration;
+
+/// Parse a byte size: a number with an optional unit (B, K/KB/KiB, M/MB/MiB, G/GB/GiB;
+/// all units are powers of 1024, as memory sizes are).
+pub fn parse_bytes(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let num: f64 = num
+        .parse()
+        .map_err(|_| format!("invalid size {text:?} (try 256KiB, 4MiB, 1)"))?;
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        _ => return Err(format!("invalid size unit in {text:?} (use B, KiB, MiB or GiB)")),
+    };
+    let bytes = num * mult as f64;
+    if !(1.0..=u64::MAX as f64).contains(&bytes) {
+        return Err(format!("size {text:?} must be at least 1 byte"));
+    }
+    Ok(bytes.round() as u64)
+}
+
+/// Parse a duration: a number with an optional unit (ms, s, m, h; plain numbers are seconds).
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let num: f64 = num
+        .parse()
+        .map_err(|_| format!("invalid duration {text:?} (try 30s, 5m, 1.5)"))?;
+    let secs = match unit.trim() {
+        "" | "s" | "sec" => num,
+        "ms" => num / 1000.0,
+        "m" | "min" => num * 60.0,
+        "h" => num * 3600.0,
+        _ => return Err(format!("invalid duration unit in {text:?} (use ms, s, m or h)")),
+    };
+    if !(secs > 0.0 && secs.is_finite()) {
+        return Err(format!("duration {text:?} must be positive"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+/// Format bytes for people: `1.5 MiB`.
+pub fn human_bytes(bytes: f64) -> String {
+    let sign = if bytes < 0.0 { "-" } else { "" };
+    let b = bytes.abs();
+    let (v, unit) = if b >= (1u64 << 30) as f64 {
+        (b / (1u64 << 30) as f64, "GiB")
+    } else if b >= (1u64 << 20) as f64 {
+        (b / (1u64 << 20) as f64, "MiB")
+    } else if b >= 1024.0 {
+        (b / 1024.0, "KiB")
+    } else {
+        return format!("{sign}{b:.0} B");
+    };
+    format!("{sign}{v:.1} {unit}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Check that sizes with binary units parse and nonsense is rejected.
+    #[test]
+    fn parses_sizes() {
+        assert_eq!(parse_bytes("256KiB"), Ok(262144));
+        assert_eq!(parse_bytes("1"), Ok(1));
+        assert_eq!(parse_bytes("4M"), Ok(4 << 20));
+        assert_eq!(parse_bytes("1.5k"), Ok(1536));
+        assert!(parse_bytes("0").is_err());
+        assert!(parse_bytes("12parsecs").is_err());
+        assert!(parse_bytes("").is_err());
+    }
+
+    /// Check that durations parse with and without units.
+    #[test]
+    fn parses_durations() {
+        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("5"), Ok(Duration::from_secs(5)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert!(parse_duration("-1").is_err());
+        assert!(parse_duration("0").is_err());
+        assert!(parse_duration("soon").is_err());
+    }
+
+    /// Check that byte counts print with binary units.
+    #[test]
+    fn formats_bytes() {
+        assert_eq!(human_bytes(512.0), "512 B");
+        assert_eq!(human_bytes(1536.0), "1.5 KiB");
+        assert_eq!(human_bytes(-3.0 * 1048576.0), "-3.0 MiB");
+    }
+}

@@ -1,0 +1,435 @@
+//! The parts of an ELF file that unwinding needs: load segments (for the load bias),
+//! the build ID (the cache key) and the CFI sections.
+//!
+//! Files are read through [`object::ReadCache`], so only the headers and the few
+//! sections we keep are read: never a whole (possibly multi-hundred-MB) library.
+use std::collections::HashMap;
+use std::fs::File;
+use std::ops::Range;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+use std::sync::Arc;
+
+use framehop::ExplicitModuleSectionInfo;
+use object::elf::{FileHeader64, NT_GNU_BUILD_ID, PF_X, PT_LOAD, SHF_COMPRESSED};
+use object::read::elf::{FileHeader, ProgramHeader, SectionHeader, SectionTable};
+use object::{LittleEndian, ReadCache};
+
+use super::MappedModule;
+
+/// Why an ELF file could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ElfError {
+    #[error("cannot read {path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("corrupt ELF {path}: {source}")]
+    Corrupt {
+        path: String,
+        #[source]
+        source: object::read::Error,
+    },
+    #[error("unsupported ELF {path}: {reason}")]
+    Unsupported { path: String, reason: &'static str },
+}
+
+/// One `PT_LOAD` program header.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LoadSegment {
+    pub vaddr: u64,
+    pub offset: u64,
+    pub filesz: u64,
+    pub exec: bool,
+}
+
+/// What an [`AddressSpace`](super::AddressSpace) needs to know about a mapped file.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ElfHeaders {
+    pub loads: Vec<LoadSegment>,
+    pub build_id: Option<Vec<u8>>,
+}
+
+/// Page size the kernel maps file segments with (x86_64).
+const PAGE_SIZE: u64 = 4096;
+
+/// Load bias (`avma = svma + bias`) implied by a mapping of `map_offset` at `map_start`.
+///
+/// The kernel maps each `PT_LOAD` from its page-aligned file offset, so the segment
+/// whose (page-aligned) file range holds `map_offset` tells which vaddr the mapping
+/// stands for. Segments can share a page in non-`-z separate-code` layouts; an
+/// executable mapping then prefers the executable segment, which is the one whose
+/// code we will look up.
+pub fn load_bias(
+    loads: &[LoadSegment],
+    map_start: u64,
+    map_offset: u64,
+    exec: bool,
+) -> Option<u64> {
+    let holds = |s: &&LoadSegment| {
+        let aligned = s.offset & !(PAGE_SIZE - 1);
+        aligned <= map_offset && map_offset < s.offset.saturating_add(s.filesz.max(1))
+    };
+    let seg = loads
+        .iter()
+        .filter(holds)
+        .find(|s| s.exec == exec)
+        .or_else(|| loads.iter().find(holds))?;
+    // avma of file offset X is map_start + (X - map_offset); for X = seg.offset that
+    // is bias + seg.vaddr. Wrapping: a non-PIE binary has bias 0 and the subtraction
+    // order may underflow transiently.
+    Some(
+        map_start
+            .wrapping_add(seg.offset)
+            .wrapping_sub(map_offset)
+            .wrapping_sub(seg.vaddr),
+    )
+}
+
+/// Read program headers and the GNU build ID of `open` (named `path` in errors).
+pub fn read_headers(path: &str, open: &Path) -> Result<ElfHeaders, ElfError> {
+    let file = File::open(open).map_err(|source| ElfError::Io {
+        path: path.to_string(),
+        source,
+    })?;
+    let data = ReadCache::new(file);
+    let corrupt = |source| ElfError::Corrupt {
+        path: path.to_string(),
+        source,
+    };
+    let header = parse_header(path, &data)?;
+    let endian = LittleEndian;
+    let mut headers = ElfHeaders::default();
+    for ph in header.program_headers(endian, &data).map_err(corrupt)? {
+        if ph.p_type(endian) == PT_LOAD {
+            headers.loads.push(LoadSegment {
+                vaddr: ph.p_vaddr(endian),
+                offset: ph.p_offset(endian),
+                filesz: ph.p_filesz(endian),
+                exec: ph.p_flags(endian).0 & PF_X.0 != 0,
+            });
+        }
+        // A bad note segment only costs us the build ID (and with it cache sharing).
+        if let Ok(Some(mut notes)) = ph.notes(endian, &data) {
+            while let Ok(Some(note)) = notes.next() {
+                if note.n_type(endian) == NT_GNU_BUILD_ID && note.name() == b"GNU" {
+                    headers.build_id = Some(note.desc().to_vec());
+                }
+            }
+        }
+    }
+    Ok(headers)
+}
+
+/// Parse the file header, accepting only 64-bit little-endian x86_64 files: the only
+/// kind of code this profiler unwinds.
+fn parse_header<'a>(
+    path: &str,
+    data: &'a ReadCache<File>,
+) -> Result<&'a FileHeader64<LittleEndian>, ElfError> {
+    let header = FileHeader64::<LittleEndian>::parse(data).map_err(|source| ElfError::Corrupt {
+        path: path.to_string(),
+        source,
+    })?;
+    let unsupported = |reason| ElfError::Unsupported {
+        path: path.to_string(),
+        reason,
+    };
+    if !header.is_little_endian() {
+        return Err(unsupported("big-endian"));
+    }
+    if header.e_machine(LittleEndian) != object::elf::EM_X86_64 {
+        return Err(unsupported("not x86_64"));
+    }
+    Ok(header)
+}
+
+/// CFI sections of one file, shared (via `Arc`) by every process that maps it.
+#[derive(Clone, Debug, Default)]
+pub struct UnwindSections {
+    text_svma: Option<Range<u64>>,
+    got_svma: Option<Range<u64>>,
+    eh_frame: Option<(Range<u64>, Arc<[u8]>)>,
+    eh_frame_hdr: Option<(Range<u64>, Arc<[u8]>)>,
+    debug_frame: Option<Arc<[u8]>>,
+}
+
+impl UnwindSections {
+    /// Whether framehop will find any CFI (otherwise it walks frame pointers).
+    pub fn has_cfi(&self) -> bool {
+        self.eh_frame.is_some() || self.debug_frame.is_some()
+    }
+
+    /// Section info for `framehop::Module::new`; SVMAs are relative to a zero base,
+    /// which is what makes the module's `base_avma` the load bias.
+    ///
+    /// `text` bytes are not passed: framehop only reads them for mach-O instruction
+    /// analysis, and they would be the biggest thing we keep.
+    pub fn section_info(&self) -> ExplicitModuleSectionInfo<Arc<[u8]>> {
+        ExplicitModuleSectionInfo {
+            base_svma: 0,
+            text_svma: self.text_svma.clone(),
+            got_svma: self.got_svma.clone(),
+            eh_frame_svma: self.eh_frame.as_ref().map(|(r, _)| r.clone()),
+            eh_frame: self.eh_frame.as_ref().map(|(_, d)| d.clone()),
+            eh_frame_hdr_svma: self.eh_frame_hdr.as_ref().map(|(r, _)| r.clone()),
+            eh_frame_hdr: self.eh_frame_hdr.as_ref().map(|(_, d)| d.clone()),
+            debug_frame: self.debug_frame.clone(),
+            ..Default::default()
+        }
+    }
+}
+
+/// Read the CFI sections of `open` (named `path` in errors).
+pub fn read_unwind_sections(path: &str, open: &Path) -> Result<UnwindSections, ElfError> {
+    let file = File::open(open).map_err(|source| ElfError::Io {
+        path: path.to_string(),
+        source,
+    })?;
+    let data = ReadCache::new(file);
+    let endian = LittleEndian;
+    let corrupt = |source| ElfError::Corrupt {
+        path: path.to_string(),
+        source,
+    };
+    let header = parse_header(path, &data)?;
+    let sections = header.sections(endian, &data).map_err(corrupt)?;
+    let svma = |name: &[u8]| {
+        let (_, sh) = sections.section_by_name(endian, name)?;
+        let start = sh.sh_addr(endian);
+        Some(start..start.checked_add(sh.sh_size(endian))?)
+    };
+    let bytes = |name: &[u8]| -> Result<Option<Arc<[u8]>>, ElfError> {
+        section_bytes(&sections, &data, name).map_err(corrupt)
+    };
+    let mut out = UnwindSections {
+        text_svma: svma(b".text"),
+        got_svma: svma(b".got"),
+        ..Default::default()
+    };
+    if let (Some(range), Some(data)) = (svma(b".eh_frame"), bytes(b".eh_frame")?) {
+        out.eh_frame = Some((range, data));
+        // framehop trusts the header's search table when there is a header; without a
+        // table it would find no FDE at all, so only a usable header is passed on and
+        // otherwise framehop indexes .eh_frame itself.
+        if let (Some(range), Some(hdr)) = (svma(b".eh_frame_hdr"), bytes(b".eh_frame_hdr")?) {
+            if eh_frame_hdr_has_table(&hdr) {
+                out.eh_frame_hdr = Some((range, hdr));
+            }
+        }
+    } else {
+        // framehop only reads .debug_frame when there is no .eh_frame.
+        out.debug_frame = bytes(b".debug_frame")?;
+    }
+    Ok(out)
+}
+
+/// Bytes of a section, or `None` if absent, empty or compressed (we build `object`
+/// without decompression; compressed CFI only occurs in `.debug_frame`).
+fn section_bytes<'a>(
+    sections: &SectionTable<'a, FileHeader64<LittleEndian>, &'a ReadCache<File>>,
+    data: &'a ReadCache<File>,
+    name: &[u8],
+) -> Result<Option<Arc<[u8]>>, object::read::Error> {
+    let endian = LittleEndian;
+    let Some((_, sh)) = sections.section_by_name(endian, name) else {
+        return Ok(None);
+    };
+    if sh.sh_flags(endian).0 & SHF_COMPRESSED.0 != 0 {
+        return Ok(None);
+    }
+    let bytes = sh.data(endian, data)?;
+    Ok((!bytes.is_empty()).then(|| Arc::from(bytes)))
+}
+
+/// Whether `.eh_frame_hdr` carries the binary search table (version 1, FDE count and
+/// table encodings not `DW_EH_PE_omit`).
+fn eh_frame_hdr_has_table(hdr: &[u8]) -> bool {
+    const DW_EH_PE_OMIT: u8 = 0xff;
+    hdr.len() >= 4 && hdr[0] == 1 && hdr[2] != DW_EH_PE_OMIT && hdr[3] != DW_EH_PE_OMIT
+}
+
+/// Identity of a file's contents.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+enum FileKey {
+    BuildId(Vec<u8>),
+    Stat {
+        dev: u64,
+        ino: u64,
+        size: u64,
+        mtime_ns: i128,
+    },
+}
+
+impl FileKey {
+    fn of(module: &MappedModule) -> Option<Self> {
+        if let Some(id) = &module.build_id {
+            return Some(Self::BuildId(id.clone()));
+        }
+        let meta = std::fs::metadata(&module.open_path).ok()?;
+        Some(Self::Stat {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            size: meta.size(),
+            mtime_ns: i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec()),
+        })
+    }
+}
+
+/// Parsed unwind sections per file, shared across processes and maps refreshes.
+///
+/// Keyed by build ID, or by device+inode+size+mtime for files without one, so that
+/// libc is read once even though every process reaches it through its own
+/// `/proc/PID/root/...` path.
+#[derive(Debug, Default)]
+pub struct ElfCache {
+    entries: HashMap<FileKey, Arc<UnwindSections>>,
+}
+
+impl ElfCache {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Unwind sections of `module`'s file, read on first use.
+    ///
+    /// A corrupt file is remembered as having no CFI, so its error is returned once
+    /// per cache lifetime rather than on every refresh. I/O errors are not remembered:
+    /// they belong to one process's path (it may have exited), not to the file.
+    pub(crate) fn sections(
+        &mut self,
+        module: &MappedModule,
+    ) -> Result<Arc<UnwindSections>, ElfError> {
+        let key = FileKey::of(module);
+        if let Some(hit) = key.as_ref().and_then(|k| self.entries.get(k)) {
+            return Ok(hit.clone());
+        }
+        let result = read_unwind_sections(&module.path, &module.open_path);
+        let (entry, result) = match result {
+            Ok(sections) => {
+                let sections = Arc::new(sections);
+                (Some(sections.clone()), Ok(sections))
+            }
+            Err(e @ ElfError::Io { .. }) => (None, Err(e)),
+            Err(e) => (Some(Arc::new(UnwindSections::default())), Err(e)),
+        };
+        if let (Some(key), Some(entry)) = (key, entry) {
+            self.entries.insert(key, entry);
+        }
+        result
+    }
+
+    /// Number of files held.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Drop files that no live [`Unwinder`](super::Unwinder) uses, so a long-running
+    /// daemon does not keep the CFI of every library it ever saw.
+    pub fn evict_unused(&mut self) {
+        self.entries
+            .retain(|_, sections| Arc::strong_count(sections) > 1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn seg(vaddr: u64, offset: u64, filesz: u64, exec: bool) -> LoadSegment {
+        LoadSegment {
+            vaddr,
+            offset,
+            filesz,
+            exec,
+        }
+    }
+
+    /// Check that the bias of a PIE mapping is its start minus the segment's vaddr-offset skew.
+    #[test]
+    fn bias_of_pie_segments() {
+        // Typical lld/ld layout: r-- at 0, r-x at 0x1000 (file 0x1000), rw- skewed by 0x1000.
+        let loads = [
+            seg(0, 0, 0x800, false),
+            seg(0x1000, 0x1000, 0x3000, true),
+            seg(0x5de0, 0x4de0, 0x300, false),
+        ];
+        let base = 0x5555_0000_0000;
+        assert_eq!(load_bias(&loads, base, 0, false), Some(base));
+        assert_eq!(load_bias(&loads, base + 0x1000, 0x1000, true), Some(base));
+        // The data mapping starts at the page holding 0x4de0, i.e. file offset 0x4000.
+        assert_eq!(load_bias(&loads, base + 0x5000, 0x4000, false), Some(base));
+    }
+
+    /// Check that a non-PIE executable (vaddr 0x400000 mapped at 0x400000) has bias zero.
+    #[test]
+    fn bias_of_non_pie_executable() {
+        let loads = [
+            seg(0x40_0000, 0, 0x1000, false),
+            seg(0x40_1000, 0x1000, 0x2000, true),
+        ];
+        assert_eq!(load_bias(&loads, 0x40_1000, 0x1000, true), Some(0));
+    }
+
+    /// Check that an executable mapping prefers the executable segment when two share a page.
+    #[test]
+    fn bias_prefers_exec_segment_on_shared_page() {
+        // Old single-page layout: r-- segment ends mid-page and r-x starts in the same page,
+        // with a different vaddr skew.
+        let loads = [seg(0, 0, 0x600, false), seg(0x200600, 0x600, 0x900, true)];
+        assert_eq!(
+            load_bias(&loads, 0x7000_0000, 0, true),
+            Some(0x7000_0000 - 0x200000)
+        );
+        assert_eq!(load_bias(&loads, 0x7000_0000, 0, false), Some(0x7000_0000));
+    }
+
+    /// Check that an offset outside every PT_LOAD gives no bias.
+    #[test]
+    fn bias_of_unknown_offset_is_none() {
+        let loads = [seg(0, 0, 0x800, true)];
+        assert_eq!(load_bias(&loads, 0x1000, 0x10_0000, true), None);
+    }
+
+    /// Check that an .eh_frame_hdr without a search table is recognised.
+    #[test]
+    fn eh_frame_hdr_table_detection() {
+        assert!(eh_frame_hdr_has_table(&[1, 0x1b, 0x03, 0x3b, 0, 0, 0, 0]));
+        assert!(!eh_frame_hdr_has_table(&[1, 0x1b, 0xff, 0xff]));
+        assert!(!eh_frame_hdr_has_table(&[1, 0x1b]));
+    }
+
+    /// Check that the test binary's own headers and CFI sections are read.
+    #[test]
+    fn reads_own_executable() {
+        let exe = std::env::current_exe().unwrap();
+        let name = exe.display().to_string();
+        let headers = read_headers(&name, &exe).unwrap();
+        assert!(headers.loads.iter().any(|s| s.exec));
+        let sections = read_unwind_sections(&name, &exe).unwrap();
+        assert!(sections.has_cfi());
+        let info = sections.section_info();
+        assert!(info.eh_frame.is_some() && info.eh_frame_svma.is_some());
+        assert!(info.text_svma.is_some());
+    }
+
+    /// Check that garbage is reported as a corrupt ELF, not a panic.
+    #[test]
+    fn garbage_is_corrupt() {
+        let path =
+            std::env::temp_dir().join(format!("profiler-elf-garbage-{}", std::process::id()));
+        std::fs::write(&path, b"\x7fELF\x02\x01\x01 this is not an ELF file at all").unwrap();
+        let err = read_headers("/usr/lib/x.so", &path).unwrap_err();
+        std::fs::remove_file(&path).ok();
+        assert!(
+            err.to_string().starts_with("corrupt ELF /usr/lib/x.so: "),
+            "{err}"
+        );
+    }
+}
