@@ -214,12 +214,18 @@ pub mod futex_op {
 
     /// Operations that block the caller.
     pub fn is_wait(op: u32) -> bool {
-        matches!(op, WAIT | WAIT_BITSET | LOCK_PI | LOCK_PI2 | WAIT_REQUEUE_PI)
+        matches!(
+            op,
+            WAIT | WAIT_BITSET | LOCK_PI | LOCK_PI2 | WAIT_REQUEUE_PI
+        )
     }
 
     /// Operations that wake waiters.
     pub fn is_wake(op: u32) -> bool {
-        matches!(op, WAKE | WAKE_BITSET | WAKE_OP | REQUEUE | CMP_REQUEUE | UNLOCK_PI)
+        matches!(
+            op,
+            WAKE | WAKE_BITSET | WAKE_OP | REQUEUE | CMP_REQUEUE | UNLOCK_PI
+        )
     }
 }
 

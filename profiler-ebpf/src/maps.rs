@@ -27,7 +27,8 @@ pub static EVENTS: RingBuf = RingBuf::with_byte_size(32 << 20, 0);
 /// Syscall arguments saved at enter, keyed by pid_tgid, consumed at exit.
 /// LRU so that threads killed inside a syscall cannot fill it.
 #[map]
-pub static PENDING: LruHashMap<u64, crate::memory::PendingCall> = LruHashMap::with_max_entries(16384, 0);
+pub static PENDING: LruHashMap<u64, crate::memory::PendingCall> =
+    LruHashMap::with_max_entries(16384, 0);
 
 /// Last known program break per tgid, seeded by userspace from /proc, so that a brk
 /// exit knows how many bytes it added.
@@ -41,12 +42,15 @@ pub static SCRATCH: Array<RecordBuf> = Array::with_max_entries(256, 0);
 
 /// Threads currently inside a wait syscall, keyed by pid_tgid (see `WaitStart`).
 #[map]
-pub static WAITING: LruHashMap<u64, profiler_common::WaitStart> = LruHashMap::with_max_entries(32768, 0);
+pub static WAITING: LruHashMap<u64, profiler_common::WaitStart> =
+    LruHashMap::with_max_entries(32768, 0);
 
 /// Futex waits started per (tgid, futex address) during the window.
 #[map]
-pub static FUTEX_WAITS: LruHashMap<profiler_common::FutexKey, u64> = LruHashMap::with_max_entries(16384, 0);
+pub static FUTEX_WAITS: LruHashMap<profiler_common::FutexKey, u64> =
+    LruHashMap::with_max_entries(16384, 0);
 
 /// Futex wake calls per (tgid, futex address) during the window.
 #[map]
-pub static FUTEX_WAKES: LruHashMap<profiler_common::FutexKey, u64> = LruHashMap::with_max_entries(16384, 0);
+pub static FUTEX_WAKES: LruHashMap<profiler_common::FutexKey, u64> =
+    LruHashMap::with_max_entries(16384, 0);

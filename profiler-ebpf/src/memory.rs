@@ -50,7 +50,12 @@ syscall_probe!(sys_enter_mmap, sys_exit_mmap, EventKind::Mmap, 5);
 syscall_probe!(sys_enter_munmap, sys_exit_munmap, EventKind::Munmap, 2);
 syscall_probe!(sys_enter_mremap, sys_exit_mremap, EventKind::Mremap, 4);
 syscall_probe!(sys_enter_brk, sys_exit_brk, EventKind::Brk, 1);
-syscall_probe!(sys_enter_mprotect, sys_exit_mprotect, EventKind::Mprotect, 3);
+syscall_probe!(
+    sys_enter_mprotect,
+    sys_exit_mprotect,
+    EventKind::Mprotect,
+    3
+);
 
 #[inline(always)]
 fn save_args(ctx: &TracePointContext, kind: EventKind, nargs: usize) -> Result<u32, u32> {

@@ -92,7 +92,11 @@ fn wait_enter(ctx: &TracePointContext) -> Result<u32, u32> {
     match syscall_nr {
         nr::FUTEX => {
             let op = arg(ctx, 1)? as u32 & futex_op::FUTEX_CMD_MASK;
-            let key = FutexKey { tgid, _pad: 0, uaddr: a0 };
+            let key = FutexKey {
+                tgid,
+                _pad: 0,
+                uaddr: a0,
+            };
             if futex_op::is_wake(op) {
                 count(Counter::FutexWakes);
                 bump(&FUTEX_WAKES, &key);
@@ -109,7 +113,11 @@ fn wait_enter(ctx: &TracePointContext) -> Result<u32, u32> {
             // struct futex_waitv { u64 val; u64 uaddr; u32 flags; u32 reserved; }[]
             // SAFETY: user memory read through the helper.
             start.futex_addr = unsafe { bpf_probe_read_user((a0 + 8) as *const u64) }.unwrap_or(0);
-            let key = FutexKey { tgid, _pad: 0, uaddr: start.futex_addr };
+            let key = FutexKey {
+                tgid,
+                _pad: 0,
+                uaddr: start.futex_addr,
+            };
             bump(&FUTEX_WAITS, &key);
         }
         nr::POLL | nr::PPOLL => {

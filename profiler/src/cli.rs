@@ -125,10 +125,23 @@ mod tests {
     #[test]
     fn record_args_convert() {
         let cli = Cli::try_parse_from([
-            "profiler", "record", "--pid", "1", "--pid", "2", "--duration", "5s", "--out", "x", "--sample-bytes", "1",
+            "profiler",
+            "record",
+            "--pid",
+            "1",
+            "--pid",
+            "2",
+            "--duration",
+            "5s",
+            "--out",
+            "x",
+            "--sample-bytes",
+            "1",
         ])
         .unwrap();
-        let Command::Record(args) = cli.command else { panic!("expected record") };
+        let Command::Record(args) = cli.command else {
+            panic!("expected record")
+        };
         let opts = RecordOptions::from(args);
         assert!(opts.memory && opts.waits);
         assert_eq!(opts.pids, vec![1, 2]);
@@ -143,7 +156,9 @@ mod tests {
         let parse = |extra: &[&str]| {
             let mut args = vec!["profiler", "record", "--pid", "1", "--out", "x"];
             args.extend_from_slice(extra);
-            let Command::Record(a) = Cli::try_parse_from(args).unwrap().command else { panic!() };
+            let Command::Record(a) = Cli::try_parse_from(args).unwrap().command else {
+                panic!()
+            };
             let o = RecordOptions::from(a);
             (o.memory, o.waits)
         };
@@ -155,6 +170,16 @@ mod tests {
     /// Check that a bad size is a parse error, not a panic later.
     #[test]
     fn rejects_bad_sample_size() {
-        assert!(Cli::try_parse_from(["profiler", "record", "--pid", "1", "--out", "x", "--sample-bytes", "lots"]).is_err());
+        assert!(Cli::try_parse_from([
+            "profiler",
+            "record",
+            "--pid",
+            "1",
+            "--out",
+            "x",
+            "--sample-bytes",
+            "lots"
+        ])
+        .is_err());
     }
 }

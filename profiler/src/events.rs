@@ -174,7 +174,13 @@ impl WaitSyscall {
     pub fn fd_arg(self) -> bool {
         matches!(
             self,
-            Self::Read | Self::Readv | Self::Recvfrom | Self::Recvmsg | Self::Accept | Self::Connect | Self::EpollWait
+            Self::Read
+                | Self::Readv
+                | Self::Recvfrom
+                | Self::Recvmsg
+                | Self::Accept
+                | Self::Connect
+                | Self::EpollWait
         )
     }
 }

@@ -211,8 +211,18 @@ mod tests {
     /// Check that RSS fields are read in bytes.
     #[test]
     fn parses_status_rss() {
-        let rss = parse_status_rss("Name:\tx\nVmRSS:\t  100 kB\nRssAnon:\t 60 kB\nRssFile:\t 30 kB\nRssShmem:\t 10 kB\n");
-        assert_eq!(rss, Rss { total: 102400, anon: 61440, file: 30720, shmem: 10240 });
+        let rss = parse_status_rss(
+            "Name:\tx\nVmRSS:\t  100 kB\nRssAnon:\t 60 kB\nRssFile:\t 30 kB\nRssShmem:\t 10 kB\n",
+        );
+        assert_eq!(
+            rss,
+            Rss {
+                total: 102400,
+                anon: 61440,
+                file: 30720,
+                shmem: 10240
+            }
+        );
     }
 
     /// Check that start_brk is found even when comm contains spaces and parentheses.
@@ -233,7 +243,12 @@ pub enum ThreadSyscall {
     /// Blocked, but not in a system call (e.g. a page fault).
     NotInSyscall { sp: u64, pc: u64 },
     /// Inside system call `nr` with its six arguments.
-    InSyscall { nr: u64, args: [u64; 6], sp: u64, pc: u64 },
+    InSyscall {
+        nr: u64,
+        args: [u64; 6],
+        sp: u64,
+        pc: u64,
+    },
 }
 
 pub fn parse_task_syscall(text: &str) -> Option<ThreadSyscall> {
@@ -243,16 +258,25 @@ pub fn parse_task_syscall(text: &str) -> Option<ThreadSyscall> {
     }
     let f: Vec<&str> = t.split_whitespace().collect();
     let num = |s: &str| -> Option<u64> {
-        s.strip_prefix("0x").map_or_else(|| s.parse().ok(), |h| u64::from_str_radix(h, 16).ok())
+        s.strip_prefix("0x")
+            .map_or_else(|| s.parse().ok(), |h| u64::from_str_radix(h, 16).ok())
     };
     match f.len() {
-        3 if f[0] == "-1" => Some(ThreadSyscall::NotInSyscall { sp: num(f[1])?, pc: num(f[2])? }),
+        3 if f[0] == "-1" => Some(ThreadSyscall::NotInSyscall {
+            sp: num(f[1])?,
+            pc: num(f[2])?,
+        }),
         9 => {
             let mut args = [0u64; 6];
             for (i, a) in args.iter_mut().enumerate() {
                 *a = num(f[1 + i])?;
             }
-            Some(ThreadSyscall::InSyscall { nr: num(f[0])?, args, sp: num(f[7])?, pc: num(f[8])? })
+            Some(ThreadSyscall::InSyscall {
+                nr: num(f[0])?,
+                args,
+                sp: num(f[7])?,
+                pc: num(f[8])?,
+            })
         }
         _ => None,
     }
@@ -262,7 +286,11 @@ pub fn parse_task_syscall(text: &str) -> Option<ThreadSyscall> {
 pub fn read_tids(pid: u32) -> Result<Vec<u32>, ProcError> {
     let dir = std::fs::read_dir(proc_path(pid, "task")).map_err(|source| match source.kind() {
         std::io::ErrorKind::NotFound => ProcError::NoSuchProcess { pid },
-        _ => ProcError::Io { pid, file: "task", source },
+        _ => ProcError::Io {
+            pid,
+            file: "task",
+            source,
+        },
     })?;
     let mut tids: Vec<u32> = dir
         .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
@@ -310,14 +338,25 @@ mod task_tests {
     /// Check the three shapes of /proc/PID/task/TID/syscall.
     #[test]
     fn parses_task_syscall() {
-        assert_eq!(parse_task_syscall("running\n"), Some(ThreadSyscall::Running));
+        assert_eq!(
+            parse_task_syscall("running\n"),
+            Some(ThreadSyscall::Running)
+        );
         assert_eq!(
             parse_task_syscall("-1 0x7ffd0000 0x401000\n"),
-            Some(ThreadSyscall::NotInSyscall { sp: 0x7ffd0000, pc: 0x401000 })
+            Some(ThreadSyscall::NotInSyscall {
+                sp: 0x7ffd0000,
+                pc: 0x401000
+            })
         );
         assert_eq!(
             parse_task_syscall("202 0x55d0c1000040 0x80 0x0 0x0 0x0 0x0 0x7f00aa00 0x7f00bb00\n"),
-            Some(ThreadSyscall::InSyscall { nr: 202, args: [0x55d0c1000040, 0x80, 0, 0, 0, 0], sp: 0x7f00aa00, pc: 0x7f00bb00 })
+            Some(ThreadSyscall::InSyscall {
+                nr: 202,
+                args: [0x55d0c1000040, 0x80, 0, 0, 0, 0],
+                sp: 0x7f00aa00,
+                pc: 0x7f00bb00
+            })
         );
         assert_eq!(parse_task_syscall("garbage"), None);
     }

@@ -28,7 +28,9 @@ impl SocketInfo {
         const LISTEN: u8 = 10;
         match (self.proto, self.remote, self.local) {
             ("unix", ..) => format!("unix {}", self.path.as_deref().unwrap_or("(unnamed)")),
-            (_, _, Some(local)) if self.state == LISTEN => format!("{} listening {local}", self.proto),
+            (_, _, Some(local)) if self.state == LISTEN => {
+                format!("{} listening {local}", self.proto)
+            }
             (_, Some(remote), _) if !remote.ip().is_unspecified() => remote.to_string(),
             (_, _, Some(local)) => format!("{} {local}", self.proto),
             _ => format!("{} socket", self.proto),
@@ -38,7 +40,10 @@ impl SocketInfo {
 
 /// Parse one `/proc/net/tcp`-style table (tcp, tcp6, udp, udp6).
 pub fn parse_inet_table(text: &str, proto: &'static str) -> Vec<SocketInfo> {
-    text.lines().skip(1).filter_map(|line| parse_inet_line(line, proto)).collect()
+    text.lines()
+        .skip(1)
+        .filter_map(|line| parse_inet_line(line, proto))
+        .collect()
 }
 
 fn parse_inet_line(line: &str, proto: &'static str) -> Option<SocketInfo> {
@@ -63,7 +68,9 @@ fn parse_hex_addr(s: &str) -> Option<SocketAddr> {
     let (ip, port) = s.split_once(':')?;
     let port = u16::from_str_radix(port, 16).ok()?;
     let ip = match ip.len() {
-        8 => IpAddr::V4(Ipv4Addr::from(u32::from_str_radix(ip, 16).ok()?.swap_bytes())),
+        8 => IpAddr::V4(Ipv4Addr::from(
+            u32::from_str_radix(ip, 16).ok()?.swap_bytes(),
+        )),
         32 => {
             let mut bytes = [0u8; 16];
             for (i, chunk) in bytes.chunks_mut(4).enumerate() {
@@ -99,15 +106,27 @@ pub fn parse_unix_table(text: &str) -> Vec<SocketInfo> {
 
 /// The inode of a socket fd target (`socket:[12345]`), from `readlink /proc/PID/fd/N`.
 pub fn socket_inode(link: &str) -> Option<u64> {
-    link.strip_prefix("socket:[")?.strip_suffix(']')?.parse().ok()
+    link.strip_prefix("socket:[")?
+        .strip_suffix(']')?
+        .parse()
+        .ok()
 }
 
 /// The sockets visible in a process's network namespace, by inode.
 pub fn read_sockets(pid: u32) -> HashMap<u64, SocketInfo> {
     let mut all = HashMap::new();
-    for (file, proto) in [("tcp", "tcp"), ("tcp6", "tcp"), ("udp", "udp"), ("udp6", "udp")] {
+    for (file, proto) in [
+        ("tcp", "tcp"),
+        ("tcp6", "tcp"),
+        ("udp", "udp"),
+        ("udp6", "udp"),
+    ] {
         if let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/net/{file}")) {
-            all.extend(parse_inet_table(&text, proto).into_iter().map(|s| (s.inode, s)));
+            all.extend(
+                parse_inet_table(&text, proto)
+                    .into_iter()
+                    .map(|s| (s.inode, s)),
+            );
         }
     }
     if let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/net/unix")) {

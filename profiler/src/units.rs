@@ -6,7 +6,9 @@ use std::time::Duration;
 /// all units are powers of 1024, as memory sizes are).
 pub fn parse_bytes(text: &str) -> Result<u64, String> {
     let t = text.trim();
-    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
     let num: f64 = num
         .parse()
@@ -16,7 +18,11 @@ pub fn parse_bytes(text: &str) -> Result<u64, String> {
         "k" | "kb" | "kib" => 1 << 10,
         "m" | "mb" | "mib" => 1 << 20,
         "g" | "gb" | "gib" => 1 << 30,
-        _ => return Err(format!("invalid size unit in {text:?} (use B, KiB, MiB or GiB)")),
+        _ => {
+            return Err(format!(
+                "invalid size unit in {text:?} (use B, KiB, MiB or GiB)"
+            ))
+        }
     };
     let bytes = num * mult as f64;
     if !(1.0..=u64::MAX as f64).contains(&bytes) {
@@ -28,7 +34,9 @@ pub fn parse_bytes(text: &str) -> Result<u64, String> {
 /// Parse a duration: a number with an optional unit (ms, s, m, h; plain numbers are seconds).
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let t = text.trim();
-    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
     let num: f64 = num
         .parse()
@@ -38,7 +46,11 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         "ms" => num / 1000.0,
         "m" | "min" => num * 60.0,
         "h" => num * 3600.0,
-        _ => return Err(format!("invalid duration unit in {text:?} (use ms, s, m or h)")),
+        _ => {
+            return Err(format!(
+                "invalid duration unit in {text:?} (use ms, s, m or h)"
+            ))
+        }
     };
     if !(secs > 0.0 && secs.is_finite()) {
         return Err(format!("duration {text:?} must be positive"));

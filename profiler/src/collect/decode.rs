@@ -57,7 +57,8 @@ pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
     let kind = EventKind::from_u32(header.kind).ok_or(DecodeError::UnknownKind(header.kind))?;
     if matches!(kind, EventKind::FutexWait | EventKind::SocketWait) {
         let ev: WaitEvent = read_pod(body);
-        let syscall = WaitSyscall::from_nr(u64::from(ev.syscall_nr)).ok_or(DecodeError::NotAWait(ev.syscall_nr))?;
+        let syscall = WaitSyscall::from_nr(u64::from(ev.syscall_nr))
+            .ok_or(DecodeError::NotAWait(ev.syscall_nr))?;
         return Ok(Record::Wait(WaitRecord {
             pid: header.tgid,
             tid: header.tid,
@@ -124,7 +125,9 @@ pub(crate) mod tests {
 
     fn bytes_of<T>(v: &T) -> &[u8] {
         // SAFETY: test-only view of a repr(C) integer struct.
-        unsafe { std::slice::from_raw_parts((v as *const T).cast::<u8>(), std::mem::size_of::<T>()) }
+        unsafe {
+            std::slice::from_raw_parts((v as *const T).cast::<u8>(), std::mem::size_of::<T>())
+        }
     }
 
     /// Build a record as the eBPF side lays it out.
@@ -147,7 +150,11 @@ pub(crate) mod tests {
             stack_len: 16,
             ktime_ns: 5,
             stack_base: 0x7000,
-            regs: UserRegs { ip: 1, sp: 0x7008, bp: 3 },
+            regs: UserRegs {
+                ip: 1,
+                sp: 0x7008,
+                bp: 3,
+            },
             weight: 262144,
         };
         let ev = MemEvent {
@@ -160,11 +167,19 @@ pub(crate) mod tests {
             ..Default::default()
         };
         let rec = decode(&encode(header, ev, &[7u8; 16])).unwrap();
-        let Record::Mem(m) = rec else { panic!("expected a memory record") };
+        let Record::Mem(m) = rec else {
+            panic!("expected a memory record")
+        };
         assert_eq!((m.pid, m.tid), (10, 11));
         assert_eq!(
             m.op,
-            MemOp::Mmap { addr: 0x1000, len: 65536, prot: 3, flags: 0x22, fd: -1 }
+            MemOp::Mmap {
+                addr: 0x1000,
+                len: 65536,
+                prot: 3,
+                flags: 0x22,
+                fd: -1
+            }
         );
         let s = m.sample.unwrap();
         assert_eq!(s.scale(), 4.0);
@@ -175,16 +190,35 @@ pub(crate) mod tests {
     /// Check that a futex wait record decodes with its syscall, address and time.
     #[test]
     fn decodes_futex_wait() {
-        let header = EventHeader { kind: EventKind::FutexWait as u32, tgid: 3, tid: 4, ktime_ns: 99, weight: 1, ..Default::default() };
-        let ev = WaitEvent { blocked_ns: 5_000_000, futex_addr: 0x1234, syscall_nr: 202, fd: -1, futex_op: 0, ret: -110 };
+        let header = EventHeader {
+            kind: EventKind::FutexWait as u32,
+            tgid: 3,
+            tid: 4,
+            ktime_ns: 99,
+            weight: 1,
+            ..Default::default()
+        };
+        let ev = WaitEvent {
+            blocked_ns: 5_000_000,
+            futex_addr: 0x1234,
+            syscall_nr: 202,
+            fd: -1,
+            futex_op: 0,
+            ret: -110,
+        };
         let mut bytes = bytes_of(&header).to_vec();
         let mut body = bytes_of(&ev).to_vec();
         body.resize(BODY_SIZE, 0);
         bytes.extend_from_slice(&body);
-        let Record::Wait(w) = decode(&bytes).unwrap() else { panic!("expected a wait record") };
+        let Record::Wait(w) = decode(&bytes).unwrap() else {
+            panic!("expected a wait record")
+        };
         assert_eq!((w.pid, w.tid, w.end_ns), (3, 4, 99));
         assert_eq!(w.syscall, WaitSyscall::Futex);
-        assert_eq!((w.blocked_ns, w.futex_addr, w.ret), (5_000_000, 0x1234, -110));
+        assert_eq!(
+            (w.blocked_ns, w.futex_addr, w.ret),
+            (5_000_000, 0x1234, -110)
+        );
         assert!(w.stack.is_none());
     }
 
@@ -192,10 +226,26 @@ pub(crate) mod tests {
     #[test]
     fn rejects_short_and_inconsistent_records() {
         assert_eq!(decode(&[0u8; 10]), Err(DecodeError::Short(10)));
-        let header = EventHeader { kind: EventKind::Munmap as u32, stack_len: 64, ..Default::default() };
+        let header = EventHeader {
+            kind: EventKind::Munmap as u32,
+            stack_len: 64,
+            ..Default::default()
+        };
         let bytes = encode(header, MemEvent::default(), &[0u8; 8]);
-        assert_eq!(decode(&bytes), Err(DecodeError::StackLength { declared: 64, present: 8 }));
-        let header = EventHeader { kind: 99, ..Default::default() };
-        assert_eq!(decode(&encode(header, MemEvent::default(), &[])), Err(DecodeError::UnknownKind(99)));
+        assert_eq!(
+            decode(&bytes),
+            Err(DecodeError::StackLength {
+                declared: 64,
+                present: 8
+            })
+        );
+        let header = EventHeader {
+            kind: 99,
+            ..Default::default()
+        };
+        assert_eq!(
+            decode(&encode(header, MemEvent::default(), &[])),
+            Err(DecodeError::UnknownKind(99))
+        );
     }
 }

@@ -92,19 +92,46 @@ const MEMORY_TRACEPOINTS: &[(&str, &str)] = &[
 
 /// The wait probes (all `syscalls:` tracepoints): enter and exit of each wait syscall.
 const WAIT_TRACEPOINTS: &[&str] = &[
-    "sys_enter_futex", "sys_exit_futex", "sys_enter_futex_waitv", "sys_exit_futex_waitv",
-    "sys_enter_read", "sys_exit_read", "sys_enter_readv", "sys_exit_readv",
-    "sys_enter_recvfrom", "sys_exit_recvfrom", "sys_enter_recvmsg", "sys_exit_recvmsg",
-    "sys_enter_accept", "sys_exit_accept", "sys_enter_accept4", "sys_exit_accept4",
-    "sys_enter_connect", "sys_exit_connect", "sys_enter_poll", "sys_exit_poll",
-    "sys_enter_ppoll", "sys_exit_ppoll", "sys_enter_select", "sys_exit_select",
-    "sys_enter_pselect6", "sys_exit_pselect6", "sys_enter_epoll_wait", "sys_exit_epoll_wait",
-    "sys_enter_epoll_pwait", "sys_exit_epoll_pwait", "sys_enter_epoll_pwait2", "sys_exit_epoll_pwait2",
+    "sys_enter_futex",
+    "sys_exit_futex",
+    "sys_enter_futex_waitv",
+    "sys_exit_futex_waitv",
+    "sys_enter_read",
+    "sys_exit_read",
+    "sys_enter_readv",
+    "sys_exit_readv",
+    "sys_enter_recvfrom",
+    "sys_exit_recvfrom",
+    "sys_enter_recvmsg",
+    "sys_exit_recvmsg",
+    "sys_enter_accept",
+    "sys_exit_accept",
+    "sys_enter_accept4",
+    "sys_exit_accept4",
+    "sys_enter_connect",
+    "sys_exit_connect",
+    "sys_enter_poll",
+    "sys_exit_poll",
+    "sys_enter_ppoll",
+    "sys_exit_ppoll",
+    "sys_enter_select",
+    "sys_exit_select",
+    "sys_enter_pselect6",
+    "sys_exit_pselect6",
+    "sys_enter_epoll_wait",
+    "sys_exit_epoll_wait",
+    "sys_enter_epoll_pwait",
+    "sys_exit_epoll_pwait",
+    "sys_enter_epoll_pwait2",
+    "sys_exit_epoll_pwait2",
 ];
 
 /// Monotonic time in ns: the clock `bpf_ktime_get_ns` reads.
 pub fn monotonic_now_ns() -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // SAFETY: valid pointer to a timespec.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
@@ -128,7 +155,10 @@ impl Collector {
             as u32;
         let mut ebpf = EbpfLoader::new()
             .map_max_entries("SCRATCH", cpus.max(1))
-            .load(aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/profiler")))
+            .load(aya::include_bytes_aligned!(concat!(
+                env!("OUT_DIR"),
+                "/profiler"
+            )))
             .map_err(|e| CollectError::Load(format!("{e:#}")))?;
         let config = Config {
             sample_bytes: cfg.sample_bytes.max(1),

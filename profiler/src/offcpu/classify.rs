@@ -20,7 +20,11 @@ pub struct FdClassifier {
 
 impl FdClassifier {
     pub fn new(pid: u32) -> Self {
-        Self { pid, sockets: HashMap::new(), read_at: None }
+        Self {
+            pid,
+            sockets: HashMap::new(),
+            read_at: None,
+        }
     }
 
     /// What a wait in `syscall` on `fd` (or futex `futex_addr`) is waiting on.
@@ -32,18 +36,47 @@ impl FdClassifier {
         match syscall {
             WaitSyscall::EpollWait => {
                 let fds = sockets::epoll_fds(self.pid, fd);
-                let n_sockets = fds.iter().filter(|&&f| self.socket(f).is_some()).count();
-                WaitOn::Poll { syscall: name, sockets: n_sockets, fds: fds.len() }
+                let socks: Vec<SocketInfo> = fds.iter().filter_map(|&f| self.socket(f)).collect();
+                match (fds.len(), socks.as_slice()) {
+                    // An epoll set of one socket waits on that socket's peer.
+                    (1, [only]) => WaitOn::Socket {
+                        syscall: name,
+                        peer: only.label(),
+                    },
+                    _ => WaitOn::Poll {
+                        syscall: name,
+                        sockets: socks.len(),
+                        fds: fds.len(),
+                    },
+                }
             }
-            WaitSyscall::Poll | WaitSyscall::Select => WaitOn::Poll {
+            // poll/select on a socket (as libpq waits for a query result) waits on its peer.
+            WaitSyscall::Poll | WaitSyscall::Select => {
+                match (fd >= 0).then(|| self.socket(fd)).flatten() {
+                    Some(s) => WaitOn::Socket {
+                        syscall: name,
+                        peer: s.label(),
+                    },
+                    None => WaitOn::Poll {
+                        syscall: name,
+                        sockets: 0,
+                        fds: usize::from(fd >= 0),
+                    },
+                }
+            }
+            _ if fd < 0 => WaitOn::Other {
                 syscall: name,
-                sockets: usize::from(fd >= 0 && self.socket(fd).is_some()),
-                fds: usize::from(fd >= 0),
+                what: "unknown fd".into(),
             },
-            _ if fd < 0 => WaitOn::Other { syscall: name, what: "unknown fd".into() },
             _ => match self.socket(fd) {
-                Some(s) => WaitOn::Socket { syscall: name, peer: s.label() },
-                None => WaitOn::Other { syscall: name, what: self.describe_fd(fd) },
+                Some(s) => WaitOn::Socket {
+                    syscall: name,
+                    peer: s.label(),
+                },
+                None => WaitOn::Other {
+                    syscall: name,
+                    what: self.describe_fd(fd),
+                },
             },
         }
     }
@@ -61,7 +94,9 @@ impl FdClassifier {
     fn socket(&mut self, fd: i32) -> Option<SocketInfo> {
         let inode = sockets::socket_inode(&sockets::fd_target(self.pid, fd)?)?;
         if !self.sockets.contains_key(&inode)
-            && self.read_at.is_none_or(|t| t.elapsed() > Duration::from_millis(500))
+            && self
+                .read_at
+                .is_none_or(|t| t.elapsed() > Duration::from_millis(500))
         {
             self.sockets = sockets::read_sockets(self.pid);
             self.read_at = Some(Instant::now());
@@ -94,9 +129,19 @@ mod tests {
         let mut c = FdClassifier::new(std::process::id());
         assert_eq!(
             c.classify(WaitSyscall::Recvfrom, fd, 0),
-            WaitOn::Socket { syscall: "recvfrom".into(), peer: addr.to_string() }
+            WaitOn::Socket {
+                syscall: "recvfrom".into(),
+                peer: addr.to_string()
+            }
         );
-        assert_eq!(c.classify(WaitSyscall::Futex, -1, 0x10), WaitOn::Futex { addr: 0x10 });
+        assert_eq!(
+            c.classify(WaitSyscall::Futex, -1, 0x10),
+            WaitOn::Futex { addr: 0x10 }
+        );
+        assert_eq!(
+            c.classify(WaitSyscall::Poll, fd, 0).kind_label(),
+            format!("socket {addr}")
+        );
         let lfd = std::os::fd::AsRawFd::as_raw_fd(&listener);
         assert_eq!(
             c.classify(WaitSyscall::Accept, lfd, 0).kind_label(),

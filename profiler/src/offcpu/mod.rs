@@ -19,7 +19,11 @@ pub enum WaitOn {
     /// A socket read/accept/connect; `peer` names the other side (`127.0.0.1:5432`).
     Socket { syscall: String, peer: String },
     /// epoll/poll/select over a set of descriptors (an event loop).
-    Poll { syscall: String, sockets: usize, fds: usize },
+    Poll {
+        syscall: String,
+        sockets: usize,
+        fds: usize,
+    },
     /// Any other descriptor (a pipe, a file, a terminal).
     Other { syscall: String, what: String },
 }
@@ -40,7 +44,11 @@ impl WaitOn {
         match self {
             Self::Futex { addr } => format!("futex 0x{addr:x}"),
             Self::Socket { syscall, peer } => format!("{syscall} on socket {peer}"),
-            Self::Poll { syscall, sockets, fds } => format!("{syscall} over {fds} fds ({sockets} sockets)"),
+            Self::Poll {
+                syscall,
+                sockets,
+                fds,
+            } => format!("{syscall} over {fds} fds ({sockets} sockets)"),
             Self::Other { syscall, what } => format!("{syscall} on {what}"),
         }
     }
@@ -83,7 +91,12 @@ impl WaitProfile {
             .filter(|((p, ..), _)| *p == pid)
             .map(|((_, on, stack), t)| (on, *stack, *t))
             .collect();
-        v.sort_by(|a, b| b.2.ns.cmp(&a.2.ns).then_with(|| a.0.cmp(b.0)).then_with(|| a.1.cmp(&b.1)));
+        v.sort_by(|a, b| {
+            b.2.ns
+                .cmp(&a.2.ns)
+                .then_with(|| a.0.cmp(b.0))
+                .then_with(|| a.1.cmp(&b.1))
+        });
         v
     }
 }

@@ -48,6 +48,8 @@ pub enum Verdict {
         stuck: usize,
         threads: usize,
     },
+    /// The process exited before the snapshot: only its completed waits are known.
+    Exited,
 }
 
 impl Verdict {
@@ -60,6 +62,7 @@ impl Verdict {
                 frame_below_lock.as_ref().map(|f| format!(", waiting in {f}")).unwrap_or_default()
             ),
             Verdict::Idle { threads, detail } => format!("not stalled: idle ({detail}; {threads} threads)"),
+            Verdict::Exited => "exited before the end of the window: completed waits only".into(),
             Verdict::Progressing { stuck, threads } => {
                 format!("not stalled: {stuck} of {threads} threads blocked past the threshold with no wake")
             }
@@ -74,16 +77,44 @@ impl Verdict {
 /// Frames that implement waiting rather than being the code that waits.
 fn is_wait_machinery(name: &str) -> bool {
     const PREFIXES: &[&str] = &[
-        "_", "pthread_", "futex", "syscall", "sem_", "lll_", "std::sys", "std::sync", "std::thread::park",
-        "core::", "parking_lot", "tokio::runtime::park", "[unknown]", "epoll_", "poll", "select", "recv", "read",
-        "accept", "connect", "libc_", "sleep", "nanosleep", "clock_nanosleep", "usleep", "<std::sync", "<std::sys",
+        "_",
+        "pthread_",
+        "futex",
+        "syscall",
+        "sem_",
+        "lll_",
+        "std::sys",
+        "std::sync",
+        "std::thread::park",
+        "core::",
+        "parking_lot",
+        "tokio::runtime::park",
+        "[unknown]",
+        "epoll_",
+        "poll",
+        "select",
+        "recv",
+        "read",
+        "accept",
+        "connect",
+        "libc_",
+        "sleep",
+        "nanosleep",
+        "clock_nanosleep",
+        "usleep",
+        "<std::sync",
+        "<std::sys",
     ];
     PREFIXES.iter().any(|p| name.starts_with(p))
 }
 
 /// The leaf-most frame that is not wait machinery: the code that asked to wait.
 pub fn frame_below_lock(stack_root_first: &[String]) -> Option<String> {
-    stack_root_first.iter().rev().find(|f| !is_wait_machinery(f)).cloned()
+    stack_root_first
+        .iter()
+        .rev()
+        .find(|f| !is_wait_machinery(f))
+        .cloned()
 }
 
 /// Group the in-flight waits and decide the verdict.
@@ -105,44 +136,66 @@ pub fn judge(
     for w in &snap.in_flight {
         let stack = w.stack.map(&stack_names).unwrap_or_default();
         let on = w.on.describe();
-        let g = groups.entry((on.clone(), stack.clone())).or_insert_with(|| WaitGroup {
-            on,
-            tids: Vec::new(),
-            blocked_at_least_ns: u64::MAX,
-            wakes: match &w.on {
-                super::WaitOn::Futex { addr } => Some(snap.futex_wakes.get(addr).copied().unwrap_or(0)),
-                _ => None,
-            },
-            stuck: true,
-            frame_below_lock: frame_below_lock(&stack),
-            stack,
-        });
+        let g = groups
+            .entry((on.clone(), stack.clone()))
+            .or_insert_with(|| WaitGroup {
+                on,
+                tids: Vec::new(),
+                blocked_at_least_ns: u64::MAX,
+                wakes: match &w.on {
+                    super::WaitOn::Futex { addr } => {
+                        Some(snap.futex_wakes.get(addr).copied().unwrap_or(0))
+                    }
+                    _ => None,
+                },
+                stuck: true,
+                frame_below_lock: frame_below_lock(&stack),
+                stack,
+            });
         g.tids.push(w.tid);
         g.blocked_at_least_ns = g.blocked_at_least_ns.min(snap.blocked_at_least(w));
         g.stuck &= stuck(w);
     }
     let mut groups: Vec<WaitGroup> = groups.into_values().collect();
-    groups.sort_by(|a, b| b.tids.len().cmp(&a.tids.len()).then_with(|| a.on.cmp(&b.on)));
+    groups.sort_by(|a, b| {
+        b.tids
+            .len()
+            .cmp(&a.tids.len())
+            .then_with(|| a.on.cmp(&b.on))
+    });
 
     let threads = snap.threads.max(snap.in_flight.len());
     let n_stuck = snap.in_flight.iter().filter(|w| stuck(w)).count();
     let verdict = if threads > 0 && n_stuck * 5 >= threads * 4 {
-        let main = groups.iter().find(|g| g.stuck).expect("stuck threads form a group");
+        let main = groups
+            .iter()
+            .find(|g| g.stuck)
+            .expect("stuck threads form a group");
         Verdict::Stalled {
             stuck: n_stuck,
             threads,
             on: main.on.clone(),
             frame_below_lock: main.frame_below_lock.clone(),
-            blocked_at_least_ns: groups.iter().filter(|g| g.stuck).map(|g| g.blocked_at_least_ns).min().unwrap_or(0),
+            blocked_at_least_ns: groups
+                .iter()
+                .filter(|g| g.stuck)
+                .map(|g| g.blocked_at_least_ns)
+                .min()
+                .unwrap_or(0),
         }
     } else if let Some(idle) = snap.in_flight.iter().find(|w| w.on.is_idle_kind()) {
         let detail = match &idle.on {
-            super::WaitOn::Poll { syscall, sockets, .. } => format!("idle in {syscall}, {sockets} sockets"),
+            super::WaitOn::Poll {
+                syscall, sockets, ..
+            } => format!("idle in {syscall}, {sockets} sockets"),
             other => format!("idle in {}", other.describe()),
         };
         Verdict::Idle { threads, detail }
     } else {
-        Verdict::Progressing { stuck: n_stuck, threads }
+        Verdict::Progressing {
+            stuck: n_stuck,
+            threads,
+        }
     };
     (verdict, groups)
 }
@@ -165,7 +218,13 @@ mod tests {
 
     fn names(id: StackId) -> Vec<String> {
         let leaf: &[&str] = match id {
-            0 => &["main", "worker", "acquire_nested", "___pthread_cond_wait", "__futex_abstimed_wait_common"],
+            0 => &[
+                "main",
+                "worker",
+                "acquire_nested",
+                "___pthread_cond_wait",
+                "__futex_abstimed_wait_common",
+            ],
             _ => &["main", "__pthread_clockjoin_ex"],
         };
         leaf.iter().map(|s| s.to_string()).collect()
@@ -175,13 +234,27 @@ mod tests {
     /// make a STALLED verdict naming the futex and the function below the lock.
     #[test]
     fn pool_deadlock_is_stalled() {
-        let mut snap = ThreadSnapshot { pid: 1, threads: 5, observed_ns: 5_000_000_000, ..Default::default() };
+        let mut snap = ThreadSnapshot {
+            pid: 1,
+            threads: 5,
+            observed_ns: 5_000_000_000,
+            ..Default::default()
+        };
         for tid in 2..=5 {
             snap.in_flight.push(futex_wait(tid, 0xabc, Some(12), 0));
         }
         snap.in_flight.push(futex_wait(1, 0xdef, None, 1));
         let (v, groups) = judge(&snap, 10_000_000_000, names);
-        let Verdict::Stalled { stuck, threads, on, frame_below_lock, .. } = &v else { panic!("{v:?}") };
+        let Verdict::Stalled {
+            stuck,
+            threads,
+            on,
+            frame_below_lock,
+            ..
+        } = &v
+        else {
+            panic!("{v:?}")
+        };
         assert_eq!((*stuck, *threads), (4, 5));
         assert_eq!(on, "futex 0xabc");
         assert_eq!(frame_below_lock.as_deref(), Some("acquire_nested"));
@@ -193,7 +266,12 @@ mod tests {
     /// or when the waits are younger than the threshold.
     #[test]
     fn woken_or_short_waits_are_not_stalls() {
-        let mut snap = ThreadSnapshot { pid: 1, threads: 4, observed_ns: 5_000_000_000, ..Default::default() };
+        let mut snap = ThreadSnapshot {
+            pid: 1,
+            threads: 4,
+            observed_ns: 5_000_000_000,
+            ..Default::default()
+        };
         for tid in 1..=4 {
             snap.in_flight.push(futex_wait(tid, 0xabc, Some(12), 0));
         }
@@ -214,24 +292,43 @@ mod tests {
             in_flight: vec![InFlightWait {
                 tid: 1,
                 syscall: WaitSyscall::EpollWait,
-                on: WaitOn::Poll { syscall: "epoll_wait".into(), sockets: 3, fds: 4 },
+                on: WaitOn::Poll {
+                    syscall: "epoll_wait".into(),
+                    sockets: 3,
+                    fds: 4,
+                },
                 blocked_ns: None,
                 stack: None,
             }],
             ..Default::default()
         };
         let (v, _) = judge(&snap, 10_000_000_000, names);
-        assert_eq!(v, Verdict::Idle { threads: 1, detail: "idle in epoll_wait, 3 sockets".into() });
+        assert_eq!(
+            v,
+            Verdict::Idle {
+                threads: 1,
+                detail: "idle in epoll_wait, 3 sockets".into()
+            }
+        );
     }
 
     /// Check that the frame below the lock skips libc, pthread and Rust std machinery.
     #[test]
     fn finds_frame_below_lock() {
-        let rust: Vec<String> = ["main", "pool::wait_for_slot", "std::sync::poison::condvar::Condvar::wait", "std::sys::pal::unix::futex::futex_wait", "syscall"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
-        assert_eq!(frame_below_lock(&rust).as_deref(), Some("pool::wait_for_slot"));
+        let rust: Vec<String> = [
+            "main",
+            "pool::wait_for_slot",
+            "std::sync::poison::condvar::Condvar::wait",
+            "std::sys::pal::unix::futex::futex_wait",
+            "syscall",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        assert_eq!(
+            frame_below_lock(&rust).as_deref(),
+            Some("pool::wait_for_slot")
+        );
         assert_eq!(frame_below_lock(&[]), None);
     }
 }

@@ -1,6 +1,6 @@
 //! `profiler record`: capture a window, then write flamegraphs and a report.
-mod session;
 mod output;
+mod session;
 pub mod snapshot;
 
 use std::{path::PathBuf, time::Duration};
@@ -11,7 +11,7 @@ pub use session::Session;
 
 use crate::{
     collect::{Collector, CollectorConfig},
-    offcpu::verdict,
+    offcpu::{verdict, ThreadSnapshot},
     procfs,
     render::waits::{BlockedStack, ProcessWaits, WaitReport},
 };
@@ -73,12 +73,25 @@ pub async fn record(opts: &RecordOptions) -> anyhow::Result<RecordSummary> {
     let window_secs = started.elapsed().as_secs_f64();
     session.read_final_rss();
     let counters = collector.counters();
-    let waits = opts.waits.then(|| wait_report(&mut session, &collector, opts, started.elapsed()));
+    let waits = opts
+        .waits
+        .then(|| wait_report(&mut session, &collector, opts, started.elapsed()));
     drop(collector); // detach the probes before the (slower) rendering
-    let memory = opts
-        .memory
-        .then(|| session.report(describe_targets(&opts.pids), window_secs, opts.sample_bytes, counters));
-    output::write_all(&opts.out, memory.as_ref(), waits.as_ref(), &counters, window_secs)?;
+    let memory = opts.memory.then(|| {
+        session.report(
+            describe_targets(&opts.pids),
+            window_secs,
+            opts.sample_bytes,
+            counters,
+        )
+    });
+    output::write_all(
+        &opts.out,
+        memory.as_ref(),
+        waits.as_ref(),
+        &counters,
+        window_secs,
+    )?;
     Ok(RecordSummary {
         out: opts.out.clone(),
         window_secs,
@@ -90,7 +103,10 @@ pub async fn record(opts: &RecordOptions) -> anyhow::Result<RecordSummary> {
 
 /// Check the targets, load and attach the probes, seed the session.
 fn attach(opts: &RecordOptions) -> anyhow::Result<(Collector, Session)> {
-    anyhow::ensure!(opts.memory || opts.waits, "nothing to record: enable --memory or --waits");
+    anyhow::ensure!(
+        opts.memory || opts.waits,
+        "nothing to record: enable --memory or --waits"
+    );
     let mut collector = Collector::load(&CollectorConfig {
         sample_bytes: opts.sample_bytes,
         stack_pages: opts.stack_pages,
@@ -128,12 +144,23 @@ fn wait_report(
     let mut processes = Vec::new();
     let pids: Vec<u32> = session.targets.keys().copied().collect();
     for pid in pids {
-        let Some(snap) = snapshot::take(session, collector, pid, observed_ns) else {
-            continue;
-        };
+        let snap = snapshot::take(session, collector, pid, observed_ns);
         let stacks = &session.stacks;
-        let (verdict, in_flight) = verdict::judge(&snap, stall_ns, |id| {
-            stacks.get(id).map(|s| s.names.clone()).unwrap_or_default()
+        let (verdict, in_flight) = match &snap {
+            Some(snap) => verdict::judge(snap, stall_ns, |id| {
+                stacks.get(id).map(|s| s.names.clone()).unwrap_or_default()
+            }),
+            None => (verdict::Verdict::Exited, Vec::new()),
+        };
+        let snap = snap.unwrap_or_else(|| ThreadSnapshot {
+            pid,
+            comm: session
+                .targets
+                .get(&pid)
+                .map(|t| t.comm.clone())
+                .unwrap_or_default(),
+            observed_ns,
+            ..Default::default()
         });
         let completed = session
             .waits
@@ -142,7 +169,10 @@ fn wait_report(
             .map(|(on, stack, totals)| BlockedStack {
                 kind: on.kind_label(),
                 on: on.describe(),
-                frames: stack.and_then(|id| stacks.get(id)).map(|s| s.names.clone()).unwrap_or_default(),
+                frames: stack
+                    .and_then(|id| stacks.get(id))
+                    .map(|s| s.names.clone())
+                    .unwrap_or_default(),
                 ns: totals.ns,
                 count: totals.count,
             })
@@ -150,7 +180,13 @@ fn wait_report(
         let mut futexes: Vec<(u64, u64, u64)> = snap
             .futex_waits
             .iter()
-            .map(|(&addr, &waits)| (addr, waits, snap.futex_wakes.get(&addr).copied().unwrap_or(0)))
+            .map(|(&addr, &waits)| {
+                (
+                    addr,
+                    waits,
+                    snap.futex_wakes.get(&addr).copied().unwrap_or(0),
+                )
+            })
             .collect();
         futexes.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
         processes.push(ProcessWaits {
@@ -181,7 +217,12 @@ pub async fn stalls(opts: &RecordOptions) -> anyhow::Result<WaitReport> {
     let (collector, mut session) = attach(opts)?;
     let started = std::time::Instant::now();
     tokio::time::sleep(opts.duration.unwrap_or(Duration::from_secs(2))).await;
-    Ok(wait_report(&mut session, &collector, opts, started.elapsed()))
+    Ok(wait_report(
+        &mut session,
+        &collector,
+        opts,
+        started.elapsed(),
+    ))
 }
 
 async fn capture_loop(

@@ -46,7 +46,10 @@ pub fn write_all(
         write_waits(dir, w, window_secs)?;
         text.push('\n');
         text.push_str(&waits::text(w));
-        json.insert("waits".into(), serde_json::to_value(w).context("encoding waits")?);
+        json.insert(
+            "waits".into(),
+            serde_json::to_value(w).context("encoding waits")?,
+        );
     }
     write(dir, "report.txt", text.as_bytes())?;
     let json = serde_json::to_string_pretty(&json).context("encoding report.json")?;
@@ -55,14 +58,29 @@ pub fn write_all(
 
 fn write_waits(dir: &Path, report: &WaitReport, window_secs: f64) -> anyhow::Result<()> {
     let lines = waits::folded_lines(report);
-    write(dir, "waits.folded", lines.iter().map(|l| format!("{l}\n")).collect::<String>().as_bytes())?;
-    let names: Vec<String> = report.processes.iter().map(|p| format!("{} ({})", p.comm, p.pid)).collect();
+    write(
+        dir,
+        "waits.folded",
+        lines
+            .iter()
+            .map(|l| format!("{l}\n"))
+            .collect::<String>()
+            .as_bytes(),
+    )?;
+    let names: Vec<String> = report
+        .processes
+        .iter()
+        .map(|p| format!("{} ({})", p.comm, p.pid))
+        .collect();
     let verdicts: Vec<String> = report.processes.iter().map(|p| p.verdict.line()).collect();
     let mut svg_bytes = Vec::new();
     svg::flamegraph(
         &lines,
         &format!("Blocked on: {}", names.join(", ")),
-        &format!("off-CPU time in a {window_secs:.1} s window, waits still in progress included; {}", verdicts.join("; ")),
+        &format!(
+            "off-CPU time in a {window_secs:.1} s window, waits still in progress included; {}",
+            verdicts.join("; ")
+        ),
         "us",
         svg::Flavor::OffCpu,
         &mut svg_bytes,
@@ -73,8 +91,20 @@ fn write_waits(dir: &Path, report: &WaitReport, window_secs: f64) -> anyhow::Res
 
 fn write_memory(dir: &Path, report: &MemoryReport) -> anyhow::Result<()> {
     let lines = folded::memory_lines(report);
-    write(dir, "memory.folded", lines.iter().map(|l| format!("{l}\n")).collect::<String>().as_bytes())?;
-    let total: u64 = lines.iter().filter_map(|l| folded::parse_line(l)).map(|(_, n)| n).sum();
+    write(
+        dir,
+        "memory.folded",
+        lines
+            .iter()
+            .map(|l| format!("{l}\n"))
+            .collect::<String>()
+            .as_bytes(),
+    )?;
+    let total: u64 = lines
+        .iter()
+        .filter_map(|l| folded::parse_line(l))
+        .map(|(_, n)| n)
+        .sum();
     let title = format!("Memory growth: {}", process_names(report));
     let subtitle = format!(
         "live bytes created in a {:.1} s window and still mapped: {} (sampled every {} on average)",
@@ -83,13 +113,24 @@ fn write_memory(dir: &Path, report: &MemoryReport) -> anyhow::Result<()> {
         human_bytes(report.sample_bytes as f64)
     );
     let mut svg_bytes = Vec::new();
-    svg::flamegraph(&lines, &title, &subtitle, "bytes", svg::Flavor::Memory, &mut svg_bytes)
-        .context("rendering memory.svg")?;
+    svg::flamegraph(
+        &lines,
+        &title,
+        &subtitle,
+        "bytes",
+        svg::Flavor::Memory,
+        &mut svg_bytes,
+    )
+    .context("rendering memory.svg")?;
     write(dir, "memory.svg", &svg_bytes)
 }
 
 fn process_names(report: &MemoryReport) -> String {
-    let names: Vec<String> = report.processes.iter().map(|p| format!("{} ({})", p.comm, p.pid)).collect();
+    let names: Vec<String> = report
+        .processes
+        .iter()
+        .map(|p| format!("{} ({})", p.comm, p.pid))
+        .collect();
     names.join(", ")
 }
 

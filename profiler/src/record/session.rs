@@ -122,7 +122,10 @@ impl Session {
         }
         let mut unwound = t.unwinder.unwind(sample);
         if t.space_read_at.elapsed() > std::time::Duration::from_secs(1)
-            && unwound.frames.iter().any(|&a| t.space.module_for(a).is_none())
+            && unwound
+                .frames
+                .iter()
+                .any(|&a| t.space.module_for(a).is_none())
         {
             // Code we do not know yet (a dlopen or JIT since the last read).
             t.refresh_space(&mut self.elf_cache);
@@ -133,9 +136,12 @@ impl Session {
         }
         let symbolizer = &mut self.symbolizer;
         let space = &t.space;
-        Some(self.stacks.intern(pid, unwound.frames, unwound.truncated, |addrs| {
-            root_first_names(symbolizer.symbolize(space, addrs))
-        }))
+        Some(
+            self.stacks
+                .intern(pid, unwound.frames, unwound.truncated, |addrs| {
+                    root_first_names(symbolizer.symbolize(space, addrs))
+                }),
+        )
     }
 
     fn ingest_wait(&mut self, w: WaitRecord) {
@@ -143,12 +149,18 @@ impl Session {
             return;
         }
         let stack = w.stack.as_ref().and_then(|s| self.stack_of(w.pid, s));
-        let Some(t) = self.targets.get_mut(&w.pid) else { return };
+        let Some(t) = self.targets.get_mut(&w.pid) else {
+            return;
+        };
         t.waits += 1;
         let on = t.classifier.classify(w.syscall, w.fd, w.futex_addr);
         // Only the part of the wait inside the window counts.
         let in_window = w.end_ns.saturating_sub(self.window_start_ns);
-        let ns = if self.window_start_ns > 0 { w.blocked_ns.min(in_window) } else { w.blocked_ns };
+        let ns = if self.window_start_ns > 0 {
+            w.blocked_ns.min(in_window)
+        } else {
+            w.blocked_ns
+        };
         self.waits.add(w.pid, on, stack, ns);
     }
 
@@ -164,9 +176,14 @@ impl Session {
                 let stack = self.stack_of(m.pid, &sample.stack);
                 Provenance::Window { stack, scale }
             }
-            None => Provenance::Window { stack: None, scale: 1.0 },
+            None => Provenance::Window {
+                stack: None,
+                scale: 1.0,
+            },
         };
-        let Some(t) = self.targets.get_mut(&m.pid) else { return };
+        let Some(t) = self.targets.get_mut(&m.pid) else {
+            return;
+        };
         match &m.op {
             MemOp::Mmap { prot, fd, .. } if *fd >= 0 && prot & linux::PROT_EXEC != 0 => {
                 t.space_stale = true;
@@ -204,8 +221,18 @@ impl Session {
     }
 
     /// Build the memory report.
-    pub fn report(&self, target: String, window_secs: f64, sample_bytes: u64, counters: Counters) -> MemoryReport {
-        let processes = self.targets.values().map(|t| self.process_report(t)).collect();
+    pub fn report(
+        &self,
+        target: String,
+        window_secs: f64,
+        sample_bytes: u64,
+        counters: Counters,
+    ) -> MemoryReport {
+        let processes = self
+            .targets
+            .values()
+            .map(|t| self.process_report(t))
+            .collect();
         MemoryReport {
             target,
             window_secs,

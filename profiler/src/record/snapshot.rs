@@ -17,18 +17,29 @@ use crate::{
 
 /// Take the snapshot of process `pid`. `observed_ns` is how long the probes have been
 /// attached (a wait without a recorded start has lasted at least that long).
-pub fn take(session: &mut Session, collector: &Collector, pid: u32, observed_ns: u64) -> Option<ThreadSnapshot> {
+pub fn take(
+    session: &mut Session,
+    collector: &Collector,
+    pid: u32,
+    observed_ns: u64,
+) -> Option<ThreadSnapshot> {
     let tids = procfs::read_tids(pid).ok()?;
     let started = collector.waiting_threads(pid);
     let (futex_waits, futex_wakes) = collector.futex_counts(pid);
     let now = monotonic_now_ns();
     let mut in_flight = Vec::new();
     for &tid in &tids {
-        let Some(ThreadSyscall::InSyscall { nr, args, sp, pc }) = procfs::read_task_syscall(pid, tid) else {
+        let Some(ThreadSyscall::InSyscall { nr, args, sp, pc }) =
+            procfs::read_task_syscall(pid, tid)
+        else {
             continue;
         };
-        let Some(syscall) = WaitSyscall::from_nr(nr) else { continue };
-        if syscall == WaitSyscall::Futex && !futex_op::is_wait(args[1] as u32 & futex_op::FUTEX_CMD_MASK) {
+        let Some(syscall) = WaitSyscall::from_nr(nr) else {
+            continue;
+        };
+        if syscall == WaitSyscall::Futex
+            && !futex_op::is_wait(args[1] as u32 & futex_op::FUTEX_CMD_MASK)
+        {
             continue;
         }
         let start = started.get(&tid);
@@ -37,7 +48,18 @@ pub fn take(session: &mut Session, collector: &Collector, pid: u32, observed_ns:
         let stack = procfs::read_memory(pid, base, MAX_STACK_BYTES)
             .ok()
             .filter(|b| !b.is_empty())
-            .and_then(|bytes| session.stack_of(pid, &StackSample { ip: pc, sp, bp, base, bytes }));
+            .and_then(|bytes| {
+                session.stack_of(
+                    pid,
+                    &StackSample {
+                        ip: pc,
+                        sp,
+                        bp,
+                        base,
+                        bytes,
+                    },
+                )
+            });
         let fd = if syscall.fd_arg() {
             args[0] as i32
         } else if syscall == WaitSyscall::Poll {
@@ -63,7 +85,11 @@ pub fn take(session: &mut Session, collector: &Collector, pid: u32, observed_ns:
             stack,
         });
     }
-    let comm = session.targets.get(&pid).map(|t| t.comm.clone()).unwrap_or_default();
+    let comm = session
+        .targets
+        .get(&pid)
+        .map(|t| t.comm.clone())
+        .unwrap_or_default();
     Some(ThreadSnapshot {
         pid,
         comm,

@@ -50,15 +50,30 @@ mod tests {
                 pid: 7,
                 comm: "svc;x".into(),
                 growth: vec![
-                    StackGrowth { kind: "anon mmap".into(), frames: vec!["main".into(), "leak".into()], bytes: 100.4 },
-                    StackGrowth { kind: "anon mmap".into(), frames: vec!["main".into(), "leak".into()], bytes: 50.0 },
-                    StackGrowth { kind: "brk heap".into(), frames: vec!["main".into()], bytes: 0.2 },
+                    StackGrowth {
+                        kind: "anon mmap".into(),
+                        frames: vec!["main".into(), "leak".into()],
+                        bytes: 100.4,
+                    },
+                    StackGrowth {
+                        kind: "anon mmap".into(),
+                        frames: vec!["main".into(), "leak".into()],
+                        bytes: 50.0,
+                    },
+                    StackGrowth {
+                        kind: "brk heap".into(),
+                        frames: vec!["main".into()],
+                        bytes: 0.2,
+                    },
                 ],
                 ..Default::default()
             }],
             ..Default::default()
         };
-        assert_eq!(memory_lines(&report), vec!["svc:x (7);anon mmap;main;leak 150"]);
+        assert_eq!(
+            memory_lines(&report),
+            vec!["svc:x (7);anon mmap;main;leak 150"]
+        );
         assert_eq!(parse_line("a;b c 12"), Some((vec!["a", "b c"], 12)));
     }
 }

@@ -11,7 +11,11 @@ pub const TOP_STACKS: usize = 10;
 pub fn text(report: &MemoryReport) -> String {
     let mut out = String::new();
     let c = &report.counters;
-    let _ = writeln!(out, "profiler record: {}, window {:.1} s", report.target, report.window_secs);
+    let _ = writeln!(
+        out,
+        "profiler record: {}, window {:.1} s",
+        report.target, report.window_secs
+    );
     let _ = writeln!(
         out,
         "events seen {}, samples taken {}, events lost {}{}",
@@ -24,9 +28,17 @@ pub fn text(report: &MemoryReport) -> String {
             ""
         }
     );
-    let _ = writeln!(out, "stack sampling: one sample per {} on average (unbiased estimate)", human_bytes(report.sample_bytes as f64));
+    let _ = writeln!(
+        out,
+        "stack sampling: one sample per {} on average (unbiased estimate)",
+        human_bytes(report.sample_bytes as f64)
+    );
     if c.decode_errors > 0 || c.stack_read_failed > 0 {
-        let _ = writeln!(out, "records not decoded {}, stacks not readable {}", c.decode_errors, c.stack_read_failed);
+        let _ = writeln!(
+            out,
+            "records not decoded {}, stacks not readable {}",
+            c.decode_errors, c.stack_read_failed
+        );
     }
     for p in &report.processes {
         out.push('\n');
@@ -36,7 +48,17 @@ pub fn text(report: &MemoryReport) -> String {
 }
 
 fn process_text(out: &mut String, p: &ProcessMemory) {
-    let _ = writeln!(out, "== {} (pid {}){}", p.comm, p.pid, if p.exited { " — exited during the window" } else { "" });
+    let _ = writeln!(
+        out,
+        "== {} (pid {}){}",
+        p.comm,
+        p.pid,
+        if p.exited {
+            " — exited during the window"
+        } else {
+            ""
+        }
+    );
     let _ = writeln!(out, "   memory events {}, sampled {}", p.events, p.samples);
     if let (Some(before), Some(after)) = (&p.rss_before, &p.rss_after) {
         let _ = writeln!(
@@ -55,7 +77,10 @@ fn process_text(out: &mut String, p: &ProcessMemory) {
     } else if let Some(before) = &p.rss_before {
         let _ = writeln!(out, "   RSS at start {}", human_bytes(before.total as f64));
     }
-    let _ = writeln!(out, "   mapped (committed) by region kind: before -> after (net)");
+    let _ = writeln!(
+        out,
+        "   mapped (committed) by region kind: before -> after (net)"
+    );
     let net = p.net_by_kind();
     for (kind, delta) in &net {
         let before = p.mapped_before.get(kind).copied().unwrap_or(0);
@@ -70,19 +95,43 @@ fn process_text(out: &mut String, p: &ProcessMemory) {
         );
     }
     let total: i64 = net.values().sum();
-    let _ = writeln!(out, "     {:<14} {:>29}", "total", format!("({})", signed(total as f64)));
+    let _ = writeln!(
+        out,
+        "     {:<14} {:>29}",
+        "total",
+        format!("({})", signed(total as f64))
+    );
     if p.reserved_after > 0 {
-        let _ = writeln!(out, "   reserved, not committed (PROT_NONE): {}", human_bytes(p.reserved_after as f64));
+        let _ = writeln!(
+            out,
+            "   reserved, not committed (PROT_NONE): {}",
+            human_bytes(p.reserved_after as f64)
+        );
     }
     let attributed = p.attributed_growth();
     if p.growth.is_empty() {
         let _ = writeln!(out, "   no stack holds memory created in the window");
         return;
     }
-    let _ = writeln!(out, "   top growing stacks (live bytes created in the window, estimated {}):", human_bytes(attributed));
+    let _ = writeln!(
+        out,
+        "   top growing stacks (live bytes created in the window, estimated {}):",
+        human_bytes(attributed)
+    );
     for (i, g) in top_stacks(p).iter().enumerate() {
-        let pct = if attributed > 0.0 { 100.0 * g.bytes / attributed } else { 0.0 };
-        let _ = writeln!(out, "   {:>2}. {:>10} {:>5.1}%  [{}]", i + 1, human_bytes(g.bytes), pct, g.kind);
+        let pct = if attributed > 0.0 {
+            100.0 * g.bytes / attributed
+        } else {
+            0.0
+        };
+        let _ = writeln!(
+            out,
+            "   {:>2}. {:>10} {:>5.1}%  [{}]",
+            i + 1,
+            human_bytes(g.bytes),
+            pct,
+            g.kind
+        );
         for f in g.frames.iter().rev().take(12) {
             let _ = writeln!(out, "         {f}");
         }
@@ -98,7 +147,11 @@ fn process_text(out: &mut String, p: &ProcessMemory) {
 /// The largest growing stacks of a process, biggest first.
 pub fn top_stacks(p: &ProcessMemory) -> Vec<&super::StackGrowth> {
     let mut v: Vec<_> = p.growth.iter().filter(|g| g.bytes >= 1.0).collect();
-    v.sort_by(|a, b| b.bytes.total_cmp(&a.bytes).then_with(|| a.frames.cmp(&b.frames)));
+    v.sort_by(|a, b| {
+        b.bytes
+            .total_cmp(&a.bytes)
+            .then_with(|| a.frames.cmp(&b.frames))
+    });
     v.truncate(TOP_STACKS);
     v
 }

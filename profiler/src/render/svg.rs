@@ -33,7 +33,11 @@ pub fn flamegraph(
         Flavor::OffCpu => Palette::Basic(flamegraph::color::BasicPalette::Io),
     };
     let placeholder = ["(nothing recorded) 1".to_string()];
-    let lines = if lines.is_empty() { &placeholder[..] } else { lines };
+    let lines = if lines.is_empty() {
+        &placeholder[..]
+    } else {
+        lines
+    };
     flamegraph::from_lines(&mut opts, lines.iter().map(String::as_str), out)
         .map_err(std::io::Error::other)
 }

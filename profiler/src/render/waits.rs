@@ -64,7 +64,11 @@ pub fn folded_lines(report: &WaitReport) -> Vec<String> {
             add(&p.comm, p.pid, &kind_of(&g.on), &g.stack, ns);
         }
     }
-    merged.into_iter().filter(|(_, us)| *us > 0).map(|(k, us)| format!("{k} {us}")).collect()
+    merged
+        .into_iter()
+        .filter(|(_, us)| *us > 0)
+        .map(|(k, us)| format!("{k} {us}"))
+        .collect()
 }
 
 /// The flamegraph frame for a group description (`futex 0x…` → `futex`).
@@ -90,12 +94,19 @@ pub fn text(report: &WaitReport) -> String {
         report.stall_threshold_ns as f64 / 1e9
     );
     for p in &report.processes {
-        let _ = writeln!(out, "\n== {} (pid {}), {} threads", p.comm, p.pid, p.threads);
+        let _ = writeln!(
+            out,
+            "\n== {} (pid {}), {} threads",
+            p.comm, p.pid, p.threads
+        );
         let _ = writeln!(out, "   {}", p.verdict.line());
         if !p.in_flight.is_empty() {
             let _ = writeln!(out, "   blocked now:");
             for g in &p.in_flight {
-                let wakes = g.wakes.map(|w| format!(", {w} wakes in window")).unwrap_or_default();
+                let wakes = g
+                    .wakes
+                    .map(|w| format!(", {w} wakes in window"))
+                    .unwrap_or_default();
                 let _ = writeln!(
                     out,
                     "   - {} thread(s) {:?} on {} for at least {:.1} s{}{}",
@@ -118,10 +129,19 @@ pub fn text(report: &WaitReport) -> String {
             }
         }
         if !p.completed.is_empty() {
-            let _ = writeln!(out, "   longest blocked stacks (waits that ended in the window):");
+            let _ = writeln!(
+                out,
+                "   longest blocked stacks (waits that ended in the window):"
+            );
             for b in p.completed.iter().take(10) {
                 let leaf = b.frames.last().map(String::as_str).unwrap_or("?");
-                let _ = writeln!(out, "     {:>10.1} ms in {} waits on {} at {leaf}", b.ns as f64 / 1e6, b.count, b.on);
+                let _ = writeln!(
+                    out,
+                    "     {:>10.1} ms in {} waits on {} at {leaf}",
+                    b.ns as f64 / 1e6,
+                    b.count,
+                    b.on
+                );
             }
         }
     }

@@ -1,0 +1,87 @@
+//! Bad input gets one clear line on stderr and a non-zero exit, never a panic.
+use std::process::{Command, Output};
+
+fn profiler(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_profiler"))
+        .args(args)
+        .output()
+        .expect("running profiler")
+}
+
+fn assert_one_line_error(out: &Output, needle: &str) {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "expected failure, got {:?}",
+        out.status
+    );
+    assert_eq!(out.status.code(), Some(1), "stderr: {stderr}");
+    assert!(!stderr.contains("panicked"), "panic: {stderr}");
+    assert_eq!(
+        stderr.trim_end().lines().count(),
+        1,
+        "expected one line: {stderr}"
+    );
+    assert!(stderr.contains(needle), "expected {needle:?} in {stderr}");
+}
+
+/// Check that a PID that does not exist is reported in one line.
+#[test]
+fn missing_pid_is_one_line_error() {
+    let out = profiler(&[
+        "record",
+        "--pid",
+        "999999999",
+        "--duration",
+        "1s",
+        "--out",
+        "/tmp/profiler-test-missing",
+    ]);
+    assert_one_line_error(&out, "process 999999999 does not exist");
+}
+
+/// Check that an output directory that cannot be created is reported before attaching.
+#[test]
+fn unwritable_out_is_one_line_error() {
+    let pid = std::process::id().to_string();
+    let out = profiler(&[
+        "record",
+        "--pid",
+        &pid,
+        "--duration",
+        "1s",
+        "--out",
+        "/proc/self/cannot-write-here",
+    ]);
+    assert_one_line_error(&out, "cannot create output directory");
+}
+
+/// Check that running without root says so in one line (run as `nobody` via setpriv).
+#[test]
+#[ignore = "needs root (to drop to another user): run with `cargo xtask test`"]
+fn not_root_is_one_line_error() {
+    let pid = std::process::id().to_string();
+    let dir = std::env::temp_dir().join("profiler-test-notroot");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    let out = Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            env!("CARGO_BIN_EXE_profiler"),
+        ])
+        .args(["record", "--pid", &pid, "--duration", "1s", "--out"])
+        .arg(&dir)
+        .output()
+        .expect("running setpriv");
+    assert_one_line_error(&out, "must run as root");
+}
+
+/// Check that nonsense arguments are usage errors from clap, not panics.
+#[test]
+fn bad_arguments_are_usage_errors() {
+    let out = profiler(&["record", "--pid", "abc", "--out", "x"]);
+    assert!(!out.status.success());
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("panicked"));
+}

@@ -1,0 +1,206 @@
+//! Shared harness of the root integration tests: build the C test programs, start them
+//! behind a start barrier, run the real `profiler` binary against them.
+#![allow(dead_code)] // each test file uses a different subset
+
+use std::{
+    io::{BufRead, BufReader},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+/// Where test artefacts go (cargo's per-target scratch directory).
+pub fn scratch_dir(name: &str) -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+/// Compile `testprogs/<source>` with `cc` and `flags` into the scratch directory.
+pub fn build_c(source: &str, output: &str, cc: &str, flags: &[&str]) -> PathBuf {
+    let out = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join("testprogs")
+        .join(output);
+    std::fs::create_dir_all(out.parent().unwrap()).unwrap();
+    let src = repo_root().join("testprogs").join(source);
+    let status = Command::new(cc)
+        .args(flags)
+        .arg("-o")
+        .arg(&out)
+        .arg(&src)
+        .status()
+        .unwrap_or_else(|e| panic!("running {cc}: {e}"));
+    assert!(status.success(), "{cc} failed to build {}", src.display());
+    out
+}
+
+/// Frame-pointer build flags of the C test programs.
+pub const FP_FLAGS: &[&str] = &[
+    "-O1",
+    "-g",
+    "-fno-omit-frame-pointer",
+    "-fno-optimize-sibling-calls",
+];
+
+/// Panic unless we are root: these tests load eBPF programs.
+pub fn require_root() {
+    // SAFETY: geteuid has no preconditions.
+    let euid = unsafe { libc::geteuid() };
+    assert_eq!(
+        euid, 0,
+        "root integration tests need root; run them with `cargo xtask test`"
+    );
+}
+
+/// A test program started with a start barrier: it prints `ready <pid>` and then waits
+/// until the barrier file exists.
+pub struct Workload {
+    pub child: Child,
+    pub pid: u32,
+    pub barrier: PathBuf,
+    stdout: BufReader<std::process::ChildStdout>,
+}
+
+impl Workload {
+    pub fn start(program: &Path, seconds: f64, dir: &Path) -> Self {
+        let barrier = dir.join("go");
+        let mut child = Command::new(program)
+            .arg(seconds.to_string())
+            .arg(&barrier)
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {}: {e}", program.display()));
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        stdout.read_line(&mut line).unwrap();
+        let pid = line
+            .trim()
+            .strip_prefix("ready ")
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("expected `ready <pid>`, got {line:?}"));
+        Self {
+            child,
+            pid,
+            barrier,
+            stdout,
+        }
+    }
+
+    /// Let the program start its work.
+    pub fn release(&self) {
+        std::fs::write(&self.barrier, b"go").unwrap();
+    }
+
+    /// Wait for the program to exit and return the value of its `<key> N` line.
+    pub fn finish(mut self, key: &str) -> u64 {
+        let mut value = None;
+        for line in (&mut self.stdout).lines() {
+            let line = line.unwrap();
+            if let Some(v) = line.strip_prefix(key).and_then(|v| v.trim().parse().ok()) {
+                value = Some(v);
+            }
+        }
+        let status = self.child.wait().unwrap();
+        assert!(status.success(), "test program failed: {status}");
+        value.unwrap_or_else(|| panic!("test program printed no `{key}` line"))
+    }
+}
+
+/// A running `profiler record`.
+pub struct Recording {
+    child: Child,
+    pub out: PathBuf,
+}
+
+impl Recording {
+    /// Start `profiler record` with `args` and wait until it says the probes are attached.
+    pub fn start(args: &[&str], out: &Path) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_profiler"))
+            .arg("record")
+            .args(args)
+            .arg("--out")
+            .arg(out)
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("starting profiler");
+        let mut stderr = BufReader::new(child.stderr.take().unwrap());
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut line = String::new();
+        loop {
+            line.clear();
+            let n = stderr.read_line(&mut line).unwrap();
+            assert!(
+                n > 0,
+                "profiler exited before attaching: {:?}",
+                child.wait()
+            );
+            eprint!("[profiler] {line}");
+            if line.contains("profiler: recording") {
+                break;
+            }
+            assert!(Instant::now() < deadline, "profiler did not attach in time");
+        }
+        // Keep forwarding the profiler's messages so its pipe never fills.
+        std::thread::spawn(move || {
+            for line in stderr.lines().map_while(Result::ok) {
+                eprintln!("[profiler] {line}");
+            }
+        });
+        Self {
+            child,
+            out: out.to_path_buf(),
+        }
+    }
+
+    /// Send SIGTERM, as an orchestrator or `kill` would.
+    pub fn terminate(&self) {
+        let status = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Wait for the profiler to finish and check it succeeded.
+    pub fn wait(mut self) -> PathBuf {
+        let status = self.child.wait().unwrap();
+        assert!(status.success(), "profiler failed: {status}");
+        self.out
+    }
+}
+
+/// Parse `memory.folded` (or any folded file) into (frames, count).
+pub fn read_folded(path: &Path) -> Vec<(Vec<String>, u64)> {
+    let text =
+        std::fs::read_to_string(path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+    text.lines()
+        .map(|l| {
+            let (stack, n) = l
+                .rsplit_once(' ')
+                .unwrap_or_else(|| panic!("bad folded line {l:?}"));
+            (
+                stack.split(';').map(str::to_string).collect(),
+                n.parse().unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// Sum of counts of the lines for which `pred` holds.
+pub fn sum_where(lines: &[(Vec<String>, u64)], pred: impl Fn(&[String]) -> bool) -> u64 {
+    lines.iter().filter(|(f, _)| pred(f)).map(|(_, n)| n).sum()
+}
+
+/// Whether any frame contains `name`.
+pub fn has_frame(frames: &[String], name: &str) -> bool {
+    frames.iter().any(|f| f.contains(name))
+}

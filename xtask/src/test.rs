@@ -1,0 +1,153 @@
+//! `cargo xtask test`: what CI runs (`.ci/run`). Stops at the first failing step.
+//!
+//! All cargo steps use the dev profile and the same package selection, so the eBPF object is
+//! built cold at most twice (for the tests, and for clippy, whose build scripts run apart).
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+
+use crate::{
+    cmd,
+    setup::{self, Ready, SetupOptions},
+};
+
+/// Built only for `bpfel-unknown-none` by `profiler/build.rs`: never for the host.
+const EBPF_CRATE: &str = "profiler-ebpf";
+
+#[derive(Debug, Args)]
+pub struct TestArgs {
+    /// Skip `cargo fmt --check` and clippy.
+    #[arg(long)]
+    pub no_lint: bool,
+    /// Skip the root integration tests (unit and golden tests only; no root needed).
+    #[arg(long)]
+    pub unit: bool,
+}
+
+/// One step: a title and the cargo arguments.
+struct Step {
+    title: &'static str,
+    args: Vec<&'static str>,
+}
+
+fn steps(args: &TestArgs) -> Vec<Step> {
+    let mut steps = Vec::new();
+    if !args.no_lint {
+        steps.push(Step {
+            title: "format",
+            args: vec!["fmt", "--all", "--check"],
+        });
+        steps.push(Step {
+            title: "clippy",
+            args: vec![
+                "clippy",
+                "--workspace",
+                "--exclude",
+                EBPF_CRATE,
+                "--all-targets",
+                "--",
+                "-D",
+                "warnings",
+            ],
+        });
+    }
+    steps.push(Step {
+        title: "unit and golden tests",
+        args: vec!["test", "--workspace", "--exclude", EBPF_CRATE],
+    });
+    if !args.unit {
+        // Same package selection as the step above (not `-p profiler`): `-p` unifies features
+        // differently, which rebuilds the profiler and reruns its eBPF build script.
+        steps.push(Step {
+            title: "root integration tests",
+            args: vec![
+                "test",
+                "--workspace",
+                "--exclude",
+                EBPF_CRATE,
+                "--test",
+                "*",
+                "--",
+                "--include-ignored",
+                "--test-threads=1",
+            ],
+        });
+    }
+    steps
+}
+
+pub fn test(args: &TestArgs) -> Result<()> {
+    if !args.unit && !cmd::is_root() {
+        bail!("the root integration tests need root: run as root, or pass --unit to skip them");
+    }
+    let ready = setup::setup(&SetupOptions {
+        test_deps: !args.unit,
+        ..SetupOptions::default()
+    })?;
+    let steps = steps(args);
+    for (i, step) in steps.iter().enumerate() {
+        run_step(&ready, step, i + 1, steps.len())?;
+    }
+    println!("\n==> all {} steps passed", steps.len());
+    Ok(())
+}
+
+fn run_step(ready: &Ready, step: &Step, number: usize, total: usize) -> Result<()> {
+    let mut cargo = ready.cargo();
+    cargo.args(&step.args);
+    println!(
+        "\n==> [{number}/{total}] {}: {}",
+        step.title,
+        cmd::display(&cargo)
+    );
+    cmd::run(&mut cargo).with_context(|| format!("step {number}/{total} ({}) failed", step.title))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn titles(args: &TestArgs) -> Vec<&'static str> {
+        steps(args).iter().map(|step| step.title).collect()
+    }
+
+    /// Check that the flags drop exactly the lint steps and the root step, in order.
+    #[test]
+    fn flags_select_steps() {
+        let all = TestArgs {
+            no_lint: false,
+            unit: false,
+        };
+        assert_eq!(
+            titles(&all),
+            [
+                "format",
+                "clippy",
+                "unit and golden tests",
+                "root integration tests"
+            ]
+        );
+        let quick = TestArgs {
+            no_lint: true,
+            unit: true,
+        };
+        assert_eq!(titles(&quick), ["unit and golden tests"]);
+    }
+
+    /// Check that no workspace-wide step builds the eBPF crate for the host.
+    #[test]
+    fn workspace_steps_exclude_ebpf_crate() {
+        for step in steps(&TestArgs {
+            no_lint: false,
+            unit: false,
+        }) {
+            if step.args.contains(&"--workspace") {
+                assert!(
+                    step.args.windows(2).any(|w| w == ["--exclude", EBPF_CRATE]),
+                    "{}",
+                    step.title
+                );
+            }
+        }
+    }
+}
