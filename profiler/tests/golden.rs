@@ -1,0 +1,180 @@
+//! Golden outputs of the renderers: folded text, the flamegraph SVG and the text
+//! report, from hand-made report models. Re-bless with `BLESS=1 cargo test --test golden`.
+use std::path::PathBuf;
+
+use profiler::{
+    collect::Counters,
+    offcpu::verdict::{Verdict, WaitGroup},
+    procfs::Rss,
+    render::{
+        folded, report, svg,
+        waits::{self, BlockedStack, ProcessWaits, WaitReport},
+        MemoryReport, ProcessMemory, StackGrowth,
+    },
+};
+
+fn golden_path(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data/golden")
+        .join(name)
+}
+
+/// Compare `actual` with the golden file, or rewrite it when BLESS is set.
+fn check(name: &str, actual: &str) {
+    let path = golden_path(name);
+    if std::env::var_os("BLESS").is_some() {
+        std::fs::write(&path, actual).unwrap();
+        return;
+    }
+    let expected = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{}: {e} (run with BLESS=1 to create it)", path.display()));
+    assert!(
+        expected == actual,
+        "{name} differs from its golden file; if the change is intended, re-bless with BLESS=1"
+    );
+}
+
+fn frames(names: &[&str]) -> Vec<String> {
+    names.iter().map(|s| s.to_string()).collect()
+}
+
+fn memory_report() -> MemoryReport {
+    let mut before = std::collections::BTreeMap::new();
+    before.insert("anon mmap".to_string(), 1 << 20);
+    before.insert("brk heap".to_string(), 132 << 10);
+    let mut after = before.clone();
+    after.insert("anon mmap".to_string(), 41 << 20);
+    MemoryReport {
+        target: "pid 4242".into(),
+        window_secs: 5.0,
+        sample_bytes: 256 << 10,
+        counters: Counters {
+            seen: 1200,
+            sampled: 480,
+            ..Default::default()
+        },
+        processes: vec![ProcessMemory {
+            pid: 4242,
+            comm: "session-svc".into(),
+            mapped_before: before,
+            mapped_after: after,
+            rss_before: Some(Rss {
+                total: 3 << 20,
+                anon: 1 << 20,
+                file: 2 << 20,
+                shmem: 0,
+            }),
+            rss_after: Some(Rss {
+                total: 43 << 20,
+                anon: 41 << 20,
+                file: 2 << 20,
+                shmem: 0,
+            }),
+            growth: vec![
+                StackGrowth {
+                    kind: "anon mmap".into(),
+                    frames: frames(&["_start", "main", "leak_sessions", "map_region", "__mmap64"]),
+                    bytes: (39 << 20) as f64,
+                },
+                StackGrowth {
+                    kind: "anon mmap".into(),
+                    frames: frames(&["_start", "main", "scratch_work", "map_region", "__mmap64"]),
+                    bytes: (1 << 20) as f64,
+                },
+            ],
+            events: 1200,
+            samples: 480,
+            ..Default::default()
+        }],
+    }
+}
+
+fn wait_report() -> WaitReport {
+    let stack = frames(&[
+        "clone3",
+        "start_thread",
+        "worker",
+        "handle_request",
+        "acquire_nested",
+        "pool_acquire",
+        "___pthread_cond_wait",
+    ]);
+    WaitReport {
+        threshold_ns: 1_000_000,
+        stall_threshold_ns: 10_000_000_000,
+        short_waits: 17,
+        processes: vec![ProcessWaits {
+            pid: 77,
+            comm: "pool".into(),
+            threads: 5,
+            verdict: Verdict::Stalled {
+                stuck: 4,
+                threads: 5,
+                on: "futex 0x5000".into(),
+                frame_below_lock: Some("pool_acquire".into()),
+                blocked_at_least_ns: 12_000_000_000,
+            },
+            completed: vec![BlockedStack {
+                kind: "socket 127.0.0.1:5432".into(),
+                on: "recvfrom on socket 127.0.0.1:5432".into(),
+                frames: frames(&["main", "run_query", "recvfrom"]),
+                ns: 2_500_000,
+                count: 2,
+            }],
+            in_flight: vec![WaitGroup {
+                on: "futex 0x5000".into(),
+                tids: vec![78, 79, 80, 81],
+                blocked_at_least_ns: 12_000_000_000,
+                wakes: Some(0),
+                stuck: true,
+                frame_below_lock: Some("pool_acquire".into()),
+                stack,
+            }],
+            futexes: vec![(0x5000, 4, 0)],
+            observed_ns: 5_000_000_000,
+        }],
+    }
+}
+
+/// Check the folded memory growth lines against the golden file.
+#[test]
+fn memory_folded_matches_golden() {
+    let lines = folded::memory_lines(&memory_report());
+    check("memory.folded", &(lines.join("\n") + "\n"));
+}
+
+/// Check that the memory flamegraph SVG is deterministic and matches the golden file.
+#[test]
+fn memory_svg_matches_golden() {
+    let lines = folded::memory_lines(&memory_report());
+    let render = || {
+        let mut out = Vec::new();
+        svg::flamegraph(
+            &lines,
+            "Memory growth: session-svc (4242)",
+            "golden",
+            "bytes",
+            svg::Flavor::Memory,
+            &mut out,
+        )
+        .unwrap();
+        String::from_utf8(out).unwrap()
+    };
+    let first = render();
+    assert_eq!(first, render(), "SVG output is not deterministic");
+    check("memory.svg", &first);
+}
+
+/// Check the memory report text against the golden file.
+#[test]
+fn memory_report_text_matches_golden() {
+    check("report-memory.txt", &report::text(&memory_report()));
+}
+
+/// Check the blocked-on folded lines (completed and in-flight waits) and the wait report.
+#[test]
+fn waits_match_golden() {
+    let r = wait_report();
+    check("waits.folded", &(waits::folded_lines(&r).join("\n") + "\n"));
+    check("report-waits.txt", &waits::text(&r));
+}
