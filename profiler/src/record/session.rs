@@ -290,10 +290,47 @@ impl Target {
 
 /// Flatten per-address frames (leaf address first; within one address, the function
 /// and then its inlined callees) into names, root first.
+/// An inlined frame with the same name as the frame it is inlined into (glibc's
+/// `__GI___mmap64` is reported that way) is one frame to a reader, so it is shown once.
 fn root_first_names(per_addr: Vec<Vec<Frame>>) -> Vec<String> {
-    per_addr
-        .into_iter()
-        .rev()
-        .flat_map(|frames| frames.into_iter().map(|f| f.function))
-        .collect()
+    let mut names = Vec::new();
+    for frames in per_addr.into_iter().rev() {
+        let mut previous: Option<String> = None;
+        for f in frames {
+            if previous.as_deref() != Some(f.function.as_str()) {
+                names.push(f.function.clone());
+            }
+            previous = Some(f.function);
+        }
+    }
+    names
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(name: &str, inlined: bool) -> Frame {
+        Frame {
+            function: name.into(),
+            module: "m".into(),
+            file_line: None,
+            inlined,
+        }
+    }
+
+    /// Check that names come out root first, with inlined callees after their caller and
+    /// a same-named inlined frame shown once.
+    #[test]
+    fn names_root_first_without_self_inlined_duplicates() {
+        let per_addr = vec![
+            vec![frame("__mmap64", false), frame("__mmap64", true)],
+            vec![frame("map_region", false), frame("touch", true)],
+            vec![frame("main", false)],
+        ];
+        assert_eq!(
+            root_first_names(per_addr),
+            vec!["main", "map_region", "touch", "__mmap64"]
+        );
+    }
 }
