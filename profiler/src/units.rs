@@ -5,15 +5,9 @@ use std::time::Duration;
 /// Parse a byte size: a number with an optional unit (B, K/KB/KiB, M/MB/MiB, G/GB/GiB;
 /// all units are powers of 1024, as memory sizes are).
 pub fn parse_bytes(text: &str) -> Result<u64, String> {
-    let t = text.trim();
-    let split = t
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let num: f64 = num
-        .parse()
-        .map_err(|_| format!("invalid size {text:?} (try 256KiB, 4MiB, 1)"))?;
-    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+    let (num, unit) =
+        split_number(text).ok_or_else(|| format!("invalid size {text:?} (try 256KiB, 4MiB, 1)"))?;
+    let mult: u64 = match unit.to_ascii_lowercase().as_str() {
         "" | "b" => 1,
         "k" | "kb" | "kib" => 1 << 10,
         "m" | "mb" | "mib" => 1 << 20,
@@ -33,15 +27,9 @@ pub fn parse_bytes(text: &str) -> Result<u64, String> {
 
 /// Parse a duration: a number with an optional unit (ms, s, m, h; plain numbers are seconds).
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let t = text.trim();
-    let split = t
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let num: f64 = num
-        .parse()
-        .map_err(|_| format!("invalid duration {text:?} (try 30s, 5m, 1.5)"))?;
-    let secs = match unit.trim() {
+    let (num, unit) = split_number(text)
+        .ok_or_else(|| format!("invalid duration {text:?} (try 30s, 5m, 1.5)"))?;
+    let secs = match unit {
         "" | "s" | "sec" => num,
         "ms" => num / 1000.0,
         "m" | "min" => num * 60.0,
@@ -56,6 +44,16 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         return Err(format!("duration {text:?} must be positive"));
     }
     Ok(Duration::from_secs_f64(secs))
+}
+
+/// Split `12.5KiB` into its number and its (trimmed) unit.
+fn split_number(text: &str) -> Option<(f64, &str)> {
+    let t = text.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    Some((num.parse().ok()?, unit.trim()))
 }
 
 /// Format bytes for people: `1.5 MiB`.

@@ -4,93 +4,75 @@ mod common;
 
 use common::*;
 
+/// Build `source`, record it for the whole of a 4 s run, and return the folded lines of
+/// region `kind` with the program's own count of leaked bytes.
+fn record_leak(source: &str, name: &str, kind: &str) -> (Vec<(Vec<String>, u64)>, u64) {
+    require_root();
+    let dir = scratch_dir(name);
+    let program = build_c(source, &format!("{name}_fp"), "gcc", FP_FLAGS);
+    let workload = Workload::start(&program, 4.0, &dir);
+    let pid = workload.pid.to_string();
+    let rec = Recording::start(
+        &["--pid", &pid, "--memory", "--duration", "8s"],
+        &dir.join("out"),
+    );
+    workload.release();
+    let leaked = workload.finish("leaked_bytes");
+    let out = rec.wait();
+    assert_outputs_exist(&out);
+    let lines = read_folded(&out.join("memory.folded"))
+        .into_iter()
+        .filter(|(f, _)| f.get(1).map(String::as_str) == Some(kind))
+        .collect();
+    (lines, leaked)
+}
+
+/// Check that `leak_fn` holds >= 90 % of the growth, `scratch_work` about none, and the
+/// total is within 2 % of what the program says it leaked.
+fn assert_attributed(lines: &[(Vec<String>, u64)], leaked: u64, leak_fn: &str) {
+    let total = sum_where(lines, |_| true);
+    let leak = sum_where(lines, |f| has_frame(f, leak_fn));
+    let scratch = sum_where(lines, |f| has_frame(f, "scratch_work"));
+    eprintln!(
+        "leaked {leaked}, growth {total}, under {leak_fn} {leak}, under scratch_work {scratch}"
+    );
+    assert!(leaked > 0);
+    assert!(
+        leak as f64 >= 0.9 * total as f64,
+        "{leak_fn} holds {leak} of {total}"
+    );
+    assert!(
+        (scratch as f64) < 0.01 * leaked as f64,
+        "scratch_work holds {scratch}"
+    );
+    let error = (total as f64 - leaked as f64).abs() / leaked as f64;
+    assert!(
+        error <= 0.02,
+        "total {total} vs leaked {leaked}: {:.2} % off",
+        error * 100.0
+    );
+    // The stacks go through the program's own frames up to main.
+    assert!(lines
+        .iter()
+        .any(|(f, _)| has_frame(f, "main") && has_frame(f, leak_fn)));
+}
+
 /// Check that mmap'd memory leaked in `leak_sessions` is attributed to that function,
 /// that the map/unmap churn of `scratch_work` nets to about zero, and that the total
 /// matches the program's own count of leaked bytes within 2 %.
 #[test]
 #[ignore = "needs root: run with `cargo xtask test`"]
 fn mmap_leak_is_attributed_to_leak_sessions() {
-    require_root();
-    let dir = scratch_dir("mmap_leak");
-    let program = build_c("mmap_leak.c", "mmap_leak_fp", "gcc", FP_FLAGS);
-    let workload = Workload::start(&program, 4.0, &dir);
-    let pid = workload.pid.to_string();
-    let rec = Recording::start(&["--pid", &pid, "--duration", "8s"], &dir.join("out"));
-    workload.release();
-    let leaked = workload.finish("leaked_bytes");
-    let out = rec.wait();
-
-    let lines = read_folded(&out.join("memory.folded"));
-    let anon: Vec<_> = lines
-        .iter()
-        .filter(|(f, _)| f.get(1).map(String::as_str) == Some("anon mmap"))
-        .cloned()
-        .collect();
-    let total = sum_where(&anon, |_| true);
-    let leak = sum_where(&anon, |f| has_frame(f, "leak_sessions"));
-    let scratch = sum_where(&anon, |f| has_frame(f, "scratch_work"));
-    eprintln!("leaked {leaked}, anon growth {total}, under leak_sessions {leak}, under scratch_work {scratch}");
-    assert!(leaked > 0);
-    assert!(
-        leak as f64 >= 0.9 * total as f64,
-        "leak_sessions holds {leak} of {total}"
-    );
-    assert!(
-        (scratch as f64) < 0.01 * leaked as f64,
-        "scratch_work holds {scratch}"
-    );
-    let error = (total as f64 - leaked as f64).abs() / leaked as f64;
-    assert!(
-        error <= 0.02,
-        "total {total} vs leaked {leaked}: {:.2} % off",
-        error * 100.0
-    );
-    // The stack goes through the program's own frames up to main.
-    assert!(anon
-        .iter()
-        .any(|(f, _)| has_frame(f, "main") && has_frame(f, "leak_sessions")));
-    assert_outputs_exist(&out);
+    let (lines, leaked) = record_leak("mmap_leak.c", "mmap_leak", "anon mmap");
+    assert_attributed(&lines, leaked, "leak_sessions");
 }
 
 /// Check that heap growth by `sbrk` in `grow_heap` is attributed to it in the brk view.
 #[test]
 #[ignore = "needs root: run with `cargo xtask test`"]
 fn brk_leak_is_attributed_to_grow_heap() {
-    require_root();
-    let dir = scratch_dir("brk_leak");
-    let program = build_c("brk_leak.c", "brk_leak_fp", "gcc", FP_FLAGS);
-    let workload = Workload::start(&program, 4.0, &dir);
-    let pid = workload.pid.to_string();
-    let rec = Recording::start(&["--pid", &pid, "--duration", "8s"], &dir.join("out"));
-    workload.release();
-    let leaked = workload.finish("leaked_bytes");
-    let out = rec.wait();
-
-    let lines = read_folded(&out.join("memory.folded"));
-    let heap: Vec<_> = lines
-        .iter()
-        .filter(|(f, _)| f.get(1).map(String::as_str) == Some("brk heap"))
-        .cloned()
-        .collect();
-    let total = sum_where(&heap, |_| true);
-    let grow = sum_where(&heap, |f| has_frame(f, "grow_heap"));
-    let scratch = sum_where(&heap, |f| has_frame(f, "scratch_work"));
-    eprintln!("leaked {leaked}, heap growth {total}, under grow_heap {grow}, under scratch_work {scratch}");
-    assert!(
-        grow as f64 >= 0.9 * total as f64,
-        "grow_heap holds {grow} of {total}"
-    );
-    assert!(
-        (scratch as f64) < 0.01 * leaked as f64,
-        "scratch_work holds {scratch}"
-    );
-    let error = (total as f64 - leaked as f64).abs() / leaked as f64;
-    assert!(
-        error <= 0.02,
-        "total {total} vs leaked {leaked}: {:.2} % off",
-        error * 100.0
-    );
-    assert_outputs_exist(&out);
+    let (lines, leaked) = record_leak("brk_leak.c", "brk_leak", "brk heap");
+    assert_attributed(&lines, leaked, "grow_heap");
 }
 
 fn assert_outputs_exist(out: &std::path::Path) {

@@ -131,7 +131,7 @@ pub(crate) mod tests {
     }
 
     /// Build a record as the eBPF side lays it out.
-    pub(crate) fn encode(header: EventHeader, ev: MemEvent, stack: &[u8]) -> Vec<u8> {
+    pub(crate) fn encode<B>(header: EventHeader, ev: B, stack: &[u8]) -> Vec<u8> {
         let mut out = bytes_of(&header).to_vec();
         let mut body = bytes_of(&ev).to_vec();
         body.resize(BODY_SIZE, 0);
@@ -206,10 +206,7 @@ pub(crate) mod tests {
             futex_op: 0,
             ret: -110,
         };
-        let mut bytes = bytes_of(&header).to_vec();
-        let mut body = bytes_of(&ev).to_vec();
-        body.resize(BODY_SIZE, 0);
-        bytes.extend_from_slice(&body);
+        let bytes = encode(header, ev, &[]);
         let Record::Wait(w) = decode(&bytes).unwrap() else {
             panic!("expected a wait record")
         };

@@ -57,72 +57,74 @@ pub fn write_all(
 }
 
 fn write_waits(dir: &Path, report: &WaitReport, window_secs: f64) -> anyhow::Result<()> {
-    let lines = waits::folded_lines(report);
-    write(
-        dir,
-        "waits.folded",
-        lines
-            .iter()
-            .map(|l| format!("{l}\n"))
-            .collect::<String>()
-            .as_bytes(),
-    )?;
     let names: Vec<String> = report
         .processes
         .iter()
         .map(|p| format!("{} ({})", p.comm, p.pid))
         .collect();
     let verdicts: Vec<String> = report.processes.iter().map(|p| p.verdict.line()).collect();
-    let mut svg_bytes = Vec::new();
-    svg::flamegraph(
-        &lines,
-        &format!("Blocked on: {}", names.join(", ")),
-        &format!(
+    let view = View {
+        name: "waits",
+        title: format!("Blocked on: {}", names.join(", ")),
+        subtitle: format!(
             "off-CPU time in a {window_secs:.1} s window, waits still in progress included; {}",
             verdicts.join("; ")
         ),
-        "us",
-        svg::Flavor::OffCpu,
-        &mut svg_bytes,
-    )
-    .context("rendering waits.svg")?;
-    write(dir, "waits.svg", &svg_bytes)
+        count_name: "us",
+        flavor: svg::Flavor::OffCpu,
+    };
+    write_view(dir, &view, &waits::folded_lines(report))
 }
 
 fn write_memory(dir: &Path, report: &MemoryReport) -> anyhow::Result<()> {
     let lines = folded::memory_lines(report);
-    write(
-        dir,
-        "memory.folded",
-        lines
-            .iter()
-            .map(|l| format!("{l}\n"))
-            .collect::<String>()
-            .as_bytes(),
-    )?;
     let total: u64 = lines
         .iter()
         .filter_map(|l| folded::parse_line(l))
         .map(|(_, n)| n)
         .sum();
-    let title = format!("Memory growth: {}", process_names(report));
-    let subtitle = format!(
-        "live bytes created in a {:.1} s window and still mapped: {} (sampled every {} on average)",
-        report.window_secs,
-        human_bytes(total as f64),
-        human_bytes(report.sample_bytes as f64)
-    );
+    let view = View {
+        name: "memory",
+        title: format!("Memory growth: {}", process_names(report)),
+        subtitle: format!(
+            "live bytes created in a {:.1} s window and still mapped: {} (sampled every {} on average)",
+            report.window_secs,
+            human_bytes(total as f64),
+            human_bytes(report.sample_bytes as f64)
+        ),
+        count_name: "bytes",
+        flavor: svg::Flavor::Memory,
+    };
+    write_view(dir, &view, &lines)
+}
+
+/// One flamegraph view: `<name>.folded` and `<name>.svg`.
+struct View {
+    name: &'static str,
+    title: String,
+    subtitle: String,
+    count_name: &'static str,
+    flavor: svg::Flavor,
+}
+
+fn write_view(dir: &Path, view: &View, lines: &[String]) -> anyhow::Result<()> {
+    let folded_text: String = lines.iter().map(|l| format!("{l}\n")).collect();
+    write(
+        dir,
+        &format!("{}.folded", view.name),
+        folded_text.as_bytes(),
+    )?;
     let mut svg_bytes = Vec::new();
     svg::flamegraph(
-        &lines,
-        &title,
-        &subtitle,
-        "bytes",
-        svg::Flavor::Memory,
+        lines,
+        &view.title,
+        &view.subtitle,
+        view.count_name,
+        view.flavor,
         &mut svg_bytes,
     )
-    .context("rendering memory.svg")?;
-    write(dir, "memory.svg", &svg_bytes)
+    .with_context(|| format!("rendering {}.svg", view.name))?;
+    write(dir, &format!("{}.svg", view.name), &svg_bytes)
 }
 
 fn process_names(report: &MemoryReport) -> String {
