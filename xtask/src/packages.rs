@@ -1,6 +1,9 @@
 //! Debian packages the root integration tests need, installed with apt-get when missing.
 
-use std::process::Command;
+use std::{
+    path::{Component, Path, PathBuf},
+    process::Command,
+};
 
 use anyhow::{bail, Result};
 
@@ -10,7 +13,21 @@ use crate::{cmd, setup::note};
 #[derive(Debug, Clone, Copy)]
 pub struct DebPackage {
     pub name: &'static str,
+    /// A command name looked up on `PATH`, or an absolute path for what a package installs
+    /// elsewhere; a `*` in a path component matches any directory or file name there
+    /// (`/usr/lib/postgresql/*/bin/initdb`, whatever the server's major version).
     pub command: &'static str,
+}
+
+impl DebPackage {
+    /// Whether the command (or file) that proves the package is installed exists.
+    fn is_installed(&self) -> bool {
+        if self.command.starts_with('/') {
+            !matching_paths(Path::new(self.command)).is_empty()
+        } else {
+            cmd::which(self.command).is_some()
+        }
+    }
 }
 
 /// What the root integration tests need (`testprogs/` are compiled with gcc and musl-gcc).
@@ -24,13 +41,28 @@ pub const TEST_PACKAGES: &[DebPackage] = &[
         name: "musl-tools",
         command: "musl-gcc",
     },
+    // The server binaries are not on PATH: Debian keeps them per major version.
+    DebPackage {
+        name: "postgresql",
+        command: "/usr/lib/postgresql/*/bin/initdb",
+    },
+    // Not `pg_config`: postgresql-common installs a wrapper of that name too.
+    DebPackage {
+        name: "libpq-dev",
+        command: "/usr/include/postgresql/libpq-fe.h",
+    },
+    // The SVG check loads flamegraphs in a real browser.
+    DebPackage {
+        name: "chromium",
+        command: "chromium",
+    },
 ];
 
 /// Installs the packages of `wanted` whose command is not on `PATH`.
 pub fn ensure(wanted: &[DebPackage]) -> Result<()> {
     let missing: Vec<&str> = wanted
         .iter()
-        .filter(|package| cmd::which(package.command).is_none())
+        .filter(|package| !package.is_installed())
         .map(|package| package.name)
         .collect();
     if missing.is_empty() {
@@ -58,14 +90,101 @@ pub fn ensure(wanted: &[DebPackage]) -> Result<()> {
     )?;
     let still: Vec<&str> = wanted
         .iter()
-        .filter(|package| cmd::which(package.command).is_none())
+        .filter(|package| !package.is_installed())
         .map(|package| package.command)
         .collect();
     if !still.is_empty() {
         bail!(
-            "installed {list}, but {} is still not on PATH",
+            "installed {list}, but {} is still not found",
             still.join(", ")
         );
     }
     Ok(())
+}
+
+/// The existing paths that `pattern` (absolute, `*` within components) matches.
+fn matching_paths(pattern: &Path) -> Vec<PathBuf> {
+    let mut found = vec![PathBuf::from("/")];
+    for component in pattern.components() {
+        let Component::Normal(part) = component else {
+            continue;
+        };
+        let part = part.to_string_lossy();
+        found = found
+            .iter()
+            .flat_map(|dir| children_matching(dir, &part))
+            .collect();
+    }
+    found.retain(|path| path.exists());
+    found
+}
+
+/// The entries of `dir` whose name matches `part` (a plain name, or one with `*`s).
+fn children_matching(dir: &Path, part: &str) -> Vec<PathBuf> {
+    if !part.contains('*') {
+        return vec![dir.join(part)];
+    }
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut names: Vec<PathBuf> = entries
+        .filter_map(Result::ok)
+        .filter(|entry| wildcard_match(part, &entry.file_name().to_string_lossy()))
+        .map(|entry| entry.path())
+        .collect();
+    names.sort();
+    names
+}
+
+/// Whether `name` matches `pattern`, where `*` stands for any run of characters.
+fn wildcard_match(pattern: &str, name: &str) -> bool {
+    let mut pieces = pattern.split('*');
+    let first = pieces.next().unwrap_or("");
+    let Some(mut rest) = name.strip_prefix(first) else {
+        return false;
+    };
+    let pieces: Vec<&str> = pieces.collect();
+    let Some((last, middle)) = pieces.split_last() else {
+        return rest.is_empty();
+    };
+    for piece in middle {
+        match rest.find(piece) {
+            Some(at) => rest = &rest[at + piece.len()..],
+            None => return false,
+        }
+    }
+    rest.len() >= last.len() && rest.ends_with(last)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Check that `*` matches any run of characters, and only within the name.
+    #[test]
+    fn wildcard_matches_runs() {
+        assert!(wildcard_match("15", "15"));
+        assert!(!wildcard_match("15", "16"));
+        assert!(wildcard_match("*", "15"));
+        assert!(wildcard_match("lib*.so*", "libpq.so.5"));
+        assert!(!wildcard_match("lib*.so", "libpq.so.5"));
+        assert!(wildcard_match("a*b*a", "aba"));
+        assert!(!wildcard_match("ab*ba", "aba"));
+    }
+
+    /// Check that a path pattern finds a file under a version directory of any name, and
+    /// that a pattern with no match (or a plain path that does not exist) finds nothing.
+    #[test]
+    fn path_pattern_finds_file_under_any_version() {
+        let root = std::env::temp_dir().join(format!("xtask-glob-{}", std::process::id()));
+        let bin = root.join("17").join("bin");
+        std::fs::create_dir_all(&bin).unwrap();
+        std::fs::write(bin.join("initdb"), b"").unwrap();
+        std::fs::create_dir_all(root.join("16")).unwrap();
+        let pattern = root.join("*").join("bin").join("initdb");
+        assert_eq!(matching_paths(&pattern), vec![bin.join("initdb")]);
+        assert!(matching_paths(&root.join("*").join("bin").join("pg_ctl")).is_empty());
+        assert!(matching_paths(&root.join("16").join("bin")).is_empty());
+        std::fs::remove_dir_all(&root).unwrap();
+    }
 }
