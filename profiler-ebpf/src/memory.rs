@@ -78,7 +78,7 @@ fn save_args(ctx: &TracePointContext, kind: EventKind, nargs: usize) -> Result<u
         call.args[i] = unsafe { ctx.read_at::<u64>(SYSCALL_ARG0 + 8 * i) }.map_err(|_| 0u32)?;
         i += 1;
     }
-    PENDING.insert(&id, &call, 0).map_err(|_| 0u32)?;
+    PENDING.insert(id, call, 0).map_err(|_| 0u32)?;
     Ok(0)
 }
 
@@ -86,11 +86,11 @@ fn save_args(ctx: &TracePointContext, kind: EventKind, nargs: usize) -> Result<u
 fn finish_call(ctx: &TracePointContext) -> Result<u32, u32> {
     let id = bpf_get_current_pid_tgid();
     // SAFETY: the value is copied out before the entry is removed.
-    let call = match unsafe { PENDING.get(&id) } {
+    let call = match unsafe { PENDING.get(id) } {
         Some(call) => *call,
         None => return Ok(0),
     };
-    let _ = PENDING.remove(&id);
+    let _ = PENDING.remove(id);
     // SAFETY: reads the tracepoint record at a fixed offset.
     let ret: i64 = unsafe { ctx.read_at::<i64>(SYSCALL_RET) }.map_err(|_| 0u32)?;
     if ret < 0 && ret > -4096 {
@@ -131,8 +131,8 @@ fn finish_call(ctx: &TracePointContext) -> Result<u32, u32> {
             let tgid = (id >> 32) as u32;
             let new_brk = ret as u64;
             // SAFETY: value copied out immediately.
-            let prev = unsafe { BRK_LAST.get(&tgid) }.copied().unwrap_or(0);
-            let _ = BRK_LAST.insert(&tgid, &new_brk, 0);
+            let prev = unsafe { BRK_LAST.get(tgid) }.copied().unwrap_or(0);
+            let _ = BRK_LAST.insert(tgid, new_brk, 0);
             ev.addr = new_brk;
             ev.old_addr = a[0];
             ev.old_len = prev;
@@ -189,7 +189,7 @@ fn process_event(kind: EventKind, leader_only: bool) -> u32 {
     if !is_target(tgid, cfg) {
         return 0;
     }
-    let _ = BRK_LAST.remove(&tgid);
+    let _ = BRK_LAST.remove(tgid);
     if let Some(buf) = scratch(kind as u32) {
         emit(buf);
     }

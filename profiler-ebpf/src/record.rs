@@ -23,7 +23,7 @@ pub fn config() -> Option<&'static Config> {
 /// Whether the current process is traced.
 #[inline(always)]
 pub fn is_target(tgid: u32, cfg: &Config) -> bool {
-    cfg.all_processes != 0 || unsafe { TARGETS.get(&tgid) }.is_some()
+    cfg.all_processes != 0 || unsafe { TARGETS.get(tgid) }.is_some()
 }
 
 #[inline(always)]

@@ -68,7 +68,7 @@ fn bump(map: &aya_ebpf::maps::LruHashMap<FutexKey, u64>, key: &FutexKey) {
     match map.get_ptr_mut(key) {
         Some(v) => unsafe { *v += 1 },
         None => {
-            let _ = map.insert(key, &1, 0);
+            let _ = map.insert(key, 1, 0);
         }
     }
 }
@@ -131,7 +131,7 @@ fn wait_enter(ctx: &TracePointContext) -> Result<u32, u32> {
     // SAFETY: helper without arguments.
     start.start_ns = unsafe { bpf_ktime_get_ns() };
     stack::user_regs(&mut start.regs);
-    WAITING.insert(&id, &start, 0).map_err(|_| 0u32)?;
+    WAITING.insert(id, start, 0).map_err(|_| 0u32)?;
     Ok(0)
 }
 
@@ -139,11 +139,11 @@ fn wait_enter(ctx: &TracePointContext) -> Result<u32, u32> {
 fn wait_exit(ctx: &TracePointContext) -> Result<u32, u32> {
     let id = bpf_get_current_pid_tgid();
     // SAFETY: the value is copied out before the entry is removed.
-    let start = match unsafe { WAITING.get(&id) } {
+    let start = match unsafe { WAITING.get(id) } {
         Some(s) => *s,
         None => return Ok(0),
     };
-    let _ = WAITING.remove(&id);
+    let _ = WAITING.remove(id);
     let cfg = config().ok_or(0u32)?;
     // SAFETY: helper without arguments.
     let blocked_ns = unsafe { bpf_ktime_get_ns() }.saturating_sub(start.start_ns);

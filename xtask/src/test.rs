@@ -50,6 +50,24 @@ fn steps(args: &TestArgs) -> Vec<Step> {
                 "warnings",
             ],
         });
+        // The eBPF crate only builds for the BPF target, with the nightly toolchain.
+        steps.push(Step {
+            title: "clippy (eBPF)",
+            args: vec![
+                "+nightly",
+                "clippy",
+                "--package",
+                EBPF_CRATE,
+                "--release",
+                "--target",
+                "bpfel-unknown-none",
+                "-Z",
+                "build-std=core",
+                "--",
+                "-D",
+                "warnings",
+            ],
+        });
     }
     steps.push(Step {
         title: "unit and golden tests",
@@ -123,6 +141,7 @@ mod tests {
             [
                 "format",
                 "clippy",
+                "clippy (eBPF)",
                 "unit and golden tests",
                 "root integration tests"
             ]
