@@ -7,15 +7,24 @@ use common::*;
 /// Build `source`, record it for the whole of a 4 s run, and return the folded lines of
 /// region `kind` with the program's own count of leaked bytes.
 fn record_leak(source: &str, name: &str, kind: &str) -> (Vec<(Vec<String>, u64)>, u64) {
+    record_leak_with(source, name, kind, &[])
+}
+
+/// As [`record_leak`], with extra `profiler record` arguments.
+fn record_leak_with(
+    source: &str,
+    name: &str,
+    kind: &str,
+    extra: &[&str],
+) -> (Vec<(Vec<String>, u64)>, u64) {
     require_root();
     let dir = scratch_dir(name);
     let program = build_c(source, &format!("{name}_fp"), "gcc", FP_FLAGS);
     let workload = Workload::start(&program, 4.0, &dir);
     let pid = workload.pid.to_string();
-    let rec = Recording::start(
-        &["--pid", &pid, "--memory", "--duration", "8s"],
-        &dir.join("out"),
-    );
+    let mut args = vec!["--pid", pid.as_str(), "--memory", "--duration", "8s"];
+    args.extend_from_slice(extra);
+    let rec = Recording::start(&args, &dir.join("out"));
     workload.release();
     let leaked = workload.finish("leaked_bytes");
     let out = rec.wait();
@@ -65,6 +74,36 @@ fn assert_attributed(lines: &[(Vec<String>, u64)], leaked: u64, leak_fn: &str) {
 fn mmap_leak_is_attributed_to_leak_sessions() {
     let (lines, leaked) = record_leak("mmap_leak.c", "mmap_leak", "anon mmap");
     assert_attributed(&lines, leaked, "leak_sessions");
+}
+
+/// Check that the byte-sampled estimate is unbiased on the real path: with one sample
+/// per 1 MiB, each 512 KiB leak is sampled with probability 1/2 and stands for 1 MiB.
+/// About 400 leaks give a standard deviation of about 5 %; the bound is 5 of them.
+#[test]
+#[ignore = "needs root: run with `cargo xtask test`"]
+fn sampled_estimate_is_unbiased() {
+    let (lines, leaked) = record_leak_with(
+        "mmap_leak.c",
+        "mmap_leak_sampled",
+        "anon mmap",
+        &["--sample-bytes", "1MiB"],
+    );
+    let total = sum_where(&lines, |_| true);
+    let leak = sum_where(&lines, |f| has_frame(f, "leak_sessions"));
+    eprintln!(
+        "leaked {leaked}, estimated {total} ({:+.1} %), under leak_sessions {leak}",
+        100.0 * (total as f64 / leaked as f64 - 1.0)
+    );
+    assert!(
+        (total as f64 - leaked as f64).abs() <= 0.25 * leaked as f64,
+        "estimate {total} vs {leaked}"
+    );
+    assert!(
+        leak as f64 >= 0.9 * total as f64,
+        "leak_sessions holds {leak} of {total}"
+    );
+    // Every estimate is a whole number of 1 MiB samples.
+    assert_eq!(total % (1 << 20), 0, "weights must be the sampling rate");
 }
 
 /// Check that heap growth by `sbrk` in `grow_heap` is attributed to it in the brk view.
