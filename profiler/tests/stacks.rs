@@ -1,0 +1,367 @@
+//! Root integration tests of whole stacks in code built the way it ships: `-O2` C
+//! without frame pointers against glibc, release Rust, and a program in its own mount
+//! and PID namespace whose files do not exist on the host.
+mod common;
+
+use std::{
+    io::{BufRead, BufReader},
+    path::{Path, PathBuf},
+    process::{Child, ChildStdout, Command, Stdio},
+    time::Instant,
+};
+
+use common::*;
+
+/// Whether `frames` (root first) has a frame matching each of `steps`, in that order.
+fn in_order(frames: &[String], steps: &[&dyn Fn(&str) -> bool]) -> bool {
+    let mut rest = frames.iter();
+    steps.iter().all(|step| rest.any(|f| step(f)))
+}
+
+/// Print folded lines (so a failing run shows what the profiler produced).
+fn show(what: &str, lines: &[(Vec<String>, u64)]) {
+    eprintln!("{what}: {} lines", lines.len());
+    for (frames, n) in lines {
+        eprintln!("  {} {n}", frames.join(";"));
+    }
+}
+
+/// Compile `testprogs/<source>` as a release Rust program without frame pointers.
+fn build_rust(source: &str, output: &str) -> PathBuf {
+    let out = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join("testprogs")
+        .join(output);
+    std::fs::create_dir_all(out.parent().unwrap()).unwrap();
+    let src = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../testprogs")
+        .join(source);
+    let status = Command::new("rustc")
+        .args([
+            "-O",
+            "-C",
+            "debuginfo=1",
+            "-C",
+            "force-frame-pointers=no",
+            "--edition",
+            "2021",
+            "-o",
+        ])
+        .arg(&out)
+        .arg(&src)
+        .status()
+        .unwrap_or_else(|e| panic!("running rustc: {e}"));
+    assert!(status.success(), "rustc failed to build {}", src.display());
+    out
+}
+
+/// Check that the heap growth of an `-O2` program without frame pointers, leaking through
+/// glibc's `malloc`, lies under `main` → `cache_insert_session` → `malloc`.
+#[test]
+#[ignore = "needs root: run with `cargo xtask test`"]
+fn malloc_leak_without_frame_pointers_is_under_cache_insert_session() {
+    require_root();
+    let started = Instant::now();
+    let dir = scratch_dir("cache_leak");
+    let program = build_c(
+        "cache_leak.c",
+        "cache_leak_o2",
+        "gcc",
+        &["-O2", "-fomit-frame-pointer"],
+    );
+    let workload = Workload::start(&program, 4.0, &dir);
+    let pid = workload.pid.to_string();
+    let rec = Recording::start(
+        &["--pid", &pid, "--memory", "--duration", "8s"],
+        &dir.join("out"),
+    );
+    workload.release();
+    let leaked = workload.finish("leaked_bytes");
+    let out = rec.wait();
+    let lines = read_folded(&out.join("memory.folded"));
+    show("memory.folded", &lines);
+    let total = sum_where(&lines, |_| true);
+    let under = sum_where(&lines, |f| {
+        in_order(
+            f,
+            &[
+                &|s| s == "main",
+                &|s| s.contains("cache_insert_session"),
+                &|s| s.contains("malloc"),
+            ],
+        )
+    });
+    eprintln!(
+        "leaked {leaked}, growth {total}, under main;…;cache_insert_session;…malloc… {under} \
+         ({:.1} %), {:.1} s",
+        100.0 * under as f64 / total.max(1) as f64,
+        started.elapsed().as_secs_f64()
+    );
+    assert!(leaked > 0, "the program leaked nothing");
+    assert!(
+        total as f64 >= 0.5 * leaked as f64,
+        "growth {total} for {leaked} leaked bytes"
+    );
+    assert!(
+        under as f64 >= 0.9 * total as f64,
+        "main;…;cache_insert_session;…malloc… holds {under} of {total}"
+    );
+}
+
+/// Check that a release Rust program's thread blocked on a `Condvar` in `wait_for_slot`
+/// has an in-flight wait stack through `wait_for_slot` and its callers up to `main`.
+#[test]
+#[ignore = "needs root: run with `cargo xtask test`"]
+fn condvar_wait_in_release_rust_names_callers_up_to_main() {
+    require_root();
+    let started = Instant::now();
+    let dir = scratch_dir("condvar_slot");
+    let program = build_rust("condvar_slot.rs", "condvar_slot");
+    let workload = Workload::start(&program, 6.0, &dir);
+    let pid = workload.pid.to_string();
+    let rec = Recording::start(
+        &[
+            "--pid",
+            &pid,
+            "--waits",
+            "--duration",
+            "4s",
+            "--stall-threshold",
+            "2s",
+        ],
+        &dir.join("out"),
+    );
+    workload.release();
+    let out = rec.wait();
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
+    let stacks: Vec<Vec<String>> = json["waits"]["processes"][0]["in_flight"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no in_flight waits: {json:#}"))
+        .iter()
+        .map(|g| {
+            eprintln!("in flight on {}, tids {}:", g["on"], g["tids"]);
+            g["stack"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|f| {
+                    eprintln!("    {f}");
+                    f.as_str().unwrap().to_string()
+                })
+                .collect()
+        })
+        .collect();
+    assert_eq!(workload.finish("timed_out"), 2, "the waits were woken");
+    eprintln!("{:.1} s", started.elapsed().as_secs_f64());
+    let wait_for_slot = |f: &str| f.contains("condvar_slot::wait_for_slot");
+    let run_worker = |f: &str| f.contains("condvar_slot::run_worker");
+    // The main thread: main → run_worker → wait_for_slot.
+    assert!(
+        stacks.iter().any(|s| in_order(
+            s,
+            &[&|f| f == "condvar_slot::main", &run_worker, &wait_for_slot]
+        )),
+        "no wait stack main → run_worker → wait_for_slot in {stacks:#?}"
+    );
+    // The worker thread: main's closure → run_worker → wait_for_slot.
+    assert!(
+        stacks.iter().any(|s| in_order(
+            s,
+            &[
+                &|f| f.starts_with("condvar_slot::main::{{closure}}"),
+                &run_worker,
+                &wait_for_slot
+            ]
+        )),
+        "no wait stack closure → run_worker → wait_for_slot in {stacks:#?}"
+    );
+}
+
+/// How a namespaced test program enters its root.
+#[derive(Clone, Copy)]
+enum EnterRoot {
+    /// `chroot`: the mount namespace's root stays the host's, so `/proc/PID/maps` names
+    /// the file by its host path, under which the host has nothing.
+    Chroot,
+    /// `pivot_root`, as container runtimes do: `/proc/PID/maps` names it `/prog`.
+    PivotRoot,
+}
+
+/// A test program started by `unshare` in its own mount and PID namespaces.
+struct NsWorkload {
+    unshare: Child,
+    /// The program's pid as the host sees it (it is 1 in its own namespace).
+    host_pid: u32,
+    stdout: BufReader<ChildStdout>,
+}
+
+impl NsWorkload {
+    /// Run `program` as `/prog` in a new mount and PID namespace, its root a tmpfs
+    /// mounted over `root` in that mount namespace only: the file exists nowhere on the
+    /// host's file system.
+    fn start(program: &Path, seconds: f64, root: &Path, enter: EnterRoot) -> Self {
+        let mount = r#"mount -t tmpfs ns-root "$1" && cp "$2" "$1/prog""#;
+        let script = match enter {
+            EnterRoot::Chroot => format!(r#"{mount} && exec chroot "$1" /prog "$3" /go"#),
+            // The host's root stays mounted at /old; /prog is static and needs nothing.
+            EnterRoot::PivotRoot => format!(
+                r#"{mount} && mkdir "$1/old" && cd "$1" && pivot_root . old && exec /prog "$3" /go"#
+            ),
+        };
+        let mut unshare = Command::new("unshare")
+            .args([
+                "--mount",
+                "--propagation",
+                "private",
+                "--pid",
+                "--fork",
+                "--kill-child",
+                "sh",
+                "-c",
+                &script,
+                "sh",
+            ])
+            .arg(root)
+            .arg(program)
+            .arg(seconds.to_string())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting unshare: {e}"));
+        let mut stdout = BufReader::new(unshare.stdout.take().unwrap());
+        let mut line = String::new();
+        stdout.read_line(&mut line).unwrap();
+        assert_eq!(line.trim(), "ready 1", "expected the namespace pid 1");
+        let host_pid = child_of(unshare.id());
+        let comm = std::fs::read_to_string(format!("/proc/{host_pid}/comm")).unwrap();
+        assert_eq!(comm.trim(), "prog");
+        Self {
+            unshare,
+            host_pid,
+            stdout,
+        }
+    }
+
+    /// Create the barrier `/go` inside the program's root.
+    fn release(&self) {
+        std::fs::write(format!("/proc/{}/root/go", self.host_pid), b"go").unwrap();
+    }
+
+    /// Wait for the program to exit and return the value of its `<key> N` line.
+    fn finish(mut self, key: &str) -> u64 {
+        let mut value = None;
+        for line in (&mut self.stdout).lines() {
+            let line = line.unwrap();
+            if let Some(v) = line.strip_prefix(key).and_then(|v| v.trim().parse().ok()) {
+                value = Some(v);
+            }
+        }
+        let status = self.unshare.wait().unwrap();
+        assert!(status.success(), "test program failed: {status}");
+        value.unwrap_or_else(|| panic!("test program printed no `{key}` line"))
+    }
+}
+
+/// The only child of process `parent`, from the ppid field of `/proc/*/stat`.
+fn child_of(parent: u32) -> u32 {
+    let children: Vec<u32> = std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .filter(|pid: &u32| {
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+                return false;
+            };
+            // pid (comm) state ppid …; comm may hold spaces and parentheses.
+            let after_comm = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+            after_comm.split_whitespace().nth(1) == Some(&parent.to_string())
+        })
+        .collect();
+    assert_eq!(
+        children.len(),
+        1,
+        "children of unshare {parent}: {children:?}"
+    );
+    children[0]
+}
+
+/// Record a static leaking program started in its own mount and PID namespaces, check
+/// that the host has no file under the path `/proc/PID/exe` names (`expected_exe`, or
+/// the host path of the tmpfs root if `None`), and that its growth is symbolized.
+fn assert_namespaced_program_symbolized(name: &str, enter: EnterRoot, expected_exe: Option<&str>) {
+    require_root();
+    let started = Instant::now();
+    let dir = scratch_dir(name);
+    let program = build_c(
+        "ns_leak.c",
+        "ns_leak_static",
+        "gcc",
+        &["-O1", "-g", "-fno-omit-frame-pointer", "-static"],
+    );
+    let root = dir.join("root");
+    std::fs::create_dir(&root).unwrap();
+    let workload = NsWorkload::start(&program, 6.0, &root, enter);
+    let pid = workload.host_pid.to_string();
+    // The host sees the program's file under a path that does not exist on the host.
+    let exe = std::fs::read_link(format!("/proc/{pid}/exe")).unwrap();
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
+    eprintln!(
+        "host pid {pid}, namespace pid 1, exe {}, first mapping {}",
+        exe.display(),
+        maps.lines().next().unwrap_or_default()
+    );
+    assert_eq!(exe, expected_exe.map_or(root.join("prog"), PathBuf::from));
+    assert!(!exe.exists(), "{} exists on the host", exe.display());
+    let rec = Recording::start(
+        &[
+            "--pid",
+            &pid,
+            "--memory",
+            "--sample-bytes",
+            "1",
+            "--duration",
+            "4s",
+        ],
+        &dir.join("out"),
+    );
+    workload.release();
+    let out = rec.wait();
+    let leaked = workload.finish("leaked_bytes");
+    let lines: Vec<_> = read_folded(&out.join("memory.folded"))
+        .into_iter()
+        .filter(|(f, _)| f.get(1).map(String::as_str) == Some("anon mmap"))
+        .collect();
+    show("memory.folded (anon mmap)", &lines);
+    let total = sum_where(&lines, |_| true);
+    let under = sum_where(&lines, |f| {
+        in_order(f, &[&|s| s == "main", &|s| s.contains("ns_leak_sessions")])
+    });
+    eprintln!(
+        "leaked {leaked}, anon mmap growth {total}, under main;ns_leak_sessions {under}, {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    assert!(leaked > 0, "the program leaked nothing");
+    assert!(
+        under > 0 && under as f64 >= 0.9 * total as f64,
+        "main;ns_leak_sessions holds {under} of {total}"
+    );
+    let unknown: Vec<_> = lines
+        .iter()
+        .filter(|(f, _)| has_frame(f, "[unknown]"))
+        .collect();
+    assert!(unknown.is_empty(), "unsymbolized frames: {unknown:?}");
+}
+
+/// Check that a program in its own mount and PID namespace, chrooted into a root that
+/// does not exist on the host, has its frames symbolized.
+#[test]
+#[ignore = "needs root: run with `cargo xtask test`"]
+fn program_chrooted_in_own_namespaces_is_symbolized() {
+    assert_namespaced_program_symbolized("ns_leak_chroot", EnterRoot::Chroot, None);
+}
+
+/// Check that a program in its own mount and PID namespace whose root was pivoted, as in
+/// a container, has its frames symbolized although its `/prog` is not on the host.
+#[test]
+#[ignore = "needs root: run with `cargo xtask test`"]
+fn program_in_pivoted_root_is_symbolized() {
+    assert_namespaced_program_symbolized("ns_leak_pivot", EnterRoot::PivotRoot, Some("/prog"));
+}
