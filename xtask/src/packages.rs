@@ -51,6 +51,11 @@ pub const TEST_PACKAGES: &[DebPackage] = &[
         name: "libpq-dev",
         command: "/usr/include/postgresql/libpq-fe.h",
     },
+    // Static libc for the namespace test's static program (gcc only recommends it).
+    DebPackage {
+        name: "libc6-dev",
+        command: "/usr/lib/x86_64-linux-gnu/libc.a",
+    },
     // The SVG check loads flamegraphs in a real browser.
     DebPackage {
         name: "chromium",
