@@ -56,6 +56,11 @@ pub const TEST_PACKAGES: &[DebPackage] = &[
         name: "libc6-dev",
         command: "/usr/lib/x86_64-linux-gnu/libc.a",
     },
+    // The JIT test runs `node --perf-basic-prof`.
+    DebPackage {
+        name: "nodejs",
+        command: "node",
+    },
     // The SVG check loads flamegraphs in a real browser.
     DebPackage {
         name: "chromium",

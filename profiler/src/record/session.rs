@@ -139,7 +139,7 @@ impl Session {
         Some(
             self.stacks
                 .intern(pid, unwound.frames, unwound.truncated, |addrs| {
-                    root_first_names(symbolizer.symbolize(space, addrs))
+                    root_first_names(symbolizer.symbolize_process(pid, space, addrs))
                 }),
         )
     }

@@ -5,13 +5,23 @@
 //! offsets, rather than letting blazesym read `/proc/PID/maps` itself, means a
 //! process that has exited since the capture still symbolizes, and every address
 //! of one module is resolved in one batch.
+//!
+//! Addresses outside every module may be JIT code: [`Symbolizer::symbolize_process`]
+//! names them from the runtime's perf map ([`perf_map`]), as the runtime wrote them.
+pub mod perf_map;
+
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::time::Instant;
 
 use blazesym::symbolize::source::{Elf, Source};
 use blazesym::symbolize::{CodeInfo, Input, Sym, Symbolized};
 
 use crate::unwind::{AddressSpace, MappedModule};
+use perf_map::PerfMapFile;
+
+/// Module of frames named from a perf map.
+pub const JIT_MODULE: &str = "[jit]";
 
 /// One frame of a symbolized stack.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, serde::Serialize)]
@@ -30,6 +40,8 @@ pub struct Symbolizer {
     inner: blazesym::symbolize::Symbolizer,
     /// Frames per module file and file offset: each distinct address is resolved once.
     cache: HashMap<PathBuf, HashMap<u64, Vec<Frame>>>,
+    /// Perf maps by pid, opened on the first address outside every module.
+    perf_maps: HashMap<u32, PerfMapFile>,
     errors: Vec<String>,
 }
 
@@ -57,6 +69,7 @@ impl Symbolizer {
         Symbolizer {
             inner,
             cache: HashMap::new(),
+            perf_maps: HashMap::new(),
             errors: Vec::new(),
         }
     }
@@ -66,6 +79,28 @@ impl Symbolizer {
     /// Unknown addresses give `[unknown] <module>+0x<file offset>` (or `[unknown]
     /// 0x<addr>` outside any module); no address is ever dropped.
     pub fn symbolize(&mut self, space: &AddressSpace, addrs: &[u64]) -> Vec<Vec<Frame>> {
+        self.symbolize_with(None, space, addrs)
+    }
+
+    /// [`Symbolizer::symbolize`] for process `pid`, naming addresses outside every
+    /// module from its perf map ([`perf_map::path_of`]) when it has one: one frame
+    /// with the name as the runtime wrote it and module [`JIT_MODULE`]. The map is
+    /// re-read for addresses it lacks as the runtime appends to it.
+    pub fn symbolize_process(
+        &mut self,
+        pid: u32,
+        space: &AddressSpace,
+        addrs: &[u64],
+    ) -> Vec<Vec<Frame>> {
+        self.symbolize_with(Some(pid), space, addrs)
+    }
+
+    fn symbolize_with(
+        &mut self,
+        pid: Option<u32>,
+        space: &AddressSpace,
+        addrs: &[u64],
+    ) -> Vec<Vec<Frame>> {
         let places: Vec<Place> = addrs.iter().map(|&a| place(space, a)).collect();
 
         // Batch the offsets not seen before, per module file.
@@ -84,21 +119,43 @@ impl Symbolizer {
             self.resolve(module, &offsets);
         }
 
-        addrs
-            .iter()
-            .zip(&places)
-            .map(|(&addr, p)| match *p {
+        let mut out = Vec::with_capacity(addrs.len());
+        for (&addr, p) in addrs.iter().zip(&places) {
+            out.push(match *p {
                 Place::InFile(m, off) => self.cached(m, off).expect("resolved above").to_vec(),
                 Place::InModule(m) => vec![unknown(
                     m.basename(),
                     format!("[unknown] {} 0x{addr:x}", m.basename()),
                 )],
-                Place::Outside => vec![unknown("", format!("[unknown] 0x{addr:x}"))],
-            })
-            .collect()
+                Place::Outside => match pid.and_then(|pid| self.jit_name(pid, addr)) {
+                    Some(function) => vec![Frame {
+                        function,
+                        module: JIT_MODULE.to_string(),
+                        file_line: None,
+                        inlined: false,
+                    }],
+                    None => vec![unknown("", format!("[unknown] 0x{addr:x}"))],
+                },
+            });
+        }
+        out
     }
 
-    /// Modules that could not be symbolized at all, one line each.
+    /// The perf map's name of `addr` in process `pid`.
+    fn jit_name(&mut self, pid: u32, addr: u64) -> Option<String> {
+        let map = self
+            .perf_maps
+            .entry(pid)
+            .or_insert_with(|| PerfMapFile::new(perf_map::path_of(pid)));
+        let name = map.lookup(addr, Instant::now()).map(str::to_string);
+        if let Some(e) = map.take_error() {
+            self.errors.push(e);
+        }
+        name
+    }
+
+    /// Modules that could not be symbolized at all, and perf maps that could not be
+    /// read, one line each.
     pub fn errors(&self) -> &[String] {
         &self.errors
     }
@@ -221,6 +278,36 @@ mod tests {
         assert_eq!(out[0][0].module, "libfoo.so");
         assert_eq!(out[1][0].module, "");
         assert_eq!(s.errors().len(), 1, "{:?}", s.errors());
+    }
+
+    /// Check that addresses outside every module are named from the process's perf map
+    /// with module `[jit]`, by `symbolize_process` only, and missing ones stay unknown.
+    #[test]
+    fn names_jit_code_from_perf_map() {
+        let pid = std::process::id();
+        let path = std::path::PathBuf::from(format!("/tmp/perf-{pid}.map"));
+        std::fs::write(
+            &path,
+            b"1000 100 JS:*rememberRequest /srv/leak.js:5\nnot a line\n",
+        )
+        .unwrap();
+        let space = own_space();
+        let mut s = Symbolizer::new();
+        let jit = s.symbolize_process(pid, &space, &[0x1010, 0x2000]);
+        let plain = s.symbolize(&space, &[0x1010]);
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(
+            jit[0],
+            [Frame {
+                function: "JS:*rememberRequest /srv/leak.js:5".into(),
+                module: JIT_MODULE.into(),
+                file_line: None,
+                inlined: false,
+            }]
+        );
+        assert_eq!(jit[1][0].function, "[unknown] 0x2000");
+        assert_eq!(plain[0][0].function, "[unknown] 0x1010");
+        assert!(s.errors().is_empty(), "{:?}", s.errors());
     }
 
     /// Check that a function of the test binary symbolizes to its demangled name with a source line.

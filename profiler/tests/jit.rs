@@ -1,0 +1,89 @@
+//! Root integration test of JIT frames: a Node.js program run with `--perf-basic-prof`
+//! leaks from a JS function, and the growth stacks name that function through the
+//! runtime's perf map (`/tmp/perf-PID.map`).
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use common::*;
+
+const NODE: &str = "/usr/bin/node";
+
+/// An executable that runs `testprogs/leak.js` under `node --perf-basic-prof`, so the
+/// harness starts it like the C programs (`exec` keeps the pid node prints). It runs
+/// in `dir`, where V8 also writes its `isolate-*-v8.log`.
+fn node_leak_program(dir: &Path) -> PathBuf {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../testprogs/leak.js")
+        .canonicalize()
+        .unwrap();
+    let wrapper = dir.join("leak-js");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\ncd {}\nexec {NODE} --perf-basic-prof {} \"$@\"\n",
+            dir.display(),
+            script.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    wrapper
+}
+
+/// Check that memory leaked by the JS function `rememberRequest` (node, JIT code) is
+/// attributed to a frame named from the perf map.
+#[test]
+#[ignore = "needs root: run with `cargo xtask test`"]
+fn node_leak_names_js_function_from_perf_map() {
+    require_root();
+    assert!(
+        Path::new(NODE).exists(),
+        "{NODE} is missing (Debian package nodejs)"
+    );
+    let dir = scratch_dir("jit_node");
+    let workload = Workload::start(&node_leak_program(&dir), 6.0, &dir);
+    let pid = workload.pid.to_string();
+    let rec = Recording::start(
+        &[
+            "--pid",
+            &pid,
+            "--memory",
+            "--sample-bytes",
+            "1",
+            "--duration",
+            "5s",
+        ],
+        &dir.join("out"),
+    );
+    workload.release();
+    // The window ends while node still holds its buffers (at exit node frees them).
+    let out = rec.wait();
+    let retained = workload.finish("retained_bytes");
+    let _ = std::fs::remove_file(format!("/tmp/perf-{pid}.map"));
+    let lines = read_folded(&out.join("memory.folded"));
+    let jit: Vec<_> = lines
+        .iter()
+        .filter(|(f, _)| has_frame(f, "rememberRequest"))
+        .collect();
+    for (frames, bytes) in &jit {
+        eprintln!("{} {bytes}", frames.join(";"));
+    }
+    let under = sum_where(&lines, |f| has_frame(f, "rememberRequest"));
+    eprintln!(
+        "retained {retained}, {} stacks hold {under} bytes under rememberRequest",
+        jit.len()
+    );
+    assert!(
+        !jit.is_empty(),
+        "no stack names rememberRequest; memory.folded:\n{}",
+        std::fs::read_to_string(out.join("memory.folded")).unwrap()
+    );
+    // Calls made before V8 compiled it run in the interpreter, whose frames carry no
+    // function name (`Builtins_InterpreterEntryTrampoline`); those are the first few.
+    assert!(
+        under as f64 >= 0.5 * retained as f64,
+        "rememberRequest holds {under} of the {retained} bytes retained"
+    );
+}
