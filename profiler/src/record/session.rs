@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use crate::{
-    aggregate::StackTable,
+    aggregate::{StackTable, UnwindCache},
     collect::{Counters, Record},
     events::{linux, MemOp, MemRecord, StackId, StackSample, WaitRecord},
     ledger::{ProcessLedger, Provenance, RegionKind},
@@ -27,6 +27,8 @@ pub struct Target {
     space_stale: bool,
     /// When `space` was last read, to re-read at most once a second for unknown code.
     space_read_at: std::time::Instant,
+    /// Stacks already unwound in this address space.
+    unwind_cache: UnwindCache,
     pub rss_before: Option<Rss>,
     pub rss_after: Option<Rss>,
     pub events: u64,
@@ -93,6 +95,7 @@ impl Session {
                 unwinder,
                 space_stale: false,
                 space_read_at: std::time::Instant::now(),
+                unwind_cache: UnwindCache::default(),
                 rss_before,
                 rss_after: None,
                 events: 0,
@@ -120,7 +123,11 @@ impl Session {
         if t.space_stale {
             t.refresh_space(&mut self.elf_cache);
         }
-        let mut unwound = t.unwinder.unwind(sample);
+        if let Some((id, truncated)) = t.unwind_cache.get(sample) {
+            t.truncated += u64::from(truncated);
+            return Some(id);
+        }
+        let (mut unwound, mut read_end) = t.unwind_tracking_reads(sample);
         if t.space_read_at.elapsed() > std::time::Duration::from_secs(1)
             && unwound
                 .frames
@@ -129,19 +136,19 @@ impl Session {
         {
             // Code we do not know yet (a dlopen or JIT since the last read).
             t.refresh_space(&mut self.elf_cache);
-            unwound = t.unwinder.unwind(sample);
+            (unwound, read_end) = t.unwind_tracking_reads(sample);
         }
         if unwound.truncated {
             t.truncated += 1;
         }
+        let truncated = unwound.truncated;
         let symbolizer = &mut self.symbolizer;
         let space = &t.space;
-        Some(
-            self.stacks
-                .intern(pid, unwound.frames, unwound.truncated, |addrs| {
-                    root_first_names(symbolizer.symbolize_process(pid, space, addrs))
-                }),
-        )
+        let id = self.stacks.intern(pid, unwound.frames, truncated, |addrs| {
+            root_first_names(symbolizer.symbolize_process(pid, space, addrs))
+        });
+        t.unwind_cache.insert(sample, read_end, id, truncated);
+        Some(id)
     }
 
     fn ingest_wait(&mut self, w: WaitRecord) {
@@ -278,7 +285,24 @@ impl Session {
 }
 
 impl Target {
+    /// Unwind `sample`, also returning the end of the highest 8 bytes the walk read.
+    fn unwind_tracking_reads(
+        &mut self,
+        sample: &StackSample,
+    ) -> (crate::unwind::UnwoundStack, u64) {
+        let mut end = sample.sp;
+        let unwound = self
+            .unwinder
+            .unwind_with(sample.ip, sample.sp, sample.bp, &mut |addr| {
+                let v = sample.read_u64(addr)?;
+                end = end.max(addr + 8);
+                Some(v)
+            });
+        (unwound, end)
+    }
+
     fn refresh_space(&mut self, cache: &mut ElfCache) {
+        self.unwind_cache.clear();
         if let Ok(maps) = procfs::read_maps(self.pid) {
             self.space = AddressSpace::from_maps(self.pid, &maps);
             self.unwinder = Unwinder::new(&self.space, cache);
