@@ -365,3 +365,56 @@ fn program_chrooted_in_own_namespaces_is_symbolized() {
 fn program_in_pivoted_root_is_symbolized() {
     assert_namespaced_program_symbolized("ns_leak_pivot", EnterRoot::PivotRoot, Some("/prog"));
 }
+
+/// Check that the heap growth of the same `-O2` program without frame pointers, linked
+/// against musl (`musl-gcc`), lies under `main` → `cache_insert_session`. Debian's musl
+/// has no CFI and no frame pointers, so the unwinder scans the stack past musl's
+/// `malloc` internals to the next return address with CFI: those musl frames (and often
+/// `malloc` itself) are missing from the stack, so unlike the glibc test this one does
+/// not ask for a `malloc` frame.
+#[test]
+#[ignore = "needs root: run with `cargo xtask test`"]
+fn malloc_leak_with_musl_reaches_cache_insert_session() {
+    require_root();
+    let started = Instant::now();
+    let dir = scratch_dir("cache_leak_musl");
+    let program = build_c(
+        "cache_leak.c",
+        "cache_leak_musl_o2",
+        "musl-gcc",
+        &["-O2", "-fomit-frame-pointer"],
+    );
+    let workload = Workload::start(&program, 4.0, &dir);
+    let pid = workload.pid.to_string();
+    let rec = Recording::start(
+        &["--pid", &pid, "--memory", "--duration", "8s"],
+        &dir.join("out"),
+    );
+    workload.release();
+    let leaked = workload.finish("leaked_bytes");
+    let out = rec.wait();
+    let lines = read_folded(&out.join("memory.folded"));
+    show("memory.folded", &lines);
+    let total = sum_where(&lines, |_| true);
+    let under = sum_where(&lines, |f| {
+        in_order(
+            f,
+            &[&|s| s == "main", &|s| s.contains("cache_insert_session")],
+        )
+    });
+    eprintln!(
+        "leaked {leaked}, growth {total}, under main;…;cache_insert_session {under} ({:.1} %), \
+         {:.1} s",
+        100.0 * under as f64 / total.max(1) as f64,
+        started.elapsed().as_secs_f64()
+    );
+    assert!(leaked > 0, "the program leaked nothing");
+    assert!(
+        total as f64 >= 0.5 * leaked as f64,
+        "growth {total} for {leaked} leaked bytes"
+    );
+    assert!(
+        under as f64 >= 0.9 * total as f64,
+        "main;…;cache_insert_session holds {under} of {total}"
+    );
+}

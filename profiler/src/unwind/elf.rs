@@ -154,6 +154,8 @@ pub struct UnwindSections {
     eh_frame: Option<(Range<u64>, Arc<[u8]>)>,
     eh_frame_hdr: Option<(Range<u64>, Arc<[u8]>)>,
     debug_frame: Option<Arc<[u8]>>,
+    /// Code ranges (SVMAs) that `.eh_frame` has an FDE for, sorted and merged.
+    fde_ranges: Vec<Range<u64>>,
 }
 
 impl UnwindSections {
@@ -174,6 +176,16 @@ impl UnwindSections {
             debug_frame: self.debug_frame.clone(),
             ..Default::default()
         }
+    }
+
+    /// Whether this file's CFI covers code address `svma`. Without `.eh_frame`, a
+    /// `.debug_frame` is assumed to cover everything (it is not indexed here).
+    pub fn covers(&self, svma: u64) -> bool {
+        if self.eh_frame.is_none() {
+            return self.debug_frame.is_some();
+        }
+        let i = self.fde_ranges.partition_point(|r| r.start <= svma);
+        i > 0 && self.fde_ranges[i - 1].contains(&svma)
     }
 }
 
@@ -205,6 +217,7 @@ pub fn read_unwind_sections(path: &str, open: &Path) -> Result<UnwindSections, E
         ..Default::default()
     };
     if let (Some(range), Some(data)) = (svma(b".eh_frame"), bytes(b".eh_frame")?) {
+        out.fde_ranges = fde_ranges(&data, range.start);
         out.eh_frame = Some((range, data));
         // framehop trusts the header's search table when there is a header; without a
         // table it would find no FDE at all, so only a usable header is passed on and
@@ -244,6 +257,167 @@ fn section_bytes<'a>(
 fn eh_frame_hdr_has_table(hdr: &[u8]) -> bool {
     const DW_EH_PE_OMIT: u8 = 0xff;
     hdr.len() >= 4 && hdr[0] == 1 && hdr[2] != DW_EH_PE_OMIT && hdr[3] != DW_EH_PE_OMIT
+}
+
+/// Code ranges of the FDEs in `.eh_frame` (`data`, loaded at `svma`), sorted and
+/// merged. Parsing stops at the first malformed entry; FDEs whose pointer encoding we
+/// do not handle (neither absolute nor pc-relative) are left out.
+fn fde_ranges(data: &[u8], svma: u64) -> Vec<Range<u64>> {
+    let mut encodings = HashMap::new();
+    let mut ranges = Vec::new();
+    let mut pos = 0;
+    while let Some(entry) = CfiEntry::at(data, pos) {
+        pos = entry.end;
+        if entry.id == 0 {
+            continue;
+        }
+        // An FDE: its id is the distance back from the id field to its CIE.
+        let Some(cie) = entry.body.checked_sub(entry.id) else {
+            break;
+        };
+        let encoding = *encodings
+            .entry(cie)
+            .or_insert_with(|| cie_fde_encoding(data, cie));
+        let Some(encoding) = encoding else { continue };
+        let mut at = entry.body + entry.offset_size;
+        let field_svma = svma + at as u64;
+        let (Some(begin), Some(len)) = (
+            read_encoded(data, &mut at, encoding, field_svma),
+            read_encoded(data, &mut at, encoding & 0x0f, 0),
+        ) else {
+            continue;
+        };
+        if len > 0 {
+            ranges.push(begin..begin.saturating_add(len));
+        }
+    }
+    ranges.sort_by_key(|r| r.start);
+    let mut merged: Vec<Range<u64>> = Vec::with_capacity(ranges.len());
+    for r in ranges {
+        match merged.last_mut() {
+            Some(last) if r.start <= last.end => last.end = last.end.max(r.end),
+            _ => merged.push(r),
+        }
+    }
+    merged
+}
+
+/// One CIE or FDE of `.eh_frame`.
+struct CfiEntry {
+    /// Offset of the id field (the CIE pointer of an FDE).
+    body: usize,
+    id: usize,
+    /// 4, or 8 in the 64-bit format.
+    offset_size: usize,
+    end: usize,
+}
+
+impl CfiEntry {
+    /// The entry at `pos`, or `None` at the terminator, the end or a malformed length.
+    fn at(data: &[u8], pos: usize) -> Option<Self> {
+        let mut length = u64::from(u32::from_le_bytes(data.get(pos..pos + 4)?.try_into().ok()?));
+        let mut body = pos + 4;
+        let mut offset_size = 4;
+        if length == 0xffff_ffff {
+            length = u64::from_le_bytes(data.get(body..body + 8)?.try_into().ok()?);
+            body += 8;
+            offset_size = 8;
+        }
+        let end = body.checked_add(usize::try_from(length).ok()?)?;
+        if length == 0 || end > data.len() {
+            return None;
+        }
+        let id_bytes = data.get(body..body + offset_size)?;
+        let id = if offset_size == 4 {
+            u64::from(u32::from_le_bytes(id_bytes.try_into().ok()?))
+        } else {
+            u64::from_le_bytes(id_bytes.try_into().ok()?)
+        };
+        Some(CfiEntry {
+            body,
+            id: usize::try_from(id).ok()?,
+            offset_size,
+            end,
+        })
+    }
+}
+
+/// The FDE pointer encoding (augmentation `R`) of the CIE at `pos`; absolute if absent.
+fn cie_fde_encoding(data: &[u8], pos: usize) -> Option<u8> {
+    let entry = CfiEntry::at(data, pos)?;
+    let mut at = entry.body + entry.offset_size;
+    let version = *data.get(at)?;
+    at += 1;
+    let aug_len = data.get(at..entry.end)?.iter().position(|&b| b == 0)?;
+    let aug = &data[at..at + aug_len];
+    at += aug_len + 1;
+    if aug.starts_with(b"eh") {
+        at += 8;
+    }
+    read_uleb(data, &mut at)?; // code alignment
+    read_uleb(data, &mut at)?; // data alignment (sleb; only skipped)
+    if version == 1 {
+        at += 1;
+    } else {
+        read_uleb(data, &mut at)?;
+    }
+    let Some(rest) = aug.strip_prefix(b"z") else {
+        return Some(0);
+    };
+    read_uleb(data, &mut at)?;
+    for c in rest {
+        match c {
+            b'R' => return data.get(at).copied(),
+            b'L' => at += 1,
+            b'P' => {
+                let enc = *data.get(at)?;
+                at += 1;
+                read_encoded(data, &mut at, enc & 0x0f, 0)?;
+            }
+            b'S' | b'B' => {}
+            _ => return None,
+        }
+    }
+    Some(0)
+}
+
+fn read_uleb(data: &[u8], at: &mut usize) -> Option<u64> {
+    let mut value = 0u64;
+    for shift in (0..64).step_by(7) {
+        let b = *data.get(*at)?;
+        *at += 1;
+        value |= u64::from(b & 0x7f) << shift;
+        if b & 0x80 == 0 {
+            return Some(value);
+        }
+    }
+    None
+}
+
+/// Read a `DW_EH_PE_*`-encoded pointer; pc-relative values are relative to `field_svma`.
+fn read_encoded(data: &[u8], at: &mut usize, encoding: u8, field_svma: u64) -> Option<u64> {
+    let mut fixed = |n: usize| {
+        let bytes = data.get(*at..*at + n)?;
+        *at += n;
+        let mut buf = [0u8; 8];
+        buf[..n].copy_from_slice(bytes);
+        Some(u64::from_le_bytes(buf))
+    };
+    let sign = |v: u64, bits: u32| ((v << (64 - bits)) as i64 >> (64 - bits)) as u64;
+    let value = match encoding & 0x0f {
+        0x00 | 0x04 | 0x0c => fixed(8)?,
+        0x01 => read_uleb(data, at)?,
+        0x02 => fixed(2)?,
+        0x03 => fixed(4)?,
+        0x0a => sign(fixed(2)?, 16),
+        0x0b => sign(fixed(4)?, 32),
+        _ => return None,
+    };
+    match encoding & 0x70 {
+        0x00 => Some(value),
+        0x10 => Some(field_svma.wrapping_add(value)),
+        _ => None,
+    }
 }
 
 /// Identity of a file's contents.
@@ -411,6 +585,22 @@ mod tests {
         let info = sections.section_info();
         assert!(info.eh_frame.is_some() && info.eh_frame_svma.is_some());
         assert!(info.text_svma.is_some());
+    }
+
+    /// Check that the FDE ranges of the fixture library match what `readelf --debug-dump=frames` lists.
+    #[test]
+    fn fde_ranges_of_fixture_library() {
+        let lib = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/unwind/libchain.so");
+        let sections = read_unwind_sections("libchain.so", &lib).unwrap();
+        // FDEs 0x1000..0x1030 (PLT), then chain_c, chain_b, chain_a up to 0x10a1.
+        assert_eq!(
+            sections.fde_ranges,
+            vec![Range {
+                start: 0x1000,
+                end: 0x10a1
+            }]
+        );
+        assert!(sections.covers(0x1068) && !sections.covers(0x10a1) && !sections.covers(0xfff));
     }
 
     /// Check that garbage is reported as a corrupt ELF, not a panic.

@@ -6,12 +6,20 @@
 //! only sees registers and a memory-reading closure: the same code unwinds eBPF stack
 //! copies ([`StackSample`]) and stacks read from `/proc/PID/mem` of blocked threads,
 //! and tests unwind recorded snapshots with no process at all.
+//!
+//! Where a module has no CFI for the code (Debian's musl has neither CFI nor frame
+//! pointers), the walk would end there; it then scans the stack for the next return
+//! address into code with CFI (see [`scan`]) and goes on from that frame.
 mod elf;
 mod modules;
+mod scan;
 #[cfg(test)]
 pub(crate) mod testutil;
 
+use std::collections::HashMap;
+use std::fs::File;
 use std::ops::Range;
+use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 
 use framehop::x86_64::{CacheX86_64, UnwindRegsX86_64, UnwinderX86_64};
@@ -40,10 +48,8 @@ pub struct UnwoundStack {
 pub struct Unwinder {
     inner: UnwinderX86_64<Arc<[u8]>>,
     cache: CacheX86_64,
-    code: Vec<Range<u64>>,
+    code: Code,
     errors: Vec<String>,
-    /// Holds the cache entries in use, so [`ElfCache::evict_unused`] keeps them.
-    _sections: Vec<Arc<elf::UnwindSections>>,
 }
 
 impl Unwinder {
@@ -53,19 +59,20 @@ impl Unwinder {
     pub fn new(space: &AddressSpace, elf_cache: &mut ElfCache) -> Self {
         let mut inner = UnwinderX86_64::new();
         let mut errors = Vec::new();
-        let mut in_use = Vec::new();
+        let mut modules = Vec::new();
         for m in space.modules() {
-            let info = match elf_cache.sections(m) {
-                Ok(sections) => {
-                    let info = sections.section_info();
-                    in_use.push(sections);
-                    info
-                }
+            let (info, sections) = match elf_cache.sections(m) {
+                Ok(sections) => (sections.section_info(), Some(sections)),
                 Err(e) => {
                     errors.push(e.to_string());
-                    Default::default()
+                    (Default::default(), None)
                 }
             };
+            modules.push(CodeModule {
+                module: m.clone(),
+                sections,
+                file: None,
+            });
             // For ELF, framehop's base is the load bias: CFI addresses are SVMAs
             // relative to base_svma = 0.
             inner.add_module(Module::new(m.path.clone(), m.avma.clone(), m.bias, info));
@@ -73,9 +80,12 @@ impl Unwinder {
         Unwinder {
             inner,
             cache: CacheX86_64::new(),
-            code: space.code_ranges().to_vec(),
+            code: Code {
+                ranges: space.code_ranges().to_vec(),
+                modules,
+                after_call: HashMap::new(),
+            },
             errors,
-            _sections: in_use,
         }
     }
 
@@ -89,6 +99,11 @@ impl Unwinder {
     /// Returns lookup addresses: the first is `ip` itself, the rest are return
     /// addresses minus 1. Stops at [`MAX_FRAMES`], at a zero return address or one
     /// outside executable memory, when memory cannot be read, or when framehop errs.
+    ///
+    /// In module code without CFI, framehop's frame-pointer step is only trusted if it
+    /// gives a return address after a call instruction; otherwise (and where the walk
+    /// stops in such code) the stack above the frame's sp is scanned for the next
+    /// return address into code with CFI, skipping the frames in between.
     pub fn unwind_with(
         &mut self,
         ip: u64,
@@ -97,30 +112,77 @@ impl Unwinder {
         read_u64: &mut dyn FnMut(u64) -> Option<u64>,
     ) -> UnwoundStack {
         let mut read_stack = |addr| read_u64(addr).ok_or(());
-        let regs = UnwindRegsX86_64::new(ip, sp, bp);
-        let mut iter = self
-            .inner
-            .iter_frames(ip, regs, &mut self.cache, &mut read_stack);
-        let mut frames = Vec::new();
+        let mut regs = UnwindRegsX86_64::new(ip, sp, bp);
+        let mut frame = FrameAddress::InstructionPointer(ip);
+        let mut frames = vec![ip];
+        let mut scans = 0;
         let truncated = loop {
             if frames.len() >= MAX_FRAMES {
                 break true;
             }
-            match iter.next() {
-                Ok(Some(FrameAddress::InstructionPointer(pc))) => frames.push(pc),
-                Ok(Some(ret @ FrameAddress::ReturnAddress(_))) => {
-                    if !is_code(&self.code, ret.address()) {
-                        break true;
+            let (frame_sp, frame_bp) = (regs.sp(), regs.bp());
+            let no_cfi = self.code.lacks_cfi(frame.address_for_lookup());
+            let step = self
+                .inner
+                .unwind_frame(frame, &mut regs, &mut self.cache, &mut read_stack);
+            let ended = match step {
+                Ok(Some(ret)) if self.code.is_code(ret) => {
+                    match FrameAddress::from_return_address(ret) {
+                        Some(next) if !no_cfi || self.code.plausible_frame_pointer_step(ret) => {
+                            frames.push(next.address_for_lookup());
+                            frame = next;
+                            continue;
+                        }
+                        _ => true,
                     }
-                    frames.push(ret.address_for_lookup());
                 }
                 // framehop saw the root frame (CFI marks the return address undefined,
                 // or the frame-pointer chain ends at zero).
-                Ok(None) => break false,
-                Err(_) => break true,
+                Ok(None) => false,
+                Ok(Some(_)) | Err(_) => true,
+            };
+            if no_cfi && scans < scan::MAX_SCANS {
+                if let Some((ret, slot)) = self.scan(frame_sp, frame_bp, &mut read_stack) {
+                    scans += 1;
+                    regs = UnwindRegsX86_64::new(ret, slot + 8, frame_bp);
+                    frame = FrameAddress::from_return_address(ret).expect("scan skips zero");
+                    frames.push(frame.address_for_lookup());
+                    continue;
+                }
             }
+            break ended;
         };
         UnwoundStack { frames, truncated }
+    }
+
+    /// Scan up from `sp` for a slot holding a plausible return address (see
+    /// [`Code::plausible_return`]) from which a CFI step also works (reaching code or the
+    /// root), which rejects most stale return addresses left on the stack. Returns the
+    /// address and its slot.
+    fn scan(
+        &mut self,
+        sp: u64,
+        bp: u64,
+        read_stack: &mut dyn FnMut(u64) -> Result<u64, ()>,
+    ) -> Option<(u64, u64)> {
+        for i in 0..scan::SCAN_SLOTS {
+            let slot = sp.checked_add(i * 8)?;
+            let value = read_stack(slot).ok()?;
+            if !self.code.plausible_return(value) {
+                continue;
+            }
+            let mut regs = UnwindRegsX86_64::new(value, slot + 8, bp);
+            let frame = FrameAddress::from_return_address(value)?;
+            match self
+                .inner
+                .unwind_frame(frame, &mut regs, &mut self.cache, &mut |a| read_stack(a))
+            {
+                Ok(None) => return Some((value, slot)),
+                Ok(Some(next)) if self.code.is_code(next) => return Some((value, slot)),
+                _ => {}
+            }
+        }
+        None
     }
 
     /// Unwind an eBPF stack sample.
@@ -131,9 +193,101 @@ impl Unwinder {
     }
 }
 
-fn is_code(code: &[Range<u64>], addr: u64) -> bool {
-    let i = code.partition_point(|r| r.start <= addr);
-    i > 0 && code[i - 1].contains(&addr)
+/// A mapped module with its CFI, and its file opened on first use to read code bytes.
+struct CodeModule {
+    module: MappedModule,
+    /// Also holds the cache entry in use, so [`ElfCache::evict_unused`] keeps it.
+    sections: Option<Arc<elf::UnwindSections>>,
+    file: Option<Option<File>>,
+}
+
+/// What the unwinder knows about a process's code: executable ranges, modules and
+/// which of their addresses follow a call instruction.
+struct Code {
+    ranges: Vec<Range<u64>>,
+    /// Sorted by `avma.start`, as in [`AddressSpace`].
+    modules: Vec<CodeModule>,
+    /// Memoised [`Code::after_call`] results.
+    after_call: HashMap<u64, bool>,
+}
+
+impl Code {
+    fn is_code(&self, addr: u64) -> bool {
+        let i = self.ranges.partition_point(|r| r.start <= addr);
+        i > 0 && self.ranges[i - 1].contains(&addr)
+    }
+
+    fn module_index(&self, addr: u64) -> Option<usize> {
+        let i = self
+            .modules
+            .partition_point(|m| m.module.avma.start <= addr);
+        let i = i.checked_sub(1)?;
+        self.modules[i].module.avma.contains(&addr).then_some(i)
+    }
+
+    /// Whether `addr` is module code that no CFI covers. Code outside modules (JIT,
+    /// `[vdso]`) is left to framehop's frame-pointer walk, as before.
+    fn lacks_cfi(&self, addr: u64) -> bool {
+        self.module_index(addr).is_some_and(|i| {
+            let m = &self.modules[i];
+            !m.sections
+                .as_ref()
+                .is_some_and(|s| s.covers(addr.wrapping_sub(m.module.bias)))
+        })
+    }
+
+    /// Whether a frame-pointer step out of code without CFI gave a believable return
+    /// address: outside modules it cannot be checked and is taken as before.
+    fn plausible_frame_pointer_step(&mut self, ret: u64) -> bool {
+        self.module_index(ret).is_none() || self.after_call(ret)
+    }
+
+    /// Whether the instruction before `ret` in its module's file is a call.
+    fn after_call(&mut self, ret: u64) -> bool {
+        if let Some(&hit) = self.after_call.get(&ret) {
+            return hit;
+        }
+        let found = self
+            .read_before(ret)
+            .is_some_and(|code| scan::ends_with_call(&code));
+        if self.after_call.len() >= 1 << 16 {
+            self.after_call.clear();
+        }
+        self.after_call.insert(ret, found);
+        found
+    }
+
+    /// Up to [`scan::MAX_CALL_LEN`] bytes before `addr`, read from the mapped file.
+    fn read_before(&mut self, addr: u64) -> Option<Vec<u8>> {
+        let i = self.module_index(addr)?;
+        let m = &mut self.modules[i];
+        let mapping = m
+            .module
+            .mappings
+            .iter()
+            .find(|x| x.avma.contains(&(addr - 1)))?;
+        let start = addr
+            .saturating_sub(scan::MAX_CALL_LEN as u64)
+            .max(mapping.avma.start);
+        let offset = start - mapping.avma.start + mapping.offset;
+        let file = m
+            .file
+            .get_or_insert_with(|| File::open(&m.module.open_path).ok())
+            .as_ref()?;
+        let mut buf = vec![0u8; usize::try_from(addr - start).ok()?];
+        file.read_exact_at(&mut buf, offset).ok()?;
+        Some(buf)
+    }
+
+    /// Whether a stack value may be a return address: in module code whose CFI covers
+    /// the call site, right after a call instruction.
+    fn plausible_return(&mut self, value: u64) -> bool {
+        value > 1
+            && self.is_code(value)
+            && self.module_index(value - 1).is_some()
+            && !self.lacks_cfi(value - 1)
+            && self.after_call(value)
+    }
 }
 
 #[cfg(test)]
@@ -243,6 +397,45 @@ mod tests {
         let names = function_names(&space, &stack.frames);
         assert_eq!(names, ["chain_c", "chain_b", "chain_a"]);
         // The next return address is in the recorder's main, which the test does not map.
+        assert!(stack.truncated);
+    }
+
+    /// Check that a frame without CFI is skipped by scanning to the next return address
+    /// after a call into CFI-covered code, passing over a code pointer with no call before it.
+    #[test]
+    fn scans_past_frame_without_cfi() {
+        let (maps, sample) = recorded_fixture();
+        let space = AddressSpace::from_maps(std::process::id(), &maps);
+        let bias = space.modules()[0].bias;
+        let mut unwinder = Unwinder::new(&space, &mut ElfCache::new());
+        // Return address into chain_b (after `call chain_c@plt` at 0x1064) in the recording.
+        let ret_b = bias + 0x1069;
+        let slot = sample
+            .bytes
+            .chunks_exact(8)
+            .position(|c| u64::from_le_bytes(c.try_into().unwrap()) == ret_b)
+            .expect("chain_b's return address on the recorded stack");
+        // A function without CFI (past .text, which ends at 0x10a1) whose frame holds a
+        // pointer into chain_b not preceded by a call (0x106d follows a movzbl) and junk,
+        // then the recorded stack from chain_b's return address on; rbp is garbage.
+        let decoy = bias + 0x106d;
+        let mut bytes = [decoy, 0x1234].map(u64::to_le_bytes).concat();
+        bytes.extend_from_slice(&sample.bytes[slot * 8..]);
+        let sp = sample.sp + slot as u64 * 8 - 16;
+        let synthetic = StackSample {
+            ip: bias + 0x10b0,
+            sp,
+            bp: 1,
+            base: sp,
+            bytes,
+        };
+        assert!(unwinder.code.lacks_cfi(synthetic.ip));
+        assert!(!unwinder.code.lacks_cfi(decoy));
+        let stack = unwinder.unwind(&synthetic);
+        assert_eq!(stack.frames[..2], [synthetic.ip, ret_b - 1]);
+        assert!(!stack.frames.contains(&(decoy - 1)), "{:x?}", stack.frames);
+        let names = function_names(&space, &stack.frames[1..]);
+        assert_eq!(names, ["chain_b", "chain_a"]);
         assert!(stack.truncated);
     }
 
