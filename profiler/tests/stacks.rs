@@ -254,13 +254,7 @@ impl NsWorkload {
 
     /// Wait for the program to exit and return the value of its `<key> N` line.
     fn finish(mut self, key: &str) -> u64 {
-        let mut value = None;
-        for line in (&mut self.stdout).lines() {
-            let line = line.unwrap();
-            if let Some(v) = line.strip_prefix(key).and_then(|v| v.trim().parse().ok()) {
-                value = Some(v);
-            }
-        }
+        let value = last_value(&mut self.stdout, key);
         let status = self.unshare.wait().unwrap();
         assert!(status.success(), "test program failed: {status}");
         value.unwrap_or_else(|| panic!("test program printed no `{key}` line"))

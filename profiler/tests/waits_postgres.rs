@@ -4,10 +4,9 @@
 mod common;
 
 use std::{
-    io::{BufRead, BufReader},
     net::TcpListener,
     path::{Path, PathBuf},
-    process::{Child, ChildStdout, Command, Output, Stdio},
+    process::{Command, Output, Stdio},
     time::{Duration, Instant},
 };
 
@@ -177,72 +176,6 @@ impl Drop for PgServer {
     }
 }
 
-/// `pg_client` behind its start barrier. `Workload` passes only SECONDS BARRIER, and the
-/// connection string goes through the environment, so the client is started here.
-struct PgClient {
-    child: Child,
-    pid: u32,
-    barrier: PathBuf,
-    stdout: BufReader<ChildStdout>,
-}
-
-impl PgClient {
-    /// Start the client; it connects, then prints `ready <pid>` and waits for the barrier.
-    fn start(program: &Path, seconds: f64, dir: &Path, conninfo: &str) -> Self {
-        let barrier = dir.join("go");
-        let mut child = Command::new(program)
-            .arg(seconds.to_string())
-            .arg(&barrier)
-            .env("PG_CONNINFO", conninfo)
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("starting {}: {e}", program.display()));
-        let mut stdout = BufReader::new(child.stdout.take().unwrap());
-        let mut line = String::new();
-        stdout.read_line(&mut line).unwrap();
-        let Some(pid) = line
-            .trim()
-            .strip_prefix("ready ")
-            .and_then(|p| p.parse().ok())
-        else {
-            panic!(
-                "expected `ready <pid>` from pg_client, got {line:?} (exit {:?}; its stderr is above)",
-                child.wait()
-            );
-        };
-        Self {
-            child,
-            pid,
-            barrier,
-            stdout,
-        }
-    }
-
-    fn release(&self) {
-        std::fs::write(&self.barrier, b"go").unwrap();
-    }
-
-    /// Wait until the query has returned and the client has exited 0.
-    fn finish(&mut self) {
-        let done = (&mut self.stdout)
-            .lines()
-            .map_while(Result::ok)
-            .any(|line| line == "query_done");
-        let status = self.child.wait().unwrap();
-        assert!(status.success(), "pg_client failed: {status}");
-        assert!(done, "pg_client printed no `query_done`");
-    }
-}
-
-impl Drop for PgClient {
-    fn drop(&mut self) {
-        if matches!(self.child.try_wait(), Ok(None)) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
 /// Stop a server a killed earlier run of this test left behind, before its directory goes.
 fn stop_leftover_server(dir: &Path) {
     let data = dir.join("cluster").join("data");
@@ -296,7 +229,11 @@ fn client_blocked_on_pg_sleep_waits_on_server_socket() {
     flags.extend([include.as_str(), "-Wl,--no-as-needed", "-lpq"]);
     let program = build_c("pg_client.c", "pg_client", "gcc", &flags);
 
-    let mut client = PgClient::start(&program, QUERY_SECONDS, &dir, &server.conninfo());
+    // `start()` in common.h takes only SECONDS BARRIER: the connection string goes
+    // through the environment.
+    let conninfo = server.conninfo();
+    let client =
+        Workload::start_with_env(&program, QUERY_SECONDS, &dir, &[("PG_CONNINFO", &conninfo)]);
     let pid = client.pid;
     let rec = Recording::start(
         &["--pid", &pid.to_string(), "--waits", "--duration", WINDOW],
@@ -345,7 +282,7 @@ fn client_blocked_on_pg_sleep_waits_on_server_socket() {
         "expected seconds blocked on {kind} under run_report_query, got {blocked_us} us"
     );
 
-    client.finish();
+    client.finish_with_line("query_done");
     drop(server);
     eprintln!("test took {:.1} s", began.elapsed().as_secs_f64());
 }

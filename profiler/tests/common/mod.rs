@@ -71,10 +71,16 @@ pub struct Workload {
 
 impl Workload {
     pub fn start(program: &Path, seconds: f64, dir: &Path) -> Self {
+        Self::start_with_env(program, seconds, dir, &[])
+    }
+
+    /// As [`Workload::start`], with extra environment variables for the program.
+    pub fn start_with_env(program: &Path, seconds: f64, dir: &Path, env: &[(&str, &str)]) -> Self {
         let barrier = dir.join("go");
         let mut child = Command::new(program)
             .arg(seconds.to_string())
             .arg(&barrier)
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .spawn()
             .unwrap_or_else(|e| panic!("starting {}: {e}", program.display()));
@@ -101,17 +107,41 @@ impl Workload {
 
     /// Wait for the program to exit and return the value of its `<key> N` line.
     pub fn finish(mut self, key: &str) -> u64 {
-        let mut value = None;
-        for line in (&mut self.stdout).lines() {
-            let line = line.unwrap();
-            if let Some(v) = line.strip_prefix(key).and_then(|v| v.trim().parse().ok()) {
-                value = Some(v);
-            }
-        }
+        let value = last_value(&mut self.stdout, key);
         let status = self.child.wait().unwrap();
         assert!(status.success(), "test program failed: {status}");
         value.unwrap_or_else(|| panic!("test program printed no `{key}` line"))
     }
+
+    /// Wait for the program to exit 0, having printed the line `line`.
+    pub fn finish_with_line(mut self, line: &str) {
+        let seen = (&mut self.stdout)
+            .lines()
+            .map_while(Result::ok)
+            .any(|l| l == line);
+        let status = self.child.wait().unwrap();
+        assert!(status.success(), "test program failed: {status}");
+        assert!(seen, "test program printed no `{line}` line");
+    }
+}
+
+impl Drop for Workload {
+    /// A test that panics must not leave its program running.
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// The value of the last `<key> N` line a test program printed (reads to the end).
+pub fn last_value(output: impl BufRead, key: &str) -> Option<u64> {
+    output
+        .lines()
+        .map_while(Result::ok)
+        .filter_map(|line| line.strip_prefix(key)?.trim().parse().ok())
+        .last()
 }
 
 /// A running `profiler record`.
