@@ -123,6 +123,7 @@ fn wait_report() -> WaitReport {
             }],
             in_flight: vec![WaitGroup {
                 on: "futex 0x5000".into(),
+                kind: "futex".into(),
                 tids: vec![78, 79, 80, 81],
                 blocked_at_least_ns: 12_000_000_000,
                 wakes: Some(0),

@@ -6,8 +6,6 @@
 pub mod decode;
 mod host;
 
-use std::os::fd::AsRawFd;
-
 use aya::{
     maps::{Array, HashMap, MapData, PerCpuArray, RingBuf},
     programs::TracePoint,
@@ -330,11 +328,6 @@ impl Collector {
                 detail: e.to_string(),
             })?;
         Ok(())
-    }
-
-    /// The ring buffer's file descriptor (for diagnostics).
-    pub fn ring_fd(&self) -> i32 {
-        self.ring.get_ref().as_raw_fd()
     }
 }
 

@@ -16,6 +16,8 @@ use crate::events::StackId;
 pub struct WaitGroup {
     /// e.g. `futex 0x55d0c1000040`, `recvfrom on socket 127.0.0.1:5432`.
     pub on: String,
+    /// The flamegraph frame under the process: `futex`, `socket 127.0.0.1:5432`, …
+    pub kind: String,
     pub tids: Vec<u32>,
     /// The shortest time any of these threads has been blocked.
     pub blocked_at_least_ns: u64,
@@ -140,6 +142,7 @@ pub fn judge(
             .entry((on.clone(), stack.clone()))
             .or_insert_with(|| WaitGroup {
                 on,
+                kind: w.on.kind_label(),
                 tids: Vec::new(),
                 blocked_at_least_ns: u64::MAX,
                 wakes: match &w.on {

@@ -47,10 +47,7 @@ pub struct RecordSummary {
 
 /// Run a capture. Errors are one-line messages for the user.
 pub async fn record(opts: &RecordOptions) -> anyhow::Result<RecordSummary> {
-    anyhow::ensure!(!opts.pids.is_empty(), "no target: give at least one --pid");
-    for &pid in &opts.pids {
-        anyhow::ensure!(procfs::is_alive(pid), "process {pid} does not exist");
-    }
+    ensure_targets_exist(&opts.pids)?;
     output::prepare_dir(&opts.out)?;
 
     let (mut collector, mut session) = attach(opts)?;
@@ -99,6 +96,15 @@ pub async fn record(opts: &RecordOptions) -> anyhow::Result<RecordSummary> {
         events_lost: counters.lost,
         stop_reason,
     })
+}
+
+/// One line for a missing target, before anything is loaded.
+fn ensure_targets_exist(pids: &[u32]) -> anyhow::Result<()> {
+    anyhow::ensure!(!pids.is_empty(), "no target: give at least one --pid");
+    for &pid in pids {
+        anyhow::ensure!(procfs::is_alive(pid), "process {pid} does not exist");
+    }
+    Ok(())
 }
 
 /// Check the targets, load and attach the probes, seed the session.
@@ -211,9 +217,7 @@ fn wait_report(
 /// `profiler stalls`: watch the targets' waits briefly, then print the verdict and the
 /// blocked stacks. Returns the wait report (printed by the caller).
 pub async fn stalls(opts: &RecordOptions) -> anyhow::Result<WaitReport> {
-    for &pid in &opts.pids {
-        anyhow::ensure!(procfs::is_alive(pid), "process {pid} does not exist");
-    }
+    ensure_targets_exist(&opts.pids)?;
     let (collector, mut session) = attach(opts)?;
     let started = std::time::Instant::now();
     tokio::time::sleep(opts.duration.unwrap_or(Duration::from_secs(2))).await;

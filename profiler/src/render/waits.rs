@@ -61,7 +61,7 @@ pub fn folded_lines(report: &WaitReport) -> Vec<String> {
         }
         for g in &p.in_flight {
             let ns = g.blocked_at_least_ns.min(p.observed_ns) * g.tids.len() as u64;
-            add(&p.comm, p.pid, &kind_of(&g.on), &g.stack, ns);
+            add(&p.comm, p.pid, &g.kind, &g.stack, ns);
         }
     }
     merged
@@ -69,18 +69,6 @@ pub fn folded_lines(report: &WaitReport) -> Vec<String> {
         .filter(|(_, us)| *us > 0)
         .map(|(k, us)| format!("{k} {us}"))
         .collect()
-}
-
-/// The flamegraph frame for a group description (`futex 0x…` → `futex`).
-fn kind_of(on: &str) -> String {
-    if on.starts_with("futex") {
-        "futex".into()
-    } else if let Some((syscall, peer)) = on.split_once(" on socket ") {
-        let _ = syscall;
-        format!("socket {peer}")
-    } else {
-        on.split(" over ").next().unwrap_or(on).to_string()
-    }
 }
 
 /// The wait section of report.txt.
