@@ -115,19 +115,9 @@ mod tests {
     use super::*;
     use crate::events::linux::{MAP_FIXED, MAP_PRIVATE};
 
+    /// A one-page maps line with these permissions and path.
     fn entry(perms: &str, path: &str) -> MapEntry {
-        let p = perms.as_bytes();
-        MapEntry {
-            start: 0x1000,
-            end: 0x2000,
-            read: p[0] == b'r',
-            write: p[1] == b'w',
-            exec: p[2] == b'x',
-            shared: p[3] == b's',
-            offset: 0,
-            inode: u64::from(path.starts_with('/')),
-            path: path.to_string(),
-        }
+        crate::ledger::tests::map_entry(0x1000, 0x2000, perms, path)
     }
 
     /// Check that maps lines get the kind the report promises, and pseudo mappings none.

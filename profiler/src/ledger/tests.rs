@@ -57,7 +57,7 @@ fn mremap(old_addr: u64, old_len: u64, new_addr: u64, new_len: u64, flags: u64) 
     }
 }
 
-fn map_entry(start: u64, end: u64, perms: &str, path: &str) -> MapEntry {
+pub(super) fn map_entry(start: u64, end: u64, perms: &str, path: &str) -> MapEntry {
     let p = perms.as_bytes();
     MapEntry {
         start,
