@@ -71,6 +71,28 @@ impl Verdict {
         }
     }
 
+    /// A short form for a flamegraph subtitle, which has one line of ~150 characters.
+    pub fn short(&self) -> String {
+        match self {
+            Verdict::Stalled {
+                stuck,
+                threads,
+                on,
+                frame_below_lock,
+                ..
+            } => format!(
+                "STALLED: {stuck}/{threads} threads on {on}{}",
+                frame_below_lock
+                    .as_ref()
+                    .map(|f| format!(" in {f}"))
+                    .unwrap_or_default()
+            ),
+            Verdict::Idle { .. } => "idle".into(),
+            Verdict::Progressing { .. } => "not stalled".into(),
+            Verdict::Exited => "exited".into(),
+        }
+    }
+
     pub fn is_stalled(&self) -> bool {
         matches!(self, Verdict::Stalled { .. })
     }
@@ -263,6 +285,10 @@ mod tests {
         assert_eq!(frame_below_lock.as_deref(), Some("acquire_nested"));
         assert_eq!(groups[0].tids, vec![2, 3, 4, 5]);
         assert!(v.line().starts_with("STALLED: 4 of 5 threads"));
+        assert_eq!(
+            v.short(),
+            "STALLED: 4/5 threads on futex 0xabc in acquire_nested"
+        );
     }
 
     /// Check that the same waits are not a stall when the futex was woken in the window

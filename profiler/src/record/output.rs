@@ -62,12 +62,16 @@ fn write_waits(dir: &Path, report: &WaitReport, window_secs: f64) -> anyhow::Res
         .iter()
         .map(|p| format!("{} ({})", p.comm, p.pid))
         .collect();
-    let verdicts: Vec<String> = report.processes.iter().map(|p| p.verdict.line()).collect();
+    let verdicts: Vec<String> = report
+        .processes
+        .iter()
+        .map(|p| format!("{} ({}) {}", p.comm, p.pid, p.verdict.short()))
+        .collect();
     let view = View {
         name: "waits",
         title: format!("Blocked on: {}", names.join(", ")),
         subtitle: format!(
-            "off-CPU time in a {window_secs:.1} s window, waits still in progress included; {}",
+            "{window_secs:.1} s window, waits in progress included; {}",
             verdicts.join("; ")
         ),
         count_name: "us",
