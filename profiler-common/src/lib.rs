@@ -36,6 +36,10 @@ pub enum EventKind {
     FutexWait = 8,
     /// A blocking socket or poll wait ended; see [`WaitEvent`].
     SocketWait = 9,
+    /// The OOM killer chose a target as its victim (`oom:mark_victim`); see
+    /// [`OomEvent`]. The header's tgid/tid are the task that ran the OOM killer (often
+    /// the victim itself, then the record carries its stack).
+    OomVictim = 10,
 }
 
 impl EventKind {
@@ -50,6 +54,7 @@ impl EventKind {
             7 => Self::Exit,
             8 => Self::FutexWait,
             9 => Self::SocketWait,
+            10 => Self::OomVictim,
             _ => return None,
         })
     }
@@ -134,6 +139,33 @@ pub struct WaitEvent {
     pub futex_op: u32,
     /// The syscall's return value (truncated): e.g. -ETIMEDOUT, -EAGAIN, bytes read.
     pub ret: i32,
+}
+
+/// Body of an [`EventKind::OomVictim`] record: the `oom:mark_victim` fields. Sizes are
+/// in kB, as the tracepoint reports them; 0 when the kernel's tracepoint lacks a field.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct OomEvent {
+    /// The victim's process id (the task the OOM killer chose).
+    pub victim_pid: u32,
+    pub _pad: u32,
+    pub total_vm_kb: u64,
+    pub anon_rss_kb: u64,
+    pub file_rss_kb: u64,
+    pub shmem_rss_kb: u64,
+    /// `bpf_get_current_cgroup_id()` of the task that ran the OOM killer.
+    pub cgroup_id: u64,
+}
+
+/// Indices into the `OOM_FIELDS` array: offsets of `oom:mark_victim` fields in the
+/// tracepoint record, written by userspace from the tracepoint's format file (0 when
+/// this kernel's tracepoint has no such field).
+pub mod oom_field {
+    pub const TOTAL_VM: u32 = 0;
+    pub const ANON_RSS: u32 = 1;
+    pub const FILE_RSS: u32 = 2;
+    pub const SHMEM_RSS: u32 = 3;
+    pub const SLOTS: u32 = 4;
 }
 
 /// A thread inside a wait syscall, as the enter probe saw it (map `WAITING`, keyed by
@@ -257,6 +289,7 @@ mod pod {
     unsafe impl aya::Pod for super::WaitEvent {}
     unsafe impl aya::Pod for super::WaitStart {}
     unsafe impl aya::Pod for super::FutexKey {}
+    unsafe impl aya::Pod for super::OomEvent {}
 }
 
 #[cfg(test)]
@@ -276,5 +309,7 @@ mod tests {
         assert_eq!(size_of::<Config>(), 8 + 8 + 4 + 4);
         assert_eq!(size_of::<WaitStart>(), 8 + 8 + 24 + 4 * 4);
         assert_eq!(size_of::<FutexKey>(), 16);
+        assert_eq!(size_of::<OomEvent>(), 8 + 5 * 8);
+        assert!(size_of::<OomEvent>() <= BODY_SIZE);
     }
 }

@@ -10,6 +10,7 @@
 
 mod maps;
 mod memory;
+mod oom;
 mod record;
 mod stack;
 mod waits;

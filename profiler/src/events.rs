@@ -202,3 +202,21 @@ pub struct WaitRecord {
     pub ret: i32,
     pub stack: Option<StackSample>,
 }
+
+/// The OOM killer chose process `victim_pid` (`oom:mark_victim`). Sizes in kB as the
+/// kernel reports them (0 when its tracepoint lacks the field).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OomRecord {
+    pub victim_pid: u32,
+    /// The process whose allocation ran the OOM killer (often the victim).
+    pub by_pid: u32,
+    pub time_ns: u64,
+    pub total_vm_kb: u64,
+    pub anon_rss_kb: u64,
+    pub file_rss_kb: u64,
+    pub shmem_rss_kb: u64,
+    /// cgroup id of the task that ran the OOM killer.
+    pub cgroup_id: u64,
+    /// The allocating stack, when the victim itself ran the OOM killer.
+    pub stack: Option<StackSample>,
+}

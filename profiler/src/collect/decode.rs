@@ -1,9 +1,11 @@
 //! Decoding ring-buffer records into plain [`crate::events`] types.
 //!
 //! Pure: takes the bytes of one record, so it is unit-tested without a kernel.
-use profiler_common::{EventHeader, EventKind, MemEvent, WaitEvent, BODY_SIZE, STACK_OFFSET};
+use profiler_common::{
+    EventHeader, EventKind, MemEvent, OomEvent, WaitEvent, BODY_SIZE, STACK_OFFSET,
+};
 
-use crate::events::{MemOp, MemRecord, MemSample, StackSample, WaitRecord, WaitSyscall};
+use crate::events::{MemOp, MemRecord, MemSample, OomRecord, StackSample, WaitRecord, WaitSyscall};
 
 /// A record that could not be decoded (a bug on one side, or a truncated record).
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -23,6 +25,7 @@ pub enum DecodeError {
 pub enum Record {
     Mem(MemRecord),
     Wait(WaitRecord),
+    Oom(OomRecord),
 }
 
 fn read_pod<T: Copy>(bytes: &[u8]) -> T {
@@ -71,6 +74,20 @@ pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
             stack,
         }));
     }
+    if kind == EventKind::OomVictim {
+        let ev: OomEvent = read_pod(body);
+        return Ok(Record::Oom(OomRecord {
+            victim_pid: ev.victim_pid,
+            by_pid: header.tgid,
+            time_ns: header.ktime_ns,
+            total_vm_kb: ev.total_vm_kb,
+            anon_rss_kb: ev.anon_rss_kb,
+            file_rss_kb: ev.file_rss_kb,
+            shmem_rss_kb: ev.shmem_rss_kb,
+            cgroup_id: ev.cgroup_id,
+            stack,
+        }));
+    }
     let ev: MemEvent = read_pod(body);
     let op = match kind {
         EventKind::Mmap => MemOp::Mmap {
@@ -99,7 +116,9 @@ pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
         },
         EventKind::Exec => MemOp::Exec,
         EventKind::Exit => MemOp::Exit,
-        EventKind::FutexWait | EventKind::SocketWait => unreachable!("handled above"),
+        EventKind::FutexWait | EventKind::SocketWait | EventKind::OomVictim => {
+            unreachable!("handled above")
+        }
     };
     let sample = match (header.weight, stack) {
         (weight, Some(stack)) if weight > 0 => Some(MemSample {
@@ -217,6 +236,37 @@ pub(crate) mod tests {
             (5_000_000, 0x1234, -110)
         );
         assert!(w.stack.is_none());
+    }
+
+    /// Check that an OOM record decodes with the victim, sizes and the allocating stack.
+    #[test]
+    fn decodes_oom_victim() {
+        let header = EventHeader {
+            kind: EventKind::OomVictim as u32,
+            tgid: 42,
+            tid: 43,
+            stack_len: 8,
+            ktime_ns: 7,
+            stack_base: 0x9000,
+            weight: 1,
+            ..Default::default()
+        };
+        let ev = OomEvent {
+            victim_pid: 42,
+            anon_rss_kb: 65536,
+            total_vm_kb: 70000,
+            cgroup_id: 99,
+            ..Default::default()
+        };
+        let Record::Oom(o) = decode(&encode(header, ev, &[1u8; 8])).unwrap() else {
+            panic!("expected an OOM record")
+        };
+        assert_eq!((o.victim_pid, o.by_pid, o.time_ns), (42, 42, 7));
+        assert_eq!(
+            (o.anon_rss_kb, o.total_vm_kb, o.cgroup_id),
+            (65536, 70000, 99)
+        );
+        assert_eq!(o.stack.unwrap().base, 0x9000);
     }
 
     /// Check that truncated records are errors, not panics.

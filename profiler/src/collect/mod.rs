@@ -4,6 +4,7 @@
 //! configuration maps, attaches the tracepoints and turns ring-buffer records into plain
 //! [`Record`]s. Everything downstream works on those.
 pub mod decode;
+pub mod format;
 mod host;
 
 use aya::{
@@ -307,6 +308,60 @@ impl Collector {
             }
         }
         Ok(skipped)
+    }
+
+    /// Attach the OOM-kill probe (`oom:mark_victim`). Returns false, not an error, when
+    /// this kernel has no such tracepoint: OOM snapshots are then not taken.
+    pub fn attach_oom_probe(&mut self) -> Result<bool, CollectError> {
+        use profiler_common::oom_field;
+        let format = format::read("oom", "mark_victim").unwrap_or_default();
+        let mut fields: Array<_, u32> = Array::try_from(map(&mut self.ebpf, "OOM_FIELDS")?)
+            .map_err(|e| CollectError::Map("OOM_FIELDS", e.to_string()))?;
+        for (slot, name) in [
+            (oom_field::TOTAL_VM, "total_vm"),
+            (oom_field::ANON_RSS, "anon_rss"),
+            (oom_field::FILE_RSS, "file_rss"),
+            (oom_field::SHMEM_RSS, "shmem_rss"),
+        ] {
+            let offset = format::field_offset(&format, name).unwrap_or(0);
+            fields
+                .set(slot, offset, 0)
+                .map_err(|e| CollectError::Map("OOM_FIELDS", e.to_string()))?;
+        }
+        match self.attach(("oom", "mark_victim")) {
+            Ok(()) => Ok(true),
+            Err(CollectError::MissingTracepoint { .. }) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Stop tracing process `pid` (it exited and was reported). Best effort: a pid
+    /// that is not in the map is already not traced.
+    pub fn remove_target(&mut self, pid: u32) {
+        if let Some(Ok(mut targets)) = self
+            .ebpf
+            .map_mut("TARGETS")
+            .map(HashMap::<_, u32, u32>::try_from)
+        {
+            let _ = targets.remove(&pid);
+        }
+    }
+
+    /// Forget the per-window futex wait/wake counts, so that the next window's stall
+    /// verdict only counts wakes made in it.
+    pub fn clear_futex_counts(&mut self) {
+        for name in ["FUTEX_WAITS", "FUTEX_WAKES"] {
+            let Some(m) = self.ebpf.map_mut(name) else {
+                continue;
+            };
+            let Ok(mut counts) = HashMap::<_, FutexKey, u64>::try_from(m) else {
+                continue;
+            };
+            let keys: Vec<FutexKey> = counts.keys().filter_map(Result::ok).collect();
+            for key in keys {
+                let _ = counts.remove(&key);
+            }
+        }
     }
 
     fn attach(&mut self, (category, name): (&str, &str)) -> Result<(), CollectError> {

@@ -1,5 +1,6 @@
 //! `profiler record`: capture a window, then write flamegraphs and a report.
-mod output;
+pub mod capture;
+pub(crate) mod output;
 mod session;
 pub mod snapshot;
 
@@ -7,14 +8,10 @@ use std::{path::PathBuf, time::Duration};
 
 use anyhow::Context as _;
 
+pub use capture::{Capture, Window};
 pub use session::Session;
 
-use crate::{
-    collect::{Collector, CollectorConfig},
-    offcpu::{verdict, ThreadSnapshot},
-    procfs,
-    render::waits::{BlockedStack, ProcessWaits, WaitReport},
-};
+use crate::{procfs, render::waits::WaitReport};
 
 /// What to record, as plain values (the CLI converts its arguments into this).
 #[derive(Clone, Debug)]
@@ -50,8 +47,7 @@ pub async fn record(opts: &RecordOptions) -> anyhow::Result<RecordSummary> {
     ensure_targets_exist(&opts.pids)?;
     output::prepare_dir(&opts.out)?;
 
-    let (mut collector, mut session) = attach(opts)?;
-    let started = std::time::Instant::now();
+    let mut capture = Capture::attach(opts)?;
     eprintln!(
         "profiler: recording {} {}; press Ctrl-C to stop early",
         describe_targets(&opts.pids),
@@ -61,45 +57,27 @@ pub async fn record(opts: &RecordOptions) -> anyhow::Result<RecordSummary> {
         }
     );
 
-    let stop_reason = capture_loop(&mut collector, &mut session, opts.duration).await?;
-    let mut batch = Vec::new();
-    collector.drain(&mut batch);
-    for record in batch {
-        session.ingest(record);
-    }
-    let window_secs = started.elapsed().as_secs_f64();
-    session.read_final_rss();
-    let counters = collector.counters();
-    let waits = opts
-        .waits
-        .then(|| wait_report(&mut session, &collector, opts, started.elapsed()));
-    drop(collector); // detach the probes before the (slower) rendering
-    let memory = opts.memory.then(|| {
-        session.report(
-            describe_targets(&opts.pids),
-            window_secs,
-            opts.sample_bytes,
-            counters,
-        )
-    });
+    let stop_reason = capture_loop(&mut capture, opts.duration).await?;
+    let window = capture.finish(None);
+    drop(capture); // detach the probes before the (slower) rendering
     output::write_all(
         &opts.out,
-        memory.as_ref(),
-        waits.as_ref(),
-        &counters,
-        window_secs,
+        window.memory.as_ref(),
+        window.waits.as_ref(),
+        &window.counters,
+        window.window_secs,
     )?;
     Ok(RecordSummary {
         out: opts.out.clone(),
-        window_secs,
-        events_seen: counters.seen,
-        events_lost: counters.lost,
+        window_secs: window.window_secs,
+        events_seen: window.counters.seen,
+        events_lost: window.counters.lost,
         stop_reason,
     })
 }
 
 /// One line for a missing target, before anything is loaded.
-fn ensure_targets_exist(pids: &[u32]) -> anyhow::Result<()> {
+pub(crate) fn ensure_targets_exist(pids: &[u32]) -> anyhow::Result<()> {
     anyhow::ensure!(!pids.is_empty(), "no target: give at least one --pid");
     for &pid in pids {
         anyhow::ensure!(procfs::is_alive(pid), "process {pid} does not exist");
@@ -107,131 +85,17 @@ fn ensure_targets_exist(pids: &[u32]) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Check the targets, load and attach the probes, seed the session.
-fn attach(opts: &RecordOptions) -> anyhow::Result<(Collector, Session)> {
-    anyhow::ensure!(
-        opts.memory || opts.waits,
-        "nothing to record: enable --memory or --waits"
-    );
-    let mut collector = Collector::load(&CollectorConfig {
-        sample_bytes: opts.sample_bytes,
-        stack_pages: opts.stack_pages,
-        all_processes: false,
-        wait_threshold_ns: opts.wait_threshold.as_nanos() as u64,
-    })?;
-    let mut session = Session::new();
-    for &pid in &opts.pids {
-        let brk = session
-            .add_target(pid)
-            .with_context(|| format!("attaching to process {pid}"))?;
-        collector.add_target(pid, brk)?;
-    }
-    if opts.memory {
-        collector.attach_memory_probes()?;
-    }
-    if opts.waits {
-        for name in collector.attach_wait_probes()? {
-            eprintln!("profiler: note: this kernel has no tracepoint syscalls:{name}; those waits are not seen");
-        }
-    }
-    session.window_start_ns = crate::collect::monotonic_now_ns();
-    Ok((collector, session))
-}
-
-/// Snapshot the in-flight waits of every live target and judge stalls.
-fn wait_report(
-    session: &mut Session,
-    collector: &Collector,
-    opts: &RecordOptions,
-    observed: Duration,
-) -> WaitReport {
-    let observed_ns = observed.as_nanos() as u64;
-    let stall_ns = opts.stall_threshold.as_nanos() as u64;
-    let mut processes = Vec::new();
-    let pids: Vec<u32> = session.targets.keys().copied().collect();
-    for pid in pids {
-        let snap = snapshot::take(session, collector, pid, observed_ns);
-        let stacks = &session.stacks;
-        let (verdict, in_flight) = match &snap {
-            Some(snap) => verdict::judge(snap, stall_ns, |id| {
-                stacks.get(id).map(|s| s.names.clone()).unwrap_or_default()
-            }),
-            None => (verdict::Verdict::Exited, Vec::new()),
-        };
-        let snap = snap.unwrap_or_else(|| ThreadSnapshot {
-            pid,
-            comm: session
-                .targets
-                .get(&pid)
-                .map(|t| t.comm.clone())
-                .unwrap_or_default(),
-            observed_ns,
-            ..Default::default()
-        });
-        let completed = session
-            .waits
-            .of_process(pid)
-            .into_iter()
-            .map(|(on, stack, totals)| BlockedStack {
-                kind: on.kind_label(),
-                on: on.describe(),
-                frames: stack
-                    .and_then(|id| stacks.get(id))
-                    .map(|s| s.names.clone())
-                    .unwrap_or_default(),
-                ns: totals.ns,
-                count: totals.count,
-            })
-            .collect();
-        let mut futexes: Vec<(u64, u64, u64)> = snap
-            .futex_waits
-            .iter()
-            .map(|(&addr, &waits)| {
-                (
-                    addr,
-                    waits,
-                    snap.futex_wakes.get(&addr).copied().unwrap_or(0),
-                )
-            })
-            .collect();
-        futexes.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
-        processes.push(ProcessWaits {
-            pid,
-            comm: snap.comm.clone(),
-            threads: snap.threads,
-            verdict,
-            completed,
-            in_flight,
-            futexes,
-            observed_ns,
-        });
-    }
-    WaitReport {
-        threshold_ns: opts.wait_threshold.as_nanos() as u64,
-        stall_threshold_ns: stall_ns,
-        short_waits: collector.counters().short_waits,
-        processes,
-    }
-}
-
 /// `profiler stalls`: watch the targets' waits briefly, then print the verdict and the
 /// blocked stacks. Returns the wait report (printed by the caller).
 pub async fn stalls(opts: &RecordOptions) -> anyhow::Result<WaitReport> {
     ensure_targets_exist(&opts.pids)?;
-    let (collector, mut session) = attach(opts)?;
-    let started = std::time::Instant::now();
+    let mut capture = Capture::attach(opts)?;
     tokio::time::sleep(opts.duration.unwrap_or(Duration::from_secs(2))).await;
-    Ok(wait_report(
-        &mut session,
-        &collector,
-        opts,
-        started.elapsed(),
-    ))
+    Ok(capture.wait_report(None))
 }
 
 async fn capture_loop(
-    collector: &mut Collector,
-    session: &mut Session,
+    capture: &mut Capture,
     duration: Option<Duration>,
 ) -> anyhow::Result<&'static str> {
     use tokio::signal::unix::{signal, SignalKind};
@@ -245,12 +109,12 @@ async fn capture_loop(
             _ = &mut deadline => return Ok("window elapsed"),
             _ = sigint.recv() => return Ok("interrupted (SIGINT)"),
             _ = sigterm.recv() => return Ok("terminated (SIGTERM)"),
-            r = collector.next_batch(&mut batch, Duration::from_millis(200)) => {
+            r = capture.next_batch(&mut batch, Duration::from_millis(200)) => {
                 r?;
                 for record in batch.drain(..) {
-                    session.ingest(record);
+                    capture.session.ingest(record);
                 }
-                if session.all_exited() {
+                if capture.session.all_exited() {
                     return Ok("every target exited");
                 }
             }
@@ -258,7 +122,7 @@ async fn capture_loop(
     }
 }
 
-fn describe_targets(pids: &[u32]) -> String {
+pub(crate) fn describe_targets(pids: &[u32]) -> String {
     let list: Vec<String> = pids.iter().map(u32::to_string).collect();
     format!("pid {}", list.join(", "))
 }

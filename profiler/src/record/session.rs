@@ -114,6 +114,8 @@ impl Session {
         match record {
             Record::Mem(m) => self.ingest_memory(m),
             Record::Wait(w) => self.ingest_wait(w),
+            // OOM kills are handled by the daemon, which sees records before the session.
+            Record::Oom(_) => {}
         }
     }
 

@@ -1,0 +1,350 @@
+//! A capture: the loaded probes ([`Collector`]) and the userspace state they feed
+//! ([`Session`]), shared by `record` (one window) and `daemon` (one window after the
+//! other, with the probes attached throughout).
+//!
+//! Memory is a ledger of live mappings: a process's ranges keep the stack that created
+//! them for as long as the capture follows the process, so a later window (and an OOM
+//! snapshot) still knows who holds memory created in an earlier one. What is per window
+//! is the rest: event counters, waits, futex wake counts, and the "before" values
+//! (committed bytes and RSS) the report's net growth is measured from.
+use std::{
+    collections::BTreeMap,
+    time::{Duration, Instant},
+};
+
+use anyhow::Context as _;
+
+use super::{snapshot, RecordOptions, Session};
+use crate::{
+    collect::{monotonic_now_ns, CollectError, Collector, CollectorConfig, Counters, Record},
+    offcpu::{verdict, ThreadSnapshot},
+    procfs,
+    render::{
+        waits::{BlockedStack, ProcessWaits, WaitReport},
+        MemoryReport,
+    },
+};
+
+/// What one window learned, ready to be written.
+#[derive(Debug)]
+pub struct Window {
+    pub memory: Option<MemoryReport>,
+    pub waits: Option<WaitReport>,
+    /// Event counters of this window only.
+    pub counters: Counters,
+    /// Seconds since the window started.
+    pub window_secs: f64,
+}
+
+/// Loaded, attached probes and the state they feed.
+pub struct Capture {
+    collector: Collector,
+    pub session: Session,
+    opts: RecordOptions,
+    /// What is targeted, for titles (e.g. `pid 1234`).
+    target_label: String,
+    /// When the probes were attached: memory growth is counted from here.
+    attached: Instant,
+    window_start: Instant,
+    counters_at_start: Counters,
+    /// Committed bytes by region kind label per process when the window started.
+    committed_at_start: BTreeMap<u32, BTreeMap<String, u64>>,
+}
+
+impl Capture {
+    /// Load the probes, register and seed the targets of `opts.pids`, attach.
+    pub fn attach(opts: &RecordOptions) -> anyhow::Result<Self> {
+        anyhow::ensure!(
+            opts.memory || opts.waits,
+            "nothing to record: enable --memory or --waits"
+        );
+        let mut collector = Collector::load(&CollectorConfig {
+            sample_bytes: opts.sample_bytes,
+            stack_pages: opts.stack_pages,
+            all_processes: false,
+            wait_threshold_ns: opts.wait_threshold.as_nanos() as u64,
+        })?;
+        let mut session = Session::new();
+        for &pid in &opts.pids {
+            let brk = session
+                .add_target(pid)
+                .with_context(|| format!("attaching to process {pid}"))?;
+            collector.add_target(pid, brk)?;
+        }
+        if opts.memory {
+            collector.attach_memory_probes()?;
+        }
+        if opts.waits {
+            for name in collector.attach_wait_probes()? {
+                eprintln!("profiler: note: this kernel has no tracepoint syscalls:{name}; those waits are not seen");
+            }
+        }
+        session.window_start_ns = monotonic_now_ns();
+        let now = Instant::now();
+        let mut capture = Self {
+            collector,
+            session,
+            opts: opts.clone(),
+            target_label: super::describe_targets(&opts.pids),
+            attached: now,
+            window_start: now,
+            counters_at_start: Counters::default(),
+            committed_at_start: BTreeMap::new(),
+        };
+        capture.remember_committed();
+        Ok(capture)
+    }
+
+    /// The options the capture was attached with.
+    pub fn options(&self) -> &RecordOptions {
+        &self.opts
+    }
+
+    /// Name the targets in titles and reports (e.g. the daemon's selector).
+    pub fn set_target_label(&mut self, label: String) {
+        self.target_label = label;
+    }
+
+    /// Attach the OOM-kill probe; false when the kernel has no `oom:mark_victim`.
+    pub fn attach_oom_probe(&mut self) -> Result<bool, CollectError> {
+        self.collector.attach_oom_probe()
+    }
+
+    /// Start following process `pid` (seed its ledger, trace it in the kernel).
+    pub fn add_target(&mut self, pid: u32) -> anyhow::Result<()> {
+        let brk = self
+            .session
+            .add_target(pid)
+            .with_context(|| format!("attaching to process {pid}"))?;
+        self.collector.add_target(pid, brk)?;
+        if let Some(t) = self.session.targets.get(&pid) {
+            self.committed_at_start
+                .insert(pid, labelled(&t.ledger.committed_by_kind()));
+        }
+        Ok(())
+    }
+
+    /// Wait up to `timeout` for records and return them, not yet ingested.
+    pub async fn next_batch(
+        &mut self,
+        out: &mut Vec<Record>,
+        timeout: Duration,
+    ) -> Result<(), CollectError> {
+        self.collector.next_batch(out, timeout).await
+    }
+
+    /// Take every record in the ring buffer now and apply it to the session.
+    pub fn drain(&mut self) {
+        let mut batch = Vec::new();
+        self.collector.drain(&mut batch);
+        for record in batch {
+            self.session.ingest(record);
+        }
+    }
+
+    /// End the window: drain the ring, read the final RSS and build the reports of
+    /// every target (or only `only`). The probes stay attached.
+    pub fn finish(&mut self, only: Option<u32>) -> Window {
+        self.drain();
+        let now = Instant::now();
+        let window_secs = (now - self.window_start).as_secs_f64();
+        let attached_secs = (now - self.attached).as_secs_f64();
+        self.session.read_final_rss();
+        let counters = since(self.collector.counters(), self.counters_at_start);
+        let waits = self.opts.waits.then(|| self.wait_report(only));
+        let memory = self
+            .opts
+            .memory
+            .then(|| self.memory_report(only, attached_secs, counters));
+        Window {
+            memory,
+            waits,
+            counters,
+            window_secs,
+        }
+    }
+
+    /// The memory report. Stacks hold what was created since the probes attached;
+    /// `mapped_before` and RSS before are this window's start, so net growth by kind
+    /// is the window's.
+    fn memory_report(&self, only: Option<u32>, secs: f64, counters: Counters) -> MemoryReport {
+        let mut report = self.session.report(
+            self.target_label.clone(),
+            secs,
+            self.opts.sample_bytes,
+            counters,
+        );
+        if let Some(pid) = only {
+            report.processes.retain(|p| p.pid == pid);
+            report.target = format!("pid {pid}");
+        }
+        for p in &mut report.processes {
+            if let Some(before) = self.committed_at_start.get(&p.pid) {
+                p.mapped_before = before.clone();
+            }
+        }
+        report
+    }
+
+    /// Start the next window with the probes still attached: reset the per-window
+    /// counts, forget targets that exited (they were reported), and take the new
+    /// "before" values.
+    pub fn next_window(&mut self) {
+        let exited: Vec<u32> = self
+            .session
+            .targets
+            .values()
+            .filter(|t| t.exited)
+            .map(|t| t.pid)
+            .collect();
+        for pid in exited {
+            self.session.targets.remove(&pid);
+            self.committed_at_start.remove(&pid);
+            self.collector.remove_target(pid);
+        }
+        self.session.waits = Default::default();
+        for t in self.session.targets.values_mut() {
+            t.rss_before = t.rss_after.take().or_else(|| procfs::read_rss(t.pid).ok());
+            t.events = 0;
+            t.samples = 0;
+            t.truncated = 0;
+            t.waits = 0;
+        }
+        self.collector.clear_futex_counts();
+        self.counters_at_start = self.collector.counters();
+        self.session.window_start_ns = monotonic_now_ns();
+        self.window_start = Instant::now();
+        self.remember_committed();
+    }
+
+    fn remember_committed(&mut self) {
+        self.committed_at_start = self
+            .session
+            .targets
+            .values()
+            .map(|t| (t.pid, labelled(&t.ledger.committed_by_kind())))
+            .collect();
+    }
+
+    /// Snapshot the in-flight waits of every live target (or only `only`) and judge
+    /// stalls.
+    pub fn wait_report(&mut self, only: Option<u32>) -> WaitReport {
+        let observed_ns = self.window_start.elapsed().as_nanos() as u64;
+        let stall_ns = self.opts.stall_threshold.as_nanos() as u64;
+        let session = &mut self.session;
+        let mut processes = Vec::new();
+        let pids: Vec<u32> = session
+            .targets
+            .keys()
+            .copied()
+            .filter(|&p| only.is_none_or(|o| o == p))
+            .collect();
+        for pid in pids {
+            let snap = snapshot::take(session, &self.collector, pid, observed_ns);
+            let stacks = &session.stacks;
+            let (verdict, in_flight) = match &snap {
+                Some(snap) => verdict::judge(snap, stall_ns, |id| {
+                    stacks.get(id).map(|s| s.names.clone()).unwrap_or_default()
+                }),
+                None => (verdict::Verdict::Exited, Vec::new()),
+            };
+            let snap = snap.unwrap_or_else(|| ThreadSnapshot {
+                pid,
+                comm: session
+                    .targets
+                    .get(&pid)
+                    .map(|t| t.comm.clone())
+                    .unwrap_or_default(),
+                observed_ns,
+                ..Default::default()
+            });
+            let completed = session
+                .waits
+                .of_process(pid)
+                .into_iter()
+                .map(|(on, stack, totals)| BlockedStack {
+                    kind: on.kind_label(),
+                    on: on.describe(),
+                    frames: stack
+                        .and_then(|id| stacks.get(id))
+                        .map(|s| s.names.clone())
+                        .unwrap_or_default(),
+                    ns: totals.ns,
+                    count: totals.count,
+                })
+                .collect();
+            let mut futexes: Vec<(u64, u64, u64)> = snap
+                .futex_waits
+                .iter()
+                .map(|(&addr, &waits)| {
+                    (
+                        addr,
+                        waits,
+                        snap.futex_wakes.get(&addr).copied().unwrap_or(0),
+                    )
+                })
+                .collect();
+            futexes.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+            processes.push(ProcessWaits {
+                pid,
+                comm: snap.comm.clone(),
+                threads: snap.threads,
+                verdict,
+                completed,
+                in_flight,
+                futexes,
+                observed_ns,
+            });
+        }
+        WaitReport {
+            threshold_ns: self.opts.wait_threshold.as_nanos() as u64,
+            stall_threshold_ns: stall_ns,
+            short_waits: self.collector.counters().short_waits,
+            processes,
+        }
+    }
+}
+
+/// Counters accumulated since `start` (the kernel's counters only ever grow).
+fn since(now: Counters, start: Counters) -> Counters {
+    Counters {
+        seen: now.seen.saturating_sub(start.seen),
+        sampled: now.sampled.saturating_sub(start.sampled),
+        lost: now.lost.saturating_sub(start.lost),
+        stack_read_failed: now
+            .stack_read_failed
+            .saturating_sub(start.stack_read_failed),
+        decode_errors: now.decode_errors.saturating_sub(start.decode_errors),
+        short_waits: now.short_waits.saturating_sub(start.short_waits),
+        futex_wakes: now.futex_wakes.saturating_sub(start.futex_wakes),
+    }
+}
+
+fn labelled(m: &BTreeMap<crate::ledger::RegionKind, u64>) -> BTreeMap<String, u64> {
+    m.iter().map(|(k, v)| (k.label().to_string(), *v)).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Check that a window's counters are the difference from its start, never negative.
+    #[test]
+    fn window_counters_are_differences() {
+        let start = Counters {
+            seen: 10,
+            lost: 2,
+            short_waits: 5,
+            ..Default::default()
+        };
+        let now = Counters {
+            seen: 25,
+            lost: 2,
+            short_waits: 4,
+            sampled: 3,
+            ..Default::default()
+        };
+        let d = since(now, start);
+        assert_eq!((d.seen, d.lost, d.short_waits, d.sampled), (15, 0, 0, 3));
+    }
+}
