@@ -23,6 +23,9 @@ pub enum Command {
     /// Say now whether a process is stuck: watch its waits briefly, then print the
     /// stall verdict and the blocked stacks.
     Stalls(StallsArgs),
+    /// Run headless: a capture every --interval under DIR/<UTC time>/, DIR/latest and
+    /// DIR/index.html, plus snapshots on OOM kills, RSS crossings and stalls.
+    Daemon(DaemonArgs),
 }
 
 #[derive(Debug, Args)]
@@ -110,6 +113,75 @@ impl From<RecordArgs> for RecordOptions {
     }
 }
 
+#[derive(Debug, Args)]
+pub struct DaemonArgs {
+    #[command(flatten)]
+    pub target: TargetArgs,
+    /// Length of one capture (e.g. 60s, 5m).
+    #[arg(long, default_value = "60s", value_parser = units::parse_duration)]
+    pub interval: std::time::Duration,
+    /// Output directory (created if missing).
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    /// Delete captures older than this (e.g. 24h).
+    #[arg(long, value_parser = units::parse_duration)]
+    pub retain: Option<std::time::Duration>,
+    /// Delete the oldest captures while everything the daemon wrote exceeds this (e.g. 1GiB).
+    #[arg(long, value_parser = units::parse_bytes)]
+    pub max_disk: Option<u64>,
+    /// Snapshot a target when its RSS crosses this size (e.g. 2GiB).
+    #[arg(long, value_parser = units::parse_bytes)]
+    pub rss_threshold: Option<u64>,
+    /// At most one RSS or stall snapshot per process per this long.
+    #[arg(long, default_value = "5m", value_parser = units::parse_duration)]
+    pub snapshot_cooldown: std::time::Duration,
+    /// Mean bytes between two stack samples; 1 samples every event.
+    #[arg(long, default_value = "256KiB", value_parser = units::parse_bytes)]
+    pub sample_bytes: u64,
+    /// Pages (4 KiB) of user stack copied per sample, 1 to 8.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=8))]
+    pub stack_pages: u32,
+    /// Record memory growth (default: both memory and waits).
+    #[arg(long)]
+    pub memory: bool,
+    /// Record blocked time and judge stalls (default: both memory and waits).
+    #[arg(long)]
+    pub waits: bool,
+    /// Waits shorter than this are only counted (in the kernel).
+    #[arg(long, default_value = "1ms", value_parser = units::parse_duration)]
+    pub wait_threshold: std::time::Duration,
+    /// Threads blocked longer than this with no wake count towards a STALLED verdict
+    /// (and a stall snapshot).
+    #[arg(long, default_value = "10s", value_parser = units::parse_duration)]
+    pub stall_threshold: std::time::Duration,
+}
+
+impl From<DaemonArgs> for crate::daemon::DaemonOptions {
+    fn from(a: DaemonArgs) -> Self {
+        crate::daemon::DaemonOptions {
+            record: RecordOptions {
+                pids: a.target.pids,
+                duration: None,
+                out: a.out.clone(),
+                sample_bytes: a.sample_bytes,
+                stack_pages: a.stack_pages,
+                memory: a.memory || !a.waits,
+                waits: a.waits || !a.memory,
+                wait_threshold: a.wait_threshold,
+                stall_threshold: a.stall_threshold,
+            },
+            interval: a.interval,
+            out: a.out,
+            retention: crate::daemon::retention::Policy {
+                max_age: a.retain,
+                max_bytes: a.max_disk,
+            },
+            rss_threshold: a.rss_threshold,
+            snapshot_cooldown: a.snapshot_cooldown,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -165,6 +237,41 @@ mod tests {
         assert_eq!(parse(&["--memory"]), (true, false));
         assert_eq!(parse(&["--waits"]), (false, true));
         assert_eq!(parse(&["--memory", "--waits"]), (true, true));
+    }
+
+    /// Check that daemon arguments convert into options with units applied.
+    #[test]
+    fn daemon_args_convert() {
+        let cli = Cli::try_parse_from([
+            "profiler",
+            "daemon",
+            "--pid",
+            "3",
+            "--interval",
+            "2s",
+            "--out",
+            "d",
+            "--retain",
+            "24h",
+            "--max-disk",
+            "1GiB",
+            "--rss-threshold",
+            "64MiB",
+        ])
+        .unwrap();
+        let Command::Daemon(args) = cli.command else {
+            panic!("expected daemon")
+        };
+        let opts = crate::daemon::DaemonOptions::from(args);
+        assert_eq!(opts.record.pids, vec![3]);
+        assert_eq!(opts.interval, std::time::Duration::from_secs(2));
+        assert_eq!(
+            opts.retention.max_age,
+            Some(std::time::Duration::from_secs(86400))
+        );
+        assert_eq!(opts.retention.max_bytes, Some(1 << 30));
+        assert_eq!(opts.rss_threshold, Some(64 << 20));
+        assert!(opts.record.memory && opts.record.waits);
     }
 
     /// Check that a bad size is a parse error, not a panic later.

@@ -4,10 +4,12 @@
 //! [`collect`] (the only module that touches the kernel) → [`events`] (plain types) →
 //! [`ledger`] (live mappings per process) → [`unwind`] → [`symbolize`] →
 //! [`aggregate`] (interned stacks) → [`render`] (folded, SVG, report) →
-//! [`record`] (the command that ties them together).
+//! [`record`] (the command that ties them together) and [`daemon`] (the same capture,
+//! continuously, with snapshots and retention).
 pub mod aggregate;
 pub mod cli;
 pub mod collect;
+pub mod daemon;
 pub mod events;
 pub mod ledger;
 pub mod offcpu;

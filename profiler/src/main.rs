@@ -25,6 +25,17 @@ fn main() {
                 );
                 anyhow::Ok(())
             }
+            Command::Daemon(args) => {
+                let summary = profiler::daemon::daemon(args.into()).await?;
+                eprintln!(
+                    "profiler: {}; {} intervals and {} snapshots written to {}",
+                    summary.stop_reason,
+                    summary.windows,
+                    summary.snapshots,
+                    summary.out.display()
+                );
+                Ok(())
+            }
             Command::Stalls(args) => {
                 let report = profiler::record::stalls(&args.into()).await?;
                 print!("{}", profiler::render::waits::text(&report));

@@ -1,0 +1,143 @@
+//! `DIR/index.html`: one plain page listing the captures, newest first, with links to
+//! their flamegraphs and reports and their verdict lines, so that a person opens one
+//! file in a browser. No scripts, no external resources.
+use std::{fmt::Write as _, path::Path};
+
+use super::layout::{self, CaptureKind, Found};
+
+/// Files linked from the index, in this order, when the capture has them.
+const LINKED: &[&str] = &[
+    "memory.svg",
+    "allocations.svg",
+    "waits.svg",
+    "report.txt",
+    "oom.txt",
+    "report.json",
+    "memory.pb.gz",
+    "allocations.pb.gz",
+    "waits.pb.gz",
+];
+
+/// Render the index of `captures` (any order; shown newest first).
+pub fn render(title: &str, captures: &[Found]) -> String {
+    let mut sorted: Vec<&Found> = captures.iter().collect();
+    sorted.sort_by(|a, b| b.time.cmp(&a.time).then_with(|| b.rel.cmp(&a.rel)));
+    let mut html = String::new();
+    let _ = write!(
+        html,
+        "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>{t}</title>\n\
+         <style>body{{font-family:sans-serif;margin:1.5em}}table{{border-collapse:collapse}}\
+         td,th{{border-bottom:1px solid #ddd;padding:.3em .6em;text-align:left;vertical-align:top}}\
+         .oom td{{background:#fde2e2}}.stall td{{background:#fff3cd}}.rss td{{background:#e2ecfd}}\
+         ul{{margin:0;padding-left:1em}}</style></head><body>\n<h1>{t}</h1>\n\
+         <p>{n} captures, newest first. <a href=\"{latest}/\">latest</a></p>\n\
+         <table>\n<tr><th>time (UTC)</th><th>kind</th><th>files</th><th>summary</th></tr>\n",
+        t = escape(title),
+        n = sorted.len(),
+        latest = layout::LATEST,
+    );
+    for c in sorted {
+        let kind = kind_name(c.kind);
+        let _ = write!(
+            html,
+            "<tr class=\"{kind}\"><td><a href=\"{rel}/\">{time}</a></td><td>{kind}</td><td>",
+            rel = escape(&c.rel),
+            time = escape(&layout::rfc3339(c.time)[..19].replace('T', " ")),
+        );
+        match &c.meta {
+            Some(meta) => {
+                let links: Vec<String> = LINKED
+                    .iter()
+                    .filter(|f| meta.files.iter().any(|m| m == *f))
+                    .map(|f| format!("<a href=\"{}/{f}\">{f}</a>", escape(&c.rel)))
+                    .collect();
+                html.push_str(&links.join(" "));
+                html.push_str("</td><td><ul>");
+                for line in &meta.summary {
+                    let _ = write!(html, "<li>{}</li>", escape(line));
+                }
+                html.push_str("</ul></td></tr>\n");
+            }
+            None => html.push_str("</td><td>(being written)</td></tr>\n"),
+        }
+    }
+    html.push_str("</table>\n</body></html>\n");
+    html
+}
+
+fn kind_name(kind: CaptureKind) -> &'static str {
+    match kind {
+        CaptureKind::Interval => "interval",
+        CaptureKind::Oom => "oom",
+        CaptureKind::Stall => "stall",
+        CaptureKind::Rss => "rss",
+    }
+}
+
+/// Rewrite `DIR/index.html` from the captures on disk.
+pub fn write(out: &Path, title: &str) -> std::io::Result<()> {
+    let html = render(title, &layout::list_captures(out));
+    layout::write_atomic(&out.join(layout::INDEX), html.as_bytes())
+}
+
+fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::daemon::layout::CaptureMeta;
+    use time::macros::datetime;
+
+    fn found(rel: &str, kind: CaptureKind, minute: i64, summary: &str) -> Found {
+        Found {
+            kind,
+            path: rel.into(),
+            rel: rel.into(),
+            time: datetime!(2026-11-24 14:00 UTC) + time::Duration::minutes(minute),
+            meta: Some(CaptureMeta {
+                summary: vec![summary.into()],
+                files: vec!["waits.svg".into(), "memory.svg".into(), "report.txt".into()],
+                ..Default::default()
+            }),
+        }
+    }
+
+    /// Check that captures are listed newest first with links to their files and
+    /// their summary lines escaped.
+    #[test]
+    fn lists_newest_first_with_links() {
+        let html = render(
+            "profiler daemon: pid 1",
+            &[
+                found("2026-11-24T14-00-00Z", CaptureKind::Interval, 0, "a <b>"),
+                found("oom/2026-11-24T14-01-00Z-x-5", CaptureKind::Oom, 1, "OOM"),
+                found("2026-11-24T14-02-00Z", CaptureKind::Interval, 2, "c"),
+            ],
+        );
+        let newest = html.find("2026-11-24T14-02-00Z/memory.svg").unwrap();
+        let oom = html
+            .find("oom/2026-11-24T14-01-00Z-x-5/memory.svg")
+            .unwrap();
+        let oldest = html.find("2026-11-24T14-00-00Z/memory.svg").unwrap();
+        assert!(newest < oom && oom < oldest);
+        assert!(html.contains("<li>a &lt;b&gt;</li>"));
+        assert!(html.contains("<tr class=\"oom\">"));
+        // memory.svg is linked before waits.svg whatever order the files were listed in.
+        let row = &html[newest..];
+        assert!(row.find("memory.svg") < row.find("waits.svg"));
+        assert!(html.contains("3 captures"));
+    }
+}

@@ -1,0 +1,437 @@
+//! The daemon's loop: one long-lived [`Capture`] (probes attached once), windows cut
+//! on a fixed schedule, snapshots when the kernel or a check says so.
+use std::{
+    collections::HashMap,
+    time::{Duration, Instant},
+};
+
+use anyhow::Context as _;
+use time::OffsetDateTime;
+use tokio::signal::unix::{signal, SignalKind};
+
+use super::{
+    index,
+    layout::{self, CaptureKind},
+    retention,
+    snapshots::{self, Triggers},
+    write, DaemonOptions,
+};
+use crate::{
+    collect::{monotonic_now_ns, Record},
+    events::OomRecord,
+    procfs,
+    record::{Capture, Window},
+};
+
+/// What woke the loop.
+enum Wake {
+    IntervalDue,
+    Hangup,
+    Stop(&'static str),
+    RssCheck,
+    StallCheck,
+    Batch(Result<(), crate::collect::CollectError>),
+}
+
+/// How often the stall verdict is evaluated: often enough to catch a stall soon after
+/// it passes the threshold, rarely enough that reading every thread's stack is cheap.
+fn stall_check_period(stall_threshold: Duration) -> Duration {
+    (stall_threshold / 2).clamp(Duration::from_secs(1), Duration::from_secs(10))
+}
+
+/// The running daemon.
+pub struct Daemon {
+    opts: DaemonOptions,
+    capture: Capture,
+    title: String,
+    window_started: OffsetDateTime,
+    triggers: Triggers,
+    /// The cgroup of each target, read when it was added (a killed process's is gone).
+    cgroups: HashMap<u32, String>,
+    /// Warned once already that every target is gone.
+    warned_no_targets: bool,
+    pub windows_written: u64,
+    pub snapshots_written: u64,
+}
+
+impl Daemon {
+    /// Load and attach the probes for the targets of `opts`.
+    pub fn start(opts: DaemonOptions) -> anyhow::Result<Self> {
+        crate::record::ensure_targets_exist(&opts.record.pids)?;
+        crate::record::output::prepare_dir(&opts.out)?;
+        let mut capture = Capture::attach(&opts.record)?;
+        if !capture.attach_oom_probe()? {
+            eprintln!("profiler: warning: this kernel has no tracepoint oom:mark_victim; OOM snapshots are off");
+        }
+        let label = crate::record::describe_targets(&opts.record.pids);
+        capture.set_target_label(label.clone());
+        let cgroups = opts
+            .record
+            .pids
+            .iter()
+            .filter_map(|&pid| Some((pid, snapshots::read_cgroup(pid)?)))
+            .collect();
+        let triggers = Triggers::new(opts.snapshot_cooldown);
+        Ok(Self {
+            title: format!("profiler daemon: {label}"),
+            opts,
+            capture,
+            window_started: OffsetDateTime::now_utc(),
+            triggers,
+            cgroups,
+            warned_no_targets: false,
+            windows_written: 0,
+            snapshots_written: 0,
+        })
+    }
+
+    /// Run until SIGTERM / SIGINT; the current window is written before returning.
+    pub async fn run(&mut self) -> anyhow::Result<&'static str> {
+        let mut sigterm =
+            signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+        let mut sigint =
+            signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+        let mut sighup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
+        let interval = self.opts.interval;
+        let mut due = tokio::time::Instant::now() + interval;
+        let mut rss_tick = tokio::time::interval(Duration::from_secs(1));
+        let mut stall_tick =
+            tokio::time::interval(stall_check_period(self.opts.record.stall_threshold));
+        rss_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        stall_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let watch_rss = self.opts.rss_threshold.is_some();
+        let watch_stalls = self.opts.record.waits;
+        self.write_index();
+        let mut batch = Vec::new();
+        loop {
+            let wake = tokio::select! {
+                _ = tokio::time::sleep_until(due) => Wake::IntervalDue,
+                _ = sighup.recv() => Wake::Hangup,
+                _ = sigterm.recv() => Wake::Stop("terminated (SIGTERM)"),
+                _ = sigint.recv() => Wake::Stop("interrupted (SIGINT)"),
+                _ = rss_tick.tick(), if watch_rss => Wake::RssCheck,
+                _ = stall_tick.tick(), if watch_stalls => Wake::StallCheck,
+                r = self.capture.next_batch(&mut batch, Duration::from_millis(200)) => Wake::Batch(r),
+            };
+            match wake {
+                Wake::IntervalDue => {
+                    self.end_window();
+                    // The schedule does not drift with the time spent writing; a window
+                    // that overran starts the next one from now.
+                    due += interval;
+                    let now = tokio::time::Instant::now();
+                    if due <= now {
+                        due = now + interval;
+                    }
+                }
+                Wake::Hangup => {
+                    eprintln!("profiler: SIGHUP: starting a new interval");
+                    self.end_window();
+                    due = tokio::time::Instant::now() + interval;
+                }
+                Wake::Stop(reason) => {
+                    self.end_window();
+                    return Ok(reason);
+                }
+                Wake::RssCheck => self.check_rss(),
+                Wake::StallCheck => self.check_stalls(),
+                Wake::Batch(r) => {
+                    r?;
+                    self.ingest(&mut batch);
+                }
+            }
+        }
+    }
+
+    /// Apply a batch; OOM kills are snapshotted after the rest of the batch, so the
+    /// victim's ledger has every event the kernel sent before the kill.
+    fn ingest(&mut self, batch: &mut Vec<Record>) {
+        let mut ooms = Vec::new();
+        for record in batch.drain(..) {
+            match record {
+                Record::Oom(oom) => ooms.push(oom),
+                other => self.capture.session.ingest(other),
+            }
+        }
+        for oom in ooms {
+            if self.triggers.oom(oom.victim_pid) {
+                self.oom_snapshot(&oom);
+            }
+        }
+    }
+
+    /// Write the window that just ended and start the next one.
+    fn end_window(&mut self) {
+        let window = self.capture.finish(None);
+        let ended = OffsetDateTime::now_utc();
+        let started = self.window_started;
+        match self.write_capture(CaptureKind::Interval, started, ended, &window, None, None) {
+            Ok(dir) => {
+                self.windows_written += 1;
+                let name = dir
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                if let Err(e) = layout::update_latest(&self.opts.out, &name) {
+                    eprintln!(
+                        "profiler: warning: cannot update {}/latest: {e}",
+                        self.opts.out.display()
+                    );
+                }
+            }
+            Err(e) => eprintln!("profiler: warning: interval not written: {e:#}"),
+        }
+        let gone: Vec<u32> = self
+            .capture
+            .session
+            .targets
+            .values()
+            .filter(|t| t.exited)
+            .map(|t| t.pid)
+            .collect();
+        for pid in gone {
+            self.triggers.forget(pid);
+            self.cgroups.remove(&pid);
+        }
+        self.capture.next_window();
+        self.window_started = ended;
+        if self.capture.session.targets.is_empty() && !self.warned_no_targets {
+            eprintln!("profiler: note: every target has exited; the daemon keeps running");
+            self.warned_no_targets = true;
+        }
+        self.prune_and_index();
+    }
+
+    /// Create the capture directory, write the window's files and `capture.json`.
+    fn write_capture(
+        &self,
+        kind: CaptureKind,
+        started: OffsetDateTime,
+        ended: OffsetDateTime,
+        window: &Window,
+        process: Option<(u32, &str)>,
+        extra: Option<(&str, &str)>,
+    ) -> anyhow::Result<std::path::PathBuf> {
+        let stamp_time = if kind == CaptureKind::Interval {
+            started
+        } else {
+            ended
+        };
+        let dir = layout::create_capture_dir(
+            &self.opts.out,
+            kind,
+            stamp_time,
+            process.map(|(pid, comm)| (comm, pid)),
+        )
+        .with_context(|| {
+            format!(
+                "creating a capture directory in {}",
+                self.opts.out.display()
+            )
+        })?;
+        write::window_files(&dir, window)?;
+        if let Some((name, text)) = extra {
+            std::fs::write(dir.join(name), text)
+                .with_context(|| format!("writing {}", dir.join(name).display()))?;
+        }
+        let mut summary = write::summary(window);
+        if let Some((_, text)) = extra {
+            summary.insert(0, text.lines().next().unwrap_or_default().to_string());
+        }
+        write::Finish {
+            kind,
+            started,
+            ended,
+            window_secs: window.window_secs,
+            summary,
+            process,
+            cgroup: process.and_then(|(pid, _)| self.cgroups.get(&pid).cloned()),
+            latency_ms: None,
+        }
+        .write(&dir)
+        .with_context(|| format!("writing {}", dir.join(layout::META).display()))?;
+        Ok(dir)
+    }
+
+    /// The OOM killer chose a target: write its ledger as it is now, before the exit.
+    fn oom_snapshot(&mut self, oom: &OomRecord) {
+        let pid = oom.victim_pid;
+        let comm = self
+            .capture
+            .session
+            .targets
+            .get(&pid)
+            .map(|t| t.comm.clone())
+            .or_else(|| procfs::read_comm(pid).ok())
+            .unwrap_or_else(|| "unknown".into());
+        let cgroup = self
+            .cgroups
+            .get(&pid)
+            .cloned()
+            .or_else(|| snapshots::read_cgroup(pid));
+        if let Some(c) = &cgroup {
+            self.cgroups.insert(pid, c.clone());
+        }
+        let trigger: Option<Vec<String>> = oom.stack.as_ref().and_then(|s| {
+            let id = self.capture.session.stack_of(pid, s)?;
+            Some(self.capture.session.stacks.get(id)?.names.clone())
+        });
+        let text = snapshots::oom_text(oom, &comm, cgroup.as_deref(), trigger.as_deref());
+        let mut window = self.capture.finish(Some(pid));
+        // The victim is being killed: its threads' waits say nothing useful.
+        window.waits = None;
+        let ended = OffsetDateTime::now_utc();
+        match self.write_capture(
+            CaptureKind::Oom,
+            self.window_started,
+            ended,
+            &window,
+            Some((pid, &comm)),
+            Some(("oom.txt", &text)),
+        ) {
+            Ok(dir) => {
+                let latency_ms = monotonic_now_ns().saturating_sub(oom.time_ns) as f64 / 1e6;
+                self.snapshots_written += 1;
+                eprintln!(
+                    "profiler: OOM kill of {comm} ({pid}); snapshot {} written {latency_ms:.1} ms after the kill",
+                    dir.display()
+                );
+                self.set_latency(&dir, latency_ms);
+                self.write_index();
+            }
+            Err(e) => {
+                eprintln!("profiler: warning: OOM snapshot of {comm} ({pid}) not written: {e:#}")
+            }
+        }
+    }
+
+    /// Record the snapshot latency in `capture.json` (measured once the files exist).
+    fn set_latency(&self, dir: &std::path::Path, latency_ms: f64) {
+        let path = dir.join(layout::META);
+        let Some(mut meta) = std::fs::read_to_string(&path)
+            .ok()
+            .and_then(|t| serde_json::from_str::<layout::CaptureMeta>(&t).ok())
+        else {
+            return;
+        };
+        meta.latency_ms = Some(latency_ms);
+        let _ = layout::write_meta(dir, &meta);
+    }
+
+    /// Snapshot targets whose RSS crossed the threshold.
+    fn check_rss(&mut self) {
+        let Some(threshold) = self.opts.rss_threshold else {
+            return;
+        };
+        let now = Instant::now();
+        let live: Vec<(u32, String)> = self
+            .capture
+            .session
+            .targets
+            .values()
+            .filter(|t| !t.exited)
+            .map(|t| (t.pid, t.comm.clone()))
+            .collect();
+        for (pid, comm) in live {
+            let Ok(rss) = procfs::read_rss(pid) else {
+                continue;
+            };
+            if !self.triggers.rss(pid, rss.total, threshold, now) {
+                continue;
+            }
+            let window = self.capture.finish(Some(pid));
+            let text = format!(
+                "RSS of {comm} ({pid}) crossed {}: {} resident (anon {}, file {}, shmem {})\n",
+                crate::units::human_bytes(threshold as f64),
+                crate::units::human_bytes(rss.total as f64),
+                crate::units::human_bytes(rss.anon as f64),
+                crate::units::human_bytes(rss.file as f64),
+                crate::units::human_bytes(rss.shmem as f64),
+            );
+            self.snapshot(CaptureKind::Rss, pid, &comm, &window, ("rss.txt", &text));
+        }
+    }
+
+    /// Snapshot targets for which the stall verdict fires.
+    fn check_stalls(&mut self) {
+        let report = self.capture.wait_report(None);
+        let now = Instant::now();
+        for p in &report.processes {
+            if !p.verdict.is_stalled() || !self.triggers.stall(p.pid, now) {
+                continue;
+            }
+            let mut waits = report.clone();
+            waits.processes.retain(|q| q.pid == p.pid);
+            let window = Window {
+                memory: None,
+                waits: Some(waits),
+                counters: Default::default(),
+                window_secs: p.observed_ns as f64 / 1e9,
+            };
+            let text = format!("{} ({}): {}\n", p.comm, p.pid, p.verdict.line());
+            self.snapshot(
+                CaptureKind::Stall,
+                p.pid,
+                &p.comm,
+                &window,
+                ("stall.txt", &text),
+            );
+        }
+    }
+
+    fn snapshot(
+        &mut self,
+        kind: CaptureKind,
+        pid: u32,
+        comm: &str,
+        window: &Window,
+        extra: (&str, &str),
+    ) {
+        let ended = OffsetDateTime::now_utc();
+        match self.write_capture(
+            kind,
+            self.window_started,
+            ended,
+            window,
+            Some((pid, comm)),
+            Some(extra),
+        ) {
+            Ok(dir) => {
+                self.snapshots_written += 1;
+                eprintln!("profiler: {}", extra.1.trim_end());
+                eprintln!("profiler: snapshot written to {}", dir.display());
+                self.write_index();
+            }
+            Err(e) => eprintln!("profiler: warning: snapshot of {comm} ({pid}) not written: {e:#}"),
+        }
+    }
+
+    /// Apply retention, then rewrite the index (again if retention removed captures,
+    /// so the index never links to a deleted capture and the bound holds with it).
+    fn prune_and_index(&mut self) {
+        self.write_index();
+        let outcome = retention::apply(
+            &self.opts.out,
+            self.opts.retention,
+            OffsetDateTime::now_utc(),
+        );
+        if outcome.deleted > 0 {
+            self.write_index();
+        }
+        if let Some(max) = self.opts.retention.max_bytes {
+            if outcome.total_bytes > max {
+                eprintln!(
+                    "profiler: warning: the newest capture alone ({} with the index) exceeds --max-disk {}",
+                    crate::units::human_bytes(outcome.total_bytes as f64),
+                    crate::units::human_bytes(max as f64)
+                );
+            }
+        }
+    }
+
+    fn write_index(&self) {
+        if let Err(e) = index::write(&self.opts.out, &self.title) {
+            eprintln!("profiler: warning: cannot write the index: {e}");
+        }
+    }
+}

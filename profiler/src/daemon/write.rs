@@ -1,0 +1,185 @@
+//! Writing one capture directory: the files `profiler record` writes for a window,
+//! then `capture.json` with the headline lines the index shows.
+use std::path::Path;
+
+use time::OffsetDateTime;
+
+use super::layout::{self, CaptureKind, CaptureMeta};
+use crate::{
+    record::{output, Window},
+    units::human_bytes,
+};
+
+/// Write the window's files into `dir` (already created and marked). Returns the names
+/// of the files written.
+pub fn window_files(dir: &Path, window: &Window) -> anyhow::Result<Vec<String>> {
+    output::write_all(
+        dir,
+        window.memory.as_ref(),
+        window.waits.as_ref(),
+        &window.counters,
+        window.window_secs,
+    )?;
+    Ok(files_in(dir))
+}
+
+/// Names of the regular files in `dir`, except the daemon's own bookkeeping.
+pub fn files_in(dir: &Path) -> Vec<String> {
+    let mut files: Vec<String> = std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n != layout::MARKER && n != layout::META)
+                .collect()
+        })
+        .unwrap_or_default();
+    files.sort();
+    files
+}
+
+/// One line per process: net committed growth of the window, bytes held by stacks,
+/// and the stall verdict.
+pub fn summary(window: &Window) -> Vec<String> {
+    let mut lines = Vec::new();
+    let mut pids: Vec<(u32, String)> = Vec::new();
+    if let Some(m) = &window.memory {
+        pids.extend(m.processes.iter().map(|p| (p.pid, p.comm.clone())));
+    }
+    if let Some(w) = &window.waits {
+        for p in &w.processes {
+            if !pids.iter().any(|(pid, _)| *pid == p.pid) {
+                pids.push((p.pid, p.comm.clone()));
+            }
+        }
+    }
+    for (pid, comm) in pids {
+        let mut parts = Vec::new();
+        if let Some(p) = window
+            .memory
+            .as_ref()
+            .and_then(|m| m.processes.iter().find(|p| p.pid == pid))
+        {
+            let net: i64 = p.net_by_kind().values().sum();
+            parts.push(format!(
+                "committed {}{} in the window, {} held by sampled stacks{}",
+                if net >= 0 { "+" } else { "" },
+                human_bytes(net as f64),
+                human_bytes(p.attributed_growth()),
+                if p.exited { ", exited" } else { "" }
+            ));
+        }
+        if let Some(p) = window
+            .waits
+            .as_ref()
+            .and_then(|w| w.processes.iter().find(|p| p.pid == pid))
+        {
+            parts.push(p.verdict.line());
+        }
+        lines.push(format!("{comm} ({pid}): {}", parts.join("; ")));
+    }
+    if lines.is_empty() {
+        lines.push("no live target in this window".into());
+    }
+    if window.counters.lost > 0 {
+        lines.push(format!(
+            "{} events lost (ring buffer full)",
+            window.counters.lost
+        ));
+    }
+    lines
+}
+
+/// Complete the capture in `dir`: write its `capture.json`.
+pub struct Finish<'a> {
+    pub kind: CaptureKind,
+    pub started: OffsetDateTime,
+    pub ended: OffsetDateTime,
+    pub window_secs: f64,
+    pub summary: Vec<String>,
+    pub process: Option<(u32, &'a str)>,
+    pub cgroup: Option<String>,
+    pub latency_ms: Option<f64>,
+}
+
+impl Finish<'_> {
+    pub fn write(self, dir: &Path) -> std::io::Result<()> {
+        let meta = CaptureMeta {
+            kind: Some(self.kind),
+            started: layout::rfc3339(self.started),
+            ended: layout::rfc3339(self.ended),
+            window_secs: self.window_secs,
+            summary: self.summary,
+            files: files_in(dir),
+            pid: self.process.map(|(pid, _)| pid),
+            comm: self.process.map(|(_, comm)| comm.to_string()),
+            cgroup: self.cgroup,
+            latency_ms: self.latency_ms,
+        };
+        layout::write_meta(dir, &meta)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        collect::Counters,
+        offcpu::verdict::Verdict,
+        render::{
+            waits::{ProcessWaits, WaitReport},
+            MemoryReport, ProcessMemory,
+        },
+    };
+
+    /// Check that the summary has one line per process with growth and verdict, and
+    /// says so when nothing was alive.
+    #[test]
+    fn one_summary_line_per_process() {
+        let memory = MemoryReport {
+            processes: vec![ProcessMemory {
+                pid: 7,
+                comm: "leaky".into(),
+                mapped_before: [("anon".to_string(), 1 << 20)].into(),
+                mapped_after: [("anon".to_string(), 3 << 20)].into(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let waits = WaitReport {
+            processes: vec![ProcessWaits {
+                pid: 7,
+                comm: "leaky".into(),
+                threads: 1,
+                verdict: Verdict::Exited,
+                completed: vec![],
+                in_flight: vec![],
+                futexes: vec![],
+                observed_ns: 0,
+            }],
+            ..Default::default()
+        };
+        let window = Window {
+            memory: Some(memory),
+            waits: Some(waits),
+            counters: Counters::default(),
+            window_secs: 1.0,
+        };
+        let lines = summary(&window);
+        assert_eq!(lines.len(), 1);
+        assert!(
+            lines[0].starts_with("leaky (7): committed +2.0 MiB"),
+            "{}",
+            lines[0]
+        );
+        assert!(lines[0].contains("exited before the end"), "{}", lines[0]);
+        let empty = Window {
+            memory: None,
+            waits: None,
+            counters: Counters::default(),
+            window_secs: 1.0,
+        };
+        assert_eq!(summary(&empty), vec!["no live target in this window"]);
+    }
+}
