@@ -12,6 +12,8 @@ const LINKED: &[&str] = &[
     "waits.svg",
     "report.txt",
     "oom.txt",
+    "stall.txt",
+    "rss.txt",
     "report.json",
     "memory.pb.gz",
     "allocations.pb.gz",
