@@ -7,11 +7,14 @@
 //! [`record`] (the command that ties them together) and [`daemon`] (the same capture,
 //! continuously, with snapshots and retention).
 pub mod aggregate;
+pub mod allocator;
 pub mod cli;
 pub mod collect;
+pub mod compare;
 pub mod daemon;
 pub mod events;
 pub mod ledger;
+pub mod memory_verdict;
 pub mod offcpu;
 pub mod procfs;
 pub mod record;

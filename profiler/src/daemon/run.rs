@@ -149,14 +149,18 @@ impl Daemon {
         let mut ooms = Vec::new();
         for record in batch.drain(..) {
             match record {
-                Record::Oom(oom) => ooms.push(oom),
+                Record::Oom(oom) if self.triggers.oom(oom.victim_pid) => {
+                    // Symbolize the allocating stack at once: the victim's files stop
+                    // being reachable through /proc once its exit has gone far enough.
+                    let trigger = self.trigger_stack(&oom);
+                    ooms.push((oom, trigger));
+                }
+                Record::Oom(_) => {}
                 other => self.capture.session.ingest(other),
             }
         }
-        for oom in ooms {
-            if self.triggers.oom(oom.victim_pid) {
-                self.oom_snapshot(&oom);
-            }
+        for (oom, trigger) in ooms {
+            self.oom_snapshot(&oom, trigger.as_deref());
         }
     }
 
@@ -254,7 +258,7 @@ impl Daemon {
     }
 
     /// The OOM killer chose a target: write its ledger as it is now, before the exit.
-    fn oom_snapshot(&mut self, oom: &OomRecord) {
+    fn oom_snapshot(&mut self, oom: &OomRecord, trigger: Option<&[String]>) {
         let pid = oom.victim_pid;
         let comm = self
             .capture
@@ -272,11 +276,7 @@ impl Daemon {
         if let Some(c) = &cgroup {
             self.cgroups.insert(pid, c.clone());
         }
-        let trigger: Option<Vec<String>> = oom.stack.as_ref().and_then(|s| {
-            let id = self.capture.session.stack_of(pid, s)?;
-            Some(self.capture.session.stacks.get(id)?.names.clone())
-        });
-        let text = snapshots::oom_text(oom, &comm, cgroup.as_deref(), trigger.as_deref());
+        let text = snapshots::oom_text(oom, &comm, cgroup.as_deref(), trigger);
         let mut window = self.capture.finish(Some(pid));
         // The victim is being killed: its threads' waits say nothing useful.
         window.waits = None;
@@ -303,6 +303,13 @@ impl Daemon {
                 eprintln!("profiler: warning: OOM snapshot of {comm} ({pid}) not written: {e:#}")
             }
         }
+    }
+
+    /// The victim's stack when it ran the OOM killer itself, root first.
+    fn trigger_stack(&mut self, oom: &OomRecord) -> Option<Vec<String>> {
+        let stack = oom.stack.as_ref()?;
+        let id = self.capture.session.stack_of(oom.victim_pid, stack)?;
+        Some(self.capture.session.stacks.get(id)?.names.clone())
     }
 
     /// Record the snapshot latency in `capture.json` (measured once the files exist).

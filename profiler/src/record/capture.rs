@@ -73,6 +73,19 @@ impl Capture {
         }
         if opts.memory {
             collector.attach_memory_probes()?;
+            if !collector.attach_rss_probe()? {
+                eprintln!("profiler: note: this kernel has no tracepoint kmem:rss_stat; resident memory comes from /proc only");
+            }
+            if opts.allocations {
+                for &pid in &opts.pids {
+                    super::allocators::attach(
+                        &mut collector,
+                        &mut session,
+                        pid,
+                        opts.allocator.as_deref(),
+                    );
+                }
+            }
         }
         if opts.waits {
             for name in collector.attach_wait_probes()? {
@@ -117,6 +130,14 @@ impl Capture {
             .add_target(pid)
             .with_context(|| format!("attaching to process {pid}"))?;
         self.collector.add_target(pid, brk)?;
+        if self.opts.memory && self.opts.allocations {
+            super::allocators::attach(
+                &mut self.collector,
+                &mut self.session,
+                pid,
+                self.opts.allocator.as_deref(),
+            );
+        }
         if let Some(t) = self.session.targets.get(&pid) {
             self.committed_at_start
                 .insert(pid, labelled(&t.ledger.committed_by_kind()));
@@ -150,6 +171,7 @@ impl Capture {
         let window_secs = (now - self.window_start).as_secs_f64();
         let attached_secs = (now - self.attached).as_secs_f64();
         self.session.read_final_rss();
+        self.session.read_resident(&self.collector);
         let counters = since(self.collector.counters(), self.counters_at_start);
         let waits = self.opts.waits.then(|| self.wait_report(only));
         let memory = self
@@ -317,6 +339,8 @@ fn since(now: Counters, start: Counters) -> Counters {
         decode_errors: now.decode_errors.saturating_sub(start.decode_errors),
         short_waits: now.short_waits.saturating_sub(start.short_waits),
         futex_wakes: now.futex_wakes.saturating_sub(start.futex_wakes),
+        alloc_calls: now.alloc_calls.saturating_sub(start.alloc_calls),
+        alloc_table_full: now.alloc_table_full.saturating_sub(start.alloc_table_full),
     }
 }
 

@@ -1,4 +1,5 @@
 //! `profiler record`: capture a window, then write flamegraphs and a report.
+mod allocators;
 pub mod capture;
 pub(crate) mod output;
 mod session;
@@ -24,6 +25,11 @@ pub struct RecordOptions {
     pub stack_pages: u32,
     /// Record memory growth (mapping probes).
     pub memory: bool,
+    /// With `memory`: also probe the allocator (malloc/free uprobes) for live
+    /// allocations and the leak / retention verdict.
+    pub allocations: bool,
+    /// Probe this binary's allocator instead of the detected one.
+    pub allocator: Option<PathBuf>,
     /// Record blocked time (wait probes) and judge stalls.
     pub waits: bool,
     /// Waits shorter than this are only counted.
