@@ -12,6 +12,7 @@ mod maps;
 mod memory;
 mod record;
 mod stack;
+mod targets;
 mod waits;
 
 #[cfg(not(test))]

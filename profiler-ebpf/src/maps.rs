@@ -54,3 +54,8 @@ pub static FUTEX_WAITS: LruHashMap<profiler_common::FutexKey, u64> =
 #[map]
 pub static FUTEX_WAKES: LruHashMap<profiler_common::FutexKey, u64> =
     LruHashMap::with_max_entries(16384, 0);
+
+/// Process ids never traced, even with `Config::all_processes`: the profiler itself
+/// (tracing its own reads of the ring buffer would feed on itself).
+#[map]
+pub static EXCLUDED: HashMap<u32, u32> = HashMap::with_max_entries(64, 0);

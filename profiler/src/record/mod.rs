@@ -14,12 +14,19 @@ use crate::{
     offcpu::{verdict, ThreadSnapshot},
     procfs,
     render::waits::{BlockedStack, ProcessWaits, WaitReport},
+    targets::{ProcessInfo, TargetSelector, TargetSpec},
 };
+
+/// How often the target set is rescanned for new matches of `--comm`, `--cgroup` and
+/// `--container` (a restarted container's process is forked by the runtime, not by the
+/// old target, so only a scan finds it) and for targets that exited.
+pub const RESCAN_INTERVAL: Duration = Duration::from_millis(250);
 
 /// What to record, as plain values (the CLI converts its arguments into this).
 #[derive(Clone, Debug)]
 pub struct RecordOptions {
-    pub pids: Vec<u32>,
+    /// Which processes: `--pid`, `--comm`, `--cgroup`, `--container`, `--all`.
+    pub targets: TargetSpec,
     /// None: until Ctrl-C / SIGTERM (or every target exited).
     pub duration: Option<Duration>,
     pub out: PathBuf,
@@ -47,21 +54,33 @@ pub struct RecordSummary {
 
 /// Run a capture. Errors are one-line messages for the user.
 pub async fn record(opts: &RecordOptions) -> anyhow::Result<RecordSummary> {
-    ensure_targets_exist(&opts.pids)?;
+    let mut selector = TargetSelector::new(&opts.targets)?;
+    let initial = selector.resolve()?;
     output::prepare_dir(&opts.out)?;
 
-    let (mut collector, mut session) = attach(opts)?;
+    // With --all, processes are added when their first event arrives.
+    let eager = if selector.is_all() {
+        &[][..]
+    } else {
+        &initial[..]
+    };
+    let (mut collector, mut session) = attach(opts, &selector, eager)?;
     let started = std::time::Instant::now();
     eprintln!(
-        "profiler: recording {} {}; press Ctrl-C to stop early",
-        describe_targets(&opts.pids),
+        "profiler: recording {} ({}) {}; press Ctrl-C to stop early",
+        selector.describe(),
+        if selector.is_all() {
+            format!("{} processes now", initial.len())
+        } else {
+            describe_processes(&initial)
+        },
         match opts.duration {
             Some(d) => format!("for {:.1} s", d.as_secs_f64()),
             None => "until Ctrl-C".into(),
         }
     );
 
-    let stop_reason = capture_loop(&mut collector, &mut session, opts.duration).await?;
+    let stop_reason = capture_loop(&mut collector, &mut session, &selector, opts.duration).await?;
     let mut batch = Vec::new();
     collector.drain(&mut batch);
     for record in batch {
@@ -76,7 +95,7 @@ pub async fn record(opts: &RecordOptions) -> anyhow::Result<RecordSummary> {
     drop(collector); // detach the probes before the (slower) rendering
     let memory = opts.memory.then(|| {
         session.report(
-            describe_targets(&opts.pids),
+            selector.describe().to_string(),
             window_secs,
             opts.sample_bytes,
             counters,
@@ -98,17 +117,12 @@ pub async fn record(opts: &RecordOptions) -> anyhow::Result<RecordSummary> {
     })
 }
 
-/// One line for a missing target, before anything is loaded.
-fn ensure_targets_exist(pids: &[u32]) -> anyhow::Result<()> {
-    anyhow::ensure!(!pids.is_empty(), "no target: give at least one --pid");
-    for &pid in pids {
-        anyhow::ensure!(procfs::is_alive(pid), "process {pid} does not exist");
-    }
-    Ok(())
-}
-
-/// Check the targets, load and attach the probes, seed the session.
-fn attach(opts: &RecordOptions) -> anyhow::Result<(Collector, Session)> {
+/// Load the probes, seed the session with `targets`, attach.
+fn attach(
+    opts: &RecordOptions,
+    selector: &TargetSelector,
+    targets: &[ProcessInfo],
+) -> anyhow::Result<(Collector, Session)> {
     anyhow::ensure!(
         opts.memory || opts.waits,
         "nothing to record: enable --memory or --waits"
@@ -116,15 +130,28 @@ fn attach(opts: &RecordOptions) -> anyhow::Result<(Collector, Session)> {
     let mut collector = Collector::load(&CollectorConfig {
         sample_bytes: opts.sample_bytes,
         stack_pages: opts.stack_pages,
-        all_processes: false,
+        all_processes: selector.is_all(),
         wait_threshold_ns: opts.wait_threshold.as_nanos() as u64,
     })?;
     let mut session = Session::new();
-    for &pid in &opts.pids {
-        let brk = session
-            .add_target(pid)
-            .with_context(|| format!("attaching to process {pid}"))?;
-        collector.add_target(pid, brk)?;
+    for p in targets {
+        match session.add_target(p.pid) {
+            Ok(brk) => collector.add_target(p.pid, brk)?,
+            // Asked for by PID: its failure is the user's error.
+            Err(e) if opts.targets.pids.contains(&p.pid) => {
+                return Err(e).with_context(|| format!("attaching to process {}", p.pid))
+            }
+            // Matched by a pattern and gone since: nothing to profile.
+            Err(_) => {}
+        }
+    }
+    anyhow::ensure!(
+        selector.is_all() || !session.targets.is_empty(),
+        "every process that matched {} exited before the probes attached",
+        selector.describe()
+    );
+    if !selector.is_all() {
+        collector.attach_fork_follower()?;
     }
     if opts.memory {
         collector.attach_memory_probes()?;
@@ -198,6 +225,11 @@ fn wait_report(
         processes.push(ProcessWaits {
             pid,
             comm: snap.comm.clone(),
+            identity: session
+                .targets
+                .get(&pid)
+                .map(|t| t.identity.clone())
+                .unwrap_or_default(),
             threads: snap.threads,
             verdict,
             completed,
@@ -217,8 +249,10 @@ fn wait_report(
 /// `profiler stalls`: watch the targets' waits briefly, then print the verdict and the
 /// blocked stacks. Returns the wait report (printed by the caller).
 pub async fn stalls(opts: &RecordOptions) -> anyhow::Result<WaitReport> {
-    ensure_targets_exist(&opts.pids)?;
-    let (collector, mut session) = attach(opts)?;
+    let mut selector = TargetSelector::new(&opts.targets)?;
+    let initial = selector.resolve()?;
+    // Every selected process up front, --all included: a stuck one sends no event.
+    let (collector, mut session) = attach(opts, &selector, &initial)?;
     let started = std::time::Instant::now();
     tokio::time::sleep(opts.duration.unwrap_or(Duration::from_secs(2))).await;
     Ok(wait_report(
@@ -232,6 +266,7 @@ pub async fn stalls(opts: &RecordOptions) -> anyhow::Result<WaitReport> {
 async fn capture_loop(
     collector: &mut Collector,
     session: &mut Session,
+    selector: &TargetSelector,
     duration: Option<Duration>,
 ) -> anyhow::Result<&'static str> {
     use tokio::signal::unix::{signal, SignalKind};
@@ -239,26 +274,105 @@ async fn capture_loop(
     let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     let deadline = tokio::time::sleep(duration.unwrap_or(Duration::from_secs(u64::MAX / 4)));
     tokio::pin!(deadline);
+    let mut rescan = tokio::time::interval(RESCAN_INTERVAL);
+    rescan.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // With only --pid, the set changes only by forks (followed in the kernel): when
+    // every target is gone, the window is over. Patterns may match again later.
+    let fixed_set = !selector.follows_new_processes();
     let mut batch = Vec::new();
     loop {
         tokio::select! {
             _ = &mut deadline => return Ok("window elapsed"),
             _ = sigint.recv() => return Ok("interrupted (SIGINT)"),
             _ = sigterm.recv() => return Ok("terminated (SIGTERM)"),
+            _ = rescan.tick() => update_targets(collector, session, selector)?,
             r = collector.next_batch(&mut batch, Duration::from_millis(200)) => {
                 r?;
                 for record in batch.drain(..) {
                     session.ingest(record);
                 }
-                if session.all_exited() {
-                    return Ok("every target exited");
+                for (pid, brk) in session.take_adopted() {
+                    if let Some(brk) = brk {
+                        collector.seed_brk(pid, brk)?;
+                    }
+                    if !selector.is_all() {
+                        announce("forked by a target", session, pid);
+                    }
                 }
             }
+        }
+        if fixed_set && session.all_exited() {
+            return Ok("every target exited");
         }
     }
 }
 
-fn describe_targets(pids: &[u32]) -> String {
-    let list: Vec<String> = pids.iter().map(u32::to_string).collect();
-    format!("pid {}", list.join(", "))
+/// One rescan: targets that are gone are finalised and leave the kernel's target map
+/// (their PID may be reused); new matches of the selectors become targets.
+fn update_targets(
+    collector: &mut Collector,
+    session: &mut Session,
+    selector: &TargetSelector,
+) -> anyhow::Result<()> {
+    let gone: Vec<u32> = session
+        .targets
+        .values()
+        .filter(|t| !t.exited && !procfs::is_alive(t.pid))
+        .map(|t| t.pid)
+        .collect();
+    for pid in gone {
+        session.mark_exited(pid);
+        if !selector.is_all() {
+            collector.remove_target(pid)?;
+        }
+    }
+    if !selector.follows_new_processes() || selector.is_all() {
+        return Ok(());
+    }
+    for p in selector.scan_unknown(|pid| session.knows(pid)) {
+        // Gone between the scan and now: the next scan will not see it either.
+        if let Ok(brk) = session.add_target(p.pid) {
+            collector.add_target(p.pid, brk)?;
+            announce("matched", session, p.pid);
+        }
+    }
+    Ok(())
+}
+
+/// `profiler: following comm (pid N) …, <why>`: tells a person (and the tests) when a
+/// process joined the capture.
+fn announce(why: &str, session: &Session, pid: u32) {
+    if let Some(t) = session.targets.get(&pid) {
+        eprintln!(
+            "profiler: following {}, {why}",
+            describe_processes(&[ProcessInfo {
+                pid,
+                comm: t.comm.clone(),
+                identity: t.identity.clone(),
+            }])
+        );
+    }
+}
+
+/// `nginx (pid 12, container 4f1d2c3b5a69), nginx (pid 13)`; the first 10 only.
+fn describe_processes(processes: &[ProcessInfo]) -> String {
+    let mut parts: Vec<String> = processes
+        .iter()
+        .take(10)
+        .map(|p| {
+            let mut s = format!("{} (pid {}", p.comm, p.pid);
+            if let Some(ns) = p.identity.ns_pid {
+                s.push_str(&format!(", pid {ns} in its namespace"));
+            }
+            if let Some(c) = &p.identity.container {
+                s.push_str(&format!(", container {}", c.short()));
+            }
+            s.push(')');
+            s
+        })
+        .collect();
+    if processes.len() > 10 {
+        parts.push(format!("and {} more", processes.len() - 10));
+    }
+    parts.join(", ")
 }

@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use crate::{collect::Counters, procfs::Rss};
+use crate::{collect::Counters, procfs::Rss, targets::ProcessIdentity};
 
 /// Everything a capture learned about memory, per process.
 #[derive(Clone, Debug, Default, Serialize)]
@@ -28,8 +28,11 @@ pub struct MemoryReport {
 /// One process's memory over the window.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct ProcessMemory {
+    /// Host PID.
     pub pid: u32,
     pub comm: String,
+    /// Container, cgroup and PID in its own namespace, where known.
+    pub identity: ProcessIdentity,
     pub exited: bool,
     /// Committed (accessible) mapped bytes by region kind label, at attach and at the end.
     pub mapped_before: BTreeMap<String, u64>,

@@ -2,6 +2,7 @@
 use std::fmt::Write as _;
 
 use super::{MemoryReport, ProcessMemory};
+use crate::targets::ProcessIdentity;
 use crate::units::human_bytes;
 
 /// How many growing stacks the report lists per process.
@@ -59,6 +60,9 @@ fn process_text(out: &mut String, p: &ProcessMemory) {
             ""
         }
     );
+    if let Some(line) = identity_line(&p.identity) {
+        let _ = writeln!(out, "   {line}");
+    }
     let _ = writeln!(out, "   memory events {}, sampled {}", p.events, p.samples);
     if let (Some(before), Some(after)) = (&p.rss_before, &p.rss_after) {
         let _ = writeln!(
@@ -144,6 +148,26 @@ fn process_text(out: &mut String, p: &ProcessMemory) {
     }
 }
 
+/// `container docker 4f1d… , cgroup /…, pid 1 in its PID namespace`: who a process is
+/// beyond `comm (pid)`; None when nothing is known (no line, so reports of processes on
+/// a host without that information read as before).
+pub fn identity_line(id: &ProcessIdentity) -> Option<String> {
+    let mut parts = Vec::new();
+    if let Some(c) = &id.container {
+        parts.push(match c.runtime {
+            Some(runtime) => format!("container {} ({runtime})", c.id),
+            None => format!("container {}", c.id),
+        });
+    }
+    if let Some(cgroup) = &id.cgroup {
+        parts.push(format!("cgroup {cgroup}"));
+    }
+    if let Some(ns_pid) = id.ns_pid {
+        parts.push(format!("pid {ns_pid} in its PID namespace"));
+    }
+    (!parts.is_empty()).then(|| parts.join(", "))
+}
+
 /// The largest growing stacks of a process, biggest first.
 pub fn top_stacks(p: &ProcessMemory) -> Vec<&super::StackGrowth> {
     let mut v: Vec<_> = p.growth.iter().filter(|g| g.bytes >= 1.0).collect();
@@ -171,7 +195,7 @@ pub fn json(report: &MemoryReport) -> serde_json::Value {
         .iter()
         .map(|p| {
             let attributed = p.attributed_growth();
-            serde_json::json!({
+            let mut process = serde_json::json!({
                 "pid": p.pid,
                 "comm": p.comm,
                 "exited": p.exited,
@@ -191,7 +215,14 @@ pub fn json(report: &MemoryReport) -> serde_json::Value {
                     "percent": if attributed > 0.0 { 100.0 * g.bytes / attributed } else { 0.0 },
                     "frames": g.frames,
                 })).collect::<Vec<_>>(),
-            })
+            });
+            // Container, cgroup and namespace PID only when known.
+            if let (Some(obj), Ok(serde_json::Value::Object(id))) =
+                (process.as_object_mut(), serde_json::to_value(&p.identity))
+            {
+                obj.extend(id);
+            }
+            process
         })
         .collect();
     serde_json::json!({
