@@ -67,7 +67,7 @@ pub enum TargetError {
     BadContainerId(String),
     #[error("no running process is in a container whose ID starts with {0}")]
     NoSuchContainer(String),
-    #[error("container ID prefix {prefix} is ambiguous: {ids}")]
+    #[error("container ID prefix {prefix} is ambiguous: it starts {ids}")]
     AmbiguousContainer { prefix: String, ids: String },
     #[error("no process matches {0}")]
     NoMatch(String),
@@ -342,14 +342,28 @@ pub fn lock_container_prefixes(
             match hits.as_slice() {
                 [] => Err(TargetError::NoSuchContainer(prefix.clone())),
                 [one] => Ok((*one).clone()),
-                many => Err(TargetError::AmbiguousContainer {
-                    prefix: prefix.clone(),
-                    ids: many
-                        .iter()
-                        .map(|id| &id[..12])
-                        .collect::<Vec<_>>()
-                        .join(", "),
-                }),
+                many => {
+                    // Long enough to tell them apart, and at least the usual short form.
+                    let common = many
+                        .windows(2)
+                        .map(|w| {
+                            w[0].bytes()
+                                .zip(w[1].bytes())
+                                .take_while(|(a, b)| a == b)
+                                .count()
+                        })
+                        .max()
+                        .unwrap_or(0);
+                    let shown = (common + 1).clamp(12, 64);
+                    Err(TargetError::AmbiguousContainer {
+                        prefix: prefix.clone(),
+                        ids: many
+                            .iter()
+                            .map(|id| &id[..shown])
+                            .collect::<Vec<_>>()
+                            .join(", "),
+                    })
+                }
             }
         })
         .collect()
