@@ -351,3 +351,59 @@ fn all_sees_a_workload() {
         "recorded {under} of {leaked} leaked bytes"
     );
 }
+
+/// Check that a child process a `--pid` target forks after the profiler attached is
+/// traced from its first mapping: with only `--pid` there is no rescan, so only the
+/// kernel's fork follower can have added it, and the child's start-up mappings (the
+/// dynamic loader's) show it was traced before userspace could have noticed it.
+#[test]
+#[ignore = "needs root: run with `cargo xtask test`"]
+fn children_of_a_pid_target_are_followed() {
+    require_root();
+    let dir = scratch_dir("targets_fork");
+    let program = build_c("mmap_leak.c", "tgt_fork_leak", "gcc", FP_FLAGS);
+    let barrier = dir.join("go");
+    // A shell that waits for the barrier, then runs the leaking program as its child.
+    let mut shell = Command::new("sh")
+        .args([
+            "-c",
+            r#"while [ ! -e "$1" ]; do sleep 0.05; done; "$2" 2 - > /dev/null; true"#,
+            "sh",
+        ])
+        .arg(&barrier)
+        .arg(&program)
+        .spawn()
+        .unwrap();
+    let shell_pid = shell.id().to_string();
+    let (rec, lines) = Recording::start_watching(
+        &["--pid", &shell_pid, "--memory", "--duration", "6s"],
+        &dir.join("out"),
+    );
+    std::fs::write(&barrier, b"go").unwrap();
+    let status = shell.wait().unwrap();
+    assert!(status.success(), "the shell failed: {status}");
+    let out = rec.wait();
+    let followed: Vec<String> = lines
+        .try_iter()
+        .map(|(_, l)| l)
+        .filter(|l| l.contains("profiler: following tgt_fork_leak"))
+        .collect();
+    assert_eq!(followed.len(), 1, "following lines: {followed:?}");
+    assert!(followed[0].ends_with("forked by a target"), "{followed:?}");
+    let processes = memory_processes(&out);
+    let child = processes
+        .iter()
+        .find(|p| p["comm"] == "tgt_fork_leak")
+        .unwrap_or_else(|| panic!("the child is not in report.json: {processes:#?}"));
+    let pid = child["pid"].as_u64().unwrap();
+    assert_eq!(child["exited"], true);
+    let root = format!("tgt_fork_leak ({pid})");
+    let lines = read_folded(&out.join("memory.folded"));
+    let leaked = sum_where(&lines, |f| {
+        f[0] == root && in_order(f, &[&|s| s == "main", &|s| s == "leak_sessions"])
+    });
+    let loader = sum_where(&lines, |f| f[0] == root && has_frame(f, "_dl_map_object"));
+    eprintln!("child {pid}: under leak_sessions {leaked}, mapped by the loader {loader}");
+    assert!(leaked > 0, "no growth under leak_sessions for the child");
+    assert!(loader > 0, "the child's start-up mappings were not traced");
+}
