@@ -14,6 +14,7 @@ mod memory;
 mod oom;
 mod record;
 mod stack;
+mod targets;
 mod waits;
 
 #[cfg(not(test))]

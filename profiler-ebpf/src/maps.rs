@@ -70,3 +70,8 @@ pub static LIVE_ALLOCS: HashMap<profiler_common::AllocKey, u64> =
 /// Resident memory per target tgid, from `kmem:rss_stat`.
 #[map]
 pub static RSS_TRACK: HashMap<u32, profiler_common::RssTrack> = HashMap::with_max_entries(8192, 0);
+
+/// Process ids never traced, even with `Config::all_processes`: the profiler itself
+/// (tracing its own reads of the ring buffer would feed on itself).
+#[map]
+pub static EXCLUDED: HashMap<u32, u32> = HashMap::with_max_entries(64, 0);

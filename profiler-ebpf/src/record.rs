@@ -5,7 +5,7 @@ use aya_ebpf::helpers::{
 };
 use profiler_common::{Config, Counter, EventHeader, BODY_SIZE, MAX_STACK_BYTES};
 
-use crate::maps::{CONFIG, COUNTERS, EVENTS, SCRATCH, TARGETS};
+use crate::maps::{CONFIG, COUNTERS, EVENTS, EXCLUDED, SCRATCH, TARGETS};
 
 /// A record as it is sent: header, fixed-size body, then `header.stack_len` bytes.
 #[repr(C)]
@@ -23,7 +23,10 @@ pub fn config() -> Option<&'static Config> {
 /// Whether the current process is traced.
 #[inline(always)]
 pub fn is_target(tgid: u32, cfg: &Config) -> bool {
-    cfg.all_processes != 0 || unsafe { TARGETS.get(tgid) }.is_some()
+    // SAFETY: the values are not kept.
+    unsafe {
+        (cfg.all_processes != 0 && EXCLUDED.get(tgid).is_none()) || TARGETS.get(tgid).is_some()
+    }
 }
 
 #[inline(always)]

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::{record::RecordOptions, units};
+use crate::{record::RecordOptions, targets::TargetSpec, units};
 
 /// eBPF production profiler: which stacks hold the memory that grew, and what every
 /// thread is blocked on. Needs root.
@@ -72,7 +72,7 @@ pub struct StallsArgs {
 impl From<StallsArgs> for RecordOptions {
     fn from(a: StallsArgs) -> Self {
         RecordOptions {
-            pids: a.target.pids,
+            targets: a.target.into(),
             duration: Some(a.watch),
             out: PathBuf::new(),
             sample_bytes: 1 << 20,
@@ -87,12 +87,44 @@ impl From<StallsArgs> for RecordOptions {
     }
 }
 
-/// Which processes to profile.
+/// Which processes to profile: at least one selector; several combine as a union.
+/// Children a target forks are followed too.
 #[derive(Debug, Args)]
+#[group(required = true, multiple = true)]
 pub struct TargetArgs {
     /// Process id to profile (repeatable).
-    #[arg(long = "pid", value_name = "PID", required = true)]
+    #[arg(long = "pid", value_name = "PID")]
     pub pids: Vec<u32>,
+    /// Processes whose name (/proc/PID/comm) matches this regular expression
+    /// (unanchored: `^name$` for an exact name). New matches are picked up while
+    /// recording.
+    #[arg(long, value_name = "REGEX")]
+    pub comm: Option<String>,
+    /// Processes in this cgroup or below it (repeatable): a path inside a cgroup mount
+    /// (/sys/fs/cgroup/system.slice/x.service) or relative to the mounts, as
+    /// /proc/PID/cgroup shows it (/system.slice/x.service).
+    #[arg(long = "cgroup", value_name = "PATH")]
+    pub cgroups: Vec<String>,
+    /// Processes in the container with this ID or unique ID prefix (repeatable):
+    /// Docker, containerd, CRI-O, Podman, found in the process's cgroup path.
+    #[arg(long = "container", value_name = "ID")]
+    pub containers: Vec<String>,
+    /// Every process on the host (kernel threads excluded); processes are added when
+    /// their first event arrives.
+    #[arg(long)]
+    pub all: bool,
+}
+
+impl From<TargetArgs> for TargetSpec {
+    fn from(a: TargetArgs) -> Self {
+        TargetSpec {
+            pids: a.pids,
+            comm: a.comm,
+            cgroups: a.cgroups,
+            containers: a.containers,
+            all: a.all,
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -138,7 +170,7 @@ pub struct RecordArgs {
 impl From<RecordArgs> for RecordOptions {
     fn from(a: RecordArgs) -> Self {
         RecordOptions {
-            pids: a.target.pids,
+            targets: a.target.into(),
             duration: a.duration,
             out: a.out,
             sample_bytes: a.sample_bytes,
@@ -210,7 +242,7 @@ impl From<DaemonArgs> for crate::daemon::DaemonOptions {
     fn from(a: DaemonArgs) -> Self {
         crate::daemon::DaemonOptions {
             record: RecordOptions {
-                pids: a.target.pids,
+                targets: a.target.into(),
                 duration: None,
                 out: a.out.clone(),
                 sample_bytes: a.sample_bytes,
@@ -268,7 +300,7 @@ mod tests {
         };
         let opts = RecordOptions::from(args);
         assert!(opts.memory && opts.waits);
-        assert_eq!(opts.pids, vec![1, 2]);
+        assert_eq!(opts.targets.pids, vec![1, 2]);
         assert_eq!(opts.duration, Some(std::time::Duration::from_secs(5)));
         assert_eq!(opts.sample_bytes, 1);
         assert_eq!(opts.stack_pages, 8);
@@ -315,7 +347,7 @@ mod tests {
             panic!("expected daemon")
         };
         let opts = crate::daemon::DaemonOptions::from(args);
-        assert_eq!(opts.record.pids, vec![3]);
+        assert_eq!(opts.record.targets.pids, vec![3]);
         assert_eq!(opts.interval, std::time::Duration::from_secs(2));
         assert_eq!(
             opts.retention.max_age,
@@ -324,6 +356,46 @@ mod tests {
         assert_eq!(opts.retention.max_bytes, Some(1 << 30));
         assert_eq!(opts.rss_threshold, Some(64 << 20));
         assert!(opts.record.memory && opts.record.waits);
+    }
+
+    /// Check that every selector parses, combines, and that one is required.
+    #[test]
+    fn target_selectors_parse() {
+        let parse = |extra: &[&str]| {
+            let mut args = vec!["profiler", "record", "--out", "x"];
+            args.extend_from_slice(extra);
+            Cli::try_parse_from(args).map(|cli| match cli.command {
+                Command::Record(a) => RecordOptions::from(a).targets,
+                _ => panic!("expected record"),
+            })
+        };
+        assert!(parse(&[]).is_err());
+        let spec = parse(&[
+            "--comm",
+            "^nginx$",
+            "--cgroup",
+            "/a",
+            "--cgroup",
+            "b",
+            "--container",
+            "4f1d",
+            "--pid",
+            "3",
+        ])
+        .unwrap();
+        assert_eq!(spec.comm.as_deref(), Some("^nginx$"));
+        assert_eq!(spec.cgroups, vec!["/a", "b"]);
+        assert_eq!(spec.containers, vec!["4f1d"]);
+        assert_eq!(spec.pids, vec![3]);
+        assert!(!spec.all);
+        assert!(parse(&["--all"]).unwrap().all);
+        let Command::Stalls(s) = Cli::try_parse_from(["profiler", "stalls", "--comm", "x"])
+            .unwrap()
+            .command
+        else {
+            panic!("expected stalls")
+        };
+        assert_eq!(RecordOptions::from(s).targets.comm.as_deref(), Some("x"));
     }
 
     /// Check that a bad size is a parse error, not a panic later.

@@ -21,5 +21,6 @@ pub mod record;
 pub mod render;
 pub mod sockets;
 pub mod symbolize;
+pub mod targets;
 pub mod units;
 pub mod unwind;

@@ -85,3 +85,41 @@ fn bad_arguments_are_usage_errors() {
     assert!(!out.status.success());
     assert!(!String::from_utf8_lossy(&out.stderr).contains("panicked"));
 }
+
+/// Check that target selectors that select nothing, or cannot be understood, are
+/// reported in one line before anything is attached: a bad regex, a cgroup that does
+/// not exist, a container ID that is not hex, a name no process has.
+#[test]
+fn bad_target_selectors_are_one_line_errors() {
+    let record = |selector: &[&str]| {
+        let mut args = vec![
+            "record",
+            "--duration",
+            "1s",
+            "--out",
+            "/tmp/profiler-test-sel",
+        ];
+        args.extend_from_slice(selector);
+        profiler(&args)
+    };
+    assert_one_line_error(
+        &record(&["--comm", "(unclosed"]),
+        "bad --comm regular expression \"(unclosed\": unclosed group",
+    );
+    assert_one_line_error(
+        &record(&["--cgroup", "/no-such-cgroup-for-profiler-tests"]),
+        "cgroup /no-such-cgroup-for-profiler-tests does not exist",
+    );
+    assert_one_line_error(
+        &record(&["--container", "web-1"]),
+        "--container \"web-1\" is not a container ID",
+    );
+    assert_one_line_error(
+        &record(&["--comm", "^no-such-process-name$"]),
+        "no process matches comm /^no-such-process-name$/",
+    );
+    assert_one_line_error(
+        &record(&["--container", "0123456789ab"]),
+        "no running process is in a container whose ID starts with 0123456789ab",
+    );
+}

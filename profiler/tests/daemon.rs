@@ -191,8 +191,8 @@ fn daemon_keeps_capturing_across_a_target_restart() {
     let out = dir.join("out");
     let daemon = Daemon::start(
         &[
-            "--pid",
-            &first.pid.to_string(),
+            "--comm",
+            "^dmn_restart$",
             "--interval",
             "2s",
             "--stall-threshold",
@@ -484,7 +484,7 @@ fn retention_keeps_the_output_under_max_disk() {
     let foreign = out.join("2000-01-01T00-00-00Z");
     std::fs::create_dir(&foreign).unwrap();
     std::fs::write(foreign.join("notes.txt"), "mine").unwrap();
-    let bound: u64 = 256 << 10;
+    let bound: u64 = 512 << 10;
     let daemon = Daemon::start(
         &[
             "--pid",
@@ -492,7 +492,7 @@ fn retention_keeps_the_output_under_max_disk() {
             "--interval",
             "1s",
             "--max-disk",
-            "256KiB",
+            "512KiB",
         ],
         &out,
     );

@@ -106,6 +106,7 @@ fn wait_report() -> WaitReport {
         processes: vec![ProcessWaits {
             pid: 77,
             comm: "pool".into(),
+            identity: Default::default(),
             threads: 5,
             verdict: Verdict::Stalled {
                 stuck: 4,

@@ -4,27 +4,12 @@
 mod common;
 
 use std::{
-    io::{BufRead, BufReader},
     path::{Path, PathBuf},
-    process::{Child, ChildStdout, Command, Stdio},
+    process::Command,
     time::Instant,
 };
 
 use common::*;
-
-/// Whether `frames` (root first) has a frame matching each of `steps`, in that order.
-fn in_order(frames: &[String], steps: &[&dyn Fn(&str) -> bool]) -> bool {
-    let mut rest = frames.iter();
-    steps.iter().all(|step| rest.any(|f| step(f)))
-}
-
-/// Print folded lines (so a failing run shows what the profiler produced).
-fn show(what: &str, lines: &[(Vec<String>, u64)]) {
-    eprintln!("{what}: {} lines", lines.len());
-    for (frames, n) in lines {
-        eprintln!("  {} {n}", frames.join(";"));
-    }
-}
 
 /// Compile `testprogs/<source>` as a release Rust program without frame pointers.
 fn build_rust(source: &str, output: &str) -> PathBuf {
@@ -183,106 +168,6 @@ fn condvar_wait_in_release_rust_names_callers_up_to_main() {
     );
 }
 
-/// How a namespaced test program enters its root.
-#[derive(Clone, Copy)]
-enum EnterRoot {
-    /// `chroot`: the mount namespace's root stays the host's, so `/proc/PID/maps` names
-    /// the file by its host path, under which the host has nothing.
-    Chroot,
-    /// `pivot_root`, as container runtimes do: `/proc/PID/maps` names it `/prog`.
-    PivotRoot,
-}
-
-/// A test program started by `unshare` in its own mount and PID namespaces.
-struct NsWorkload {
-    unshare: Child,
-    /// The program's pid as the host sees it (it is 1 in its own namespace).
-    host_pid: u32,
-    stdout: BufReader<ChildStdout>,
-}
-
-impl NsWorkload {
-    /// Run `program` as `/prog` in a new mount and PID namespace, its root a tmpfs
-    /// mounted over `root` in that mount namespace only: the file exists nowhere on the
-    /// host's file system.
-    fn start(program: &Path, seconds: f64, root: &Path, enter: EnterRoot) -> Self {
-        let mount = r#"mount -t tmpfs ns-root "$1" && cp "$2" "$1/prog""#;
-        let script = match enter {
-            EnterRoot::Chroot => format!(r#"{mount} && exec chroot "$1" /prog "$3" /go"#),
-            // The host's root stays mounted at /old; /prog is static and needs nothing.
-            EnterRoot::PivotRoot => format!(
-                r#"{mount} && mkdir "$1/old" && cd "$1" && pivot_root . old && exec /prog "$3" /go"#
-            ),
-        };
-        let mut unshare = Command::new("unshare")
-            .args([
-                "--mount",
-                "--propagation",
-                "private",
-                "--pid",
-                "--fork",
-                "--kill-child",
-                "sh",
-                "-c",
-                &script,
-                "sh",
-            ])
-            .arg(root)
-            .arg(program)
-            .arg(seconds.to_string())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("starting unshare: {e}"));
-        let mut stdout = BufReader::new(unshare.stdout.take().unwrap());
-        let mut line = String::new();
-        stdout.read_line(&mut line).unwrap();
-        assert_eq!(line.trim(), "ready 1", "expected the namespace pid 1");
-        let host_pid = child_of(unshare.id());
-        let comm = std::fs::read_to_string(format!("/proc/{host_pid}/comm")).unwrap();
-        assert_eq!(comm.trim(), "prog");
-        Self {
-            unshare,
-            host_pid,
-            stdout,
-        }
-    }
-
-    /// Create the barrier `/go` inside the program's root.
-    fn release(&self) {
-        std::fs::write(format!("/proc/{}/root/go", self.host_pid), b"go").unwrap();
-    }
-
-    /// Wait for the program to exit and return the value of its `<key> N` line.
-    fn finish(mut self, key: &str) -> u64 {
-        let value = last_value(&mut self.stdout, key);
-        let status = self.unshare.wait().unwrap();
-        assert!(status.success(), "test program failed: {status}");
-        value.unwrap_or_else(|| panic!("test program printed no `{key}` line"))
-    }
-}
-
-/// The only child of process `parent`, from the ppid field of `/proc/*/stat`.
-fn child_of(parent: u32) -> u32 {
-    let children: Vec<u32> = std::fs::read_dir("/proc")
-        .unwrap()
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
-        .filter(|pid: &u32| {
-            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-                return false;
-            };
-            // pid (comm) state ppid …; comm may hold spaces and parentheses.
-            let after_comm = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
-            after_comm.split_whitespace().nth(1) == Some(&parent.to_string())
-        })
-        .collect();
-    assert_eq!(
-        children.len(),
-        1,
-        "children of unshare {parent}: {children:?}"
-    );
-    children[0]
-}
-
 /// Record a static leaking program started in its own mount and PID namespaces, check
 /// that the host has no file under the path `/proc/PID/exe` names (`expected_exe`, or
 /// the host path of the tmpfs root if `None`), and that its growth is symbolized.
@@ -298,7 +183,7 @@ fn assert_namespaced_program_symbolized(name: &str, enter: EnterRoot, expected_e
     );
     let root = dir.join("root");
     std::fs::create_dir(&root).unwrap();
-    let workload = NsWorkload::start(&program, 6.0, &root, enter);
+    let workload = NsWorkload::start(&program, 6.0, &root, enter, None);
     let pid = workload.host_pid.to_string();
     // The host sees the program's file under a path that does not exist on the host.
     let exe = std::fs::read_link(format!("/proc/{pid}/exe")).unwrap();

@@ -180,6 +180,12 @@ impl Collector {
         array
             .set(0, config, 0)
             .map_err(|e| CollectError::Map("CONFIG", e.to_string()))?;
+        // The profiler never traces itself, not even with `all_processes`.
+        let mut excluded: HashMap<_, u32, u32> = HashMap::try_from(map(&mut ebpf, "EXCLUDED")?)
+            .map_err(|e| CollectError::Map("EXCLUDED", e.to_string()))?;
+        excluded
+            .insert(std::process::id(), 1, 0)
+            .map_err(|e| CollectError::Map("EXCLUDED", e.to_string()))?;
         let ring = RingBuf::try_from(
             ebpf.take_map("EVENTS")
                 .ok_or_else(|| CollectError::Map("EVENTS", "missing from object".into()))?,
@@ -212,6 +218,42 @@ impl Collector {
                 .map_err(|e| CollectError::Map("BRK_LAST", e.to_string()))?;
         }
         Ok(())
+    }
+
+    /// Stop tracing process `pid` (it exited: its id may be reused by another process).
+    pub fn remove_target(&mut self, pid: u32) -> Result<(), CollectError> {
+        let mut targets: HashMap<_, u32, u32> = HashMap::try_from(map(&mut self.ebpf, "TARGETS")?)
+            .map_err(|e| CollectError::Map("TARGETS", e.to_string()))?;
+        // Absent already (never added, or removed): nothing to do.
+        let _ = targets.remove(&pid);
+        if let Ok(mut last) = HashMap::<_, u32, u64>::try_from(map(&mut self.ebpf, "BRK_LAST")?) {
+            let _ = last.remove(&pid);
+        }
+        Ok(())
+    }
+
+    /// Tell the kernel side the program break of a process it traces without having
+    /// been told (`all_processes`, forked children), unless it has learnt one since.
+    pub fn seed_brk(&mut self, pid: u32, brk: u64) -> Result<(), CollectError> {
+        /// `BPF_NOEXIST`: only insert, never overwrite a break the probes recorded.
+        const NOEXIST: u64 = 1;
+        let mut last: HashMap<_, u32, u64> = HashMap::try_from(map(&mut self.ebpf, "BRK_LAST")?)
+            .map_err(|e| CollectError::Map("BRK_LAST", e.to_string()))?;
+        match last.insert(pid, brk, NOEXIST) {
+            Ok(()) => Ok(()),
+            Err(aya::maps::MapError::SyscallError(e))
+                if e.io_error.raw_os_error() == Some(libc::EEXIST) =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(CollectError::Map("BRK_LAST", e.to_string())),
+        }
+    }
+
+    /// Attach the fork follower: a target's new child process becomes a target in the
+    /// kernel at once (`sched:sched_process_fork`). Not needed with `all_processes`.
+    pub fn attach_fork_follower(&mut self) -> Result<(), CollectError> {
+        self.attach(("sched", "sched_process_fork"))
     }
 
     /// Load and attach every memory probe.
@@ -345,18 +387,6 @@ impl Collector {
             Ok(()) => Ok(true),
             Err(CollectError::MissingTracepoint { .. }) => Ok(false),
             Err(e) => Err(e),
-        }
-    }
-
-    /// Stop tracing process `pid` (it exited and was reported). Best effort: a pid
-    /// that is not in the map is already not traced.
-    pub fn remove_target(&mut self, pid: u32) {
-        if let Some(Ok(mut targets)) = self
-            .ebpf
-            .map_mut("TARGETS")
-            .map(HashMap::<_, u32, u32>::try_from)
-        {
-            let _ = targets.remove(&pid);
         }
     }
 

@@ -20,7 +20,8 @@ use crate::{
     collect::{monotonic_now_ns, Record},
     events::OomRecord,
     procfs,
-    record::{Capture, Window},
+    record::{Capture, Window, RESCAN_INTERVAL},
+    targets::TargetSelector,
 };
 
 /// What woke the loop.
@@ -30,6 +31,7 @@ enum Wake {
     Stop(&'static str),
     RssCheck,
     StallCheck,
+    Rescan,
     Batch(Result<(), crate::collect::CollectError>),
 }
 
@@ -42,6 +44,7 @@ fn stall_check_period(stall_threshold: Duration) -> Duration {
 /// The running daemon.
 pub struct Daemon {
     opts: DaemonOptions,
+    selector: TargetSelector,
     capture: Capture,
     title: String,
     window_started: OffsetDateTime,
@@ -57,32 +60,51 @@ pub struct Daemon {
 impl Daemon {
     /// Load and attach the probes for the targets of `opts`.
     pub fn start(opts: DaemonOptions) -> anyhow::Result<Self> {
-        crate::record::ensure_targets_exist(&opts.record.pids)?;
+        let mut selector = TargetSelector::new(&opts.record.targets)?;
+        let initial = selector.resolve()?;
         crate::record::output::prepare_dir(&opts.out)?;
-        let mut capture = Capture::attach(&opts.record)?;
+        // With --all, processes are added when their first event arrives.
+        let eager = if selector.is_all() {
+            &[][..]
+        } else {
+            &initial[..]
+        };
+        let mut capture = Capture::attach(&opts.record, &selector, eager)?;
         if !capture.attach_oom_probe()? {
             eprintln!("profiler: warning: this kernel has no tracepoint oom:mark_victim; OOM snapshots are off");
         }
-        let label = crate::record::describe_targets(&opts.record.pids);
-        capture.set_target_label(label.clone());
-        let cgroups = opts
-            .record
-            .pids
-            .iter()
-            .filter_map(|&pid| Some((pid, snapshots::read_cgroup(pid)?)))
-            .collect();
         let triggers = Triggers::new(opts.snapshot_cooldown);
-        Ok(Self {
-            title: format!("profiler daemon: {label}"),
+        let mut daemon = Self {
+            title: format!("profiler daemon: {}", selector.describe()),
+            selector,
             opts,
             capture,
             window_started: OffsetDateTime::now_utc(),
             triggers,
-            cgroups,
+            cgroups: HashMap::new(),
             warned_no_targets: false,
             windows_written: 0,
             snapshots_written: 0,
-        })
+        };
+        daemon.remember_cgroups();
+        Ok(daemon)
+    }
+
+    /// The memory cgroup of every target, read when it joins: an OOM-killed process's
+    /// is gone from /proc by the time its snapshot is written.
+    fn remember_cgroups(&mut self) {
+        for t in self.capture.session.targets.values() {
+            if !self.cgroups.contains_key(&t.pid) {
+                let mut cgroup =
+                    snapshots::read_cgroup(t.pid).or_else(|| t.identity.cgroup.clone());
+                if let (Some(c), Some(id)) = (&mut cgroup, &t.identity.container) {
+                    c.push_str(&format!(" (container {})", id.short()));
+                }
+                if let Some(c) = cgroup {
+                    self.cgroups.insert(t.pid, c);
+                }
+            }
+        }
     }
 
     /// Run until SIGTERM / SIGINT; the current window is written before returning.
@@ -99,6 +121,8 @@ impl Daemon {
             tokio::time::interval(stall_check_period(self.opts.record.stall_threshold));
         rss_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         stall_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut rescan = tokio::time::interval(RESCAN_INTERVAL);
+        rescan.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let watch_rss = self.opts.rss_threshold.is_some();
         let watch_stalls = self.opts.record.waits;
         self.write_index();
@@ -111,6 +135,7 @@ impl Daemon {
                 _ = sigint.recv() => Wake::Stop("interrupted (SIGINT)"),
                 _ = rss_tick.tick(), if watch_rss => Wake::RssCheck,
                 _ = stall_tick.tick(), if watch_stalls => Wake::StallCheck,
+                _ = rescan.tick() => Wake::Rescan,
                 r = self.capture.next_batch(&mut batch, Duration::from_millis(200)) => Wake::Batch(r),
             };
             match wake {
@@ -135,9 +160,20 @@ impl Daemon {
                 }
                 Wake::RssCheck => self.check_rss(),
                 Wake::StallCheck => self.check_stalls(),
+                Wake::Rescan => {
+                    // A target that exits or a selector that fails to scan never stops
+                    // the daemon: it says so and goes on.
+                    if let Err(e) = self.capture.update_targets(&self.selector) {
+                        eprintln!("profiler: warning: updating the targets: {e:#}");
+                    }
+                    self.remember_cgroups();
+                }
                 Wake::Batch(r) => {
                     r?;
                     self.ingest(&mut batch);
+                    if let Err(e) = self.capture.adopt(&self.selector) {
+                        eprintln!("profiler: warning: following a new process: {e:#}");
+                    }
                 }
             }
         }
@@ -200,7 +236,14 @@ impl Daemon {
         self.capture.next_window();
         self.window_started = ended;
         if self.capture.session.targets.is_empty() && !self.warned_no_targets {
-            eprintln!("profiler: note: every target has exited; the daemon keeps running");
+            eprintln!(
+                "profiler: note: every target has exited; the daemon keeps running{}",
+                if self.selector.follows_new_processes() {
+                    " and picks up new matches"
+                } else {
+                    ""
+                }
+            );
             self.warned_no_targets = true;
         }
         self.prune_and_index();

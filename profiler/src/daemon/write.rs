@@ -151,6 +151,7 @@ mod tests {
             processes: vec![ProcessWaits {
                 pid: 7,
                 comm: "leaky".into(),
+                identity: Default::default(),
                 threads: 1,
                 verdict: Verdict::Exited,
                 completed: vec![],

@@ -15,6 +15,7 @@ use std::{
 use anyhow::Context as _;
 
 use super::{snapshot, RecordOptions, Session};
+use crate::targets::{ProcessInfo, TargetSelector};
 use crate::{
     collect::{monotonic_now_ns, CollectError, Collector, CollectorConfig, Counters, Record},
     offcpu::{verdict, ThreadSnapshot},
@@ -52,8 +53,14 @@ pub struct Capture {
 }
 
 impl Capture {
-    /// Load the probes, register and seed the targets of `opts.pids`, attach.
-    pub fn attach(opts: &RecordOptions) -> anyhow::Result<Self> {
+    /// Load the probes, seed the session with `targets` (selected by `selector`),
+    /// attach. A process asked for by PID that cannot be attached is an error; one
+    /// matched by a pattern and gone since is skipped.
+    pub fn attach(
+        opts: &RecordOptions,
+        selector: &TargetSelector,
+        targets: &[ProcessInfo],
+    ) -> anyhow::Result<Self> {
         anyhow::ensure!(
             opts.memory || opts.waits,
             "nothing to record: enable --memory or --waits"
@@ -61,15 +68,28 @@ impl Capture {
         let mut collector = Collector::load(&CollectorConfig {
             sample_bytes: opts.sample_bytes,
             stack_pages: opts.stack_pages,
-            all_processes: false,
+            all_processes: selector.is_all(),
             wait_threshold_ns: opts.wait_threshold.as_nanos() as u64,
         })?;
         let mut session = Session::new();
-        for &pid in &opts.pids {
-            let brk = session
-                .add_target(pid)
-                .with_context(|| format!("attaching to process {pid}"))?;
-            collector.add_target(pid, brk)?;
+        for p in targets {
+            match session.add_target(p.pid) {
+                Ok(brk) => collector.add_target(p.pid, brk)?,
+                // Asked for by PID: its failure is the user's error.
+                Err(e) if opts.targets.pids.contains(&p.pid) => {
+                    return Err(e).with_context(|| format!("attaching to process {}", p.pid))
+                }
+                // Matched by a pattern and gone since: nothing to profile.
+                Err(_) => {}
+            }
+        }
+        anyhow::ensure!(
+            selector.is_all() || !session.targets.is_empty(),
+            "every process that matched {} exited before the probes attached",
+            selector.describe()
+        );
+        if !selector.is_all() {
+            collector.attach_fork_follower()?;
         }
         if opts.memory {
             collector.attach_memory_probes()?;
@@ -77,7 +97,8 @@ impl Capture {
                 eprintln!("profiler: note: this kernel has no tracepoint kmem:rss_stat; resident memory comes from /proc only");
             }
             if opts.allocations {
-                for &pid in &opts.pids {
+                let pids: Vec<u32> = session.targets.keys().copied().collect();
+                for pid in pids {
                     super::allocators::attach(
                         &mut collector,
                         &mut session,
@@ -98,7 +119,7 @@ impl Capture {
             collector,
             session,
             opts: opts.clone(),
-            target_label: super::describe_targets(&opts.pids),
+            target_label: selector.describe().to_string(),
             attached: now,
             window_start: now,
             counters_at_start: Counters::default(),
@@ -123,26 +144,59 @@ impl Capture {
         self.collector.attach_oom_probe()
     }
 
-    /// Start following process `pid` (seed its ledger, trace it in the kernel).
-    pub fn add_target(&mut self, pid: u32) -> anyhow::Result<()> {
-        let brk = self
+    /// One rescan: targets that are gone are finalised and leave the kernel's target
+    /// map (their PID may be reused); new matches of the selectors become targets.
+    pub fn update_targets(&mut self, selector: &TargetSelector) -> anyhow::Result<()> {
+        let gone: Vec<u32> = self
             .session
-            .add_target(pid)
-            .with_context(|| format!("attaching to process {pid}"))?;
-        self.collector.add_target(pid, brk)?;
-        if self.opts.memory && self.opts.allocations {
-            super::allocators::attach(
-                &mut self.collector,
-                &mut self.session,
-                pid,
-                self.opts.allocator.as_deref(),
-            );
+            .targets
+            .values()
+            .filter(|t| !t.exited && !procfs::is_alive(t.pid))
+            .map(|t| t.pid)
+            .collect();
+        for pid in gone {
+            self.session.mark_exited(pid);
+            if !selector.is_all() {
+                self.collector.remove_target(pid)?;
+            }
         }
+        if !selector.follows_new_processes() || selector.is_all() {
+            return Ok(());
+        }
+        let session = &self.session;
+        let found = selector.scan_unknown(|pid| session.knows(pid));
+        for p in found {
+            // Gone between the scan and now: the next scan will not see it either.
+            if let Ok(brk) = self.session.add_target(p.pid) {
+                self.collector.add_target(p.pid, brk)?;
+                self.started_following(p.pid);
+                super::announce("matched", &self.session, p.pid);
+            }
+        }
+        Ok(())
+    }
+
+    /// After ingesting: processes the session adopted (forked by a target, or any
+    /// process with --all) get their program break in the kernel.
+    pub fn adopt(&mut self, selector: &TargetSelector) -> anyhow::Result<()> {
+        for (pid, brk) in self.session.take_adopted() {
+            if let Some(brk) = brk {
+                self.collector.seed_brk(pid, brk)?;
+            }
+            self.started_following(pid);
+            if !selector.is_all() {
+                super::announce("forked by a target", &self.session, pid);
+            }
+        }
+        Ok(())
+    }
+
+    /// A target joined mid-window: its "before" values are now.
+    fn started_following(&mut self, pid: u32) {
         if let Some(t) = self.session.targets.get(&pid) {
             self.committed_at_start
                 .insert(pid, labelled(&t.ledger.committed_by_kind()));
         }
-        Ok(())
     }
 
     /// Wait up to `timeout` for records and return them, not yet ingested.
@@ -222,7 +276,8 @@ impl Capture {
         for pid in exited {
             self.session.targets.remove(&pid);
             self.committed_at_start.remove(&pid);
-            self.collector.remove_target(pid);
+            // Best effort: a target that stays in the map only costs a lookup.
+            let _ = self.collector.remove_target(pid);
         }
         self.session.waits = Default::default();
         for t in self.session.targets.values_mut() {
@@ -310,6 +365,11 @@ impl Capture {
             processes.push(ProcessWaits {
                 pid,
                 comm: snap.comm.clone(),
+                identity: session
+                    .targets
+                    .get(&pid)
+                    .map(|t| t.identity.clone())
+                    .unwrap_or_default(),
                 threads: snap.threads,
                 verdict,
                 completed,

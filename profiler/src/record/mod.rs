@@ -12,12 +12,21 @@ use anyhow::Context as _;
 pub use capture::{Capture, Window};
 pub use session::Session;
 
-use crate::{procfs, render::waits::WaitReport};
+use crate::{
+    render::waits::WaitReport,
+    targets::{ProcessInfo, TargetSelector, TargetSpec},
+};
+
+/// How often the target set is rescanned for new matches of `--comm`, `--cgroup` and
+/// `--container` (a restarted container's process is forked by the runtime, not by the
+/// old target, so only a scan finds it) and for targets that exited.
+pub const RESCAN_INTERVAL: Duration = Duration::from_millis(250);
 
 /// What to record, as plain values (the CLI converts its arguments into this).
 #[derive(Clone, Debug)]
 pub struct RecordOptions {
-    pub pids: Vec<u32>,
+    /// Which processes: `--pid`, `--comm`, `--cgroup`, `--container`, `--all`.
+    pub targets: TargetSpec,
     /// None: until Ctrl-C / SIGTERM (or every target exited).
     pub duration: Option<Duration>,
     pub out: PathBuf,
@@ -50,20 +59,32 @@ pub struct RecordSummary {
 
 /// Run a capture. Errors are one-line messages for the user.
 pub async fn record(opts: &RecordOptions) -> anyhow::Result<RecordSummary> {
-    ensure_targets_exist(&opts.pids)?;
+    let mut selector = TargetSelector::new(&opts.targets)?;
+    let initial = selector.resolve()?;
     output::prepare_dir(&opts.out)?;
 
-    let mut capture = Capture::attach(opts)?;
+    // With --all, processes are added when their first event arrives.
+    let eager = if selector.is_all() {
+        &[][..]
+    } else {
+        &initial[..]
+    };
+    let mut capture = Capture::attach(opts, &selector, eager)?;
     eprintln!(
-        "profiler: recording {} {}; press Ctrl-C to stop early",
-        describe_targets(&opts.pids),
+        "profiler: recording {} ({}) {}; press Ctrl-C to stop early",
+        selector.describe(),
+        if selector.is_all() {
+            format!("{} processes now", initial.len())
+        } else {
+            describe_processes(&initial)
+        },
         match opts.duration {
             Some(d) => format!("for {:.1} s", d.as_secs_f64()),
             None => "until Ctrl-C".into(),
         }
     );
 
-    let stop_reason = capture_loop(&mut capture, opts.duration).await?;
+    let stop_reason = capture_loop(&mut capture, &selector, opts.duration).await?;
     let window = capture.finish(None);
     drop(capture); // detach the probes before the (slower) rendering
     output::write_all(
@@ -82,26 +103,20 @@ pub async fn record(opts: &RecordOptions) -> anyhow::Result<RecordSummary> {
     })
 }
 
-/// One line for a missing target, before anything is loaded.
-pub(crate) fn ensure_targets_exist(pids: &[u32]) -> anyhow::Result<()> {
-    anyhow::ensure!(!pids.is_empty(), "no target: give at least one --pid");
-    for &pid in pids {
-        anyhow::ensure!(procfs::is_alive(pid), "process {pid} does not exist");
-    }
-    Ok(())
-}
-
 /// `profiler stalls`: watch the targets' waits briefly, then print the verdict and the
 /// blocked stacks. Returns the wait report (printed by the caller).
 pub async fn stalls(opts: &RecordOptions) -> anyhow::Result<WaitReport> {
-    ensure_targets_exist(&opts.pids)?;
-    let mut capture = Capture::attach(opts)?;
+    let mut selector = TargetSelector::new(&opts.targets)?;
+    let initial = selector.resolve()?;
+    // Every selected process up front, --all included: a stuck one sends no event.
+    let mut capture = Capture::attach(opts, &selector, &initial)?;
     tokio::time::sleep(opts.duration.unwrap_or(Duration::from_secs(2))).await;
     Ok(capture.wait_report(None))
 }
 
 async fn capture_loop(
     capture: &mut Capture,
+    selector: &TargetSelector,
     duration: Option<Duration>,
 ) -> anyhow::Result<&'static str> {
     use tokio::signal::unix::{signal, SignalKind};
@@ -109,26 +124,66 @@ async fn capture_loop(
     let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     let deadline = tokio::time::sleep(duration.unwrap_or(Duration::from_secs(u64::MAX / 4)));
     tokio::pin!(deadline);
+    let mut rescan = tokio::time::interval(RESCAN_INTERVAL);
+    rescan.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // With only --pid, the set changes only by forks (followed in the kernel): when
+    // every target is gone, the window is over. Patterns may match again later.
+    let fixed_set = !selector.follows_new_processes();
     let mut batch = Vec::new();
     loop {
         tokio::select! {
             _ = &mut deadline => return Ok("window elapsed"),
             _ = sigint.recv() => return Ok("interrupted (SIGINT)"),
             _ = sigterm.recv() => return Ok("terminated (SIGTERM)"),
+            _ = rescan.tick() => capture.update_targets(selector)?,
             r = capture.next_batch(&mut batch, Duration::from_millis(200)) => {
                 r?;
                 for record in batch.drain(..) {
                     capture.session.ingest(record);
                 }
-                if capture.session.all_exited() {
-                    return Ok("every target exited");
-                }
+                capture.adopt(selector)?;
             }
+        }
+        if fixed_set && capture.session.all_exited() {
+            return Ok("every target exited");
         }
     }
 }
 
-pub(crate) fn describe_targets(pids: &[u32]) -> String {
-    let list: Vec<String> = pids.iter().map(u32::to_string).collect();
-    format!("pid {}", list.join(", "))
+/// `profiler: following comm (pid N) …, <why>`: tells a person (and the tests) when a
+/// process joined the capture.
+pub(crate) fn announce(why: &str, session: &Session, pid: u32) {
+    if let Some(t) = session.targets.get(&pid) {
+        eprintln!(
+            "profiler: following {}, {why}",
+            describe_processes(&[ProcessInfo {
+                pid,
+                comm: t.comm.clone(),
+                identity: t.identity.clone(),
+            }])
+        );
+    }
+}
+
+/// `nginx (pid 12, container 4f1d2c3b5a69), nginx (pid 13)`; the first 10 only.
+pub(crate) fn describe_processes(processes: &[ProcessInfo]) -> String {
+    let mut parts: Vec<String> = processes
+        .iter()
+        .take(10)
+        .map(|p| {
+            let mut s = format!("{} (pid {}", p.comm, p.pid);
+            if let Some(ns) = p.identity.ns_pid {
+                s.push_str(&format!(", pid {ns} in its namespace"));
+            }
+            if let Some(c) = &p.identity.container {
+                s.push_str(&format!(", container {}", c.short()));
+            }
+            s.push(')');
+            s
+        })
+        .collect();
+    if processes.len() > 10 {
+        parts.push(format!("and {} more", processes.len() - 10));
+    }
+    parts.join(", ")
 }

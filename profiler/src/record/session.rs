@@ -2,7 +2,7 @@
 //! target process, the stack table, and the symbolizer.
 //!
 //! `ingest` is the per-event path; `finish` turns the state into a [`MemoryReport`].
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use crate::{
     aggregate::{StackTable, UnwindCache},
@@ -15,6 +15,7 @@ use crate::{
     procfs::{self, Rss},
     render::{AllocGrowth, AllocationView, MemoryReport, ProcessMemory, ResidentView, StackGrowth},
     symbolize::{Frame, Symbolizer},
+    targets::{self, ProcessIdentity},
     unwind::{AddressSpace, ElfCache, Unwinder},
 };
 
@@ -22,6 +23,8 @@ use crate::{
 pub struct Target {
     pub pid: u32,
     pub comm: String,
+    /// Container, cgroup and namespace PID, read when the target was added.
+    pub identity: ProcessIdentity,
     pub ledger: ProcessLedger,
     space: AddressSpace,
     unwinder: Unwinder,
@@ -60,6 +63,12 @@ pub struct Session {
     pub waits: WaitProfile,
     /// Monotonic time (ns, the clock of `bpf_ktime_get_ns`) when the probes attached.
     pub window_start_ns: u64,
+    /// Processes whose events are dropped: could not be added (gone already), kernel
+    /// threads.
+    ignored: BTreeSet<u32>,
+    /// Processes added because their events arrived (forked children of targets, any
+    /// process with `--all`), with their program break, for [`Session::take_adopted`].
+    adopted: Vec<(u32, Option<u64>)>,
 }
 
 impl Default for Session {
@@ -77,6 +86,8 @@ impl Session {
             elf_cache: ElfCache::new(),
             waits: WaitProfile::default(),
             window_start_ns: 0,
+            ignored: BTreeSet::new(),
+            adopted: Vec::new(),
         }
     }
 
@@ -87,6 +98,7 @@ impl Session {
         let start_brk = procfs::read_start_brk(pid)?;
         let comm = procfs::read_comm(pid)?;
         let rss_before = procfs::read_rss(pid).ok();
+        let identity = targets::read_identity(pid);
         let mut ledger = ProcessLedger::new();
         ledger.seed(&maps, start_brk);
         let brk = maps
@@ -101,6 +113,7 @@ impl Session {
             Target {
                 pid,
                 comm,
+                identity,
                 ledger,
                 space,
                 unwinder,
@@ -122,6 +135,49 @@ impl Session {
             },
         );
         Ok(brk)
+    }
+
+    /// Whether `pid` is a target or was ignored: a rescan need not look at it again.
+    pub fn knows(&self, pid: u32) -> bool {
+        self.targets.contains_key(&pid) || self.ignored.contains(&pid)
+    }
+
+    /// Processes adopted since the last call, with their program break when known, so
+    /// the caller can tell the kernel side (`Collector::seed_brk`).
+    pub fn take_adopted(&mut self) -> Vec<(u32, Option<u64>)> {
+        std::mem::take(&mut self.adopted)
+    }
+
+    /// Events of a process that is not a target yet come from a target's forked child
+    /// (the kernel side added it) or, with `--all`, from any process: add it now. The
+    /// first event itself is applied after the seeding, so it is not lost.
+    fn adopt(&mut self, pid: u32) -> bool {
+        if self.targets.contains_key(&pid) {
+            return true;
+        }
+        if self.ignored.contains(&pid) {
+            return false;
+        }
+        let user_process =
+            targets::proc_scan::read_stat(pid).is_some_and(|s| !s.kernel_thread && !s.is_dead());
+        match user_process.then(|| self.add_target(pid)) {
+            Some(Ok(brk)) => {
+                self.adopted.push((pid, brk));
+                true
+            }
+            _ => {
+                self.ignored.insert(pid);
+                false
+            }
+        }
+    }
+
+    /// A target found gone (by a rescan; waits-only captures see no exit event).
+    pub fn mark_exited(&mut self, pid: u32) {
+        if let Some(t) = self.targets.get_mut(&pid) {
+            t.exited = true;
+            t.rss_after = t.rss_after.or(t.rss_before.map(|_| Rss::default()));
+        }
     }
 
     /// Apply one record from the kernel.
@@ -202,7 +258,7 @@ impl Session {
     }
 
     fn ingest_wait(&mut self, w: WaitRecord) {
-        if !self.targets.contains_key(&w.pid) {
+        if !self.adopt(w.pid) {
             return;
         }
         let stack = w.stack.as_ref().and_then(|s| self.stack_of(w.pid, s));
@@ -222,6 +278,10 @@ impl Session {
     }
 
     fn ingest_memory(&mut self, m: MemRecord) {
+        // A process whose first event is its exit has nothing left to show.
+        if !(self.targets.contains_key(&m.pid) || m.op != MemOp::Exit && self.adopt(m.pid)) {
+            return;
+        }
         let Some(t) = self.targets.get_mut(&m.pid) else {
             return;
         };
@@ -370,6 +430,7 @@ impl Session {
             verdict: Some(verdict),
             pid: t.pid,
             comm: t.comm.clone(),
+            identity: t.identity.clone(),
             exited: t.exited,
             mapped_before: label(t.ledger.seeded_by_kind()),
             mapped_after: label(&t.ledger.committed_by_kind()),

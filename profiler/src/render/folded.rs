@@ -2,6 +2,7 @@
 use std::collections::BTreeMap;
 
 use super::MemoryReport;
+use crate::targets::ProcessIdentity;
 
 /// Make a frame name safe for the folded format (`;` separates frames, a space before
 /// the count ends the stack; newlines end the line).
@@ -9,13 +10,22 @@ pub fn sanitize(name: &str) -> String {
     name.replace(';', ":").replace(['\n', '\r'], " ")
 }
 
-/// Folded lines of memory growth: `comm (pid);<region kind>;frames… BYTES`.
+/// The root frames of a process: `comm (pid)`, under `container <short id>` when the
+/// process runs in a container, so a flamegraph groups by container, then process.
+pub fn process_root(comm: &str, pid: u32, identity: &ProcessIdentity) -> String {
+    match &identity.container {
+        Some(c) => format!("container {};{} ({pid})", c.short(), sanitize(comm)),
+        None => format!("{} ({pid})", sanitize(comm)),
+    }
+}
+
+/// Folded lines of memory growth: `[container ID;]comm (pid);<region kind>;frames… BYTES`.
 /// Identical stacks are merged, lines are sorted, zero-byte lines are dropped.
 pub fn memory_lines(report: &MemoryReport) -> Vec<String> {
     let mut merged: BTreeMap<String, f64> = BTreeMap::new();
     for p in &report.processes {
         for g in &p.growth {
-            let mut key = format!("{} ({});{}", sanitize(&p.comm), p.pid, g.kind);
+            let mut key = format!("{};{}", process_root(&p.comm, p.pid, &p.identity), g.kind);
             for f in &g.frames {
                 key.push(';');
                 key.push_str(&sanitize(f));
@@ -111,5 +121,36 @@ mod tests {
             vec!["svc:x (7);anon mmap;main;leak 150"]
         );
         assert_eq!(parse_line("a;b c 12"), Some((vec!["a", "b c"], 12)));
+    }
+
+    /// Check that a process in a container is rooted under its short container ID.
+    #[test]
+    fn container_processes_root_under_container() {
+        let identity = ProcessIdentity {
+            container: crate::targets::container::from_cgroup_path(&format!(
+                "/system.slice/docker-{}.scope",
+                "ab12".repeat(16)
+            )),
+            cgroup: Some("/system.slice/docker-x.scope".into()),
+            ns_pid: Some(1),
+        };
+        let report = MemoryReport {
+            processes: vec![ProcessMemory {
+                pid: 9,
+                comm: "app".into(),
+                identity,
+                growth: vec![StackGrowth {
+                    kind: "anon mmap".into(),
+                    frames: vec!["main".into()],
+                    bytes: 4096.0,
+                }],
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        assert_eq!(
+            memory_lines(&report),
+            vec!["container ab12ab12ab12;app (9);anon mmap;main 4096"]
+        );
     }
 }

@@ -14,7 +14,9 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use crate::{collect::Counters, memory_verdict::MemoryVerdict, procfs::Rss};
+use crate::{
+    collect::Counters, memory_verdict::MemoryVerdict, procfs::Rss, targets::ProcessIdentity,
+};
 
 /// Everything a capture learned about memory, per process.
 #[derive(Clone, Debug, Default, Serialize)]
@@ -30,8 +32,11 @@ pub struct MemoryReport {
 /// One process's memory over the window.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct ProcessMemory {
+    /// Host PID.
     pub pid: u32,
     pub comm: String,
+    /// Container, cgroup and PID in its own namespace, where known.
+    pub identity: ProcessIdentity,
     pub exited: bool,
     /// Committed (accessible) mapped bytes by region kind label, at attach and at the end.
     pub mapped_before: BTreeMap<String, u64>,

@@ -2,6 +2,7 @@
 use std::fmt::Write as _;
 
 use super::{MemoryReport, ProcessMemory};
+use crate::targets::ProcessIdentity;
 use crate::units::human_bytes;
 
 /// How many growing stacks the report lists per process.
@@ -75,6 +76,9 @@ fn process_text(out: &mut String, p: &ProcessMemory) {
         }
     );
     super::allocations::verdict_text(out, p);
+    if let Some(line) = identity_line(&p.identity) {
+        let _ = writeln!(out, "   {line}");
+    }
     let _ = writeln!(out, "   memory events {}, sampled {}", p.events, p.samples);
     if let (Some(before), Some(after)) = (&p.rss_before, &p.rss_after) {
         let _ = writeln!(
@@ -162,6 +166,26 @@ fn process_text(out: &mut String, p: &ProcessMemory) {
     }
 }
 
+/// `container docker 4f1d… , cgroup /…, pid 1 in its PID namespace`: who a process is
+/// beyond `comm (pid)`; None when nothing is known (no line, so reports of processes on
+/// a host without that information read as before).
+pub fn identity_line(id: &ProcessIdentity) -> Option<String> {
+    let mut parts = Vec::new();
+    if let Some(c) = &id.container {
+        parts.push(match c.runtime {
+            Some(runtime) => format!("container {} ({runtime})", c.id),
+            None => format!("container {}", c.id),
+        });
+    }
+    if let Some(cgroup) = &id.cgroup {
+        parts.push(format!("cgroup {cgroup}"));
+    }
+    if let Some(ns_pid) = id.ns_pid {
+        parts.push(format!("pid {ns_pid} in its PID namespace"));
+    }
+    (!parts.is_empty()).then(|| parts.join(", "))
+}
+
 /// The largest growing stacks of a process, biggest first.
 pub fn top_stacks(p: &ProcessMemory) -> Vec<&super::StackGrowth> {
     let mut v: Vec<_> = p.growth.iter().filter(|g| g.bytes >= 1.0).collect();
@@ -213,6 +237,10 @@ pub fn json(report: &MemoryReport) -> serde_json::Value {
             });
             if let serde_json::Value::Object(base) = base {
                 fields.extend(base);
+            }
+            // Container, cgroup and namespace PID only when known.
+            if let Ok(serde_json::Value::Object(id)) = serde_json::to_value(&p.identity) {
+                fields.extend(id);
             }
             serde_json::Value::Object(fields)
         })

@@ -3,8 +3,11 @@ use std::{collections::BTreeMap, fmt::Write as _};
 
 use serde::Serialize;
 
-use super::folded::sanitize;
-use crate::offcpu::verdict::{Verdict, WaitGroup};
+use super::folded::{process_root, sanitize};
+use crate::{
+    offcpu::verdict::{Verdict, WaitGroup},
+    targets::ProcessIdentity,
+};
 
 /// What a capture learned about waits, per process.
 #[derive(Clone, Debug, Default, Serialize)]
@@ -19,8 +22,12 @@ pub struct WaitReport {
 /// One process's waits.
 #[derive(Clone, Debug, Serialize)]
 pub struct ProcessWaits {
+    /// Host PID.
     pub pid: u32,
     pub comm: String,
+    /// Container, cgroup and PID in its own namespace, where known.
+    #[serde(flatten)]
+    pub identity: ProcessIdentity,
     pub threads: usize,
     pub verdict: Verdict,
     /// Blocked time of waits that ended in the window, by (what, stack).
@@ -43,12 +50,16 @@ pub struct BlockedStack {
     pub count: u64,
 }
 
-/// `comm (pid);<wait kind>;frames… MICROSECONDS`, in-flight waits included with their
-/// time inside the window so far.
+/// `[container ID;]comm (pid);<wait kind>;frames… MICROSECONDS`, in-flight waits
+/// included with their time inside the window so far.
 pub fn folded_lines(report: &WaitReport) -> Vec<String> {
     let mut merged: BTreeMap<String, u64> = BTreeMap::new();
-    let mut add = |comm: &str, pid: u32, kind: &str, frames: &[String], ns: u64| {
-        let mut key = format!("{} ({pid});{}", sanitize(comm), sanitize(kind));
+    let mut add = |p: &ProcessWaits, kind: &str, frames: &[String], ns: u64| {
+        let mut key = format!(
+            "{};{}",
+            process_root(&p.comm, p.pid, &p.identity),
+            sanitize(kind)
+        );
         for f in frames {
             key.push(';');
             key.push_str(&sanitize(f));
@@ -57,11 +68,11 @@ pub fn folded_lines(report: &WaitReport) -> Vec<String> {
     };
     for p in &report.processes {
         for b in &p.completed {
-            add(&p.comm, p.pid, &b.kind, &b.frames, b.ns);
+            add(p, &b.kind, &b.frames, b.ns);
         }
         for g in &p.in_flight {
             let ns = g.blocked_at_least_ns.min(p.observed_ns) * g.tids.len() as u64;
-            add(&p.comm, p.pid, &g.kind, &g.stack, ns);
+            add(p, &g.kind, &g.stack, ns);
         }
     }
     merged
@@ -87,6 +98,9 @@ pub fn text(report: &WaitReport) -> String {
             "\n== {} (pid {}), {} threads",
             p.comm, p.pid, p.threads
         );
+        if let Some(line) = super::report::identity_line(&p.identity) {
+            let _ = writeln!(out, "   {line}");
+        }
         let _ = writeln!(out, "   {}", p.verdict.line());
         if !p.in_flight.is_empty() {
             let _ = writeln!(out, "   blocked now:");

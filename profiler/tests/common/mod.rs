@@ -5,7 +5,7 @@
 use std::{
     io::{BufRead, BufReader},
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    process::{Child, ChildStdout, Command, Stdio},
     time::{Duration, Instant},
 };
 
@@ -153,6 +153,15 @@ pub struct Recording {
 impl Recording {
     /// Start `profiler record` with `args` and wait until it says the probes are attached.
     pub fn start(args: &[&str], out: &Path) -> Self {
+        Self::start_watching(args, out).0
+    }
+
+    /// As [`Recording::start`], also returning the profiler's later stderr lines with
+    /// the time each arrived (to measure when it noticed something).
+    pub fn start_watching(
+        args: &[&str],
+        out: &Path,
+    ) -> (Self, std::sync::mpsc::Receiver<(Instant, String)>) {
         let mut child = Command::new(env!("CARGO_BIN_EXE_profiler"))
             .arg("record")
             .args(args)
@@ -179,15 +188,18 @@ impl Recording {
             assert!(Instant::now() < deadline, "profiler did not attach in time");
         }
         // Keep forwarding the profiler's messages so its pipe never fills.
+        let (lines, receiver) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             for line in stderr.lines().map_while(Result::ok) {
                 eprintln!("[profiler] {line}");
+                let _ = lines.send((Instant::now(), line));
             }
         });
-        Self {
+        let recording = Self {
             child,
             out: out.to_path_buf(),
-        }
+        };
+        (recording, receiver)
     }
 
     /// Send SIGTERM, as an orchestrator or `kill` would.
@@ -233,4 +245,139 @@ pub fn sum_where(lines: &[(Vec<String>, u64)], pred: impl Fn(&[String]) -> bool)
 /// Whether any frame contains `name`.
 pub fn has_frame(frames: &[String], name: &str) -> bool {
     frames.iter().any(|f| f.contains(name))
+}
+
+/// Whether `frames` (root first) has a frame matching each of `steps`, in that order.
+pub fn in_order(frames: &[String], steps: &[&dyn Fn(&str) -> bool]) -> bool {
+    let mut rest = frames.iter();
+    steps.iter().all(|step| rest.any(|f| step(f)))
+}
+
+/// Print folded lines (so a failing run shows what the profiler produced).
+pub fn show(what: &str, lines: &[(Vec<String>, u64)]) {
+    eprintln!("{what}: {} lines", lines.len());
+    for (frames, n) in lines {
+        eprintln!("  {} {n}", frames.join(";"));
+    }
+}
+
+/// How a namespaced test program enters its root.
+#[derive(Clone, Copy)]
+pub enum EnterRoot {
+    /// `chroot`: the mount namespace's root stays the host's, so `/proc/PID/maps` names
+    /// the file by its host path, under which the host has nothing.
+    Chroot,
+    /// `pivot_root`, as container runtimes do: `/proc/PID/maps` names it `/prog`.
+    PivotRoot,
+}
+
+/// A test program started by `unshare` in its own mount and PID namespaces.
+pub struct NsWorkload {
+    unshare: Child,
+    /// The program's pid as the host sees it (it is 1 in its own namespace).
+    pub host_pid: u32,
+    stdout: BufReader<ChildStdout>,
+}
+
+impl NsWorkload {
+    /// Run `program` as `/prog` in a new mount and PID namespace, its root a tmpfs
+    /// mounted over `root` in that mount namespace only: the file exists nowhere on the
+    /// host's file system. With `cgroup` (a cgroup directory), everything runs in that
+    /// cgroup from the start, as a container runtime does.
+    pub fn start(
+        program: &Path,
+        seconds: f64,
+        root: &Path,
+        enter: EnterRoot,
+        cgroup: Option<&Path>,
+    ) -> Self {
+        let mount = r#"mount -t tmpfs ns-root "$1" && cp "$2" "$1/prog""#;
+        let script = match enter {
+            EnterRoot::Chroot => format!(r#"{mount} && exec chroot "$1" /prog "$3" /go"#),
+            // The host's root stays mounted at /old; /prog is static and needs nothing.
+            EnterRoot::PivotRoot => format!(
+                r#"{mount} && mkdir "$1/old" && cd "$1" && pivot_root . old && exec /prog "$3" /go"#
+            ),
+        };
+        let mut command = match cgroup {
+            Some(dir) => {
+                let mut c = Command::new("sh");
+                c.args([
+                    "-c",
+                    r#"echo $$ > "$1/cgroup.procs" && shift && exec "$@""#,
+                    "sh",
+                ])
+                .arg(dir)
+                .arg("unshare");
+                c
+            }
+            None => Command::new("unshare"),
+        };
+        let mut unshare = command
+            .args([
+                "--mount",
+                "--propagation",
+                "private",
+                "--pid",
+                "--fork",
+                "--kill-child",
+                "sh",
+                "-c",
+                &script,
+                "sh",
+            ])
+            .arg(root)
+            .arg(program)
+            .arg(seconds.to_string())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting unshare: {e}"));
+        let mut stdout = BufReader::new(unshare.stdout.take().unwrap());
+        let mut line = String::new();
+        stdout.read_line(&mut line).unwrap();
+        assert_eq!(line.trim(), "ready 1", "expected the namespace pid 1");
+        let host_pid = child_of(unshare.id());
+        let comm = std::fs::read_to_string(format!("/proc/{host_pid}/comm")).unwrap();
+        assert_eq!(comm.trim(), "prog");
+        Self {
+            unshare,
+            host_pid,
+            stdout,
+        }
+    }
+
+    /// Create the barrier `/go` inside the program's root.
+    pub fn release(&self) {
+        std::fs::write(format!("/proc/{}/root/go", self.host_pid), b"go").unwrap();
+    }
+
+    /// Wait for the program to exit and return the value of its `<key> N` line.
+    pub fn finish(mut self, key: &str) -> u64 {
+        let value = last_value(&mut self.stdout, key);
+        let status = self.unshare.wait().unwrap();
+        assert!(status.success(), "test program failed: {status}");
+        value.unwrap_or_else(|| panic!("test program printed no `{key}` line"))
+    }
+}
+
+/// The only child of process `parent`, from the ppid field of `/proc/*/stat`.
+pub fn child_of(parent: u32) -> u32 {
+    let children: Vec<u32> = std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .filter(|pid: &u32| {
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+                return false;
+            };
+            // pid (comm) state ppid …; comm may hold spaces and parentheses.
+            let after_comm = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+            after_comm.split_whitespace().nth(1) == Some(&parent.to_string())
+        })
+        .collect();
+    assert_eq!(
+        children.len(),
+        1,
+        "children of unshare {parent}: {children:?}"
+    );
+    children[0]
 }

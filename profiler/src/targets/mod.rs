@@ -1,0 +1,637 @@
+//! Which processes to profile: `--pid`, `--comm REGEX`, `--cgroup PATH`,
+//! `--container ID` and `--all`, and who a process is (container, cgroup, PID in its
+//! own namespace).
+//!
+//! The API, for `record`, `stalls` and `daemon`:
+//!
+//! ```no_run
+//! # fn main() -> Result<(), profiler::targets::TargetError> {
+//! use profiler::targets::{TargetSelector, TargetSpec};
+//! let spec = TargetSpec { comm: Some("^nginx".into()), ..Default::default() };
+//! let mut selector = TargetSelector::new(&spec)?; // bad regex, missing cgroup: error
+//! let now = selector.resolve()?; // the matches now; none, or an ambiguous prefix: error
+//! // …later, every few hundred ms, to pick up new and restarted processes:
+//! let again = selector.scan_unknown(|pid| now.iter().any(|p| p.pid == pid));
+//! # Ok(()) }
+//! ```
+//!
+//! Selectors combine as a union. Kernel threads, zombies and the profiler itself are
+//! never selected. Matching reads only `/proc` (comm, cgroup, stat), so a scan of a
+//! host with a few thousand processes takes milliseconds; the kernel side keeps the
+//! chosen PIDs in a map and follows their forks itself.
+pub mod cgroup;
+pub mod container;
+pub mod proc_scan;
+
+use regex::Regex;
+use serde::Serialize;
+
+pub use cgroup::Cgroup;
+pub use container::ContainerId;
+
+/// The selectors as given (the CLI converts its arguments into this).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TargetSpec {
+    pub pids: Vec<u32>,
+    /// Regular expression searched in the process name (`/proc/PID/comm`).
+    pub comm: Option<String>,
+    /// Cgroup paths: absolute inside a cgroup mount, or relative to the mounts.
+    pub cgroups: Vec<String>,
+    /// Container IDs or unique prefixes of them.
+    pub containers: Vec<String>,
+    /// Every process (kernel threads excluded).
+    pub all: bool,
+}
+
+impl TargetSpec {
+    /// Only `--pid`: the target set changes only by forks of the targets.
+    pub fn pids_only(&self) -> bool {
+        self.comm.is_none() && self.cgroups.is_empty() && self.containers.is_empty() && !self.all
+    }
+}
+
+/// A target that cannot be selected, as one line for the user.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum TargetError {
+    #[error("no target: give --pid, --comm, --cgroup, --container or --all")]
+    NoSelector,
+    #[error("process {0} does not exist")]
+    NoSuchProcess(u32),
+    #[error("process {0} is a kernel thread, which has no user space to profile")]
+    KernelThread(u32),
+    #[error("bad --comm regular expression {pattern:?}: {detail}")]
+    BadRegex { pattern: String, detail: String },
+    #[error("--cgroup: {0}")]
+    Cgroup(#[from] cgroup::CgroupError),
+    #[error("--container {0:?} is not a container ID or ID prefix (hex digits)")]
+    BadContainerId(String),
+    #[error("no running process is in a container whose ID starts with {0}")]
+    NoSuchContainer(String),
+    #[error("container ID prefix {prefix} is ambiguous: it starts {ids}")]
+    AmbiguousContainer { prefix: String, ids: String },
+    #[error("no process matches {0}")]
+    NoMatch(String),
+}
+
+/// Who a process is, beyond its host PID and name.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct ProcessIdentity {
+    /// The container, when its cgroup path names one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub container: Option<ContainerId>,
+    /// Its cgroup (see [`cgroup::display_path`] for which one on v1 hosts).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cgroup: Option<String>,
+    /// Its PID inside its own PID namespace, when that is not ours.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ns_pid: Option<u32>,
+}
+
+impl ProcessIdentity {
+    /// From the text of `/proc/PID/cgroup` and the namespace PID.
+    pub fn from_cgroups(lines: &[Cgroup], ns_pid: Option<u32>) -> Self {
+        let found = lines
+            .iter()
+            .find_map(|c| Some((container::from_cgroup_path(&c.path)?, c)));
+        Self {
+            cgroup: cgroup::display_path(lines, found.as_ref().map(|(_, c)| *c)),
+            container: found.map(|(id, _)| id),
+            ns_pid,
+        }
+    }
+
+    /// Anything worth printing beyond `comm (pid)`.
+    pub fn is_empty(&self) -> bool {
+        self.container.is_none() && self.cgroup.is_none() && self.ns_pid.is_none()
+    }
+}
+
+/// Read who process `pid` is from /proc (empty when it is gone).
+pub fn read_identity(pid: u32) -> ProcessIdentity {
+    let lines = proc_scan::read_cgroup_text(pid)
+        .map(|t| cgroup::parse_proc_cgroup(&t))
+        .unwrap_or_default();
+    ProcessIdentity::from_cgroups(&lines, proc_scan::read_ns_pid(pid))
+}
+
+/// A selected process.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProcessInfo {
+    /// Host PID (thread-group id in the profiler's PID namespace).
+    pub pid: u32,
+    pub comm: String,
+    pub identity: ProcessIdentity,
+}
+
+/// What matching looks at for one process.
+#[derive(Clone, Debug, Default)]
+pub struct Candidate {
+    pub pid: u32,
+    pub comm: String,
+    pub cgroups: Vec<Cgroup>,
+}
+
+impl Candidate {
+    fn container(&self) -> Option<ContainerId> {
+        self.cgroups
+            .iter()
+            .find_map(|c| container::from_cgroup_path(&c.path))
+    }
+}
+
+/// Compiled selectors. See the module documentation for the API.
+#[derive(Clone, Debug)]
+pub struct TargetSelector {
+    pids: Vec<u32>,
+    comm: Option<Regex>,
+    cgroups: Vec<Cgroup>,
+    /// Lower-case ID prefixes; full IDs after [`TargetSelector::resolve`].
+    containers: Vec<String>,
+    all: bool,
+    /// Never selected: the profiler itself.
+    self_pid: u32,
+    description: String,
+}
+
+impl TargetSelector {
+    /// Check and compile the selectors: a bad regex, a cgroup that does not exist or a
+    /// container ID that is not hex is an error here, before anything is attached.
+    pub fn new(spec: &TargetSpec) -> Result<Self, TargetError> {
+        let mounts = std::fs::read_to_string("/proc/self/mountinfo")
+            .map(|t| cgroup::parse_mountinfo(&t))
+            .unwrap_or_default();
+        let own = proc_scan::read_cgroup_text(std::process::id())
+            .map(|t| cgroup::parse_proc_cgroup(&t))
+            .unwrap_or_default();
+        Self::with_cgroup_fs(spec, &mounts, &own, |p| p.is_dir())
+    }
+
+    /// [`TargetSelector::new`] with the cgroup file systems given (for tests).
+    pub fn with_cgroup_fs(
+        spec: &TargetSpec,
+        mounts: &[cgroup::CgroupMount],
+        own_cgroups: &[Cgroup],
+        is_dir: impl Fn(&std::path::Path) -> bool,
+    ) -> Result<Self, TargetError> {
+        if spec.pids.is_empty()
+            && spec.comm.is_none()
+            && spec.cgroups.is_empty()
+            && spec.containers.is_empty()
+            && !spec.all
+        {
+            return Err(TargetError::NoSelector);
+        }
+        let comm = spec
+            .comm
+            .as_deref()
+            .map(|pattern| {
+                Regex::new(pattern).map_err(|e| TargetError::BadRegex {
+                    pattern: pattern.to_string(),
+                    detail: one_line_regex_error(&e),
+                })
+            })
+            .transpose()?;
+        let mut cgroups = Vec::new();
+        for arg in &spec.cgroups {
+            cgroups.extend(cgroup::resolve(arg, mounts, own_cgroups, &is_dir)?);
+        }
+        let mut containers = Vec::new();
+        for id in &spec.containers {
+            if !container::is_id_prefix(id) {
+                return Err(TargetError::BadContainerId(id.clone()));
+            }
+            containers.push(id.to_ascii_lowercase());
+        }
+        Ok(Self {
+            pids: spec.pids.clone(),
+            comm,
+            cgroups,
+            containers,
+            all: spec.all,
+            self_pid: std::process::id(),
+            description: describe(spec),
+        })
+    }
+
+    /// What is selected, for titles and messages (`comm /^nginx/, pid 12`).
+    pub fn describe(&self) -> &str {
+        &self.description
+    }
+
+    /// Every process on the host, kernel threads excluded.
+    pub fn is_all(&self) -> bool {
+        self.all
+    }
+
+    /// Whether processes that do not exist yet can match (so the target set must be
+    /// rescanned): `--comm`, `--cgroup`, `--container` or `--all`.
+    pub fn follows_new_processes(&self) -> bool {
+        self.comm.is_some() || !self.cgroups.is_empty() || !self.containers.is_empty() || self.all
+    }
+
+    /// Whether `c` is selected.
+    pub fn matches(&self, c: &Candidate) -> bool {
+        if c.pid == self.self_pid {
+            return false;
+        }
+        self.all
+            || self.pids.contains(&c.pid)
+            || self.comm.as_ref().is_some_and(|re| re.is_match(&c.comm))
+            || self.cgroups.iter().any(|sel| {
+                c.cgroups
+                    .iter()
+                    .any(|p| p.hierarchy == sel.hierarchy && sel.contains(&p.path))
+            })
+            || (!self.containers.is_empty()
+                && c.container()
+                    .is_some_and(|id| self.containers.iter().any(|p| id.id.starts_with(p))))
+    }
+
+    /// The processes selected now, checked: every `--pid` exists and is no kernel
+    /// thread, every container prefix names exactly one container (which the selector
+    /// keeps following by its full ID), and something matches.
+    pub fn resolve(&mut self) -> Result<Vec<ProcessInfo>, TargetError> {
+        for &pid in &self.pids {
+            match proc_scan::read_stat(pid) {
+                None => return Err(TargetError::NoSuchProcess(pid)),
+                Some(s) if s.is_dead() => return Err(TargetError::NoSuchProcess(pid)),
+                Some(s) if s.kernel_thread => return Err(TargetError::KernelThread(pid)),
+                Some(_) => {}
+            }
+        }
+        if !self.containers.is_empty() {
+            let candidates: Vec<Candidate> = proc_scan::list_pids()
+                .into_iter()
+                .filter_map(|pid| self.candidate(pid, true))
+                .collect();
+            self.containers = lock_container_prefixes(&self.containers, &candidates)?;
+        }
+        let found = self.scan();
+        if found.is_empty() {
+            return Err(TargetError::NoMatch(self.description.clone()));
+        }
+        Ok(found)
+    }
+
+    /// Every process selected now.
+    pub fn scan(&self) -> Vec<ProcessInfo> {
+        self.scan_unknown(|_| false)
+    }
+
+    /// The processes selected now, skipping those `known` says are already tracked
+    /// (their files are not even read, so a rescan costs little).
+    pub fn scan_unknown(&self, known: impl Fn(u32) -> bool) -> Vec<ProcessInfo> {
+        let cgroups_needed = !self.cgroups.is_empty() || !self.containers.is_empty();
+        proc_scan::list_pids()
+            .into_iter()
+            .filter(|&pid| !known(pid))
+            .filter_map(|pid| {
+                let c = self.candidate(pid, cgroups_needed)?;
+                if !self.matches(&c) {
+                    return None;
+                }
+                let cgroups = if cgroups_needed {
+                    c.cgroups
+                } else {
+                    proc_scan::read_cgroup_text(pid)
+                        .map(|t| cgroup::parse_proc_cgroup(&t))
+                        .unwrap_or_default()
+                };
+                Some(ProcessInfo {
+                    pid,
+                    comm: c.comm,
+                    identity: ProcessIdentity::from_cgroups(&cgroups, proc_scan::read_ns_pid(pid)),
+                })
+            })
+            .collect()
+    }
+
+    /// What matching needs of `pid`, or None for kernel threads, zombies, ourselves and
+    /// processes that are gone.
+    fn candidate(&self, pid: u32, with_cgroups: bool) -> Option<Candidate> {
+        if pid == self.self_pid {
+            return None;
+        }
+        let stat = proc_scan::read_stat(pid)?;
+        if stat.kernel_thread || stat.is_dead() {
+            return None;
+        }
+        let comm = crate::procfs::read_comm(pid).ok()?;
+        let cgroups = if with_cgroups {
+            cgroup::parse_proc_cgroup(&proc_scan::read_cgroup_text(pid)?)
+        } else {
+            Vec::new()
+        };
+        Some(Candidate { pid, comm, cgroups })
+    }
+}
+
+/// Replace each container ID prefix by the one full ID among `candidates` it starts.
+pub fn lock_container_prefixes(
+    prefixes: &[String],
+    candidates: &[Candidate],
+) -> Result<Vec<String>, TargetError> {
+    let ids: std::collections::BTreeSet<String> = candidates
+        .iter()
+        .filter_map(|c| c.container().map(|id| id.id))
+        .collect();
+    prefixes
+        .iter()
+        .map(|prefix| {
+            let hits: Vec<&String> = ids.iter().filter(|id| id.starts_with(prefix)).collect();
+            match hits.as_slice() {
+                [] => Err(TargetError::NoSuchContainer(prefix.clone())),
+                [one] => Ok((*one).clone()),
+                many => {
+                    // Long enough to tell them apart, and at least the usual short form.
+                    let common = many
+                        .windows(2)
+                        .map(|w| {
+                            w[0].bytes()
+                                .zip(w[1].bytes())
+                                .take_while(|(a, b)| a == b)
+                                .count()
+                        })
+                        .max()
+                        .unwrap_or(0);
+                    let shown = (common + 1).clamp(12, 64);
+                    Err(TargetError::AmbiguousContainer {
+                        prefix: prefix.clone(),
+                        ids: many
+                            .iter()
+                            .map(|id| &id[..shown])
+                            .collect::<Vec<_>>()
+                            .join(", "),
+                    })
+                }
+            }
+        })
+        .collect()
+}
+
+/// The selectors in words, for titles and the "no process matches" error.
+fn describe(spec: &TargetSpec) -> String {
+    let mut parts = Vec::new();
+    if spec.all {
+        parts.push("all processes".to_string());
+    }
+    if !spec.pids.is_empty() {
+        let pids: Vec<String> = spec.pids.iter().map(u32::to_string).collect();
+        parts.push(format!("pid {}", pids.join(", ")));
+    }
+    if let Some(re) = &spec.comm {
+        parts.push(format!("comm /{re}/"));
+    }
+    for c in &spec.cgroups {
+        parts.push(format!("cgroup {c}"));
+    }
+    for c in &spec.containers {
+        parts.push(format!("container {c}"));
+    }
+    parts.join(", ")
+}
+
+/// regex's syntax errors span several lines (the pattern, a caret, the message); keep
+/// the message.
+fn one_line_regex_error(e: &regex::Error) -> String {
+    let text = e.to_string();
+    text.lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .map(|l| l.trim().trim_start_matches("error: ").to_string())
+        .unwrap_or(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cgroup::{parse_mountinfo, parse_proc_cgroup};
+
+    const DOCKER_A: &str = "4f1d2c3b5a6978877665544332211000ffeeddccbbaa99887766554433221100";
+    const DOCKER_B: &str = "4f1d99995a6978877665544332211000ffeeddccbbaa99887766554433221100";
+    const MOUNTS: &str = "41 31 0:38 / /sys/fs/cgroup/unified rw - cgroup2 cgroup2 rw\n\
+                          35 31 0:32 / /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory\n";
+
+    fn selector(spec: TargetSpec) -> Result<TargetSelector, TargetError> {
+        let own = parse_proc_cgroup("4:memory:/\n0::/\n");
+        TargetSelector::with_cgroup_fs(&spec, &parse_mountinfo(MOUNTS), &own, |p| {
+            !p.ends_with("missing")
+        })
+    }
+
+    fn candidate(pid: u32, comm: &str, cgroup_text: &str) -> Candidate {
+        Candidate {
+            pid,
+            comm: comm.into(),
+            cgroups: parse_proc_cgroup(cgroup_text),
+        }
+    }
+
+    /// Check that some selector is required.
+    #[test]
+    fn needs_a_selector() {
+        assert_eq!(
+            selector(TargetSpec::default()).unwrap_err(),
+            TargetError::NoSelector
+        );
+    }
+
+    /// Check that a bad regex is one line naming the pattern and the problem.
+    #[test]
+    fn bad_regex_is_one_line() {
+        let err = selector(TargetSpec {
+            comm: Some("(nginx".into()),
+            ..Default::default()
+        })
+        .unwrap_err();
+        let text = err.to_string();
+        assert_eq!(text.lines().count(), 1, "{text}");
+        assert!(
+            text.starts_with("bad --comm regular expression \"(nginx\": "),
+            "{text}"
+        );
+        assert!(text.contains("unclosed group"), "{text}");
+    }
+
+    /// Check that --comm searches the process name (unanchored, like pgrep).
+    #[test]
+    fn comm_regex_matches_names() {
+        let s = selector(TargetSpec {
+            comm: Some("^(nginx|envoy)$".into()),
+            ..Default::default()
+        })
+        .unwrap();
+        assert!(s.matches(&candidate(10, "nginx", "0::/\n")));
+        assert!(!s.matches(&candidate(11, "nginx-worker", "0::/\n")));
+        assert!(s.matches(&candidate(12, "envoy", "0::/\n")));
+        assert!(s.follows_new_processes());
+    }
+
+    /// Check that --cgroup selects the cgroup and its descendants, in its hierarchy only,
+    /// and that a missing cgroup is an error.
+    #[test]
+    fn cgroup_selects_subtree() {
+        let s = selector(TargetSpec {
+            cgroups: vec!["/sys/fs/cgroup/unified/kubepods.slice".into()],
+            ..Default::default()
+        })
+        .unwrap();
+        let pod = format!("0::/kubepods.slice/pod1.slice/cri-containerd-{DOCKER_A}.scope\n");
+        assert!(s.matches(&candidate(1, "app", &pod)));
+        assert!(!s.matches(&candidate(2, "app", "0::/kubepods.slicex\n")));
+        // Same path in a v1 hierarchy is another cgroup.
+        assert!(!s.matches(&candidate(3, "app", "4:memory:/kubepods.slice\n0::/\n")));
+        let err = selector(TargetSpec {
+            cgroups: vec!["missing".into()],
+            ..Default::default()
+        })
+        .unwrap_err();
+        assert!(matches!(err, TargetError::Cgroup(_)), "{err}");
+        assert!(err
+            .to_string()
+            .starts_with("--cgroup: cgroup missing does not exist"));
+    }
+
+    /// Check container prefixes: unique prefixes lock to the full ID, ambiguous or
+    /// unknown ones are errors, and non-hex is rejected up front.
+    #[test]
+    fn container_prefixes() {
+        let candidates = [
+            candidate(
+                1,
+                "a",
+                &format!("0::/system.slice/docker-{DOCKER_A}.scope\n"),
+            ),
+            candidate(
+                2,
+                "a2",
+                &format!("0::/system.slice/docker-{DOCKER_A}.scope\n"),
+            ),
+            candidate(3, "b", &format!("12:memory:/docker/{DOCKER_B}\n0::/\n")),
+            candidate(4, "host", "0::/user.slice\n"),
+        ];
+        assert_eq!(
+            lock_container_prefixes(&["4f1d2".into()], &candidates).unwrap(),
+            vec![DOCKER_A.to_string()]
+        );
+        assert_eq!(
+            lock_container_prefixes(&["4f1d".into()], &candidates).unwrap_err(),
+            TargetError::AmbiguousContainer {
+                prefix: "4f1d".into(),
+                ids: "4f1d2c3b5a69, 4f1d99995a69".into()
+            }
+        );
+        assert_eq!(
+            lock_container_prefixes(&["abc".into()], &candidates).unwrap_err(),
+            TargetError::NoSuchContainer("abc".into())
+        );
+        let mut s = selector(TargetSpec {
+            containers: vec!["4F1D2".into()],
+            ..Default::default()
+        })
+        .unwrap();
+        s.containers = lock_container_prefixes(&s.containers, &candidates).unwrap();
+        let hits: Vec<u32> = candidates
+            .iter()
+            .filter(|c| s.matches(c))
+            .map(|c| c.pid)
+            .collect();
+        assert_eq!(hits, vec![1, 2]);
+        assert_eq!(
+            selector(TargetSpec {
+                containers: vec!["web-1".into()],
+                ..Default::default()
+            })
+            .unwrap_err(),
+            TargetError::BadContainerId("web-1".into())
+        );
+    }
+
+    /// Check that selectors combine as a union and --all takes everyone but ourselves.
+    #[test]
+    fn selectors_union() {
+        let s = selector(TargetSpec {
+            pids: vec![7],
+            comm: Some("redis".into()),
+            ..Default::default()
+        })
+        .unwrap();
+        assert!(s.matches(&candidate(7, "bash", "0::/\n")));
+        assert!(s.matches(&candidate(8, "redis-server", "0::/\n")));
+        assert!(!s.matches(&candidate(9, "bash", "0::/\n")));
+        assert_eq!(s.describe(), "pid 7, comm /redis/");
+        let all = selector(TargetSpec {
+            all: true,
+            ..Default::default()
+        })
+        .unwrap();
+        assert!(all.matches(&candidate(9, "bash", "0::/\n")));
+        assert!(!all.matches(&candidate(std::process::id(), "profiler", "0::/\n")));
+        let pids = selector(TargetSpec {
+            pids: vec![7],
+            ..Default::default()
+        })
+        .unwrap();
+        assert!(!pids.follows_new_processes());
+    }
+
+    /// Check the identity of a containerised process: container, its cgroup, ns pid.
+    #[test]
+    fn identity_of_container_process() {
+        let lines = parse_proc_cgroup(&format!(
+            "4:memory:/docker/{DOCKER_B}\n1:name=systemd:/docker/{DOCKER_B}\n0::/\n"
+        ));
+        let id = ProcessIdentity::from_cgroups(&lines, Some(1));
+        assert_eq!(id.container.as_ref().unwrap().id, DOCKER_B);
+        assert_eq!(id.cgroup.as_deref(), Some(&*format!("/docker/{DOCKER_B}")));
+        assert_eq!(id.ns_pid, Some(1));
+        let json = serde_json::to_value(&id).unwrap();
+        assert_eq!(json["container"]["runtime"], "docker");
+        let host = ProcessIdentity::from_cgroups(&parse_proc_cgroup("0::/\n"), None);
+        assert_eq!(serde_json::to_string(&host).unwrap(), r#"{"cgroup":"/"}"#);
+    }
+
+    /// Check that a PID that does not exist is reported as such.
+    #[test]
+    fn resolve_reports_missing_pid() {
+        let mut s = selector(TargetSpec {
+            pids: vec![u32::MAX - 1],
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(
+            s.resolve().unwrap_err(),
+            TargetError::NoSuchProcess(u32::MAX - 1)
+        );
+    }
+
+    /// Check a real scan: a child of this test is found by its name, with its cgroup.
+    #[test]
+    fn scan_finds_a_child_by_name() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("5")
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        let s = selector(TargetSpec {
+            comm: Some("^sleep$".into()),
+            ..Default::default()
+        })
+        .unwrap();
+        // The child may not have exec'd yet.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        let found = loop {
+            let found = s.scan().into_iter().find(|p| p.pid == pid);
+            if found.is_some() || std::time::Instant::now() > deadline {
+                break found;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        };
+        let _ = child.kill();
+        let _ = child.wait();
+        let found = found.expect("sleep child not found by --comm");
+        assert_eq!(found.comm, "sleep");
+        assert!(found.identity.cgroup.is_some());
+        assert!(s.scan_unknown(|p| p == pid).iter().all(|p| p.pid != pid));
+    }
+}
