@@ -94,14 +94,14 @@ impl Daemon {
     /// is gone from /proc by the time its snapshot is written.
     fn remember_cgroups(&mut self) {
         for t in self.capture.session.targets.values() {
-            if !self.cgroups.contains_key(&t.pid) {
+            if let std::collections::hash_map::Entry::Vacant(slot) = self.cgroups.entry(t.pid) {
                 let mut cgroup =
                     snapshots::read_cgroup(t.pid).or_else(|| t.identity.cgroup.clone());
                 if let (Some(c), Some(id)) = (&mut cgroup, &t.identity.container) {
                     c.push_str(&format!(" (container {})", id.short()));
                 }
                 if let Some(c) = cgroup {
-                    self.cgroups.insert(t.pid, c);
+                    slot.insert(c);
                 }
             }
         }
