@@ -75,11 +75,13 @@ fn memory_report() -> MemoryReport {
                     kind: "anon mmap".into(),
                     frames: frames(&["_start", "main", "leak_sessions", "map_region", "__mmap64"]),
                     bytes: (39 << 20) as f64,
+                    ..Default::default()
                 },
                 StackGrowth {
                     kind: "anon mmap".into(),
                     frames: frames(&["_start", "main", "scratch_work", "map_region", "__mmap64"]),
                     bytes: (1 << 20) as f64,
+                    ..Default::default()
                 },
             ],
             events: 1200,
@@ -120,6 +122,7 @@ fn wait_report() -> WaitReport {
                 frames: frames(&["main", "run_query", "recvfrom"]),
                 ns: 2_500_000,
                 count: 2,
+                ..Default::default()
             }],
             in_flight: vec![WaitGroup {
                 on: "futex 0x5000".into(),

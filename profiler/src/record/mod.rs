@@ -1,4 +1,5 @@
 //! `profiler record`: capture a window, then write flamegraphs and a report.
+mod locations;
 mod output;
 mod session;
 pub mod snapshot;
@@ -181,6 +182,10 @@ fn wait_report(
                     .unwrap_or_default(),
                 ns: totals.ns,
                 count: totals.count,
+                locations: stack
+                    .and_then(|id| stacks.get(id))
+                    .map(|s| s.locations.clone())
+                    .unwrap_or_default(),
             })
             .collect();
         let mut futexes: Vec<(u64, u64, u64)> = snap

@@ -4,6 +4,7 @@
 //! kernel or /proc, so every renderer is tested on hand-made reports (golden files
 //! under `profiler/tests/data/golden`, re-blessed with `BLESS=1`).
 pub mod folded;
+pub mod pprof;
 pub mod report;
 pub mod svg;
 pub mod waits;
@@ -76,4 +77,11 @@ pub struct StackGrowth {
     /// Frame names, root first.
     pub frames: Vec<String>,
     pub bytes: f64,
+    /// Estimated number of live objects (mappings, or allocations) behind `bytes`.
+    #[serde(skip)]
+    pub objects: f64,
+    /// The frames as code locations (address, module, inlined lines), root first, for
+    /// pprof; empty when only names are known.
+    #[serde(skip)]
+    pub locations: Vec<pprof::CodeLocation>,
 }
