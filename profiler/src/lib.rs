@@ -12,6 +12,7 @@ pub mod events;
 pub mod ledger;
 pub mod offcpu;
 pub mod procfs;
+pub mod push;
 pub mod record;
 pub mod render;
 pub mod sockets;
