@@ -93,6 +93,34 @@ pub struct RecordArgs {
     pub stall_threshold: std::time::Duration,
 }
 
+/// Pushing captures to Grafana Pyroscope; `#[command(flatten)]` it into a command that
+/// writes captures periodically (the daemon).
+#[derive(Debug, Args)]
+pub struct PushArgs {
+    /// Push every capture's pprof profiles to this Pyroscope server
+    /// (e.g. http://pyroscope:4040).
+    #[arg(long, value_name = "URL")]
+    pub push_url: Option<String>,
+    /// Application name in Pyroscope.
+    #[arg(long, default_value = "profiler", value_name = "NAME")]
+    pub push_app: String,
+    /// Captures kept queued while the server is unreachable (they stay on disk).
+    #[arg(long, default_value_t = 64, value_name = "N")]
+    pub push_queue: usize,
+}
+
+impl PushArgs {
+    /// The push options, if `--push-url` was given.
+    pub fn options(&self) -> Option<crate::push::PushOptions> {
+        let url = self.push_url.as_ref()?;
+        Some(crate::push::PushOptions {
+            app_name: self.push_app.clone(),
+            max_queue: self.push_queue,
+            ..crate::push::PushOptions::new(url.clone())
+        })
+    }
+}
+
 impl From<RecordArgs> for RecordOptions {
     fn from(a: RecordArgs) -> Self {
         RecordOptions {
@@ -119,6 +147,22 @@ mod tests {
     #[test]
     fn cli_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    /// Check that the push arguments give push options only with a URL.
+    #[test]
+    fn push_args_convert() {
+        #[derive(clap::Parser)]
+        struct P {
+            #[command(flatten)]
+            push: PushArgs,
+        }
+        let p =
+            P::try_parse_from(["p", "--push-url", "http://py:4040", "--push-queue", "5"]).unwrap();
+        let opts = p.push.options().unwrap();
+        assert_eq!((opts.url.as_str(), opts.max_queue), ("http://py:4040", 5));
+        assert_eq!(opts.app_name, "profiler");
+        assert!(P::try_parse_from(["p"]).unwrap().push.options().is_none());
     }
 
     /// Check that record arguments convert into options with units applied.
