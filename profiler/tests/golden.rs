@@ -133,6 +133,7 @@ fn wait_report() -> WaitReport {
                 stuck: true,
                 frame_below_lock: Some("pool_acquire".into()),
                 stack,
+                locations: Vec::new(),
             }],
             futexes: vec![(0x5000, 4, 0)],
             observed_ns: 5_000_000_000,

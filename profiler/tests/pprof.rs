@@ -178,6 +178,11 @@ fn memory_pprof_matches_folded() {
         "functions missing from pprof: {missing:?}"
     );
     assert!(raw.functions.contains("leak_sessions"));
+    assert_build_id_mapping(&raw, &program);
+}
+
+/// The program's own file is a mapping of the profile, with its GNU build ID.
+fn assert_build_id_mapping(raw: &Raw, program: &Path) {
     let program_name = program.to_string_lossy().into_owned();
     let mapping = raw
         .mappings
@@ -245,4 +250,5 @@ fn waits_pprof_matches_folded() {
         "functions missing from pprof: {missing:?}"
     );
     assert!(raw.functions.contains("acquire_nested"));
+    assert_build_id_mapping(&raw, &program);
 }

@@ -265,6 +265,7 @@ fn waits_profile_matches_folded() {
                 stuck: true,
                 frame_below_lock: None,
                 stack: vec!["main".into(), "lock".into()],
+                locations: Vec::new(),
             }],
             futexes: Vec::new(),
             observed_ns: 5_000_000_000,

@@ -146,7 +146,7 @@ pub fn waits_profile(report: &WaitReport, meta: &CaptureMeta) -> ProfileModel {
                 continue;
             }
             samples.push(ProfileSample {
-                stack: stack(&g.stack, &[]),
+                stack: stack(&g.stack, &g.locations),
                 values: vec![i64::try_from(ns).unwrap_or(i64::MAX), g.tids.len() as i64],
                 labels: labels(&g.kind, &g.on, "in progress"),
             });
