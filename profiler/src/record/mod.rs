@@ -1,4 +1,5 @@
 //! `profiler record`: capture a window, then write flamegraphs and a report.
+mod allocators;
 mod locations;
 mod output;
 mod session;
@@ -28,6 +29,11 @@ pub struct RecordOptions {
     pub stack_pages: u32,
     /// Record memory growth (mapping probes).
     pub memory: bool,
+    /// With `memory`: also probe the allocator (malloc/free uprobes) for live
+    /// allocations and the leak / retention verdict.
+    pub allocations: bool,
+    /// Probe this binary's allocator instead of the detected one.
+    pub allocator: Option<PathBuf>,
     /// Record blocked time (wait probes) and judge stalls.
     pub waits: bool,
     /// Waits shorter than this are only counted.
@@ -70,6 +76,7 @@ pub async fn record(opts: &RecordOptions) -> anyhow::Result<RecordSummary> {
     }
     let window_secs = started.elapsed().as_secs_f64();
     session.read_final_rss();
+    session.read_resident(&collector);
     let counters = collector.counters();
     let waits = opts
         .waits
@@ -129,6 +136,14 @@ fn attach(opts: &RecordOptions) -> anyhow::Result<(Collector, Session)> {
     }
     if opts.memory {
         collector.attach_memory_probes()?;
+        if !collector.attach_rss_probe()? {
+            eprintln!("profiler: note: this kernel has no tracepoint kmem:rss_stat; resident memory comes from /proc only");
+        }
+        if opts.allocations {
+            for &pid in &opts.pids {
+                allocators::attach(&mut collector, &mut session, pid, opts.allocator.as_deref());
+            }
+        }
     }
     if opts.waits {
         for name in collector.attach_wait_probes()? {
