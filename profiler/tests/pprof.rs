@@ -252,3 +252,54 @@ fn waits_pprof_matches_folded() {
     assert!(raw.functions.contains("acquire_nested"));
     assert_build_id_mapping(&raw, &program);
 }
+
+/// Check that go tool pprof reads allocations.pb.gz (allocator probes on a program
+/// leaking through malloc) with inuse_space equal to allocations.folded's total and
+/// the leaking function present.
+#[test]
+#[ignore = "needs root: run with `cargo xtask test`"]
+fn allocations_pprof_matches_folded() {
+    require_root();
+    let Some(go) = go() else { return };
+    let dir = scratch_dir("pprof_allocations");
+    let program = build_c(
+        "session_cache.c",
+        "session_cache_pprof",
+        "gcc",
+        &["-O2", "-g"],
+    );
+    let workload = Workload::start(&program, 3.0, &dir);
+    let pid = workload.pid.to_string();
+    let rec = Recording::start(
+        &["--pid", &pid, "--memory", "--duration", "8s"],
+        &dir.join("out"),
+    );
+    workload.release();
+    workload.finish("leaked_bytes");
+    let out = rec.wait();
+
+    let folded = read_folded(&out.join("allocations.folded"));
+    let folded_total = sum_where(&folded, |_| true);
+    assert!(folded_total > 0, "live allocations were recorded");
+    let raw = pprof_raw(&go, &out.join("allocations.pb.gz"));
+    let pprof_total: i64 = raw.samples.iter().map(|v| v[0]).sum();
+    let blocks: i64 = raw.samples.iter().map(|v| v[1]).sum();
+    eprintln!(
+        "allocations: folded total {folded_total} bytes, pprof inuse_space {pprof_total} in {blocks} blocks, {} samples",
+        raw.samples.len()
+    );
+    assert_eq!(pprof_total as u64, folded_total);
+    assert!(blocks > 0);
+    // allocations.folded has one synthetic root (`comm (pid)`), not two.
+    let names: BTreeSet<String> = folded
+        .iter()
+        .flat_map(|(f, _)| f.iter().skip(1).cloned())
+        .collect();
+    let missing: Vec<_> = names.difference(&raw.functions).cloned().collect();
+    assert!(
+        missing.is_empty(),
+        "functions missing from pprof: {missing:?}"
+    );
+    assert!(raw.functions.contains("cache_insert_session"));
+    assert_build_id_mapping(&raw, &program);
+}

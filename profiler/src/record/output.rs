@@ -39,6 +39,11 @@ pub fn write_all(
         write_pprof(dir, "memory", &pprof::memory_profile(report, &meta))?;
         if report.processes.iter().any(|p| p.allocations.is_some()) {
             write_allocations(dir, report)?;
+            write_pprof(
+                dir,
+                "allocations",
+                &pprof::allocations_profile(report, &meta),
+            )?;
             write_memory_diff(dir, report)?;
         }
         text.push_str(&report::text(report));

@@ -91,6 +91,10 @@ pub struct AllocGrowth {
     pub frames: Vec<String>,
     pub bytes: f64,
     pub objects: f64,
+    /// The frames as code locations, root first, for pprof; empty when only names are
+    /// known.
+    #[serde(skip)]
+    pub locations: Vec<pprof::CodeLocation>,
 }
 
 /// Resident memory by kind during the window, from `kmem:rss_stat`, in bytes.

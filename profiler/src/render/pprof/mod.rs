@@ -20,4 +20,4 @@ pub use model::{
     build_id_hex, CodeLine, CodeLocation, Label, LabelValue, ModuleMapping, ProfileModel,
     ProfileSample, ValueKind,
 };
-pub use views::{memory_profile, waits_profile, CaptureMeta};
+pub use views::{allocations_profile, memory_profile, waits_profile, CaptureMeta};

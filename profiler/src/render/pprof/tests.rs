@@ -288,3 +288,47 @@ fn waits_profile_matches_folded() {
     assert_eq!(label(&p, stuck, "wait").as_deref(), Some("futex"));
     assert_eq!(string(&p, p.sample_type[0].unit), "nanoseconds");
 }
+
+/// Check that the allocations profile has allocations.folded's totals (bytes) and the
+/// estimated block counts, merged stacks rounded per folded line.
+#[test]
+fn allocations_profile_totals_equal_folded() {
+    use crate::render::{AllocGrowth, AllocationView};
+    let row = |frames: &[&str], bytes: f64, objects: f64| AllocGrowth {
+        frames: frames.iter().map(|f| (*f).to_string()).collect(),
+        bytes,
+        objects,
+        locations: Vec::new(),
+    };
+    let report = MemoryReport {
+        sample_bytes: 512,
+        processes: vec![ProcessMemory {
+            pid: 5,
+            comm: "cache".into(),
+            allocations: Some(AllocationView {
+                growth: vec![
+                    row(&["main", "insert"], 1000.5, 10.4),
+                    row(&["main", "insert"], 1000.5, 10.4),
+                    row(&["main", "other"], 300.2, 0.6),
+                ],
+                ..Default::default()
+            }),
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    let lines = folded::allocation_lines(&report, folded::Half::Whole);
+    let p = decode(&to_gzip(&allocations_profile(&report, &CaptureMeta::default())).unwrap());
+    let total: i64 = p.sample.iter().map(|s| s.value[0]).sum();
+    assert_eq!(total as u64, folded_total(&lines));
+    assert_eq!(total, 2001 + 300);
+    let objects: i64 = p.sample.iter().map(|s| s.value[1]).sum();
+    assert_eq!(objects, 21 + 1);
+    let insert = p
+        .sample
+        .iter()
+        .find(|s| stack_names(&p, s) == ["insert", "main"])
+        .unwrap();
+    assert_eq!(label(&p, insert, "comm").as_deref(), Some("cache"));
+    assert_eq!(string(&p, p.sample_type[1].r#type), "inuse_objects");
+}

@@ -116,6 +116,56 @@ pub fn memory_profile(report: &MemoryReport, meta: &CaptureMeta) -> ProfileModel
     }
 }
 
+/// `allocations.pb.gz`: allocator-level blocks allocated in the window and still
+/// live, by stack (where the allocation returned): estimated bytes and blocks, with
+/// `pid` and `comm` labels. Totals equal `allocations.folded` exactly.
+pub fn allocations_profile(report: &MemoryReport, meta: &CaptureMeta) -> ProfileModel {
+    let mut groups: BTreeMap<String, Vec<(u32, &str, &crate::render::AllocGrowth)>> =
+        BTreeMap::new();
+    for p in &report.processes {
+        let Some(a) = &p.allocations else { continue };
+        for g in &a.growth {
+            let mut key = format!("{} ({})", sanitize(&p.comm), p.pid);
+            for f in &g.frames {
+                key.push(';');
+                key.push_str(&sanitize(f));
+            }
+            groups.entry(key).or_default().push((p.pid, &p.comm, g));
+        }
+    }
+    let mut samples = Vec::new();
+    for entries in groups.values() {
+        let bytes = round_group(&entries.iter().map(|e| e.2.bytes).collect::<Vec<_>>());
+        let objects = round_group(&entries.iter().map(|e| e.2.objects).collect::<Vec<_>>());
+        for ((pid, comm, g), (b, o)) in entries.iter().zip(bytes.into_iter().zip(objects)) {
+            if b <= 0 && o <= 0 {
+                continue;
+            }
+            samples.push(ProfileSample {
+                stack: stack(&g.frames, &g.locations),
+                values: vec![b.max(0), o.max(0)],
+                labels: meta.labels(*pid, comm),
+            });
+        }
+    }
+    ProfileModel {
+        sample_types: vec![
+            ValueKind::new("inuse_space", "bytes"),
+            ValueKind::new("inuse_objects", "count"),
+        ],
+        default_sample_type: Some("inuse_space".into()),
+        period_type: ValueKind::new("space", "bytes"),
+        period: i64::try_from(report.sample_bytes).unwrap_or(i64::MAX),
+        time_nanos: meta.start_unix_ns,
+        duration_nanos: meta.duration_ns,
+        comments: vec![format!(
+            "profiler: live allocations of {}: heap blocks allocated in the window and not freed, by stack (sampled every {} bytes on average)",
+            report.target, report.sample_bytes
+        )],
+        samples,
+    }
+}
+
 /// `waits.pb.gz`: blocked nanoseconds and number of waits by stack, completed waits
 /// and waits still in progress at the end (label `state`), with `pid`, `comm` and
 /// `wait` (futex, socket peer, …) labels. Totals equal `waits.folded` up to its
