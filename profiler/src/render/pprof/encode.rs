@@ -25,6 +25,7 @@ pub fn encode(model: &ProfileModel) -> proto::Profile {
         .as_deref()
         .map_or(0, |s| b.strings.intern(s));
     let comment = model.comments.iter().map(|c| b.strings.intern(c)).collect();
+    b.intern_mappings_main_first(model);
     let sample = model
         .samples
         .iter()
@@ -171,6 +172,23 @@ impl Builder {
         id
     }
 
+    /// pprof takes the first mapping for the main binary (its name and build ID head
+    /// `go tool pprof`'s output), so executables go before shared libraries; otherwise
+    /// mappings keep the order in which samples (root first) reach them.
+    fn intern_mappings_main_first(&mut self, model: &ProfileModel) {
+        let mut seen = std::collections::HashSet::new();
+        let mut order: Vec<&ModuleMapping> = model
+            .samples
+            .iter()
+            .flat_map(|s| s.stack.iter().filter_map(|l| l.module.as_deref()))
+            .filter(|m| seen.insert(*m))
+            .collect();
+        order.sort_by_key(|m| is_shared_library(&m.path));
+        for m in order {
+            self.mapping(m);
+        }
+    }
+
     fn mapping(&mut self, m: &ModuleMapping) -> u64 {
         if let Some(&id) = self.mapping_ids.get(m) {
             return id;
@@ -190,4 +208,10 @@ impl Builder {
         self.mapping_ids.insert(m.clone(), id);
         id
     }
+}
+
+/// `libc.so.6`, `libfoo.so`: a shared library rather than an executable.
+fn is_shared_library(path: &str) -> bool {
+    let name = path.rsplit('/').next().unwrap_or(path);
+    name.ends_with(".so") || name.contains(".so.")
 }

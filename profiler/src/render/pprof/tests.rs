@@ -332,3 +332,47 @@ fn allocations_profile_totals_equal_folded() {
     assert_eq!(label(&p, insert, "comm").as_deref(), Some("cache"));
     assert_eq!(string(&p, p.sample_type[1].r#type), "inuse_objects");
 }
+
+/// Check that the executable's mapping comes first (pprof's main binary) even when
+/// the first location reached is in a shared library.
+#[test]
+fn executable_mapping_comes_first() {
+    let module = |path: &str, start: u64| {
+        Arc::new(ModuleMapping {
+            start,
+            limit: start + 0x1000,
+            offset: 0,
+            path: path.into(),
+            build_id: None,
+        })
+    };
+    let at = |m: &Arc<ModuleMapping>, name: &str| CodeLocation {
+        address: m.start + 1,
+        module: Some(Arc::clone(m)),
+        lines: vec![CodeLine {
+            function: name.into(),
+            file: None,
+            line: None,
+        }],
+    };
+    let libc = module("/usr/lib/x86_64-linux-gnu/libc.so.6", 0x7f00_0000);
+    let app = module("/usr/bin/app", 0x40_0000);
+    let model = ProfileModel {
+        sample_types: vec![ValueKind::new("blocked", "nanoseconds")],
+        default_sample_type: None,
+        period_type: ValueKind::new("blocked", "nanoseconds"),
+        period: 1,
+        time_nanos: 0,
+        duration_nanos: 0,
+        comments: Vec::new(),
+        samples: vec![ProfileSample {
+            stack: vec![at(&libc, "clone3"), at(&app, "worker"), at(&libc, "wait")],
+            values: vec![1],
+            labels: Vec::new(),
+        }],
+    };
+    let p = encode(&model);
+    assert_eq!(string(&p, p.mapping[0].filename), "/usr/bin/app");
+    assert_eq!(p.mapping[0].id, 1);
+    assert_eq!(string(&p, p.mapping[1].filename), libc.path);
+}
