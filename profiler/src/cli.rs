@@ -146,6 +146,9 @@ pub struct PushArgs {
     /// Captures kept queued while the server is unreachable (they stay on disk).
     #[arg(long, default_value_t = 64, value_name = "N")]
     pub push_queue: usize,
+    /// Tenant of a multi-tenant Pyroscope (sent as X-Scope-OrgID).
+    #[arg(long, value_name = "ID")]
+    pub push_tenant: Option<String>,
 }
 
 impl PushArgs {
@@ -155,6 +158,7 @@ impl PushArgs {
         Some(crate::push::PushOptions {
             app_name: self.push_app.clone(),
             max_queue: self.push_queue,
+            tenant: self.push_tenant.clone(),
             ..crate::push::PushOptions::new(url.clone())
         })
     }

@@ -23,6 +23,8 @@ struct Seen {
     path: String,
     query: BTreeMap<String, String>,
     content_type: String,
+    authorization: Option<String>,
+    tenant: Option<String>,
     body: Vec<u8>,
     at: Instant,
 }
@@ -77,6 +79,8 @@ fn handle(mut stream: TcpStream, status: u16) -> Option<Seen> {
     let target = parts.next()?.to_string();
     let mut length = 0usize;
     let mut content_type = String::new();
+    let mut authorization = None;
+    let mut tenant = None;
     loop {
         let mut h = String::new();
         reader.read_line(&mut h).ok()?;
@@ -88,6 +92,8 @@ fn handle(mut stream: TcpStream, status: u16) -> Option<Seen> {
         match k.to_ascii_lowercase().as_str() {
             "content-length" => length = v.trim().parse().ok()?,
             "content-type" => content_type = v.trim().to_string(),
+            "authorization" => authorization = Some(v.trim().to_string()),
+            "x-scope-orgid" => tenant = Some(v.trim().to_string()),
             "transfer-encoding" => panic!("chunked bodies are not expected: {v}"),
             _ => {}
         }
@@ -117,6 +123,8 @@ fn handle(mut stream: TcpStream, status: u16) -> Option<Seen> {
         path: path.to_string(),
         query,
         content_type,
+        authorization,
+        tenant,
         body,
         at: Instant::now(),
     })
@@ -406,5 +414,28 @@ fn push_worker_pushes_in_background() {
     let stats = worker.shutdown(Duration::from_secs(1));
     assert_eq!(stats.sent, 4, "{stats:?}");
     assert_eq!(stats.queued, 0);
-    assert!(Pusher::new(PushOptions::new("https://x")).is_err());
+    assert!(Pusher::new(PushOptions::new("ftp://x")).is_err());
+}
+
+/// Check that credentials in the URL go out as basic auth and the tenant as
+/// X-Scope-OrgID, as a multi-tenant Pyroscope behind an authenticating proxy wants.
+#[test]
+fn push_sends_basic_auth_and_tenant() {
+    let root = scratch("push_auth");
+    let server = Server::start(&[]);
+    let url = format!("http://user:secret@127.0.0.1:{}", server.port);
+    let mut opts = options(url);
+    opts.tenant = Some("team-a".into());
+    let mut pusher = Pusher::new(opts).unwrap();
+    pusher
+        .enqueue(capture(capture_dir(&root, "c1"), "svc", 1_700_000_000))
+        .unwrap();
+    assert_eq!(pusher.flush().sent, 2);
+    let reqs = server.requests();
+    assert_eq!(reqs.len(), 2);
+    for req in reqs {
+        // base64("user:secret")
+        assert_eq!(req.authorization.as_deref(), Some("Basic dXNlcjpzZWNyZXQ="));
+        assert_eq!(req.tenant.as_deref(), Some("team-a"));
+    }
 }

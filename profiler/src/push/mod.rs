@@ -36,6 +36,8 @@ pub struct PushOptions {
     pub max_backoff: Duration,
     /// Per-request time limit.
     pub timeout: Duration,
+    /// Tenant of a multi-tenant Pyroscope (`X-Scope-OrgID`).
+    pub tenant: Option<String>,
 }
 
 impl PushOptions {
@@ -55,6 +57,7 @@ impl PushOptions {
             initial_backoff: Duration::from_secs(1),
             max_backoff: Duration::from_secs(300),
             timeout: Duration::from_secs(30),
+            tenant: None,
         }
     }
 }

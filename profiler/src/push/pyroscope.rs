@@ -22,17 +22,21 @@ pub struct IngestRequest {
     pub query: Vec<(String, String)>,
     pub profile: Vec<u8>,
     pub sample_type_config: String,
+    /// `X-Scope-OrgID`, the tenant of a multi-tenant Pyroscope.
+    pub tenant: Option<String>,
 }
 
-/// `http://host:4040` → `http://host:4040/ingest`. Only plain `http://` is supported.
+/// `http://host:4040` → `http://host:4040/ingest`. `https://` works too (rustls with
+/// the Mozilla root certificates); `user:password@` in the URL is sent as basic auth.
 pub fn ingest_url(base: &str) -> Result<String, PushError> {
     let error = |reason| PushError::Url {
         url: base.to_string(),
         reason,
     };
-    let rest = base.strip_prefix("http://").ok_or_else(|| {
-        error("must start with http:// (https is not built in; use a local TLS proxy)")
-    })?;
+    let rest = base
+        .strip_prefix("http://")
+        .or_else(|| base.strip_prefix("https://"))
+        .ok_or_else(|| error("must start with http:// or https://"))?;
     if rest.is_empty() || rest.starts_with('/') {
         return Err(error("has no host"));
     }
@@ -114,6 +118,7 @@ pub fn request(
         query,
         profile,
         sample_type_config,
+        tenant: None,
     })
 }
 
@@ -180,6 +185,9 @@ pub fn send(agent: &ureq::Agent, req: &IngestRequest) -> Result<(), PushError> {
     for (k, v) in &req.query {
         builder = builder.query(k, v);
     }
+    if let Some(tenant) = &req.tenant {
+        builder = builder.header("X-Scope-OrgID", tenant);
+    }
     match builder.send(form) {
         Ok(response) if response.status().is_success() => Ok(()),
         Ok(mut response) => {
@@ -214,7 +222,7 @@ mod tests {
     use super::*;
     use crate::render::pprof::{to_gzip, ProfileModel, ValueKind};
 
-    /// Check the URL rules: /ingest appended once, https and host-less URLs refused.
+    /// Check the URL rules: /ingest appended once, http and https only, a host needed.
     #[test]
     fn ingest_urls() {
         assert_eq!(ingest_url("http://p:4040").unwrap(), "http://p:4040/ingest");
@@ -223,7 +231,11 @@ mod tests {
             "http://p:4040/ingest"
         );
         assert_eq!(ingest_url("http://p/ingest").unwrap(), "http://p/ingest");
-        assert!(ingest_url("https://p").is_err());
+        assert_eq!(
+            ingest_url("https://u:p@profiles.example/").unwrap(),
+            "https://u:p@profiles.example/ingest"
+        );
+        assert!(ingest_url("ftp://p").is_err());
         assert!(ingest_url("http://").is_err());
     }
 

@@ -147,7 +147,8 @@ impl Pusher {
         let mut labels = self.opts.labels.clone();
         labels.extend(capture.labels.clone());
         let name = pyroscope::series_name(&self.opts.app_name, &labels);
-        let req = pyroscope::request(&self.url, &name, capture.from, capture.until, file)?;
+        let mut req = pyroscope::request(&self.url, &name, capture.from, capture.until, file)?;
+        req.tenant.clone_from(&self.opts.tenant);
         let mut delay = self.opts.initial_backoff;
         let mut attempt = 1;
         loop {
