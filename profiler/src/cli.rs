@@ -167,6 +167,38 @@ pub struct RecordArgs {
     pub stall_threshold: std::time::Duration,
 }
 
+/// Pushing captures to Grafana Pyroscope; `#[command(flatten)]` it into a command that
+/// writes captures periodically (the daemon).
+#[derive(Debug, Args)]
+pub struct PushArgs {
+    /// Push every capture's pprof profiles to this Pyroscope server
+    /// (e.g. http://pyroscope:4040).
+    #[arg(long, value_name = "URL")]
+    pub push_url: Option<String>,
+    /// Application name in Pyroscope.
+    #[arg(long, default_value = "profiler", value_name = "NAME")]
+    pub push_app: String,
+    /// Captures kept queued while the server is unreachable (they stay on disk).
+    #[arg(long, default_value_t = 64, value_name = "N")]
+    pub push_queue: usize,
+    /// Tenant of a multi-tenant Pyroscope (sent as X-Scope-OrgID).
+    #[arg(long, value_name = "ID")]
+    pub push_tenant: Option<String>,
+}
+
+impl PushArgs {
+    /// The push options, if `--push-url` was given.
+    pub fn options(&self) -> Option<crate::push::PushOptions> {
+        let url = self.push_url.as_ref()?;
+        Some(crate::push::PushOptions {
+            app_name: self.push_app.clone(),
+            max_queue: self.push_queue,
+            tenant: self.push_tenant.clone(),
+            ..crate::push::PushOptions::new(url.clone())
+        })
+    }
+}
+
 impl From<RecordArgs> for RecordOptions {
     fn from(a: RecordArgs) -> Self {
         RecordOptions {
@@ -214,6 +246,8 @@ pub struct DaemonArgs {
     /// contains one) instead of the one detected from each target's mappings.
     #[arg(long, value_name = "PATH")]
     pub allocator: Option<PathBuf>,
+    #[command(flatten)]
+    pub push: PushArgs,
     /// At most one RSS or stall snapshot per process per this long.
     #[arg(long, default_value = "5m", value_parser = units::parse_duration)]
     pub snapshot_cooldown: std::time::Duration,
@@ -241,6 +275,7 @@ pub struct DaemonArgs {
 impl From<DaemonArgs> for crate::daemon::DaemonOptions {
     fn from(a: DaemonArgs) -> Self {
         crate::daemon::DaemonOptions {
+            push: a.push.options(),
             record: RecordOptions {
                 targets: a.target.into(),
                 duration: None,
@@ -275,6 +310,22 @@ mod tests {
     #[test]
     fn cli_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    /// Check that the push arguments give push options only with a URL.
+    #[test]
+    fn push_args_convert() {
+        #[derive(clap::Parser)]
+        struct P {
+            #[command(flatten)]
+            push: PushArgs,
+        }
+        let p =
+            P::try_parse_from(["p", "--push-url", "http://py:4040", "--push-queue", "5"]).unwrap();
+        let opts = p.push.options().unwrap();
+        assert_eq!((opts.url.as_str(), opts.max_queue), ("http://py:4040", 5));
+        assert_eq!(opts.app_name, "profiler");
+        assert!(P::try_parse_from(["p"]).unwrap().push.options().is_none());
     }
 
     /// Check that record arguments convert into options with units applied.

@@ -17,6 +17,7 @@ pub mod ledger;
 pub mod memory_verdict;
 pub mod offcpu;
 pub mod procfs;
+pub mod push;
 pub mod record;
 pub mod render;
 pub mod sockets;

@@ -75,11 +75,13 @@ fn memory_report() -> MemoryReport {
                     kind: "anon mmap".into(),
                     frames: frames(&["_start", "main", "leak_sessions", "map_region", "__mmap64"]),
                     bytes: (39 << 20) as f64,
+                    ..Default::default()
                 },
                 StackGrowth {
                     kind: "anon mmap".into(),
                     frames: frames(&["_start", "main", "scratch_work", "map_region", "__mmap64"]),
                     bytes: (1 << 20) as f64,
+                    ..Default::default()
                 },
             ],
             events: 1200,
@@ -121,6 +123,7 @@ fn wait_report() -> WaitReport {
                 frames: frames(&["main", "run_query", "recvfrom"]),
                 ns: 2_500_000,
                 count: 2,
+                ..Default::default()
             }],
             in_flight: vec![WaitGroup {
                 on: "futex 0x5000".into(),
@@ -131,6 +134,7 @@ fn wait_report() -> WaitReport {
                 stuck: true,
                 frame_below_lock: Some("pool_acquire".into()),
                 stack,
+                locations: Vec::new(),
             }],
             futexes: vec![(0x5000, 4, 0)],
             observed_ns: 5_000_000_000,

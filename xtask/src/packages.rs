@@ -66,6 +66,11 @@ pub const TEST_PACKAGES: &[DebPackage] = &[
         name: "chromium",
         command: "chromium",
     },
+    // The pprof tests read the .pb.gz files with Go's own reader (`go tool pprof`).
+    DebPackage {
+        name: "golang-go",
+        command: "go",
+    },
 ];
 
 /// Installs the packages of `wanted` whose command is not on `PATH`.

@@ -1,7 +1,7 @@
 //! The stack table: distinct (process, return addresses) stacks and their names.
 use std::collections::HashMap;
 
-use crate::events::StackId;
+use crate::{events::StackId, render::pprof::CodeLocation};
 
 /// A stack with its frames named, root (outermost caller) first.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -11,6 +11,9 @@ pub struct SymbolizedStack {
     pub addrs: Vec<u64>,
     /// Frame names, root first (inlined frames expanded).
     pub names: Vec<String>,
+    /// The same frames as code locations (one per address, inlined functions as its
+    /// lines), root first; empty when the namer gave names only.
+    pub locations: Vec<CodeLocation>,
     /// The unwinder stopped early (stack copy too short or unreadable memory).
     pub truncated: bool,
 }
@@ -36,16 +39,28 @@ impl StackTable {
         truncated: bool,
         name: impl FnOnce(&[u64]) -> Vec<String>,
     ) -> StackId {
+        self.intern_located(pid, addrs, truncated, |a| (name(a), Vec::new()))
+    }
+
+    /// [`StackTable::intern`] with a namer that also gives the frames' code locations.
+    pub fn intern_located(
+        &mut self,
+        pid: u32,
+        addrs: Vec<u64>,
+        truncated: bool,
+        name: impl FnOnce(&[u64]) -> (Vec<String>, Vec<CodeLocation>),
+    ) -> StackId {
         if let Some(&id) = self.index.get(&(pid, addrs.clone())) {
             return id;
         }
         let id = StackId::try_from(self.stacks.len()).expect("fewer than 2^32 distinct stacks");
-        let names = name(&addrs);
+        let (names, locations) = name(&addrs);
         self.index.insert((pid, addrs.clone()), id);
         self.stacks.push(SymbolizedStack {
             pid,
             addrs,
             names,
+            locations,
             truncated,
         });
         id

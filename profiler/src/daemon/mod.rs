@@ -33,6 +33,8 @@ pub struct DaemonOptions {
     pub rss_threshold: Option<u64>,
     /// At most one RSS or stall snapshot per process per this long.
     pub snapshot_cooldown: Duration,
+    /// Push every interval's pprof profiles to Pyroscope (`--push-url`).
+    pub push: Option<crate::push::PushOptions>,
 }
 
 /// What a daemon run did, for the last line it prints.
@@ -59,6 +61,7 @@ pub async fn daemon(opts: DaemonOptions) -> anyhow::Result<DaemonSummary> {
         out.display()
     );
     let stop_reason = d.run().await?;
+    d.stop_pushing();
     Ok(DaemonSummary {
         stop_reason,
         windows: d.windows_written,

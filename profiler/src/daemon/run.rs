@@ -20,6 +20,7 @@ use crate::{
     collect::{monotonic_now_ns, Record},
     events::OomRecord,
     procfs,
+    push::{self, PushWorker},
     record::{Capture, Window, RESCAN_INTERVAL},
     targets::TargetSelector,
 };
@@ -51,6 +52,8 @@ pub struct Daemon {
     triggers: Triggers,
     /// The cgroup of each target, read when it was added (a killed process's is gone).
     cgroups: HashMap<u32, String>,
+    /// Pushes interval captures to Pyroscope in the background.
+    push: Option<PushWorker>,
     /// Warned once already that every target is gone.
     warned_no_targets: bool,
     pub windows_written: u64,
@@ -74,7 +77,14 @@ impl Daemon {
             eprintln!("profiler: warning: this kernel has no tracepoint oom:mark_victim; OOM snapshots are off");
         }
         let triggers = Triggers::new(opts.snapshot_cooldown);
+        let push = opts
+            .push
+            .clone()
+            .map(PushWorker::spawn)
+            .transpose()
+            .context("--push-url")?;
         let mut daemon = Self {
+            push,
             title: format!("profiler daemon: {}", selector.describe()),
             selector,
             opts,
@@ -218,6 +228,7 @@ impl Daemon {
                         self.opts.out.display()
                     );
                 }
+                self.submit_push(&dir, started, ended);
             }
             Err(e) => eprintln!("profiler: warning: interval not written: {e:#}"),
         }
@@ -247,6 +258,47 @@ impl Daemon {
             self.warned_no_targets = true;
         }
         self.prune_and_index();
+    }
+
+    /// Queue the interval's pprof profiles for Pyroscope, labelled with the process
+    /// (and container) when the window had one target.
+    fn submit_push(&self, dir: &std::path::Path, started: OffsetDateTime, ended: OffsetDateTime) {
+        let Some(worker) = &self.push else {
+            return;
+        };
+        let mut labels = std::collections::BTreeMap::new();
+        let targets: Vec<_> = self.capture.session.targets.values().collect();
+        if let [t] = targets[..] {
+            labels.insert("process".to_string(), t.comm.clone());
+            if let Some(c) = &t.identity.container {
+                labels.insert("container".to_string(), c.short().to_string());
+            }
+        } else {
+            labels.insert("targets".to_string(), self.selector.describe().to_string());
+        }
+        worker.submit(push::Capture {
+            dir: dir.to_path_buf(),
+            from: started.into(),
+            until: ended.into(),
+            labels,
+        });
+    }
+
+    /// Stop the push worker, giving queued captures a few seconds to go out.
+    pub fn stop_pushing(&mut self) {
+        if let Some(worker) = self.push.take() {
+            let stats = worker.shutdown(Duration::from_secs(5));
+            eprintln!(
+                "profiler: pushed {} profiles to Pyroscope, {} still queued, {} failed attempts{}",
+                stats.sent,
+                stats.queued,
+                stats.failed_attempts,
+                stats
+                    .last_error
+                    .map(|e| format!(" (last error: {e})"))
+                    .unwrap_or_default()
+            );
+        }
     }
 
     /// Create the capture directory, write the window's files and `capture.json`.

@@ -48,6 +48,9 @@ pub struct GrowthEntry {
     /// `None` collects bytes of unsampled events (exact, not scaled).
     pub stack: Option<StackId>,
     pub bytes: f64,
+    /// Estimated live objects: committed ranges weighted like their bytes (a range
+    /// split by a partial munmap or mprotect counts once per piece).
+    pub objects: f64,
 }
 
 /// Attributes of every byte of one stored range.
@@ -114,17 +117,24 @@ impl ProcessLedger {
     /// unsampled ones included, so the `None` entry is a subset of what they stand
     /// for: it says how much was not attributed, and must not be added to them.
     pub fn window_growth(&self) -> Vec<GrowthEntry> {
-        let mut sums: BTreeMap<(RegionKind, Option<StackId>), f64> = BTreeMap::new();
+        let mut sums: BTreeMap<(RegionKind, Option<StackId>), (f64, f64)> = BTreeMap::new();
         for (start, end, region) in self.ranges.iter() {
             if let (true, Provenance::Window { stack, scale }) =
                 (region.committed(), region.provenance)
             {
-                *sums.entry((region.kind, stack)).or_default() += (end - start) as f64 * scale;
+                let sum = sums.entry((region.kind, stack)).or_default();
+                sum.0 += (end - start) as f64 * scale;
+                sum.1 += scale;
             }
         }
         let mut out: Vec<GrowthEntry> = sums
             .into_iter()
-            .map(|((kind, stack), bytes)| GrowthEntry { kind, stack, bytes })
+            .map(|((kind, stack), (bytes, objects))| GrowthEntry {
+                kind,
+                stack,
+                bytes,
+                objects,
+            })
             .collect();
         // Stable sort keeps the (kind, stack) order of the BTreeMap among equal sizes.
         out.sort_by(|a, b| b.bytes.total_cmp(&a.bytes));

@@ -29,6 +29,10 @@ pub struct WaitGroup {
     pub frame_below_lock: Option<String>,
     /// Frames, root first.
     pub stack: Vec<String>,
+    /// The frames as code locations for pprof, root first; filled by the caller that
+    /// knows the stack table (empty: names only).
+    #[serde(skip)]
+    pub locations: Vec<crate::render::pprof::CodeLocation>,
 }
 
 /// The verdict for one process.
@@ -176,6 +180,7 @@ pub fn judge(
                 stuck: true,
                 frame_below_lock: frame_below_lock(&stack),
                 stack,
+                locations: Vec::new(),
             });
         g.tids.push(w.tid);
         g.blocked_at_least_ns = g.blocked_at_least_ns.min(snap.blocked_at_least(w));

@@ -319,12 +319,26 @@ impl Capture {
         for pid in pids {
             let snap = snapshot::take(session, &self.collector, pid, observed_ns);
             let stacks = &session.stacks;
-            let (verdict, in_flight) = match &snap {
+            let (verdict, mut in_flight) = match &snap {
                 Some(snap) => verdict::judge(snap, stall_ns, |id| {
                     stacks.get(id).map(|s| s.names.clone()).unwrap_or_default()
                 }),
                 None => (verdict::Verdict::Exited, Vec::new()),
             };
+            if let Some(snap) = &snap {
+                // The locations of a group's stack, through any of its threads (they
+                // share the frame names, so any of their stacks reads the same in pprof).
+                for g in &mut in_flight {
+                    g.locations = snap
+                        .in_flight
+                        .iter()
+                        .find(|w| g.tids.contains(&w.tid))
+                        .and_then(|w| w.stack)
+                        .and_then(|id| stacks.get(id))
+                        .map(|s| s.locations.clone())
+                        .unwrap_or_default();
+                }
+            }
             let snap = snap.unwrap_or_else(|| ThreadSnapshot {
                 pid,
                 comm: session
@@ -348,6 +362,10 @@ impl Capture {
                         .unwrap_or_default(),
                     ns: totals.ns,
                     count: totals.count,
+                    locations: stack
+                        .and_then(|id| stacks.get(id))
+                        .map(|s| s.locations.clone())
+                        .unwrap_or_default(),
                 })
                 .collect();
             let mut futexes: Vec<(u64, u64, u64)> = snap

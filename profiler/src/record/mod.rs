@@ -1,6 +1,7 @@
 //! `profiler record`: capture a window, then write flamegraphs and a report.
 mod allocators;
 pub mod capture;
+mod locations;
 pub(crate) mod output;
 mod session;
 pub mod snapshot;

@@ -5,7 +5,9 @@ use anyhow::Context as _;
 
 use crate::{
     collect::Counters,
-    render::{diff, folded, folded::Half, report, svg, waits, waits::WaitReport, MemoryReport},
+    render::{
+        diff, folded, folded::Half, pprof, report, svg, waits, waits::WaitReport, MemoryReport,
+    },
     units::human_bytes,
 };
 
@@ -31,10 +33,17 @@ pub fn write_all(
 ) -> anyhow::Result<()> {
     let mut text = String::new();
     let mut json = serde_json::Map::new();
+    let meta = pprof_meta(window_secs);
     if let Some(report) = memory {
         write_memory(dir, report)?;
+        write_pprof(dir, "memory", &pprof::memory_profile(report, &meta))?;
         if report.processes.iter().any(|p| p.allocations.is_some()) {
             write_allocations(dir, report)?;
+            write_pprof(
+                dir,
+                "allocations",
+                &pprof::allocations_profile(report, &meta),
+            )?;
             write_memory_diff(dir, report)?;
         }
         text.push_str(&report::text(report));
@@ -48,6 +57,7 @@ pub fn write_all(
     }
     if let Some(w) = waits {
         write_waits(dir, w, window_secs)?;
+        write_pprof(dir, "waits", &pprof::waits_profile(w, &meta))?;
         text.push('\n');
         text.push_str(&waits::text(w));
         json.insert(
@@ -58,6 +68,25 @@ pub fn write_all(
     write(dir, "report.txt", text.as_bytes())?;
     let json = serde_json::to_string_pretty(&json).context("encoding report.json")?;
     write(dir, "report.json", json.as_bytes())
+}
+
+/// When a window of `window_secs` that ends now started.
+fn pprof_meta(window_secs: f64) -> pprof::CaptureMeta {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let duration_ns = (window_secs.max(0.0) * 1e9) as i64;
+    pprof::CaptureMeta {
+        start_unix_ns: (now.as_nanos() as i64).saturating_sub(duration_ns),
+        duration_ns,
+        ..Default::default()
+    }
+}
+
+/// `<name>.pb.gz`: the pprof profile of one view.
+fn write_pprof(dir: &Path, name: &str, model: &pprof::ProfileModel) -> anyhow::Result<()> {
+    let bytes = pprof::to_gzip(model).with_context(|| format!("encoding {name}.pb.gz"))?;
+    write(dir, &format!("{name}.pb.gz"), &bytes)
 }
 
 fn write_waits(dir: &Path, report: &WaitReport, window_secs: f64) -> anyhow::Result<()> {

@@ -250,9 +250,13 @@ impl Session {
         let truncated = unwound.truncated;
         let symbolizer = &mut self.symbolizer;
         let space = &t.space;
-        let id = self.stacks.intern(pid, unwound.frames, truncated, |addrs| {
-            root_first_names(symbolizer.symbolize_process(pid, space, addrs))
-        });
+        let id = self
+            .stacks
+            .intern_located(pid, unwound.frames, truncated, |addrs| {
+                let per_addr = symbolizer.symbolize_process(pid, space, addrs);
+                let locations = super::locations::root_first_locations(space, addrs, &per_addr);
+                (root_first_names(per_addr), locations)
+            });
         t.unwind_cache.insert(sample, read_end, id, truncated);
         Some(id)
     }
@@ -379,6 +383,8 @@ impl Session {
                     kind: g.kind.label().to_string(),
                     frames: stack.names.clone(),
                     bytes: g.bytes,
+                    objects: g.objects,
+                    locations: stack.locations.clone(),
                 }),
                 None => unsampled += g.bytes,
                 _ => {}
@@ -461,6 +467,10 @@ impl Session {
                     frames: names(id),
                     bytes: g.bytes,
                     objects: g.objects,
+                    locations: id
+                        .and_then(|id| self.stacks.get(id))
+                        .map(|s| s.locations.clone())
+                        .unwrap_or_default(),
                 })
                 .collect();
             rows.sort_by(|a, b| b.bytes.total_cmp(&a.bytes).then(a.frames.cmp(&b.frames)));

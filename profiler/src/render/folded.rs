@@ -100,16 +100,19 @@ mod tests {
                         kind: "anon mmap".into(),
                         frames: vec!["main".into(), "leak".into()],
                         bytes: 100.4,
+                        ..Default::default()
                     },
                     StackGrowth {
                         kind: "anon mmap".into(),
                         frames: vec!["main".into(), "leak".into()],
                         bytes: 50.0,
+                        ..Default::default()
                     },
                     StackGrowth {
                         kind: "brk heap".into(),
                         frames: vec!["main".into()],
                         bytes: 0.2,
+                        ..Default::default()
                     },
                 ],
                 ..Default::default()
@@ -143,6 +146,7 @@ mod tests {
                     kind: "anon mmap".into(),
                     frames: vec!["main".into()],
                     bytes: 4096.0,
+                    ..Default::default()
                 }],
                 ..Default::default()
             }],

@@ -6,6 +6,7 @@
 pub mod allocations;
 pub mod diff;
 pub mod folded;
+pub mod pprof;
 pub mod report;
 pub mod svg;
 pub mod waits;
@@ -95,6 +96,10 @@ pub struct AllocGrowth {
     pub frames: Vec<String>,
     pub bytes: f64,
     pub objects: f64,
+    /// The frames as code locations, root first, for pprof; empty when only names are
+    /// known.
+    #[serde(skip)]
+    pub locations: Vec<pprof::CodeLocation>,
 }
 
 /// Resident memory by kind during the window, from `kmem:rss_stat`, in bytes.
@@ -140,4 +145,11 @@ pub struct StackGrowth {
     /// Frame names, root first.
     pub frames: Vec<String>,
     pub bytes: f64,
+    /// Estimated number of live objects (mappings, or allocations) behind `bytes`.
+    #[serde(skip)]
+    pub objects: f64,
+    /// The frames as code locations (address, module, inlined lines), root first, for
+    /// pprof; empty when only names are known.
+    #[serde(skip)]
+    pub locations: Vec<pprof::CodeLocation>,
 }

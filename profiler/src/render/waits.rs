@@ -40,7 +40,7 @@ pub struct ProcessWaits {
 }
 
 /// Blocked time under one stack.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Default, Serialize)]
 pub struct BlockedStack {
     /// The flamegraph frame: `futex`, `socket 127.0.0.1:5432`, `epoll_wait`…
     pub kind: String,
@@ -48,6 +48,10 @@ pub struct BlockedStack {
     pub frames: Vec<String>,
     pub ns: u64,
     pub count: u64,
+    /// The frames as code locations, root first, for pprof; empty when only names
+    /// are known.
+    #[serde(skip)]
+    pub locations: Vec<super::pprof::CodeLocation>,
 }
 
 /// `[container ID;]comm (pid);<wait kind>;frames… MICROSECONDS`, in-flight waits
