@@ -75,10 +75,10 @@ fn process_text(out: &mut String, p: &ProcessMemory) {
             ""
         }
     );
-    super::allocations::verdict_text(out, p);
     if let Some(line) = identity_line(&p.identity) {
         let _ = writeln!(out, "   {line}");
     }
+    super::allocations::verdict_text(out, p);
     let _ = writeln!(out, "   memory events {}, sampled {}", p.events, p.samples);
     if let (Some(before), Some(after)) = (&p.rss_before, &p.rss_after) {
         let _ = writeln!(
