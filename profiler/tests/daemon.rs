@@ -557,3 +557,178 @@ fn du(path: &Path) -> u64 {
     }
     total
 }
+
+/// A stand-in for Pyroscope on loopback: answers 200 to everything and keeps the
+/// request lines (`POST /ingest?… HTTP/1.1`) with their body sizes.
+struct FakePyroscope {
+    port: u16,
+    seen: Arc<Mutex<Vec<(String, usize)>>>,
+}
+
+impl FakePyroscope {
+    fn start() -> Self {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let kept = seen.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming().map_while(Result::ok) {
+                let kept = kept.clone();
+                std::thread::spawn(move || serve(stream, &kept));
+            }
+        });
+        Self { port, seen }
+    }
+}
+
+/// Answer the requests of one connection (keep-alive) until it closes.
+fn serve(stream: std::net::TcpStream, seen: &Mutex<Vec<(String, usize)>>) {
+    use std::io::{Read as _, Write as _};
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(30)));
+    let mut writer = stream.try_clone().unwrap();
+    let mut reader = BufReader::new(stream);
+    loop {
+        let mut request = String::new();
+        if reader.read_line(&mut request).unwrap_or(0) == 0 {
+            return;
+        }
+        let mut length = 0usize;
+        let mut chunked = false;
+        loop {
+            let mut header = String::new();
+            if reader.read_line(&mut header).unwrap_or(0) == 0 {
+                return;
+            }
+            let header = header.trim_end().to_ascii_lowercase();
+            if header.is_empty() {
+                break;
+            }
+            if let Some(v) = header.strip_prefix("content-length:") {
+                length = v.trim().parse().unwrap_or(0);
+            }
+            if header.starts_with("transfer-encoding:") && header.contains("chunked") {
+                chunked = true;
+            }
+        }
+        let mut body = Vec::new();
+        if chunked {
+            loop {
+                let mut size = String::new();
+                reader.read_line(&mut size).unwrap();
+                let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+                let mut chunk = vec![0; n + 2];
+                reader.read_exact(&mut chunk).unwrap();
+                if n == 0 {
+                    break;
+                }
+                body.extend_from_slice(&chunk[..n]);
+            }
+        } else {
+            body.resize(length, 0);
+            reader.read_exact(&mut body).unwrap();
+        }
+        seen.lock()
+            .unwrap()
+            .push((request.trim_end().to_string(), body.len()));
+        let _ = writer.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+    }
+}
+
+/// Check that with `--push-url` every interval's pprof profiles reach the server's
+/// ingest API, labelled with the process, while the captures stay on disk.
+#[test]
+#[ignore = "needs root: run with `cargo xtask test`"]
+fn intervals_are_pushed_to_pyroscope() {
+    require_root();
+    let dir = scratch_dir("daemon_push");
+    let program = build_c("mmap_leak.c", "dmn_push", "gcc", FP_FLAGS);
+    let workload = Workload::start(&program, 60.0, &dir);
+    workload.release();
+    let server = FakePyroscope::start();
+    let url = format!("http://127.0.0.1:{}", server.port);
+    let daemon = Daemon::start(
+        &[
+            "--pid",
+            &workload.pid.to_string(),
+            "--interval",
+            "1s",
+            "--push-url",
+            &url,
+        ],
+        &dir.join("out"),
+    );
+    let pushed = wait_for(Duration::from_secs(20), "two intervals pushed", || {
+        let seen = server.seen.lock().unwrap().clone();
+        let profiles: Vec<(String, usize)> = seen
+            .into_iter()
+            .filter(|(line, _)| line.starts_with("POST /ingest?"))
+            .collect();
+        let intervals: std::collections::BTreeSet<String> = profiles
+            .iter()
+            .filter_map(|(line, _)| Some(line.split("&from=").nth(1)?.to_string()))
+            .collect();
+        (intervals.len() >= 2).then_some(profiles)
+    });
+    let out = daemon.stop();
+    for (line, body) in &pushed {
+        assert!(line.contains("dmn_push"), "no process label: {line}");
+        assert!(line.contains("format=pprof"), "{line}");
+        assert!(*body > 100, "empty profile upload: {line}");
+    }
+    assert!(!captures(&out, "").is_empty(), "captures must stay on disk");
+    eprintln!("{} profile uploads seen", pushed.len());
+}
+
+/// Check that a target crossing `--rss-threshold` gets one `rss/` snapshot with its
+/// growing stack, and that SIGHUP cuts an interval at once (the interval is 60 s).
+#[test]
+#[ignore = "needs root: run with `cargo xtask test`"]
+fn rss_threshold_snapshot_and_sighup_interval() {
+    require_root();
+    let dir = scratch_dir("daemon_rss");
+    let program = build_c("mmap_leak.c", "dmn_rss", "gcc", FP_FLAGS);
+    let workload = Workload::start(&program, 60.0, &dir);
+    let out = dir.join("out");
+    let daemon = Daemon::start(
+        &[
+            "--pid",
+            &workload.pid.to_string(),
+            "--interval",
+            "60s",
+            "--rss-threshold",
+            "64MiB",
+        ],
+        &out,
+    );
+    workload.release();
+    let rss = wait_for(Duration::from_secs(20), "the rss/ snapshot", || {
+        captures(&out.join("rss"), "rss/").into_iter().next()
+    });
+    let text = std::fs::read_to_string(rss.path.join("rss.txt")).unwrap();
+    assert!(text.contains("crossed 64.0 MiB"), "{text}");
+    let folded = read_folded(&rss.path.join("memory.folded"));
+    let leaked = common::sum_where(&folded, |f| common::has_frame(f, "leak_sessions"));
+    assert!(
+        leaked >= 32 << 20,
+        "only {leaked} bytes under leak_sessions"
+    );
+    assert!(captures(&out, "").is_empty(), "an interval before its time");
+    let hup = Instant::now();
+    daemon.signal("HUP");
+    wait_for(Duration::from_secs(5), "the interval cut by SIGHUP", || {
+        captures(&out, "").into_iter().next()
+    });
+    eprintln!("SIGHUP interval written after {:?}", hup.elapsed());
+    std::thread::sleep(Duration::from_secs(2));
+    let out = daemon.stop();
+    assert_eq!(
+        captures(&out.join("rss"), "rss/").len(),
+        1,
+        "one crossing, one snapshot"
+    );
+    assert_eq!(
+        captures(&out, "").len(),
+        2,
+        "the SIGHUP interval and the last one"
+    );
+}
