@@ -6,8 +6,8 @@ use profiler_common::{
 };
 
 use crate::events::{
-    AllocOp, AllocRecord, MemOp, MemRecord, MemSample, OomRecord, StackSample, WaitRecord,
-    WaitSyscall,
+    AllocOp, AllocRecord, MemOp, MemRecord, MemSample, OomRecord, RetFix, StackSample,
+    WaitRecord, WaitSyscall,
 };
 
 /// A record that could not be decoded (a bug on one side, or a truncated record).
@@ -60,6 +60,10 @@ pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
         bp: header.regs.bp,
         base: header.stack_base,
         bytes: bytes[STACK_OFFSET..STACK_OFFSET + stack_len].to_vec(),
+        ret_fix: (header.ret_slot != 0).then_some(RetFix {
+            slot: header.ret_slot,
+            addr: header.ret_addr,
+        }),
     });
     let kind = EventKind::from_u32(header.kind).ok_or(DecodeError::UnknownKind(header.kind))?;
     if matches!(kind, EventKind::FutexWait | EventKind::SocketWait) {
@@ -201,6 +205,7 @@ pub(crate) mod tests {
                 bp: 3,
             },
             weight: 262144,
+            ..Default::default()
         };
         let ev = MemEvent {
             addr: 0x1000,
@@ -312,6 +317,7 @@ pub(crate) mod tests {
                 bp: 0,
             },
             weight: 262144,
+            ..Default::default()
         };
         let ev = AllocEvent {
             addr: 0x5555_0000,

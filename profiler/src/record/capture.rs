@@ -67,6 +67,7 @@ impl Capture {
         );
         let mut collector = Collector::load(&CollectorConfig {
             sample_bytes: opts.sample_bytes,
+            alloc_sample_bytes: opts.alloc_sample_bytes,
             stack_pages: opts.stack_pages,
             all_processes: selector.is_all(),
             wait_threshold_ns: opts.wait_threshold.as_nanos() as u64,
@@ -250,6 +251,7 @@ impl Capture {
             self.opts.sample_bytes,
             counters,
         );
+        report.alloc_sample_bytes = self.opts.alloc_sample_bytes;
         if let Some(pid) = only {
             report.processes.retain(|p| p.pid == pid);
             report.target = format!("pid {pid}");

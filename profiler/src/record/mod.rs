@@ -40,6 +40,8 @@ pub struct RecordOptions {
     pub allocations: bool,
     /// Probe this binary's allocator instead of the detected one.
     pub allocator: Option<PathBuf>,
+    /// Mean bytes between sampled allocations.
+    pub alloc_sample_bytes: u64,
     /// Record blocked time (wait probes) and judge stalls.
     pub waits: bool,
     /// Waits shorter than this are only counted.
