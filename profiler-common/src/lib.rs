@@ -36,6 +36,10 @@ pub enum EventKind {
     FutexWait = 8,
     /// A blocking socket or poll wait ended; see [`WaitEvent`].
     SocketWait = 9,
+    /// A sampled allocation returned `addr`; see [`AllocEvent`]. Carries a stack.
+    Alloc = 10,
+    /// A sampled allocation at `addr` was freed (or moved by realloc); no stack.
+    Free = 11,
 }
 
 impl EventKind {
@@ -50,6 +54,8 @@ impl EventKind {
             7 => Self::Exit,
             8 => Self::FutexWait,
             9 => Self::SocketWait,
+            10 => Self::Alloc,
+            11 => Self::Free,
             _ => return None,
         })
     }
@@ -134,6 +140,77 @@ pub struct WaitEvent {
     pub futex_op: u32,
     /// The syscall's return value (truncated): e.g. -ETIMEDOUT, -EAGAIN, bytes read.
     pub ret: i32,
+}
+
+/// Body of the allocator events (`Alloc`, `Free`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AllocEvent {
+    /// The block's address.
+    pub addr: u64,
+    /// Requested size in bytes (`Alloc`), or 0 (`Free`).
+    pub size: u64,
+    /// Which allocator entry point made the block: an [`alloc_fn`] value.
+    pub function: u32,
+    pub _pad: u32,
+}
+
+/// Allocator entry points, as carried in [`AllocEvent::function`] and [`AllocPending`].
+pub mod alloc_fn {
+    pub const MALLOC: u32 = 1;
+    pub const CALLOC: u32 = 2;
+    pub const REALLOC: u32 = 3;
+    /// `memalign`, `aligned_alloc`: size is the second argument.
+    pub const MEMALIGN: u32 = 4;
+    /// `posix_memalign(&ptr, align, size)`: the block is written through the pointer.
+    pub const POSIX_MEMALIGN: u32 = 5;
+}
+
+/// A sampled allocation call in flight, saved at entry (map `ALLOC_PENDING`, keyed by
+/// pid_tgid) and completed by the return probe.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AllocPending {
+    pub size: u64,
+    /// Bytes the sample stands for (see the byte sampler).
+    pub weight: u64,
+    /// `posix_memalign`'s output pointer, else 0.
+    pub out_ptr: u64,
+    pub function: u32,
+    pub _pad: u32,
+}
+
+/// Key of the sampled live allocations (`LIVE_ALLOCS`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct AllocKey {
+    pub tgid: u32,
+    pub _pad: u32,
+    pub addr: u64,
+}
+
+/// Resident memory of one process as `kmem:rss_stat` reports it (map `RSS_TRACK`), in
+/// bytes, indexed by the kernel's mm counter (`rss_member`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RssTrack {
+    /// Latest value per counter.
+    pub now: [i64; 4],
+    /// Highest value per counter seen in the window.
+    pub peak: [i64; 4],
+    /// Highest resident total (file + anon + shmem) seen in the window.
+    pub peak_total: i64,
+    /// Number of updates seen.
+    pub updates: u64,
+}
+
+/// Indices of the kernel's mm counters (`enum { MM_FILEPAGES, MM_ANONPAGES,
+/// MM_SWAPENTS, MM_SHMEMPAGES }`), as `kmem:rss_stat` reports them in `member`.
+pub mod rss_member {
+    pub const FILE: usize = 0;
+    pub const ANON: usize = 1;
+    pub const SWAP: usize = 2;
+    pub const SHMEM: usize = 3;
 }
 
 /// A thread inside a wait syscall, as the enter probe saw it (map `WAITING`, keyed by
@@ -245,8 +322,12 @@ pub enum Counter {
     ShortWaits = 4,
     /// Futex wake calls by targets.
     FutexWakes = 5,
+    /// Allocator calls (malloc, free, …) by targets.
+    AllocCalls = 6,
+    /// Sampled allocations not tracked because `LIVE_ALLOCS` was full.
+    AllocTableFull = 7,
 }
-pub const COUNTER_SLOTS: u32 = 8;
+pub const COUNTER_SLOTS: u32 = 16;
 
 #[cfg(feature = "user")]
 mod pod {
@@ -257,6 +338,10 @@ mod pod {
     unsafe impl aya::Pod for super::WaitEvent {}
     unsafe impl aya::Pod for super::WaitStart {}
     unsafe impl aya::Pod for super::FutexKey {}
+    unsafe impl aya::Pod for super::AllocEvent {}
+    unsafe impl aya::Pod for super::AllocPending {}
+    unsafe impl aya::Pod for super::AllocKey {}
+    unsafe impl aya::Pod for super::RssTrack {}
 }
 
 #[cfg(test)]
@@ -276,5 +361,10 @@ mod tests {
         assert_eq!(size_of::<Config>(), 8 + 8 + 4 + 4);
         assert_eq!(size_of::<WaitStart>(), 8 + 8 + 24 + 4 * 4);
         assert_eq!(size_of::<FutexKey>(), 16);
+        assert_eq!(size_of::<AllocEvent>(), 8 + 8 + 4 + 4);
+        assert!(size_of::<AllocEvent>() <= BODY_SIZE);
+        assert_eq!(size_of::<AllocPending>(), 3 * 8 + 4 + 4);
+        assert_eq!(size_of::<AllocKey>(), 16);
+        assert_eq!(size_of::<RssTrack>(), 4 * 8 * 2 + 8 + 8);
     }
 }

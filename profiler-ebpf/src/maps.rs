@@ -55,6 +55,22 @@ pub static FUTEX_WAITS: LruHashMap<profiler_common::FutexKey, u64> =
 pub static FUTEX_WAKES: LruHashMap<profiler_common::FutexKey, u64> =
     LruHashMap::with_max_entries(16384, 0);
 
+/// Sampled allocation calls between entry and return, keyed by pid_tgid.
+#[map]
+pub static ALLOC_PENDING: LruHashMap<u64, profiler_common::AllocPending> =
+    LruHashMap::with_max_entries(16384, 0);
+
+/// Sampled blocks not freed yet, by (tgid, address); value: bytes the sample stands for.
+/// A plain hash (not LRU): a full table is counted (`AllocTableFull`), never evicts a
+/// block whose free we still need to see.
+#[map]
+pub static LIVE_ALLOCS: HashMap<profiler_common::AllocKey, u64> =
+    HashMap::with_max_entries(262144, 0);
+
+/// Resident memory per target tgid, from `kmem:rss_stat`.
+#[map]
+pub static RSS_TRACK: HashMap<u32, profiler_common::RssTrack> = HashMap::with_max_entries(8192, 0);
+
 /// Process ids never traced, even with `Config::all_processes`: the profiler itself
 /// (tracing its own reads of the ring buffer would feed on itself).
 #[map]

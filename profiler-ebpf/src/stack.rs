@@ -40,6 +40,12 @@ pub fn user_regs(out: &mut UserRegs) {
 pub fn capture(buf: *mut RecordBuf, pages: u32) {
     let mut user = UserRegs::default();
     user_regs(&mut user);
+    capture_from(buf, user, pages);
+}
+
+/// Like [`capture`], from registers the caller already has (a uprobe's context).
+#[inline(always)]
+pub fn capture_from(buf: *mut RecordBuf, user: UserRegs, pages: u32) {
     if user.sp == 0 {
         return;
     }

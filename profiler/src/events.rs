@@ -92,6 +92,29 @@ impl MemSample {
     }
 }
 
+/// An allocator event of one process: a sampled block was allocated, or freed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AllocRecord {
+    pub pid: u32,
+    pub tid: u32,
+    pub time_ns: u64,
+    pub op: AllocOp,
+}
+
+/// What happened to a sampled block.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AllocOp {
+    /// A sampled allocation of `size` bytes at `addr`, standing for `weight` bytes.
+    Alloc {
+        addr: u64,
+        size: u64,
+        weight: u64,
+        stack: Option<StackSample>,
+    },
+    /// The sampled block at `addr` was freed (or moved away by realloc).
+    Free { addr: u64 },
+}
+
 /// Index of an interned, unwound stack (see `aggregate::StackTable`).
 pub type StackId = u32;
 

@@ -1,4 +1,6 @@
 //! `profiler record`: capture a window, then write flamegraphs and a report.
+mod allocators;
+pub mod follow;
 mod output;
 mod session;
 pub mod snapshot;
@@ -7,20 +9,15 @@ use std::{path::PathBuf, time::Duration};
 
 use anyhow::Context as _;
 
+pub use follow::{describe_processes, RESCAN_INTERVAL};
 pub use session::Session;
 
 use crate::{
     collect::{Collector, CollectorConfig},
     offcpu::{verdict, ThreadSnapshot},
-    procfs,
     render::waits::{BlockedStack, ProcessWaits, WaitReport},
     targets::{ProcessInfo, TargetSelector, TargetSpec},
 };
-
-/// How often the target set is rescanned for new matches of `--comm`, `--cgroup` and
-/// `--container` (a restarted container's process is forked by the runtime, not by the
-/// old target, so only a scan finds it) and for targets that exited.
-pub const RESCAN_INTERVAL: Duration = Duration::from_millis(250);
 
 /// What to record, as plain values (the CLI converts its arguments into this).
 #[derive(Clone, Debug)]
@@ -34,6 +31,11 @@ pub struct RecordOptions {
     pub stack_pages: u32,
     /// Record memory growth (mapping probes).
     pub memory: bool,
+    /// With `memory`: also probe the allocator (malloc/free uprobes) for live
+    /// allocations and the leak / retention verdict.
+    pub allocations: bool,
+    /// Probe this binary's allocator instead of the detected one.
+    pub allocator: Option<PathBuf>,
     /// Record blocked time (wait probes) and judge stalls.
     pub waits: bool,
     /// Waits shorter than this are only counted.
@@ -80,14 +82,13 @@ pub async fn record(opts: &RecordOptions) -> anyhow::Result<RecordSummary> {
         }
     );
 
-    let stop_reason = capture_loop(&mut collector, &mut session, &selector, opts.duration).await?;
+    let stop_reason = capture_loop(&mut collector, &mut session, &selector, opts).await?;
     let mut batch = Vec::new();
     collector.drain(&mut batch);
-    for record in batch {
-        session.ingest(record);
-    }
+    follow::apply_batch(&mut collector, &mut session, &selector, opts, &mut batch)?;
     let window_secs = started.elapsed().as_secs_f64();
     session.read_final_rss();
+    session.read_resident(&collector);
     let counters = collector.counters();
     let waits = opts
         .waits
@@ -155,6 +156,15 @@ fn attach(
     }
     if opts.memory {
         collector.attach_memory_probes()?;
+        if !collector.attach_rss_probe()? {
+            eprintln!("profiler: note: this kernel has no tracepoint kmem:rss_stat; resident memory comes from /proc only");
+        }
+        if opts.allocations {
+            let pids: Vec<u32> = session.targets.keys().copied().collect();
+            for pid in pids {
+                allocators::attach(&mut collector, &mut session, pid, opts.allocator.as_deref());
+            }
+        }
     }
     if opts.waits {
         for name in collector.attach_wait_probes()? {
@@ -175,8 +185,7 @@ fn wait_report(
     let observed_ns = observed.as_nanos() as u64;
     let stall_ns = opts.stall_threshold.as_nanos() as u64;
     let mut processes = Vec::new();
-    let pids: Vec<u32> = session.targets.keys().copied().collect();
-    for pid in pids {
+    for pid in session.pids_grouped() {
         let snap = snapshot::take(session, collector, pid, observed_ns);
         let stacks = &session.stacks;
         let (verdict, in_flight) = match &snap {
@@ -267,8 +276,9 @@ async fn capture_loop(
     collector: &mut Collector,
     session: &mut Session,
     selector: &TargetSelector,
-    duration: Option<Duration>,
+    opts: &RecordOptions,
 ) -> anyhow::Result<&'static str> {
+    let duration = opts.duration;
     use tokio::signal::unix::{signal, SignalKind};
     let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
@@ -285,94 +295,14 @@ async fn capture_loop(
             _ = &mut deadline => return Ok("window elapsed"),
             _ = sigint.recv() => return Ok("interrupted (SIGINT)"),
             _ = sigterm.recv() => return Ok("terminated (SIGTERM)"),
-            _ = rescan.tick() => update_targets(collector, session, selector)?,
+            _ = rescan.tick() => follow::update_targets(collector, session, selector, opts)?,
             r = collector.next_batch(&mut batch, Duration::from_millis(200)) => {
                 r?;
-                for record in batch.drain(..) {
-                    session.ingest(record);
-                }
-                for (pid, brk) in session.take_adopted() {
-                    if let Some(brk) = brk {
-                        collector.seed_brk(pid, brk)?;
-                    }
-                    if !selector.is_all() {
-                        announce("forked by a target", session, pid);
-                    }
-                }
+                follow::apply_batch(collector, session, selector, opts, &mut batch)?;
             }
         }
         if fixed_set && session.all_exited() {
             return Ok("every target exited");
         }
     }
-}
-
-/// One rescan: targets that are gone are finalised and leave the kernel's target map
-/// (their PID may be reused); new matches of the selectors become targets.
-fn update_targets(
-    collector: &mut Collector,
-    session: &mut Session,
-    selector: &TargetSelector,
-) -> anyhow::Result<()> {
-    let gone: Vec<u32> = session
-        .targets
-        .values()
-        .filter(|t| !t.exited && !procfs::is_alive(t.pid))
-        .map(|t| t.pid)
-        .collect();
-    for pid in gone {
-        session.mark_exited(pid);
-        if !selector.is_all() {
-            collector.remove_target(pid)?;
-        }
-    }
-    if !selector.follows_new_processes() || selector.is_all() {
-        return Ok(());
-    }
-    for p in selector.scan_unknown(|pid| session.knows(pid)) {
-        // Gone between the scan and now: the next scan will not see it either.
-        if let Ok(brk) = session.add_target(p.pid) {
-            collector.add_target(p.pid, brk)?;
-            announce("matched", session, p.pid);
-        }
-    }
-    Ok(())
-}
-
-/// `profiler: following comm (pid N) …, <why>`: tells a person (and the tests) when a
-/// process joined the capture.
-fn announce(why: &str, session: &Session, pid: u32) {
-    if let Some(t) = session.targets.get(&pid) {
-        eprintln!(
-            "profiler: following {}, {why}",
-            describe_processes(&[ProcessInfo {
-                pid,
-                comm: t.comm.clone(),
-                identity: t.identity.clone(),
-            }])
-        );
-    }
-}
-
-/// `nginx (pid 12, container 4f1d2c3b5a69), nginx (pid 13)`; the first 10 only.
-fn describe_processes(processes: &[ProcessInfo]) -> String {
-    let mut parts: Vec<String> = processes
-        .iter()
-        .take(10)
-        .map(|p| {
-            let mut s = format!("{} (pid {}", p.comm, p.pid);
-            if let Some(ns) = p.identity.ns_pid {
-                s.push_str(&format!(", pid {ns} in its namespace"));
-            }
-            if let Some(c) = &p.identity.container {
-                s.push_str(&format!(", container {}", c.short()));
-            }
-            s.push(')');
-            s
-        })
-        .collect();
-    if processes.len() > 10 {
-        parts.push(format!("and {} more", processes.len() - 10));
-    }
-    parts.join(", ")
 }

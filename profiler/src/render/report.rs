@@ -34,6 +34,21 @@ pub fn text(report: &MemoryReport) -> String {
         "stack sampling: one sample per {} on average (unbiased estimate)",
         human_bytes(report.sample_bytes as f64)
     );
+    if c.alloc_calls > 0 || c.alloc_table_full > 0 {
+        let _ = writeln!(
+            out,
+            "allocator calls seen {}{}",
+            c.alloc_calls,
+            if c.alloc_table_full > 0 {
+                format!(
+                    ", sampled allocations not tracked (kernel table full) {}",
+                    c.alloc_table_full
+                )
+            } else {
+                String::new()
+            }
+        );
+    }
     if c.decode_errors > 0 || c.stack_read_failed > 0 {
         let _ = writeln!(
             out,
@@ -63,6 +78,7 @@ fn process_text(out: &mut String, p: &ProcessMemory) {
     if let Some(line) = identity_line(&p.identity) {
         let _ = writeln!(out, "   {line}");
     }
+    super::allocations::verdict_text(out, p);
     let _ = writeln!(out, "   memory events {}, sampled {}", p.events, p.samples);
     if let (Some(before), Some(after)) = (&p.rss_before, &p.rss_after) {
         let _ = writeln!(
@@ -81,6 +97,8 @@ fn process_text(out: &mut String, p: &ProcessMemory) {
     } else if let Some(before) = &p.rss_before {
         let _ = writeln!(out, "   RSS at start {}", human_bytes(before.total as f64));
     }
+    super::allocations::resident_text(out, p);
+    super::allocations::allocations_text(out, p);
     let _ = writeln!(
         out,
         "   mapped (committed) by region kind: before -> after (net)"
@@ -195,7 +213,8 @@ pub fn json(report: &MemoryReport) -> serde_json::Value {
         .iter()
         .map(|p| {
             let attributed = p.attributed_growth();
-            let mut process = serde_json::json!({
+            let mut fields = super::allocations::json_fields(p);
+            let base = serde_json::json!({
                 "pid": p.pid,
                 "comm": p.comm,
                 "exited": p.exited,
@@ -216,13 +235,14 @@ pub fn json(report: &MemoryReport) -> serde_json::Value {
                     "frames": g.frames,
                 })).collect::<Vec<_>>(),
             });
-            // Container, cgroup and namespace PID only when known.
-            if let (Some(obj), Ok(serde_json::Value::Object(id))) =
-                (process.as_object_mut(), serde_json::to_value(&p.identity))
-            {
-                obj.extend(id);
+            if let serde_json::Value::Object(base) = base {
+                fields.extend(base);
             }
-            process
+            // Container, cgroup and namespace PID only when known.
+            if let Ok(serde_json::Value::Object(id)) = serde_json::to_value(&p.identity) {
+                fields.extend(id);
+            }
+            serde_json::Value::Object(fields)
         })
         .collect();
     serde_json::json!({
@@ -233,6 +253,8 @@ pub fn json(report: &MemoryReport) -> serde_json::Value {
         "samples_taken": report.counters.sampled,
         "events_lost": report.counters.lost,
         "records_not_decoded": report.counters.decode_errors,
+        "allocator_calls": report.counters.alloc_calls,
+        "allocations_not_tracked_table_full": report.counters.alloc_table_full,
         "stacks_not_readable": report.counters.stack_read_failed,
         "processes": processes,
     })
