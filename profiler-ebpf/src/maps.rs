@@ -71,6 +71,12 @@ pub static LIVE_ALLOCS: HashMap<profiler_common::AllocKey, u64> =
 #[map]
 pub static RSS_TRACK: HashMap<u32, profiler_common::RssTrack> = HashMap::with_max_entries(8192, 0);
 
+/// The return-address slot of each thread's latest allocator call, keyed by pid_tgid:
+/// `[slot address, original return address]`, read at entry before the return probe
+/// replaces it. Stack samples carry it so userspace can undo the replacement.
+#[map]
+pub static RET_SLOTS: LruHashMap<u64, [u64; 2]> = LruHashMap::with_max_entries(16384, 0);
+
 /// Process ids never traced, even with `Config::all_processes`: the profiler itself
 /// (tracing its own reads of the ring buffer would feed on itself).
 #[map]
