@@ -97,11 +97,17 @@ impl Drop for TestCgroups {
     }
 }
 
+fn report_json(out: &Path) -> serde_json::Value {
+    let text = std::fs::read_to_string(out.join("report.json")).unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
 /// `memory.processes` of report.json.
 fn memory_processes(out: &Path) -> Vec<serde_json::Value> {
-    let text = std::fs::read_to_string(out.join("report.json")).unwrap();
-    let json: serde_json::Value = serde_json::from_str(&text).unwrap();
-    json["memory"]["processes"].as_array().unwrap().clone()
+    report_json(out)["memory"]["processes"]
+        .as_array()
+        .unwrap()
+        .clone()
 }
 
 fn process_entry(processes: &[serde_json::Value], pid: u32) -> serde_json::Value {
@@ -397,6 +403,11 @@ fn children_of_a_pid_target_are_followed() {
         .unwrap_or_else(|| panic!("the child is not in report.json: {processes:#?}"));
     let pid = child["pid"].as_u64().unwrap();
     assert_eq!(child["exited"], true);
+    // The leaking program and the shell's `sleep`s.
+    let forks = report_json(&out)["memory"]["forks_followed"]
+        .as_u64()
+        .unwrap();
+    assert!(forks >= 2, "forks followed: {forks}");
     let root = format!("tgt_fork_leak ({pid})");
     let lines = read_folded(&out.join("memory.folded"));
     let leaked = sum_where(&lines, |f| {
@@ -406,4 +417,39 @@ fn children_of_a_pid_target_are_followed() {
     eprintln!("child {pid}: under leak_sessions {leaked}, mapped by the loader {loader}");
     assert!(leaked > 0, "no growth under leak_sessions for the child");
     assert!(loader > 0, "the child's start-up mappings were not traced");
+}
+
+/// Check that the threads a `--pid` target creates (`pthread_create`: `clone3` with
+/// `CLONE_THREAD`) are not followed as processes: the fork follower counts no fork and
+/// the report has the one process.
+#[test]
+#[ignore = "needs root: run with `cargo xtask test`"]
+fn threads_of_a_target_are_not_followed_as_processes() {
+    require_root();
+    let dir = scratch_dir("targets_threads");
+    let program = build_c(
+        "futex_pingpong.c",
+        "tgt_thread_pingpong",
+        "gcc",
+        &["-O1", "-g", "-pthread"],
+    );
+    let workload = Workload::start(&program, 1.0, &dir);
+    let pid = workload.pid;
+    let rec = Recording::start(
+        &["--pid", &pid.to_string(), "--memory", "--duration", "3s"],
+        &dir.join("out"),
+    );
+    workload.release();
+    let round_trips = workload.finish("round_trips");
+    let out = rec.wait();
+    let json = report_json(&out);
+    assert!(round_trips > 0, "the threads did not run");
+    assert_eq!(json["memory"]["forks_followed"], 0, "threads were followed");
+    let pids: Vec<&serde_json::Value> = json["memory"]["processes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| &p["pid"])
+        .collect();
+    assert_eq!(pids, vec![&serde_json::json!(pid)]);
 }

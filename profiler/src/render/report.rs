@@ -56,6 +56,13 @@ pub fn text(report: &MemoryReport) -> String {
             c.decode_errors, c.stack_read_failed
         );
     }
+    if c.forks_followed > 0 {
+        let _ = writeln!(
+            out,
+            "child processes of targets followed from their fork: {}",
+            c.forks_followed
+        );
+    }
     for p in &report.processes {
         out.push('\n');
         process_text(&mut out, p);
@@ -256,6 +263,7 @@ pub fn json(report: &MemoryReport) -> serde_json::Value {
         "allocator_calls": report.counters.alloc_calls,
         "allocations_not_tracked_table_full": report.counters.alloc_table_full,
         "stacks_not_readable": report.counters.stack_read_failed,
+        "forks_followed": report.counters.forks_followed,
         "processes": processes,
     })
 }
