@@ -164,7 +164,9 @@ fn attach(
         if !collector.attach_rss_probe()? {
             eprintln!("profiler: note: this kernel has no tracepoint kmem:rss_stat; resident memory comes from /proc only");
         }
-        if opts.allocations {
+        if opts.allocations && selector.is_all() {
+            eprintln!("profiler: note: with --all the allocator is not probed (mappings only); select processes with --pid, --comm, --cgroup or --container for live allocations");
+        } else if opts.allocations {
             let pids: Vec<u32> = session.targets.keys().copied().collect();
             for pid in pids {
                 allocators::attach(&mut collector, &mut session, pid, opts.allocator.as_deref());
