@@ -80,6 +80,7 @@ pub fn update_targets(
     if !selector.follows_new_processes() || selector.is_all() {
         return Ok(());
     }
+    session.forget_dead_ignored();
     for p in selector.scan_unknown(|pid| session.knows(pid)) {
         // Gone between the scan and now: the next scan will not see it either.
         if let Ok(brk) = session.add_target(p.pid) {

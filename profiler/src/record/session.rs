@@ -177,6 +177,12 @@ impl Session {
         }
     }
 
+    /// Forget ignored processes that are gone, so that a new process that gets one of
+    /// their PIDs is looked at again.
+    pub fn forget_dead_ignored(&mut self) {
+        self.ignored.retain(|&pid| procfs::is_alive(pid));
+    }
+
     /// A target found gone (by a rescan; waits-only captures see no exit event).
     pub fn mark_exited(&mut self, pid: u32) {
         if let Some(t) = self.targets.get_mut(&pid) {
