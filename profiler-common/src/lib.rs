@@ -367,6 +367,8 @@ pub enum Counter {
     AllocCalls = 6,
     /// Sampled allocations not tracked because `LIVE_ALLOCS` was full.
     AllocTableFull = 7,
+    /// Child processes of targets that became targets at their fork.
+    ForksFollowed = 8,
 }
 pub const COUNTER_SLOTS: u32 = 16;
 

@@ -17,9 +17,11 @@ use aya_ebpf::{
     programs::TracePointContext,
 };
 
+use profiler_common::Counter;
+
 use crate::{
     maps::{BRK_LAST, TARGETS},
-    record::config,
+    record::{config, count},
 };
 
 /// Offset of `child_pid` in the `sched_process_fork` record (see its tracefs format).
@@ -54,6 +56,7 @@ fn try_follow_fork(ctx: &TracePointContext) -> Result<u32, u32> {
     // SAFETY: reads the tracepoint record at its fixed offset.
     let child = unsafe { ctx.read_at::<i32>(CHILD_PID) }.map_err(|_| 0u32)? as u32;
     TARGETS.insert(child, 1, 0).map_err(|_| 0u32)?;
+    count(Counter::ForksFollowed);
     // The child's break is its parent's: its first brk then measures from there.
     // SAFETY: value copied out immediately.
     if let Some(brk) = unsafe { BRK_LAST.get(parent) }.copied() {

@@ -123,3 +123,36 @@ fn bad_target_selectors_are_one_line_errors() {
         "no running process is in a container whose ID starts with 0123456789ab",
     );
 }
+
+/// Check that a kernel thread given by PID is refused in one line (it has no user
+/// space). Skipped, saying so, where no kernel thread is visible (a PID namespace).
+#[test]
+fn kernel_thread_pid_is_one_line_error() {
+    const PF_KTHREAD: u64 = 0x0020_0000;
+    let kthread = std::fs::read_dir("/proc").unwrap().find_map(|e| {
+        let pid: u32 = e.ok()?.file_name().to_str()?.parse().ok()?;
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        // pid (comm) state ppid pgrp session tty tpgid flags …
+        let flags: u64 = stat
+            .rsplit_once(')')?
+            .1
+            .split_whitespace()
+            .nth(6)?
+            .parse()
+            .ok()?;
+        (flags & PF_KTHREAD != 0).then_some(pid)
+    });
+    let Some(pid) = kthread else {
+        eprintln!("skipped: no kernel thread visible in /proc");
+        return;
+    };
+    let pid = pid.to_string();
+    let out = profiler(&[
+        "record",
+        "--pid",
+        &pid,
+        "--out",
+        "/tmp/profiler-test-kthread",
+    ]);
+    assert_one_line_error(&out, &format!("process {pid} is a kernel thread"));
+}

@@ -6,8 +6,8 @@ use profiler_common::{
 };
 
 use crate::events::{
-    AllocOp, AllocRecord, MemOp, MemRecord, MemSample, OomRecord, RetFix, StackSample,
-    WaitRecord, WaitSyscall,
+    AllocOp, AllocRecord, MemOp, MemRecord, MemSample, OomRecord, RetFix, StackSample, WaitRecord,
+    WaitSyscall,
 };
 
 /// A record that could not be decoded (a bug on one side, or a truncated record).

@@ -81,6 +81,8 @@ pub struct Counters {
     pub alloc_calls: u64,
     /// Sampled allocations not tracked because the kernel's table was full.
     pub alloc_table_full: u64,
+    /// Child processes of targets that became targets at their fork.
+    pub forks_followed: u64,
 }
 
 /// The memory probes: (tracepoint category, tracepoint name) = program name.
@@ -318,6 +320,7 @@ impl Collector {
         c.futex_wakes = sum(Counter::FutexWakes);
         c.alloc_calls = sum(Counter::AllocCalls);
         c.alloc_table_full = sum(Counter::AllocTableFull);
+        c.forks_followed = sum(Counter::ForksFollowed);
         c
     }
 

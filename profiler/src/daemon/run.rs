@@ -45,7 +45,8 @@ fn stall_check_period(stall_threshold: Duration) -> Duration {
 /// The running daemon.
 pub struct Daemon {
     opts: DaemonOptions,
-    selector: TargetSelector,
+    /// The selectors can match processes that start later (not only --pid).
+    follows_new: bool,
     capture: Capture,
     title: String,
     window_started: OffsetDateTime,
@@ -72,7 +73,9 @@ impl Daemon {
         } else {
             &initial[..]
         };
-        let mut capture = Capture::attach(&opts.record, &selector, eager)?;
+        let title = format!("profiler daemon: {}", selector.describe());
+        let follows_new = selector.follows_new_processes();
+        let mut capture = Capture::attach(&opts.record, selector, eager)?;
         if !capture.attach_oom_probe()? {
             eprintln!("profiler: warning: this kernel has no tracepoint oom:mark_victim; OOM snapshots are off");
         }
@@ -85,8 +88,8 @@ impl Daemon {
             .context("--push-url")?;
         let mut daemon = Self {
             push,
-            title: format!("profiler daemon: {}", selector.describe()),
-            selector,
+            title,
+            follows_new,
             opts,
             capture,
             window_started: OffsetDateTime::now_utc(),
@@ -173,7 +176,7 @@ impl Daemon {
                 Wake::Rescan => {
                     // A target that exits or a selector that fails to scan never stops
                     // the daemon: it says so and goes on.
-                    if let Err(e) = self.capture.update_targets(&self.selector) {
+                    if let Err(e) = self.capture.update_targets() {
                         eprintln!("profiler: warning: updating the targets: {e:#}");
                     }
                     self.remember_cgroups();
@@ -181,9 +184,6 @@ impl Daemon {
                 Wake::Batch(r) => {
                     r?;
                     self.ingest(&mut batch);
-                    if let Err(e) = self.capture.adopt(&self.selector) {
-                        eprintln!("profiler: warning: following a new process: {e:#}");
-                    }
                 }
             }
         }
@@ -193,6 +193,7 @@ impl Daemon {
     /// victim's ledger has every event the kernel sent before the kill.
     fn ingest(&mut self, batch: &mut Vec<Record>) {
         let mut ooms = Vec::new();
+        let mut rest = Vec::with_capacity(batch.len());
         for record in batch.drain(..) {
             match record {
                 Record::Oom(oom) if self.triggers.oom(oom.victim_pid) => {
@@ -202,8 +203,11 @@ impl Daemon {
                     ooms.push((oom, trigger));
                 }
                 Record::Oom(_) => {}
-                other => self.capture.session.ingest(other),
+                other => rest.push(other),
             }
+        }
+        if let Err(e) = self.capture.apply_batch(&mut rest) {
+            eprintln!("profiler: warning: following a new process: {e:#}");
         }
         for (oom, trigger) in ooms {
             self.oom_snapshot(&oom, trigger.as_deref());
@@ -212,10 +216,12 @@ impl Daemon {
 
     /// Write the window that just ended and start the next one.
     fn end_window(&mut self) {
-        let window = self.capture.finish(None);
         let ended = OffsetDateTime::now_utc();
         let started = self.window_started;
-        match self.write_capture(CaptureKind::Interval, started, ended, &window, None, None) {
+        let written = self.finish(None).and_then(|window| {
+            self.write_capture(CaptureKind::Interval, started, ended, &window, None, None)
+        });
+        match written {
             Ok(dir) => {
                 self.windows_written += 1;
                 let name = dir
@@ -249,7 +255,7 @@ impl Daemon {
         if self.capture.session.targets.is_empty() && !self.warned_no_targets {
             eprintln!(
                 "profiler: note: every target has exited; the daemon keeps running{}",
-                if self.selector.follows_new_processes() {
+                if self.follows_new {
                     " and picks up new matches"
                 } else {
                     ""
@@ -274,7 +280,10 @@ impl Daemon {
                 labels.insert("container".to_string(), c.short().to_string());
             }
         } else {
-            labels.insert("targets".to_string(), self.selector.describe().to_string());
+            labels.insert(
+                "targets".to_string(),
+                self.title.replace("profiler daemon: ", ""),
+            );
         }
         worker.submit(push::Capture {
             dir: dir.to_path_buf(),
@@ -299,6 +308,13 @@ impl Daemon {
                     .unwrap_or_default()
             );
         }
+    }
+
+    /// End the window of every target (or only `pid`), probes still attached.
+    fn finish(&mut self, only: Option<u32>) -> anyhow::Result<Window> {
+        self.capture.finish(only).inspect_err(|e| {
+            eprintln!("profiler: warning: finishing the window: {e:#}");
+        })
     }
 
     /// Create the capture directory, write the window's files and `capture.json`.
@@ -372,7 +388,9 @@ impl Daemon {
             self.cgroups.insert(pid, c.clone());
         }
         let text = snapshots::oom_text(oom, &comm, cgroup.as_deref(), trigger);
-        let mut window = self.capture.finish(Some(pid));
+        let Ok(mut window) = self.finish(Some(pid)) else {
+            return;
+        };
         // The victim is being killed: its threads' waits say nothing useful.
         window.waits = None;
         let ended = OffsetDateTime::now_utc();
@@ -441,7 +459,9 @@ impl Daemon {
             if !self.triggers.rss(pid, rss.total, threshold, now) {
                 continue;
             }
-            let window = self.capture.finish(Some(pid));
+            let Ok(window) = self.finish(Some(pid)) else {
+                continue;
+            };
             let text = format!(
                 "RSS of {comm} ({pid}) crossed {}: {} resident (anon {}, file {}, shmem {})\n",
                 crate::units::human_bytes(threshold as f64),

@@ -44,6 +44,8 @@ pub struct Capture {
     opts: RecordOptions,
     /// What is targeted, for titles (e.g. `pid 1234`).
     target_label: String,
+    /// Which processes are targets; rescanned for new ones.
+    selector: TargetSelector,
     /// When the probes were attached: memory growth is counted from here.
     attached: Instant,
     window_start: Instant,
@@ -58,7 +60,7 @@ impl Capture {
     /// matched by a pattern and gone since is skipped.
     pub fn attach(
         opts: &RecordOptions,
-        selector: &TargetSelector,
+        selector: TargetSelector,
         targets: &[ProcessInfo],
     ) -> anyhow::Result<Self> {
         anyhow::ensure!(
@@ -97,7 +99,9 @@ impl Capture {
             if !collector.attach_rss_probe()? {
                 eprintln!("profiler: note: this kernel has no tracepoint kmem:rss_stat; resident memory comes from /proc only");
             }
-            if opts.allocations {
+            if opts.allocations && selector.is_all() {
+                eprintln!("profiler: note: with --all the allocator is not probed (mappings only); select processes with --pid, --comm, --cgroup or --container for live allocations");
+            } else if opts.allocations {
                 let pids: Vec<u32> = session.targets.keys().copied().collect();
                 for pid in pids {
                     super::allocators::attach(
@@ -121,6 +125,7 @@ impl Capture {
             session,
             opts: opts.clone(),
             target_label: selector.describe().to_string(),
+            selector,
             attached: now,
             window_start: now,
             counters_at_start: Counters::default(),
@@ -145,58 +150,43 @@ impl Capture {
         self.collector.attach_oom_probe()
     }
 
-    /// One rescan: targets that are gone are finalised and leave the kernel's target
-    /// map (their PID may be reused); new matches of the selectors become targets.
-    pub fn update_targets(&mut self, selector: &TargetSelector) -> anyhow::Result<()> {
-        let gone: Vec<u32> = self
-            .session
-            .targets
-            .values()
-            .filter(|t| !t.exited && !procfs::is_alive(t.pid))
-            .map(|t| t.pid)
-            .collect();
-        for pid in gone {
-            self.session.mark_exited(pid);
-            if !selector.is_all() {
-                self.collector.remove_target(pid)?;
-            }
-        }
-        if !selector.follows_new_processes() || selector.is_all() {
-            return Ok(());
-        }
-        let session = &self.session;
-        let found = selector.scan_unknown(|pid| session.knows(pid));
-        for p in found {
-            // Gone between the scan and now: the next scan will not see it either.
-            if let Ok(brk) = self.session.add_target(p.pid) {
-                self.collector.add_target(p.pid, brk)?;
-                self.started_following(p.pid);
-                super::announce("matched", &self.session, p.pid);
-            }
-        }
+    /// The target selector the capture follows.
+    pub fn selector(&self) -> &TargetSelector {
+        &self.selector
+    }
+
+    /// One rescan (see [`super::follow::update_targets`]): targets that are gone are
+    /// finalised, new matches of the selectors become targets.
+    pub fn update_targets(&mut self) -> anyhow::Result<()> {
+        super::follow::update_targets(
+            &mut self.collector,
+            &mut self.session,
+            &self.selector,
+            &self.opts,
+        )?;
+        self.note_new_targets();
         Ok(())
     }
 
-    /// After ingesting: processes the session adopted (forked by a target, or any
-    /// process with --all) get their program break in the kernel.
-    pub fn adopt(&mut self, selector: &TargetSelector) -> anyhow::Result<()> {
-        for (pid, brk) in self.session.take_adopted() {
-            if let Some(brk) = brk {
-                self.collector.seed_brk(pid, brk)?;
-            }
-            self.started_following(pid);
-            if !selector.is_all() {
-                super::announce("forked by a target", &self.session, pid);
-            }
-        }
+    /// Ingest a batch (draining it), following processes the session adopts.
+    pub fn apply_batch(&mut self, batch: &mut Vec<Record>) -> anyhow::Result<()> {
+        super::follow::apply_batch(
+            &mut self.collector,
+            &mut self.session,
+            &self.selector,
+            &self.opts,
+            batch,
+        )?;
+        self.note_new_targets();
         Ok(())
     }
 
-    /// A target joined mid-window: its "before" values are now.
-    fn started_following(&mut self, pid: u32) {
-        if let Some(t) = self.session.targets.get(&pid) {
+    /// Targets that joined mid-window: their "before" values are now.
+    fn note_new_targets(&mut self) {
+        for t in self.session.targets.values() {
             self.committed_at_start
-                .insert(pid, labelled(&t.ledger.committed_by_kind()));
+                .entry(t.pid)
+                .or_insert_with(|| labelled(&t.ledger.committed_by_kind()));
         }
     }
 
@@ -210,18 +200,16 @@ impl Capture {
     }
 
     /// Take every record in the ring buffer now and apply it to the session.
-    pub fn drain(&mut self) {
+    pub fn drain(&mut self) -> anyhow::Result<()> {
         let mut batch = Vec::new();
         self.collector.drain(&mut batch);
-        for record in batch {
-            self.session.ingest(record);
-        }
+        self.apply_batch(&mut batch)
     }
 
     /// End the window: drain the ring, read the final RSS and build the reports of
     /// every target (or only `only`). The probes stay attached.
-    pub fn finish(&mut self, only: Option<u32>) -> Window {
-        self.drain();
+    pub fn finish(&mut self, only: Option<u32>) -> anyhow::Result<Window> {
+        self.drain()?;
         let now = Instant::now();
         let window_secs = (now - self.window_start).as_secs_f64();
         let attached_secs = (now - self.attached).as_secs_f64();
@@ -233,12 +221,12 @@ impl Capture {
             .opts
             .memory
             .then(|| self.memory_report(only, attached_secs, counters));
-        Window {
+        Ok(Window {
             memory,
             waits,
             counters,
             window_secs,
-        }
+        })
     }
 
     /// The memory report. Stacks hold what was created since the probes attached;
@@ -313,9 +301,8 @@ impl Capture {
         let session = &mut self.session;
         let mut processes = Vec::new();
         let pids: Vec<u32> = session
-            .targets
-            .keys()
-            .copied()
+            .pids_grouped()
+            .into_iter()
             .filter(|&p| only.is_none_or(|o| o == p))
             .collect();
         for pid in pids {
@@ -421,6 +408,7 @@ fn since(now: Counters, start: Counters) -> Counters {
         futex_wakes: now.futex_wakes.saturating_sub(start.futex_wakes),
         alloc_calls: now.alloc_calls.saturating_sub(start.alloc_calls),
         alloc_table_full: now.alloc_table_full.saturating_sub(start.alloc_table_full),
+        forks_followed: now.forks_followed.saturating_sub(start.forks_followed),
     }
 }
 

@@ -1,6 +1,7 @@
 //! `profiler record`: capture a window, then write flamegraphs and a report.
 mod allocators;
 pub mod capture;
+pub mod follow;
 mod locations;
 pub(crate) mod output;
 mod session;
@@ -11,17 +12,13 @@ use std::{path::PathBuf, time::Duration};
 use anyhow::Context as _;
 
 pub use capture::{Capture, Window};
+pub use follow::{describe_processes, RESCAN_INTERVAL};
 pub use session::Session;
 
 use crate::{
     render::waits::WaitReport,
-    targets::{ProcessInfo, TargetSelector, TargetSpec},
+    targets::{TargetSelector, TargetSpec},
 };
-
-/// How often the target set is rescanned for new matches of `--comm`, `--cgroup` and
-/// `--container` (a restarted container's process is forked by the runtime, not by the
-/// old target, so only a scan finds it) and for targets that exited.
-pub const RESCAN_INTERVAL: Duration = Duration::from_millis(250);
 
 /// What to record, as plain values (the CLI converts its arguments into this).
 #[derive(Clone, Debug)]
@@ -72,11 +69,13 @@ pub async fn record(opts: &RecordOptions) -> anyhow::Result<RecordSummary> {
     } else {
         &initial[..]
     };
-    let mut capture = Capture::attach(opts, &selector, eager)?;
+    let description = selector.describe().to_string();
+    let is_all = selector.is_all();
+    let mut capture = Capture::attach(opts, selector, eager)?;
     eprintln!(
         "profiler: recording {} ({}) {}; press Ctrl-C to stop early",
-        selector.describe(),
-        if selector.is_all() {
+        description,
+        if is_all {
             format!("{} processes now", initial.len())
         } else {
             describe_processes(&initial)
@@ -87,8 +86,8 @@ pub async fn record(opts: &RecordOptions) -> anyhow::Result<RecordSummary> {
         }
     );
 
-    let stop_reason = capture_loop(&mut capture, &selector, opts.duration).await?;
-    let window = capture.finish(None);
+    let stop_reason = capture_loop(&mut capture, opts.duration).await?;
+    let window = capture.finish(None)?;
     drop(capture); // detach the probes before the (slower) rendering
     output::write_all(
         &opts.out,
@@ -112,14 +111,13 @@ pub async fn stalls(opts: &RecordOptions) -> anyhow::Result<WaitReport> {
     let mut selector = TargetSelector::new(&opts.targets)?;
     let initial = selector.resolve()?;
     // Every selected process up front, --all included: a stuck one sends no event.
-    let mut capture = Capture::attach(opts, &selector, &initial)?;
+    let mut capture = Capture::attach(opts, selector, &initial)?;
     tokio::time::sleep(opts.duration.unwrap_or(Duration::from_secs(2))).await;
     Ok(capture.wait_report(None))
 }
 
 async fn capture_loop(
     capture: &mut Capture,
-    selector: &TargetSelector,
     duration: Option<Duration>,
 ) -> anyhow::Result<&'static str> {
     use tokio::signal::unix::{signal, SignalKind};
@@ -131,62 +129,21 @@ async fn capture_loop(
     rescan.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // With only --pid, the set changes only by forks (followed in the kernel): when
     // every target is gone, the window is over. Patterns may match again later.
-    let fixed_set = !selector.follows_new_processes();
+    let fixed_set = !capture.selector().follows_new_processes();
     let mut batch = Vec::new();
     loop {
         tokio::select! {
             _ = &mut deadline => return Ok("window elapsed"),
             _ = sigint.recv() => return Ok("interrupted (SIGINT)"),
             _ = sigterm.recv() => return Ok("terminated (SIGTERM)"),
-            _ = rescan.tick() => capture.update_targets(selector)?,
+            _ = rescan.tick() => capture.update_targets()?,
             r = capture.next_batch(&mut batch, Duration::from_millis(200)) => {
                 r?;
-                for record in batch.drain(..) {
-                    capture.session.ingest(record);
-                }
-                capture.adopt(selector)?;
+                capture.apply_batch(&mut batch)?;
             }
         }
         if fixed_set && capture.session.all_exited() {
             return Ok("every target exited");
         }
     }
-}
-
-/// `profiler: following comm (pid N) …, <why>`: tells a person (and the tests) when a
-/// process joined the capture.
-pub(crate) fn announce(why: &str, session: &Session, pid: u32) {
-    if let Some(t) = session.targets.get(&pid) {
-        eprintln!(
-            "profiler: following {}, {why}",
-            describe_processes(&[ProcessInfo {
-                pid,
-                comm: t.comm.clone(),
-                identity: t.identity.clone(),
-            }])
-        );
-    }
-}
-
-/// `nginx (pid 12, container 4f1d2c3b5a69), nginx (pid 13)`; the first 10 only.
-pub(crate) fn describe_processes(processes: &[ProcessInfo]) -> String {
-    let mut parts: Vec<String> = processes
-        .iter()
-        .take(10)
-        .map(|p| {
-            let mut s = format!("{} (pid {}", p.comm, p.pid);
-            if let Some(ns) = p.identity.ns_pid {
-                s.push_str(&format!(", pid {ns} in its namespace"));
-            }
-            if let Some(c) = &p.identity.container {
-                s.push_str(&format!(", container {}", c.short()));
-            }
-            s.push(')');
-            s
-        })
-        .collect();
-    if processes.len() > 10 {
-        parts.push(format!("and {} more", processes.len() - 10));
-    }
-    parts.join(", ")
 }

@@ -72,6 +72,8 @@ pub struct Session {
     /// Processes added because their events arrived (forked children of targets, any
     /// process with `--all`), with their program break, for [`Session::take_adopted`].
     adopted: Vec<(u32, Option<u64>)>,
+    /// Exited targets whose PID a new target took (PIDs are reused): still reported.
+    retired: Vec<Target>,
 }
 
 impl Default for Session {
@@ -91,11 +93,13 @@ impl Session {
             window_start_ns: 0,
             ignored: BTreeSet::new(),
             adopted: Vec::new(),
+            retired: Vec::new(),
         }
     }
 
     /// Start tracking `pid`: read its maps (seeding the ledger with pre-existing
     /// mappings), RSS and name. Returns the current program break for the kernel side.
+    /// An exited target with the same PID (the PID was reused) is kept for the report.
     pub fn add_target(&mut self, pid: u32) -> Result<Option<u64>, procfs::ProcError> {
         let maps = procfs::read_maps(pid)?;
         let start_brk = procfs::read_start_brk(pid)?;
@@ -111,6 +115,9 @@ impl Session {
             .or(start_brk);
         let space = AddressSpace::from_maps(pid, &maps);
         let unwinder = Unwinder::new(&space, &mut self.elf_cache);
+        if self.targets.get(&pid).is_some_and(|t| t.exited) {
+            self.retired.extend(self.targets.remove(&pid));
+        }
         self.targets.insert(
             pid,
             Target {
@@ -142,9 +149,10 @@ impl Session {
         Ok(brk)
     }
 
-    /// Whether `pid` is a target or was ignored: a rescan need not look at it again.
+    /// Whether `pid` is a live target or was ignored: a rescan need not look at it
+    /// again. (An exited target's PID may come back as a new process.)
     pub fn knows(&self, pid: u32) -> bool {
-        self.targets.contains_key(&pid) || self.ignored.contains(&pid)
+        self.targets.get(&pid).is_some_and(|t| !t.exited) || self.ignored.contains(&pid)
     }
 
     /// Processes adopted since the last call, with their program break when known, so
@@ -175,6 +183,12 @@ impl Session {
                 false
             }
         }
+    }
+
+    /// Forget ignored processes that are gone, so that a new process that gets one of
+    /// their PIDs is looked at again.
+    pub fn forget_dead_ignored(&mut self) {
+        self.ignored.retain(|&pid| procfs::is_alive(pid));
     }
 
     /// A target found gone (by a rescan; waits-only captures see no exit event).
@@ -332,6 +346,18 @@ impl Session {
         t.ledger.apply(&m.op, provenance);
     }
 
+    /// Target PIDs in report order: processes outside containers first, then container
+    /// by container, each by PID, so reports group the processes of one container.
+    pub fn pids_grouped(&self) -> Vec<u32> {
+        let mut pids: Vec<(Option<&str>, u32)> = self
+            .targets
+            .values()
+            .map(|t| (t.identity.container.as_ref().map(|c| c.id.as_str()), t.pid))
+            .collect();
+        pids.sort_unstable();
+        pids.into_iter().map(|(_, pid)| pid).collect()
+    }
+
     /// Whether every target has exited (the window can end early).
     pub fn all_exited(&self) -> bool {
         !self.targets.is_empty() && self.targets.values().all(|t| t.exited)
@@ -365,9 +391,17 @@ impl Session {
         counters: Counters,
     ) -> MemoryReport {
         let window_end_ns = crate::collect::monotonic_now_ns();
-        let processes = self
-            .targets
-            .values()
+        let mut all: Vec<&Target> = self.targets.values().chain(&self.retired).collect();
+        // Outside containers first, then container by container; by PID, exited first.
+        all.sort_by_key(|t| {
+            (
+                t.identity.container.as_ref().map(|c| &c.id),
+                t.pid,
+                !t.exited,
+            )
+        });
+        let processes = all
+            .into_iter()
             .map(|t| self.process_report(t, window_end_ns))
             .collect();
         MemoryReport {
@@ -587,6 +621,27 @@ mod tests {
             file_line: None,
             inlined,
         }
+    }
+
+    /// Check that a target whose PID comes back as a new process after it exited stays
+    /// in the report next to the new one, and that rescans look at the PID again.
+    #[test]
+    fn reused_pid_keeps_the_exited_target() {
+        let pid = std::process::id();
+        let mut session = Session::new();
+        session.add_target(pid).unwrap();
+        assert!(session.knows(pid));
+        session.mark_exited(pid);
+        assert!(
+            !session.knows(pid),
+            "an exited target's PID must be looked at again"
+        );
+        session.add_target(pid).unwrap();
+        assert!(session.knows(pid));
+        let report = session.report(String::new(), 1.0, 1, Counters::default());
+        let exited: Vec<bool> = report.processes.iter().map(|p| p.exited).collect();
+        assert_eq!(exited, vec![true, false]);
+        assert!(report.processes.iter().all(|p| p.pid == pid));
     }
 
     /// Check that names come out root first, with inlined callees after their caller and

@@ -41,7 +41,7 @@ pub fn memory_lines(report: &MemoryReport) -> Vec<String> {
         .collect()
 }
 
-/// Folded lines of live allocation growth: `comm (pid);frames… BYTES`, from the
+/// Folded lines of live allocation growth: `[container ID;]comm (pid);frames… BYTES`, from the
 /// whole window (`Half::Whole`) or one half of it (for the differential view).
 pub fn allocation_lines(report: &MemoryReport, half: Half) -> Vec<String> {
     let mut merged: BTreeMap<String, f64> = BTreeMap::new();
@@ -53,7 +53,7 @@ pub fn allocation_lines(report: &MemoryReport, half: Half) -> Vec<String> {
             Half::Second => &a.second_half,
         };
         for g in rows {
-            let mut key = format!("{} ({})", sanitize(&p.comm), p.pid);
+            let mut key = process_root(&p.comm, p.pid, &p.identity);
             for f in &g.frames {
                 key.push(';');
                 key.push_str(&sanitize(f));

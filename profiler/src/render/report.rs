@@ -56,6 +56,13 @@ pub fn text(report: &MemoryReport) -> String {
             c.decode_errors, c.stack_read_failed
         );
     }
+    if c.forks_followed > 0 {
+        let _ = writeln!(
+            out,
+            "child processes of targets followed from their fork: {}",
+            c.forks_followed
+        );
+    }
     for p in &report.processes {
         out.push('\n');
         process_text(&mut out, p);
@@ -256,6 +263,51 @@ pub fn json(report: &MemoryReport) -> serde_json::Value {
         "allocator_calls": report.counters.alloc_calls,
         "allocations_not_tracked_table_full": report.counters.alloc_table_full,
         "stacks_not_readable": report.counters.stack_read_failed,
+        "forks_followed": report.counters.forks_followed,
         "processes": processes,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Check that report.json carries a process's container, cgroup and namespace PID
+    /// next to its host PID, and leaves them out when unknown.
+    #[test]
+    fn json_carries_identity_when_known() {
+        let id = "ab".repeat(32);
+        let known = ProcessMemory {
+            pid: 4321,
+            comm: "app".into(),
+            identity: ProcessIdentity {
+                container: crate::targets::container::from_cgroup_path(&format!(
+                    "/kubepods.slice/kubepods-pod1.slice/cri-containerd-{id}.scope"
+                )),
+                cgroup: Some("/kubepods.slice/x".into()),
+                ns_pid: Some(1),
+            },
+            ..Default::default()
+        };
+        let unknown = ProcessMemory {
+            pid: 5,
+            ..Default::default()
+        };
+        let report = MemoryReport {
+            processes: vec![known, unknown],
+            ..Default::default()
+        };
+        let json = json(&report);
+        let p = &json["processes"][0];
+        assert_eq!(p["pid"], 4321);
+        assert_eq!(p["ns_pid"], 1);
+        assert_eq!(p["cgroup"], "/kubepods.slice/x");
+        assert_eq!(p["container"]["id"], id);
+        assert_eq!(p["container"]["runtime"], "containerd");
+        let q = &json["processes"][1];
+        assert!(q.get("container").is_none() && q.get("cgroup").is_none());
+        assert!(text(&report).contains(&format!(
+            "   container {id} (containerd), cgroup /kubepods.slice/x, pid 1 in its PID namespace\n"
+        )));
+    }
 }

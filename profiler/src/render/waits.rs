@@ -153,3 +153,66 @@ pub fn text(report: &WaitReport) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::targets::container::from_cgroup_path;
+
+    fn process(identity: ProcessIdentity) -> ProcessWaits {
+        ProcessWaits {
+            pid: 40,
+            comm: "api".into(),
+            identity,
+            threads: 2,
+            verdict: Verdict::Exited,
+            completed: vec![BlockedStack {
+                kind: "futex".into(),
+                on: "futex 0x10".into(),
+                frames: vec!["main".into(), "lock".into()],
+                ns: 3_000_000,
+                count: 1,
+                locations: Vec::new(),
+            }],
+            in_flight: Vec::new(),
+            futexes: Vec::new(),
+            observed_ns: 1,
+        }
+    }
+
+    /// Check that a containerised process's waits are rooted under its container, its
+    /// identity is in the text and flattened into the JSON, and that a process without
+    /// one renders as before.
+    #[test]
+    fn container_processes_group_under_their_container() {
+        let identity = ProcessIdentity {
+            container: from_cgroup_path(&format!("/docker/{}", "c0ffee".repeat(10) + "0123")),
+            cgroup: Some("/docker/x".into()),
+            ns_pid: Some(7),
+        };
+        let report = WaitReport {
+            processes: vec![process(identity), process(ProcessIdentity::default())],
+            ..Default::default()
+        };
+        let lines = folded_lines(&report);
+        assert_eq!(
+            lines,
+            vec![
+                "api (40);futex;main;lock 3000",
+                "container c0ffeec0ffee;api (40);futex;main;lock 3000"
+            ]
+        );
+        let text = text(&report);
+        assert!(text.contains(&format!(
+            "== api (pid 40), 2 threads\n   container {} (docker), cgroup /docker/x, pid 7 in its PID namespace\n",
+            "c0ffee".repeat(10) + "0123"
+        )), "{text}");
+        let json = serde_json::to_value(&report.processes[0]).unwrap();
+        assert_eq!(json["pid"], 40);
+        assert_eq!(json["ns_pid"], 7);
+        assert_eq!(json["cgroup"], "/docker/x");
+        assert_eq!(json["container"]["runtime"], "docker");
+        let plain = serde_json::to_value(&report.processes[1]).unwrap();
+        assert!(plain.get("container").is_none() && plain.get("ns_pid").is_none());
+    }
+}
