@@ -93,6 +93,12 @@ pub struct EventHeader {
     pub regs: UserRegs,
     /// Estimated bytes (memory) or 1 (waits) this sample stands for; 0 if unsampled.
     pub weight: u64,
+    /// A stack slot whose return address a pending uretprobe may have replaced with the
+    /// kernel's trampoline, and the return address it held (0, 0 when none): the
+    /// allocator's return probe hijacks the return address of every call in flight, so
+    /// a stack sampled inside `malloc` (its brk or mmap) needs it to reach the caller.
+    pub ret_slot: u64,
+    pub ret_addr: u64,
 }
 
 /// Body of the memory-mapping events (`Mmap` … `Exit`).
@@ -251,6 +257,9 @@ pub struct Config {
     pub stack_pages: u32,
     /// Non-zero: trace every process (no TARGETS filter).
     pub all_processes: u32,
+    /// Mean bytes between two sampled allocations (allocator probes). Separate from
+    /// `sample_bytes` because allocations are far more frequent than mappings.
+    pub alloc_sample_bytes: u64,
 }
 
 /// x86_64 syscall numbers of the wait probes.
@@ -353,12 +362,12 @@ mod tests {
     #[test]
     fn layouts_have_no_hidden_padding() {
         assert_eq!(size_of::<UserRegs>(), 24);
-        assert_eq!(size_of::<EventHeader>(), 4 * 4 + 8 + 8 + 24 + 8);
+        assert_eq!(size_of::<EventHeader>(), 4 * 4 + 8 + 8 + 24 + 8 + 16);
         assert_eq!(size_of::<MemEvent>(), 5 * 8 + 4 + 4 + 8);
         assert!(size_of::<MemEvent>() <= BODY_SIZE);
         assert!(size_of::<WaitEvent>() <= BODY_SIZE);
         assert_eq!(size_of::<WaitEvent>(), 8 + 8 + 4 * 4);
-        assert_eq!(size_of::<Config>(), 8 + 8 + 4 + 4);
+        assert_eq!(size_of::<Config>(), 8 + 8 + 4 + 4 + 8);
         assert_eq!(size_of::<WaitStart>(), 8 + 8 + 24 + 4 * 4);
         assert_eq!(size_of::<FutexKey>(), 16);
         assert_eq!(size_of::<AllocEvent>(), 8 + 8 + 4 + 4);

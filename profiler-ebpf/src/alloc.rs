@@ -17,7 +17,7 @@ use profiler_common::{
 };
 
 use crate::{
-    maps::{ALLOC_PENDING, LIVE_ALLOCS, RSS_TRACK},
+    maps::{ALLOC_PENDING, LIVE_ALLOCS, RET_SLOTS, RSS_TRACK},
     record::{config, count, emit, is_target, sample_weight, scratch},
     stack,
 };
@@ -26,7 +26,7 @@ use crate::{
 #[uprobe]
 pub fn malloc_enter(ctx: ProbeContext) -> u32 {
     let size: u64 = ctx.arg(0).unwrap_or(0);
-    enter(size, alloc_fn::MALLOC, 0)
+    enter(&ctx, size, alloc_fn::MALLOC, 0)
 }
 
 /// `calloc(n, size)`.
@@ -40,7 +40,7 @@ pub fn calloc_enter(ctx: ProbeContext) -> u32 {
     } else {
         n * size
     };
-    enter(total, alloc_fn::CALLOC, 0)
+    enter(&ctx, total, alloc_fn::CALLOC, 0)
 }
 
 /// `realloc(ptr, size)`: the old block (if sampled) is freed, the new one may be sampled.
@@ -56,14 +56,14 @@ pub fn realloc_enter(ctx: ProbeContext) -> u32 {
             }
         }
     }
-    enter(size, alloc_fn::REALLOC, 0)
+    enter(&ctx, size, alloc_fn::REALLOC, 0)
 }
 
 /// `memalign(align, size)` and `aligned_alloc(align, size)`.
 #[uprobe]
 pub fn memalign_enter(ctx: ProbeContext) -> u32 {
     let size: u64 = ctx.arg(1).unwrap_or(0);
-    enter(size, alloc_fn::MEMALIGN, 0)
+    enter(&ctx, size, alloc_fn::MEMALIGN, 0)
 }
 
 /// `posix_memalign(&ptr, align, size)`.
@@ -71,7 +71,7 @@ pub fn memalign_enter(ctx: ProbeContext) -> u32 {
 pub fn posix_memalign_enter(ctx: ProbeContext) -> u32 {
     let out: u64 = ctx.arg(0).unwrap_or(0);
     let size: u64 = ctx.arg(2).unwrap_or(0);
-    enter(size, alloc_fn::POSIX_MEMALIGN, out)
+    enter(&ctx, size, alloc_fn::POSIX_MEMALIGN, out)
 }
 
 /// `free(ptr)`.
@@ -100,14 +100,23 @@ pub fn alloc_return(ctx: RetProbeContext) -> u32 {
 }
 
 #[inline(always)]
-fn enter(size: u64, function: u32, out_ptr: u64) -> u32 {
+fn enter(ctx: &ProbeContext, size: u64, function: u32, out_ptr: u64) -> u32 {
     let Some(cfg) = config() else { return 0 };
     let id = bpf_get_current_pid_tgid();
     if !is_target((id >> 32) as u32, cfg) {
         return 0;
     }
     count(Counter::AllocCalls);
-    let weight = sample_weight(size, cfg.sample_bytes);
+    // At entry `sp` points at the return address; the return probe replaces it after
+    // this program runs. Keep the original for stacks sampled inside this call.
+    // SAFETY: `ctx.regs` is the probe's pt_regs; user memory is read with the helper.
+    unsafe {
+        let sp = (*ctx.regs).rsp;
+        if let Ok(ret) = bpf_probe_read_user(sp as *const u64) {
+            let _ = RET_SLOTS.insert(id, [sp, ret], 0);
+        }
+    }
+    let weight = sample_weight(size, cfg.alloc_sample_bytes);
     if weight == 0 {
         return 0;
     }

@@ -70,3 +70,9 @@ pub static LIVE_ALLOCS: HashMap<profiler_common::AllocKey, u64> =
 /// Resident memory per target tgid, from `kmem:rss_stat`.
 #[map]
 pub static RSS_TRACK: HashMap<u32, profiler_common::RssTrack> = HashMap::with_max_entries(8192, 0);
+
+/// The return-address slot of each thread's latest allocator call, keyed by pid_tgid:
+/// `[slot address, original return address]`, read at entry before the return probe
+/// replaces it. Stack samples carry it so userspace can undo the replacement.
+#[map]
+pub static RET_SLOTS: LruHashMap<u64, [u64; 2]> = LruHashMap::with_max_entries(16384, 0);

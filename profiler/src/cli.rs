@@ -77,6 +77,7 @@ impl From<StallsArgs> for RecordOptions {
             memory: false,
             allocations: false,
             allocator: None,
+            alloc_sample_bytes: 1 << 20,
             waits: true,
             wait_threshold: std::time::Duration::from_millis(1),
             stall_threshold: a.stall_threshold,
@@ -124,6 +125,10 @@ pub struct RecordArgs {
     /// contains one) instead of the one detected from each target's mappings.
     #[arg(long, value_name = "PATH")]
     pub allocator: Option<PathBuf>,
+    /// Mean bytes between two sampled allocations (allocator probes); like
+    /// --sample-bytes, but allocations are far more frequent than mappings.
+    #[arg(long, default_value = "256KiB", value_parser = units::parse_bytes)]
+    pub alloc_sample_bytes: u64,
     /// Waits shorter than this are only counted (in the kernel), not recorded with a stack.
     #[arg(long, default_value = "1ms", value_parser = units::parse_duration)]
     pub wait_threshold: std::time::Duration,
@@ -176,6 +181,7 @@ impl From<RecordArgs> for RecordOptions {
             memory: a.memory || !a.waits,
             allocations: !a.no_allocations,
             allocator: a.allocator,
+            alloc_sample_bytes: a.alloc_sample_bytes,
             waits: a.waits || !a.memory,
             wait_threshold: a.wait_threshold,
             stall_threshold: a.stall_threshold,

@@ -12,6 +12,19 @@ pub struct StackSample {
     /// Address of `bytes[0]` in the sampled thread's address space.
     pub base: u64,
     pub bytes: Vec<u8>,
+    /// A return address a pending uretprobe may have replaced (see [`RetFix`]).
+    pub ret_fix: Option<RetFix>,
+}
+
+/// The allocator's return probe replaces the return address of each call in flight with
+/// the kernel's trampoline. A stack sampled inside such a call (malloc's own brk or
+/// mmap) carries the slot and the original value, recorded at the call's entry; the
+/// unwinder uses it only when the slot really holds the trampoline (the entry may be
+/// stale, from a call that has returned).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RetFix {
+    pub slot: u64,
+    pub addr: u64,
 }
 
 impl StackSample {

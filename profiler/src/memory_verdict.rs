@@ -171,12 +171,15 @@ pub fn is_allocator_frame(name: &str) -> bool {
         "operator new[]",
     ];
     let base = name.split('(').next().unwrap_or(name).trim();
+    // glibc's internal aliases: __GI___libc_malloc is __libc_malloc.
+    let base = base.strip_prefix("__GI_").unwrap_or(base);
     let stripped = base.trim_start_matches('_');
     NAMES.contains(&base)
         || NAMES.contains(&stripped)
         || base.starts_with("__libc_")
             && (base.contains("alloc") || base.contains("memalign") || base.ends_with("free"))
         || base.starts_with("_int_")
+        || base.ends_with("morecore")
         || base.starts_with("__malloc_")
         || base.starts_with("je_")
         || base.starts_with("_rjem_")
@@ -533,6 +536,17 @@ mod tests {
         let v = judge(&e);
         assert_eq!(v.kind, MemoryVerdictKind::Retention);
         assert_eq!(culprit(&v.stacks[0].frames), "load_batch");
+        let glibc = frames(&[
+            "main",
+            "load_batch",
+            "__GI___libc_malloc",
+            "_int_malloc",
+            "sysmalloc",
+            "__glibc_morecore",
+            "__GI___sbrk",
+            "__brk",
+        ]);
+        assert_eq!(culprit(&glibc), "load_batch");
         assert!(v.advice.unwrap().contains("MALLOC_ARENA_MAX"));
     }
 

@@ -134,10 +134,15 @@ pub fn detect(
     }
     let libc = libs.iter().find_map(|lib| {
         let file = file_name(lib);
-        if file == "libc.so.6" || (file.starts_with("libc-") && file.ends_with(".so")) {
-            Some(named(AllocatorFamily::Glibc, lib))
-        } else if file.starts_with("ld-musl-") || file.starts_with("libc.musl-") {
+        // Debian's musl maps /usr/lib/x86_64-linux-musl/libc.so (ld-musl-*.so.1 is a
+        // symlink to it); Alpine maps /lib/ld-musl-x86_64.so.1 itself.
+        if file.starts_with("ld-musl-")
+            || file.starts_with("libc.musl-")
+            || (file.starts_with("libc.so") && lib.contains("musl"))
+        {
             Some(named(AllocatorFamily::Musl, lib))
+        } else if file == "libc.so.6" || (file.starts_with("libc-") && file.ends_with(".so")) {
+            Some(named(AllocatorFamily::Glibc, lib))
         } else {
             None
         }
@@ -236,6 +241,12 @@ mod tests {
             &mut none,
         );
         assert_eq!(musl[0].family, AllocatorFamily::Musl);
+        let debian_musl = detect(
+            &maps(&["/app", "/usr/lib/x86_64-linux-musl/libc.so"]),
+            Some(Path::new("/app")),
+            &mut none,
+        );
+        assert_eq!(debian_musl[0].family, AllocatorFamily::Musl);
     }
 
     /// Check that a preloaded allocator library wins over libc.

@@ -6,7 +6,7 @@ use profiler_common::{
 };
 
 use crate::events::{
-    AllocOp, AllocRecord, MemOp, MemRecord, MemSample, StackSample, WaitRecord, WaitSyscall,
+    AllocOp, AllocRecord, MemOp, MemRecord, MemSample, RetFix, StackSample, WaitRecord, WaitSyscall,
 };
 
 /// A record that could not be decoded (a bug on one side, or a truncated record).
@@ -58,6 +58,10 @@ pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
         bp: header.regs.bp,
         base: header.stack_base,
         bytes: bytes[STACK_OFFSET..STACK_OFFSET + stack_len].to_vec(),
+        ret_fix: (header.ret_slot != 0).then_some(RetFix {
+            slot: header.ret_slot,
+            addr: header.ret_addr,
+        }),
     });
     let kind = EventKind::from_u32(header.kind).ok_or(DecodeError::UnknownKind(header.kind))?;
     if matches!(kind, EventKind::FutexWait | EventKind::SocketWait) {
@@ -181,6 +185,7 @@ pub(crate) mod tests {
                 bp: 3,
             },
             weight: 262144,
+            ..Default::default()
         };
         let ev = MemEvent {
             addr: 0x1000,
@@ -261,6 +266,7 @@ pub(crate) mod tests {
                 bp: 0,
             },
             weight: 262144,
+            ..Default::default()
         };
         let ev = AllocEvent {
             addr: 0x5555_0000,

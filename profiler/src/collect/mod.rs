@@ -49,6 +49,8 @@ pub enum CollectError {
 pub struct CollectorConfig {
     /// Mean bytes between stack samples (1 = every event).
     pub sample_bytes: u64,
+    /// Mean bytes between sampled allocations (allocator probes).
+    pub alloc_sample_bytes: u64,
     /// Pages of user stack copied per sample.
     pub stack_pages: u32,
     /// Trace every process instead of the targets map.
@@ -173,6 +175,7 @@ impl Collector {
             wait_threshold_ns: cfg.wait_threshold_ns,
             stack_pages: cfg.stack_pages.clamp(1, MAX_STACK_PAGES as u32),
             all_processes: u32::from(cfg.all_processes),
+            alloc_sample_bytes: cfg.alloc_sample_bytes.max(1),
         };
         let mut array: Array<_, Config> = Array::try_from(map(&mut ebpf, "CONFIG")?)
             .map_err(|e| CollectError::Map("CONFIG", e.to_string()))?;

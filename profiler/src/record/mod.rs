@@ -34,6 +34,8 @@ pub struct RecordOptions {
     pub allocations: bool,
     /// Probe this binary's allocator instead of the detected one.
     pub allocator: Option<PathBuf>,
+    /// Mean bytes between sampled allocations.
+    pub alloc_sample_bytes: u64,
     /// Record blocked time (wait probes) and judge stalls.
     pub waits: bool,
     /// Waits shorter than this are only counted.
@@ -83,12 +85,14 @@ pub async fn record(opts: &RecordOptions) -> anyhow::Result<RecordSummary> {
         .then(|| wait_report(&mut session, &collector, opts, started.elapsed()));
     drop(collector); // detach the probes before the (slower) rendering
     let memory = opts.memory.then(|| {
-        session.report(
+        let mut report = session.report(
             describe_targets(&opts.pids),
             window_secs,
             opts.sample_bytes,
             counters,
-        )
+        );
+        report.alloc_sample_bytes = opts.alloc_sample_bytes;
+        report
     });
     output::write_all(
         &opts.out,
@@ -123,6 +127,7 @@ fn attach(opts: &RecordOptions) -> anyhow::Result<(Collector, Session)> {
     );
     let mut collector = Collector::load(&CollectorConfig {
         sample_bytes: opts.sample_bytes,
+        alloc_sample_bytes: opts.alloc_sample_bytes,
         stack_pages: opts.stack_pages,
         all_processes: false,
         wait_threshold_ns: opts.wait_threshold.as_nanos() as u64,

@@ -149,7 +149,7 @@ fn write_allocations(dir: &Path, report: &MemoryReport) -> anyhow::Result<()> {
             "bytes allocated in a {:.1} s window and not freed: {} (sampled every {} on average)",
             report.window_secs,
             human_bytes(total as f64),
-            human_bytes(report.sample_bytes as f64)
+            human_bytes(report.alloc_sample_bytes as f64)
         ),
         count_name: "bytes",
         flavor: svg::Flavor::Memory,

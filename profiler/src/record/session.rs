@@ -49,6 +49,9 @@ pub struct Target {
     pub allocator_note: Option<String>,
     /// Resident memory by kind from `kmem:rss_stat`, read at the end of the window.
     pub resident: Option<ResidentTrack>,
+    /// The kernel's `[uprobes]` mapping (uretprobe trampoline), once it exists.
+    uprobes_vma: Option<(u64, u64)>,
+    uprobes_checked_at: Option<std::time::Instant>,
 }
 
 /// Everything the capture keeps in userspace.
@@ -119,6 +122,8 @@ impl Session {
                 allocators: Vec::new(),
                 allocator_note: None,
                 resident: None,
+                uprobes_vma: None,
+                uprobes_checked_at: None,
             },
         );
         Ok(brk)
@@ -170,6 +175,9 @@ impl Session {
         let t = self.targets.get_mut(&pid)?;
         if t.space_stale {
             t.refresh_space(&mut self.elf_cache);
+        }
+        if sample.ret_fix.is_some() {
+            t.find_uprobes_vma();
         }
         if let Some((id, truncated)) = t.unwind_cache.get(sample) {
             t.truncated += u64::from(truncated);
@@ -304,6 +312,7 @@ impl Session {
             target,
             window_secs,
             sample_bytes,
+            alloc_sample_bytes: 0,
             counters,
             processes,
         }
@@ -354,7 +363,7 @@ impl Session {
             freed: allocations.as_ref().map_or(0.0, |a| a.freed_bytes),
             mapped,
             resident_before: t.rss_before.map(|r| r.total),
-            resident_after: t.rss_after.map(|r| r.total),
+            resident_after: t.rss_after.filter(|_| !t.exited).map(|r| r.total),
             allocator: t.allocators.first().cloned(),
         });
         let resident = t.resident.map(|r| ResidentView {
@@ -437,14 +446,39 @@ impl Target {
         sample: &StackSample,
     ) -> (crate::unwind::UnwoundStack, u64) {
         let mut end = sample.sp;
+        let trampoline = self.uprobes_vma;
         let unwound = self
             .unwinder
             .unwind_with(sample.ip, sample.sp, sample.bp, &mut |addr| {
                 let v = sample.read_u64(addr)?;
                 end = end.max(addr + 8);
-                Some(v)
+                match (sample.ret_fix, trampoline) {
+                    (Some(fix), Some((lo, hi))) if addr == fix.slot && (lo..hi).contains(&v) => {
+                        Some(fix.addr)
+                    }
+                    _ => Some(v),
+                }
             });
         (unwound, end)
+    }
+
+    /// Look up the `[uprobes]` mapping, which the kernel creates at the first hijacked
+    /// return; re-read at most every 100 ms until it exists.
+    fn find_uprobes_vma(&mut self) {
+        if self.uprobes_vma.is_some()
+            || self
+                .uprobes_checked_at
+                .is_some_and(|t| t.elapsed() < std::time::Duration::from_millis(100))
+        {
+            return;
+        }
+        self.uprobes_checked_at = Some(std::time::Instant::now());
+        if let Ok(maps) = procfs::read_maps(self.pid) {
+            self.uprobes_vma = maps
+                .iter()
+                .find(|m| m.path == "[uprobes]")
+                .map(|m| (m.start, m.end));
+        }
     }
 
     fn refresh_space(&mut self, cache: &mut ElfCache) {

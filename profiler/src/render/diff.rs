@@ -24,10 +24,13 @@ pub fn differential_lines(before: &[String], after: &[String]) -> std::io::Resul
         BufReader::new(&after[..]),
         &mut out,
     )?;
-    Ok(String::from_utf8_lossy(&out)
+    // inferno emits stacks in hash order; sort so the output is reproducible.
+    let mut lines: Vec<String> = String::from_utf8_lossy(&out)
         .lines()
         .map(str::to_string)
-        .collect())
+        .collect();
+    lines.sort();
+    Ok(lines)
 }
 
 #[cfg(test)]
@@ -39,8 +42,7 @@ mod tests {
     fn merges_both_counts() {
         let before = vec!["a;b 10".to_string(), "a;c 5".to_string()];
         let after = vec!["a;b 30".to_string(), "a;d 7".to_string()];
-        let mut lines = differential_lines(&before, &after).unwrap();
-        lines.sort();
+        let lines = differential_lines(&before, &after).unwrap();
         assert_eq!(lines, vec!["a;b 10 30", "a;c 5 0", "a;d 0 7"]);
     }
 }

@@ -24,6 +24,8 @@ pub struct MemoryReport {
     pub target: String,
     pub window_secs: f64,
     pub sample_bytes: u64,
+    /// Mean bytes between sampled allocations (allocator probes).
+    pub alloc_sample_bytes: u64,
     pub counters: Counters,
     pub processes: Vec<ProcessMemory>,
 }
