@@ -140,11 +140,13 @@ fn allocation_view() -> AllocationView {
         frames: frames(&["_start", "main", "cache_insert_session"]),
         bytes: (30 << 20) as f64,
         objects: 960.0,
+        ..Default::default()
     };
     let scratch = AllocGrowth {
         frames: frames(&["_start", "main", "handle_request_scratch"]),
         bytes: (1 << 20) as f64,
         objects: 16.0,
+        ..Default::default()
     };
     AllocationView {
         allocators: vec![

@@ -439,3 +439,63 @@ fn push_sends_basic_auth_and_tenant() {
         assert_eq!(req.tenant.as_deref(), Some("team-a"));
     }
 }
+
+/// Check that with a spool file the queue outlives the pusher: captures queued while
+/// the server was down are sent by the next pusher (as after a restart), oldest first,
+/// and the spool is empty once they are through.
+#[test]
+fn push_queue_survives_a_restart() {
+    let root = scratch("push_spool");
+    let spool = root.join(".push-queue.json");
+    let port = {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let mut opts = options(format!("http://127.0.0.1:{port}"));
+    opts.max_attempts = 1;
+    opts.spool = Some(spool.clone());
+    {
+        let mut pusher = Pusher::new(opts.clone()).unwrap();
+        for i in 0..2 {
+            pusher
+                .enqueue(capture(
+                    capture_dir(&root, &format!("c{i}")),
+                    &format!("p{i}"),
+                    1_700_000_000 + i,
+                ))
+                .unwrap();
+        }
+        assert_eq!(pusher.flush().sent, 0, "server down");
+        assert_eq!(pusher.queued(), 2);
+    }
+    assert!(spool.exists());
+    // A capture directory removed meanwhile (retention) is skipped on load.
+    let gone = capture_dir(&root, "gone");
+    {
+        let mut pusher = Pusher::new(opts.clone()).unwrap();
+        pusher
+            .enqueue(capture(gone.clone(), "gone", 1_700_000_100))
+            .unwrap();
+    }
+    std::fs::remove_dir_all(&gone).unwrap();
+
+    let server = Server::start_on(TcpListener::bind(("127.0.0.1", port)).unwrap(), &[]);
+    let mut pusher = Pusher::new(opts.clone()).unwrap();
+    assert_eq!(
+        pusher.queued(),
+        2,
+        "loaded from the spool, the removed capture skipped"
+    );
+    let outcome = pusher.flush();
+    assert_eq!(outcome.sent, 4, "{outcome:?}");
+    let names: Vec<String> = server
+        .requests()
+        .iter()
+        .map(|r| r.query["name"].clone())
+        .collect();
+    assert!(
+        names[0].contains("process=p0") && names[3].contains("process=p1"),
+        "{names:?}"
+    );
+    assert_eq!(Pusher::new(opts).unwrap().queued(), 0, "spool emptied");
+}

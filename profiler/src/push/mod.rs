@@ -10,6 +10,7 @@
 //! The request follows Pyroscope's HTTP ingest API ([`pyroscope`]).
 pub mod pyroscope;
 mod queue;
+mod spool;
 mod worker;
 
 use std::{collections::BTreeMap, path::PathBuf, time::Duration, time::SystemTime};
@@ -38,6 +39,9 @@ pub struct PushOptions {
     pub timeout: Duration,
     /// Tenant of a multi-tenant Pyroscope (`X-Scope-OrgID`).
     pub tenant: Option<String>,
+    /// A file to keep the queue in, so captures still queued when the profiler stops
+    /// are pushed by the next run (e.g. `DIR/.push-queue.json`). None: memory only.
+    pub spool: Option<PathBuf>,
 }
 
 impl PushOptions {
@@ -58,12 +62,13 @@ impl PushOptions {
             max_backoff: Duration::from_secs(300),
             timeout: Duration::from_secs(30),
             tenant: None,
+            spool: None,
         }
     }
 }
 
 /// One capture to push: its profiles on disk, its window and its labels.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct Capture {
     /// The capture directory; every `*.pb.gz` in it is pushed.
     pub dir: PathBuf,

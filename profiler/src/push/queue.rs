@@ -8,11 +8,11 @@ use std::{
 use super::{pyroscope, Capture, PushError, PushOptions};
 
 /// A queued capture and its profiles still to send.
-#[derive(Debug)]
-struct Pending {
-    capture: Capture,
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub(super) struct Pending {
+    pub capture: Capture,
     /// `*.pb.gz` files not yet accepted, in name order.
-    files: Vec<PathBuf>,
+    pub files: Vec<PathBuf>,
 }
 
 /// What one [`Pusher::flush`] did.
@@ -40,22 +40,54 @@ pub struct Pusher {
     /// Back-off before the next round after a round that failed, and its time.
     backoff: Duration,
     not_before: Option<Instant>,
+    /// The last failure to save the queue to `opts.spool`, reported once by `flush`.
+    spool_error: Option<String>,
 }
 
 impl Pusher {
-    /// A pusher for `opts`; fails only on a URL it cannot use.
+    /// A pusher for `opts`, with the queue saved in `opts.spool` by an earlier run
+    /// (captures whose directory is gone are skipped); fails on a URL it cannot use or
+    /// a spool file it cannot read.
     pub fn new(opts: PushOptions) -> Result<Self, PushError> {
         let url = pyroscope::ingest_url(&opts.url)?;
         let agent = pyroscope::agent(opts.timeout);
-        Ok(Self {
+        let queue = match &opts.spool {
+            Some(path) => super::spool::load(path).map_err(|source| PushError::Read {
+                path: path.clone(),
+                source,
+            })?,
+            None => VecDeque::new(),
+        };
+        let mut pusher = Self {
             backoff: opts.initial_backoff,
             opts,
             url,
             agent,
-            queue: VecDeque::new(),
+            queue,
             dropped: 0,
             not_before: None,
-        })
+            spool_error: None,
+        };
+        pusher.trim();
+        Ok(pusher)
+    }
+
+    /// Keep at most `max_queue` captures, dropping the oldest from the queue.
+    fn trim(&mut self) {
+        while self.queue.len() > self.opts.max_queue.max(1) {
+            self.queue.pop_front();
+            self.dropped += 1;
+        }
+    }
+
+    /// Save the queue to the spool file, if there is one.
+    fn save(&mut self) {
+        if let Some(path) = &self.opts.spool {
+            if let Err(e) = super::spool::save(path, &self.queue) {
+                self.spool_error =
+                    Some(format!("saving the push queue to {}: {e}", path.display()));
+            }
+        }
     }
 
     /// Queue a capture (its `*.pb.gz` files as they are now). Beyond `max_queue`, the
@@ -72,10 +104,8 @@ impl Pusher {
             .collect();
         files.sort();
         self.queue.push_back(Pending { capture, files });
-        while self.queue.len() > self.opts.max_queue.max(1) {
-            self.queue.pop_front();
-            self.dropped += 1;
-        }
+        self.trim();
+        self.save();
         Ok(())
     }
 
@@ -99,13 +129,17 @@ impl Pusher {
     /// the queue stays, and the next round waits a back-off that doubles per failed
     /// round (up to `max_backoff`). A round before that time does nothing.
     pub fn flush(&mut self) -> FlushOutcome {
-        let mut outcome = FlushOutcome::default();
+        let mut outcome = FlushOutcome {
+            last_error: self.spool_error.take(),
+            ..FlushOutcome::default()
+        };
         if self.not_before.is_some_and(|t| Instant::now() < t) {
             return outcome;
         }
         while let Some(front) = self.queue.front() {
             let Some(file) = front.files.first().cloned() else {
                 self.queue.pop_front();
+                self.save();
                 continue;
             };
             let capture = front.capture.clone();
@@ -136,6 +170,7 @@ impl Pusher {
         if let Some(front) = self.queue.front_mut() {
             front.files.remove(0);
         }
+        self.save();
     }
 
     fn send_with_retries(

@@ -315,18 +315,7 @@ impl Capture {
                 None => (verdict::Verdict::Exited, Vec::new()),
             };
             if let Some(snap) = &snap {
-                // The locations of a group's stack, through any of its threads (they
-                // share the frame names, so any of their stacks reads the same in pprof).
-                for g in &mut in_flight {
-                    g.locations = snap
-                        .in_flight
-                        .iter()
-                        .find(|w| g.tids.contains(&w.tid))
-                        .and_then(|w| w.stack)
-                        .and_then(|id| stacks.get(id))
-                        .map(|s| s.locations.clone())
-                        .unwrap_or_default();
-                }
+                super::locations::fill_wait_groups(&mut in_flight, snap, stacks);
             }
             let snap = snap.unwrap_or_else(|| ThreadSnapshot {
                 pid,
@@ -351,10 +340,7 @@ impl Capture {
                         .unwrap_or_default(),
                     ns: totals.ns,
                     count: totals.count,
-                    locations: stack
-                        .and_then(|id| stacks.get(id))
-                        .map(|s| s.locations.clone())
-                        .unwrap_or_default(),
+                    locations: super::locations::of_stack(stacks, stack),
                 })
                 .collect();
             let mut futexes: Vec<(u64, u64, u64)> = snap

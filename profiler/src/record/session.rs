@@ -510,10 +510,7 @@ impl Session {
                     frames: names(id),
                     bytes: g.bytes,
                     objects: g.objects,
-                    locations: id
-                        .and_then(|id| self.stacks.get(id))
-                        .map(|s| s.locations.clone())
-                        .unwrap_or_default(),
+                    locations: super::locations::of_stack(&self.stacks, id),
                 })
                 .collect();
             rows.sort_by(|a, b| b.bytes.total_cmp(&a.bytes).then(a.frames.cmp(&b.frames)));

@@ -249,14 +249,23 @@ fn waits_profile_matches_folded() {
             identity: Default::default(),
             threads: 3,
             verdict: Verdict::Exited,
-            completed: vec![BlockedStack {
-                kind: "socket 127.0.0.1:5432".into(),
-                on: "recvfrom on socket 127.0.0.1:5432".into(),
-                frames: vec!["main".into(), "query".into()],
-                ns: 2_500_300,
-                count: 2,
-                ..Default::default()
-            }],
+            completed: vec![
+                BlockedStack {
+                    kind: "socket 127.0.0.1:5432".into(),
+                    on: "recvfrom on socket 127.0.0.1:5432".into(),
+                    frames: vec!["main".into(), "query".into()],
+                    ns: 2_500_300,
+                    count: 2,
+                    ..Default::default()
+                },
+                BlockedStack {
+                    kind: "futex".into(),
+                    on: "futex 0x20".into(),
+                    ns: 7_000,
+                    count: 1,
+                    ..Default::default()
+                },
+            ],
             in_flight: vec![WaitGroup {
                 on: "futex 0x10".into(),
                 kind: "futex".into(),
@@ -275,11 +284,17 @@ fn waits_profile_matches_folded() {
     };
     let p = decode(&to_gzip(&waits_profile(&report, &CaptureMeta::default())).unwrap());
     let ns: i64 = p.sample.iter().map(|s| s.value[0]).sum();
-    assert_eq!(ns, 2_500_300 + 2 * 5_000_000_000);
+    assert_eq!(ns, 2_500_300 + 7_000 + 2 * 5_000_000_000);
     let us = folded_total(&super::super::waits::folded_lines(&report));
     assert_eq!(ns as u64 / 1000, us);
     let counts: i64 = p.sample.iter().map(|s| s.value[1]).sum();
-    assert_eq!(counts, 2 + 2);
+    assert_eq!(counts, 2 + 1 + 2);
+    assert!(
+        p.sample
+            .iter()
+            .any(|s| stack_names(&p, s) == [views::NO_STACK]),
+        "a wait without a stack keeps its time under a placeholder frame"
+    );
     let stuck = p
         .sample
         .iter()
@@ -287,6 +302,12 @@ fn waits_profile_matches_folded() {
         .unwrap();
     assert_eq!(stack_names(&p, stuck), ["lock", "main"]);
     assert_eq!(label(&p, stuck, "wait").as_deref(), Some("futex"));
+    let socket = p
+        .sample
+        .iter()
+        .find(|s| label(&p, s, "state").as_deref() == Some("completed"))
+        .unwrap();
+    assert_eq!(stack_names(&p, socket), ["query", "main"]);
     assert_eq!(string(&p, p.sample_type[0].unit), "nanoseconds");
 }
 

@@ -28,11 +28,18 @@ impl CaptureMeta {
     }
 }
 
-/// Locations of a stack: the detailed ones when the report carries them for every
-/// frame, else one named location per frame.
+/// A frame for samples without a stack, so viewers that drop empty stacks (flame
+/// graphs) still count their value.
+pub const NO_STACK: &str = "[no stack]";
+
+/// Locations of a stack: the detailed ones when the report carries them, else one
+/// named location per frame, else [`NO_STACK`].
 fn stack(frames: &[String], locations: &[CodeLocation]) -> Vec<CodeLocation> {
     if !locations.is_empty() {
         return locations.to_vec();
+    }
+    if frames.is_empty() {
+        return vec![CodeLocation::named(NO_STACK)];
     }
     frames
         .iter()
