@@ -290,6 +290,11 @@ impl TargetSelector {
                 if !self.matches(&c) {
                     return None;
                 }
+                // Read only for matches: most processes are rejected by name or cgroup.
+                let stat = proc_scan::read_stat(pid)?;
+                if stat.kernel_thread || stat.is_dead() {
+                    return None;
+                }
                 let cgroups = if cgroups_needed {
                     c.cgroups
                 } else {
@@ -297,26 +302,33 @@ impl TargetSelector {
                         .map(|t| cgroup::parse_proc_cgroup(&t))
                         .unwrap_or_default()
                 };
+                let comm = if self.comm.is_some() {
+                    c.comm
+                } else {
+                    crate::procfs::read_comm(pid).ok()?
+                };
                 Some(ProcessInfo {
                     pid,
-                    comm: c.comm,
+                    comm,
                     identity: ProcessIdentity::from_cgroups(&cgroups, proc_scan::read_ns_pid(pid)),
                 })
             })
             .collect()
     }
 
-    /// What matching needs of `pid`, or None for kernel threads, zombies, ourselves and
-    /// processes that are gone.
+    /// What matching needs of `pid`, or None for ourselves and processes that are
+    /// gone. Kernel threads and zombies are candidates (in no container, under no
+    /// cgroup but the root); callers drop them after matching.
     fn candidate(&self, pid: u32, with_cgroups: bool) -> Option<Candidate> {
         if pid == self.self_pid {
             return None;
         }
-        let stat = proc_scan::read_stat(pid)?;
-        if stat.kernel_thread || stat.is_dead() {
-            return None;
-        }
-        let comm = crate::procfs::read_comm(pid).ok()?;
+        // The name is read here only when matching needs it (see `scan_unknown`).
+        let comm = if self.comm.is_some() {
+            crate::procfs::read_comm(pid).ok()?
+        } else {
+            String::new()
+        };
         let cgroups = if with_cgroups {
             cgroup::parse_proc_cgroup(&proc_scan::read_cgroup_text(pid)?)
         } else {
