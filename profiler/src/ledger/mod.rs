@@ -48,8 +48,9 @@ pub struct GrowthEntry {
     /// `None` collects bytes of unsampled events (exact, not scaled).
     pub stack: Option<StackId>,
     pub bytes: f64,
-    /// Estimated live objects: committed ranges weighted like their bytes (a range
-    /// split by a partial munmap or mprotect counts once per piece).
+    /// Estimated live objects: committed ranges weighted like their bytes. Only a
+    /// rough count of mappings: adjacent ranges with equal attributes are merged, and a
+    /// range split by a partial munmap or mprotect counts once per piece.
     pub objects: f64,
 }
 

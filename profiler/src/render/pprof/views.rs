@@ -175,15 +175,15 @@ pub fn allocations_profile(report: &MemoryReport, meta: &CaptureMeta) -> Profile
 
 /// `waits.pb.gz`: blocked nanoseconds and number of waits by stack, completed waits
 /// and waits still in progress at the end (label `state`), with `pid`, `comm` and
-/// `wait` (futex, socket peer, …) labels. Totals equal `waits.folded` up to its
-/// rounding to whole microseconds per line.
+/// `wait` (futex, socket peer, …) labels. The futex address is left out: a label with
+/// that many values would make one Pyroscope series per lock. Totals equal
+/// `waits.folded` up to its rounding to whole microseconds per line.
 pub fn waits_profile(report: &WaitReport, meta: &CaptureMeta) -> ProfileModel {
     let mut samples = Vec::new();
     for p in &report.processes {
-        let labels = |kind: &str, on: &str, state: &str| {
+        let labels = |kind: &str, state: &str| {
             let mut l = meta.labels(p.pid, &p.comm);
             l.push(Label::str("wait", kind));
-            l.push(Label::str("on", on));
             l.push(Label::str("state", state));
             l
         };
@@ -194,7 +194,7 @@ pub fn waits_profile(report: &WaitReport, meta: &CaptureMeta) -> ProfileModel {
             samples.push(ProfileSample {
                 stack: stack(&b.frames, &b.locations),
                 values: vec![i64::try_from(b.ns).unwrap_or(i64::MAX), b.count as i64],
-                labels: labels(&b.kind, &b.on, "completed"),
+                labels: labels(&b.kind, "completed"),
             });
         }
         for g in &p.in_flight {
@@ -205,7 +205,7 @@ pub fn waits_profile(report: &WaitReport, meta: &CaptureMeta) -> ProfileModel {
             samples.push(ProfileSample {
                 stack: stack(&g.stack, &g.locations),
                 values: vec![i64::try_from(ns).unwrap_or(i64::MAX), g.tids.len() as i64],
-                labels: labels(&g.kind, &g.on, "in progress"),
+                labels: labels(&g.kind, "in progress"),
             });
         }
     }
