@@ -202,6 +202,20 @@ impl Collector {
         Ok(())
     }
 
+    /// Stop tracing every target: the probes return at their first check from now on.
+    /// Cheaper than detaching, which costs the kernel a grace period per tracepoint.
+    pub fn forget_targets(&mut self) -> Result<(), CollectError> {
+        let mut targets: HashMap<_, u32, u32> = HashMap::try_from(map(&mut self.ebpf, "TARGETS")?)
+            .map_err(|e| CollectError::Map("TARGETS", e.to_string()))?;
+        let pids: Vec<u32> = targets.keys().filter_map(Result::ok).collect();
+        for pid in pids {
+            targets
+                .remove(&pid)
+                .map_err(|e| CollectError::Map("TARGETS", e.to_string()))?;
+        }
+        Ok(())
+    }
+
     /// Load and attach every memory probe.
     pub fn attach_memory_probes(&mut self) -> Result<(), CollectError> {
         for &probe in MEMORY_TRACEPOINTS {
