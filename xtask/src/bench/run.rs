@@ -109,7 +109,8 @@ pub fn run(spec: &RunSpec, mut during: impl FnMut(&Child)) -> Result<Sample, Run
         sample.tool_peak_rss = Some(exit.max_rss_bytes);
         sample.output_bytes = Some(dir_size(&out_dir));
         if spec.tool.kind == super::tools::Kind::Profiler {
-            let report = read_profiler_output(&out_dir, started, &child).map_err(RunError::Tool)?;
+            let report = read_profiler_output(&out_dir, started, window_secs, &child)
+                .map_err(RunError::Tool)?;
             sample.counters = Some(report.0);
             sample.flamegraph_secs = report.1;
         }
@@ -163,11 +164,12 @@ fn wait_result(
 }
 
 /// The counters from report.json and the time from the end of the window to the last
-/// flamegraph written. The window ends `window_secs` (from the profiler's last line)
-/// after its "recording" line.
+/// flamegraph written. The window ends `window_secs` (the requested duration: the storm
+/// outlives it) after the profiler's "recording" line.
 fn read_profiler_output(
     out_dir: &Path,
     started: SystemTime,
+    window_secs: f64,
     child: &Child,
 ) -> Result<(Counters, Option<f64>)> {
     let path = out_dir.join("report.json");
@@ -190,9 +192,8 @@ fn read_profiler_output(
         sampled: counter("sampled")?,
         lost: counter("lost")?,
     };
-    let window = child
-        .last_line_matching(|l| l.starts_with("profiler: ") && l.contains(" after "))
-        .and_then(|l| parse_window_secs(&l));
+    let stopped = child.last_line_matching(|l| l.starts_with("profiler: window elapsed"));
+    let window = stopped.is_some().then_some(window_secs);
     let written = ["memory.svg", "waits.svg"]
         .iter()
         .filter_map(|name| out_dir.join(name).metadata().ok()?.modified().ok())
@@ -207,12 +208,6 @@ fn read_profiler_output(
     Ok((counters, latency))
 }
 
-/// The window length from `profiler: window elapsed after 4.0 s; …`.
-fn parse_window_secs(line: &str) -> Option<f64> {
-    let rest = &line[line.find(" after ")? + " after ".len()..];
-    rest.split_whitespace().next()?.parse().ok()
-}
-
 /// Total size of the files in `dir` (not recursive: the tools write flat directories).
 fn dir_size(dir: &Path) -> u64 {
     std::fs::read_dir(dir)
@@ -225,17 +220,4 @@ fn dir_size(dir: &Path) -> u64 {
                 .sum()
         })
         .unwrap_or(0)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Check that the window length is read from the profiler's summary line.
-    #[test]
-    fn window_from_summary_line() {
-        let line = "profiler: window elapsed after 4.0 s; 12 events, 0 lost; wrote /tmp/o";
-        assert_eq!(parse_window_secs(line), Some(4.0));
-        assert_eq!(parse_window_secs("profiler: recording pid 1"), None);
-    }
 }
