@@ -36,6 +36,10 @@ pub enum EventKind {
     FutexWait = 8,
     /// A blocking socket or poll wait ended; see [`WaitEvent`].
     SocketWait = 9,
+    /// A sampled allocation returned `addr`; see [`AllocEvent`]. Carries a stack.
+    Alloc = 10,
+    /// A sampled allocation at `addr` was freed (or moved by realloc); no stack.
+    Free = 11,
 }
 
 impl EventKind {
@@ -50,6 +54,8 @@ impl EventKind {
             7 => Self::Exit,
             8 => Self::FutexWait,
             9 => Self::SocketWait,
+            10 => Self::Alloc,
+            11 => Self::Free,
             _ => return None,
         })
     }
@@ -87,6 +93,12 @@ pub struct EventHeader {
     pub regs: UserRegs,
     /// Estimated bytes (memory) or 1 (waits) this sample stands for; 0 if unsampled.
     pub weight: u64,
+    /// A stack slot whose return address a pending uretprobe may have replaced with the
+    /// kernel's trampoline, and the return address it held (0, 0 when none): the
+    /// allocator's return probe hijacks the return address of every call in flight, so
+    /// a stack sampled inside `malloc` (its brk or mmap) needs it to reach the caller.
+    pub ret_slot: u64,
+    pub ret_addr: u64,
 }
 
 /// Body of the memory-mapping events (`Mmap` … `Exit`).
@@ -136,6 +148,77 @@ pub struct WaitEvent {
     pub ret: i32,
 }
 
+/// Body of the allocator events (`Alloc`, `Free`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AllocEvent {
+    /// The block's address.
+    pub addr: u64,
+    /// Requested size in bytes (`Alloc`), or 0 (`Free`).
+    pub size: u64,
+    /// Which allocator entry point made the block: an [`alloc_fn`] value.
+    pub function: u32,
+    pub _pad: u32,
+}
+
+/// Allocator entry points, as carried in [`AllocEvent::function`] and [`AllocPending`].
+pub mod alloc_fn {
+    pub const MALLOC: u32 = 1;
+    pub const CALLOC: u32 = 2;
+    pub const REALLOC: u32 = 3;
+    /// `memalign`, `aligned_alloc`: size is the second argument.
+    pub const MEMALIGN: u32 = 4;
+    /// `posix_memalign(&ptr, align, size)`: the block is written through the pointer.
+    pub const POSIX_MEMALIGN: u32 = 5;
+}
+
+/// A sampled allocation call in flight, saved at entry (map `ALLOC_PENDING`, keyed by
+/// pid_tgid) and completed by the return probe.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AllocPending {
+    pub size: u64,
+    /// Bytes the sample stands for (see the byte sampler).
+    pub weight: u64,
+    /// `posix_memalign`'s output pointer, else 0.
+    pub out_ptr: u64,
+    pub function: u32,
+    pub _pad: u32,
+}
+
+/// Key of the sampled live allocations (`LIVE_ALLOCS`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct AllocKey {
+    pub tgid: u32,
+    pub _pad: u32,
+    pub addr: u64,
+}
+
+/// Resident memory of one process as `kmem:rss_stat` reports it (map `RSS_TRACK`), in
+/// bytes, indexed by the kernel's mm counter (`rss_member`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RssTrack {
+    /// Latest value per counter.
+    pub now: [i64; 4],
+    /// Highest value per counter seen in the window.
+    pub peak: [i64; 4],
+    /// Highest resident total (file + anon + shmem) seen in the window.
+    pub peak_total: i64,
+    /// Number of updates seen.
+    pub updates: u64,
+}
+
+/// Indices of the kernel's mm counters (`enum { MM_FILEPAGES, MM_ANONPAGES,
+/// MM_SWAPENTS, MM_SHMEMPAGES }`), as `kmem:rss_stat` reports them in `member`.
+pub mod rss_member {
+    pub const FILE: usize = 0;
+    pub const ANON: usize = 1;
+    pub const SWAP: usize = 2;
+    pub const SHMEM: usize = 3;
+}
+
 /// A thread inside a wait syscall, as the enter probe saw it (map `WAITING`, keyed by
 /// pid_tgid). Userspace reads it to know how long in-flight waits have lasted.
 #[repr(C)]
@@ -174,6 +257,9 @@ pub struct Config {
     pub stack_pages: u32,
     /// Non-zero: trace every process (no TARGETS filter).
     pub all_processes: u32,
+    /// Mean bytes between two sampled allocations (allocator probes). Separate from
+    /// `sample_bytes` because allocations are far more frequent than mappings.
+    pub alloc_sample_bytes: u64,
 }
 
 /// x86_64 syscall numbers of the wait probes.
@@ -245,8 +331,12 @@ pub enum Counter {
     ShortWaits = 4,
     /// Futex wake calls by targets.
     FutexWakes = 5,
+    /// Allocator calls (malloc, free, …) by targets.
+    AllocCalls = 6,
+    /// Sampled allocations not tracked because `LIVE_ALLOCS` was full.
+    AllocTableFull = 7,
 }
-pub const COUNTER_SLOTS: u32 = 8;
+pub const COUNTER_SLOTS: u32 = 16;
 
 #[cfg(feature = "user")]
 mod pod {
@@ -257,6 +347,10 @@ mod pod {
     unsafe impl aya::Pod for super::WaitEvent {}
     unsafe impl aya::Pod for super::WaitStart {}
     unsafe impl aya::Pod for super::FutexKey {}
+    unsafe impl aya::Pod for super::AllocEvent {}
+    unsafe impl aya::Pod for super::AllocPending {}
+    unsafe impl aya::Pod for super::AllocKey {}
+    unsafe impl aya::Pod for super::RssTrack {}
 }
 
 #[cfg(test)]
@@ -268,13 +362,18 @@ mod tests {
     #[test]
     fn layouts_have_no_hidden_padding() {
         assert_eq!(size_of::<UserRegs>(), 24);
-        assert_eq!(size_of::<EventHeader>(), 4 * 4 + 8 + 8 + 24 + 8);
+        assert_eq!(size_of::<EventHeader>(), 4 * 4 + 8 + 8 + 24 + 8 + 16);
         assert_eq!(size_of::<MemEvent>(), 5 * 8 + 4 + 4 + 8);
         assert!(size_of::<MemEvent>() <= BODY_SIZE);
         assert!(size_of::<WaitEvent>() <= BODY_SIZE);
         assert_eq!(size_of::<WaitEvent>(), 8 + 8 + 4 * 4);
-        assert_eq!(size_of::<Config>(), 8 + 8 + 4 + 4);
+        assert_eq!(size_of::<Config>(), 8 + 8 + 4 + 4 + 8);
         assert_eq!(size_of::<WaitStart>(), 8 + 8 + 24 + 4 * 4);
         assert_eq!(size_of::<FutexKey>(), 16);
+        assert_eq!(size_of::<AllocEvent>(), 8 + 8 + 4 + 4);
+        assert!(size_of::<AllocEvent>() <= BODY_SIZE);
+        assert_eq!(size_of::<AllocPending>(), 3 * 8 + 4 + 4);
+        assert_eq!(size_of::<AllocKey>(), 16);
+        assert_eq!(size_of::<RssTrack>(), 4 * 8 * 2 + 8 + 8);
     }
 }

@@ -8,6 +8,7 @@
 #![no_std]
 #![no_main]
 
+mod alloc;
 mod maps;
 mod memory;
 mod record;

@@ -54,3 +54,25 @@ pub static FUTEX_WAITS: LruHashMap<profiler_common::FutexKey, u64> =
 #[map]
 pub static FUTEX_WAKES: LruHashMap<profiler_common::FutexKey, u64> =
     LruHashMap::with_max_entries(16384, 0);
+
+/// Sampled allocation calls between entry and return, keyed by pid_tgid.
+#[map]
+pub static ALLOC_PENDING: LruHashMap<u64, profiler_common::AllocPending> =
+    LruHashMap::with_max_entries(16384, 0);
+
+/// Sampled blocks not freed yet, by (tgid, address); value: bytes the sample stands for.
+/// A plain hash (not LRU): a full table is counted (`AllocTableFull`), never evicts a
+/// block whose free we still need to see.
+#[map]
+pub static LIVE_ALLOCS: HashMap<profiler_common::AllocKey, u64> =
+    HashMap::with_max_entries(262144, 0);
+
+/// Resident memory per target tgid, from `kmem:rss_stat`.
+#[map]
+pub static RSS_TRACK: HashMap<u32, profiler_common::RssTrack> = HashMap::with_max_entries(8192, 0);
+
+/// The return-address slot of each thread's latest allocator call, keyed by pid_tgid:
+/// `[slot address, original return address]`, read at entry before the return probe
+/// replaces it. Stack samples carry it so userspace can undo the replacement.
+#[map]
+pub static RET_SLOTS: LruHashMap<u64, [u64; 2]> = LruHashMap::with_max_entries(16384, 0);

@@ -75,6 +75,8 @@ pub fn scratch(kind: u32) -> Option<*mut RecordBuf> {
             stack_base: 0,
             regs: Default::default(),
             weight: 0,
+            ret_slot: 0,
+            ret_addr: 0,
         };
     }
     Some(buf)

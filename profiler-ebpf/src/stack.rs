@@ -13,7 +13,10 @@ use aya_ebpf::{
 };
 use profiler_common::{Counter, UserRegs, MAX_STACK_PAGES, STACK_PAGE_SIZE};
 
-use crate::record::{count, RecordBuf};
+use crate::{
+    maps::RET_SLOTS,
+    record::{count, RecordBuf},
+};
 
 /// The current task's user registers (ip, sp, bp) at syscall entry.
 #[inline(always)]
@@ -40,6 +43,12 @@ pub fn user_regs(out: &mut UserRegs) {
 pub fn capture(buf: *mut RecordBuf, pages: u32) {
     let mut user = UserRegs::default();
     user_regs(&mut user);
+    capture_from(buf, user, pages);
+}
+
+/// Like [`capture`], from registers the caller already has (a uprobe's context).
+#[inline(always)]
+pub fn capture_from(buf: *mut RecordBuf, user: UserRegs, pages: u32) {
     if user.sp == 0 {
         return;
     }
@@ -68,6 +77,11 @@ pub fn capture(buf: *mut RecordBuf, pages: u32) {
         }
         if copied == 0 {
             count(Counter::StackReadFailed);
+        }
+        let id = aya_ebpf::helpers::bpf_get_current_pid_tgid();
+        if let Some(fix) = RET_SLOTS.get(id) {
+            (*buf).header.ret_slot = fix[0];
+            (*buf).header.ret_addr = fix[1];
         }
         (*buf).header.stack_len = copied * STACK_PAGE_SIZE as u32;
     }

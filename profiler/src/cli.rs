@@ -23,6 +23,34 @@ pub enum Command {
     /// Say now whether a process is stuck: watch its waits briefly, then print the
     /// stall verdict and the blocked stacks.
     Stalls(StallsArgs),
+    /// Compare two captures: a differential flamegraph of what grew in AFTER compared
+    /// with BEFORE (capture directories or folded files).
+    Diff(DiffArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DiffArgs {
+    /// The earlier capture (directory written by `record`, or a .folded file).
+    pub before: PathBuf,
+    /// The later capture.
+    pub after: PathBuf,
+    /// Which view of capture directories to compare.
+    #[arg(long, default_value = "allocations", value_parser = ["allocations", "memory", "waits"])]
+    pub view: String,
+    /// Where to write the SVG.
+    #[arg(long, default_value = "diff.svg")]
+    pub out: PathBuf,
+}
+
+impl From<DiffArgs> for crate::compare::DiffOptions {
+    fn from(a: DiffArgs) -> Self {
+        Self {
+            before: a.before,
+            after: a.after,
+            view: a.view,
+            out: a.out,
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -47,6 +75,9 @@ impl From<StallsArgs> for RecordOptions {
             sample_bytes: 1 << 20,
             stack_pages: 8,
             memory: false,
+            allocations: false,
+            allocator: None,
+            alloc_sample_bytes: 1 << 20,
             waits: true,
             wait_threshold: std::time::Duration::from_millis(1),
             stall_threshold: a.stall_threshold,
@@ -85,6 +116,19 @@ pub struct RecordArgs {
     /// Record blocked time and judge stalls (default: both memory and waits).
     #[arg(long)]
     pub waits: bool,
+    /// Do not probe the allocator (malloc/free uprobes): only the mapping view, no
+    /// live allocations, no leak-or-retention verdict. Every allocator call traps into
+    /// the kernel while the probes are on; see the README for the measured cost.
+    #[arg(long)]
+    pub no_allocations: bool,
+    /// Probe the allocator in this binary (an allocator library or an executable that
+    /// contains one) instead of the one detected from each target's mappings.
+    #[arg(long, value_name = "PATH")]
+    pub allocator: Option<PathBuf>,
+    /// Mean bytes between two sampled allocations (allocator probes); like
+    /// --sample-bytes, but allocations are far more frequent than mappings.
+    #[arg(long, default_value = "256KiB", value_parser = units::parse_bytes)]
+    pub alloc_sample_bytes: u64,
     /// Waits shorter than this are only counted (in the kernel), not recorded with a stack.
     #[arg(long, default_value = "1ms", value_parser = units::parse_duration)]
     pub wait_threshold: std::time::Duration,
@@ -103,6 +147,9 @@ impl From<RecordArgs> for RecordOptions {
             stack_pages: a.stack_pages,
             // Neither flag: both. Either flag: only what was asked for.
             memory: a.memory || !a.waits,
+            allocations: !a.no_allocations,
+            allocator: a.allocator,
+            alloc_sample_bytes: a.alloc_sample_bytes,
             waits: a.waits || !a.memory,
             wait_threshold: a.wait_threshold,
             stall_threshold: a.stall_threshold,

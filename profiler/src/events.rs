@@ -12,6 +12,19 @@ pub struct StackSample {
     /// Address of `bytes[0]` in the sampled thread's address space.
     pub base: u64,
     pub bytes: Vec<u8>,
+    /// A return address a pending uretprobe may have replaced (see [`RetFix`]).
+    pub ret_fix: Option<RetFix>,
+}
+
+/// The allocator's return probe replaces the return address of each call in flight with
+/// the kernel's trampoline. A stack sampled inside such a call (malloc's own brk or
+/// mmap) carries the slot and the original value, recorded at the call's entry; the
+/// unwinder uses it only when the slot really holds the trampoline (the entry may be
+/// stale, from a call that has returned).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RetFix {
+    pub slot: u64,
+    pub addr: u64,
 }
 
 impl StackSample {
@@ -90,6 +103,29 @@ impl MemSample {
             self.weight as f64 / self.sampled_bytes as f64
         }
     }
+}
+
+/// An allocator event of one process: a sampled block was allocated, or freed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AllocRecord {
+    pub pid: u32,
+    pub tid: u32,
+    pub time_ns: u64,
+    pub op: AllocOp,
+}
+
+/// What happened to a sampled block.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AllocOp {
+    /// A sampled allocation of `size` bytes at `addr`, standing for `weight` bytes.
+    Alloc {
+        addr: u64,
+        size: u64,
+        weight: u64,
+        stack: Option<StackSample>,
+    },
+    /// The sampled block at `addr` was freed (or moved away by realloc).
+    Free { addr: u64 },
 }
 
 /// Index of an interned, unwound stack (see `aggregate::StackTable`).

@@ -6,10 +6,13 @@
 //! [`aggregate`] (interned stacks) → [`render`] (folded, SVG, report) →
 //! [`record`] (the command that ties them together).
 pub mod aggregate;
+pub mod allocator;
 pub mod cli;
 pub mod collect;
+pub mod compare;
 pub mod events;
 pub mod ledger;
+pub mod memory_verdict;
 pub mod offcpu;
 pub mod procfs;
 pub mod record;

@@ -25,6 +25,15 @@ fn main() {
                 );
                 anyhow::Ok(())
             }
+            Command::Diff(args) => {
+                let opts: profiler::compare::DiffOptions = args.into();
+                let stacks = profiler::compare::diff(&opts)?;
+                eprintln!(
+                    "profiler: {stacks} stacks compared; wrote {}",
+                    opts.out.display()
+                );
+                Ok(())
+            }
             Command::Stalls(args) => {
                 let report = profiler::record::stalls(&args.into()).await?;
                 print!("{}", profiler::render::waits::text(&report));

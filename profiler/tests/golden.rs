@@ -9,7 +9,7 @@ use profiler::{
     render::{
         folded, report, svg,
         waits::{self, BlockedStack, ProcessWaits, WaitReport},
-        MemoryReport, ProcessMemory, StackGrowth,
+        AllocGrowth, AllocationView, MemoryReport, ProcessMemory, ResidentView, StackGrowth,
     },
 };
 
@@ -44,13 +44,15 @@ fn memory_report() -> MemoryReport {
     before.insert("brk heap".to_string(), 132 << 10);
     let mut after = before.clone();
     after.insert("anon mmap".to_string(), 41 << 20);
-    MemoryReport {
+    let mut report = MemoryReport {
         target: "pid 4242".into(),
         window_secs: 5.0,
         sample_bytes: 256 << 10,
+        alloc_sample_bytes: 256 << 10,
         counters: Counters {
             seen: 1200,
             sampled: 480,
+            alloc_calls: 90_000,
             ..Default::default()
         },
         processes: vec![ProcessMemory {
@@ -84,9 +86,103 @@ fn memory_report() -> MemoryReport {
             ],
             events: 1200,
             samples: 480,
+            allocations: Some(allocation_view()),
+            resident: Some(ResidentView {
+                anon: 41 << 20,
+                file: 2 << 20,
+                peak_anon: 41 << 20,
+                peak_file: 2 << 20,
+                peak_total: 43 << 20,
+                updates: 10_240,
+                ..Default::default()
+            }),
             ..Default::default()
         }],
+    };
+    // The verdict comes from the real judge, so its text is part of the golden report.
+    let p = &mut report.processes[0];
+    let mapped: Vec<_> = p
+        .growth
+        .iter()
+        .map(|g| profiler::memory_verdict::MappedStack {
+            kind: &g.kind,
+            frames: &g.frames,
+            bytes: g.bytes,
+        })
+        .collect();
+    let a = p.allocations.as_ref().unwrap();
+    let verdict = profiler::memory_verdict::judge(&profiler::memory_verdict::MemoryEvidence {
+        allocator_probed: true,
+        live_growth: a.live_bytes,
+        live_stacks: a
+            .growth
+            .iter()
+            .map(|g| profiler::memory_verdict::NamedStack {
+                frames: g.frames.clone(),
+                bytes: g.bytes,
+            })
+            .collect(),
+        allocated: a.allocated_bytes,
+        freed: a.freed_bytes,
+        mapped,
+        resident_before: p.rss_before.map(|r| r.total),
+        resident_after: p.rss_after.map(|r| r.total),
+        allocator: Some("glibc malloc".into()),
+    });
+    p.verdict = Some(verdict);
+    report
+}
+
+fn allocation_view() -> AllocationView {
+    let leak = AllocGrowth {
+        frames: frames(&["_start", "main", "cache_insert_session"]),
+        bytes: (30 << 20) as f64,
+        objects: 960.0,
+    };
+    let scratch = AllocGrowth {
+        frames: frames(&["_start", "main", "handle_request_scratch"]),
+        bytes: (1 << 20) as f64,
+        objects: 16.0,
+    };
+    AllocationView {
+        allocators: vec![
+            "glibc malloc (/usr/lib/x86_64-linux-gnu/libc.so.6; 6 entry points)".into(),
+        ],
+        live_bytes: (31 << 20) as f64,
+        live_objects: 976.0,
+        allocated_bytes: (300 << 20) as f64,
+        freed_bytes: (269 << 20) as f64,
+        samples: 1200,
+        frees: 1076,
+        replaced: 0,
+        growth: vec![leak.clone(), scratch.clone()],
+        first_half: vec![AllocGrowth {
+            bytes: (12 << 20) as f64,
+            ..leak.clone()
+        }],
+        second_half: vec![
+            AllocGrowth {
+                bytes: (18 << 20) as f64,
+                ..leak
+            },
+            scratch,
+        ],
+        split_secs: 2.5,
     }
+}
+
+/// Check the live-allocation folded lines and the differential lines of the halves.
+#[test]
+fn allocations_folded_matches_golden() {
+    let report = memory_report();
+    let whole = folded::allocation_lines(&report, folded::Half::Whole);
+    check("allocations.folded", &(whole.join("\n") + "\n"));
+    let diff = profiler::render::diff::differential_lines(
+        &folded::allocation_lines(&report, folded::Half::First),
+        &folded::allocation_lines(&report, folded::Half::Second),
+    )
+    .unwrap();
+    check("memory-diff.folded", &(diff.join("\n") + "\n"));
 }
 
 fn wait_report() -> WaitReport {

@@ -1,9 +1,13 @@
 //! Decoding ring-buffer records into plain [`crate::events`] types.
 //!
 //! Pure: takes the bytes of one record, so it is unit-tested without a kernel.
-use profiler_common::{EventHeader, EventKind, MemEvent, WaitEvent, BODY_SIZE, STACK_OFFSET};
+use profiler_common::{
+    AllocEvent, EventHeader, EventKind, MemEvent, WaitEvent, BODY_SIZE, STACK_OFFSET,
+};
 
-use crate::events::{MemOp, MemRecord, MemSample, StackSample, WaitRecord, WaitSyscall};
+use crate::events::{
+    AllocOp, AllocRecord, MemOp, MemRecord, MemSample, RetFix, StackSample, WaitRecord, WaitSyscall,
+};
 
 /// A record that could not be decoded (a bug on one side, or a truncated record).
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -23,6 +27,7 @@ pub enum DecodeError {
 pub enum Record {
     Mem(MemRecord),
     Wait(WaitRecord),
+    Alloc(AllocRecord),
 }
 
 fn read_pod<T: Copy>(bytes: &[u8]) -> T {
@@ -53,6 +58,10 @@ pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
         bp: header.regs.bp,
         base: header.stack_base,
         bytes: bytes[STACK_OFFSET..STACK_OFFSET + stack_len].to_vec(),
+        ret_fix: (header.ret_slot != 0).then_some(RetFix {
+            slot: header.ret_slot,
+            addr: header.ret_addr,
+        }),
     });
     let kind = EventKind::from_u32(header.kind).ok_or(DecodeError::UnknownKind(header.kind))?;
     if matches!(kind, EventKind::FutexWait | EventKind::SocketWait) {
@@ -69,6 +78,24 @@ pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
             fd: ev.fd,
             ret: ev.ret,
             stack,
+        }));
+    }
+    if matches!(kind, EventKind::Alloc | EventKind::Free) {
+        let ev: AllocEvent = read_pod(body);
+        let op = match kind {
+            EventKind::Alloc => AllocOp::Alloc {
+                addr: ev.addr,
+                size: ev.size,
+                weight: header.weight,
+                stack,
+            },
+            _ => AllocOp::Free { addr: ev.addr },
+        };
+        return Ok(Record::Alloc(AllocRecord {
+            pid: header.tgid,
+            tid: header.tid,
+            time_ns: header.ktime_ns,
+            op,
         }));
     }
     let ev: MemEvent = read_pod(body);
@@ -99,7 +126,9 @@ pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
         },
         EventKind::Exec => MemOp::Exec,
         EventKind::Exit => MemOp::Exit,
-        EventKind::FutexWait | EventKind::SocketWait => unreachable!("handled above"),
+        EventKind::FutexWait | EventKind::SocketWait | EventKind::Alloc | EventKind::Free => {
+            unreachable!("handled above")
+        }
     };
     let sample = match (header.weight, stack) {
         (weight, Some(stack)) if weight > 0 => Some(MemSample {
@@ -156,6 +185,7 @@ pub(crate) mod tests {
                 bp: 3,
             },
             weight: 262144,
+            ..Default::default()
         };
         let ev = MemEvent {
             addr: 0x1000,
@@ -217,6 +247,62 @@ pub(crate) mod tests {
             (5_000_000, 0x1234, -110)
         );
         assert!(w.stack.is_none());
+    }
+
+    /// Check that a sampled allocation decodes with address, size, weight and stack, and
+    /// a free with its address only.
+    #[test]
+    fn decodes_alloc_and_free() {
+        let header = EventHeader {
+            kind: EventKind::Alloc as u32,
+            tgid: 7,
+            tid: 8,
+            stack_len: 8,
+            ktime_ns: 42,
+            stack_base: 0x9000,
+            regs: UserRegs {
+                ip: 0x401000,
+                sp: 0x9000,
+                bp: 0,
+            },
+            weight: 262144,
+            ..Default::default()
+        };
+        let ev = AllocEvent {
+            addr: 0x5555_0000,
+            size: 32768,
+            function: profiler_common::alloc_fn::MALLOC,
+            _pad: 0,
+        };
+        let Record::Alloc(a) = decode(&encode(header, ev, &[1u8; 8])).unwrap() else {
+            panic!("expected an allocation record")
+        };
+        assert_eq!((a.pid, a.tid, a.time_ns), (7, 8, 42));
+        let AllocOp::Alloc {
+            addr,
+            size,
+            weight,
+            stack,
+        } = a.op
+        else {
+            panic!("expected an allocation")
+        };
+        assert_eq!((addr, size, weight), (0x5555_0000, 32768, 262144));
+        assert_eq!(stack.unwrap().ip, 0x401000);
+
+        let header = EventHeader {
+            kind: EventKind::Free as u32,
+            tgid: 7,
+            ..Default::default()
+        };
+        let ev = AllocEvent {
+            addr: 0x5555_0000,
+            ..Default::default()
+        };
+        let Record::Alloc(f) = decode(&encode(header, ev, &[])).unwrap() else {
+            panic!("expected an allocation record")
+        };
+        assert_eq!(f.op, AllocOp::Free { addr: 0x5555_0000 });
     }
 
     /// Check that truncated records are errors, not panics.

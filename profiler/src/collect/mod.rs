@@ -3,6 +3,7 @@
 //! It checks the host (root, BTF, tracefs), loads the eBPF object, fills the target and
 //! configuration maps, attaches the tracepoints and turns ring-buffer records into plain
 //! [`Record`]s. Everything downstream works on those.
+mod allocator;
 pub mod decode;
 mod host;
 
@@ -16,6 +17,7 @@ use std::collections::BTreeMap;
 use profiler_common::{Config, Counter, FutexKey, WaitStart, MAX_STACK_PAGES};
 use tokio::io::unix::AsyncFd;
 
+pub use allocator::{AttachedAllocator, ResidentTrack};
 pub use decode::{decode, DecodeError, Record};
 pub use host::{check_host, HostError};
 
@@ -38,6 +40,8 @@ pub enum CollectError {
     Map(&'static str, String),
     #[error("ring buffer: {0}")]
     Ring(std::io::Error),
+    #[error("cannot probe the allocator in {binary}: {detail}")]
+    Uprobe { binary: String, detail: String },
 }
 
 /// Tunables of the in-kernel side.
@@ -45,6 +49,8 @@ pub enum CollectError {
 pub struct CollectorConfig {
     /// Mean bytes between stack samples (1 = every event).
     pub sample_bytes: u64,
+    /// Mean bytes between sampled allocations (allocator probes).
+    pub alloc_sample_bytes: u64,
     /// Pages of user stack copied per sample.
     pub stack_pages: u32,
     /// Trace every process instead of the targets map.
@@ -70,6 +76,10 @@ pub struct Counters {
     pub short_waits: u64,
     /// Futex wake calls by targets.
     pub futex_wakes: u64,
+    /// Allocator calls (malloc, free, …) by targets.
+    pub alloc_calls: u64,
+    /// Sampled allocations not tracked because the kernel's table was full.
+    pub alloc_table_full: u64,
 }
 
 /// The memory probes: (tracepoint category, tracepoint name) = program name.
@@ -140,6 +150,8 @@ pub struct Collector {
     ebpf: Ebpf,
     ring: AsyncFd<RingBuf<MapData>>,
     decode_errors: u64,
+    /// Uprobe programs already loaded (each is attached many times).
+    loaded_uprobes: std::collections::HashSet<String>,
 }
 
 impl Collector {
@@ -163,6 +175,7 @@ impl Collector {
             wait_threshold_ns: cfg.wait_threshold_ns,
             stack_pages: cfg.stack_pages.clamp(1, MAX_STACK_PAGES as u32),
             all_processes: u32::from(cfg.all_processes),
+            alloc_sample_bytes: cfg.alloc_sample_bytes.max(1),
         };
         let mut array: Array<_, Config> = Array::try_from(map(&mut ebpf, "CONFIG")?)
             .map_err(|e| CollectError::Map("CONFIG", e.to_string()))?;
@@ -181,6 +194,7 @@ impl Collector {
             ebpf,
             ring,
             decode_errors: 0,
+            loaded_uprobes: Default::default(),
         })
     }
 
@@ -273,6 +287,8 @@ impl Collector {
         c.stack_read_failed = sum(Counter::StackReadFailed);
         c.short_waits = sum(Counter::ShortWaits);
         c.futex_wakes = sum(Counter::FutexWakes);
+        c.alloc_calls = sum(Counter::AllocCalls);
+        c.alloc_table_full = sum(Counter::AllocTableFull);
         c
     }
 

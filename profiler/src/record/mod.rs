@@ -1,4 +1,5 @@
 //! `profiler record`: capture a window, then write flamegraphs and a report.
+mod allocators;
 mod output;
 mod session;
 pub mod snapshot;
@@ -27,6 +28,13 @@ pub struct RecordOptions {
     pub stack_pages: u32,
     /// Record memory growth (mapping probes).
     pub memory: bool,
+    /// With `memory`: also probe the allocator (malloc/free uprobes) for live
+    /// allocations and the leak / retention verdict.
+    pub allocations: bool,
+    /// Probe this binary's allocator instead of the detected one.
+    pub allocator: Option<PathBuf>,
+    /// Mean bytes between sampled allocations.
+    pub alloc_sample_bytes: u64,
     /// Record blocked time (wait probes) and judge stalls.
     pub waits: bool,
     /// Waits shorter than this are only counted.
@@ -69,6 +77,7 @@ pub async fn record(opts: &RecordOptions) -> anyhow::Result<RecordSummary> {
     }
     let window_secs = started.elapsed().as_secs_f64();
     session.read_final_rss();
+    session.read_resident(&collector);
     let counters = collector.counters();
     let waits = opts
         .waits
@@ -79,12 +88,14 @@ pub async fn record(opts: &RecordOptions) -> anyhow::Result<RecordSummary> {
     collector.forget_targets()?;
     let detach = std::thread::spawn(move || drop(collector));
     let memory = opts.memory.then(|| {
-        session.report(
+        let mut report = session.report(
             describe_targets(&opts.pids),
             window_secs,
             opts.sample_bytes,
             counters,
-        )
+        );
+        report.alloc_sample_bytes = opts.alloc_sample_bytes;
+        report
     });
     output::write_all(
         &opts.out,
@@ -120,6 +131,7 @@ fn attach(opts: &RecordOptions) -> anyhow::Result<(Collector, Session)> {
     );
     let mut collector = Collector::load(&CollectorConfig {
         sample_bytes: opts.sample_bytes,
+        alloc_sample_bytes: opts.alloc_sample_bytes,
         stack_pages: opts.stack_pages,
         all_processes: false,
         wait_threshold_ns: opts.wait_threshold.as_nanos() as u64,
@@ -133,6 +145,14 @@ fn attach(opts: &RecordOptions) -> anyhow::Result<(Collector, Session)> {
     }
     if opts.memory {
         collector.attach_memory_probes()?;
+        if !collector.attach_rss_probe()? {
+            eprintln!("profiler: note: this kernel has no tracepoint kmem:rss_stat; resident memory comes from /proc only");
+        }
+        if opts.allocations {
+            for &pid in &opts.pids {
+                allocators::attach(&mut collector, &mut session, pid, opts.allocator.as_deref());
+            }
+        }
     }
     if opts.waits {
         for name in collector.attach_wait_probes()? {

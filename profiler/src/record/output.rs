@@ -5,7 +5,7 @@ use anyhow::Context as _;
 
 use crate::{
     collect::Counters,
-    render::{folded, report, svg, waits, waits::WaitReport, MemoryReport},
+    render::{diff, folded, folded::Half, report, svg, waits, waits::WaitReport, MemoryReport},
     units::human_bytes,
 };
 
@@ -33,6 +33,10 @@ pub fn write_all(
     let mut json = serde_json::Map::new();
     if let Some(report) = memory {
         write_memory(dir, report)?;
+        if report.processes.iter().any(|p| p.allocations.is_some()) {
+            write_allocations(dir, report)?;
+            write_memory_diff(dir, report)?;
+        }
         text.push_str(&report::text(report));
         json.insert("memory".into(), report::json(report));
     } else {
@@ -110,6 +114,55 @@ fn write_memory(dir: &Path, report: &MemoryReport) -> anyhow::Result<()> {
             report.window_secs,
             human_bytes(total as f64),
             human_bytes(report.sample_bytes as f64)
+        ),
+        count_name: "bytes",
+        flavor: svg::Flavor::Memory,
+    };
+    write_view(dir, &view, &lines)
+}
+
+fn write_allocations(dir: &Path, report: &MemoryReport) -> anyhow::Result<()> {
+    let lines = folded::allocation_lines(report, Half::Whole);
+    let total: u64 = lines
+        .iter()
+        .filter_map(|l| folded::parse_line(l))
+        .map(|(_, n)| n)
+        .sum();
+    let view = View {
+        name: "allocations",
+        title: format!("Live allocations: {}", process_names(report)),
+        subtitle: format!(
+            "bytes allocated in a {:.1} s window and not freed: {} (sampled every {} on average)",
+            report.window_secs,
+            human_bytes(total as f64),
+            human_bytes(report.alloc_sample_bytes as f64)
+        ),
+        count_name: "bytes",
+        flavor: svg::Flavor::Memory,
+    };
+    write_view(dir, &view, &lines)
+}
+
+/// `memory-diff.svg`: live allocation growth of the second half of the window against
+/// the first (red: grows faster now; blue: grew before, slower now).
+fn write_memory_diff(dir: &Path, report: &MemoryReport) -> anyhow::Result<()> {
+    let first = folded::allocation_lines(report, Half::First);
+    let second = folded::allocation_lines(report, Half::Second);
+    let lines = diff::differential_lines(&first, &second).context("merging the two halves")?;
+    let split = report
+        .processes
+        .iter()
+        .find_map(|p| p.allocations.as_ref().map(|a| a.split_secs))
+        .unwrap_or(report.window_secs / 2.0);
+    let view = View {
+        name: "memory-diff",
+        title: format!(
+            "Live allocation growth, second half vs first: {}",
+            process_names(report)
+        ),
+        subtitle: format!(
+            "widths: growth in {split:.1}-{:.1} s; red grew more than in 0-{split:.1} s, blue less",
+            report.window_secs
         ),
         count_name: "bytes",
         flavor: svg::Flavor::Memory,

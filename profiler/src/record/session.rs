@@ -6,12 +6,14 @@ use std::collections::BTreeMap;
 
 use crate::{
     aggregate::{StackTable, UnwindCache},
-    collect::{Counters, Record},
-    events::{linux, MemOp, MemRecord, StackId, StackSample, WaitRecord},
+    allocator::{live::LiveBlock, LiveAllocations},
+    collect::{Counters, Record, ResidentTrack},
+    events::{linux, AllocOp, AllocRecord, MemOp, MemRecord, StackId, StackSample, WaitRecord},
     ledger::{ProcessLedger, Provenance, RegionKind},
+    memory_verdict::{self, MappedStack, MemoryEvidence, NamedStack},
     offcpu::{classify::FdClassifier, WaitProfile},
     procfs::{self, Rss},
-    render::{MemoryReport, ProcessMemory, StackGrowth},
+    render::{AllocGrowth, AllocationView, MemoryReport, ProcessMemory, ResidentView, StackGrowth},
     symbolize::{Frame, Symbolizer},
     unwind::{AddressSpace, ElfCache, Unwinder},
 };
@@ -38,6 +40,18 @@ pub struct Target {
     pub classifier: FdClassifier,
     /// Completed waits (at least the threshold long) seen in the window.
     pub waits: u64,
+    /// Sampled live blocks (allocator probes).
+    pub allocs: LiveAllocations,
+    /// What the allocator probes attached to, e.g. `glibc malloc (/usr/lib/…/libc.so.6)`;
+    /// empty when they are off or could not attach.
+    pub allocators: Vec<String>,
+    /// Why the allocator probes are not running for this process, if they are not.
+    pub allocator_note: Option<String>,
+    /// Resident memory by kind from `kmem:rss_stat`, read at the end of the window.
+    pub resident: Option<ResidentTrack>,
+    /// The kernel's `[uprobes]` mapping (uretprobe trampoline), once it exists.
+    uprobes_vma: Option<(u64, u64)>,
+    uprobes_checked_at: Option<std::time::Instant>,
 }
 
 /// Everything the capture keeps in userspace.
@@ -104,6 +118,12 @@ impl Session {
                 exited: false,
                 classifier: FdClassifier::new(pid),
                 waits: 0,
+                allocs: LiveAllocations::new(),
+                allocators: Vec::new(),
+                allocator_note: None,
+                resident: None,
+                uprobes_vma: None,
+                uprobes_checked_at: None,
             },
         );
         Ok(brk)
@@ -114,6 +134,39 @@ impl Session {
         match record {
             Record::Mem(m) => self.ingest_memory(m),
             Record::Wait(w) => self.ingest_wait(w),
+            Record::Alloc(a) => self.ingest_alloc(a),
+        }
+    }
+
+    fn ingest_alloc(&mut self, a: AllocRecord) {
+        if !self.targets.contains_key(&a.pid) {
+            return;
+        }
+        match a.op {
+            AllocOp::Alloc {
+                addr,
+                size,
+                weight,
+                stack,
+            } => {
+                let stack = stack.as_ref().and_then(|s| self.stack_of(a.pid, s));
+                if let Some(t) = self.targets.get_mut(&a.pid) {
+                    t.allocs.alloc(
+                        addr,
+                        LiveBlock {
+                            stack,
+                            size,
+                            weight,
+                            time_ns: a.time_ns,
+                        },
+                    );
+                }
+            }
+            AllocOp::Free { addr } => {
+                if let Some(t) = self.targets.get_mut(&a.pid) {
+                    t.allocs.free(addr);
+                }
+            }
         }
     }
 
@@ -122,6 +175,9 @@ impl Session {
         let t = self.targets.get_mut(&pid)?;
         if t.space_stale {
             t.refresh_space(&mut self.elf_cache);
+        }
+        if sample.ret_fix.is_some() {
+            t.find_uprobes_vma();
         }
         if let Some((id, truncated)) = t.unwind_cache.get(sample) {
             t.truncated += u64::from(truncated);
@@ -227,6 +283,13 @@ impl Session {
         }
     }
 
+    /// Read what `kmem:rss_stat` saw of each target.
+    pub fn read_resident(&mut self, collector: &crate::collect::Collector) {
+        for t in self.targets.values_mut() {
+            t.resident = collector.resident_track(t.pid);
+        }
+    }
+
     /// Build the memory report.
     pub fn report(
         &self,
@@ -235,21 +298,23 @@ impl Session {
         sample_bytes: u64,
         counters: Counters,
     ) -> MemoryReport {
+        let window_end_ns = crate::collect::monotonic_now_ns();
         let processes = self
             .targets
             .values()
-            .map(|t| self.process_report(t))
+            .map(|t| self.process_report(t, window_end_ns))
             .collect();
         MemoryReport {
             target,
             window_secs,
             sample_bytes,
+            alloc_sample_bytes: 0,
             counters,
             processes,
         }
     }
 
-    fn process_report(&self, t: &Target) -> ProcessMemory {
+    fn process_report(&self, t: &Target, window_end_ns: u64) -> ProcessMemory {
         let label = |m: &BTreeMap<RegionKind, u64>| -> BTreeMap<String, u64> {
             m.iter().map(|(k, v)| (k.label().to_string(), *v)).collect()
         };
@@ -266,7 +331,50 @@ impl Session {
                 _ => {}
             }
         }
+        let allocations =
+            (!t.allocators.is_empty()).then(|| self.allocation_view(t, window_end_ns));
+        let mapped: Vec<MappedStack<'_>> = growth
+            .iter()
+            .map(|g| MappedStack {
+                kind: &g.kind,
+                frames: &g.frames,
+                bytes: g.bytes,
+            })
+            .collect();
+        let verdict = memory_verdict::judge(&MemoryEvidence {
+            allocator_probed: allocations.is_some(),
+            live_growth: allocations.as_ref().map_or(0.0, |a| a.live_bytes),
+            live_stacks: allocations.as_ref().map_or_else(Vec::new, |a| {
+                a.growth
+                    .iter()
+                    .map(|g| NamedStack {
+                        frames: g.frames.clone(),
+                        bytes: g.bytes,
+                    })
+                    .collect()
+            }),
+            allocated: allocations.as_ref().map_or(0.0, |a| a.allocated_bytes),
+            freed: allocations.as_ref().map_or(0.0, |a| a.freed_bytes),
+            mapped,
+            resident_before: t.rss_before.map(|r| r.total),
+            resident_after: t.rss_after.filter(|_| !t.exited).map(|r| r.total),
+            allocator: t.allocators.first().cloned(),
+        });
+        let resident = t.resident.map(|r| ResidentView {
+            file: r.now[0],
+            anon: r.now[1],
+            swap: r.now[2],
+            shmem: r.now[3],
+            peak_file: r.peak[0],
+            peak_anon: r.peak[1],
+            peak_shmem: r.peak[3],
+            peak_total: r.peak_total,
+            updates: r.updates,
+        });
         ProcessMemory {
+            allocations,
+            resident,
+            verdict: Some(verdict),
             pid: t.pid,
             comm: t.comm.clone(),
             exited: t.exited,
@@ -284,6 +392,46 @@ impl Session {
     }
 }
 
+impl Session {
+    fn allocation_view(&self, t: &Target, window_end_ns: u64) -> AllocationView {
+        let names = |id: Option<StackId>| -> Vec<String> {
+            match id.and_then(|id| self.stacks.get(id)) {
+                Some(stack) => stack.names.clone(),
+                None => vec!["[stack not sampled]".to_string()],
+            }
+        };
+        let to_rows = |m: BTreeMap<Option<StackId>, crate::allocator::LiveGrowth>| {
+            let mut rows: Vec<AllocGrowth> = m
+                .into_iter()
+                .map(|(id, g)| AllocGrowth {
+                    frames: names(id),
+                    bytes: g.bytes,
+                    objects: g.objects,
+                })
+                .collect();
+            rows.sort_by(|a, b| b.bytes.total_cmp(&a.bytes).then(a.frames.cmp(&b.frames)));
+            rows
+        };
+        let start = self.window_start_ns;
+        let split = start + window_end_ns.saturating_sub(start) / 2;
+        let growth = to_rows(t.allocs.growth());
+        AllocationView {
+            allocators: t.allocators.clone(),
+            live_bytes: growth.iter().map(|g| g.bytes).sum(),
+            live_objects: growth.iter().map(|g| g.objects).sum(),
+            allocated_bytes: t.allocs.allocated_bytes,
+            freed_bytes: t.allocs.freed_bytes,
+            samples: t.allocs.allocations,
+            frees: t.allocs.frees,
+            replaced: t.allocs.replaced,
+            growth,
+            first_half: to_rows(t.allocs.growth_by_stack(0, split)),
+            second_half: to_rows(t.allocs.growth_by_stack(split, u64::MAX)),
+            split_secs: split.saturating_sub(start) as f64 / 1e9,
+        }
+    }
+}
+
 impl Target {
     /// Unwind `sample`, also returning the end of the highest 8 bytes the walk read.
     fn unwind_tracking_reads(
@@ -291,14 +439,39 @@ impl Target {
         sample: &StackSample,
     ) -> (crate::unwind::UnwoundStack, u64) {
         let mut end = sample.sp;
+        let trampoline = self.uprobes_vma;
         let unwound = self
             .unwinder
             .unwind_with(sample.ip, sample.sp, sample.bp, &mut |addr| {
                 let v = sample.read_u64(addr)?;
                 end = end.max(addr + 8);
-                Some(v)
+                match (sample.ret_fix, trampoline) {
+                    (Some(fix), Some((lo, hi))) if addr == fix.slot && (lo..hi).contains(&v) => {
+                        Some(fix.addr)
+                    }
+                    _ => Some(v),
+                }
             });
         (unwound, end)
+    }
+
+    /// Look up the `[uprobes]` mapping, which the kernel creates at the first hijacked
+    /// return; re-read at most every 100 ms until it exists.
+    fn find_uprobes_vma(&mut self) {
+        if self.uprobes_vma.is_some()
+            || self
+                .uprobes_checked_at
+                .is_some_and(|t| t.elapsed() < std::time::Duration::from_millis(100))
+        {
+            return;
+        }
+        self.uprobes_checked_at = Some(std::time::Instant::now());
+        if let Ok(maps) = procfs::read_maps(self.pid) {
+            self.uprobes_vma = maps
+                .iter()
+                .find(|m| m.path == "[uprobes]")
+                .map(|m| (m.start, m.end));
+        }
     }
 
     fn refresh_space(&mut self, cache: &mut ElfCache) {

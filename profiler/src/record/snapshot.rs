@@ -57,6 +57,7 @@ pub fn take(
                         bp,
                         base,
                         bytes,
+                        ret_fix: None,
                     },
                 )
             });

@@ -31,6 +31,42 @@ pub fn memory_lines(report: &MemoryReport) -> Vec<String> {
         .collect()
 }
 
+/// Folded lines of live allocation growth: `comm (pid);frames… BYTES`, from the
+/// whole window (`Half::Whole`) or one half of it (for the differential view).
+pub fn allocation_lines(report: &MemoryReport, half: Half) -> Vec<String> {
+    let mut merged: BTreeMap<String, f64> = BTreeMap::new();
+    for p in &report.processes {
+        let Some(a) = &p.allocations else { continue };
+        let rows = match half {
+            Half::Whole => &a.growth,
+            Half::First => &a.first_half,
+            Half::Second => &a.second_half,
+        };
+        for g in rows {
+            let mut key = format!("{} ({})", sanitize(&p.comm), p.pid);
+            for f in &g.frames {
+                key.push(';');
+                key.push_str(&sanitize(f));
+            }
+            *merged.entry(key).or_insert(0.0) += g.bytes;
+        }
+    }
+    merged
+        .into_iter()
+        .map(|(k, v)| (k, v.round() as u64))
+        .filter(|(_, v)| *v > 0)
+        .map(|(k, v)| format!("{k} {v}"))
+        .collect()
+}
+
+/// Which part of the window a view covers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Half {
+    Whole,
+    First,
+    Second,
+}
+
 /// Parse a folded line into (frames, count). Used by tests and by `diff`.
 pub fn parse_line(line: &str) -> Option<(Vec<&str>, u64)> {
     let (stack, count) = line.rsplit_once(' ')?;

@@ -3,6 +3,8 @@
 //! Input is the plain [`MemoryReport`] model built by `record`; nothing here reads the
 //! kernel or /proc, so every renderer is tested on hand-made reports (golden files
 //! under `profiler/tests/data/golden`, re-blessed with `BLESS=1`).
+pub mod allocations;
+pub mod diff;
 pub mod folded;
 pub mod report;
 pub mod svg;
@@ -12,7 +14,7 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use crate::{collect::Counters, procfs::Rss};
+use crate::{collect::Counters, memory_verdict::MemoryVerdict, procfs::Rss};
 
 /// Everything a capture learned about memory, per process.
 #[derive(Clone, Debug, Default, Serialize)]
@@ -21,6 +23,8 @@ pub struct MemoryReport {
     pub target: String,
     pub window_secs: f64,
     pub sample_bytes: u64,
+    /// Mean bytes between sampled allocations (allocator probes).
+    pub alloc_sample_bytes: u64,
     pub counters: Counters,
     pub processes: Vec<ProcessMemory>,
 }
@@ -48,6 +52,63 @@ pub struct ProcessMemory {
     pub samples: u64,
     /// Stacks that the unwinder could not finish (copy too short, unreadable memory).
     pub truncated_stacks: u64,
+    /// Allocator-level view (None when the allocator probes were off).
+    pub allocations: Option<AllocationView>,
+    /// Resident memory by kind from `kmem:rss_stat` (None when not seen).
+    pub resident: Option<ResidentView>,
+    /// Leak, retention, mapped growth or no growth, with its numbers.
+    pub verdict: Option<MemoryVerdict>,
+}
+
+/// Live allocations of one process: sampled blocks allocated in the window and not
+/// freed by its end, by stack.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct AllocationView {
+    /// What was probed, e.g. `glibc malloc (/usr/lib/x86_64-linux-gnu/libc.so.6)`.
+    pub allocators: Vec<String>,
+    /// Estimated bytes and blocks still live.
+    pub live_bytes: f64,
+    pub live_objects: f64,
+    /// Estimated bytes allocated and freed in the window (sampled blocks).
+    pub allocated_bytes: f64,
+    pub freed_bytes: f64,
+    /// Sampled allocations and frees received; allocations whose free was missed.
+    pub samples: u64,
+    pub frees: u64,
+    pub replaced: u64,
+    /// Live growth by stack, largest first.
+    pub growth: Vec<AllocGrowth>,
+    /// The same, split at `split_secs` into the window: for the differential view.
+    pub first_half: Vec<AllocGrowth>,
+    pub second_half: Vec<AllocGrowth>,
+    pub split_secs: f64,
+}
+
+/// Live bytes and blocks held by one stack.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct AllocGrowth {
+    /// Frame names, root first (the allocator's own frames are not part of it: the
+    /// stack is taken where the allocation returned).
+    pub frames: Vec<String>,
+    pub bytes: f64,
+    pub objects: f64,
+}
+
+/// Resident memory by kind during the window, from `kmem:rss_stat`, in bytes.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct ResidentView {
+    /// At the end of the window (latest update seen).
+    pub anon: i64,
+    pub file: i64,
+    pub shmem: i64,
+    pub swap: i64,
+    /// Highest values seen during the window.
+    pub peak_anon: i64,
+    pub peak_file: i64,
+    pub peak_shmem: i64,
+    pub peak_total: i64,
+    /// Updates seen (page faults and unmaps that moved a counter).
+    pub updates: u64,
 }
 
 impl ProcessMemory {

@@ -33,6 +33,21 @@ pub fn text(report: &MemoryReport) -> String {
         "stack sampling: one sample per {} on average (unbiased estimate)",
         human_bytes(report.sample_bytes as f64)
     );
+    if c.alloc_calls > 0 || c.alloc_table_full > 0 {
+        let _ = writeln!(
+            out,
+            "allocator calls seen {}{}",
+            c.alloc_calls,
+            if c.alloc_table_full > 0 {
+                format!(
+                    ", sampled allocations not tracked (kernel table full) {}",
+                    c.alloc_table_full
+                )
+            } else {
+                String::new()
+            }
+        );
+    }
     if c.decode_errors > 0 || c.stack_read_failed > 0 {
         let _ = writeln!(
             out,
@@ -59,6 +74,7 @@ fn process_text(out: &mut String, p: &ProcessMemory) {
             ""
         }
     );
+    super::allocations::verdict_text(out, p);
     let _ = writeln!(out, "   memory events {}, sampled {}", p.events, p.samples);
     if let (Some(before), Some(after)) = (&p.rss_before, &p.rss_after) {
         let _ = writeln!(
@@ -77,6 +93,8 @@ fn process_text(out: &mut String, p: &ProcessMemory) {
     } else if let Some(before) = &p.rss_before {
         let _ = writeln!(out, "   RSS at start {}", human_bytes(before.total as f64));
     }
+    super::allocations::resident_text(out, p);
+    super::allocations::allocations_text(out, p);
     let _ = writeln!(
         out,
         "   mapped (committed) by region kind: before -> after (net)"
@@ -171,7 +189,8 @@ pub fn json(report: &MemoryReport) -> serde_json::Value {
         .iter()
         .map(|p| {
             let attributed = p.attributed_growth();
-            serde_json::json!({
+            let mut fields = super::allocations::json_fields(p);
+            let base = serde_json::json!({
                 "pid": p.pid,
                 "comm": p.comm,
                 "exited": p.exited,
@@ -191,7 +210,11 @@ pub fn json(report: &MemoryReport) -> serde_json::Value {
                     "percent": if attributed > 0.0 { 100.0 * g.bytes / attributed } else { 0.0 },
                     "frames": g.frames,
                 })).collect::<Vec<_>>(),
-            })
+            });
+            if let serde_json::Value::Object(base) = base {
+                fields.extend(base);
+            }
+            serde_json::Value::Object(fields)
         })
         .collect();
     serde_json::json!({
@@ -202,6 +225,8 @@ pub fn json(report: &MemoryReport) -> serde_json::Value {
         "samples_taken": report.counters.sampled,
         "events_lost": report.counters.lost,
         "records_not_decoded": report.counters.decode_errors,
+        "allocator_calls": report.counters.alloc_calls,
+        "allocations_not_tracked_table_full": report.counters.alloc_table_full,
         "stacks_not_readable": report.counters.stack_read_failed,
         "processes": processes,
     })

@@ -381,6 +381,7 @@ mod tests {
             bp: regs["bp"],
             base: regs["sp"],
             bytes,
+            ret_fix: None,
         };
         (maps, sample)
     }
@@ -428,6 +429,7 @@ mod tests {
             bp: 1,
             base: sp,
             bytes,
+            ret_fix: None,
         };
         assert!(unwinder.code.lacks_cfi(synthetic.ip));
         assert!(!unwinder.code.lacks_cfi(decoy));

@@ -46,6 +46,7 @@ fn copy_stack(ip: u64, sp: u64, bp: u64) -> StackSample {
         bp,
         base: sp,
         bytes,
+        ret_fix: None,
     }
 }
 

@@ -1,0 +1,179 @@
+//! Attaching the allocator uprobes and reading the resident-memory map.
+//!
+//! Programs are loaded once and attached once per (binary, entry point, process):
+//! attaching with a process id makes the kernel plant the breakpoints in that process
+//! only, so other processes that map the same C library pay nothing.
+use std::{collections::HashSet, num::NonZeroU32, path::Path};
+
+use aya::{
+    maps::HashMap,
+    programs::{uprobe::UProbeScope, TracePoint, UProbe},
+};
+use profiler_common::RssTrack;
+
+use super::{CollectError, Collector};
+use crate::allocator::{detect::ENTRY_POINTS, AllocatorChoice};
+
+/// The return program shared by every allocating entry point.
+const RETURN_PROGRAM: &str = "alloc_return";
+
+/// What [`Collector::attach_allocator`] managed to probe.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AttachedAllocator {
+    /// Entry points found and probed (with prefix), e.g. `malloc`, `free`.
+    pub functions: Vec<String>,
+}
+
+/// Resident memory of a process as `kmem:rss_stat` saw it during the window.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ResidentTrack {
+    /// Latest bytes per kind: file, anon, swap entries, shmem.
+    pub now: [i64; 4],
+    pub peak: [i64; 4],
+    /// Highest file + anon + shmem total.
+    pub peak_total: i64,
+    pub updates: u64,
+}
+
+impl Collector {
+    /// Probe the allocator entry points of `choice.path` for process `pid` (or every
+    /// process when `pid` is None). `root` is prepended to the path, e.g.
+    /// `/proc/PID/root` for a process in another mount namespace.
+    pub fn attach_allocator(
+        &mut self,
+        choice: &AllocatorChoice,
+        root: &Path,
+        pid: Option<u32>,
+    ) -> Result<AttachedAllocator, CollectError> {
+        let relative = choice.path.strip_prefix("/").unwrap_or(&choice.path);
+        let binary = root.join(relative);
+        let scope = match pid.and_then(NonZeroU32::new) {
+            Some(pid) => UProbeScope::OneProcess(pid),
+            None => UProbeScope::AllProcesses,
+        };
+        let mut attached = AttachedAllocator::default();
+        let mut seen_offsets = HashSet::new();
+        for &(base, entry) in ENTRY_POINTS {
+            let symbol = format!("{}{base}", choice.prefix);
+            let (program, has_return) = entry.programs();
+            // aliases (e.g. aligned_alloc = memalign in some builds) resolve to one
+            // address: probing it twice would count each call twice.
+            let Some(offset) = symbol_offset(&binary, &symbol) else {
+                continue;
+            };
+            if !seen_offsets.insert(offset) {
+                continue;
+            }
+            self.attach_uprobe(program, offset, &binary, scope)?;
+            if has_return {
+                self.attach_uprobe(RETURN_PROGRAM, offset, &binary, scope)?;
+            }
+            attached.functions.push(symbol);
+        }
+        if attached.functions.is_empty() {
+            return Err(CollectError::Load(format!(
+                "{} defines no allocator entry point (malloc, free, …)",
+                binary.display()
+            )));
+        }
+        Ok(attached)
+    }
+
+    fn attach_uprobe(
+        &mut self,
+        name: &str,
+        offset: u64,
+        binary: &Path,
+        scope: UProbeScope,
+    ) -> Result<(), CollectError> {
+        let program: &mut UProbe = self
+            .ebpf
+            .program_mut(name)
+            .ok_or_else(|| CollectError::Load(format!("program {name} missing from object")))?
+            .try_into()
+            .map_err(|e| CollectError::Load(format!("{name}: {e}")))?;
+        if !self.loaded_uprobes.contains(name) {
+            program.load().map_err(|e| CollectError::Verifier {
+                program: name.to_string(),
+                detail: format!("{e:#}"),
+            })?;
+            self.loaded_uprobes.insert(name.to_string());
+        }
+        program
+            .attach(offset, binary, scope)
+            .map_err(|e| CollectError::Uprobe {
+                binary: binary.display().to_string(),
+                detail: format!("{name} at {offset:#x}: {e}"),
+            })?;
+        Ok(())
+    }
+
+    /// Attach `kmem:rss_stat` (resident memory per target). Returns false when the
+    /// kernel lacks the tracepoint.
+    pub fn attach_rss_probe(&mut self) -> Result<bool, CollectError> {
+        let program: &mut TracePoint = self
+            .ebpf
+            .program_mut("rss_stat")
+            .ok_or_else(|| CollectError::Load("program rss_stat missing from object".into()))?
+            .try_into()
+            .map_err(|e| CollectError::Load(format!("rss_stat: {e}")))?;
+        program.load().map_err(|e| CollectError::Verifier {
+            program: "rss_stat".into(),
+            detail: format!("{e:#}"),
+        })?;
+        Ok(program.attach("kmem", "rss_stat").is_ok())
+    }
+
+    /// Resident memory of `pid` seen by `kmem:rss_stat`, if any update arrived.
+    pub fn resident_track(&self, pid: u32) -> Option<ResidentTrack> {
+        let map = HashMap::<_, u32, RssTrack>::try_from(self.ebpf.map("RSS_TRACK")?).ok()?;
+        let t = map.get(&pid, 0).ok()?;
+        Some(ResidentTrack {
+            now: t.now,
+            peak: t.peak,
+            peak_total: t.peak_total,
+            updates: t.updates,
+        })
+    }
+}
+
+/// File offset of `symbol` in the ELF file at `binary` (what a uprobe attaches to), or
+/// None when the file does not define it.
+fn symbol_offset(binary: &Path, symbol: &str) -> Option<u64> {
+    use object::{Object, ObjectSection, ObjectSymbol};
+    let data = std::fs::read(binary).ok()?;
+    let elf = object::File::parse(&*data).ok()?;
+    let sym = elf
+        .dynamic_symbols()
+        .chain(elf.symbols())
+        .find(|s| s.is_definition() && s.name() == Ok(symbol) && s.address() != 0)?;
+    let section = elf.section_by_index(sym.section_index()?).ok()?;
+    let (file_offset, _) = section.file_range()?;
+    Some(sym.address() - section.address() + file_offset)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Check that symbol offsets are file offsets that hold the function's code.
+    #[test]
+    fn symbol_offset_points_at_the_code() {
+        let libc = [
+            "/lib/x86_64-linux-gnu/libc.so.6",
+            "/usr/lib/x86_64-linux-gnu/libc.so.6",
+        ]
+        .into_iter()
+        .map(Path::new)
+        .find(|p| p.exists());
+        let Some(libc) = libc else {
+            eprintln!("skipped: no glibc on this machine");
+            return;
+        };
+        let malloc = symbol_offset(libc, "malloc").expect("glibc defines malloc");
+        let free = symbol_offset(libc, "free").expect("glibc defines free");
+        assert_ne!(malloc, free);
+        assert!(symbol_offset(libc, "no_such_function").is_none());
+        assert!(symbol_offset(Path::new("/nonexistent"), "malloc").is_none());
+    }
+}

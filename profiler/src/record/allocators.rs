@@ -1,0 +1,81 @@
+//! Choosing and probing each target's allocator.
+use std::path::{Path, PathBuf};
+
+use crate::{
+    allocator::{self, detect::elf_defines, AllocatorChoice, AllocatorFamily},
+    collect::Collector,
+    procfs,
+};
+
+use super::Session;
+
+/// Probe the allocator of target `pid` (detected from its mappings, or `forced`).
+/// Failures are recorded on the target, not fatal: the mapping view still works.
+pub fn attach(collector: &mut Collector, session: &mut Session, pid: u32, forced: Option<&Path>) {
+    let (choices, root) = match forced {
+        Some(path) => (
+            vec![AllocatorChoice {
+                family: AllocatorFamily::Custom,
+                path: path.to_path_buf(),
+                prefix: "",
+            }],
+            PathBuf::from("/"),
+        ),
+        None => match detect(pid) {
+            Ok(found) => found,
+            Err(e) => {
+                note(session, pid, format!("allocator not probed: {e}"));
+                return;
+            }
+        },
+    };
+    if choices.is_empty() {
+        note(
+            session,
+            pid,
+            "allocator not probed: no C library or allocator found in its mappings".into(),
+        );
+        return;
+    }
+    for choice in choices {
+        match collector.attach_allocator(&choice, &root, Some(pid)) {
+            Ok(attached) => {
+                if let Some(t) = session.targets.get_mut(&pid) {
+                    t.allocators.push(format!(
+                        "{} ({}; {} entry points)",
+                        choice.family.label(),
+                        choice.path.display(),
+                        attached.functions.len()
+                    ));
+                }
+            }
+            Err(e) => note(session, pid, format!("allocator not probed: {e}")),
+        }
+    }
+}
+
+fn note(session: &mut Session, pid: u32, text: String) {
+    eprintln!("profiler: note: process {pid}: {text}");
+    if let Some(t) = session.targets.get_mut(&pid) {
+        t.allocator_note = Some(text);
+    }
+}
+
+/// What to probe in process `pid`, and the root its paths are relative to.
+fn detect(pid: u32) -> Result<(Vec<AllocatorChoice>, PathBuf), procfs::ProcError> {
+    let maps = procfs::read_maps(pid)?;
+    let root = procfs::proc_path(pid, "root");
+    let exe = std::fs::read_link(procfs::proc_path(pid, "exe"))
+        .ok()
+        .filter(|exe| maps.iter().any(|m| Path::new(&m.path) == exe))
+        .or_else(|| {
+            maps.iter()
+                .find(|m| m.path.starts_with('/'))
+                .map(|m| PathBuf::from(&m.path))
+        });
+    let in_root = |p: &Path| root.join(p.strip_prefix("/").unwrap_or(p));
+    let choices = allocator::detect(&maps, exe.as_deref(), &mut |path, symbol| {
+        elf_defines(&in_root(path), symbol)
+    });
+    Ok((choices, root))
+}
