@@ -132,6 +132,16 @@ impl Child {
         }
     }
 
+    /// Whether the process holds a BPF link (an attached BPF program) now.
+    pub fn holds_bpf_link(&self) -> bool {
+        let Ok(fds) = std::fs::read_dir(format!("/proc/{}/fd", self.pid)) else {
+            return false;
+        };
+        fds.filter_map(Result::ok)
+            .filter_map(|fd| std::fs::read_link(fd.path()).ok())
+            .any(|target| target.to_string_lossy() == "anon_inode:bpf_link")
+    }
+
     /// The next output line, or None if none came within `timeout`; an error once the
     /// child closed its output.
     pub fn next_line(&mut self, timeout: Duration) -> Result<Option<Line>> {

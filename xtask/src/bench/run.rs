@@ -24,7 +24,8 @@ const ATTACH_TIMEOUT: Duration = Duration::from_secs(60);
 const STOP_TIMEOUT: Duration = Duration::from_secs(300);
 /// The profiler's window is the storm's duration plus this, so it covers the whole loop.
 pub const WINDOW_MARGIN_SECS: f64 = 1.0;
-/// perf prints nothing once attached; after its header is written, give it this long.
+/// perf and offcputime print nothing once attached; after the sign that they are (perf's
+/// header written, offcputime's BPF link), give them this long to attach everything.
 const PERF_SETTLE: Duration = Duration::from_millis(300);
 
 /// Where a run happens and what it uses.
@@ -126,6 +127,21 @@ fn attach(child: &mut Child, ready: &Ready) -> Result<SystemTime> {
     match ready {
         Ready::Now => Ok(SystemTime::now()),
         Ready::Line(_) => Ok(child.wait_line(ATTACH_TIMEOUT, |l| ready.matches(l))?.at),
+        Ready::BpfLink => {
+            let deadline = Instant::now() + ATTACH_TIMEOUT;
+            while !child.holds_bpf_link() {
+                child.drain_output();
+                if Instant::now() > deadline {
+                    bail!(
+                        "it attached no BPF program within {ATTACH_TIMEOUT:?}{}",
+                        child.log_tail()
+                    );
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            std::thread::sleep(PERF_SETTLE);
+            Ok(SystemTime::now())
+        }
         Ready::File(path) => {
             let deadline = Instant::now() + ATTACH_TIMEOUT;
             while !path.metadata().is_ok_and(|m| m.len() > 0) {

@@ -144,13 +144,15 @@ pub enum Ready {
     Line(&'static str),
     /// The file exists and is not empty (perf writes its header once its events are open).
     File(PathBuf),
+    /// The process holds a BPF link (offcputime prints nothing until it ends).
+    BpfLink,
 }
 
 impl Ready {
     pub fn matches(&self, line: &str) -> bool {
         match self {
             Ready::Line(text) => line.contains(text),
-            Ready::Now | Ready::File(_) => false,
+            Ready::Now | Ready::File(_) | Ready::BpfLink => false,
         }
     }
 }
@@ -187,10 +189,8 @@ impl Tool {
                 c
             }
             Kind::Offcputime => {
-                // It prints its "Tracing" line with stdio buffering into our pipe, so only
-                // at exit; line-buffered through stdbuf (which execs it: same pid).
-                let mut c = Command::new("stdbuf");
-                c.arg("-oL").arg(program).args(["-p", &pid]);
+                let mut c = Command::new(program);
+                c.args(["-p", &pid]);
                 c
             }
             Kind::Perf(args) => {
@@ -211,7 +211,7 @@ impl Tool {
             Kind::Bare => Ready::Now,
             Kind::Profiler => Ready::Line("profiler: recording"),
             Kind::Bpftrace(_) => Ready::Line("Attaching"),
-            Kind::Offcputime => Ready::Line("Tracing off-CPU time"),
+            Kind::Offcputime => Ready::BpfLink,
             Kind::Perf(_) => Ready::File(out_dir.join("perf.data")),
         }
     }
