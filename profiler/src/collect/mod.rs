@@ -302,7 +302,8 @@ impl Collector {
         };
         map.iter()
             .filter_map(Result::ok)
-            .filter(|(id, _)| (id >> 32) as u32 == pid)
+            // start_ns 0: the thread's entry between two waits.
+            .filter(|(id, start)| (id >> 32) as u32 == pid && start.start_ns != 0)
             .map(|(id, start)| (id as u32, start))
             .collect()
     }
