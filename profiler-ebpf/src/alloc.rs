@@ -159,7 +159,7 @@ fn try_alloc_return(ctx: &RetProbeContext) -> Result<u32, u32> {
         _pad: 0,
         addr,
     };
-    if LIVE_ALLOCS.insert(&key, &pending.weight, 0).is_err() {
+    if LIVE_ALLOCS.insert(key, pending.weight, 0).is_err() {
         count(Counter::AllocTableFull);
         return Ok(0);
     }
@@ -200,10 +200,10 @@ fn forget(tgid: u32, addr: u64) {
         addr,
     };
     // SAFETY: only presence is used.
-    if unsafe { LIVE_ALLOCS.get(&key) }.is_none() {
+    if unsafe { LIVE_ALLOCS.get(key) }.is_none() {
         return;
     }
-    let _ = LIVE_ALLOCS.remove(&key);
+    let _ = LIVE_ALLOCS.remove(key);
     if let Some(buf) = scratch(EventKind::Free as u32) {
         let ev = AllocEvent {
             addr,
@@ -250,11 +250,11 @@ fn try_rss_stat(ctx: &TracePointContext) -> Result<u32, u32> {
     if m >= 4 {
         return Ok(0);
     }
-    let track = match RSS_TRACK.get_ptr_mut(&tgid) {
+    let track = match RSS_TRACK.get_ptr_mut(tgid) {
         Some(t) => t,
         None => {
-            let _ = RSS_TRACK.insert(&tgid, &RssTrack::default(), 0);
-            RSS_TRACK.get_ptr_mut(&tgid).ok_or(0u32)?
+            let _ = RSS_TRACK.insert(tgid, RssTrack::default(), 0);
+            RSS_TRACK.get_ptr_mut(tgid).ok_or(0u32)?
         }
     };
     // SAFETY: `track` points into the map value; concurrent updates from two CPUs can

@@ -1,7 +1,10 @@
 //! Building and emitting ring-buffer records, sampling and counters.
-use aya_ebpf::helpers::{
-    bpf_get_current_pid_tgid, bpf_get_smp_processor_id, bpf_ktime_get_ns,
-    generated::bpf_get_prandom_u32,
+use aya_ebpf::{
+    bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP, BPF_RB_RING_SIZE},
+    helpers::{
+        bpf_get_current_pid_tgid, bpf_get_smp_processor_id, bpf_ktime_get_ns,
+        generated::bpf_get_prandom_u32,
+    },
 };
 use profiler_common::{Config, Counter, EventHeader, BODY_SIZE, MAX_STACK_BYTES};
 
@@ -82,6 +85,24 @@ pub fn scratch(kind: u32) -> Option<*mut RecordBuf> {
     Some(buf)
 }
 
+/// The reader is woken only once this fraction (1/N) of the ring holds unread data.
+const WAKEUP_FRACTION: u64 = 8;
+
+/// Ring-buffer flags for one record: no wakeup, unless enough data waits. Userspace
+/// drains the ring on its own timer too, so a storm of events costs the traced threads
+/// no wakeup (irq_work + context switch of the reader) per event, and the reader reads
+/// in batches.
+#[inline(always)]
+fn wakeup_flags() -> u64 {
+    let waiting = EVENTS.query(BPF_RB_AVAIL_DATA as u64);
+    let size = EVENTS.query(BPF_RB_RING_SIZE as u64);
+    if waiting >= size / WAKEUP_FRACTION {
+        BPF_RB_FORCE_WAKEUP as u64
+    } else {
+        BPF_RB_NO_WAKEUP as u64
+    }
+}
+
 /// Send the scratch record with its stack bytes; count it as lost if the ring is full.
 #[inline(always)]
 pub fn emit(buf: *mut RecordBuf) {
@@ -93,7 +114,7 @@ pub fn emit(buf: *mut RecordBuf) {
         }
         let size = core::mem::size_of::<EventHeader>() as u64 + BODY_SIZE as u64 + stack_len;
         let bytes = core::slice::from_raw_parts(buf as *const u8, size as usize);
-        if EVENTS.output::<[u8]>(bytes, 0).is_err() {
+        if EVENTS.output::<[u8]>(bytes, wakeup_flags()).is_err() {
             count(Counter::Lost);
         }
     }

@@ -1,7 +1,7 @@
 //! Wait probes: futex waits and blocking socket / poll waits.
 //!
 //! Enter saves when and on what a thread starts waiting (map `WAITING`, which userspace
-//! also reads to time waits that have not ended). Exit measures the blocked time; waits
+//! also reads to time waits that have not ended; `start_ns` 0 means not waiting). Exit measures the blocked time; waits
 //! shorter than the threshold are only counted, longer ones are sent with the thread's
 //! stack, captured in its own context (its user stack did not change while blocked).
 use aya_ebpf::{
@@ -131,19 +131,29 @@ fn wait_enter(ctx: &TracePointContext) -> Result<u32, u32> {
     // SAFETY: helper without arguments.
     start.start_ns = unsafe { bpf_ktime_get_ns() };
     stack::user_regs(&mut start.regs);
-    WAITING.insert(id, start, 0).map_err(|_| 0u32)?;
+    // A thread's entry stays in the map between its waits (exit zeroes start_ns): an
+    // update in place costs no LRU allocation, hash insert and delete per wait.
+    match WAITING.get_ptr_mut(id) {
+        // SAFETY: the pointer is to this thread's value in the map.
+        Some(slot) => unsafe { *slot = start },
+        None => WAITING.insert(id, start, 0).map_err(|_| 0u32)?,
+    }
     Ok(0)
 }
 
 #[inline(always)]
 fn wait_exit(ctx: &TracePointContext) -> Result<u32, u32> {
     let id = bpf_get_current_pid_tgid();
-    // SAFETY: the value is copied out before the entry is removed.
-    let start = match unsafe { WAITING.get(id) } {
-        Some(s) => *s,
-        None => return Ok(0),
+    let slot = WAITING.get_ptr_mut(id).ok_or(0u32)?;
+    // SAFETY: the value is copied out, then marked as not waiting (start_ns 0).
+    let start = unsafe {
+        let start = *slot;
+        (*slot).start_ns = 0;
+        start
     };
-    let _ = WAITING.remove(id);
+    if start.start_ns == 0 {
+        return Ok(0); // not in a wait the probes saw start
+    }
     let cfg = config().ok_or(0u32)?;
     // SAFETY: helper without arguments.
     let blocked_ns = unsafe { bpf_ktime_get_ns() }.saturating_sub(start.start_ns);

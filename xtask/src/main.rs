@@ -4,7 +4,9 @@
 //!   bpf-linker built against the nightly's own LLVM) and mounts tracefs.
 //! - `run`: builds the profiler in release mode and runs it with the given arguments.
 //! - `test`: formatting, clippy, unit tests, then the root integration tests.
+//! - `bench`: the profiler's overhead on storm workloads, against bare runs and peer tools.
 
+mod bench;
 mod bpf_linker;
 mod cmd;
 mod packages;
@@ -36,6 +38,8 @@ enum Command {
     Run(run::RunArgs),
     /// Set up, then run fmt, clippy, unit tests and the root integration tests.
     Test(test::TestArgs),
+    /// Measure the profiler's overhead on storm workloads against bare runs and peers.
+    Bench(bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -44,6 +48,7 @@ fn main() -> ExitCode {
         Command::Setup(args) => setup::setup(&args.into()).map(drop),
         Command::Run(args) => run::run(&args),
         Command::Test(args) => test::test(&args),
+        Command::Bench(args) => bench::bench(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -19,7 +19,8 @@ pub struct TestArgs {
     /// Skip `cargo fmt --check` and clippy.
     #[arg(long)]
     pub no_lint: bool,
-    /// Skip the root integration tests (unit and golden tests only; no root needed).
+    /// Skip the root integration tests and the bench smoke run (unit and golden tests
+    /// only; no root needed).
     #[arg(long)]
     pub unit: bool,
 }
@@ -90,6 +91,11 @@ fn steps(args: &TestArgs) -> Vec<Step> {
                 "--test-threads=1",
             ],
         });
+        // The harness must keep working; its numbers are not judged (CI machines are noisy).
+        steps.push(Step {
+            title: "bench smoke",
+            args: vec!["run", "--package", "xtask", "--", "bench", "--smoke"],
+        });
     }
     steps
 }
@@ -143,7 +149,8 @@ mod tests {
                 "clippy",
                 "clippy (eBPF)",
                 "unit and golden tests",
-                "root integration tests"
+                "root integration tests",
+                "bench smoke"
             ]
         );
         let quick = TestArgs {

@@ -15,6 +15,11 @@ use crate::events::{StackId, StackSample};
 /// Entries beyond this are dropped all at once (the cache refills with what recurs).
 const MAX_ENTRIES: usize = 65_536;
 
+/// Entries kept per register triple; the oldest goes first. Registers that keep
+/// missing belong to a stack whose read bytes change every time (a loop counter in an
+/// outer frame): a longer list would only make every lookup hash more ranges.
+const MAX_PER_KEY: usize = 8;
+
 #[derive(Clone, Copy, Debug)]
 struct Entry {
     end: u64,
@@ -46,11 +51,22 @@ impl UnwindCache {
     /// The cached stack for `sample`, if one was unwound from the same registers and
     /// the same bytes.
     pub fn get(&mut self, sample: &StackSample) -> Option<(StackId, bool)> {
-        let found = self
-            .entries
-            .get(&(sample.ip, sample.sp, sample.bp))?
+        let entries = self.entries.get(&(sample.ip, sample.sp, sample.bp))?;
+        // Entries of one key mostly share their end: hash each distinct range once.
+        let mut hashed: Vec<(u64, Option<u64>)> = Vec::with_capacity(entries.len());
+        let found = entries
             .iter()
-            .find(|e| hash_range(sample, e.end) == Some(e.hash))
+            .find(|e| {
+                let hash = match hashed.iter().find(|(end, _)| *end == e.end) {
+                    Some(&(_, hash)) => hash,
+                    None => {
+                        let hash = hash_range(sample, e.end);
+                        hashed.push((e.end, hash));
+                        hash
+                    }
+                };
+                hash == Some(e.hash)
+            })
             .map(|e| (e.stack, e.truncated));
         match found {
             Some(_) => self.hits += 1,
@@ -67,15 +83,20 @@ impl UnwindCache {
         if self.len >= MAX_ENTRIES {
             self.clear();
         }
-        self.entries
+        let list = self
+            .entries
             .entry((sample.ip, sample.sp, sample.bp))
-            .or_default()
-            .push(Entry {
-                end: end.max(sample.sp),
-                hash,
-                stack,
-                truncated,
-            });
+            .or_default();
+        if list.len() >= MAX_PER_KEY {
+            list.remove(0);
+            self.len -= 1;
+        }
+        list.push(Entry {
+            end: end.max(sample.sp),
+            hash,
+            stack,
+            truncated,
+        });
         self.len += 1;
     }
 
@@ -116,6 +137,26 @@ mod tests {
         bytes[0x20] = 0;
         assert_eq!(cache.get(&sample(bytes)), Some((7, false)));
         assert_eq!((cache.hits, cache.misses), (2, 1));
+    }
+
+    /// Check that a key keeps only its newest entries, so a stack whose read bytes
+    /// change every time does not make lookups slower and slower.
+    #[test]
+    fn bounded_entries_per_key() {
+        let mut cache = UnwindCache::default();
+        for i in 0..(MAX_PER_KEY as u8 + 3) {
+            let mut bytes = vec![0u8; 64];
+            bytes[0x10] = i;
+            cache.insert(&sample(bytes), 0x7000_0020, StackId::from(i), false);
+        }
+        assert_eq!(cache.len, MAX_PER_KEY);
+        let mut first = vec![0u8; 64];
+        assert_eq!(cache.get(&sample(first.clone())), None);
+        first[0x10] = MAX_PER_KEY as u8 + 2;
+        assert_eq!(
+            cache.get(&sample(first)),
+            Some((StackId::from(MAX_PER_KEY as u8 + 2), false))
+        );
     }
 
     /// Check that different registers never share an entry and that clear forgets.

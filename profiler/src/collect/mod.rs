@@ -237,6 +237,20 @@ impl Collector {
         Ok(())
     }
 
+    /// Stop tracing every target: the probes return at their first check from now on.
+    /// Cheaper than detaching, which costs the kernel a grace period per tracepoint.
+    pub fn forget_targets(&mut self) -> Result<(), CollectError> {
+        let mut targets: HashMap<_, u32, u32> = HashMap::try_from(map(&mut self.ebpf, "TARGETS")?)
+            .map_err(|e| CollectError::Map("TARGETS", e.to_string()))?;
+        let pids: Vec<u32> = targets.keys().filter_map(Result::ok).collect();
+        for pid in pids {
+            targets
+                .remove(&pid)
+                .map_err(|e| CollectError::Map("TARGETS", e.to_string()))?;
+        }
+        Ok(())
+    }
+
     /// Tell the kernel side the program break of a process it traces without having
     /// been told (`all_processes`, forked children), unless it has learnt one since.
     pub fn seed_brk(&mut self, pid: u32, brk: u64) -> Result<(), CollectError> {
@@ -334,7 +348,8 @@ impl Collector {
         };
         map.iter()
             .filter_map(Result::ok)
-            .filter(|(id, _)| (id >> 32) as u32 == pid)
+            // start_ns 0: the thread's entry between two waits.
+            .filter(|(id, start)| (id >> 32) as u32 == pid && start.start_ns != 0)
             .map(|(id, start)| (id as u32, start))
             .collect()
     }

@@ -208,6 +208,14 @@ impl Capture {
 
     /// End the window: drain the ring, read the final RSS and build the reports of
     /// every target (or only `only`). The probes stay attached.
+    /// Stop tracing every target at once and detach the probes on a thread (detaching
+    /// costs the kernel a grace period per probe), so output need not wait for it.
+    pub fn detach_in_background(self) -> anyhow::Result<std::thread::JoinHandle<()>> {
+        let mut collector = self.collector;
+        collector.forget_targets()?;
+        Ok(std::thread::spawn(move || drop(collector)))
+    }
+
     pub fn finish(&mut self, only: Option<u32>) -> anyhow::Result<Window> {
         self.drain()?;
         let now = Instant::now();

@@ -65,6 +65,7 @@ pub fn write_all(
             serde_json::to_value(w).context("encoding waits")?,
         );
     }
+    json.insert("counters".into(), counters_json(counters));
     write(dir, "report.txt", text.as_bytes())?;
     let json = serde_json::to_string_pretty(&json).context("encoding report.json")?;
     write(dir, "report.json", json.as_bytes())
@@ -87,6 +88,20 @@ fn pprof_meta(window_secs: f64) -> pprof::CaptureMeta {
 fn write_pprof(dir: &Path, name: &str, model: &pprof::ProfileModel) -> anyhow::Result<()> {
     let bytes = pprof::to_gzip(model).with_context(|| format!("encoding {name}.pb.gz"))?;
     write(dir, &format!("{name}.pb.gz"), &bytes)
+}
+
+/// The kernel-side counters of the whole capture, whatever was recorded: what
+/// `cargo xtask bench` reads to report events seen, sampled and lost.
+fn counters_json(c: &Counters) -> serde_json::Value {
+    serde_json::json!({
+        "seen": c.seen,
+        "sampled": c.sampled,
+        "lost": c.lost,
+        "stack_read_failed": c.stack_read_failed,
+        "decode_errors": c.decode_errors,
+        "short_waits": c.short_waits,
+        "futex_wakes": c.futex_wakes,
+    })
 }
 
 fn write_waits(dir: &Path, report: &WaitReport, window_secs: f64) -> anyhow::Result<()> {
