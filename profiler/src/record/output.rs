@@ -33,7 +33,8 @@ pub fn write_all(
 ) -> anyhow::Result<()> {
     let mut text = String::new();
     let mut json = serde_json::Map::new();
-    let meta = pprof_meta(window_secs);
+    let mut meta = pprof_meta(window_secs);
+    meta.process_labels = identity_labels(memory, waits);
     if let Some(report) = memory {
         write_memory(dir, report)?;
         write_pprof(dir, "memory", &pprof::memory_profile(report, &meta))?;
@@ -240,4 +241,94 @@ fn process_names(report: &MemoryReport) -> String {
 fn write(dir: &Path, name: &str, bytes: &[u8]) -> anyhow::Result<()> {
     let path = dir.join(name);
     std::fs::write(&path, bytes).with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// pprof sample labels per process from what target selection learned: `container`
+/// (the full ID), `cgroup` and `ns_pid` (its PID in its own namespace), when known.
+fn identity_labels(
+    memory: Option<&MemoryReport>,
+    waits: Option<&WaitReport>,
+) -> std::collections::BTreeMap<u32, Vec<pprof::Label>> {
+    let memory = memory
+        .into_iter()
+        .flat_map(|m| m.processes.iter().map(|p| (p.pid, &p.identity)));
+    let waits = waits
+        .into_iter()
+        .flat_map(|w| w.processes.iter().map(|p| (p.pid, &p.identity)));
+    let mut out = std::collections::BTreeMap::new();
+    for (pid, identity) in memory.chain(waits) {
+        out.entry(pid).or_insert_with(|| {
+            let mut labels = Vec::new();
+            if let Some(c) = &identity.container {
+                labels.push(pprof::Label::str("container", c.id.as_str()));
+            }
+            if let Some(cgroup) = &identity.cgroup {
+                labels.push(pprof::Label::str("cgroup", cgroup.as_str()));
+            }
+            if let Some(ns_pid) = identity.ns_pid {
+                labels.push(pprof::Label::str("ns_pid", ns_pid.to_string()));
+            }
+            labels
+        });
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::render::{ProcessMemory, StackGrowth};
+
+    /// Check that a process's container, cgroup and namespace PID reach its pprof
+    /// samples as labels.
+    #[test]
+    fn identity_becomes_pprof_labels() {
+        let id = "4f1d2c3b5a69e8f7a6b5c4d3e2f1a0b9c8d7e6f5a4b3c2d1e0f9a8b7c6d5e4f3";
+        let cgroup = format!("/system.slice/docker-{id}.scope");
+        let report = MemoryReport {
+            processes: vec![ProcessMemory {
+                pid: 4242,
+                comm: "svc".into(),
+                identity: crate::targets::ProcessIdentity {
+                    container: crate::targets::container::from_cgroup_path(&cgroup),
+                    cgroup: Some(cgroup.clone()),
+                    ns_pid: Some(1),
+                },
+                growth: vec![StackGrowth {
+                    kind: "anon mmap".into(),
+                    frames: vec!["main".into()],
+                    bytes: 4096.0,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let meta = pprof::CaptureMeta {
+            process_labels: identity_labels(Some(&report), None),
+            ..Default::default()
+        };
+        let model = pprof::memory_profile(&report, &meta);
+        let labels: Vec<(String, String)> = model.samples[0]
+            .labels
+            .iter()
+            .filter_map(|l| match &l.value {
+                pprof::LabelValue::Str(v) => Some((l.key.clone(), v.clone())),
+                pprof::LabelValue::Num { .. } => None,
+            })
+            .collect();
+        for expected in [
+            ("pid", "4242"),
+            ("container", id),
+            ("cgroup", cgroup.as_str()),
+            ("ns_pid", "1"),
+        ] {
+            assert!(
+                labels
+                    .iter()
+                    .any(|(k, v)| (k.as_str(), v.as_str()) == expected),
+                "{expected:?} in {labels:?}"
+            );
+        }
+    }
 }
