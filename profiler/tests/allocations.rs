@@ -23,7 +23,14 @@ fn record(name: &str, program: &Path, seconds: f64) -> (PathBuf, Workload) {
     let workload = Workload::start(program, seconds, &dir);
     let pid = workload.pid.to_string();
     let rec = Recording::start(
-        &["--pid", &pid, "--memory", "--duration", "30s"],
+        &[
+            "--pid",
+            &pid,
+            "--memory",
+            "--allocations",
+            "--duration",
+            "30s",
+        ],
         &dir.join("out"),
     );
     workload.release();
