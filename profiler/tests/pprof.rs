@@ -271,7 +271,14 @@ fn allocations_pprof_matches_folded() {
     let workload = Workload::start(&program, 3.0, &dir);
     let pid = workload.pid.to_string();
     let rec = Recording::start(
-        &["--pid", &pid, "--memory", "--duration", "8s"],
+        &[
+            "--pid",
+            &pid,
+            "--memory",
+            "--allocations",
+            "--duration",
+            "8s",
+        ],
         &dir.join("out"),
     );
     workload.release();
