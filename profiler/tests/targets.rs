@@ -391,6 +391,10 @@ fn children_of_a_pid_target_are_followed() {
         &["--pid", &shell_pid, "--memory", "--duration", "6s"],
         &dir.join("out"),
     );
+    // Let the shell fork a few of its `sleep`s under the profiler first: written at
+    // once, the barrier can be seen by the shell's next check with no `sleep` forked
+    // since the attach, and the fork count below would then be 1.
+    std::thread::sleep(std::time::Duration::from_millis(300));
     std::fs::write(&barrier, b"go").unwrap();
     let status = shell.wait().unwrap();
     assert!(status.success(), "the shell failed: {status}");
