@@ -50,9 +50,7 @@ impl Server {
             for stream in listener.incoming() {
                 let Ok(stream) = stream else { return };
                 let status = script.lock().unwrap().pop_front().unwrap_or(200);
-                if let Some(req) = handle(stream, status) {
-                    shared.lock().unwrap().push(req);
-                }
+                handle(stream, status, &shared);
             }
         });
         Self { port, seen }
@@ -67,7 +65,9 @@ impl Server {
     }
 }
 
-fn handle(mut stream: TcpStream, status: u16) -> Option<Seen> {
+/// Read one request, record it, then answer: recorded first, so a client that has its
+/// response always finds its request in `Server::requests`.
+fn handle(mut stream: TcpStream, status: u16, seen: &Mutex<Vec<Seen>>) -> Option<()> {
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();
@@ -114,11 +114,7 @@ fn handle(mut stream: TcpStream, status: u16) -> Option<Seen> {
     } else {
         "Service Unavailable"
     };
-    let _ = write!(
-        stream,
-        "HTTP/1.1 {status} {reason}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-    );
-    Some(Seen {
+    seen.lock().unwrap().push(Seen {
         method,
         path: path.to_string(),
         query,
@@ -127,7 +123,12 @@ fn handle(mut stream: TcpStream, status: u16) -> Option<Seen> {
         tenant,
         body,
         at: Instant::now(),
-    })
+    });
+    let _ = write!(
+        stream,
+        "HTTP/1.1 {status} {reason}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    );
+    Some(())
 }
 
 fn percent_decode(s: &str) -> String {
