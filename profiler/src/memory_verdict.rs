@@ -228,6 +228,23 @@ pub fn culprit(frames: &[String]) -> &str {
         .unwrap_or("[unknown]")
 }
 
+/// The culprit with its caller, e.g. `map_region (from leak_sessions)`: the innermost
+/// frame of user code is often a shared helper that the growing and the churning paths
+/// both go through, and its caller is what tells them apart.
+pub fn culprit_with_caller(frames: &[String]) -> String {
+    let name = culprit(frames);
+    let caller = frames
+        .iter()
+        .rposition(|f| f == name)
+        .and_then(|i| i.checked_sub(1))
+        .map(|i| frames[i].as_str())
+        .filter(|f| !f.starts_with('[') && !f.contains(" ("));
+    match caller {
+        Some(caller) => format!("{name} (from {caller})"),
+        None => name.to_string(),
+    }
+}
+
 fn advice(allocator: Option<&str>) -> String {
     let glibc = "glibc: cap arenas with MALLOC_ARENA_MAX=2, return free memory with \
                  malloc_trim(0) after bursts, or lower M_MMAP_THRESHOLD so big blocks are \
@@ -318,7 +335,9 @@ pub fn judge(e: &MemoryEvidence<'_>) -> MemoryVerdict {
                 "{}: the heap grew +{}, most under {}; run with the allocator probes to tell a leak from retention",
                 MemoryVerdictKind::HeapGrowthUnexplained.label(),
                 human_bytes(heap),
-                stacks.first().map(|s| culprit(&s.frames)).unwrap_or("[unknown]")
+                stacks
+                    .first()
+                    .map_or_else(|| "[unknown]".to_string(), |s| culprit_with_caller(&s.frames))
             );
             return verdict(
                 MemoryVerdictKind::HeapGrowthUnexplained,
@@ -344,10 +363,10 @@ pub fn judge(e: &MemoryEvidence<'_>) -> MemoryVerdict {
             MemoryVerdictKind::Leak.label(),
             human_bytes(live),
             share,
-            stacks
-                .first()
-                .map(|s| culprit(&s.frames))
-                .unwrap_or("[unknown]")
+            stacks.first().map_or_else(
+                || "[unknown]".to_string(),
+                |s| culprit_with_caller(&s.frames)
+            )
         );
         // A residue next to the live growth is the allocator's own overhead.
         if direct_unexplained >= MIN_GROWTH_BYTES.max(LEAK_SHARE_OF_HEAP * live) {
@@ -355,7 +374,10 @@ pub fn judge(e: &MemoryEvidence<'_>) -> MemoryVerdict {
             also.push(format!(
                 "direct mappings also grew +{}, most under {}",
                 human_bytes(direct_unexplained),
-                d.first().map(|s| culprit(&s.frames)).unwrap_or("[unknown]")
+                d.first().map_or_else(
+                    || "[unknown]".to_string(),
+                    |s| culprit_with_caller(&s.frames)
+                )
             ));
         }
         return verdict(MemoryVerdictKind::Leak, headline, stacks, None, also);
@@ -369,10 +391,10 @@ pub fn judge(e: &MemoryEvidence<'_>) -> MemoryVerdict {
             human_bytes(heap),
             human_bytes(live.max(0.0)),
             live.max(0.0) / heap * 100.0,
-            stacks
-                .first()
-                .map(|s| culprit(&s.frames))
-                .unwrap_or("[unknown]")
+            stacks.first().map_or_else(
+                || "[unknown]".to_string(),
+                |s| culprit_with_caller(&s.frames)
+            )
         );
         if direct_unexplained >= MIN_GROWTH_BYTES {
             also.push(format!(
@@ -405,10 +427,10 @@ fn mapped_verdict(
          (a JIT, a runtime's own heap, or mmap called directly)",
         MemoryVerdictKind::MappedGrowth.label(),
         human_bytes(bytes),
-        stacks
-            .first()
-            .map(|s| culprit(&s.frames))
-            .unwrap_or("[unknown]")
+        stacks.first().map_or_else(
+            || "[unknown]".to_string(),
+            |s| culprit_with_caller(&s.frames)
+        )
     );
     MemoryVerdict {
         kind: MemoryVerdictKind::MappedGrowth,
@@ -565,7 +587,24 @@ mod tests {
         };
         let v = judge(&e);
         assert_eq!(v.kind, MemoryVerdictKind::MappedGrowth);
-        assert!(v.headline.contains("under map_region"), "{}", v.headline);
+        assert!(
+            v.headline.contains("under map_region (from leak_sessions)"),
+            "{}",
+            v.headline
+        );
+    }
+
+    /// Check that the caller is named only when there is one worth naming.
+    #[test]
+    fn culprit_caller_is_skipped_at_the_root_and_for_unknown_frames() {
+        assert_eq!(
+            culprit_with_caller(&frames(&["main", "grow", "malloc"])),
+            "grow (from main)"
+        );
+        assert_eq!(culprit_with_caller(&frames(&["grow", "malloc"])), "grow");
+        assert_eq!(culprit_with_caller(&frames(&["[unknown]", "grow"])), "grow");
+        assert_eq!(culprit_with_caller(&frames(&["node (7)", "grow"])), "grow");
+        assert_eq!(culprit_with_caller(&[]), "[unknown]");
     }
 
     /// Check that an allocator whose frames are missing from mapping stacks (musl) is

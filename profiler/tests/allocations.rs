@@ -162,6 +162,12 @@ fn direct_mmap_is_mapped_growth() {
         named.iter().any(|f| f == "leak_sessions"),
         "stack {named:?}"
     );
+    // The headline names the caller of the shared helper both paths map through.
+    let headline = v["headline"].as_str().unwrap();
+    assert!(
+        headline.contains("map_region (from leak_sessions)"),
+        "{headline}"
+    );
     assert!(
         p["resident"]["updates"].as_u64().unwrap() > 0,
         "no rss_stat updates: {p}"
