@@ -154,7 +154,8 @@ pub struct RecordArgs {
     /// Also probe the allocator (malloc/free uprobes): live allocations by stack and
     /// the leak-or-retention verdict. Off by default because every allocator call then
     /// traps into the kernel (about 2.5 us per call measured here: a tight malloc/free
-    /// loop runs hundreds of times slower); see the README.
+    /// loop runs hundreds of times slower); see the README. Records memory even with
+    /// --waits.
     #[arg(long)]
     pub allocations: bool,
     /// Probe the allocator in this binary (an allocator library or an executable that
@@ -205,6 +206,13 @@ impl PushArgs {
     }
 }
 
+/// Whether memory is recorded. Neither --memory nor --waits: both. Either flag: only
+/// what was asked for; --allocations asks for memory too, since live allocations are
+/// part of the memory view (`--waits --allocations` records both).
+fn records_memory(memory: bool, waits: bool, allocations: bool) -> bool {
+    memory || allocations || !waits
+}
+
 impl From<RecordArgs> for RecordOptions {
     fn from(a: RecordArgs) -> Self {
         RecordOptions {
@@ -213,8 +221,7 @@ impl From<RecordArgs> for RecordOptions {
             out: a.out,
             sample_bytes: a.sample_bytes,
             stack_pages: a.stack_pages,
-            // Neither flag: both. Either flag: only what was asked for.
-            memory: a.memory || !a.waits,
+            memory: records_memory(a.memory, a.waits, a.allocations),
             allocations: a.allocations,
             allocator: a.allocator,
             alloc_sample_bytes: a.alloc_sample_bytes,
@@ -247,7 +254,8 @@ pub struct DaemonArgs {
     /// Also probe the allocator (malloc/free uprobes): live allocations by stack and
     /// the leak-or-retention verdict. Off by default because every allocator call then
     /// traps into the kernel (about 2.5 us per call measured here: a tight malloc/free
-    /// loop runs hundreds of times slower); see the README.
+    /// loop runs hundreds of times slower); see the README. Records memory even with
+    /// --waits.
     #[arg(long)]
     pub allocations: bool,
     /// Probe the allocator in this binary (an allocator library or an executable that
@@ -294,7 +302,7 @@ impl From<DaemonArgs> for crate::daemon::DaemonOptions {
                 out: a.out.clone(),
                 sample_bytes: a.sample_bytes,
                 stack_pages: a.stack_pages,
-                memory: a.memory || !a.waits,
+                memory: records_memory(a.memory, a.waits, a.allocations),
                 allocations: a.allocations,
                 allocator: a.allocator,
                 alloc_sample_bytes: a.alloc_sample_bytes,
@@ -385,6 +393,8 @@ mod tests {
         assert_eq!(parse(&["--memory"]), (true, false));
         assert_eq!(parse(&["--waits"]), (false, true));
         assert_eq!(parse(&["--memory", "--waits"]), (true, true));
+        assert_eq!(parse(&["--waits", "--allocations"]), (true, true));
+        assert_eq!(parse(&["--allocations"]), (true, true));
     }
 
     /// Check that daemon arguments convert into options with units applied.

@@ -238,11 +238,19 @@ pub fn culprit_with_caller(frames: &[String]) -> String {
         .rposition(|f| f == name)
         .and_then(|i| i.checked_sub(1))
         .map(|i| frames[i].as_str())
-        .filter(|f| !f.starts_with('[') && !f.contains(" ("));
+        .filter(|f| !f.starts_with('[') && !is_process_root(f));
     match caller {
         Some(caller) => format!("{name} (from {caller})"),
         None => name.to_string(),
     }
+}
+
+/// A flamegraph root such as `node (4242)`, not a function.
+fn is_process_root(frame: &str) -> bool {
+    frame
+        .strip_suffix(')')
+        .and_then(|f| f.rsplit_once(" ("))
+        .is_some_and(|(_, pid)| !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit()))
 }
 
 fn advice(allocator: Option<&str>) -> String {
@@ -605,6 +613,13 @@ mod tests {
         assert_eq!(culprit_with_caller(&frames(&["[unknown]", "grow"])), "grow");
         assert_eq!(culprit_with_caller(&frames(&["node (7)", "grow"])), "grow");
         assert_eq!(culprit_with_caller(&[]), "[unknown]");
+        assert_eq!(
+            culprit_with_caller(&frames(&[
+                "alloc_with(std::function<void* (unsigned long)>)",
+                "grow"
+            ])),
+            "grow (from alloc_with(std::function<void* (unsigned long)>))"
+        );
     }
 
     /// Check that an allocator whose frames are missing from mapping stacks (musl) is
