@@ -83,6 +83,10 @@ pub struct MemoryEvidence<'a> {
     pub resident_after: Option<u64>,
     /// Allocator family label, for advice.
     pub allocator: Option<String>,
+    /// The numbers cover the time since the process was first followed rather than one
+    /// window: the daemon keeps what is live across its intervals, since a slow leak
+    /// shows over hours, not within one interval.
+    pub since_follow: bool,
 }
 
 /// The verdict for one process.
@@ -112,18 +116,30 @@ pub struct Numbers {
     /// Anonymous mappings made outside the allocator.
     pub direct_mapped_growth: f64,
     pub resident_delta: Option<i64>,
+    /// See `MemoryEvidence::since_follow`.
+    pub since_follow: bool,
 }
 
 impl Numbers {
+    /// The span the numbers cover, for sentences.
+    pub fn span(&self) -> &'static str {
+        if self.since_follow {
+            "since the process was first followed"
+        } else {
+            "in the window"
+        }
+    }
+
     /// `live +32.0 MiB (allocated 40.0 MiB, freed 8.0 MiB) · heap +1.0 MiB · …`
     pub fn line(&self) -> String {
         let mut parts = Vec::new();
         match self.live_growth {
             Some(live) => parts.push(format!(
-                "live allocations +{} (allocated {}, freed {} in the window)",
+                "live allocations +{} (allocated {}, freed {} {})",
                 human_bytes(live),
                 human_bytes(self.allocated.unwrap_or(0.0)),
-                human_bytes(self.freed.unwrap_or(0.0))
+                human_bytes(self.freed.unwrap_or(0.0)),
+                self.span()
             )),
             None => parts.push("live allocations: not measured".into()),
         }
@@ -289,6 +305,7 @@ pub fn judge(e: &MemoryEvidence<'_>) -> MemoryVerdict {
             (Some(b), Some(a)) => Some(a as i64 - b as i64),
             _ => None,
         },
+        since_follow: e.since_follow,
     };
     let heap_stacks = || {
         top(
@@ -367,9 +384,10 @@ pub fn judge(e: &MemoryEvidence<'_>) -> MemoryVerdict {
             .map(|s| s.bytes / live * 100.0)
             .unwrap_or(0.0);
         let headline = format!(
-            "{}: live allocations grew +{} in the window and were not freed; {:.0}% under {}",
+            "{}: live allocations grew +{} {} and were not freed; {:.0}% under {}",
             MemoryVerdictKind::Leak.label(),
             human_bytes(live),
+            numbers.span(),
             share,
             stacks.first().map_or_else(
                 || "[unknown]".to_string(),
@@ -454,9 +472,10 @@ fn no_growth(numbers: Numbers) -> MemoryVerdict {
     MemoryVerdict {
         kind: MemoryVerdictKind::NoGrowth,
         headline: format!(
-            "{}: nothing grew by {} or more in the window",
+            "{}: nothing grew by {} or more {}",
             MemoryVerdictKind::NoGrowth.label(),
-            human_bytes(MIN_GROWTH_BYTES)
+            human_bytes(MIN_GROWTH_BYTES),
+            numbers.span()
         ),
         numbers,
         stacks: Vec::new(),
@@ -526,6 +545,7 @@ mod tests {
             resident_before: Some(10 << 20),
             resident_after: Some(37 << 20),
             allocator: Some("glibc malloc".into()),
+            since_follow: false,
         };
         let v = judge(&e);
         assert_eq!(v.kind, MemoryVerdictKind::Leak);
@@ -535,7 +555,24 @@ mod tests {
             "{}",
             v.headline
         );
+        assert!(v.headline.contains("in the window"), "{}", v.headline);
         assert_eq!(v.numbers.resident_delta, Some(27 << 20));
+
+        // A daemon's later interval says what span its numbers cover.
+        let v = judge(&MemoryEvidence {
+            since_follow: true,
+            ..e
+        });
+        assert!(
+            v.headline
+                .contains("grew +26.0 MiB since the process was first followed"),
+            "{}",
+            v.headline
+        );
+        assert!(v
+            .numbers
+            .line()
+            .contains("since the process was first followed"));
     }
 
     /// Check retention: the heap grows, live blocks stay small, no leak stack named.

@@ -259,6 +259,13 @@ fn daemon_keeps_capturing_across_a_target_restart() {
             c.rel,
             second.pid
         );
+        // Later intervals keep what is live across intervals and say so.
+        let text = std::fs::read_to_string(c.path.join("report.txt")).unwrap();
+        assert!(
+            text.contains("since the process was first followed"),
+            "{}: {text}",
+            c.rel
+        );
     }
     // latest pointed at the newest capture when it was read; now at the final one.
     assert!(all.iter().any(|c| Path::new(&c.rel) == latest));

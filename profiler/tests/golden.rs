@@ -130,6 +130,7 @@ fn memory_report() -> MemoryReport {
         resident_before: p.rss_before.map(|r| r.total),
         resident_after: p.rss_after.map(|r| r.total),
         allocator: Some("glibc malloc".into()),
+        since_follow: false,
     });
     p.verdict = Some(verdict);
     report

@@ -278,6 +278,7 @@ impl Capture {
             let _ = self.collector.remove_target(pid);
         }
         self.session.waits = Default::default();
+        self.session.since_follow = true;
         for t in self.session.targets.values_mut() {
             t.rss_before = t.rss_after.take().or_else(|| procfs::read_rss(t.pid).ok());
             t.events = 0;

@@ -36,6 +36,9 @@ pub struct Target {
     unwind_cache: UnwindCache,
     pub rss_before: Option<Rss>,
     pub rss_after: Option<Rss>,
+    /// Resident bytes when the process was first followed: the memory verdict's
+    /// baseline, since its other numbers count from then too.
+    pub rss_at_follow: Option<u64>,
     pub events: u64,
     pub samples: u64,
     pub truncated: u64,
@@ -74,6 +77,9 @@ pub struct Session {
     adopted: Vec<(u32, Option<u64>)>,
     /// Exited targets whose PID a new target took (PIDs are reused): still reported.
     retired: Vec<Target>,
+    /// A later window of a capture that keeps its probes (the daemon): stacks and the
+    /// memory verdict count from when each process was first followed.
+    pub since_follow: bool,
 }
 
 impl Default for Session {
@@ -94,6 +100,7 @@ impl Session {
             ignored: BTreeSet::new(),
             adopted: Vec::new(),
             retired: Vec::new(),
+            since_follow: false,
         }
     }
 
@@ -131,6 +138,7 @@ impl Session {
                 space_read_at: std::time::Instant::now(),
                 unwind_cache: UnwindCache::default(),
                 rss_before,
+                rss_at_follow: rss_before.map(|r| r.total),
                 rss_after: None,
                 events: 0,
                 samples: 0,
@@ -458,9 +466,10 @@ impl Session {
             allocated: allocations.as_ref().map_or(0.0, |a| a.allocated_bytes),
             freed: allocations.as_ref().map_or(0.0, |a| a.freed_bytes),
             mapped,
-            resident_before: t.rss_before.map(|r| r.total),
+            resident_before: t.rss_at_follow,
             resident_after: t.rss_after.filter(|_| !t.exited).map(|r| r.total),
             allocator: t.allocators.first().cloned(),
+            since_follow: self.since_follow,
         });
         let resident = t.resident.map(|r| ResidentView {
             file: r.now[0],

@@ -42,13 +42,21 @@ fn short_stack(frames: &[String]) -> String {
     s
 }
 
+/// The span this process's numbers cover (see `Numbers::span`).
+fn span(p: &ProcessMemory) -> &'static str {
+    p.verdict
+        .as_ref()
+        .map_or("in the window", |v| v.numbers.span())
+}
+
 /// The live allocations section.
 pub fn allocations_text(out: &mut String, p: &ProcessMemory) {
     let Some(a) = &p.allocations else { return };
     let _ = writeln!(out, "   allocator probes: {}", a.allocators.join(", "));
     let _ = writeln!(
         out,
-        "   live allocations grown in the window: {} in ~{:.0} blocks (allocated {}, freed {}; {} samples, {} sampled frees{})",
+        "   live allocations grown {}: {} in ~{:.0} blocks (allocated {}, freed {}; {} samples, {} sampled frees{})",
+        span(p),
         human_bytes(a.live_bytes),
         a.live_objects,
         human_bytes(a.allocated_bytes),
@@ -87,7 +95,12 @@ pub fn resident_text(out: &mut String, p: &ProcessMemory) {
     let Some(r) = &p.resident else { return };
     let _ = writeln!(
         out,
-        "   resident during the window (kmem:rss_stat, {} updates): anon {} (peak {}), file {} (peak {}), shmem {} (peak {}), swapped {}; peak total {}",
+        "   resident {} (kmem:rss_stat, {} updates): anon {} (peak {}), file {} (peak {}), shmem {} (peak {}), swapped {}; peak total {}",
+        if span(p) == "in the window" {
+            "during the window"
+        } else {
+            span(p)
+        },
         r.updates,
         human_bytes(r.anon as f64),
         human_bytes(r.peak_anon as f64),
