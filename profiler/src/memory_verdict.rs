@@ -228,33 +228,97 @@ fn top(stacks: impl Iterator<Item = NamedStack>, n: usize) -> Vec<NamedStack> {
     merged
 }
 
-/// The innermost frame that is not allocator or libc plumbing, for headlines.
+/// The frame a headline names: the innermost frame of the application's own code, or,
+/// when the stack has none (all runtime), the innermost that is not allocator or libc
+/// plumbing.
 pub fn culprit(frames: &[String]) -> &str {
+    // Between a JS function and the allocator lie V8 stubs and labels whose names
+    // follow no pattern (`construct_stub_create_deopt_addr`): when the application's
+    // JavaScript is on the stack, its innermost frame is the answer.
     frames
         .iter()
-        .rev()
-        .find(|f| {
-            !is_allocator_frame(f)
-                && !f.starts_with('[')
-                && !f.contains("mmap")
-                && !f.contains("brk")
+        .rposition(|f| is_application_js(f))
+        .or_else(|| {
+            frames
+                .iter()
+                .rposition(|f| !is_plumbing(f) && !is_runtime_frame(f))
         })
-        .or(frames.last())
-        .map(String::as_str)
+        .or_else(|| frames.iter().rposition(|f| !is_plumbing(f)))
+        .map(|i| frames[i].as_str())
+        .or(frames.last().map(String::as_str))
         .unwrap_or("[unknown]")
+}
+
+/// Allocator internals, system-call wrappers and unknown frames.
+fn is_plumbing(frame: &str) -> bool {
+    is_allocator_frame(frame)
+        || frame.starts_with('[')
+        || frame.contains("mmap")
+        || frame.contains("brk")
+}
+
+/// Code of a language runtime or of process start-up rather than of the application:
+/// V8 and Node internals (including Node's own JavaScript, `node:` modules), libuv,
+/// Rust's standard library, thread and process entry points. A leak in a Node service
+/// shows as `AllocateUninitialized` under `Buffer.alloc`; what the engineer needs named
+/// is the JavaScript function that called it.
+fn is_runtime_frame(frame: &str) -> bool {
+    const PREFIXES: &[&str] = &[
+        "v8::",
+        "node::",
+        "Builtins_",
+        "Builtin:",
+        "Bytecode",
+        "uv_",
+        "uv__",
+        "std::",
+        "core::",
+        "alloc::",
+        "<alloc::",
+        "<core::",
+        "<std::",
+        "__rust_",
+        "__rdl_",
+        "_start",
+        "__libc_start",
+        "start_thread",
+        "clone",
+    ];
+    if ["JS:", "Script:", "Eval:"]
+        .iter()
+        .any(|p| frame.starts_with(p))
+    {
+        return !is_application_js(frame);
+    }
+    PREFIXES.iter().any(|p| frame.starts_with(p))
+}
+
+/// A JavaScript frame from a perf map (`JS:*handle /app/server.js:40:3`) that is not
+/// one of Node's own modules.
+fn is_application_js(frame: &str) -> bool {
+    ["JS:", "Script:", "Eval:"]
+        .iter()
+        .any(|p| frame.starts_with(p))
+        && !frame.contains(" node:")
 }
 
 /// The culprit with its caller, e.g. `map_region (from leak_sessions)`: the innermost
 /// frame of user code is often a shared helper that the growing and the churning paths
-/// both go through, and its caller is what tells them apart.
+/// both go through, and its caller is what tells them apart. Runtime frames between
+/// the two are skipped.
 pub fn culprit_with_caller(frames: &[String]) -> String {
     let name = culprit(frames);
     let caller = frames
         .iter()
         .rposition(|f| f == name)
-        .and_then(|i| i.checked_sub(1))
-        .map(|i| frames[i].as_str())
-        .filter(|f| !f.starts_with('[') && !is_process_root(f));
+        .and_then(|i| {
+            frames[..i]
+                .iter()
+                .rev()
+                .find(|f| !is_runtime_frame(f) && !f.starts_with('['))
+        })
+        .map(String::as_str)
+        .filter(|f| !is_process_root(f));
     match caller {
         Some(caller) => format!("{name} (from {caller})"),
         None => name.to_string(),
@@ -650,6 +714,57 @@ mod tests {
         assert_eq!(culprit_with_caller(&frames(&["[unknown]", "grow"])), "grow");
         assert_eq!(culprit_with_caller(&frames(&["node (7)", "grow"])), "grow");
         assert_eq!(culprit_with_caller(&[]), "[unknown]");
+        // Node: the application's JavaScript is named, not V8's allocator or Node's
+        // own modules.
+        let node = frames(&[
+            "node (15017)",
+            "_start",
+            "node::Start(int, char**)",
+            "uv_run",
+            "Builtins_JSEntry",
+            "JS:^processTimers node:internal/timers:504:25",
+            "JS:*handleRequest /app/server.js:40:3",
+            "JS:^cacheSession /app/cache.js:12:9",
+            "JS:^alloc node:buffer:391:30",
+            "Builtins_CEntry_Return1_ArgvOnStack_BuiltinExit",
+            "v8::internal::BackingStore::Allocate(v8::internal::Isolate*, unsigned long)",
+            "node::NodeArrayBufferAllocator::AllocateUninitialized(unsigned long)",
+            "malloc",
+        ]);
+        assert_eq!(
+            culprit_with_caller(&node),
+            "JS:^cacheSession /app/cache.js:12:9 (from JS:*handleRequest /app/server.js:40:3)"
+        );
+        // V8 stubs without a recognisable name between the JS function and malloc.
+        let stub = frames(&[
+            "JS:^rememberRequest /app/leak.js:20:25",
+            "Builtins_InterpreterEntryTrampoline",
+            "construct_stub_create_deopt_addr",
+            "JS:^FastBuffer node:internal/buffer:960:14",
+            "node::NodeArrayBufferAllocator::Allocate(unsigned long)",
+        ]);
+        assert_eq!(culprit(&stub), "JS:^rememberRequest /app/leak.js:20:25");
+        // All runtime: the innermost non-allocator frame.
+        assert_eq!(
+            culprit(&frames(&[
+                "_start",
+                "node::Start()",
+                "v8::Heap::Grow()",
+                "mmap64"
+            ])),
+            "v8::Heap::Grow()"
+        );
+        // Rust: the application's function, not RawVec's growth.
+        assert_eq!(
+            culprit(&frames(&[
+                "main",
+                "app::cache::insert",
+                "alloc::raw_vec::RawVec<T,A>::grow_one",
+                "__rust_alloc",
+                "malloc"
+            ])),
+            "app::cache::insert"
+        );
         assert_eq!(
             culprit_with_caller(&frames(&[
                 "alloc_with(std::function<void* (unsigned long)>)",

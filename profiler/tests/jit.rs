@@ -87,3 +87,50 @@ fn node_leak_names_js_function_from_perf_map() {
         "rememberRequest holds {under} of the {retained} bytes retained"
     );
 }
+
+/// Check the memory verdict on the seed incident's shape: a Node service whose
+/// JavaScript keeps Buffers. With the allocator probes, the verdict is a leak and its
+/// headline names the JS function (from the perf map), not V8's or Node's allocator
+/// internals that the allocation passes through.
+#[test]
+#[ignore = "needs root: run with `cargo xtask test`"]
+fn node_leak_verdict_names_the_js_function() {
+    require_root();
+    assert!(
+        Path::new(NODE).exists(),
+        "{NODE} is missing (Debian package nodejs)"
+    );
+    let dir = scratch_dir("jit_node_verdict");
+    let workload = Workload::start(&node_leak_program(&dir), 6.0, &dir);
+    let pid = workload.pid.to_string();
+    let rec = Recording::start(
+        &[
+            "--pid",
+            &pid,
+            "--memory",
+            "--allocations",
+            "--duration",
+            "5s",
+        ],
+        &dir.join("out"),
+    );
+    workload.release();
+    let out = rec.wait();
+    let retained = workload.finish("retained_bytes");
+    let _ = std::fs::remove_file(format!("/tmp/perf-{pid}.map"));
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
+    let verdict = &report["memory"]["processes"][0]["verdict"];
+    let headline = verdict["headline"].as_str().unwrap_or_default();
+    eprintln!("retained {retained}; verdict: {headline}");
+    assert_eq!(verdict["kind"], "leak", "{verdict}");
+    // `under JS:^rememberRequest …`: the tier mark (~ ^ + *) depends on V8's JIT.
+    let named = headline.split_once("% under JS:").is_some_and(|(_, rest)| {
+        rest.get(1..)
+            .is_some_and(|r| r.starts_with("rememberRequest"))
+    });
+    assert!(
+        named,
+        "the headline does not name the JS function: {headline}"
+    );
+}
