@@ -9,8 +9,12 @@ use std::path::PathBuf;
 pub enum ProcError {
     #[error("process {pid} does not exist")]
     NoSuchProcess { pid: u32 },
-    #[error("permission denied reading /proc/{pid}/{file} (run as root)")]
-    PermissionDenied { pid: u32, file: &'static str },
+    #[error("permission denied reading /proc/{pid}/{file} ({hint})")]
+    PermissionDenied {
+        pid: u32,
+        file: &'static str,
+        hint: &'static str,
+    },
     #[error("reading /proc/{pid}/{file}: {source}")]
     Io {
         pid: u32,
@@ -135,10 +139,26 @@ pub fn proc_path(pid: u32, file: &str) -> PathBuf {
     PathBuf::from(format!("/proc/{pid}/{file}"))
 }
 
+/// What to do about a denied /proc read: root is not always enough (a process in
+/// another user namespace, a sandbox, or a security module's policy).
+fn permission_hint() -> &'static str {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        "denied even to root: the process may belong to another user namespace or a \
+         security policy (Yama, SELinux, AppArmor) may forbid it"
+    } else {
+        "run as root"
+    }
+}
+
 fn read(pid: u32, file: &'static str) -> Result<String, ProcError> {
     std::fs::read_to_string(proc_path(pid, file)).map_err(|source| match source.kind() {
         std::io::ErrorKind::NotFound => ProcError::NoSuchProcess { pid },
-        std::io::ErrorKind::PermissionDenied => ProcError::PermissionDenied { pid, file },
+        std::io::ErrorKind::PermissionDenied => ProcError::PermissionDenied {
+            pid,
+            file,
+            hint: permission_hint(),
+        },
         _ if source.raw_os_error() == Some(libc::ESRCH) => ProcError::NoSuchProcess { pid },
         _ => ProcError::Io { pid, file, source },
     })
