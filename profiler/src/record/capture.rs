@@ -96,7 +96,11 @@ impl Capture {
         }
         if opts.memory {
             collector.attach_memory_probes()?;
-            if !collector.attach_rss_probe()? {
+            // kmem:rss_stat fires on every resident-page change, not per mapping: on a
+            // storm that touches 16 pages per mmap it ran 240k times/s and cost the
+            // target ~8 % (bench/results.md). Its per-kind peaks come with the deep-dive
+            // mode; RSS by kind before -> after comes from /proc in any case.
+            if opts.allocations && !collector.attach_rss_probe()? {
                 eprintln!("profiler: note: this kernel has no tracepoint kmem:rss_stat; resident memory comes from /proc only");
             }
             if opts.allocations && selector.is_all() {
