@@ -12,7 +12,14 @@ const FRAMES_SHOWN: usize = 12;
 pub fn verdict_text(out: &mut String, p: &ProcessMemory) {
     let Some(v) = &p.verdict else { return };
     let _ = writeln!(out, "   verdict: {}", v.headline);
-    let _ = writeln!(out, "     numbers: {}", v.numbers.line());
+    // A daemon's later intervals count from the follow start: say so whatever the
+    // verdict, since the headline of some verdicts has no span of its own.
+    let span = if v.numbers.since_follow {
+        " since the process was first followed"
+    } else {
+        ""
+    };
+    let _ = writeln!(out, "     numbers{span}: {}", v.numbers.line());
     for s in &v.stacks {
         let _ = writeln!(
             out,
