@@ -138,6 +138,13 @@ pub struct RecordArgs {
     /// Output directory (created if missing).
     #[arg(long, value_name = "DIR")]
     pub out: PathBuf,
+    #[command(flatten)]
+    pub capture: CaptureArgs,
+}
+
+/// What a capture records and how: shared by `record` and `daemon`.
+#[derive(Debug, Args)]
+pub struct CaptureArgs {
     /// Mean bytes between two stack samples; 1 samples every event. Totals per region
     /// kind are always exact; stacks are an unbiased estimate.
     #[arg(long, default_value = "256KiB", value_parser = units::parse_bytes)]
@@ -169,9 +176,35 @@ pub struct RecordArgs {
     /// Waits shorter than this are only counted (in the kernel), not recorded with a stack.
     #[arg(long, default_value = "1ms", value_parser = units::parse_duration)]
     pub wait_threshold: std::time::Duration,
-    /// Threads blocked longer than this with no wake count towards a STALLED verdict.
+    /// Threads blocked longer than this with no wake count towards a STALLED verdict
+    /// (and, in the daemon, a stall snapshot).
     #[arg(long, default_value = "10s", value_parser = units::parse_duration)]
     pub stall_threshold: std::time::Duration,
+}
+
+impl CaptureArgs {
+    /// The record options for `targets`, with these capture settings.
+    fn options(
+        self,
+        targets: TargetSpec,
+        duration: Option<std::time::Duration>,
+        out: PathBuf,
+    ) -> RecordOptions {
+        RecordOptions {
+            targets,
+            duration,
+            out,
+            sample_bytes: self.sample_bytes,
+            stack_pages: self.stack_pages,
+            memory: records_memory(self.memory, self.waits, self.allocations),
+            allocations: self.allocations,
+            allocator: self.allocator,
+            alloc_sample_bytes: self.alloc_sample_bytes,
+            waits: self.waits || !self.memory,
+            wait_threshold: self.wait_threshold,
+            stall_threshold: self.stall_threshold,
+        }
+    }
 }
 
 /// Pushing captures to Grafana Pyroscope; `#[command(flatten)]` it into a command that
@@ -215,20 +248,7 @@ fn records_memory(memory: bool, waits: bool, allocations: bool) -> bool {
 
 impl From<RecordArgs> for RecordOptions {
     fn from(a: RecordArgs) -> Self {
-        RecordOptions {
-            targets: a.target.into(),
-            duration: a.duration,
-            out: a.out,
-            sample_bytes: a.sample_bytes,
-            stack_pages: a.stack_pages,
-            memory: records_memory(a.memory, a.waits, a.allocations),
-            allocations: a.allocations,
-            allocator: a.allocator,
-            alloc_sample_bytes: a.alloc_sample_bytes,
-            waits: a.waits || !a.memory,
-            wait_threshold: a.wait_threshold,
-            stall_threshold: a.stall_threshold,
-        }
+        a.capture.options(a.target.into(), a.duration, a.out)
     }
 }
 
@@ -251,65 +271,20 @@ pub struct DaemonArgs {
     /// Snapshot a target when its RSS crosses this size (e.g. 2GiB).
     #[arg(long, value_parser = units::parse_bytes)]
     pub rss_threshold: Option<u64>,
-    /// Also probe the allocator (malloc/free uprobes): live allocations by stack and
-    /// the leak-or-retention verdict. Off by default because every allocator call then
-    /// traps into the kernel (about 2.5 us per call measured here: a tight malloc/free
-    /// loop runs hundreds of times slower); see the README. Records memory even with
-    /// --waits.
-    #[arg(long)]
-    pub allocations: bool,
-    /// Probe the allocator in this binary (an allocator library or an executable that
-    /// contains one) instead of the one detected from each target's mappings.
-    #[arg(long, value_name = "PATH")]
-    pub allocator: Option<PathBuf>,
-    /// Mean bytes between two sampled allocations (allocator probes); like
-    /// --sample-bytes, but allocations are far more frequent than mappings.
-    #[arg(long, default_value = "256KiB", value_parser = units::parse_bytes)]
-    pub alloc_sample_bytes: u64,
     #[command(flatten)]
     pub push: PushArgs,
     /// At most one RSS or stall snapshot per process per this long.
     #[arg(long, default_value = "5m", value_parser = units::parse_duration)]
     pub snapshot_cooldown: std::time::Duration,
-    /// Mean bytes between two stack samples; 1 samples every event.
-    #[arg(long, default_value = "256KiB", value_parser = units::parse_bytes)]
-    pub sample_bytes: u64,
-    /// Pages (4 KiB) of user stack copied per sample, 1 to 8.
-    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=8))]
-    pub stack_pages: u32,
-    /// Record memory growth (default: both memory and waits).
-    #[arg(long)]
-    pub memory: bool,
-    /// Record blocked time and judge stalls (default: both memory and waits).
-    #[arg(long)]
-    pub waits: bool,
-    /// Waits shorter than this are only counted (in the kernel).
-    #[arg(long, default_value = "1ms", value_parser = units::parse_duration)]
-    pub wait_threshold: std::time::Duration,
-    /// Threads blocked longer than this with no wake count towards a STALLED verdict
-    /// (and a stall snapshot).
-    #[arg(long, default_value = "10s", value_parser = units::parse_duration)]
-    pub stall_threshold: std::time::Duration,
+    #[command(flatten)]
+    pub capture: CaptureArgs,
 }
 
 impl From<DaemonArgs> for crate::daemon::DaemonOptions {
     fn from(a: DaemonArgs) -> Self {
         crate::daemon::DaemonOptions {
             push: a.push.options(),
-            record: RecordOptions {
-                targets: a.target.into(),
-                duration: None,
-                out: a.out.clone(),
-                sample_bytes: a.sample_bytes,
-                stack_pages: a.stack_pages,
-                memory: records_memory(a.memory, a.waits, a.allocations),
-                allocations: a.allocations,
-                allocator: a.allocator,
-                alloc_sample_bytes: a.alloc_sample_bytes,
-                waits: a.waits || !a.memory,
-                wait_threshold: a.wait_threshold,
-                stall_threshold: a.stall_threshold,
-            },
+            record: a.capture.options(a.target.into(), None, a.out.clone()),
             interval: a.interval,
             out: a.out,
             retention: crate::daemon::retention::Policy {
