@@ -232,6 +232,13 @@ fn top(stacks: impl Iterator<Item = NamedStack>, n: usize) -> Vec<NamedStack> {
 /// when the stack has none (all runtime), the innermost that is not allocator or libc
 /// plumbing.
 pub fn culprit(frames: &[String]) -> &str {
+    culprit_index(frames)
+        .map(|i| frames[i].as_str())
+        .unwrap_or("[unknown]")
+}
+
+/// Where [`culprit`] is in `frames`; None only for an empty stack.
+fn culprit_index(frames: &[String]) -> Option<usize> {
     // Between a JS function and the allocator lie V8 stubs and labels whose names
     // follow no pattern (`construct_stub_create_deopt_addr`): when the application's
     // JavaScript is on the stack, its innermost frame is the answer.
@@ -244,9 +251,7 @@ pub fn culprit(frames: &[String]) -> &str {
                 .rposition(|f| !is_plumbing(f) && !is_runtime_frame(f))
         })
         .or_else(|| frames.iter().rposition(|f| !is_plumbing(f)))
-        .map(|i| frames[i].as_str())
-        .or(frames.last().map(String::as_str))
-        .unwrap_or("[unknown]")
+        .or(frames.len().checked_sub(1))
 }
 
 /// Allocator internals, system-call wrappers and unknown frames.
@@ -284,22 +289,23 @@ fn is_runtime_frame(frame: &str) -> bool {
         "start_thread",
         "clone",
     ];
-    if ["JS:", "Script:", "Eval:"]
-        .iter()
-        .any(|p| frame.starts_with(p))
-    {
+    if is_js(frame) {
         return !is_application_js(frame);
     }
     PREFIXES.iter().any(|p| frame.starts_with(p))
 }
 
-/// A JavaScript frame from a perf map (`JS:*handle /app/server.js:40:3`) that is not
-/// one of Node's own modules.
-fn is_application_js(frame: &str) -> bool {
+/// A JavaScript frame, as V8 names it in its perf map.
+fn is_js(frame: &str) -> bool {
     ["JS:", "Script:", "Eval:"]
         .iter()
         .any(|p| frame.starts_with(p))
-        && !frame.contains(" node:")
+}
+
+/// A JavaScript frame from a perf map (`JS:*handle /app/server.js:40:3`) that is not
+/// one of Node's own modules.
+fn is_application_js(frame: &str) -> bool {
+    is_js(frame) && !frame.contains(" node:")
 }
 
 /// The culprit with its caller, e.g. `map_region (from leak_sessions)`: the innermost
@@ -307,17 +313,14 @@ fn is_application_js(frame: &str) -> bool {
 /// both go through, and its caller is what tells them apart. Runtime frames between
 /// the two are skipped.
 pub fn culprit_with_caller(frames: &[String]) -> String {
-    let name = culprit(frames);
-    let caller = frames
+    let Some(at) = culprit_index(frames) else {
+        return "[unknown]".to_string();
+    };
+    let name = &frames[at];
+    let caller = frames[..at]
         .iter()
-        .rposition(|f| f == name)
-        .and_then(|i| {
-            frames[..i]
-                .iter()
-                .rev()
-                .find(|f| !is_runtime_frame(f) && !f.starts_with('['))
-        })
-        .map(String::as_str)
+        .rev()
+        .find(|f| !is_runtime_frame(f) && !f.starts_with('['))
         .filter(|f| !is_process_root(f));
     match caller {
         Some(caller) => format!("{name} (from {caller})"),
@@ -331,6 +334,14 @@ fn is_process_root(frame: &str) -> bool {
         .strip_suffix(')')
         .and_then(|f| f.rsplit_once(" ("))
         .is_some_and(|(_, pid)| !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// The headline name of the first (largest) stack.
+fn top_culprit(stacks: &[NamedStack]) -> String {
+    stacks.first().map_or_else(
+        || "[unknown]".to_string(),
+        |s| culprit_with_caller(&s.frames),
+    )
 }
 
 fn advice(allocator: Option<&str>) -> String {
@@ -424,9 +435,7 @@ pub fn judge(e: &MemoryEvidence<'_>) -> MemoryVerdict {
                 "{}: the heap grew +{}, most under {}; run with the allocator probes to tell a leak from retention",
                 MemoryVerdictKind::HeapGrowthUnexplained.label(),
                 human_bytes(heap),
-                stacks
-                    .first()
-                    .map_or_else(|| "[unknown]".to_string(), |s| culprit_with_caller(&s.frames))
+                top_culprit(&stacks)
             );
             return verdict(
                 MemoryVerdictKind::HeapGrowthUnexplained,
@@ -453,10 +462,7 @@ pub fn judge(e: &MemoryEvidence<'_>) -> MemoryVerdict {
             human_bytes(live),
             numbers.span(),
             share,
-            stacks.first().map_or_else(
-                || "[unknown]".to_string(),
-                |s| culprit_with_caller(&s.frames)
-            )
+            top_culprit(&stacks)
         );
         // A residue next to the live growth is the allocator's own overhead.
         if direct_unexplained >= MIN_GROWTH_BYTES.max(LEAK_SHARE_OF_HEAP * live) {
@@ -464,10 +470,7 @@ pub fn judge(e: &MemoryEvidence<'_>) -> MemoryVerdict {
             also.push(format!(
                 "direct mappings also grew +{}, most under {}",
                 human_bytes(direct_unexplained),
-                d.first().map_or_else(
-                    || "[unknown]".to_string(),
-                    |s| culprit_with_caller(&s.frames)
-                )
+                top_culprit(&d)
             ));
         }
         return verdict(MemoryVerdictKind::Leak, headline, stacks, None, also);
@@ -481,10 +484,7 @@ pub fn judge(e: &MemoryEvidence<'_>) -> MemoryVerdict {
             human_bytes(heap),
             human_bytes(live.max(0.0)),
             live.max(0.0) / heap * 100.0,
-            stacks.first().map_or_else(
-                || "[unknown]".to_string(),
-                |s| culprit_with_caller(&s.frames)
-            )
+            top_culprit(&stacks)
         );
         if direct_unexplained >= MIN_GROWTH_BYTES {
             also.push(format!(
@@ -517,10 +517,7 @@ fn mapped_verdict(
          (a JIT, a runtime's own heap, or mmap called directly)",
         MemoryVerdictKind::MappedGrowth.label(),
         human_bytes(bytes),
-        stacks.first().map_or_else(
-            || "[unknown]".to_string(),
-            |s| culprit_with_caller(&s.frames)
-        )
+        top_culprit(&stacks)
     );
     MemoryVerdict {
         kind: MemoryVerdictKind::MappedGrowth,
