@@ -14,12 +14,16 @@ pub fn verdict_text(out: &mut String, p: &ProcessMemory) {
     let _ = writeln!(out, "   verdict: {}", v.headline);
     // A daemon's later intervals count from the follow start: say so whatever the
     // verdict, since the headline of some verdicts has no span of its own.
-    let span = if v.numbers.since_follow {
-        " since the process was first followed"
+    if v.numbers.since_follow {
+        let _ = writeln!(
+            out,
+            "     numbers {}: {}",
+            v.numbers.span(),
+            v.numbers.line()
+        );
     } else {
-        ""
-    };
-    let _ = writeln!(out, "     numbers{span}: {}", v.numbers.line());
+        let _ = writeln!(out, "     numbers: {}", v.numbers.line());
+    }
     for s in &v.stacks {
         let _ = writeln!(
             out,
@@ -47,6 +51,11 @@ fn short_stack(frames: &[String]) -> String {
         s.push_str("[unknown]");
     }
     s
+}
+
+/// Whether this process's numbers count from its follow start (see `Numbers::span`).
+fn since_follow(p: &ProcessMemory) -> bool {
+    p.verdict.as_ref().is_some_and(|v| v.numbers.since_follow)
 }
 
 /// The span this process's numbers cover (see `Numbers::span`).
@@ -103,10 +112,10 @@ pub fn resident_text(out: &mut String, p: &ProcessMemory) {
     let _ = writeln!(
         out,
         "   resident {} (kmem:rss_stat, {} updates): anon {} (peak {}), file {} (peak {}), shmem {} (peak {}), swapped {}; peak total {}",
-        if span(p) == "in the window" {
-            "during the window"
-        } else {
+        if since_follow(p) {
             span(p)
+        } else {
+            "during the window"
         },
         r.updates,
         human_bytes(r.anon as f64),
