@@ -32,36 +32,35 @@ fn node_leak_program(dir: &Path) -> PathBuf {
     wrapper
 }
 
-/// Check that memory leaked by the JS function `rememberRequest` (node, JIT code) is
-/// attributed to a frame named from the perf map.
-#[test]
-#[ignore = "needs root: run with `cargo xtask test`"]
-fn node_leak_names_js_function_from_perf_map() {
+/// Run `leak.js` for 6 s under `profiler record --pid PID ARGS --duration 5s`: the
+/// window ends while node still holds its buffers (at exit node frees them). Returns
+/// the output directory and the bytes node retained.
+fn record_node_leak(name: &str, args: &[&str]) -> (PathBuf, u64) {
     require_root();
     assert!(
         Path::new(NODE).exists(),
         "{NODE} is missing (Debian package nodejs)"
     );
-    let dir = scratch_dir("jit_node");
+    let dir = scratch_dir(name);
     let workload = Workload::start(&node_leak_program(&dir), 6.0, &dir);
     let pid = workload.pid.to_string();
-    let rec = Recording::start(
-        &[
-            "--pid",
-            &pid,
-            "--memory",
-            "--sample-bytes",
-            "1",
-            "--duration",
-            "5s",
-        ],
-        &dir.join("out"),
-    );
+    let mut all = vec!["--pid", &pid];
+    all.extend_from_slice(args);
+    all.extend_from_slice(&["--duration", "5s"]);
+    let rec = Recording::start(&all, &dir.join("out"));
     workload.release();
-    // The window ends while node still holds its buffers (at exit node frees them).
     let out = rec.wait();
     let retained = workload.finish("retained_bytes");
     let _ = std::fs::remove_file(format!("/tmp/perf-{pid}.map"));
+    (out, retained)
+}
+
+/// Check that memory leaked by the JS function `rememberRequest` (node, JIT code) is
+/// attributed to a frame named from the perf map.
+#[test]
+#[ignore = "needs root: run with `cargo xtask test`"]
+fn node_leak_names_js_function_from_perf_map() {
+    let (out, retained) = record_node_leak("jit_node", &["--memory", "--sample-bytes", "1"]);
     let lines = read_folded(&out.join("memory.folded"));
     let jit: Vec<_> = lines
         .iter()
@@ -95,29 +94,7 @@ fn node_leak_names_js_function_from_perf_map() {
 #[test]
 #[ignore = "needs root: run with `cargo xtask test`"]
 fn node_leak_verdict_names_the_js_function() {
-    require_root();
-    assert!(
-        Path::new(NODE).exists(),
-        "{NODE} is missing (Debian package nodejs)"
-    );
-    let dir = scratch_dir("jit_node_verdict");
-    let workload = Workload::start(&node_leak_program(&dir), 6.0, &dir);
-    let pid = workload.pid.to_string();
-    let rec = Recording::start(
-        &[
-            "--pid",
-            &pid,
-            "--memory",
-            "--allocations",
-            "--duration",
-            "5s",
-        ],
-        &dir.join("out"),
-    );
-    workload.release();
-    let out = rec.wait();
-    let retained = workload.finish("retained_bytes");
-    let _ = std::fs::remove_file(format!("/tmp/perf-{pid}.map"));
+    let (out, retained) = record_node_leak("jit_node_verdict", &["--memory", "--allocations"]);
     let report: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
     let verdict = &report["memory"]["processes"][0]["verdict"];
