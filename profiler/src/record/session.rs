@@ -288,6 +288,9 @@ impl Session {
                 (root_first_names(per_addr), locations)
             });
         t.unwind_cache.insert(sample, read_end, id, truncated);
+        for error in self.symbolizer.take_new_errors() {
+            eprintln!("profiler: note: process {pid}: {error}");
+        }
         Some(id)
     }
 
