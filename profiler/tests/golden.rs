@@ -3,8 +3,8 @@
 use std::path::PathBuf;
 
 use profiler::{
+    analyze::waits::verdict::{Verdict, WaitGroup},
     collect::Counters,
-    offcpu::verdict::{Verdict, WaitGroup},
     procfs::Rss,
     render::{
         folded, report, svg,
@@ -106,32 +106,34 @@ fn memory_report() -> MemoryReport {
     let mapped: Vec<_> = p
         .growth
         .iter()
-        .map(|g| profiler::memory_verdict::MappedStack {
+        .map(|g| profiler::analyze::memory::verdict::MappedStack {
             kind: &g.kind,
             frames: &g.frames,
             bytes: g.bytes,
         })
         .collect();
     let a = p.allocations.as_ref().unwrap();
-    let verdict = profiler::memory_verdict::judge(&profiler::memory_verdict::MemoryEvidence {
-        allocator_probed: true,
-        live_growth: a.live_bytes,
-        live_stacks: a
-            .growth
-            .iter()
-            .map(|g| profiler::memory_verdict::NamedStack {
-                frames: g.frames.clone(),
-                bytes: g.bytes,
-            })
-            .collect(),
-        allocated: a.allocated_bytes,
-        freed: a.freed_bytes,
-        mapped,
-        resident_before: p.rss_before.map(|r| r.total),
-        resident_after: p.rss_after.map(|r| r.total),
-        allocator: Some("glibc malloc".into()),
-        since_follow: false,
-    });
+    let verdict = profiler::analyze::memory::verdict::judge(
+        &profiler::analyze::memory::verdict::MemoryEvidence {
+            allocator_probed: true,
+            live_growth: a.live_bytes,
+            live_stacks: a
+                .growth
+                .iter()
+                .map(|g| profiler::analyze::memory::verdict::NamedStack {
+                    frames: g.frames.clone(),
+                    bytes: g.bytes,
+                })
+                .collect(),
+            allocated: a.allocated_bytes,
+            freed: a.freed_bytes,
+            mapped,
+            resident_before: p.rss_before.map(|r| r.total),
+            resident_after: p.rss_after.map(|r| r.total),
+            allocator: Some("glibc malloc".into()),
+            since_follow: false,
+        },
+    );
     p.verdict = Some(verdict);
     report
 }

@@ -7,6 +7,7 @@ mod allocator;
 pub mod decode;
 pub mod format;
 mod host;
+pub mod inflight;
 
 use aya::{
     maps::{Array, HashMap, MapData, PerCpuArray, RingBuf},

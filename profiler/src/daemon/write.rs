@@ -125,8 +125,8 @@ impl Finish<'_> {
 mod tests {
     use super::*;
     use crate::{
+        analyze::waits::verdict::Verdict,
         collect::Counters,
-        offcpu::verdict::Verdict,
         render::{
             waits::{ProcessWaits, WaitReport},
             MemoryReport, ProcessMemory,

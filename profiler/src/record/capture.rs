@@ -14,11 +14,11 @@ use std::{
 
 use anyhow::Context as _;
 
-use super::{snapshot, RecordOptions, Session};
+use super::{RecordOptions, Session};
 use crate::targets::{ProcessInfo, TargetSelector};
 use crate::{
+    analyze::waits::{verdict, ThreadSnapshot},
     collect::{monotonic_now_ns, CollectError, Collector, CollectorConfig, Counters, Record},
-    offcpu::{verdict, ThreadSnapshot},
     procfs,
     render::{
         waits::{BlockedStack, ProcessWaits, WaitReport},
@@ -319,7 +319,7 @@ impl Capture {
             .filter(|&p| only.is_none_or(|o| o == p))
             .collect();
         for pid in pids {
-            let snap = snapshot::take(session, &self.collector, pid, observed_ns);
+            let snap = crate::collect::inflight::take(session, &self.collector, pid, observed_ns);
             let stacks = &session.stacks;
             let (verdict, mut in_flight) = match &snap {
                 Some(snap) => verdict::judge(snap, stall_ns, |id| {
@@ -328,7 +328,7 @@ impl Capture {
                 None => (verdict::Verdict::Exited, Vec::new()),
             };
             if let Some(snap) = &snap {
-                super::locations::fill_wait_groups(&mut in_flight, snap, stacks);
+                crate::stacks::locations::fill_wait_groups(&mut in_flight, snap, stacks);
             }
             let snap = snap.unwrap_or_else(|| ThreadSnapshot {
                 pid,
@@ -353,7 +353,7 @@ impl Capture {
                         .unwrap_or_default(),
                     ns: totals.ns,
                     count: totals.count,
-                    locations: super::locations::of_stack(stacks, stack),
+                    locations: crate::stacks::locations::of_stack(stacks, stack),
                 })
                 .collect();
             let mut futexes: Vec<(u64, u64, u64)> = snap

@@ -2,10 +2,8 @@
 mod allocators;
 pub mod capture;
 pub mod follow;
-mod locations;
 pub(crate) mod output;
 mod session;
-pub mod snapshot;
 
 use std::{path::PathBuf, time::Duration};
 

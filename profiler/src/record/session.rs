@@ -5,15 +5,15 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::{
-    aggregate::{StackTable, UnwindCache},
     allocator::{live::LiveBlock, LiveAllocations},
+    analyze::memory::verdict::{self as memory_verdict, MappedStack, MemoryEvidence, NamedStack},
+    analyze::waits::{classify::FdClassifier, WaitProfile},
     collect::{Counters, Record, ResidentTrack},
     events::{linux, AllocOp, AllocRecord, MemOp, MemRecord, StackId, StackSample, WaitRecord},
     ledger::{ProcessLedger, Provenance, RegionKind},
-    memory_verdict::{self, MappedStack, MemoryEvidence, NamedStack},
-    offcpu::{classify::FdClassifier, WaitProfile},
     procfs::{self, Rss},
     render::{AllocGrowth, AllocationView, MemoryReport, ProcessMemory, ResidentView, StackGrowth},
+    stacks::{StackTable, UnwindCache},
     symbolize::{Frame, Symbolizer},
     targets::{self, ProcessIdentity},
     unwind::{AddressSpace, ElfCache, Unwinder},
@@ -284,7 +284,8 @@ impl Session {
             .stacks
             .intern_located(pid, unwound.frames, truncated, |addrs| {
                 let per_addr = symbolizer.symbolize_process(pid, space, addrs);
-                let locations = super::locations::root_first_locations(space, addrs, &per_addr);
+                let locations =
+                    crate::stacks::locations::root_first_locations(space, addrs, &per_addr);
                 (root_first_names(per_addr), locations)
             });
         t.unwind_cache.insert(sample, read_end, id, truncated);
@@ -519,7 +520,7 @@ impl Session {
                     frames: names(id),
                     bytes: g.bytes,
                     objects: g.objects,
-                    locations: super::locations::of_stack(&self.stacks, id),
+                    locations: crate::stacks::locations::of_stack(&self.stacks, id),
                 })
                 .collect();
             rows.sort_by(|a, b| b.bytes.total_cmp(&a.bytes).then(a.frames.cmp(&b.frames)));

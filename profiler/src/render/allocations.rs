@@ -3,7 +3,7 @@
 use std::fmt::Write as _;
 
 use super::{report::TOP_STACKS, ProcessMemory};
-use crate::{memory_verdict::culprit, units::human_bytes};
+use crate::{analyze::memory::verdict::culprit, units::human_bytes};
 
 /// Frames shown per stack in the text report.
 const FRAMES_SHOWN: usize = 12;

@@ -16,7 +16,8 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use crate::{
-    collect::Counters, memory_verdict::MemoryVerdict, procfs::Rss, targets::ProcessIdentity,
+    analyze::memory::verdict::MemoryVerdict, collect::Counters, procfs::Rss,
+    targets::ProcessIdentity,
 };
 
 /// Everything a capture learned about memory, per process.

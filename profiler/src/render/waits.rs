@@ -5,7 +5,7 @@ use serde::Serialize;
 
 use super::folded::{process_root, sanitize};
 use crate::{
-    offcpu::verdict::{Verdict, WaitGroup},
+    analyze::waits::verdict::{Verdict, WaitGroup},
     targets::ProcessIdentity,
 };
 

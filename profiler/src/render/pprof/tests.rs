@@ -240,7 +240,7 @@ fn memory_profile_totals_equal_folded() {
 /// waits.folded's microseconds.
 #[test]
 fn waits_profile_matches_folded() {
-    use crate::offcpu::verdict::{Verdict, WaitGroup};
+    use crate::analyze::waits::verdict::{Verdict, WaitGroup};
     let report = WaitReport {
         threshold_ns: 1_000_000,
         processes: vec![ProcessWaits {

@@ -3,10 +3,10 @@
 use std::sync::Arc;
 
 use crate::{
-    aggregate::StackTable,
+    analyze::waits::{verdict::WaitGroup, ThreadSnapshot},
     events::StackId,
-    offcpu::{verdict::WaitGroup, ThreadSnapshot},
     render::pprof::{build_id_hex, CodeLine, CodeLocation, ModuleMapping},
+    stacks::StackTable,
     symbolize::Frame,
     unwind::AddressSpace,
 };

@@ -233,8 +233,8 @@ pub fn judge(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::analyze::waits::WaitOn;
     use crate::events::WaitSyscall;
-    use crate::offcpu::WaitOn;
 
     fn futex_wait(tid: u32, addr: u64, blocked_s: Option<u64>, stack: StackId) -> InFlightWait {
         InFlightWait {

@@ -7,11 +7,11 @@
 //! and the stack memory from `/proc/PID/mem`, unwound with the same unwinder as events.
 use profiler_common::{futex_op, MAX_STACK_BYTES, STACK_PAGE_SIZE};
 
-use super::Session;
+use crate::record::Session;
 use crate::{
+    analyze::waits::{InFlightWait, ThreadSnapshot},
     collect::{monotonic_now_ns, Collector},
     events::{StackSample, WaitSyscall},
-    offcpu::{InFlightWait, ThreadSnapshot},
     procfs::{self, ThreadSyscall},
 };
 

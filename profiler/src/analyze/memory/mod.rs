@@ -1,0 +1,3 @@
+//! The memory analysis: per process, from the ledger's growth by stack, the live
+//! allocations and resident memory, the verdict ([`verdict::judge`]).
+pub mod verdict;
