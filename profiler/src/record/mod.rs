@@ -14,7 +14,7 @@ pub use follow::{describe_processes, RESCAN_INTERVAL};
 pub use session::Session;
 
 use crate::{
-    render::waits::WaitReport,
+    model::WaitReport,
     targets::{TargetSelector, TargetSpec},
 };
 
