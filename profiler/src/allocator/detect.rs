@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use crate::procfs::MapEntry;
 
 /// Allocator implementations the report names.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum AllocatorFamily {
     Glibc,

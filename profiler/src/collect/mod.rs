@@ -20,7 +20,8 @@ use profiler_common::{Config, Counter, FutexKey, WaitStart, MAX_STACK_PAGES};
 use tokio::io::unix::AsyncFd;
 
 pub use crate::model::Counters;
-pub use allocator::{AttachedAllocator, ResidentTrack};
+pub use crate::model::ResidentTrack;
+pub use allocator::AttachedAllocator;
 pub use decode::{decode, DecodeError, Record};
 pub use host::{check_host, HostError};
 

@@ -106,7 +106,7 @@ impl Daemon {
     /// The memory cgroup of every target, read when it joins: an OOM-killed process's
     /// is gone from /proc by the time its snapshot is written.
     fn remember_cgroups(&mut self) {
-        for t in self.capture.session.targets.values() {
+        for t in self.capture.session.state.targets.values() {
             if let std::collections::hash_map::Entry::Vacant(slot) = self.cgroups.entry(t.pid) {
                 let mut cgroup =
                     crate::targets::read_memory_cgroup(t.pid).or_else(|| t.identity.cgroup.clone());
@@ -241,6 +241,7 @@ impl Daemon {
         let gone: Vec<u32> = self
             .capture
             .session
+            .state
             .targets
             .values()
             .filter(|t| t.exited)
@@ -252,7 +253,7 @@ impl Daemon {
         }
         self.capture.next_window();
         self.window_started = ended;
-        if self.capture.session.targets.is_empty() && !self.warned_no_targets {
+        if self.capture.session.state.targets.is_empty() && !self.warned_no_targets {
             eprintln!(
                 "profiler: note: every target has exited; the daemon keeps running{}",
                 if self.follows_new {
@@ -273,7 +274,7 @@ impl Daemon {
             return;
         };
         let mut labels = std::collections::BTreeMap::new();
-        let targets: Vec<_> = self.capture.session.targets.values().collect();
+        let targets: Vec<_> = self.capture.session.state.targets.values().collect();
         if let [t] = targets[..] {
             labels.insert("process".to_string(), t.comm.clone());
             if let Some(c) = &t.identity.container {
@@ -374,6 +375,7 @@ impl Daemon {
         let comm = self
             .capture
             .session
+            .state
             .targets
             .get(&pid)
             .map(|t| t.comm.clone())
@@ -447,6 +449,7 @@ impl Daemon {
         let live: Vec<(u32, String)> = self
             .capture
             .session
+            .state
             .targets
             .values()
             .filter(|t| !t.exited)

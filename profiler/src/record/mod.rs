@@ -3,6 +3,8 @@ mod allocators;
 pub mod capture;
 pub mod follow;
 pub(crate) mod output;
+pub mod records_file;
+pub mod replay;
 mod session;
 
 use std::{path::PathBuf, time::Duration};
@@ -43,6 +45,8 @@ pub struct RecordOptions {
     pub wait_threshold: Duration,
     /// Threads blocked longer than this with no wake count towards a stall.
     pub stall_threshold: Duration,
+    /// Save the capture stream here (`--save-records`), for `profiler replay`.
+    pub save_records: Option<PathBuf>,
 }
 
 /// What a finished capture wrote, for the command line summary.
@@ -86,6 +90,7 @@ pub async fn record(opts: &RecordOptions) -> anyhow::Result<RecordSummary> {
 
     let stop_reason = capture_loop(&mut capture, opts.duration).await?;
     let window = capture.finish(None)?;
+    let recorder = capture.session.take_recorder();
     // Detaching costs the kernel a grace period per tracepoint (about 0.1 s each, 4 s in
     // all here): stop tracing the targets now and detach on a thread while the files are
     // written, so the flamegraph does not wait for it.
@@ -98,6 +103,10 @@ pub async fn record(opts: &RecordOptions) -> anyhow::Result<RecordSummary> {
         window.window_secs,
     )?;
     let _ = detach.join();
+    if let Some(writer) = recorder {
+        let path = writer.finish()?;
+        eprintln!("profiler: capture stream saved to {}", path.display());
+    }
     Ok(RecordSummary {
         out: opts.out.clone(),
         window_secs: window.window_secs,
