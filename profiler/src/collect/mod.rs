@@ -164,14 +164,12 @@ impl Collector {
             all_processes: u32::from(cfg.all_processes),
             alloc_sample_bytes: cfg.alloc_sample_bytes.max(1),
         };
-        let mut array: Array<_, Config> = Array::try_from(map(&mut ebpf, "CONFIG")?)
-            .map_err(map_error("CONFIG"))?;
-        array
-            .set(0, config, 0)
-            .map_err(map_error("CONFIG"))?;
+        let mut array: Array<_, Config> =
+            Array::try_from(map(&mut ebpf, "CONFIG")?).map_err(map_error("CONFIG"))?;
+        array.set(0, config, 0).map_err(map_error("CONFIG"))?;
         // The profiler never traces itself, not even with `all_processes`.
-        let mut excluded: HashMap<_, u32, u32> = HashMap::try_from(map(&mut ebpf, "EXCLUDED")?)
-            .map_err(map_error("EXCLUDED"))?;
+        let mut excluded: HashMap<_, u32, u32> =
+            HashMap::try_from(map(&mut ebpf, "EXCLUDED")?).map_err(map_error("EXCLUDED"))?;
         excluded
             .insert(std::process::id(), 1, 0)
             .map_err(map_error("EXCLUDED"))?;
@@ -194,25 +192,22 @@ impl Collector {
     /// Trace process `pid`. `brk` is its current program break, when known, so that the
     /// first heap growth in the window is measured from the right place.
     pub fn add_target(&mut self, pid: u32, brk: Option<u64>) -> Result<(), CollectError> {
-        let mut targets: HashMap<_, u32, u32> = HashMap::try_from(map(&mut self.ebpf, "TARGETS")?)
-            .map_err(map_error("TARGETS"))?;
-        targets
-            .insert(pid, 1, 0)
-            .map_err(map_error("TARGETS"))?;
+        let mut targets: HashMap<_, u32, u32> =
+            HashMap::try_from(map(&mut self.ebpf, "TARGETS")?).map_err(map_error("TARGETS"))?;
+        targets.insert(pid, 1, 0).map_err(map_error("TARGETS"))?;
         if let Some(brk) = brk {
             let mut last: HashMap<_, u32, u64> =
                 HashMap::try_from(map(&mut self.ebpf, "BRK_LAST")?)
                     .map_err(map_error("BRK_LAST"))?;
-            last.insert(pid, brk, 0)
-                .map_err(map_error("BRK_LAST"))?;
+            last.insert(pid, brk, 0).map_err(map_error("BRK_LAST"))?;
         }
         Ok(())
     }
 
     /// Stop tracing process `pid` (it exited: its id may be reused by another process).
     pub fn remove_target(&mut self, pid: u32) -> Result<(), CollectError> {
-        let mut targets: HashMap<_, u32, u32> = HashMap::try_from(map(&mut self.ebpf, "TARGETS")?)
-            .map_err(map_error("TARGETS"))?;
+        let mut targets: HashMap<_, u32, u32> =
+            HashMap::try_from(map(&mut self.ebpf, "TARGETS")?).map_err(map_error("TARGETS"))?;
         // Absent already (never added, or removed): nothing to do.
         let _ = targets.remove(&pid);
         if let Ok(mut last) = HashMap::<_, u32, u64>::try_from(map(&mut self.ebpf, "BRK_LAST")?) {
@@ -224,13 +219,11 @@ impl Collector {
     /// Stop tracing every target: the probes return at their first check from now on.
     /// Cheaper than detaching, which costs the kernel a grace period per tracepoint.
     pub fn forget_targets(&mut self) -> Result<(), CollectError> {
-        let mut targets: HashMap<_, u32, u32> = HashMap::try_from(map(&mut self.ebpf, "TARGETS")?)
-            .map_err(map_error("TARGETS"))?;
+        let mut targets: HashMap<_, u32, u32> =
+            HashMap::try_from(map(&mut self.ebpf, "TARGETS")?).map_err(map_error("TARGETS"))?;
         let pids: Vec<u32> = targets.keys().filter_map(Result::ok).collect();
         for pid in pids {
-            targets
-                .remove(&pid)
-                .map_err(map_error("TARGETS"))?;
+            targets.remove(&pid).map_err(map_error("TARGETS"))?;
         }
         Ok(())
     }
@@ -240,8 +233,8 @@ impl Collector {
     pub fn seed_brk(&mut self, pid: u32, brk: u64) -> Result<(), CollectError> {
         /// `BPF_NOEXIST`: only insert, never overwrite a break the probes recorded.
         const NOEXIST: u64 = 1;
-        let mut last: HashMap<_, u32, u64> = HashMap::try_from(map(&mut self.ebpf, "BRK_LAST")?)
-            .map_err(map_error("BRK_LAST"))?;
+        let mut last: HashMap<_, u32, u64> =
+            HashMap::try_from(map(&mut self.ebpf, "BRK_LAST")?).map_err(map_error("BRK_LAST"))?;
         match last.insert(pid, brk, NOEXIST) {
             Ok(()) => Ok(()),
             Err(aya::maps::MapError::SyscallError(e))
@@ -375,8 +368,8 @@ impl Collector {
     pub fn attach_oom_probe(&mut self) -> Result<bool, CollectError> {
         use profiler_common::oom_field;
         let format = format::read("oom", "mark_victim").unwrap_or_default();
-        let mut fields: Array<_, u32> = Array::try_from(map(&mut self.ebpf, "OOM_FIELDS")?)
-            .map_err(map_error("OOM_FIELDS"))?;
+        let mut fields: Array<_, u32> =
+            Array::try_from(map(&mut self.ebpf, "OOM_FIELDS")?).map_err(map_error("OOM_FIELDS"))?;
         for (slot, name) in [
             (oom_field::TOTAL_VM, "total_vm"),
             (oom_field::ANON_RSS, "anon_rss"),
