@@ -175,7 +175,7 @@ impl Collector {
             .map_err(map_error("EXCLUDED"))?;
         let ring = RingBuf::try_from(
             ebpf.take_map("EVENTS")
-                .ok_or_else(|| CollectError::MissingMap("EVENTS"))?,
+                .ok_or(CollectError::MissingMap("EVENTS"))?,
         )
         .map_err(map_error("EVENTS"))?;
         // SAFETY: the ring buffer's fd is owned by `ring`, which the AsyncFd owns and
@@ -433,6 +433,5 @@ fn map_error(map: &'static str) -> impl FnOnce(aya::maps::MapError) -> CollectEr
 }
 
 fn map<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut aya::maps::Map, CollectError> {
-    ebpf.map_mut(name)
-        .ok_or_else(|| CollectError::MissingMap(name))
+    ebpf.map_mut(name).ok_or(CollectError::MissingMap(name))
 }

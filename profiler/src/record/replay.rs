@@ -6,10 +6,11 @@ use std::path::PathBuf;
 
 use anyhow::Context as _;
 
+use super::Sink as _;
 use super::{
     output,
     records_file::{RecordReader, RecordSource},
-    Window,
+    Delivery, DirSink, Window,
 };
 use crate::analyze::CaptureState;
 
@@ -45,13 +46,17 @@ pub fn replay(opts: &ReplayOptions) -> anyhow::Result<ReplaySummary> {
     let mut reader = RecordReader::open(&opts.file)?;
     let (window, records) = replay_source(&mut reader)?;
     output::prepare_dir(&opts.out)?;
-    output::write_all(
-        &opts.out,
-        window.memory.as_ref(),
-        window.waits.as_ref(),
-        &window.counters,
-        window.window_secs,
-    )?;
+    let now = time::OffsetDateTime::now_utc();
+    let mut delivery = Delivery {
+        started: now - time::Duration::seconds_f64(window.window_secs),
+        ended: now,
+        dir: None,
+        labels: Default::default(),
+    };
+    DirSink {
+        dir: opts.out.clone(),
+    }
+    .deliver(&window, &mut delivery)?;
     Ok(ReplaySummary {
         records,
         window_secs: window.window_secs,
