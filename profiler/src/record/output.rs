@@ -137,12 +137,9 @@ fn write_waits(dir: &Path, report: &WaitReport, window_secs: f64) -> anyhow::Res
 }
 
 fn write_memory(dir: &Path, report: &MemoryReport) -> anyhow::Result<()> {
-    let lines = folded::memory_lines(report);
-    let total: u64 = lines
-        .iter()
-        .filter_map(|l| folded::parse_line(l))
-        .map(|(_, n)| n)
-        .sum();
+    let counts = folded::memory_counts(report);
+    let total: u64 = counts.iter().map(|(_, n)| n).sum();
+    let lines = folded::lines(counts);
     let view = FlameView {
         view: View::Memory,
         title: format!("Memory growth: {}", process_names(report)),
@@ -159,12 +156,9 @@ fn write_memory(dir: &Path, report: &MemoryReport) -> anyhow::Result<()> {
 }
 
 fn write_allocations(dir: &Path, report: &MemoryReport) -> anyhow::Result<()> {
-    let lines = folded::allocation_lines(report, Half::Whole);
-    let total: u64 = lines
-        .iter()
-        .filter_map(|l| folded::parse_line(l))
-        .map(|(_, n)| n)
-        .sum();
+    let counts = folded::allocation_counts(report, Half::Whole);
+    let total: u64 = counts.iter().map(|(_, n)| n).sum();
+    let lines = folded::lines(counts);
     let view = FlameView {
         view: View::Allocations,
         title: format!("Live allocations: {}", process_names(report)),
