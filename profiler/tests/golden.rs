@@ -4,7 +4,10 @@ use std::path::PathBuf;
 
 use profiler::{
     collect::Counters,
-    offcpu::verdict::{Verdict, WaitGroup},
+    offcpu::{
+        demand::Evidence,
+        verdict::{Verdict, WaitGroup},
+    },
     procfs::Rss,
     render::{
         folded, report, svg,
@@ -215,6 +218,10 @@ fn wait_report() -> WaitReport {
                 on: "futex 0x5000".into(),
                 frame_below_lock: Some("pool_acquire".into()),
                 blocked_at_least_ns: 12_000_000_000,
+                evidence: vec![Evidence::QueuedConnections {
+                    listener: "127.0.0.1:8080".into(),
+                    queued: 2,
+                }],
             },
             completed: vec![BlockedStack {
                 kind: "socket 127.0.0.1:5432".into(),

@@ -3,6 +3,7 @@
 //!
 //! Pure except for [`classify::FdClassifier`], which names file descriptors from /proc.
 pub mod classify;
+pub mod demand;
 pub mod verdict;
 
 use std::collections::{BTreeMap, HashMap};
@@ -126,6 +127,8 @@ pub struct ThreadSnapshot {
     pub futex_waits: BTreeMap<u64, u64>,
     /// How long the probes watched before the snapshot.
     pub observed_ns: u64,
+    /// What /proc showed of unmet demand at the snapshot (queues, lock owners).
+    pub demand: demand::DemandSignals,
 }
 
 impl ThreadSnapshot {

@@ -1,14 +1,17 @@
 //! The stall verdict: is this process stuck, idle, or making progress?
 //!
 //! A process is STALLED when at least 80 % of its threads have been blocked for longer
-//! than the threshold on waits that nothing woke: futexes with no wake call in the
-//! window, or reads from sockets. Event loops and listeners waiting for work are idle,
-//! not stalled, and the verdict says so rather than crying wolf.
-use std::collections::BTreeMap;
+//! than the threshold on waits that nothing woke (futexes with no wake call in the
+//! window, reads from sockets) *and* there is evidence of unmet demand for them
+//! ([`super::demand`]): connections queued or requests unread on its listeners, waiters
+//! piling up on one futex, a lock held by another thread or a cycle of them, a call to a
+//! peer with no answer. The same blocked threads without such evidence are workers
+//! waiting for work: idle. Event loops and listeners waiting for work are idle too.
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
 
-use super::{InFlightWait, ThreadSnapshot};
+use super::{demand, demand::Evidence, InFlightWait, ThreadSnapshot};
 use crate::events::StackId;
 
 /// Threads blocked on the same thing with the same stack.
@@ -45,6 +48,8 @@ pub enum Verdict {
         on: String,
         frame_below_lock: Option<String>,
         blocked_at_least_ns: u64,
+        /// Why this is a stall and not idle workers: what wants these threads.
+        evidence: Vec<Evidence>,
     },
     Idle {
         threads: usize,
@@ -62,10 +67,11 @@ impl Verdict {
     /// One line for the report.
     pub fn line(&self) -> String {
         match self {
-            Verdict::Stalled { stuck, threads, on, frame_below_lock, blocked_at_least_ns } => format!(
-                "STALLED: {stuck} of {threads} threads blocked for at least {:.1} s on {on} with no wake{}",
+            Verdict::Stalled { stuck, threads, on, frame_below_lock, blocked_at_least_ns, evidence } => format!(
+                "STALLED: {stuck} of {threads} threads blocked for at least {:.1} s on {on} with no wake{}; unmet demand: {}",
                 *blocked_at_least_ns as f64 / 1e9,
-                frame_below_lock.as_ref().map(|f| format!(", waiting in {f}")).unwrap_or_default()
+                frame_below_lock.as_ref().map(|f| format!(", waiting in {f}")).unwrap_or_default(),
+                evidence.iter().map(Evidence::describe).collect::<Vec<_>>().join("; ")
             ),
             Verdict::Idle { threads, detail } => format!("not stalled: idle ({detail}; {threads} threads)"),
             Verdict::Exited => "exited before the end of the window: completed waits only".into(),
@@ -83,15 +89,30 @@ impl Verdict {
                 threads,
                 on,
                 frame_below_lock,
+                evidence,
                 ..
             } => format!(
-                "STALLED: {stuck}/{threads} threads on {on}{}",
+                "STALLED: {stuck}/{threads} threads on {on}{}{}",
                 frame_below_lock
                     .as_ref()
                     .map(|f| format!(" in {f}"))
+                    .unwrap_or_default(),
+                evidence
+                    .first()
+                    .map(|e| format!(" ({})", e.short()))
                     .unwrap_or_default()
             ),
-            Verdict::Idle { .. } => "idle".into(),
+            // The first clause of the detail: `idle: 8 threads waiting for work in
+            // worker_wait_for_job`, `idle in epoll_wait`.
+            Verdict::Idle { detail, .. } => {
+                let first = detail.split([';', ',']).next().unwrap_or_default();
+                let first = first.split(" on futex ").next().unwrap_or_default();
+                if first.starts_with("idle") {
+                    first.to_string()
+                } else {
+                    format!("idle: {first}")
+                }
+            }
             Verdict::Progressing { .. } => "not stalled".into(),
             Verdict::Exited => "exited".into(),
         }
@@ -151,7 +172,8 @@ pub fn judge(
     threshold_ns: u64,
     stack_names: impl Fn(StackId) -> Vec<String>,
 ) -> (Verdict, Vec<WaitGroup>) {
-    let stuck = |w: &InFlightWait| -> bool {
+    // Long, not waiting for work by its kind, and nothing woke it.
+    let unwoken = |w: &InFlightWait| -> bool {
         if w.on.is_idle_kind() || snap.blocked_at_least(w) < threshold_ns {
             return false;
         }
@@ -160,6 +182,9 @@ pub fn judge(
             _ => true,
         }
     };
+    let candidates: Vec<&InFlightWait> = snap.in_flight.iter().filter(|w| unwoken(w)).collect();
+    let findings = demand::find(snap, &candidates);
+    let stuck = |w: &InFlightWait| unwoken(w) && findings.covered.contains(&w.tid);
     let mut groups: BTreeMap<(String, Vec<String>), WaitGroup> = BTreeMap::new();
     for w in &snap.in_flight {
         let stack = w.stack.map(&stack_names).unwrap_or_default();
@@ -196,7 +221,8 @@ pub fn judge(
 
     let threads = snap.threads.max(snap.in_flight.len());
     let n_stuck = snap.in_flight.iter().filter(|w| stuck(w)).count();
-    let verdict = if threads > 0 && n_stuck * 5 >= threads * 4 {
+    let most = |n: usize| threads > 0 && n * 5 >= threads * 4;
+    let verdict = if most(n_stuck) {
         let main = groups
             .iter()
             .find(|g| g.stuck)
@@ -212,6 +238,13 @@ pub fn judge(
                 .map(|g| g.blocked_at_least_ns)
                 .min()
                 .unwrap_or(0),
+            evidence: findings.evidence,
+        }
+    } else if most(candidates.len()) && findings.evidence.is_empty() {
+        let waiting: BTreeSet<u32> = candidates.iter().map(|w| w.tid).collect();
+        Verdict::Idle {
+            threads,
+            detail: waiting_for_work(&groups, &waiting, snap),
         }
     } else if let Some(idle) = snap.in_flight.iter().find(|w| w.on.is_idle_kind()) {
         let detail = match &idle.on {
@@ -229,6 +262,51 @@ pub fn judge(
     };
     (verdict, groups)
 }
+
+/// The idle detail for threads blocked long with no wake and nothing wanting them:
+/// `8 threads waiting for work in worker_wait_for_job on futex 0x…, no unmet demand
+/// (…)`, naming the largest group of them.
+fn waiting_for_work(
+    groups: &[WaitGroup],
+    waiting: &BTreeSet<u32>,
+    snap: &ThreadSnapshot,
+) -> String {
+    let largest = groups
+        .iter()
+        .filter(|g| g.tids.iter().all(|t| waiting.contains(t)))
+        .max_by_key(|g| g.tids.len());
+    let what = match largest {
+        Some(g) if g.tids.len() == waiting.len() => format!(
+            "{} threads waiting for work{} on {}",
+            g.tids.len(),
+            g.frame_below_lock
+                .as_ref()
+                .map(|f| format!(" in {f}"))
+                .unwrap_or_default(),
+            g.on
+        ),
+        Some(g) => format!(
+            "{} threads waiting for work, {} of them{} on {}",
+            waiting.len(),
+            g.tids.len(),
+            g.frame_below_lock
+                .as_ref()
+                .map(|f| format!(" in {f}"))
+                .unwrap_or_default(),
+            g.on
+        ),
+        None => format!("{} threads waiting for work", waiting.len()),
+    };
+    let listeners = match snap.demand.listeners.len() {
+        0 => "no listening socket".to_string(),
+        n => format!("nothing queued on {n} listener(s)"),
+    };
+    format!("{what} with no wake; no unmet demand: {listeners}, no unread requests, no waiters piling up, no lock held")
+}
+
+#[cfg(test)]
+#[path = "verdict_cases.rs"]
+mod cases;
 
 #[cfg(test)]
 mod tests {
@@ -292,7 +370,7 @@ mod tests {
         assert!(v.line().starts_with("STALLED: 4 of 5 threads"));
         assert_eq!(
             v.short(),
-            "STALLED: 4/5 threads on futex 0xabc in acquire_nested"
+            "STALLED: 4/5 threads on futex 0xabc in acquire_nested (4 waiters piled up)"
         );
     }
 

@@ -11,8 +11,9 @@ use super::Session;
 use crate::{
     collect::{monotonic_now_ns, Collector},
     events::{StackSample, WaitSyscall},
-    offcpu::{InFlightWait, ThreadSnapshot},
+    offcpu::{demand::DemandSignals, InFlightWait, ThreadSnapshot, WaitOn},
     procfs::{self, ThreadSyscall},
+    sockets,
 };
 
 /// Take the snapshot of process `pid`. `observed_ns` is how long the probes have been
@@ -86,6 +87,7 @@ pub fn take(
             stack,
         });
     }
+    let demand = demand_signals(pid, &tids, &in_flight);
     let comm = session
         .targets
         .get(&pid)
@@ -99,7 +101,39 @@ pub fn take(
         futex_wakes,
         futex_waits,
         observed_ns,
+        demand,
     })
+}
+
+/// What /proc shows of unmet demand: the process's listeners with their accept queues
+/// and unread requests, and the owner of each lock a thread waits on (read from the
+/// lock word in the process's memory).
+fn demand_signals(pid: u32, tids: &[u32], in_flight: &[InFlightWait]) -> DemandSignals {
+    let own = sockets::socket_inodes(pid);
+    let table = sockets::read_sockets(pid);
+    let mut signals = DemandSignals::from_sockets(own.iter().filter_map(|i| table.get(i)));
+    for w in in_flight {
+        let WaitOn::Futex { addr } = w.on else {
+            continue;
+        };
+        if signals.lock_owners.contains_key(&addr) {
+            continue;
+        }
+        let Ok(bytes) = procfs::read_memory(pid, addr, 12) else {
+            continue;
+        };
+        let word = |at: usize| {
+            bytes
+                .get(at..at + 4)
+                .map_or(0, |b| u32::from_le_bytes(b.try_into().unwrap_or_default()))
+        };
+        if let Some(owner) =
+            crate::offcpu::demand::lock_owner(word(0), word(8), tids).filter(|&o| o != w.tid)
+        {
+            signals.lock_owners.insert(addr, owner);
+        }
+    }
+    signals
 }
 
 fn first_pollfd(pid: u32, addr: u64) -> i32 {

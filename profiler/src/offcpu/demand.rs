@@ -1,0 +1,431 @@
+//! Evidence of unmet demand: what separates a stuck process from an idle one.
+//!
+//! Threads blocked for seconds on a futex nobody wakes look the same whether a pool
+//! deadlocked or its workers simply have nothing to do. The stall verdict therefore asks
+//! for evidence that something wants these threads to move and is not being served:
+//! connections queued on a listener nobody accepts, request bytes nobody reads, waiters
+//! piling up on one futex during the window, a lock held by another thread (or a cycle of
+//! them: a deadlock), or a call to a peer that was never answered. Without any of it, the
+//! same picture is an idle process, and the verdict says so.
+//!
+//! Pure: the signals are read from /proc by the snapshot ([`DemandSignals`]), the rules
+//! live here and are tested on recorded snapshots.
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::Serialize;
+
+use super::{InFlightWait, ThreadSnapshot, WaitOn};
+use crate::sockets::SocketInfo;
+
+/// What /proc showed at the snapshot, beside the waits themselves.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct DemandSignals {
+    /// The process's own listening sockets and the connections in their accept queue
+    /// (`rx_queue` of a LISTEN row in /proc/PID/net/tcp is the accept backlog).
+    pub listeners: Vec<ListenerQueue>,
+    /// Connections accepted on those listeners with request bytes nobody has read.
+    pub unread: Vec<UnreadConnection>,
+    /// Peers (as waits name them) of connections accepted on those listeners: a thread
+    /// blocked reading one waits for a client's next request, not for an answer.
+    pub inbound_peers: BTreeSet<String>,
+    /// The thread holding the lock at a futex address some thread waits on, where the
+    /// lock word names it (glibc and musl mutexes, PI futexes).
+    pub lock_owners: BTreeMap<u64, u32>,
+}
+
+impl DemandSignals {
+    /// The listeners, their queues and their accepted connections among `own`, the
+    /// sockets the process holds open. A connection belongs to a listener when its
+    /// local address is the listener's (or the listener is bound to any address).
+    pub fn from_sockets<'a>(own: impl IntoIterator<Item = &'a SocketInfo>) -> Self {
+        const ESTABLISHED: u8 = 1;
+        const LISTEN: u8 = 10;
+        let own: Vec<&SocketInfo> = own.into_iter().filter(|s| s.proto == "tcp").collect();
+        let listeners: Vec<std::net::SocketAddr> = own
+            .iter()
+            .filter(|s| s.state == LISTEN)
+            .filter_map(|s| s.local)
+            .collect();
+        let mut signals = Self {
+            listeners: own
+                .iter()
+                .filter(|s| s.state == LISTEN)
+                .filter_map(|s| {
+                    Some(ListenerQueue {
+                        local: s.local?.to_string(),
+                        queued: s.rx_queue,
+                    })
+                })
+                .collect(),
+            ..Self::default()
+        };
+        signals.listeners.sort_by(|a, b| a.local.cmp(&b.local));
+        for s in own.iter().filter(|s| s.state == ESTABLISHED) {
+            let (Some(local), Some(remote)) = (s.local, s.remote) else {
+                continue;
+            };
+            let Some(listener) = listeners.iter().find(|l| {
+                l.port() == local.port() && (l.ip().is_unspecified() || l.ip() == local.ip())
+            }) else {
+                continue;
+            };
+            signals.inbound_peers.insert(s.label());
+            if s.rx_queue > 0 {
+                signals.unread.push(UnreadConnection {
+                    listener: listener.to_string(),
+                    peer: remote.to_string(),
+                    bytes: s.rx_queue,
+                });
+            }
+        }
+        signals
+    }
+}
+
+/// One listening socket and its accept queue.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ListenerQueue {
+    /// `127.0.0.1:8080`.
+    pub local: String,
+    /// Connections established and waiting for `accept`.
+    pub queued: u64,
+}
+
+/// An accepted connection with bytes in its receive queue.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct UnreadConnection {
+    /// The listener it was accepted on (`127.0.0.1:8080`).
+    pub listener: String,
+    pub peer: String,
+    pub bytes: u64,
+}
+
+/// One piece of evidence that demand is not being met.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Evidence {
+    /// Connections waiting in a listener's accept queue.
+    QueuedConnections { listener: String, queued: u64 },
+    /// Accepted connections holding request bytes nobody read.
+    UnreadRequests {
+        listener: String,
+        connections: usize,
+        bytes: u64,
+    },
+    /// Threads that began waiting on one futex while the probes watched, none woken.
+    PileUp { on: String, arrived: usize },
+    /// Threads waiting for each other's locks: a deadlock.
+    LockCycle { tids: Vec<u32> },
+    /// Threads waiting for a lock another thread holds.
+    LockHeld {
+        on: String,
+        owner: u32,
+        waiters: usize,
+    },
+    /// Threads blocked reading a connection they opened: a call with no answer.
+    AwaitingPeer { peer: String, threads: usize },
+}
+
+impl Evidence {
+    /// One clause for the verdict sentence.
+    pub fn describe(&self) -> String {
+        match self {
+            Self::QueuedConnections { listener, queued } => {
+                format!("{queued} connection(s) queued unaccepted on {listener}")
+            }
+            Self::UnreadRequests {
+                listener,
+                connections,
+                bytes,
+            } => format!(
+                "{bytes} request byte(s) unread on {connections} connection(s) accepted on {listener}"
+            ),
+            Self::PileUp { on, arrived } => {
+                format!("{arrived} threads began waiting on {on} while watched, none woken")
+            }
+            Self::LockCycle { tids } => {
+                let chain: Vec<String> = tids.iter().map(u32::to_string).collect();
+                format!(
+                    "lock cycle (deadlock): TID {} waits for {}",
+                    chain.join(" waits for "),
+                    chain[0]
+                )
+            }
+            Self::LockHeld { on, owner, waiters } => {
+                format!("{waiters} thread(s) waiting for the lock {on} held by TID {owner}")
+            }
+            Self::AwaitingPeer { peer, threads } => {
+                format!("{threads} thread(s) waiting for an answer from {peer}")
+            }
+        }
+    }
+
+    /// A few words for a flamegraph subtitle.
+    pub fn short(&self) -> String {
+        match self {
+            Self::QueuedConnections { listener, queued } => {
+                format!("{queued} queued on {listener}")
+            }
+            Self::UnreadRequests { listener, .. } => format!("unread requests on {listener}"),
+            Self::PileUp { arrived, .. } => format!("{arrived} waiters piled up"),
+            Self::LockCycle { .. } => "lock cycle".into(),
+            Self::LockHeld { owner, .. } => format!("lock held by {owner}"),
+            Self::AwaitingPeer { peer, .. } => format!("no answer from {peer}"),
+        }
+    }
+}
+
+/// The evidence found in a snapshot, and which of the `candidates` (threads blocked
+/// past the threshold with no wake) it covers: process-wide demand (queued or unread
+/// requests) covers every candidate, the rest only the threads it is about.
+pub struct Findings {
+    pub evidence: Vec<Evidence>,
+    pub covered: BTreeSet<u32>,
+}
+
+/// Look for unmet demand among `candidates`, the waits already judged long and unwoken.
+pub fn find(snap: &ThreadSnapshot, candidates: &[&InFlightWait]) -> Findings {
+    let signals = &snap.demand;
+    let mut evidence = Vec::new();
+    let mut covered = BTreeSet::new();
+    let all: BTreeSet<u32> = candidates.iter().map(|w| w.tid).collect();
+
+    for l in signals.listeners.iter().filter(|l| l.queued > 0) {
+        evidence.push(Evidence::QueuedConnections {
+            listener: l.local.clone(),
+            queued: l.queued,
+        });
+    }
+    let mut unread: BTreeMap<&str, (usize, u64)> = BTreeMap::new();
+    for u in signals.unread.iter().filter(|u| u.bytes > 0) {
+        let e = unread.entry(&u.listener).or_default();
+        e.0 += 1;
+        e.1 += u.bytes;
+    }
+    for (listener, (connections, bytes)) in unread {
+        evidence.push(Evidence::UnreadRequests {
+            listener: listener.to_string(),
+            connections,
+            bytes,
+        });
+    }
+    if !evidence.is_empty() {
+        covered.extend(&all);
+    }
+
+    let cycle = lock_cycle(candidates, &signals.lock_owners);
+    if let Some(tids) = &cycle {
+        covered.extend(tids);
+        evidence.push(Evidence::LockCycle { tids: tids.clone() });
+    }
+    let mut futex_groups: BTreeMap<u64, Vec<&InFlightWait>> = BTreeMap::new();
+    let mut peers: BTreeMap<&str, usize> = BTreeMap::new();
+    for w in candidates {
+        match &w.on {
+            WaitOn::Futex { addr } => futex_groups.entry(*addr).or_default().push(w),
+            WaitOn::Socket { peer, .. } if !signals.inbound_peers.contains(peer) => {
+                *peers.entry(peer).or_default() += 1;
+                covered.insert(w.tid);
+            }
+            _ => {}
+        }
+    }
+    for (addr, waiters) in futex_groups {
+        let on = WaitOn::Futex { addr }.describe();
+        if let Some(&owner) = signals.lock_owners.get(&addr) {
+            let in_cycle = cycle.as_ref().is_some_and(|c| c.contains(&owner));
+            covered.extend(waiters.iter().map(|w| w.tid));
+            if !in_cycle {
+                evidence.push(Evidence::LockHeld {
+                    on,
+                    owner,
+                    waiters: waiters.len(),
+                });
+            }
+            continue;
+        }
+        // Waits whose start the probes saw began in the watch; wakes are counted for
+        // the window, so any wake on this futex rules the pile-up out.
+        let arrived: Vec<&&InFlightWait> =
+            waiters.iter().filter(|w| w.blocked_ns.is_some()).collect();
+        if arrived.len() >= 2 && snap.futex_wakes.get(&addr).copied().unwrap_or(0) == 0 {
+            covered.extend(arrived.iter().map(|w| w.tid));
+            evidence.push(Evidence::PileUp {
+                on,
+                arrived: arrived.len(),
+            });
+        }
+    }
+    for (peer, threads) in peers {
+        evidence.push(Evidence::AwaitingPeer {
+            peer: peer.to_string(),
+            threads,
+        });
+    }
+    Findings { evidence, covered }
+}
+
+/// A cycle in the wait-for graph of lock waiters (thread → the owner of the lock it
+/// waits on), as the TIDs in order, smallest first; `None` without one.
+fn lock_cycle(candidates: &[&InFlightWait], owners: &BTreeMap<u64, u32>) -> Option<Vec<u32>> {
+    let waits_for: BTreeMap<u32, u32> = candidates
+        .iter()
+        .filter_map(|w| match w.on {
+            WaitOn::Futex { addr } => Some((w.tid, *owners.get(&addr)?)),
+            _ => None,
+        })
+        .collect();
+    for &start in waits_for.keys() {
+        let mut path = vec![start];
+        let mut at = start;
+        while let Some(&next) = waits_for.get(&at) {
+            if let Some(pos) = path.iter().position(|&t| t == next) {
+                let mut cycle = path[pos..].to_vec();
+                let min = cycle.iter().enumerate().min_by_key(|(_, t)| **t)?.0;
+                cycle.rotate_left(min);
+                return Some(cycle);
+            }
+            path.push(next);
+            at = next;
+        }
+    }
+    None
+}
+
+/// The thread that holds a lock, from the first 12 bytes at the futex address a thread
+/// waits on (`word`, then `owner_field` 8 bytes in), given the process's `tids`.
+///
+/// - PI futexes and musl's recursive/error-checking mutexes keep the owner's TID in the
+///   word itself, with the high bit (`FUTEX_WAITERS`) set once someone waits.
+/// - glibc's `pthread_mutex_t` keeps 1 (locked) or 2 (locked, contended) in the word and
+///   the owner's TID in `__owner`, 8 bytes in.
+///
+/// Anything else (a condition variable, a join on a thread's TID word, Rust's own
+/// futex mutex) names no owner.
+pub fn lock_owner(word: u32, owner_field: u32, tids: &[u32]) -> Option<u32> {
+    const FUTEX_WAITERS: u32 = 0x8000_0000;
+    const FUTEX_TID_MASK: u32 = 0x3fff_ffff;
+    let live = |t: u32| t != 0 && tids.contains(&t);
+    if word & FUTEX_WAITERS != 0 && live(word & FUTEX_TID_MASK) {
+        return Some(word & FUTEX_TID_MASK);
+    }
+    (matches!(word, 1 | 2) && live(owner_field)).then_some(owner_field)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Check that the owner is read from PI/musl words and from glibc's `__owner`, and
+    /// that condvar words, join words and dead TIDs name nobody.
+    #[test]
+    fn reads_lock_owners() {
+        let tids = [100, 101, 102];
+        assert_eq!(lock_owner(0x8000_0000 | 101, 0, &tids), Some(101));
+        assert_eq!(lock_owner(2, 102, &tids), Some(102));
+        assert_eq!(lock_owner(1, 100, &tids), Some(100));
+        // A join waits on the thread's TID word, without the waiters bit.
+        assert_eq!(lock_owner(101, 0, &tids), None);
+        // A condition variable's sequence word with a stray value after it.
+        assert_eq!(lock_owner(4, 101, &tids), None);
+        assert_eq!(lock_owner(2, 999, &tids), None);
+        assert_eq!(lock_owner(0x8000_0000 | 999, 0, &tids), None);
+        assert_eq!(lock_owner(0, 0, &tids), None);
+    }
+
+    fn futex(tid: u32, addr: u64) -> InFlightWait {
+        InFlightWait {
+            tid,
+            syscall: crate::events::WaitSyscall::Futex,
+            on: WaitOn::Futex { addr },
+            blocked_ns: None,
+            stack: None,
+        }
+    }
+
+    /// Check that two threads each waiting for the lock the other holds form a cycle,
+    /// named smallest TID first, and that a chain without a cycle is not one.
+    #[test]
+    fn finds_lock_cycles() {
+        let a = futex(20, 0xa);
+        let b = futex(10, 0xb);
+        let owners = BTreeMap::from([(0xa, 10), (0xb, 20)]);
+        assert_eq!(lock_cycle(&[&a, &b], &owners), Some(vec![10, 20]));
+        let chain = BTreeMap::from([(0xa, 10), (0xb, 30)]);
+        assert_eq!(lock_cycle(&[&a, &b], &chain), None);
+        assert_eq!(lock_cycle(&[], &owners), None);
+    }
+
+    fn tcp(local: &str, remote: Option<&str>, state: u8, rx_queue: u64) -> SocketInfo {
+        SocketInfo {
+            inode: 0,
+            proto: "tcp",
+            local: Some(local.parse().unwrap()),
+            remote: remote.map(|r| r.parse().unwrap()),
+            state,
+            rx_queue,
+            path: None,
+        }
+    }
+
+    /// Check that listeners carry their accept queue, that accepted connections are told
+    /// from outbound ones by the listener's address, and that unread bytes count only on
+    /// accepted connections.
+    #[test]
+    fn reads_listeners_and_inbound_connections() {
+        let sockets = [
+            tcp("0.0.0.0:8080", Some("0.0.0.0:0"), 10, 3),
+            tcp("127.0.0.1:9090", Some("0.0.0.0:0"), 10, 0),
+            // Accepted on :8080 with 40 unread bytes.
+            tcp("127.0.0.1:8080", Some("127.0.0.1:50000"), 1, 40),
+            // Accepted on :9090, all read.
+            tcp("127.0.0.1:9090", Some("127.0.0.1:50001"), 1, 0),
+            // Outbound to a database, with an answer not read yet: not a request.
+            tcp("127.0.0.1:50002", Some("127.0.0.1:5432"), 1, 17),
+        ];
+        let s = DemandSignals::from_sockets(&sockets);
+        assert_eq!(
+            s.listeners,
+            vec![
+                ListenerQueue {
+                    local: "0.0.0.0:8080".into(),
+                    queued: 3
+                },
+                ListenerQueue {
+                    local: "127.0.0.1:9090".into(),
+                    queued: 0
+                },
+            ]
+        );
+        assert_eq!(
+            s.unread,
+            vec![UnreadConnection {
+                listener: "0.0.0.0:8080".into(),
+                peer: "127.0.0.1:50000".into(),
+                bytes: 40
+            }]
+        );
+        assert_eq!(
+            s.inbound_peers,
+            BTreeSet::from(["127.0.0.1:50000".to_string(), "127.0.0.1:50001".to_string()])
+        );
+    }
+
+    /// Check that the evidence sentences carry the numbers and addresses.
+    #[test]
+    fn describes_evidence() {
+        let e = Evidence::QueuedConnections {
+            listener: "127.0.0.1:8080".into(),
+            queued: 2,
+        };
+        assert_eq!(
+            e.describe(),
+            "2 connection(s) queued unaccepted on 127.0.0.1:8080"
+        );
+        let e = Evidence::LockCycle { tids: vec![10, 20] };
+        assert_eq!(
+            e.describe(),
+            "lock cycle (deadlock): TID 10 waits for 20 waits for 10"
+        );
+    }
+}
