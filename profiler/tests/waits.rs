@@ -191,6 +191,33 @@ fn futex_storm_is_counted_not_streamed() {
     );
 }
 
+/// Check that a lock-order deadlock (two threads each waiting for the glibc mutex the
+/// other holds, already in place when the profiler attaches) is STALLED as a lock cycle:
+/// the owners are read from the mutexes in the process's memory.
+#[test]
+#[ignore = "needs root: run with `cargo xtask test`"]
+fn lock_order_deadlock_is_a_lock_cycle() {
+    require_root();
+    let dir = scratch_dir("abba");
+    let program = build_c(
+        "abba_deadlock.c",
+        "abba_deadlock",
+        "gcc",
+        &[FP_FLAGS, &["-pthread"]].concat(),
+    );
+    let mut workload = Workload::start(&program, 30.0, &dir);
+    workload.release();
+    assert_eq!(workload.read_value("deadlocked"), 2);
+    std::thread::sleep(Duration::from_millis(500));
+    let verdict = stalls(workload.pid);
+    assert!(verdict.contains("STALLED: 3 of 3 threads"), "{verdict}");
+    assert!(
+        verdict.contains("unmet demand: lock cycle (deadlock): TID "),
+        "{verdict}"
+    );
+    assert!(verdict.contains("transfer"), "{verdict}");
+}
+
 /// Asks a loopback health endpoint every 200 ms (at most 100 times) until dropped, and
 /// counts the answers, as a load balancer's probe would.
 struct HealthProbe {

@@ -31,6 +31,9 @@ pub struct DemandSignals {
     /// The thread holding the lock at a futex address some thread waits on, where the
     /// lock word names it (glibc and musl mutexes, PI futexes).
     pub lock_owners: BTreeMap<u64, u32>,
+    /// The thread a `pthread_join` (a futex wait on that thread's TID word) waits for,
+    /// by futex address: a join of a stuck thread is stuck with it.
+    pub joins: BTreeMap<u64, u32>,
 }
 
 impl DemandSignals {
@@ -262,6 +265,25 @@ pub fn find(snap: &ThreadSnapshot, candidates: &[&InFlightWait]) -> Findings {
             threads,
         });
     }
+    // A thread joining a stuck thread waits as long as it does (chains included).
+    loop {
+        let joining: Vec<u32> = candidates
+            .iter()
+            .filter(|w| !covered.contains(&w.tid))
+            .filter(|w| match w.on {
+                WaitOn::Futex { addr } => signals
+                    .joins
+                    .get(&addr)
+                    .is_some_and(|t| covered.contains(t)),
+                _ => false,
+            })
+            .map(|w| w.tid)
+            .collect();
+        if joining.is_empty() {
+            break;
+        }
+        covered.extend(joining);
+    }
     Findings { evidence, covered }
 }
 
@@ -312,6 +334,12 @@ pub fn lock_owner(word: u32, owner_field: u32, tids: &[u32]) -> Option<u32> {
     (matches!(word, 1 | 2) && live(owner_field)).then_some(owner_field)
 }
 
+/// The thread a join waits for: glibc's and musl's `pthread_join` wait on the joined
+/// thread's TID word while it still holds that TID (no waiters bit).
+pub fn joined_thread(word: u32, tids: &[u32]) -> Option<u32> {
+    (word != 0 && tids.contains(&word)).then_some(word)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -331,6 +359,9 @@ mod tests {
         assert_eq!(lock_owner(2, 999, &tids), None);
         assert_eq!(lock_owner(0x8000_0000 | 999, 0, &tids), None);
         assert_eq!(lock_owner(0, 0, &tids), None);
+        assert_eq!(joined_thread(101, &tids), Some(101));
+        assert_eq!(joined_thread(2, &tids), None);
+        assert_eq!(joined_thread(0x8000_0000 | 101, &tids), None);
     }
 
     fn futex(tid: u32, addr: u64) -> InFlightWait {

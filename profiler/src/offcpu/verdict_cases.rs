@@ -275,6 +275,36 @@ fn lock_cycle_is_a_deadlock() {
     ));
 }
 
+/// Check that the lock-order deadlock of `abba_deadlock` (two threads each waiting for
+/// the mutex the other holds, main joining one of them) is STALLED in all 3 threads,
+/// while main joining an idle worker is still idle.
+#[test]
+fn lock_cycle_with_a_joining_main_is_stalled() {
+    let in_flight = vec![
+        futex(3001, 0xa000, LOCK),
+        futex(3002, 0xb000, LOCK),
+        futex(3000, 0xc000, WAIT_FOR_JOB),
+    ];
+    let mut snap = snapshot(3, in_flight, DemandSignals::default());
+    snap.demand.lock_owners = BTreeMap::from([(0xa000, 3002), (0xb000, 3001)]);
+    snap.demand.joins.insert(0xc000, 3001);
+    let (v, _) = judge(&snap, THRESHOLD, names);
+    assert!(
+        v.line().starts_with("STALLED: 3 of 3 threads"),
+        "{}",
+        v.line()
+    );
+
+    let mut in_flight = idle_workers();
+    in_flight.push(futex(1000, 0xc000, WAIT_FOR_JOB));
+    let mut snap = snapshot(9, in_flight, DemandSignals::default());
+    snap.demand.joins.insert(0xc000, 1001);
+    assert!(matches!(
+        judge(&snap, THRESHOLD, names).0,
+        Verdict::Idle { .. }
+    ));
+}
+
 /// Check that threads waiting for a mutex whose owner is itself blocked are STALLED,
 /// naming the owner, and that the owner's own condvar wait is not covered by it.
 #[test]

@@ -11,7 +11,10 @@ use super::Session;
 use crate::{
     collect::{monotonic_now_ns, Collector},
     events::{StackSample, WaitSyscall},
-    offcpu::{demand::DemandSignals, InFlightWait, ThreadSnapshot, WaitOn},
+    offcpu::{
+        demand::{self, DemandSignals},
+        InFlightWait, ThreadSnapshot, WaitOn,
+    },
     procfs::{self, ThreadSyscall},
     sockets,
 };
@@ -116,7 +119,7 @@ fn demand_signals(pid: u32, tids: &[u32], in_flight: &[InFlightWait]) -> DemandS
         let WaitOn::Futex { addr } = w.on else {
             continue;
         };
-        if signals.lock_owners.contains_key(&addr) {
+        if signals.lock_owners.contains_key(&addr) || signals.joins.contains_key(&addr) {
             continue;
         }
         let Ok(bytes) = procfs::read_memory(pid, addr, 12) else {
@@ -127,10 +130,11 @@ fn demand_signals(pid: u32, tids: &[u32], in_flight: &[InFlightWait]) -> DemandS
                 .get(at..at + 4)
                 .map_or(0, |b| u32::from_le_bytes(b.try_into().unwrap_or_default()))
         };
-        if let Some(owner) =
-            crate::offcpu::demand::lock_owner(word(0), word(8), tids).filter(|&o| o != w.tid)
-        {
+        let other = |t: &u32| *t != w.tid;
+        if let Some(owner) = demand::lock_owner(word(0), word(8), tids).filter(other) {
             signals.lock_owners.insert(addr, owner);
+        } else if let Some(joined) = demand::joined_thread(word(0), tids).filter(other) {
+            signals.joins.insert(addr, joined);
         }
     }
     signals
