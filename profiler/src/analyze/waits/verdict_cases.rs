@@ -4,11 +4,9 @@
 use std::collections::BTreeMap;
 
 use super::*;
+use crate::analyze::waits::demand::{DemandSignals, ListenerQueue, UnreadConnection};
 use crate::events::WaitSyscall;
-use crate::offcpu::{
-    demand::{DemandSignals, ListenerQueue, UnreadConnection},
-    WaitOn,
-};
+use crate::render::verdict::{evidence_clause, stall_line, stall_short};
 
 const S: u64 = 1_000_000_000;
 /// `profiler stalls`: a 2 s watch and a 1 s threshold.
@@ -134,14 +132,14 @@ fn idle_pool_is_idle() {
     );
     assert!(!v.is_stalled(), "{v:?}");
     assert_eq!(
-        v.line(),
+        stall_line(&v),
         "not stalled: idle (8 threads waiting for work in worker_wait_for_job on futex 0x555500004060 \
          with no wake; no unmet demand: no listening socket, no unread requests, no waiters piling up, \
          no lock held; 9 threads)"
     );
     assert!(groups.iter().all(|g| !g.stuck));
     assert_eq!(
-        v.short(),
+        stall_short(&v),
         "idle: 8 threads waiting for work in worker_wait_for_job"
     );
 }
@@ -158,7 +156,7 @@ fn idle_pool_with_health_check_is_idle_until_connections_queue() {
         THRESHOLD,
         names,
     );
-    let Verdict::Idle { detail, .. } = &v else {
+    let StallVerdict::Idle { detail, .. } = &v else {
         panic!("{v:?}")
     };
     assert!(
@@ -173,10 +171,10 @@ fn idle_pool_with_health_check_is_idle_until_connections_queue() {
     );
     assert!(v.is_stalled(), "{v:?}");
     assert!(
-        v.line()
+        stall_line(&v)
             .ends_with("unmet demand: 5 connection(s) queued unaccepted on 127.0.0.1:41000"),
         "{}",
-        v.line()
+        stall_line(&v)
     );
 }
 
@@ -196,17 +194,17 @@ fn pool_deadlock(queued: u64) -> ThreadSnapshot {
 fn late_pool_deadlock_is_stalled_by_its_queue() {
     let (v, groups) = judge(&pool_deadlock(2), THRESHOLD, names);
     assert_eq!(
-        v.line(),
+        stall_line(&v),
         "STALLED: 4 of 5 threads blocked for at least 2.0 s on futex 0x5555000040a0 with no wake, \
          waiting in pool_acquire; unmet demand: 2 connection(s) queued unaccepted on 127.0.0.1:41000"
     );
     assert_eq!(
-        v.short(),
+        stall_short(&v),
         "STALLED: 4/5 threads on futex 0x5555000040a0 in pool_acquire (2 queued on 127.0.0.1:41000)"
     );
     assert!(groups[0].stuck);
     let (v, _) = judge(&pool_deadlock(0), THRESHOLD, names);
-    assert!(matches!(v, Verdict::Idle { .. }), "{v:?}");
+    assert!(matches!(v, StallVerdict::Idle { .. }), "{v:?}");
 }
 
 /// Check that unread request bytes on an accepted connection are evidence too, and that
@@ -221,32 +219,45 @@ fn unread_requests_are_demand() {
     });
     let (v, _) = judge(&snap, THRESHOLD, names);
     assert!(
-        v.line()
+        stall_line(&v)
             .ends_with("78 request byte(s) unread on 1 connection(s) accepted on 127.0.0.1:41000"),
         "{}",
-        v.line()
+        stall_line(&v)
     );
 }
 
-/// Check that workers which began waiting on one futex during the watch, none woken,
-/// are a pile-up (STALLED), while the same arrivals with a wake in the window, or only
-/// one arrival, are not.
+/// Check that workers which began waiting on one futex one after the other during the
+/// watch, none woken, are a pile-up (STALLED), while the same waiters arriving at once
+/// (a pool going back to sleep after a burst), with a wake in the window, or only one
+/// arrival, are not.
 #[test]
 fn waiters_piling_up_are_demand() {
     let mut snap = pool_deadlock(0);
-    for w in &mut snap.in_flight {
-        w.blocked_ns = Some(WATCH - S / 10);
+    for (i, w) in snap.in_flight.iter_mut().enumerate() {
+        w.blocked_ns = Some(WATCH - S / 10 - i as u64 * 3 * S / 10);
     }
     let (v, _) = judge(&snap, THRESHOLD, names);
     assert!(
-        v.line()
-            .ends_with("4 threads began waiting on futex 0x5555000040a0 while watched, none woken"),
+        stall_line(&v).ends_with(
+            "4 threads began waiting on futex 0x5555000040a0 over 0.9 s while watched, none woken"
+        ),
         "{}",
-        v.line()
+        stall_line(&v)
     );
     snap.futex_wakes.insert(0x5555_0000_40a0, 1);
     assert!(!judge(&snap, THRESHOLD, names).0.is_stalled());
     snap.futex_wakes.clear();
+    let burst = |snap: &mut ThreadSnapshot| {
+        for w in &mut snap.in_flight {
+            w.blocked_ns = Some(WATCH - S / 10);
+        }
+    };
+    let mut at_once = snap.clone();
+    burst(&mut at_once);
+    assert!(matches!(
+        judge(&at_once, THRESHOLD, names).0,
+        StallVerdict::Idle { .. }
+    ));
     for w in &mut snap.in_flight[1..] {
         w.blocked_ns = None;
     }
@@ -262,16 +273,16 @@ fn lock_cycle_is_a_deadlock() {
     snap.demand.lock_owners = BTreeMap::from([(0xa000, 3002), (0xb000, 3001)]);
     let (v, _) = judge(&snap, THRESHOLD, names);
     assert!(
-        v.line().ends_with(
+        stall_line(&v).ends_with(
             "unmet demand: lock cycle (deadlock): TID 3001 waits for 3002 waits for 3001"
         ),
         "{}",
-        v.line()
+        stall_line(&v)
     );
     snap.demand.lock_owners.clear();
     assert!(matches!(
         judge(&snap, THRESHOLD, names).0,
-        Verdict::Idle { .. }
+        StallVerdict::Idle { .. }
     ));
 }
 
@@ -290,9 +301,9 @@ fn lock_cycle_with_a_joining_main_is_stalled() {
     snap.demand.joins.insert(0xc000, 3001);
     let (v, _) = judge(&snap, THRESHOLD, names);
     assert!(
-        v.line().starts_with("STALLED: 3 of 3 threads"),
+        stall_line(&v).starts_with("STALLED: 3 of 3 threads"),
         "{}",
-        v.line()
+        stall_line(&v)
     );
 
     let mut in_flight = idle_workers();
@@ -301,7 +312,7 @@ fn lock_cycle_with_a_joining_main_is_stalled() {
     snap.demand.joins.insert(0xc000, 1001);
     assert!(matches!(
         judge(&snap, THRESHOLD, names).0,
-        Verdict::Idle { .. }
+        StallVerdict::Idle { .. }
     ));
 }
 
@@ -314,7 +325,7 @@ fn lock_held_by_a_blocked_thread_is_demand() {
     let mut snap = snapshot(5, in_flight, DemandSignals::default());
     snap.demand.lock_owners.insert(0xa000, 3005);
     let (v, groups) = judge(&snap, THRESHOLD, names);
-    let Verdict::Stalled {
+    let StallVerdict::Stalled {
         stuck, evidence, ..
     } = &v
     else {
@@ -322,7 +333,7 @@ fn lock_held_by_a_blocked_thread_is_demand() {
     };
     assert_eq!(*stuck, 4);
     assert_eq!(
-        evidence[0].describe(),
+        evidence_clause(&evidence[0]),
         "4 thread(s) waiting for the lock futex 0xa000 held by TID 3005"
     );
     assert!(groups.iter().any(|g| g.tids == [3005] && !g.stuck));
@@ -343,10 +354,9 @@ fn awaiting_a_peer_is_demand_but_awaiting_a_client_is_not() {
     );
     let (v, _) = judge(&snap, THRESHOLD, names);
     assert!(
-        v.line()
-            .ends_with("1 thread(s) waiting for an answer from 127.0.0.1:5432"),
+        stall_line(&v).ends_with("1 thread(s) waiting for an answer from 127.0.0.1:5432"),
         "{}",
-        v.line()
+        stall_line(&v)
     );
     let mut demand = health_listener(0);
     demand.inbound_peers.insert("127.0.0.1:51000".into());
@@ -381,7 +391,7 @@ fn idle_node_server_is_idle() {
     in_flight.extend((5005..=5008).map(|t| futex(t, 0x7f00_0000_2000, UV_WORKER)));
     let snap = snapshot(10, in_flight, health_listener(0));
     let (v, _) = judge(&snap, THRESHOLD, names);
-    let Verdict::Idle { detail, threads } = &v else {
+    let StallVerdict::Idle { detail, threads } = &v else {
         panic!("{v:?}")
     };
     assert_eq!(*threads, 10);

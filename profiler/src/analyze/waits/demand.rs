@@ -14,8 +14,11 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
 
-use super::{InFlightWait, ThreadSnapshot, WaitOn};
-use crate::sockets::SocketInfo;
+use super::{InFlightWait, ThreadSnapshot};
+use crate::{
+    model::{Evidence, WaitOn},
+    sockets::SocketInfo,
+};
 
 /// What /proc showed at the snapshot, beside the waits themselves.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
@@ -103,79 +106,31 @@ pub struct UnreadConnection {
     pub bytes: u64,
 }
 
-/// One piece of evidence that demand is not being met.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum Evidence {
-    /// Connections waiting in a listener's accept queue.
-    QueuedConnections { listener: String, queued: u64 },
-    /// Accepted connections holding request bytes nobody read.
-    UnreadRequests {
-        listener: String,
-        connections: usize,
-        bytes: u64,
-    },
-    /// Threads that began waiting on one futex while the probes watched, none woken.
-    PileUp { on: String, arrived: usize },
-    /// Threads waiting for each other's locks: a deadlock.
-    LockCycle { tids: Vec<u32> },
-    /// Threads waiting for a lock another thread holds.
-    LockHeld {
-        on: String,
-        owner: u32,
-        waiters: usize,
-    },
-    /// Threads blocked reading a connection they opened: a call with no answer.
-    AwaitingPeer { peer: String, threads: usize },
-}
-
-impl Evidence {
-    /// One clause for the verdict sentence.
-    pub fn describe(&self) -> String {
-        match self {
-            Self::QueuedConnections { listener, queued } => {
-                format!("{queued} connection(s) queued unaccepted on {listener}")
-            }
-            Self::UnreadRequests {
-                listener,
-                connections,
-                bytes,
-            } => format!(
-                "{bytes} request byte(s) unread on {connections} connection(s) accepted on {listener}"
-            ),
-            Self::PileUp { on, arrived } => {
-                format!("{arrived} threads began waiting on {on} while watched, none woken")
-            }
-            Self::LockCycle { tids } => {
-                let chain: Vec<String> = tids.iter().map(u32::to_string).collect();
-                format!(
-                    "lock cycle (deadlock): TID {} waits for {}",
-                    chain.join(" waits for "),
-                    chain[0]
-                )
-            }
-            Self::LockHeld { on, owner, waiters } => {
-                format!("{waiters} thread(s) waiting for the lock {on} held by TID {owner}")
-            }
-            Self::AwaitingPeer { peer, threads } => {
-                format!("{threads} thread(s) waiting for an answer from {peer}")
-            }
+/// The signals of one snapshot: the process's `sockets`, and for each futex a thread
+/// waits on, the lock owner or joined thread its `futex_words` (the word and the word
+/// 8 bytes in) name among `tids`.
+pub fn signals(
+    sockets: &[SocketInfo],
+    futex_words: &BTreeMap<u64, (u32, u32)>,
+    tids: &[u32],
+    in_flight: &[InFlightWait],
+) -> DemandSignals {
+    let mut signals = DemandSignals::from_sockets(sockets);
+    for w in in_flight {
+        let WaitOn::Futex { addr } = w.on else {
+            continue;
+        };
+        let Some(&(word, owner_field)) = futex_words.get(&addr) else {
+            continue;
+        };
+        let other = |t: &u32| *t != w.tid;
+        if let Some(owner) = lock_owner(word, owner_field, tids).filter(other) {
+            signals.lock_owners.insert(addr, owner);
+        } else if let Some(joined) = joined_thread(word, tids).filter(other) {
+            signals.joins.insert(addr, joined);
         }
     }
-
-    /// A few words for a flamegraph subtitle.
-    pub fn short(&self) -> String {
-        match self {
-            Self::QueuedConnections { listener, queued } => {
-                format!("{queued} queued on {listener}")
-            }
-            Self::UnreadRequests { listener, .. } => format!("unread requests on {listener}"),
-            Self::PileUp { arrived, .. } => format!("{arrived} waiters piled up"),
-            Self::LockCycle { .. } => "lock cycle".into(),
-            Self::LockHeld { owner, .. } => format!("lock held by {owner}"),
-            Self::AwaitingPeer { peer, .. } => format!("no answer from {peer}"),
-        }
-    }
+    signals
 }
 
 /// The evidence found in a snapshot, and which of the `candidates` (threads blocked
@@ -186,8 +141,9 @@ pub struct Findings {
     pub covered: BTreeSet<u32>,
 }
 
-/// Look for unmet demand among `candidates`, the waits already judged long and unwoken.
-pub fn find(snap: &ThreadSnapshot, candidates: &[&InFlightWait]) -> Findings {
+/// Look for unmet demand among `candidates`, the waits already judged long and unwoken
+/// (past `threshold_ns`).
+pub fn find(snap: &ThreadSnapshot, candidates: &[&InFlightWait], threshold_ns: u64) -> Findings {
     let signals = &snap.demand;
     let mut evidence = Vec::new();
     let mut covered = BTreeSet::new();
@@ -247,15 +203,27 @@ pub fn find(snap: &ThreadSnapshot, candidates: &[&InFlightWait]) -> Findings {
             }
             continue;
         }
-        // Waits whose start the probes saw began in the watch; wakes are counted for
-        // the window, so any wake on this futex rules the pile-up out.
-        let arrived: Vec<&&InFlightWait> =
-            waiters.iter().filter(|w| w.blocked_ns.is_some()).collect();
-        if arrived.len() >= 2 && snap.futex_wakes.get(&addr).copied().unwrap_or(0) == 0 {
-            covered.extend(arrived.iter().map(|w| w.tid));
+        // A pile-up: the queue on this futex kept growing while nobody was served.
+        // Waits whose start the probes saw began in the watch; they must be spread over
+        // at least half the threshold, so a pool going back to sleep at once after a
+        // burst (or starting up) is not one. Wakes are counted for the window: any wake
+        // on this futex rules it out.
+        let arrivals: Vec<u64> = snap
+            .in_flight
+            .iter()
+            .filter(|w| w.on == WaitOn::Futex { addr })
+            .filter_map(|w| w.blocked_ns)
+            .collect();
+        let over_ns = arrivals.iter().max().unwrap_or(&0) - arrivals.iter().min().unwrap_or(&0);
+        if arrivals.len() >= 2
+            && over_ns >= threshold_ns / 2
+            && snap.futex_wakes.get(&addr).copied().unwrap_or(0) == 0
+        {
+            covered.extend(waiters.iter().map(|w| w.tid));
             evidence.push(Evidence::PileUp {
                 on,
-                arrived: arrived.len(),
+                arrived: arrivals.len(),
+                over_ns,
             });
         }
     }
@@ -439,24 +407,6 @@ mod tests {
         assert_eq!(
             s.inbound_peers,
             BTreeSet::from(["127.0.0.1:50000".to_string(), "127.0.0.1:50001".to_string()])
-        );
-    }
-
-    /// Check that the evidence sentences carry the numbers and addresses.
-    #[test]
-    fn describes_evidence() {
-        let e = Evidence::QueuedConnections {
-            listener: "127.0.0.1:8080".into(),
-            queued: 2,
-        };
-        assert_eq!(
-            e.describe(),
-            "2 connection(s) queued unaccepted on 127.0.0.1:8080"
-        );
-        let e = Evidence::LockCycle { tids: vec![10, 20] };
-        assert_eq!(
-            e.describe(),
-            "lock cycle (deadlock): TID 10 waits for 20 waits for 10"
         );
     }
 }
