@@ -21,6 +21,9 @@ fn status(status: u16) -> Http1Event {
     Http1Event::Response { status }
 }
 
+/// A named table row: transfers (request direction?, bytes) and the events expected.
+type Case<'a> = (&'a str, Vec<(bool, &'a [u8])>, Vec<Http1Event>);
+
 /// Feed requests and responses as whole transfers, in the order given.
 fn run(steps: &[(bool, &[u8])]) -> (Vec<Http1Event>, FramingLoss) {
     let mut c = Http1Connection::default();
@@ -43,7 +46,7 @@ fn frames_exchanges() {
     let answers = [OK_BODY, CREATED, CHUNKED].concat();
     let head_then_get = b"HEAD /h HTTP/1.1\r\n\r\nGET /g HTTP/1.1\r\n\r\n";
     let head_answers: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 999\r\n\r\nHTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n";
-    let cases: Vec<(&str, Vec<(bool, &[u8])>, Vec<Http1Event>)> = vec![
+    let cases: Vec<Case> = vec![
         (
             "keep-alive",
             vec![(true, GET), (false, OK_BODY), (true, GET), (false, OK_BODY)],

@@ -13,6 +13,7 @@
 //! a gRPC method, a status code, a PostgreSQL message type and the first SQL keyword.
 //! Never payload, header values, SQL text or parameters.
 pub mod http1;
+pub mod postgres;
 mod text;
 
 /// One transfer of one direction of a connection: the bytes the probe captured (a
