@@ -13,6 +13,8 @@
 //! a gRPC method, a status code, a PostgreSQL message type and the first SQL keyword.
 //! Never payload, header values, SQL text or parameters.
 pub mod http1;
+pub mod http2;
+mod huffman;
 pub mod postgres;
 mod text;
 
