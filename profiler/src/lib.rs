@@ -22,6 +22,7 @@ pub mod procfs;
 pub mod push;
 pub mod record;
 pub mod render;
+pub mod safe_file;
 pub mod sockets;
 pub mod stacks;
 pub mod symbolize;

@@ -136,6 +136,9 @@ impl StackResolver {
                 (root_first_names(per_addr), locations)
             });
         p.unwind_cache.insert(sample, read_end, id, truncated);
+        for error in self.symbolizer.take_new_errors() {
+            eprintln!("profiler: note: process {pid}: {error}");
+        }
         Some(Resolved { id, truncated })
     }
 }
