@@ -84,6 +84,7 @@ impl From<StallsArgs> for RecordOptions {
             waits: true,
             wait_threshold: std::time::Duration::from_millis(1),
             stall_threshold: a.stall_threshold,
+            verbose: false,
         }
     }
 }
@@ -180,6 +181,10 @@ pub struct CaptureArgs {
     /// (and, in the daemon, a stall snapshot).
     #[arg(long, default_value = "10s", value_parser = units::parse_duration)]
     pub stall_threshold: std::time::Duration,
+    /// Print how each probe was attached (tracepoint, uprobe) and how the probes find
+    /// user registers on this kernel.
+    #[arg(short, long)]
+    pub verbose: bool,
 }
 
 impl CaptureArgs {
@@ -203,6 +208,7 @@ impl CaptureArgs {
             waits: self.waits || !self.memory,
             wait_threshold: self.wait_threshold,
             stall_threshold: self.stall_threshold,
+            verbose: self.verbose,
         }
     }
 }

@@ -17,7 +17,9 @@ use anyhow::Context as _;
 use super::{snapshot, RecordOptions, Session};
 use crate::targets::{ProcessInfo, TargetSelector};
 use crate::{
-    collect::{monotonic_now_ns, CollectError, Collector, CollectorConfig, Counters, Record},
+    collect::{
+        monotonic_now_ns, CollectError, Collector, CollectorConfig, Counters, Record, RegsSource,
+    },
     offcpu::{verdict, ThreadSnapshot},
     procfs,
     render::{
@@ -52,6 +54,21 @@ pub struct Capture {
     counters_at_start: Counters,
     /// Committed bytes by region kind label per process when the window started.
     committed_at_start: BTreeMap<u32, BTreeMap<String, u64>>,
+}
+
+/// Say what this kernel could not give (always) and, with `verbose`, how every probe
+/// was attached.
+fn report_attachments(collector: &Collector, verbose: bool) {
+    let regs = collector.regs_source();
+    if let RegsSource::Unavailable(why) = regs {
+        eprintln!("profiler: note: stacks are unavailable on this kernel ({why}); totals, waits and verdicts still work");
+    }
+    if verbose {
+        eprintln!("profiler: {}", regs.describe());
+        for (program, how) in collector.attachments() {
+            eprintln!("profiler: probe {program}: {how}");
+        }
+    }
 }
 
 impl Capture {
@@ -122,6 +139,7 @@ impl Capture {
                 eprintln!("profiler: note: this kernel has no tracepoint syscalls:{name}; those waits are not seen");
             }
         }
+        report_attachments(&collector, opts.verbose);
         session.window_start_ns = monotonic_now_ns();
         let now = Instant::now();
         let mut capture = Self {

@@ -45,6 +45,8 @@ pub struct RecordOptions {
     pub wait_threshold: Duration,
     /// Threads blocked longer than this with no wake count towards a stall.
     pub stall_threshold: Duration,
+    /// Say how each probe was attached and how user registers are found (`-v`).
+    pub verbose: bool,
 }
 
 /// What a finished capture wrote, for the command line summary.
