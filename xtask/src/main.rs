@@ -5,6 +5,8 @@
 //! - `run`: builds the profiler in release mode and runs it with the given arguments.
 //! - `test`: formatting, clippy, unit tests, then the root integration tests.
 //! - `bench`: the profiler's overhead on storm workloads, against bare runs and peer tools.
+//! - `vm-test`: end-to-end checks on other kernels (Debian's 5.10, 6.1, 6.12 in QEMU) and
+//!   on this machine's, as a matrix kernel × check.
 
 mod bench;
 mod bpf_linker;
@@ -14,6 +16,7 @@ mod run;
 mod setup;
 mod test;
 mod tracefs;
+mod vm;
 
 use std::process::ExitCode;
 
@@ -40,6 +43,9 @@ enum Command {
     Test(test::TestArgs),
     /// Measure the profiler's overhead on storm workloads against bare runs and peers.
     Bench(bench::BenchArgs),
+    /// Boot other kernels in QEMU (and use this one) and run the end-to-end checks on
+    /// each: `cargo xtask vm-test [5.10 6.1 6.12 host]`.
+    VmTest(vm::VmTestArgs),
 }
 
 fn main() -> ExitCode {
@@ -49,6 +55,7 @@ fn main() -> ExitCode {
         Command::Run(args) => run::run(&args),
         Command::Test(args) => test::test(&args),
         Command::Bench(args) => bench::bench(&args),
+        Command::VmTest(args) => vm::vm_test(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
