@@ -148,6 +148,7 @@ pub fn vm_test(args: &VmTestArgs) -> Result<()> {
 
     let mut columns = Vec::new();
     for target in &targets {
+        let started = Instant::now();
         let column = match target {
             Target::Vm(spec) => {
                 let vmlinuz = kernels::fetch(spec)?;
@@ -167,6 +168,11 @@ pub fn vm_test(args: &VmTestArgs) -> Result<()> {
             }
             Target::Host => run_on_host(&busybox, &profiler, &work, &checks)?,
         };
+        println!(
+            "==> vm-test: {} done in {:.0} s",
+            column.kernel,
+            started.elapsed().as_secs_f64()
+        );
         columns.push(column);
     }
     println!(
