@@ -2,7 +2,7 @@
 //!
 //! All cargo steps use the dev profile and the same package selection, so the eBPF object is
 //! built cold at most twice (for the tests, and for clippy, whose build scripts run apart);
-//! the last step, vm-test, boots the release profiler in QEMU (one release build).
+//! the last step, vm-test, boots that same dev build in QEMU.
 
 use anyhow::{bail, Context, Result};
 use clap::Args;

@@ -76,6 +76,10 @@ pub struct VmTestArgs {
     /// QEMU accelerator: auto tries KVM and falls back to TCG.
     #[arg(long, value_enum, default_value_t = Accel::Auto)]
     pub accel: Accel,
+    /// Test the dev-profile profiler (what `cargo xtask test` has already built)
+    /// instead of building the release one.
+    #[arg(long)]
+    pub dev: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -137,16 +141,24 @@ pub fn vm_test(args: &VmTestArgs) -> Result<()> {
         ..SetupOptions::default()
     })?;
     let mut build = ready.cargo();
-    build.args(["build", "--release", "--package", "profiler"]);
+    // The dev build uses the test steps' package selection, so it rebuilds nothing.
+    if args.dev {
+        build.args(["build", "--workspace", "--exclude", "profiler-ebpf"]);
+    } else {
+        build.args(["build", "--release", "--package", "profiler"]);
+    }
     println!("==> {}", cmd::display(&build));
     cmd::run(&mut build)?;
-    let profiler = cmd::target_dir().join("release/profiler");
+    let profile = if args.dev { "debug" } else { "release" };
+    let profiler = cmd::target_dir().join(profile).join("profiler");
     let work = cmd::target_dir().join("vm-test");
     std::fs::create_dir_all(&work)?;
     let programs = build_programs(&work.join("progs"))?;
     let busybox = cmd::which("busybox").context("busybox is not installed")?;
 
     let mut columns = Vec::new();
+    // Once KVM failed to boot a kernel, the others go straight to TCG.
+    let mut accel = args.accel;
     for target in &targets {
         let started = Instant::now();
         let column = match target {
@@ -164,7 +176,7 @@ pub fn vm_test(args: &VmTestArgs) -> Result<()> {
                     &work.join("root"),
                     &initrd,
                 )?;
-                boot(spec, &vmlinuz, &initrd, &checks, args.accel, &work)?
+                boot(spec, &vmlinuz, &initrd, &checks, &mut accel, &work)?
             }
             Target::Host => run_on_host(&busybox, &profiler, &work, &checks)?,
         };
@@ -218,13 +230,13 @@ fn build_programs(dir: &Path) -> Result<Vec<PathBuf>> {
 }
 
 /// Boot `vmlinuz` with the initramfs and collect its results, trying KVM first when
-/// `accel` allows it and /dev/kvm is there.
+/// `accel` allows it and /dev/kvm is there; `accel` becomes TCG when KVM fails.
 fn boot(
     spec: &KernelSpec,
     vmlinuz: &Path,
     initrd: &Path,
     checks: &[&str],
-    accel: Accel,
+    accel: &mut Accel,
     work: &Path,
 ) -> Result<Column> {
     let append = format!(
@@ -233,7 +245,7 @@ fn boot(
         checks.join(",")
     );
     let log = work.join(format!("{}.log", spec.name));
-    let kvm = accel == Accel::Kvm || (accel == Accel::Auto && Path::new("/dev/kvm").exists());
+    let kvm = *accel == Accel::Kvm || (*accel == Accel::Auto && Path::new("/dev/kvm").exists());
     if kvm {
         println!("==> vm-test: booting {} (KVM)", spec.name);
         let run = run_logged(
@@ -241,10 +253,14 @@ fn boot(
             &log,
             Some(KVM_START_TIMEOUT),
         )?;
-        if run.contains("VMTEST-INFO") || accel == Accel::Kvm {
+        if run.contains("VMTEST-INFO") || *accel == Accel::Kvm {
             return Ok(Column::parse(spec.name, &run));
         }
-        println!("==> vm-test: KVM did not boot {}; using TCG", spec.name);
+        println!(
+            "==> vm-test: KVM did not boot {}; using TCG from now on",
+            spec.name
+        );
+        *accel = Accel::Tcg;
     }
     println!("==> vm-test: booting {} (TCG, -cpu max)", spec.name);
     let run = run_logged(qemu(vmlinuz, initrd, &append, false), &log, None)?;
