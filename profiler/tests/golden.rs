@@ -173,6 +173,7 @@ fn allocation_view() -> AllocationView {
             scratch,
         ],
         split_secs: 2.5,
+        ..Default::default()
     }
 }
 

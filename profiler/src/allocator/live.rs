@@ -14,6 +14,8 @@ pub struct LiveBlock {
     pub stack: Option<StackId>,
     /// Requested size.
     pub size: u64,
+    /// Size the allocator's header gives (see `HeapLayout`); `size` when unknown.
+    pub usable: u64,
     /// Bytes this sample stands for.
     pub weight: u64,
     /// When it was allocated (monotonic ns).
@@ -21,6 +23,26 @@ pub struct LiveBlock {
 }
 
 impl LiveBlock {
+    /// Header bytes this sample stands for: `usable / p` where `p = size / weight` is
+    /// the probability that the sampler picked the block (Horvitz–Thompson).
+    pub fn heap_weight(&self) -> f64 {
+        if self.size == 0 {
+            0.0
+        } else {
+            self.usable as f64 * self.weight as f64 / self.size as f64
+        }
+    }
+
+    /// This sample's share of the variance of a sum of [`Self::heap_weight`]s:
+    /// `(1 - p) * heap_weight^2` (0 for a block that was certain to be sampled).
+    pub fn heap_variance(&self) -> f64 {
+        if self.weight == 0 || self.size >= self.weight {
+            return 0.0;
+        }
+        let p = self.size as f64 / self.weight as f64;
+        (1.0 - p) * self.heap_weight().powi(2)
+    }
+
     /// Blocks this sample stands for: `weight / size` (1 when the block alone was
     /// at least the sampling rate).
     pub fn objects(&self) -> f64 {
@@ -38,6 +60,35 @@ impl LiveBlock {
 pub struct LiveGrowth {
     pub bytes: f64,
     pub objects: f64,
+    /// Sampling variance of `bytes`: `Σ w (w − size)` over its samples.
+    pub variance: f64,
+    /// Bytes by age at the end of the observation (see [`AGE_BUCKETS`]).
+    pub by_age: [f64; 4],
+    /// Age of the oldest live sample, in seconds.
+    pub oldest_secs: f64,
+}
+
+/// Age buckets of live bytes, as shares of the observed span `T`: younger than `T/8`,
+/// `T/8..T/4`, `T/4..T/2`, older than `T/2`. A leak's blocks are spread over the whole
+/// span (about 12 %, 12 %, 25 %, 50 %); a cache's are all younger than its turnover
+/// time, so a cache that turns over faster than `T/8` has everything in the first.
+pub const AGE_BUCKETS: [f64; 4] = [0.125, 0.25, 0.5, 1.0];
+
+impl LiveGrowth {
+    /// Share of the live bytes older than half the observed span.
+    pub fn old_share(&self) -> f64 {
+        if self.bytes > 0.0 {
+            self.by_age[3] / self.bytes
+        } else {
+            0.0
+        }
+    }
+
+    /// Bytes older than half the span, and that estimate's sampling variance (each
+    /// sample's share is scaled like the whole, an approximation).
+    pub fn old_bytes(&self) -> (f64, f64) {
+        (self.by_age[3], self.variance * self.old_share())
+    }
 }
 
 /// The sampled allocation state of one process.
@@ -54,6 +105,12 @@ pub struct LiveAllocations {
     /// An allocation arrived for an address that was still live: its free was missed
     /// (an allocator entry point that is not probed). The old block is dropped.
     pub replaced: u64,
+    /// For the net growth (see `NetGrowth`): the estimated header bytes of every
+    /// allocation (sampled or not), its variance, and the exact header bytes of the
+    /// sampled blocks that were freed (or replaced).
+    pub heap_allocated: f64,
+    pub heap_allocated_variance: f64,
+    pub heap_freed_sampled: f64,
 }
 
 impl LiveAllocations {
@@ -65,8 +122,11 @@ impl LiveAllocations {
     pub fn alloc(&mut self, addr: u64, block: LiveBlock) {
         self.allocations += 1;
         self.allocated_bytes += block.weight as f64;
-        if self.blocks.insert(addr, block).is_some() {
+        self.heap_allocated += block.heap_weight();
+        self.heap_allocated_variance += block.heap_variance();
+        if let Some(old) = self.blocks.insert(addr, block) {
             self.replaced += 1;
+            self.heap_freed_sampled += old.usable as f64;
         }
     }
 
@@ -77,6 +137,7 @@ impl LiveAllocations {
         if let Some(b) = self.blocks.remove(&addr) {
             self.frees += 1;
             self.freed_bytes += b.weight as f64;
+            self.heap_freed_sampled += b.usable as f64;
         }
     }
 
@@ -112,6 +173,32 @@ impl LiveAllocations {
     pub fn growth(&self) -> BTreeMap<Option<StackId>, LiveGrowth> {
         self.growth_by_stack(0, u64::MAX)
     }
+
+    /// Live growth by stack with the age of its bytes, observed from `start_ns` (when
+    /// the process was first followed) to `now_ns`.
+    pub fn growth_with_age(
+        &self,
+        start_ns: u64,
+        now_ns: u64,
+    ) -> BTreeMap<Option<StackId>, LiveGrowth> {
+        let span = now_ns.saturating_sub(start_ns).max(1) as f64;
+        let mut out: BTreeMap<Option<StackId>, LiveGrowth> = BTreeMap::new();
+        for b in self.blocks.values() {
+            let age = now_ns.saturating_sub(b.time_ns) as f64;
+            let g = out.entry(b.stack).or_default();
+            let w = b.weight as f64;
+            g.bytes += w;
+            g.objects += b.objects();
+            g.variance += w * (w - b.size as f64).max(0.0);
+            let bucket = AGE_BUCKETS
+                .iter()
+                .position(|&edge| age < edge * span)
+                .unwrap_or(AGE_BUCKETS.len() - 1);
+            g.by_age[bucket] += w;
+            g.oldest_secs = g.oldest_secs.max(age / 1e9);
+        }
+        out
+    }
 }
 
 #[cfg(test)]
@@ -122,6 +209,7 @@ mod tests {
         LiveBlock {
             stack: Some(stack),
             size,
+            usable: size,
             weight,
             time_ns,
         }
@@ -164,6 +252,29 @@ mod tests {
         assert_eq!(live.replaced, 1);
         assert_eq!(live.live_samples(), 1);
         assert!(live.growth().contains_key(&Some(2)));
+    }
+
+    /// Check that ages fall in the right buckets: a leak's spread, a cache's young.
+    #[test]
+    fn ages_by_share_of_the_span() {
+        let mut live = LiveAllocations::new();
+        let s = 1_000_000_000u64;
+        // Observed from 0 to 8 s: a block per second on stack 1 (a leak) ...
+        for i in 0..8 {
+            live.alloc(i, block(1, 64, 100, i * s + s / 2));
+        }
+        // ... and stack 2's blocks all from the last half second (a cache).
+        live.alloc(100, block(2, 64, 100, 7 * s + s / 2));
+        live.alloc(101, block(2, 64, 100, 7 * s + s / 4));
+        let g = live.growth_with_age(0, 8 * s);
+        let leak = g[&Some(1)];
+        assert_eq!(leak.by_age, [100.0, 100.0, 200.0, 400.0]);
+        assert_eq!(leak.old_share(), 0.5);
+        assert_eq!(leak.oldest_secs, 7.5);
+        assert_eq!(leak.variance, 8.0 * 100.0 * 36.0);
+        let cache = g[&Some(2)];
+        assert_eq!(cache.by_age, [200.0, 0.0, 0.0, 0.0]);
+        assert_eq!(cache.old_share(), 0.0);
     }
 
     /// Check that the time split puts each block in exactly one half.

@@ -4,9 +4,11 @@
 //! `ingest` is the per-event path; `finish` turns the state into a [`MemoryReport`].
 use std::collections::{BTreeMap, BTreeSet};
 
+use profiler_common::FreeFlow;
+
 use crate::{
     aggregate::{StackTable, UnwindCache},
-    allocator::{live::LiveBlock, LiveAllocations},
+    allocator::{live::LiveBlock, HeapLayout, LiveAllocations},
     collect::{Counters, Record, ResidentTrack},
     events::{linux, AllocOp, AllocRecord, MemOp, MemRecord, StackId, StackSample, WaitRecord},
     ledger::{ProcessLedger, Provenance, RegionKind},
@@ -55,6 +57,13 @@ pub struct Target {
     pub allocator_note: Option<String>,
     /// Resident memory by kind from `kmem:rss_stat`, read at the end of the window.
     pub resident: Option<ResidentTrack>,
+    /// How the kernel side sizes frees of blocks it did not see allocated.
+    pub heap_layout: HeapLayout,
+    /// Monotonic time (ns) when the process was first followed: live blocks and frees
+    /// count from here.
+    pub followed_ns: u64,
+    /// Those frees since the process was first followed, read at the end of the window.
+    pub free_flow: Option<FreeFlow>,
     /// The kernel's `[uprobes]` mapping (uretprobe trampoline), once it exists.
     uprobes_vma: Option<(u64, u64)>,
     uprobes_checked_at: Option<std::time::Instant>,
@@ -150,6 +159,9 @@ impl Session {
                 allocators: Vec::new(),
                 allocator_note: None,
                 resident: None,
+                heap_layout: HeapLayout::None,
+                followed_ns: crate::collect::monotonic_now_ns(),
+                free_flow: None,
                 uprobes_vma: None,
                 uprobes_checked_at: None,
             },
@@ -226,6 +238,7 @@ impl Session {
             AllocOp::Alloc {
                 addr,
                 size,
+                usable_size,
                 weight,
                 stack,
             } => {
@@ -236,6 +249,11 @@ impl Session {
                         LiveBlock {
                             stack,
                             size,
+                            usable: if usable_size > 0 {
+                                u64::from(usable_size)
+                            } else {
+                                size
+                            },
                             weight,
                             time_ns: a.time_ns,
                         },
@@ -387,6 +405,9 @@ impl Session {
     pub fn read_resident(&mut self, collector: &crate::collect::Collector) {
         for t in self.targets.values_mut() {
             t.resident = collector.resident_track(t.pid);
+            if !t.allocators.is_empty() {
+                t.free_flow = collector.free_flow(t.pid).or(t.free_flow);
+            }
         }
     }
 
@@ -519,6 +540,9 @@ impl Session {
                     frames: names(id),
                     bytes: g.bytes,
                     objects: g.objects,
+                    variance: g.variance,
+                    by_age: g.by_age,
+                    oldest_secs: g.oldest_secs,
                     locations: super::locations::of_stack(&self.stacks, id),
                 })
                 .collect();
@@ -527,8 +551,12 @@ impl Session {
         };
         let start = self.window_start_ns;
         let split = start + window_end_ns.saturating_sub(start) / 2;
-        let growth = to_rows(t.allocs.growth());
+        let growth = to_rows(t.allocs.growth_with_age(t.followed_ns, window_end_ns));
+        let net = crate::allocator::net::net_growth(&t.allocs, t.free_flow.as_ref(), t.heap_layout);
         AllocationView {
+            net: net.ok(),
+            net_missing: net.err(),
+            followed_secs: window_end_ns.saturating_sub(t.followed_ns) as f64 / 1e9,
             allocators: t.allocators.clone(),
             live_bytes: growth.iter().map(|g| g.bytes).sum(),
             live_objects: growth.iter().map(|g| g.objects).sum(),

@@ -148,11 +148,16 @@ pub fn json_fields(p: &ProcessMemory) -> serde_json::Map<String, serde_json::Val
                 "samples": a.samples,
                 "frees": a.frees,
                 "frees_missed": a.replaced,
+                "net": a.net,
+                "net_missing": a.net_missing,
+                "followed_secs": a.followed_secs,
                 "top_stacks": a.growth.iter().take(TOP_STACKS).map(|g| serde_json::json!({
                     "bytes": g.bytes.round() as u64,
                     "objects": g.objects.round() as u64,
                     "percent": if a.live_bytes > 0.0 { 100.0 * g.bytes / a.live_bytes } else { 0.0 },
                     "frames": g.frames,
+                    "bytes_by_age": g.by_age,
+                    "oldest_secs": g.oldest_secs,
                 })).collect::<Vec<_>>(),
             }),
         );

@@ -84,6 +84,12 @@ pub struct AllocationView {
     pub replaced: u64,
     /// Live growth by stack, largest first.
     pub growth: Vec<AllocGrowth>,
+    /// Net growth of live heap bytes since the process was first followed (frees of
+    /// blocks allocated before counted), or why it cannot be told.
+    pub net: Option<crate::allocator::net::NetGrowth>,
+    pub net_missing: Option<crate::allocator::net::NoNetGrowth>,
+    /// Seconds since the process was first followed (the span of `growth`'s ages).
+    pub followed_secs: f64,
     /// The same, split at `split_secs` into the window: for the differential view.
     pub first_half: Vec<AllocGrowth>,
     pub second_half: Vec<AllocGrowth>,
@@ -98,6 +104,11 @@ pub struct AllocGrowth {
     pub frames: Vec<String>,
     pub bytes: f64,
     pub objects: f64,
+    /// Sampling variance of `bytes`.
+    pub variance: f64,
+    /// Live bytes by age (see `allocator::live::AGE_BUCKETS`), and the oldest's age.
+    pub by_age: [f64; 4],
+    pub oldest_secs: f64,
     /// The frames as code locations, root first, for pprof; empty when only names are
     /// known.
     #[serde(skip)]
