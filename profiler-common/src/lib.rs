@@ -221,8 +221,9 @@ pub const MUSL_SIZE_CLASSES: [u16; 48] = [
 
 /// Frees of blocks the allocator probes did not see allocated (blocks allocated before
 /// the probes attached, or not sampled), per process and per CPU (map `FREE_FLOW`).
-/// Their bytes are estimated with the same unbiased byte sampler as allocations, on the
-/// size read from the allocator's header, and summed in the kernel: no record per free.
+/// Their sizes, read from the allocator's header, are summed in the kernel (no record
+/// per free); they also pass through the same unbiased byte sampler as allocations, an
+/// estimate userspace checks against the exact sum.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct FreeFlow {
@@ -237,7 +238,7 @@ pub struct FreeFlow {
     /// Sum of `weight * (weight - size)` over the sampled frees: the unbiased estimate
     /// of the variance of `weight` as an estimate of the bytes freed.
     pub variance: u64,
-    /// Sum of the sizes read (exact bytes of every sized free, for checking).
+    /// Sum of the sizes read: the exact bytes of every sized free.
     pub sized_bytes: u64,
 }
 

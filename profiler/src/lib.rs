@@ -14,6 +14,7 @@ pub mod compare;
 pub mod daemon;
 pub mod events;
 pub mod ledger;
+pub mod memory_growth;
 pub mod memory_verdict;
 pub mod offcpu;
 pub mod procfs;

@@ -14,10 +14,12 @@
 //! through the allocator. Every verdict carries the numbers it rests on.
 use serde::Serialize;
 
-use crate::units::human_bytes;
+use crate::{
+    memory_growth::{self, signed, Growth, GrowthEvidence},
+    units::human_bytes,
+};
 
-/// Growth below this is noise for a verdict.
-pub const MIN_GROWTH_BYTES: f64 = 1024.0 * 1024.0;
+pub use memory_growth::MIN_GROWTH_BYTES;
 /// Live growth at least this share of the heap growth makes a leak (smaller live growth
 /// next to a growing heap is retention).
 pub const LEAK_SHARE_OF_HEAP: f64 = 0.25;
@@ -34,6 +36,12 @@ pub enum MemoryVerdictKind {
     NoGrowth,
     /// The heap grew but the allocator probes were off: leak and retention look alike.
     HeapGrowthUnexplained,
+    /// Live allocations grew and then stayed level (daemon): a warm-up, a cache filling.
+    GrowthStopped,
+    /// Live allocations rise and are released again (daemon): batches.
+    Periodic,
+    /// Live allocations grow, but the daemon has too few intervals to call a trend.
+    Growing,
 }
 
 impl MemoryVerdictKind {
@@ -44,6 +52,9 @@ impl MemoryVerdictKind {
             Self::MappedGrowth => "MAPPED GROWTH (not through the allocator)",
             Self::NoGrowth => "NO GROWTH",
             Self::HeapGrowthUnexplained => "HEAP GROWTH (allocator probes off)",
+            Self::GrowthStopped => "GROWTH THAT STOPPED",
+            Self::Periodic => "PERIODIC GROWTH AND RELEASE",
+            Self::Growing => "GROWING (no trend yet)",
         }
     }
 }
@@ -70,9 +81,9 @@ pub struct MappedStack<'a> {
 pub struct MemoryEvidence<'a> {
     /// Whether the allocator probes ran for this process.
     pub allocator_probed: bool,
-    /// Estimated live bytes allocated in the window and not freed, and by stack.
+    /// Estimated live bytes allocated in the window and not freed (by stack and age:
+    /// `growth`).
     pub live_growth: f64,
-    pub live_stacks: Vec<NamedStack>,
     /// Estimated bytes allocated and freed in the window (sampled blocks).
     pub allocated: f64,
     pub freed: f64,
@@ -87,6 +98,9 @@ pub struct MemoryEvidence<'a> {
     /// window: the daemon keeps what is live across its intervals, since a slow leak
     /// shows over hours, not within one interval.
     pub since_follow: bool,
+    /// Live allocations by stack with their age and trend, the net growth, and the
+    /// exact numbers: what decides LEAK (see `memory_growth`).
+    pub growth: GrowthEvidence,
 }
 
 /// The verdict for one process.
@@ -103,6 +117,9 @@ pub struct MemoryVerdict {
     pub advice: Option<String>,
     /// Secondary findings, e.g. direct mapped growth next to a leak.
     pub also: Vec<String>,
+    /// How sure the verdict is and the numbers behind it, in one line (allocator
+    /// probes on).
+    pub confidence: Option<String>,
 }
 
 /// The numbers behind a verdict, in bytes.
@@ -118,6 +135,11 @@ pub struct Numbers {
     pub resident_delta: Option<i64>,
     /// See `MemoryEvidence::since_follow`.
     pub since_follow: bool,
+    /// Net growth of live heap bytes (frees of older blocks counted) and its standard
+    /// error, and the estimated bytes allocated per second (see `allocator::net`).
+    pub net_growth: Option<f64>,
+    pub net_sigma: Option<f64>,
+    pub churn_per_sec: Option<f64>,
 }
 
 impl Numbers {
@@ -143,7 +165,25 @@ impl Numbers {
             )),
             None => parts.push("live allocations: not measured".into()),
         }
+        if let (Some(net), Some(sigma)) = (self.net_growth, self.net_sigma) {
+            parts.push(format!(
+                "net live {} ± {} (2σ; frees of older blocks counted)",
+                signed(net),
+                human_bytes(2.0 * sigma)
+            ));
+        }
         parts.push(format!("allocator heap +{}", human_bytes(self.heap_growth)));
+        if let (Some(net), Some(sigma)) = (self.net_growth, self.net_sigma) {
+            // What the heap grew by beyond the live bytes: kept by the allocator. (An
+            // allocator whose heap shows as direct mappings has no heap growth here.)
+            if self.heap_growth > 0.0 {
+                parts.push(format!(
+                    "allocator-retained {} ± {}",
+                    signed(self.heap_growth - net),
+                    human_bytes(2.0 * sigma)
+                ));
+            }
+        }
         parts.push(format!(
             "direct mappings +{}",
             human_bytes(self.direct_mapped_growth)
@@ -370,17 +410,28 @@ pub fn judge(e: &MemoryEvidence<'_>) -> MemoryVerdict {
         .filter(|s| is_direct_stack(s))
         .map(|s| s.bytes)
         .sum();
+    let resident_delta = match (e.resident_before, e.resident_after) {
+        (Some(b), Some(a)) => Some(a as i64 - b as i64),
+        _ => None,
+    };
+    let probed = e.allocator_probed;
+    let growth = GrowthEvidence {
+        heap_growth: heap,
+        direct_growth: direct,
+        resident_delta,
+        ..e.growth.clone()
+    };
     let numbers = Numbers {
-        live_growth: e.allocator_probed.then_some(e.live_growth),
-        allocated: e.allocator_probed.then_some(e.allocated),
-        freed: e.allocator_probed.then_some(e.freed),
+        live_growth: probed.then_some(e.live_growth),
+        allocated: probed.then_some(e.allocated),
+        freed: probed.then_some(e.freed),
         heap_growth: heap,
         direct_mapped_growth: direct,
-        resident_delta: match (e.resident_before, e.resident_after) {
-            (Some(b), Some(a)) => Some(a as i64 - b as i64),
-            _ => None,
-        },
+        resident_delta,
         since_follow: e.since_follow,
+        net_growth: growth.net.filter(|_| probed).map(|n| n.bytes),
+        net_sigma: growth.net.filter(|_| probed).map(|n| n.sigma),
+        churn_per_sec: growth.churn_per_sec().filter(|_| probed),
     };
     let heap_stacks = || {
         top(
@@ -406,29 +457,8 @@ pub fn judge(e: &MemoryEvidence<'_>) -> MemoryVerdict {
             VERDICT_STACKS,
         )
     };
-    // An allocator whose internals are missing from mapping stacks (musl without CFI)
-    // makes heap mappings look direct; live growth the heap does not explain is taken
-    // out of the direct share before it counts as a finding of its own.
-    let live = if e.allocator_probed {
-        e.live_growth
-    } else {
-        0.0
-    };
-    let direct_unexplained = (direct - (live - heap).max(0.0)).max(0.0);
     let mut also = Vec::new();
-    let verdict = |kind: MemoryVerdictKind,
-                   headline: String,
-                   stacks: Vec<NamedStack>,
-                   advice: Option<String>,
-                   also: Vec<String>| MemoryVerdict {
-        kind,
-        headline,
-        numbers: numbers.clone(),
-        stacks,
-        advice,
-        also,
-    };
-    if !e.allocator_probed {
+    if !probed {
         if heap >= MIN_GROWTH_BYTES && heap >= direct {
             let stacks = heap_stacks();
             let headline = format!(
@@ -440,40 +470,120 @@ pub fn judge(e: &MemoryEvidence<'_>) -> MemoryVerdict {
             return verdict(
                 MemoryVerdictKind::HeapGrowthUnexplained,
                 headline,
+                numbers,
                 stacks,
                 None,
-                also,
             );
         }
         if direct >= MIN_GROWTH_BYTES {
-            return mapped_verdict(direct, direct_stacks(), numbers.clone(), also);
+            return mapped_verdict(direct, direct_stacks(), numbers, also);
         }
-        return no_growth(numbers.clone());
+        return no_growth(numbers, None);
     }
-    if live >= MIN_GROWTH_BYTES && live >= LEAK_SHARE_OF_HEAP * heap {
-        let stacks = top(e.live_stacks.iter().cloned(), VERDICT_STACKS);
-        let share = stacks
-            .first()
-            .map(|s| s.bytes / live * 100.0)
-            .unwrap_or(0.0);
-        let headline = format!(
-            "{}: live allocations grew +{} {} and were not freed; {:.0}% under {}",
-            MemoryVerdictKind::Leak.label(),
-            human_bytes(live),
-            numbers.span(),
-            share,
-            top_culprit(&stacks)
-        );
-        // A residue next to the live growth is the allocator's own overhead.
-        if direct_unexplained >= MIN_GROWTH_BYTES.max(LEAK_SHARE_OF_HEAP * live) {
-            let d = direct_stacks();
-            also.push(format!(
-                "direct mappings also grew +{}, most under {}",
-                human_bytes(direct_unexplained),
-                top_culprit(&d)
+    let assessment = memory_growth::assess(&growth);
+    let named = |indices: &[usize]| -> Vec<NamedStack> {
+        top(
+            indices.iter().map(|&i| NamedStack {
+                frames: growth.stacks[i].frames.clone(),
+                bytes: growth.stacks[i].bytes,
+            }),
+            VERDICT_STACKS,
+        )
+    };
+    // Live growth the verdict stands by: a leak's, else the net growth (never below 0).
+    let live = match &assessment.growth {
+        Growth::Leak { bytes, .. } => *bytes,
+        _ => growth.net.map_or(0.0, |n| n.bytes.max(0.0)),
+    };
+    // An allocator whose internals are missing from mapping stacks (musl without CFI)
+    // makes heap mappings look direct; live growth the heap does not explain is taken
+    // out of the direct share before it counts as a finding of its own.
+    let direct_unexplained = (direct - (live - heap).max(0.0)).max(0.0);
+    let with_confidence = |mut v: MemoryVerdict| {
+        v.confidence = Some(assessment.confidence.clone());
+        v
+    };
+    match &assessment.growth {
+        Growth::Leak { stacks, bytes } => {
+            let stacks = named(stacks);
+            let share = stacks
+                .first()
+                .map(|s| s.bytes / bytes * 100.0)
+                .unwrap_or(0.0);
+            let headline = format!(
+                "{}: live allocations grew +{} {} and were not freed; {:.0}% under {}",
+                MemoryVerdictKind::Leak.label(),
+                human_bytes(*bytes),
+                numbers.span(),
+                share,
+                top_culprit(&stacks)
+            );
+            // A residue next to the live growth is the allocator's own overhead.
+            if direct_unexplained >= MIN_GROWTH_BYTES.max(LEAK_SHARE_OF_HEAP * live) {
+                let d = direct_stacks();
+                also.push(format!(
+                    "direct mappings also grew +{}, most under {}",
+                    human_bytes(direct_unexplained),
+                    top_culprit(&d)
+                ));
+            }
+            let mut v = verdict(MemoryVerdictKind::Leak, headline, numbers, stacks, None);
+            v.also = also;
+            return with_confidence(v);
+        }
+        Growth::Stopped { stack, grew } => {
+            let stacks = named(&[*stack]);
+            let headline = format!(
+                "{}: live allocations grew +{} and then stayed level under {} \
+                 (a warm-up or a cache filling up, not a leak)",
+                MemoryVerdictKind::GrowthStopped.label(),
+                human_bytes(*grew),
+                top_culprit(&stacks)
+            );
+            return with_confidence(verdict(
+                MemoryVerdictKind::GrowthStopped,
+                headline,
+                numbers,
+                stacks,
+                None,
             ));
         }
-        return verdict(MemoryVerdictKind::Leak, headline, stacks, None, also);
+        Growth::Periodic { stack, releases } => {
+            let stacks = named(&[*stack]);
+            let headline = format!(
+                "{}: live allocations under {} rise and are released again \
+                 ({releases} releases seen: batches, not a leak)",
+                MemoryVerdictKind::Periodic.label(),
+                top_culprit(&stacks)
+            );
+            return with_confidence(verdict(
+                MemoryVerdictKind::Periodic,
+                headline,
+                numbers,
+                stacks,
+                None,
+            ));
+        }
+        Growth::Pending { bytes } => {
+            let all: Vec<usize> = (0..growth.stacks.len()).collect();
+            let stacks = named(&all);
+            let headline = format!(
+                "{}: {} of live allocations {} under {}; a leak is called on the trend \
+                 of the coming intervals",
+                MemoryVerdictKind::Growing.label(),
+                human_bytes(*bytes),
+                numbers.span(),
+                top_culprit(&stacks)
+            );
+            return with_confidence(verdict(
+                MemoryVerdictKind::Growing,
+                headline,
+                numbers,
+                stacks,
+                None,
+            ));
+        }
+        Growth::Balanced => {}
     }
     if heap >= MIN_GROWTH_BYTES {
         let stacks = heap_stacks();
@@ -482,8 +592,8 @@ pub fn judge(e: &MemoryEvidence<'_>) -> MemoryVerdict {
              freed memory is kept by the allocator. Heap extended under {}",
             MemoryVerdictKind::Retention.label(),
             human_bytes(heap),
-            human_bytes(live.max(0.0)),
-            live.max(0.0) / heap * 100.0,
+            human_bytes(live),
+            live / heap * 100.0,
             top_culprit(&stacks)
         );
         if direct_unexplained >= MIN_GROWTH_BYTES {
@@ -492,18 +602,44 @@ pub fn judge(e: &MemoryEvidence<'_>) -> MemoryVerdict {
                 human_bytes(direct_unexplained)
             ));
         }
-        return verdict(
+        let mut v = verdict(
             MemoryVerdictKind::Retention,
             headline,
+            numbers,
             stacks,
             Some(advice(e.allocator.as_deref())),
-            also,
         );
+        v.also = also;
+        return with_confidence(v);
     }
     if direct_unexplained >= MIN_GROWTH_BYTES {
-        return mapped_verdict(direct_unexplained, direct_stacks(), numbers.clone(), also);
+        return with_confidence(mapped_verdict(
+            direct_unexplained,
+            direct_stacks(),
+            numbers,
+            also,
+        ));
     }
-    no_growth(numbers.clone())
+    let churn = numbers.churn_per_sec;
+    with_confidence(no_growth(numbers, churn))
+}
+
+fn verdict(
+    kind: MemoryVerdictKind,
+    headline: String,
+    numbers: Numbers,
+    stacks: Vec<NamedStack>,
+    advice: Option<String>,
+) -> MemoryVerdict {
+    MemoryVerdict {
+        kind,
+        headline,
+        numbers,
+        stacks,
+        advice,
+        also: Vec::new(),
+        confidence: None,
+    }
 }
 
 fn mapped_verdict(
@@ -519,35 +655,47 @@ fn mapped_verdict(
         human_bytes(bytes),
         top_culprit(&stacks)
     );
-    MemoryVerdict {
-        kind: MemoryVerdictKind::MappedGrowth,
+    let mut v = verdict(
+        MemoryVerdictKind::MappedGrowth,
         headline,
         numbers,
         stacks,
-        advice: None,
-        also,
-    }
+        None,
+    );
+    v.also = also;
+    v
 }
 
-fn no_growth(numbers: Numbers) -> MemoryVerdict {
-    MemoryVerdict {
-        kind: MemoryVerdictKind::NoGrowth,
-        headline: format!(
+/// No growth; with a churn rate, the allocations and frees that balance are named.
+fn no_growth(numbers: Numbers, churn_per_sec: Option<f64>) -> MemoryVerdict {
+    let headline = match churn_per_sec {
+        Some(churn) if churn >= MIN_GROWTH_BYTES / 60.0 => format!(
+            "{}: allocations and frees balance (churn of ~{}/s); nothing grew by {} or more {}",
+            MemoryVerdictKind::NoGrowth.label(),
+            human_bytes(churn),
+            human_bytes(MIN_GROWTH_BYTES),
+            numbers.span()
+        ),
+        _ => format!(
             "{}: nothing grew by {} or more {}",
             MemoryVerdictKind::NoGrowth.label(),
             human_bytes(MIN_GROWTH_BYTES),
             numbers.span()
         ),
+    };
+    verdict(
+        MemoryVerdictKind::NoGrowth,
+        headline,
         numbers,
-        stacks: Vec::new(),
-        advice: None,
-        also: Vec::new(),
-    }
+        Vec::new(),
+        None,
+    )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::memory_growth::StackEvidence;
 
     const MIB: f64 = 1024.0 * 1024.0;
 
@@ -555,10 +703,22 @@ mod tests {
         names.iter().map(|s| s.to_string()).collect()
     }
 
-    fn named(names: &[&str], bytes: f64) -> NamedStack {
-        NamedStack {
-            frames: frames(names),
-            bytes,
+    /// Live allocations by stack: frames, bytes, share older than half the span.
+    fn growth(stacks: &[(&[&str], f64, f64)]) -> GrowthEvidence {
+        GrowthEvidence {
+            stacks: stacks
+                .iter()
+                .map(|(f, bytes, old)| StackEvidence {
+                    frames: frames(f),
+                    bytes: *bytes,
+                    variance: bytes * 262144.0,
+                    old_bytes: old * bytes,
+                    oldest_secs: 5.0,
+                    trend: None,
+                })
+                .collect(),
+            span_secs: 5.0,
+            ..Default::default()
         }
     }
 
@@ -585,10 +745,10 @@ mod tests {
         let e = MemoryEvidence {
             allocator_probed: true,
             live_growth: 26.0 * MIB,
-            live_stacks: vec![
-                named(&["main", "cache_insert_session"], 25.0 * MIB),
-                named(&["main", "handle_request_scratch"], 1.0 * MIB),
-            ],
+            growth: growth(&[
+                (&["main", "cache_insert_session"], 25.0 * MIB, 0.5),
+                (&["main", "handle_request_scratch"], 1.0 * MIB, 0.0),
+            ]),
             allocated: 300.0 * MIB,
             freed: 274.0 * MIB,
             mapped: vec![
@@ -612,7 +772,7 @@ mod tests {
         assert_eq!(v.kind, MemoryVerdictKind::Leak);
         assert_eq!(culprit(&v.stacks[0].frames), "cache_insert_session");
         assert!(
-            v.headline.contains("96% under cache_insert_session"),
+            v.headline.contains("100% under cache_insert_session"),
             "{}",
             v.headline
         );
@@ -626,7 +786,7 @@ mod tests {
         });
         assert!(
             v.headline
-                .contains("grew +26.0 MiB since the process was first followed"),
+                .contains("grew +25.0 MiB since the process was first followed"),
             "{}",
             v.headline
         );
@@ -650,7 +810,7 @@ mod tests {
         let e = MemoryEvidence {
             allocator_probed: true,
             live_growth: 1.5 * MIB,
-            live_stacks: vec![named(&["main", "load_batch"], 1.5 * MIB)],
+            growth: growth(&[(&["main", "load_batch"], 1.5 * MIB, 0.0)]),
             allocated: 320.0 * MIB,
             freed: 318.5 * MIB,
             mapped: vec![MappedStack {
@@ -779,7 +939,7 @@ mod tests {
         let e = MemoryEvidence {
             allocator_probed: true,
             live_growth: 30.0 * MIB,
-            live_stacks: vec![named(&["main", "cache_insert_session"], 30.0 * MIB)],
+            growth: growth(&[(&["main", "cache_insert_session"], 30.0 * MIB, 0.5)]),
             mapped: vec![MappedStack {
                 kind: "anon mmap",
                 frames: &musl,

@@ -116,14 +116,6 @@ fn memory_report() -> MemoryReport {
     let verdict = profiler::memory_verdict::judge(&profiler::memory_verdict::MemoryEvidence {
         allocator_probed: true,
         live_growth: a.live_bytes,
-        live_stacks: a
-            .growth
-            .iter()
-            .map(|g| profiler::memory_verdict::NamedStack {
-                frames: g.frames.clone(),
-                bytes: g.bytes,
-            })
-            .collect(),
         allocated: a.allocated_bytes,
         freed: a.freed_bytes,
         mapped,
@@ -131,22 +123,31 @@ fn memory_report() -> MemoryReport {
         resident_after: p.rss_after.map(|r| r.total),
         allocator: Some("glibc malloc".into()),
         since_follow: false,
+        growth: profiler::record::series::growth_evidence(a, None),
     });
     p.verdict = Some(verdict);
     report
 }
 
 fn allocation_view() -> AllocationView {
+    const MIB: f64 = 1048576.0;
+    // Samples of 256 KiB: a leak spread over the 5 s, scratch all younger than 0.3 s.
     let leak = AllocGrowth {
         frames: frames(&["_start", "main", "cache_insert_session"]),
-        bytes: (30 << 20) as f64,
+        bytes: 30.0 * MIB,
         objects: 960.0,
+        variance: 30.0 * MIB * 262144.0,
+        by_age: [3.75 * MIB, 3.75 * MIB, 7.5 * MIB, 15.0 * MIB],
+        oldest_secs: 4.9,
         ..Default::default()
     };
     let scratch = AllocGrowth {
         frames: frames(&["_start", "main", "handle_request_scratch"]),
-        bytes: (1 << 20) as f64,
+        bytes: MIB,
         objects: 16.0,
+        variance: MIB * 262144.0,
+        by_age: [MIB, 0.0, 0.0, 0.0],
+        oldest_secs: 0.3,
         ..Default::default()
     };
     AllocationView {
@@ -173,6 +174,18 @@ fn allocation_view() -> AllocationView {
             scratch,
         ],
         split_secs: 2.5,
+        followed_secs: 5.0,
+        net: Some(profiler::allocator::net::NetGrowth {
+            bytes: 29.5 * MIB,
+            sigma: 4.0 * MIB,
+            allocated: 300.0 * MIB,
+            freed: 270.5 * MIB,
+            unseen_frees: 70_000,
+            unseen_freed: 200.0 * MIB,
+            unseen_freed_sampled: 201.0 * MIB,
+            unseen_freed_sampled_sigma: 5.0 * MIB,
+            ..Default::default()
+        }),
         ..Default::default()
     }
 }

@@ -3,17 +3,19 @@
 //! before the probes attached.
 //!
 //! Sampled blocks are followed from allocation to free; every other free is sized in the
-//! kernel from the allocator's header and byte-sampled (`FreeFlow`). With `u` a block's
-//! header size and `p` its sampling probability:
+//! kernel from the allocator's header (`FreeFlow`). With `u` a block's header size and
+//! `p` its sampling probability:
 //!
-//! `net = Σ_sampled u/p − Σ_sampled and freed u − Σ_sampled unseen frees w`
+//! `net = Σ_sampled u/p − Σ_sampled and freed u − Σ_unseen frees u`
 //!
-//! The first term estimates the bytes of every allocation; the second is exact; the
-//! third estimates the frees of every block not sampled live, i.e. blocks from before
-//! the probes *and* unsampled blocks from since (which the first term counted). Each
-//! term is unbiased, so the difference is. Its variance is the sum of the
-//! Horvitz–Thompson variances of the two sampled terms, `Σ (1 − p) (u/p)²` (kernel:
-//! `Σ w (w − size)`); `sigma` is its square root.
+//! The first term estimates the bytes of every allocation (Horvitz–Thompson); the
+//! second is exact; the third is every free of a block not sampled live, i.e. blocks
+//! from before the probes *and* unsampled blocks from since (which the first term
+//! counted). The kernel sums the third exactly (it reads the header of every free
+//! anyway); it also byte-samples those frees like allocations, and that estimate is
+//! kept as `unseen_freed_sampled` to check the sampler against the exact sum. Only the
+//! first term is sampled: the variance is `Σ (1 − p) (u/p)²` over the sampled
+//! allocations, and `sigma` is its square root.
 use profiler_common::FreeFlow;
 use serde::Serialize;
 
@@ -35,6 +37,11 @@ pub struct NetGrowth {
     /// Frees of blocks not sampled live, and how many of them could not be sized.
     pub unseen_frees: u64,
     pub unsized_frees: u64,
+    /// Their exact bytes, and the byte sampler's estimate of them with its standard
+    /// error (a check of the sampler: the two agree within a few `sigma`).
+    pub unseen_freed: f64,
+    pub unseen_freed_sampled: f64,
+    pub unseen_freed_sampled_sigma: f64,
 }
 
 /// Why there is no net estimate.
@@ -81,14 +88,17 @@ pub fn net_growth(
             frees: flow.frees,
         });
     }
-    let freed = live.heap_freed_sampled + flow.weight as f64;
+    let freed = live.heap_freed_sampled + flow.sized_bytes as f64;
     Ok(NetGrowth {
         bytes: live.heap_allocated - freed,
-        sigma: (live.heap_allocated_variance + flow.variance as f64).sqrt(),
+        sigma: live.heap_allocated_variance.sqrt(),
         allocated: live.heap_allocated,
         freed,
         unseen_frees: flow.frees,
         unsized_frees: flow.unsized_frees,
+        unseen_freed: flow.sized_bytes as f64,
+        unseen_freed_sampled: flow.weight as f64,
+        unseen_freed_sampled_sigma: (flow.variance as f64).sqrt(),
     })
 }
 
@@ -122,6 +132,7 @@ mod tests {
             sampled: 4,
             weight: 4 * 65536,
             variance: 4 * 65536 * (65536 - 2048),
+            sized_bytes: 128 * 2048,
             ..Default::default()
         };
         let n = net_growth(&live, Some(&flow), HeapLayout::Glibc).unwrap();
@@ -129,9 +140,9 @@ mod tests {
         let allocated = 4.0 * 65536.0 * 2048.0 / 2040.0;
         assert!((n.allocated - allocated).abs() < 1.0, "{n:?}");
         assert!((n.bytes - (allocated - 4.0 * 65536.0)).abs() < 1.0, "{n:?}");
-        let var = 4.0 * (1.0 - 2040.0 / 65536.0) * (allocated / 4.0).powi(2)
-            + 4.0 * 65536.0 * (65536.0 - 2048.0);
+        let var = 4.0 * (1.0 - 2040.0 / 65536.0) * (allocated / 4.0).powi(2);
         assert!((n.sigma - var.sqrt()).abs() < 1.0, "{n:?}");
+        assert_eq!(n.unseen_freed, n.unseen_freed_sampled);
     }
 
     /// Check that sampled blocks freed count exactly and big blocks carry no variance.

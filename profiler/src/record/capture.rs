@@ -139,6 +139,11 @@ impl Capture {
         Ok(capture)
     }
 
+    /// Judge memory growth by its trend over windows (the daemon), not by one window.
+    pub fn judge_by_trend(&mut self) {
+        self.session.trends = true;
+    }
+
     /// The options the capture was attached with.
     pub fn options(&self) -> &RecordOptions {
         &self.opts
@@ -268,6 +273,9 @@ impl Capture {
     /// counts, forget targets that exited (they were reported), and take the new
     /// "before" values.
     pub fn next_window(&mut self) {
+        if self.session.trends {
+            self.session.record_interval();
+        }
         let exited: Vec<u32> = self
             .session
             .targets

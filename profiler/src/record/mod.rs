@@ -4,6 +4,7 @@ pub mod capture;
 pub mod follow;
 mod locations;
 pub(crate) mod output;
+pub mod series;
 mod session;
 pub mod snapshot;
 

@@ -12,7 +12,7 @@ use crate::{
     collect::{Counters, Record, ResidentTrack},
     events::{linux, AllocOp, AllocRecord, MemOp, MemRecord, StackId, StackSample, WaitRecord},
     ledger::{ProcessLedger, Provenance, RegionKind},
-    memory_verdict::{self, MappedStack, MemoryEvidence, NamedStack},
+    memory_verdict::{self, MappedStack, MemoryEvidence},
     offcpu::{classify::FdClassifier, WaitProfile},
     procfs::{self, Rss},
     render::{AllocGrowth, AllocationView, MemoryReport, ProcessMemory, ResidentView, StackGrowth},
@@ -64,6 +64,8 @@ pub struct Target {
     pub followed_ns: u64,
     /// Those frees since the process was first followed, read at the end of the window.
     pub free_flow: Option<FreeFlow>,
+    /// Live allocations at the end of each daemon interval.
+    pub series: super::series::IntervalSeries,
     /// The kernel's `[uprobes]` mapping (uretprobe trampoline), once it exists.
     uprobes_vma: Option<(u64, u64)>,
     uprobes_checked_at: Option<std::time::Instant>,
@@ -89,6 +91,8 @@ pub struct Session {
     /// A later window of a capture that keeps its probes (the daemon): stacks and the
     /// memory verdict count from when each process was first followed.
     pub since_follow: bool,
+    /// Judge growth by its trend over intervals (the daemon), not by one window.
+    pub trends: bool,
 }
 
 impl Default for Session {
@@ -110,6 +114,7 @@ impl Session {
             adopted: Vec::new(),
             retired: Vec::new(),
             since_follow: false,
+            trends: false,
         }
     }
 
@@ -162,6 +167,7 @@ impl Session {
                 heap_layout: HeapLayout::None,
                 followed_ns: crate::collect::monotonic_now_ns(),
                 free_flow: None,
+                series: Default::default(),
                 uprobes_vma: None,
                 uprobes_checked_at: None,
             },
@@ -401,6 +407,23 @@ impl Session {
         }
     }
 
+    /// Keep each target's live allocations as the level of the interval that ends now
+    /// (the daemon's trends).
+    pub fn record_interval(&mut self) {
+        let now = crate::collect::monotonic_now_ns();
+        let views: Vec<(u32, AllocationView)> = self
+            .targets
+            .values()
+            .filter(|t| !t.allocators.is_empty())
+            .map(|t| (t.pid, self.allocation_view(t, now)))
+            .collect();
+        for (pid, view) in views {
+            if let Some(t) = self.targets.get_mut(&pid) {
+                t.series.push(&view);
+            }
+        }
+    }
+
     /// Read what `kmem:rss_stat` saw of each target.
     pub fn read_resident(&mut self, collector: &crate::collect::Collector) {
         for t in self.targets.values_mut() {
@@ -475,15 +498,6 @@ impl Session {
         let verdict = memory_verdict::judge(&MemoryEvidence {
             allocator_probed: allocations.is_some(),
             live_growth: allocations.as_ref().map_or(0.0, |a| a.live_bytes),
-            live_stacks: allocations.as_ref().map_or_else(Vec::new, |a| {
-                a.growth
-                    .iter()
-                    .map(|g| NamedStack {
-                        frames: g.frames.clone(),
-                        bytes: g.bytes,
-                    })
-                    .collect()
-            }),
             allocated: allocations.as_ref().map_or(0.0, |a| a.allocated_bytes),
             freed: allocations.as_ref().map_or(0.0, |a| a.freed_bytes),
             mapped,
@@ -491,6 +505,9 @@ impl Session {
             resident_after: t.rss_after.filter(|_| !t.exited).map(|r| r.total),
             allocator: t.allocators.first().cloned(),
             since_follow: self.since_follow,
+            growth: allocations.as_ref().map_or_else(Default::default, |a| {
+                super::series::growth_evidence(a, self.trends.then_some(&t.series))
+            }),
         });
         let resident = t.resident.map(|r| ResidentView {
             file: r.now[0],

@@ -12,6 +12,9 @@ const FRAMES_SHOWN: usize = 12;
 pub fn verdict_text(out: &mut String, p: &ProcessMemory) {
     let Some(v) = &p.verdict else { return };
     let _ = writeln!(out, "   verdict: {}", v.headline);
+    if let Some(confidence) = &v.confidence {
+        let _ = writeln!(out, "     {confidence}");
+    }
     // A daemon's later intervals count from the follow start: say so whatever the
     // verdict, since the headline of some verdicts has no span of its own.
     if v.numbers.since_follow {
