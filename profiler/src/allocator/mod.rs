@@ -10,7 +10,6 @@ pub mod detect;
 pub mod layout;
 pub mod live;
 pub mod net;
-pub mod trend;
 
 pub use detect::{detect, AllocatorChoice, AllocatorFamily};
 pub use layout::HeapLayout;

@@ -3,11 +3,11 @@
 //! whether memory keeps growing.
 use std::collections::HashMap;
 
-use crate::{
-    allocator::trend::{self, Point, Trend},
-    memory_growth::{GrowthEvidence, StackEvidence},
-    render::AllocationView,
+use super::{
+    growth::{GrowthEvidence, StackEvidence},
+    trend::{self, Point, Trend},
 };
+use crate::model::AllocationView;
 
 /// Intervals kept per stack: the trend is fitted over this sliding window.
 pub const MAX_POINTS: usize = 60;
@@ -127,7 +127,7 @@ pub fn growth_evidence(view: &AllocationView, series: Option<&IntervalSeries>) -
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{allocator::trend::Shape, render::AllocGrowth};
+    use crate::{analyze::memory::trend::Shape, model::AllocGrowth};
 
     fn view(secs: f64, rows: &[(&str, f64)]) -> AllocationView {
         AllocationView {

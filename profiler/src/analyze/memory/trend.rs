@@ -74,21 +74,6 @@ pub struct Trend {
     pub span_secs: f64,
 }
 
-impl Trend {
-    /// `+1.0 MiB/min ± 0.2 (99.9 % confidence of growth, 10 intervals over 30 s)`
-    pub fn describe(&self) -> String {
-        format!(
-            "{}{}/min ± {}/min (1σ) over {} intervals, {:.0} s; P(growth) {:.1} %",
-            if self.slope < 0.0 { "-" } else { "+" },
-            crate::units::human_bytes(self.slope.abs() * 60.0),
-            crate::units::human_bytes(self.slope_se * 60.0),
-            self.points,
-            self.span_secs,
-            self.confidence * 100.0
-        )
-    }
-}
-
 /// Least-squares line through `points`: slope, its standard error, and the residual
 /// standard deviation.
 fn least_squares(points: &[Point]) -> (f64, f64) {
@@ -397,7 +382,7 @@ mod tests {
         assert_eq!(t.shape, Shape::Steady, "{t:?}");
         assert!(t.confidence > 0.999);
         // About 1 MiB a minute.
-        assert!((t.slope * 60.0 / MIB - 1.0).abs() < 0.2, "{}", t.describe());
+        assert!((t.slope * 60.0 / MIB - 1.0).abs() < 0.2, "{t:?}");
     }
 
     /// Check a cache that fills for 9 s and then stays full: growth that stopped.

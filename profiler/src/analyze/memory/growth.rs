@@ -1,5 +1,6 @@
 //! Whether live allocations really grow: the part of the memory verdict that decides
-//! LEAK, and the one line of confidence it states.
+//! LEAK, and the numbers its one line of confidence states (worded by
+//! `render::growth`).
 //!
 //! Blocks allocated since the process was first followed and still live are not growth
 //! by themselves: a full cache holds exactly such blocks while it frees as many older
@@ -22,14 +23,9 @@
 //! than [`MIN_GROWTH_BYTES`]; a daemon LEAK states the Student-t probability that the
 //! fitted slope is positive (`trend`). NO GROWTH states the 97.7 % upper bound of the
 //! net growth, `net + 2σ`, next to the exact heap and resident numbers.
-use serde::Serialize;
-
 use crate::{
-    allocator::{
-        net::{NetGrowth, NoNetGrowth},
-        trend::{Shape, Trend, STEADY_CONFIDENCE},
-    },
-    units::human_bytes,
+    allocator::net::{NetGrowth, NoNetGrowth},
+    analyze::memory::trend::{Shape, Trend, MIN_POINTS, STEADY_CONFIDENCE},
 };
 
 /// Growth below this is noise for a verdict.
@@ -78,8 +74,7 @@ pub struct GrowthEvidence {
 }
 
 /// What the live allocations do.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-#[serde(rename_all = "snake_case", tag = "growth")]
+#[derive(Clone, Debug, PartialEq)]
 pub enum Growth {
     /// Live allocations grow and the rest of the evidence agrees. `stacks` index
     /// `GrowthEvidence::stacks`.
@@ -94,12 +89,52 @@ pub enum Growth {
     Balanced,
 }
 
-/// The decision and its one line of confidence.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+/// Which measure contradicts a growth claim.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Contradiction {
+    /// The net growth (frees of older blocks counted) stays below it.
+    Net,
+    /// The mappings and resident memory did not grow with it.
+    Mappings,
+}
+
+/// What the confidence rests on.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Basis {
+    /// One window: stacks whose blocks span the observation hold `bytes ± sigma`;
+    /// `probability` that they hold more than [`MIN_GROWTH_BYTES`].
+    Persistent {
+        bytes: f64,
+        sigma: f64,
+        probability: f64,
+        oldest_secs: f64,
+    },
+    /// The daemon: the trend of the stack named (steady, stopped or periodic).
+    Trend(Trend),
+    /// A claim of `claim` bytes (of `live` live) that `by` contradicts.
+    Contradicted {
+        claim: f64,
+        live: f64,
+        by: Contradiction,
+    },
+    /// The daemon has `points` of the [`MIN_POINTS`] intervals a trend needs.
+    TooFewIntervals { points: usize },
+    /// Nothing persists; when every live block is young, the oldest's age.
+    Bound { young_secs: Option<f64> },
+}
+
+/// The decision and the numbers behind it.
+#[derive(Clone, Debug, PartialEq)]
 pub struct Assessment {
     pub growth: Growth,
-    /// One line a human can check: the probability and the numbers behind it.
-    pub confidence: String,
+    pub basis: Basis,
+    /// The evidence the line cites.
+    pub net: Option<NetGrowth>,
+    pub net_missing: Option<NoNetGrowth>,
+    pub heap_growth: f64,
+    pub direct_growth: f64,
+    pub resident_delta: Option<i64>,
+    pub span_secs: f64,
 }
 
 impl GrowthEvidence {
@@ -116,67 +151,32 @@ impl GrowthEvidence {
         mapped.max(resident) + PHYSICAL_SLACK_BYTES
     }
 
-    /// The net's upper bound, when known.
-    fn net_bound(&self) -> Option<f64> {
-        self.net.map(|n| n.bytes + Z * n.sigma)
-    }
-
     /// Whether a claim of `bytes ± sigma` fits the net and the exact numbers; if not,
     /// which measure contradicts it.
-    fn contradiction(&self, bytes: f64, sigma: f64) -> Option<String> {
+    fn contradiction(&self, bytes: f64, sigma: f64) -> Option<Contradiction> {
         let low = bytes - Z * sigma;
-        if let Some(bound) = self.net_bound() {
-            if low > bound {
-                return Some(format!(
-                    "frees of older blocks balance them: net growth {} (2σ)",
-                    self.net_text()
-                ));
-            }
+        if self.net.is_some_and(|n| low > n.bytes + Z * n.sigma) {
+            return Some(Contradiction::Net);
         }
-        if low > self.physical_bound() {
-            return Some(format!(
-                "the mappings ({}) and resident memory ({}) did not grow with them",
-                signed(self.heap_growth + self.direct_growth),
-                self.resident_text()
-            ));
-        }
-        None
+        (low > self.physical_bound()).then_some(Contradiction::Mappings)
     }
 
-    fn net_text(&self) -> String {
-        match self.net {
-            Some(n) => format!("{} ± {}", signed(n.bytes), human_bytes(Z * n.sigma)),
-            None => "not known".into(),
+    fn assessment(&self, growth: Growth, basis: Basis) -> Assessment {
+        Assessment {
+            growth,
+            basis,
+            net: self.net,
+            net_missing: self.net_missing,
+            heap_growth: self.heap_growth,
+            direct_growth: self.direct_growth,
+            resident_delta: self.resident_delta,
+            span_secs: self.span_secs,
         }
     }
 
-    fn resident_text(&self) -> String {
-        self.resident_delta
-            .map_or_else(|| "not read".into(), |d| signed(d as f64))
+    fn live(&self) -> f64 {
+        self.stacks.iter().map(|s| s.bytes).sum()
     }
-
-    /// `net +4.1 MiB ± 18 MiB (2σ) · heap +0 B · resident +28 KiB`
-    fn evidence_text(&self) -> String {
-        let net = match (&self.net, &self.net_missing) {
-            (Some(_), _) => format!("net {} (2σ)", self.net_text()),
-            (None, Some(why)) => format!("net not known ({})", why.describe()),
-            (None, None) => "net not known".into(),
-        };
-        format!(
-            "{net} · allocator heap {} · resident {}",
-            signed(self.heap_growth),
-            self.resident_text()
-        )
-    }
-}
-
-/// `+1.5 MiB` / `-3.0 KiB`
-pub fn signed(bytes: f64) -> String {
-    format!(
-        "{}{}",
-        if bytes < 0.0 { "-" } else { "+" },
-        human_bytes(bytes.abs())
-    )
 }
 
 /// The normal distribution's CDF (Abramowitz–Stegun 7.1.26, |error| < 1.5e-7).
@@ -195,25 +195,14 @@ pub fn normal_cdf(z: f64) -> f64 {
     }
 }
 
-fn percent(p: f64) -> String {
-    let p = (p * 100.0).clamp(0.0, 100.0);
-    if p >= 99.9 {
-        ">99.9 %".into()
-    } else {
-        format!("{p:.1} %")
-    }
-}
-
 /// Decide.
 pub fn assess(e: &GrowthEvidence) -> Assessment {
-    if e.daemon {
-        if let Some(a) = assess_trends(e) {
-            return a;
-        }
-    } else if let Some(a) = assess_window(e) {
-        return a;
-    }
-    balanced(e)
+    let decided = if e.daemon {
+        assess_trends(e)
+    } else {
+        assess_window(e)
+    };
+    decided.unwrap_or_else(|| balanced(e))
 }
 
 /// One window: stacks whose live bytes persist (by age), if the evidence agrees.
@@ -234,182 +223,125 @@ fn assess_window(e: &GrowthEvidence) -> Option<Assessment> {
     if bytes - Z * sigma < MIN_GROWTH_BYTES {
         return None;
     }
-    if let Some(why) = e.contradiction(bytes, sigma) {
-        let live: f64 = e.stacks.iter().map(|s| s.bytes).sum();
-        return Some(Assessment {
-            growth: Growth::Balanced,
-            confidence: format!(
-                "{} of blocks allocated since the process was first followed is still live, \
-                 but {why}; {}",
-                human_bytes(live),
-                e.evidence_text()
-            ),
-        });
+    if let Some(by) = e.contradiction(bytes, sigma) {
+        return Some(e.assessment(
+            Growth::Balanced,
+            Basis::Contradicted {
+                claim: bytes,
+                live: e.live(),
+                by,
+            },
+        ));
     }
-    let confidence = if sigma > 0.0 {
+    let probability = if sigma > 0.0 {
         normal_cdf((bytes - MIN_GROWTH_BYTES) / sigma)
     } else {
         1.0
     };
-    let oldest = candidates
+    let oldest_secs = candidates
         .iter()
         .map(|&i| e.stacks[i].oldest_secs)
         .fold(0.0, f64::max);
-    Some(Assessment {
-        growth: Growth::Leak {
+    Some(e.assessment(
+        Growth::Leak {
             stacks: candidates,
             bytes,
         },
-        confidence: format!(
-            "confidence {}: {} ± {} (2σ) live in stacks whose blocks span the observation \
-             (oldest {oldest:.1} s of {:.1} s); {}",
-            percent(confidence),
-            signed(bytes),
-            human_bytes(Z * sigma),
-            e.span_secs,
-            e.evidence_text()
-        ),
-    })
+        Basis::Persistent {
+            bytes,
+            sigma,
+            probability,
+            oldest_secs,
+        },
+    ))
 }
 
 /// The daemon: stacks whose live bytes keep growing.
 fn assess_trends(e: &GrowthEvidence) -> Option<Assessment> {
-    let steady: Vec<usize> = e
+    let steady: Vec<(usize, Trend)> = e
         .stacks
         .iter()
         .enumerate()
-        .filter(|(_, s)| {
-            s.trend.is_some_and(|t| {
-                t.shape == Shape::Steady && t.confidence >= STEADY_CONFIDENCE && s.bytes > 0.0
-            })
+        .filter_map(|(i, s)| s.trend.map(|t| (i, t)))
+        .filter(|(i, t)| {
+            t.shape == Shape::Steady
+                && t.confidence >= STEADY_CONFIDENCE
+                && e.stacks[*i].bytes > 0.0
         })
-        .map(|(i, _)| i)
         .collect();
-    let grown = |i: &usize| {
-        let s = &e.stacks[*i];
-        let t = s.trend.expect("steady stacks have a trend");
-        (t.slope * t.span_secs, t.slope_se * t.span_secs)
-    };
-    let bytes: f64 = steady.iter().map(|i| grown(i).0).sum();
-    let sigma = steady
-        .iter()
-        .map(|i| grown(i).1.powi(2))
-        .sum::<f64>()
-        .sqrt();
-    if !steady.is_empty() {
-        if let Some(why) = e.contradiction(bytes, sigma) {
-            return Some(Assessment {
-                growth: Growth::Balanced,
-                confidence: format!(
-                    "live blocks grew {} over the intervals, but {why}; {}",
-                    signed(bytes),
-                    e.evidence_text()
-                ),
-            });
+    if let Some(&(_, top)) = steady.first() {
+        let bytes: f64 = steady.iter().map(|(_, t)| t.slope * t.span_secs).sum();
+        let sigma = steady
+            .iter()
+            .map(|(_, t)| (t.slope_se * t.span_secs).powi(2))
+            .sum::<f64>()
+            .sqrt();
+        if let Some(by) = e.contradiction(bytes, sigma) {
+            return Some(e.assessment(
+                Growth::Balanced,
+                Basis::Contradicted {
+                    claim: bytes,
+                    live: e.live(),
+                    by,
+                },
+            ));
         }
-        let top = e.stacks[steady[0]]
-            .trend
-            .expect("steady stacks have a trend");
-        return Some(Assessment {
-            growth: Growth::Leak {
-                stacks: steady,
+        return Some(e.assessment(
+            Growth::Leak {
+                stacks: steady.iter().map(|(i, _)| *i).collect(),
                 bytes,
             },
-            confidence: format!(
-                "confidence {}: live bytes grow {}; {}",
-                percent(top.confidence),
-                top.describe(),
-                e.evidence_text()
-            ),
-        });
+            Basis::Trend(top),
+        ));
     }
     // The largest stack's shape, when it says something.
-    let (i, s) = e
+    let (i, t) = e
         .stacks
         .iter()
         .enumerate()
-        .find(|(_, s)| s.trend.is_some())?;
-    let t = s.trend?;
+        .find_map(|(i, s)| s.trend.map(|t| (i, t)))?;
     match t.shape {
-        Shape::Stopped { grew, .. } if grew >= MIN_GROWTH_BYTES => Some(Assessment {
-            growth: Growth::Stopped { stack: i, grew },
-            confidence: format!(
-                "live bytes grew {} and then stayed level: {}; {}",
-                signed(grew),
-                t.describe(),
-                e.evidence_text()
-            ),
-        }),
-        Shape::Periodic { releases } => Some(Assessment {
-            growth: Growth::Periodic { stack: i, releases },
-            confidence: format!(
-                "live bytes rose and were released {releases} times: {}; {}",
-                t.describe(),
-                e.evidence_text()
-            ),
-        }),
+        Shape::Stopped { grew, .. } if grew >= MIN_GROWTH_BYTES => {
+            Some(e.assessment(Growth::Stopped { stack: i, grew }, Basis::Trend(t)))
+        }
+        Shape::Periodic { releases } => {
+            Some(e.assessment(Growth::Periodic { stack: i, releases }, Basis::Trend(t)))
+        }
         Shape::TooShort => {
-            let live: f64 = e.stacks.iter().map(|s| s.bytes).sum();
-            let persistent = assess_window(&GrowthEvidence {
+            let window = assess_window(&GrowthEvidence {
                 daemon: false,
                 ..e.clone()
-            });
-            match persistent {
-                Some(Assessment {
-                    growth: Growth::Leak { .. },
-                    ..
-                }) => Some(Assessment {
-                    growth: Growth::Pending { bytes: live },
-                    confidence: format!(
-                        "a trend needs {} intervals, {} so far; {}",
-                        crate::allocator::trend::MIN_POINTS,
-                        t.points,
-                        e.evidence_text()
-                    ),
-                }),
-                _ => None,
-            }
+            })?;
+            matches!(window.growth, Growth::Leak { .. }).then(|| {
+                e.assessment(
+                    Growth::Pending { bytes: e.live() },
+                    Basis::TooFewIntervals { points: t.points },
+                )
+            })
         }
         _ => None,
     }
 }
 
-/// Nothing grows: say how much churns and how sure the bound is.
+/// Nothing grows: the bound, and how young the live blocks are.
 fn balanced(e: &GrowthEvidence) -> Assessment {
-    let young = e
+    let oldest = e
         .stacks
         .iter()
         .filter(|s| s.bytes > 0.0)
         .map(|s| s.oldest_secs)
         .fold(0.0, f64::max);
-    let confidence = match e.net {
-        Some(n) => format!(
-            "97.7 % bound: net growth below {} (net {}); allocator heap {} · resident {}{}",
-            signed(n.bytes + Z * n.sigma),
-            e.net_text(),
-            signed(e.heap_growth),
-            e.resident_text(),
-            if young > 0.0 && young < e.span_secs / 2.0 {
-                format!("; live blocks all younger than {young:.1} s (turnover)")
-            } else {
-                String::new()
-            }
-        ),
-        None => format!(
-            "{}; no stack's live blocks persist beyond sampling noise",
-            e.evidence_text()
-        ),
-    };
-    Assessment {
-        growth: Growth::Balanced,
-        confidence,
-    }
+    let young_secs = (oldest > 0.0 && oldest < e.span_secs / 2.0).then_some(oldest);
+    e.assessment(Growth::Balanced, Basis::Bound { young_secs })
 }
+
+/// Intervals a trend needs, for words.
+pub const TREND_POINTS: usize = MIN_POINTS;
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::allocator::trend::{fit, Point};
+    use crate::analyze::memory::trend::{fit, Point};
 
     const MIB: f64 = 1024.0 * 1024.0;
 
@@ -453,11 +385,11 @@ mod tests {
         };
         let a = assess(&e);
         assert_eq!(a.growth, Growth::Balanced);
-        assert!(a.confidence.contains("below +22.1 MiB"), "{}", a.confidence);
-        assert!(
-            a.confidence.contains("younger than 1.4 s"),
-            "{}",
-            a.confidence
+        assert_eq!(
+            a.basis,
+            Basis::Bound {
+                young_secs: Some(1.4)
+            }
         );
         assert!((e.churn_per_sec().unwrap() / MIB - 27.8).abs() < 0.1);
     }
@@ -485,11 +417,10 @@ mod tests {
                 bytes: 16.0 * MIB
             }
         );
-        assert!(
-            a.confidence.starts_with("confidence >99.9 %"),
-            "{}",
-            a.confidence
-        );
+        let Basis::Persistent { probability, .. } = a.basis else {
+            panic!("{a:?}")
+        };
+        assert!(probability > 0.999);
     }
 
     /// Check that a cache slower than the window (old-looking blocks) is not a leak
@@ -506,11 +437,13 @@ mod tests {
         };
         let a = assess(&e);
         assert_eq!(a.growth, Growth::Balanced);
-        assert!(
-            a.confidence.contains("frees of older blocks balance"),
-            "{}",
-            a.confidence
-        );
+        assert!(matches!(
+            a.basis,
+            Basis::Contradicted {
+                by: Contradiction::Net,
+                ..
+            }
+        ));
         // Without a net (no header), the exact numbers still contradict it.
         let a = assess(&GrowthEvidence {
             net: None,
@@ -518,11 +451,13 @@ mod tests {
             ..e
         });
         assert_eq!(a.growth, Growth::Balanced);
-        assert!(
-            a.confidence.contains("did not grow with them"),
-            "{}",
-            a.confidence
-        );
+        assert!(matches!(
+            a.basis,
+            Basis::Contradicted {
+                by: Contradiction::Mappings,
+                ..
+            }
+        ));
     }
 
     fn series(levels_mib: &[f64], sigma_mib: f64) -> Trend {
@@ -573,7 +508,7 @@ mod tests {
             panic!("{a:?}")
         };
         assert_eq!(stacks, &vec![1]);
-        assert!(a.confidence.contains("/min"), "{}", a.confidence);
+        assert!(matches!(a.basis, Basis::Trend(t) if t.shape == Shape::Steady));
     }
 
     /// Check the daemon's other shapes: stopped, periodic, pending, flat.
