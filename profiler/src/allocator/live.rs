@@ -64,6 +64,8 @@ pub struct LiveGrowth {
     pub variance: f64,
     /// Bytes by age at the end of the observation (see [`AGE_BUCKETS`]).
     pub by_age: [f64; 4],
+    /// Estimated bytes of this stack's sampled blocks freed since the follow started.
+    pub freed: f64,
     /// Age of the oldest live sample, in seconds.
     pub oldest_secs: f64,
 }
@@ -111,6 +113,21 @@ pub struct LiveAllocations {
     pub heap_allocated: f64,
     pub heap_allocated_variance: f64,
     pub heap_freed_sampled: f64,
+    /// Estimated bytes of sampled blocks freed, by stack: a stack whose blocks are
+    /// freed is turnover (a cache, a batch), one whose blocks are not may be a leak.
+    freed_by_stack: HashMap<Option<StackId>, f64>,
+    /// The moment the kernel's free counters were read (see [`Self::cut`]), and the
+    /// net-growth totals as of then.
+    cut_ns: Option<u64>,
+    at_cut: Option<NetTotals>,
+}
+
+/// The allocation side of the net growth (see `allocator::net`), in header bytes.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct NetTotals {
+    pub allocated: f64,
+    pub allocated_variance: f64,
+    pub freed_sampled: f64,
 }
 
 impl LiveAllocations {
@@ -118,8 +135,37 @@ impl LiveAllocations {
         Self::default()
     }
 
+    /// The kernel's counters of unseen frees are read now (`now_ns`), while allocations
+    /// up to then may still wait in the ring buffer: the net growth pairs the counters
+    /// with the totals of the events up to this moment, not with later ones.
+    pub fn cut(&mut self, now_ns: u64) {
+        self.cut_ns = Some(now_ns);
+        self.at_cut = None;
+    }
+
+    /// The totals the net growth uses: as of the last cut.
+    pub fn net_totals(&self) -> NetTotals {
+        self.at_cut.unwrap_or_else(|| self.totals())
+    }
+
+    fn totals(&self) -> NetTotals {
+        NetTotals {
+            allocated: self.heap_allocated,
+            allocated_variance: self.heap_allocated_variance,
+            freed_sampled: self.heap_freed_sampled,
+        }
+    }
+
+    /// An event at `time_ns` is about to change the totals.
+    fn before(&mut self, time_ns: u64) {
+        if self.at_cut.is_none() && self.cut_ns.is_some_and(|cut| time_ns > cut) {
+            self.at_cut = Some(self.totals());
+        }
+    }
+
     /// A sampled block was allocated.
     pub fn alloc(&mut self, addr: u64, block: LiveBlock) {
+        self.before(block.time_ns);
         self.allocations += 1;
         self.allocated_bytes += block.weight as f64;
         self.heap_allocated += block.heap_weight();
@@ -133,11 +179,13 @@ impl LiveAllocations {
     /// A sampled block was freed. Unknown addresses are ignored (the kernel only reports
     /// frees of blocks it sampled, but a block sampled before a restart of userspace
     /// tracking would be unknown here).
-    pub fn free(&mut self, addr: u64) {
+    pub fn free(&mut self, addr: u64, time_ns: u64) {
         if let Some(b) = self.blocks.remove(&addr) {
+            self.before(time_ns);
             self.frees += 1;
             self.freed_bytes += b.weight as f64;
             self.heap_freed_sampled += b.usable as f64;
+            *self.freed_by_stack.entry(b.stack).or_default() += b.weight as f64;
         }
     }
 
@@ -197,6 +245,9 @@ impl LiveAllocations {
             g.by_age[bucket] += w;
             g.oldest_secs = g.oldest_secs.max(age / 1e9);
         }
+        for (stack, g) in &mut out {
+            g.freed = self.freed_by_stack.get(stack).copied().unwrap_or(0.0);
+        }
         out
     }
 }
@@ -221,8 +272,8 @@ mod tests {
         let mut live = LiveAllocations::new();
         live.alloc(0x10, block(1, 32, 262144, 5));
         live.alloc(0x20, block(2, 1 << 20, 1 << 20, 6));
-        live.free(0x10);
-        live.free(0x999); // never sampled: ignored
+        live.free(0x10, 0);
+        live.free(0x999, 0); // never sampled: ignored
         assert_eq!(live.live_samples(), 1);
         assert_eq!(live.live_bytes(), (1 << 20) as f64);
         assert_eq!(live.allocated_bytes, (262144 + (1 << 20)) as f64);
@@ -275,6 +326,26 @@ mod tests {
         let cache = g[&Some(2)];
         assert_eq!(cache.by_age, [200.0, 0.0, 0.0, 0.0]);
         assert_eq!(cache.old_share(), 0.0);
+        // Freed blocks count per stack.
+        live.free(100, 0);
+        let g = live.growth_with_age(0, 8 * s);
+        assert_eq!((g[&Some(2)].freed, g[&Some(1)].freed), (100.0, 0.0));
+    }
+
+    /// Check that the net totals stop at the cut: later events wait for the next one.
+    #[test]
+    fn net_totals_stop_at_the_cut() {
+        let mut live = LiveAllocations::new();
+        live.alloc(1, block(1, 64, 100, 10));
+        live.cut(15);
+        live.alloc(2, block(1, 64, 100, 14));
+        live.alloc(3, block(1, 64, 100, 20));
+        live.free(1, 21);
+        let t = live.net_totals();
+        assert_eq!((t.allocated, t.freed_sampled), (200.0, 0.0));
+        live.cut(30);
+        let t = live.net_totals();
+        assert_eq!((t.allocated, t.freed_sampled), (300.0, 64.0));
     }
 
     /// Check that the time split puts each block in exactly one half.

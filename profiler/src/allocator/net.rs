@@ -88,11 +88,12 @@ pub fn net_growth(
             frees: flow.frees,
         });
     }
-    let freed = live.heap_freed_sampled + flow.sized_bytes as f64;
+    let totals = live.net_totals();
+    let freed = totals.freed_sampled + flow.sized_bytes as f64;
     Ok(NetGrowth {
-        bytes: live.heap_allocated - freed,
-        sigma: live.heap_allocated_variance.sqrt(),
-        allocated: live.heap_allocated,
+        bytes: totals.allocated - freed,
+        sigma: totals.allocated_variance.sqrt(),
+        allocated: totals.allocated,
         freed,
         unseen_frees: flow.frees,
         unsized_frees: flow.unsized_frees,
@@ -151,7 +152,7 @@ mod tests {
         let mut live = LiveAllocations::new();
         live.alloc(1, block(1 << 20, 1 << 20));
         live.alloc(2, block(1 << 20, 1 << 20));
-        live.free(1);
+        live.free(1, 0);
         let n = net_growth(&live, None, HeapLayout::MuslMallocng).unwrap();
         assert_eq!(n.bytes, (1 << 20) as f64 + 8.0);
         assert_eq!(n.sigma, 0.0);

@@ -106,6 +106,8 @@ pub struct AllocGrowth {
     /// Live bytes by age (see `allocator::live::AGE_BUCKETS`), and the oldest's age.
     pub by_age: [f64; 4],
     pub oldest_secs: f64,
+    /// Estimated bytes of this stack's blocks freed since the follow started.
+    pub freed: f64,
     /// The frames as code locations, root first, for pprof; empty when only names are
     /// known.
     pub locations: Vec<CodeLocation>,

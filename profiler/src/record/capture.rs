@@ -223,6 +223,7 @@ impl Capture {
     }
 
     pub fn finish(&mut self, only: Option<u32>) -> anyhow::Result<Window> {
+        self.session.read_free_flow(&self.collector);
         self.drain()?;
         let now = Instant::now();
         let window_secs = (now - self.window_start).as_secs_f64();

@@ -194,7 +194,7 @@ impl Session {
             }
             AllocOp::Free { addr } => {
                 if let Some(t) = self.targets.get_mut(&a.pid) {
-                    t.allocs.free(addr);
+                    t.allocs.free(addr, a.time_ns);
                 }
             }
         }
@@ -320,7 +320,17 @@ impl Session {
     pub fn read_resident(&mut self, collector: &crate::collect::Collector) {
         for t in self.targets.values_mut() {
             t.resident = collector.resident_track(t.pid);
+        }
+    }
+
+    /// Read the kernel's counters of frees of blocks not sampled live, and mark the
+    /// moment: call before draining the ring, whose allocations up to now are paired
+    /// with these counters (see `LiveAllocations::cut`).
+    pub fn read_free_flow(&mut self, collector: &crate::collect::Collector) {
+        let now = crate::collect::monotonic_now_ns();
+        for t in self.targets.values_mut() {
             if !t.allocators.is_empty() {
+                t.allocs.cut(now);
                 t.free_flow = collector.free_flow(t.pid).or(t.free_flow);
             }
         }

@@ -109,6 +109,11 @@ pub fn confidence_line(a: &Assessment) -> String {
             crate::analyze::memory::growth::TREND_POINTS,
             evidence_text(a)
         ),
+        Basis::NetOnly => format!(
+            "the net growth is beyond its error, but every stack frees its blocks too (a \
+             cache filling, a batch in flight); {}",
+            evidence_text(a)
+        ),
         Basis::Bound { young_secs } => {
             let young = young_secs
                 .map(|s| format!("; live blocks all younger than {s:.1} s (turnover)"))

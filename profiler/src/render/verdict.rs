@@ -24,7 +24,7 @@ pub fn memory_label(kind: MemoryVerdictKind) -> &'static str {
         MemoryVerdictKind::HeapGrowthUnexplained => "HEAP GROWTH (allocator probes off)",
         MemoryVerdictKind::GrowthStopped => "GROWTH THAT STOPPED",
         MemoryVerdictKind::Periodic => "PERIODIC GROWTH AND RELEASE",
-        MemoryVerdictKind::Growing => "GROWING (no trend yet)",
+        MemoryVerdictKind::Growing => "GROWING (not judged yet)",
     }
 }
 
@@ -141,14 +141,14 @@ pub fn headline(v: &MemoryVerdict) -> String {
             v.culprit
         ),
         MemoryVerdictKind::Periodic => format!(
-            "{label}: live allocations under {} rise to ~{} and are released again \
+            "{label}: live allocations under {} rise by ~{} and are released again \
              (batches, not a leak)",
             v.culprit,
             human_bytes(v.growth)
         ),
         MemoryVerdictKind::Growing => format!(
-            "{label}: {} of live allocations {}, most under {}; a leak is called on the \
-             trend of the coming intervals",
+            "{label}: {} of live allocations {}, most under {}; a leak is called only on \
+             steady growth over the daemon's intervals",
             human_bytes(v.growth),
             span(&v.numbers),
             v.culprit

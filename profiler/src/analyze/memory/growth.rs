@@ -32,6 +32,8 @@ use crate::{
 pub const MIN_GROWTH_BYTES: f64 = 1024.0 * 1024.0;
 /// Share of a stack's live bytes older than half the span that makes it a candidate.
 pub const PERSISTENT_SHARE: f64 = 0.25;
+/// A stack that freed less than this share of the bytes it allocated keeps them.
+pub const FREED_SHARE: f64 = 0.25;
 /// Standard errors in the bounds a claim must stay within.
 pub const Z: f64 = 2.0;
 /// Growth the allocator can absorb from memory it already held, unseen by the heap and
@@ -48,8 +50,25 @@ pub struct StackEvidence {
     /// Bytes older than half the observed span.
     pub old_bytes: f64,
     pub oldest_secs: f64,
+    /// Estimated bytes of its blocks freed since the follow started.
+    pub freed: f64,
     /// Its live bytes over the daemon's intervals, when there are some.
     pub trend: Option<Trend>,
+}
+
+impl StackEvidence {
+    /// Whether its live blocks may be growth that stays: few of its blocks are freed
+    /// (less than [`FREED_SHARE`] of what it allocated), or a quarter of its live bytes
+    /// are older than half the span and fewer than half of its blocks are freed. A
+    /// cache or a batch frees its blocks; a leak does not.
+    pub fn persists(&self) -> bool {
+        if self.bytes <= 0.0 {
+            return false;
+        }
+        let freed_share = self.freed / (self.freed + self.bytes);
+        freed_share < FREED_SHARE
+            || (self.old_bytes >= PERSISTENT_SHARE * self.bytes && freed_share < 0.5)
+    }
 }
 
 /// Everything the growth decision looks at.
@@ -81,8 +100,12 @@ pub enum Growth {
     Leak { stacks: Vec<usize>, bytes: f64 },
     /// The largest stack grew and then stopped (daemon).
     Stopped { stack: usize, grew: f64 },
-    /// The largest stack grows and releases (daemon).
-    Periodic { stack: usize, releases: usize },
+    /// A stack grows and releases, by `amplitude` bytes (daemon).
+    Periodic {
+        stack: usize,
+        releases: usize,
+        amplitude: f64,
+    },
     /// Growth is seen but the daemon has too few intervals for a trend.
     Pending { bytes: f64 },
     /// Nothing grows beyond noise: live blocks are turnover, frees balance them.
@@ -119,6 +142,8 @@ pub enum Basis {
     },
     /// The daemon has `points` of the [`MIN_POINTS`] intervals a trend needs.
     TooFewIntervals { points: usize },
+    /// The net grew beyond its error, but every stack frees its blocks too.
+    NetOnly,
     /// Nothing persists; when every live block is young, the oldest's age.
     Bound { young_secs: Option<f64> },
 }
@@ -174,6 +199,17 @@ impl GrowthEvidence {
         }
     }
 
+    fn contradicted(&self, claim: f64, by: Contradiction) -> Assessment {
+        self.assessment(
+            Growth::Balanced,
+            Basis::Contradicted {
+                claim,
+                live: self.live(),
+                by,
+            },
+        )
+    }
+
     fn live(&self) -> f64 {
         self.stacks.iter().map(|s| s.bytes).sum()
     }
@@ -198,11 +234,21 @@ pub fn normal_cdf(z: f64) -> f64 {
 /// Decide.
 pub fn assess(e: &GrowthEvidence) -> Assessment {
     let decided = if e.daemon {
-        assess_trends(e)
+        assess_trends(e).or_else(|| net_growing(e))
     } else {
-        assess_window(e)
+        assess_window(e).or_else(|| net_growing(e))
     };
     decided.unwrap_or_else(|| balanced(e))
+}
+
+/// The net grew beyond its error, the mappings agree, but no stack keeps its blocks
+/// (they are freed too: a cache filling, a batch in flight): growth, not a leak.
+fn net_growing(e: &GrowthEvidence) -> Option<Assessment> {
+    let n = e.net?;
+    if n.bytes - Z * n.sigma < MIN_GROWTH_BYTES || e.contradiction(n.bytes, n.sigma).is_some() {
+        return None;
+    }
+    Some(e.assessment(Growth::Pending { bytes: n.bytes }, Basis::NetOnly))
 }
 
 /// One window: stacks whose live bytes persist (by age), if the evidence agrees.
@@ -211,7 +257,7 @@ fn assess_window(e: &GrowthEvidence) -> Option<Assessment> {
         .stacks
         .iter()
         .enumerate()
-        .filter(|(_, s)| s.bytes > 0.0 && s.old_bytes >= PERSISTENT_SHARE * s.bytes)
+        .filter(|(_, s)| s.persists())
         .map(|(i, _)| i)
         .collect();
     let bytes: f64 = candidates.iter().map(|&i| e.stacks[i].bytes).sum();
@@ -224,14 +270,7 @@ fn assess_window(e: &GrowthEvidence) -> Option<Assessment> {
         return None;
     }
     if let Some(by) = e.contradiction(bytes, sigma) {
-        return Some(e.assessment(
-            Growth::Balanced,
-            Basis::Contradicted {
-                claim: bytes,
-                live: e.live(),
-                by,
-            },
-        ));
+        return Some(e.contradicted(bytes, by));
     }
     let probability = if sigma > 0.0 {
         normal_cdf((bytes - MIN_GROWTH_BYTES) / sigma)
@@ -270,28 +309,43 @@ fn assess_trends(e: &GrowthEvidence) -> Option<Assessment> {
         })
         .collect();
     if let Some(&(_, top)) = steady.first() {
-        let bytes: f64 = steady.iter().map(|(_, t)| t.slope * t.span_secs).sum();
+        // The growth over the fitted span is what the other evidence must allow.
+        let grown: f64 = steady.iter().map(|(_, t)| t.slope * t.span_secs).sum();
         let sigma = steady
             .iter()
             .map(|(_, t)| (t.slope_se * t.span_secs).powi(2))
             .sum::<f64>()
             .sqrt();
-        if let Some(by) = e.contradiction(bytes, sigma) {
-            return Some(e.assessment(
-                Growth::Balanced,
-                Basis::Contradicted {
-                    claim: bytes,
-                    live: e.live(),
-                    by,
-                },
-            ));
+        if let Some(by) = e.contradiction(grown, sigma) {
+            return Some(e.contradicted(grown, by));
         }
         return Some(e.assessment(
             Growth::Leak {
                 stacks: steady.iter().map(|(i, _)| *i).collect(),
-                bytes,
+                bytes: steady.iter().map(|(i, _)| e.stacks[*i].bytes).sum(),
             },
             Basis::Trend(top),
+        ));
+    }
+    // Batches: any stack that rises and releases by more than the noise floor.
+    let periodic = e.stacks.iter().enumerate().find_map(|(i, s)| {
+        let t = s.trend?;
+        match t.shape {
+            Shape::Periodic {
+                releases,
+                amplitude,
+            } if amplitude >= MIN_GROWTH_BYTES => Some((i, t, releases, amplitude)),
+            _ => None,
+        }
+    });
+    if let Some((i, t, releases, amplitude)) = periodic {
+        return Some(e.assessment(
+            Growth::Periodic {
+                stack: i,
+                releases,
+                amplitude,
+            },
+            Basis::Trend(t),
         ));
     }
     // The largest stack's shape, when it says something.
@@ -302,17 +356,22 @@ fn assess_trends(e: &GrowthEvidence) -> Option<Assessment> {
         .find_map(|(i, s)| s.trend.map(|t| (i, t)))?;
     match t.shape {
         Shape::Stopped { grew, .. } if grew >= MIN_GROWTH_BYTES => {
-            Some(e.assessment(Growth::Stopped { stack: i, grew }, Basis::Trend(t)))
-        }
-        Shape::Periodic { releases } => {
-            Some(e.assessment(Growth::Periodic { stack: i, releases }, Basis::Trend(t)))
+            // Since the follow started, a full cache's stack "grows" while its new
+            // blocks replace the older ones: only growth the net and the mappings show
+            // is a warm-up.
+            let sigma = e.stacks[i].variance.sqrt();
+            Some(match e.contradiction(grew, sigma) {
+                Some(by) => e.contradicted(grew, by),
+                None => e.assessment(Growth::Stopped { stack: i, grew }, Basis::Trend(t)),
+            })
         }
         Shape::TooShort => {
             let window = assess_window(&GrowthEvidence {
                 daemon: false,
                 ..e.clone()
-            })?;
-            matches!(window.growth, Growth::Leak { .. }).then(|| {
+            })
+            .or_else(|| net_growing(e))?;
+            matches!(window.growth, Growth::Leak { .. } | Growth::Pending { .. }).then(|| {
                 e.assessment(
                     Growth::Pending { bytes: e.live() },
                     Basis::TooFewIntervals { points: t.points },
@@ -353,6 +412,8 @@ mod tests {
             variance: samples * w * w,
             old_bytes: old_share * bytes,
             oldest_secs: 6.0 * old_share * 2.0,
+            // Turnover stacks (nothing old) freed three times what they hold.
+            freed: if old_share > 0.0 { 0.0 } else { 3.0 * bytes },
             trend: None,
         }
     }

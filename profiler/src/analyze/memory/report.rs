@@ -153,6 +153,7 @@ pub fn allocation_view(window: &MemoryWindow, t: &Target, stacks: &StackTable) -
                 variance: g.variance,
                 by_age: g.by_age,
                 oldest_secs: g.oldest_secs,
+                freed: g.freed,
                 locations: locations::of_stack(stacks, id),
             })
             .collect();

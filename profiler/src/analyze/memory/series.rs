@@ -99,9 +99,20 @@ pub fn growth_evidence(view: &AllocationView, series: Option<&IntervalSeries>) -
         e.bytes += g.bytes;
         e.variance += g.variance;
         e.old_bytes += g.by_age[3];
+        e.freed += g.freed;
         e.oldest_secs = e.oldest_secs.max(g.oldest_secs);
     }
     if let Some(series) = series {
+        // Stacks that held memory in earlier intervals and hold none now (a batch
+        // released) keep their trend: their level is 0.
+        for frames in series.stacks.keys() {
+            if !merged.iter().any(|m| &m.frames == frames) {
+                merged.push(StackEvidence {
+                    frames: frames.clone(),
+                    ..Default::default()
+                });
+            }
+        }
         for e in &mut merged {
             e.trend = Some(series.trend(
                 &e.frames,

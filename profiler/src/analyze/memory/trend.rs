@@ -40,9 +40,10 @@ pub enum Shape {
         grew: f64,
         level_since_secs: f64,
     },
-    /// Grew and released `releases` times.
+    /// Grew and released `releases` times, between levels `amplitude` bytes apart.
     Periodic {
         releases: usize,
+        amplitude: f64,
     },
     Shrinking,
 }
@@ -144,7 +145,12 @@ pub fn fit(points: &[Point]) -> Trend {
     };
     let releases = releases(points);
     if releases >= 2 {
-        return trend(Shape::Periodic { releases });
+        let max = points.iter().map(|p| p.bytes).fold(f64::MIN, f64::max);
+        let min = points.iter().map(|p| p.bytes).fold(f64::MAX, f64::min);
+        return trend(Shape::Periodic {
+            releases,
+            amplitude: max - min,
+        });
     }
     if confidence >= STEADY_CONFIDENCE || grew_significantly(points) {
         if let Some(shape) = stopped(points) {
@@ -199,8 +205,9 @@ fn releases(points: &[Point]) -> usize {
 
 /// Growth that stopped: the tail that stays within tolerance of the final level spans
 /// at least a third of the series (and three points), its own slope is not clearly
-/// positive, and, had the overall growth rate gone on over it, it would have grown by
-/// more than three sampling errors.
+/// positive and is clearly below the rate of the rise before it (the rise's rate lies
+/// above the tail slope's two-sigma bound), and, had that rate gone on over the tail,
+/// it would have grown by more than three sampling errors.
 fn stopped(points: &[Point]) -> Option<Shape> {
     let last = points.last()?;
     let first = points.first()?;
@@ -231,7 +238,10 @@ fn stopped(points: &[Point]) -> Option<Shape> {
     // The growth rate before the level, carried over the level's span.
     let rise_rate = (tail[0].bytes - first.bytes) / (tail[0].secs - first.secs).max(1e-9);
     let expected = rise_rate * tail_span;
-    if tail_confidence >= 0.95 || expected < 3.0 * sigma.max(1.0) {
+    if tail_confidence >= 0.95
+        || expected < 3.0 * sigma.max(1.0)
+        || tail_slope + 2.0 * tail_se >= rise_rate
+    {
         return None;
     }
     Some(Shape::Stopped {
@@ -411,7 +421,7 @@ mod tests {
             1.0,
         ));
         assert!(
-            matches!(t.shape, Shape::Periodic { releases } if releases >= 3),
+            matches!(t.shape, Shape::Periodic { releases, amplitude } if releases >= 3 && amplitude > 20.0 * MIB),
             "{t:?}"
         );
     }
@@ -420,6 +430,27 @@ mod tests {
     #[test]
     fn growth_to_the_end_is_not_stopped() {
         let t = fit(&series(&[0.0, 0.0, 2.0, 4.0, 6.0, 8.0, 10.0, 12.0], 0.3));
+        assert_eq!(t.shape, Shape::Steady, "{t:?}");
+    }
+
+    /// Check a slow leak counted in few samples, whose last levels repeat (no new sample
+    /// in 6 s): its tail still rises as fast as before, so the growth did not stop.
+    #[test]
+    fn slow_leak_with_a_quiet_tail_is_not_stopped() {
+        let kib = [
+            64.0, 128.0, 192.0, 224.0, 288.0, 384.0, 416.0, 448.0, 448.0, 480.0,
+        ];
+        let points: Vec<Point> = kib
+            .iter()
+            .enumerate()
+            .map(|(i, &k)| Point {
+                secs: 3.5 + 3.0 * i as f64,
+                bytes: k * 1024.0,
+                // 32 KiB samples of 16 KiB blocks.
+                sigma: ((k / 32.0) * 32768.0 * 16384.0f64).sqrt(),
+            })
+            .collect();
+        let t = fit(&points);
         assert_eq!(t.shape, Shape::Steady, "{t:?}");
     }
 

@@ -243,13 +243,13 @@ pub fn judge(e: &MemoryEvidence<'_>) -> MemoryVerdict {
                 also,
             ));
         }
-        Growth::Periodic { stack, .. } => {
-            let stacks = named(&[*stack]);
-            let level = stacks.first().map_or(0.0, |s| s.bytes);
+        Growth::Periodic {
+            stack, amplitude, ..
+        } => {
             return assessed(verdict(
                 MemoryVerdictKind::Periodic,
-                level,
-                stacks,
+                *amplitude,
+                named(&[*stack]),
                 None,
                 also,
             ));
@@ -266,7 +266,13 @@ pub fn judge(e: &MemoryEvidence<'_>) -> MemoryVerdict {
         }
         Growth::Balanced => {}
     }
-    if heap >= MIN_GROWTH_BYTES {
+    // Retention: the heap grew beyond what live allocations explain. With a net
+    // estimate that is the heap less the net growth, beyond the net's error.
+    let retained = match evidence.net {
+        Some(n) => heap - n.bytes.max(0.0) - growth::Z * n.sigma,
+        None => heap - live,
+    };
+    if heap >= MIN_GROWTH_BYTES && retained >= MIN_GROWTH_BYTES {
         if direct_unexplained >= MIN_GROWTH_BYTES {
             also.push(AlsoGrew {
                 bytes: direct_unexplained,
@@ -323,6 +329,7 @@ mod tests {
                     variance: bytes * 262144.0,
                     old_bytes: old * bytes,
                     oldest_secs: 5.0,
+                    freed: if *old > 0.0 { 0.0 } else { 3.0 * bytes },
                     trend: None,
                 })
                 .collect(),
