@@ -133,7 +133,8 @@ fn memory_report() -> MemoryReport {
 
 fn allocation_view() -> AllocationView {
     const MIB: f64 = 1048576.0;
-    // Samples of 256 KiB: a leak spread over the 5 s, scratch all younger than 0.3 s.
+    // Samples of 256 KiB: a leak spread over the 5 s and never freed, scratch all
+    // younger than 0.3 s and freed as fast as it is allocated.
     let leak = AllocGrowth {
         frames: frames(&["_start", "main", "cache_insert_session"]),
         bytes: 30.0 * MIB,
@@ -150,6 +151,7 @@ fn allocation_view() -> AllocationView {
         variance: MIB * 262144.0,
         by_age: [MIB, 0.0, 0.0, 0.0],
         oldest_secs: 0.3,
+        freed: 268.0 * MIB,
         ..Default::default()
     };
     AllocationView {

@@ -327,11 +327,21 @@ impl Session {
     /// moment: call before draining the ring, whose allocations up to now are paired
     /// with these counters (see `LiveAllocations::cut`).
     pub fn read_free_flow(&mut self, collector: &crate::collect::Collector) {
-        let now = crate::collect::monotonic_now_ns();
-        for t in self.targets.values_mut() {
-            if !t.allocators.is_empty() {
-                t.allocs.cut(now);
-                t.free_flow = collector.free_flow(t.pid).or(t.free_flow);
+        let pids: Vec<u32> = self.targets.keys().copied().collect();
+        for pid in pids {
+            self.read_free_flow_of(collector, pid);
+        }
+    }
+
+    /// [`Session::read_free_flow`] for one target (before it leaves the kernel's maps).
+    pub fn read_free_flow_of(&mut self, collector: &crate::collect::Collector, pid: u32) {
+        let Some(t) = self.targets.get_mut(&pid) else {
+            return;
+        };
+        if !t.allocators.is_empty() {
+            if let Some(flow) = collector.free_flow(pid) {
+                t.allocs.cut(crate::collect::monotonic_now_ns());
+                t.free_flow = Some(flow);
             }
         }
     }

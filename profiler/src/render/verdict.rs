@@ -59,15 +59,13 @@ pub fn numbers_line(n: &Numbers) -> String {
     }
     parts.push(format!("allocator heap +{}", human_bytes(n.heap_growth)));
     if let (Some(net), Some(sigma)) = (n.net_growth, n.net_sigma) {
-        // What the heap grew by beyond the live bytes: kept by the allocator. (An
-        // allocator whose heap shows as direct mappings has no heap growth here.)
-        if n.heap_growth > 0.0 {
-            parts.push(format!(
-                "allocator-retained {} ± {}",
-                signed(n.heap_growth - net),
-                human_bytes(2.0 * sigma)
-            ));
-        }
+        // What the heap grew by beyond the live bytes: kept by the allocator (negative:
+        // live bytes grew into memory the allocator already held).
+        parts.push(format!(
+            "allocator-retained {} ± {}",
+            signed(n.heap_growth - net),
+            human_bytes(2.0 * sigma)
+        ));
     }
     parts.push(format!(
         "direct mappings +{}",
@@ -199,6 +197,9 @@ pub fn memory_text(out: &mut String, p: &ProcessMemory) {
     } else {
         let _ = writeln!(out, "     numbers: {}", numbers_line(&v.numbers));
     }
+    if let Some(split) = runtime_split(p, &v.numbers) {
+        let _ = writeln!(out, "     {split}");
+    }
     for s in &v.stacks {
         let _ = writeln!(
             out,
@@ -213,6 +214,35 @@ pub fn memory_text(out: &mut String, p: &ProcessMemory) {
     for a in &v.also {
         let _ = writeln!(out, "     also: {}", also(a));
     }
+}
+
+/// In a process that runs V8 (Node.js), which of its memories moved: the V8 heap and
+/// code (mappings V8 makes itself, outside the allocator), native live allocations
+/// (the net growth) and what the allocator keeps (its heap less the net growth). None
+/// for other processes, or without a net growth.
+pub fn runtime_split(p: &ProcessMemory, n: &Numbers) -> Option<String> {
+    let runtime = |frames: &[String]| {
+        frames
+            .iter()
+            .any(|f| f.starts_with("v8::") || f.starts_with("node::"))
+    };
+    let v8 = p.growth.iter().any(|g| runtime(&g.frames))
+        || p.allocations
+            .as_ref()
+            .is_some_and(|a| a.growth.iter().any(|g| runtime(&g.frames)));
+    let (net, sigma) = (n.net_growth?, n.net_sigma?);
+    v8.then(|| {
+        format!(
+            "split {}: V8 heap and code (its own mappings) {} · native live allocations {} ± {} \
+             · allocator-retained {} ± {}",
+            span(n),
+            signed(n.direct_mapped_growth),
+            signed(net),
+            human_bytes(2.0 * sigma),
+            signed(n.heap_growth - net),
+            human_bytes(2.0 * sigma)
+        )
+    })
 }
 
 /// The verdict as `report.json` carries it: its facts and its words.
