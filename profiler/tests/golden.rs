@@ -125,7 +125,7 @@ fn memory_report() -> MemoryReport {
         resident_after: p.rss_after.map(|r| r.total),
         allocator: Some(AllocatorFamily::Glibc),
         since_follow: false,
-        growth: profiler::analyze::memory::series::growth_evidence(a, None),
+        growth: profiler::analyze::memory::series::growth_evidence(a, None, |_| Vec::new()),
     });
     p.verdict = Some(verdict);
     report

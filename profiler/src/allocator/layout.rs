@@ -12,10 +12,11 @@ use profiler_common::{heap_layout, MUSL_SIZE_CLASSES};
 use super::AllocatorFamily;
 
 /// What the kernel side can read, as `profiler_common::heap_layout`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum HeapLayout {
     /// No header the probes can read.
+    #[default]
     None,
     Glibc,
     MuslMallocng,

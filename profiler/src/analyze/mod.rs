@@ -3,9 +3,11 @@
 //!
 //! - [`memory`]: leak, allocator retention, mapped growth or no growth;
 //! - [`waits`]: what threads were blocked on, and whether a process is stalled.
+pub mod capture;
 pub mod frames;
 pub mod memory;
 pub mod target;
 pub mod waits;
 
+pub use capture::CaptureState;
 pub use target::Target;

@@ -1,13 +1,15 @@
 //! What the analyses keep per followed process: its mapping ledger, sampled live
-//! allocations, resident memory, wait counts and the names of its descriptors.
+//! allocations, resident memory and wait counts.
+use std::collections::BTreeMap;
+
 use profiler_common::FreeFlow;
 
 use crate::{
     allocator::{HeapLayout, LiveAllocations},
-    analyze::{memory::series::IntervalSeries, waits::classify::FdClassifier},
-    collect::ResidentTrack,
+    analyze::memory::series::IntervalSeries,
     ledger::ProcessLedger,
     model::ProbedAllocator,
+    model::ResidentTrack,
     procfs::Rss,
     targets::ProcessIdentity,
 };
@@ -29,7 +31,6 @@ pub struct Target {
     /// Stacks the unwinder could not finish.
     pub truncated: u64,
     pub exited: bool,
-    pub classifier: FdClassifier,
     /// Completed waits (at least the threshold long) seen in the window.
     pub waits: u64,
     /// Sampled live blocks (allocator probes).
@@ -46,10 +47,13 @@ pub struct Target {
     /// Monotonic time (ns) when the process was first followed: live blocks and frees
     /// count from here.
     pub followed_ns: u64,
-    /// Those frees since the process was first followed, read at the end of the window.
+    /// Those frees since the process was first followed, as last read.
     pub free_flow: Option<FreeFlow>,
     /// Live allocations at the end of each daemon interval, for trends.
     pub series: IntervalSeries,
+    /// Committed bytes by region kind label when the window started (or when the
+    /// process joined it): the report's "before".
+    pub committed_at_start: Option<BTreeMap<String, u64>>,
 }
 
 impl Target {
@@ -73,16 +77,16 @@ impl Target {
             samples: 0,
             truncated: 0,
             exited: false,
-            classifier: FdClassifier::new(pid),
             waits: 0,
             allocs: LiveAllocations::new(),
             allocators: Vec::new(),
             allocator_note: None,
             resident: None,
             heap_layout: HeapLayout::None,
-            followed_ns: crate::collect::monotonic_now_ns(),
+            followed_ns: 0,
             free_flow: None,
             series: IntervalSeries::default(),
+            committed_at_start: None,
         }
     }
 

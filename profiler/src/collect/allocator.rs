@@ -3,6 +3,7 @@
 //! Programs are loaded once and attached once per (binary, entry point, process):
 //! attaching with a process id makes the kernel plant the breakpoints in that process
 //! only, so other processes that map the same C library pay nothing.
+use crate::model::ResidentTrack;
 use std::{collections::HashSet, num::NonZeroU32, path::Path};
 
 use aya::{
@@ -22,17 +23,6 @@ const RETURN_PROGRAM: &str = "alloc_return";
 pub struct AttachedAllocator {
     /// Entry points found and probed (with prefix), e.g. `malloc`, `free`.
     pub functions: Vec<String>,
-}
-
-/// Resident memory of a process as `kmem:rss_stat` saw it during the window.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct ResidentTrack {
-    /// Latest bytes per kind: file, anon, swap entries, shmem.
-    pub now: [i64; 4],
-    pub peak: [i64; 4],
-    /// Highest file + anon + shmem total.
-    pub peak_total: i64,
-    pub updates: u64,
 }
 
 impl Collector {
@@ -129,9 +119,9 @@ impl Collector {
     pub fn set_heap_layout(&mut self, pid: u32, layout: HeapLayout) -> Result<(), CollectError> {
         let mut m: HashMap<_, u32, u32> =
             HashMap::try_from(super::map(&mut self.ebpf, "HEAP_LAYOUT")?)
-                .map_err(|e| CollectError::Map("HEAP_LAYOUT", e.to_string()))?;
+                .map_err(super::map_error("HEAP_LAYOUT"))?;
         m.insert(pid, layout.code(), 0)
-            .map_err(|e| CollectError::Map("HEAP_LAYOUT", e.to_string()))
+            .map_err(super::map_error("HEAP_LAYOUT"))
     }
 
     /// Frees of blocks of `pid` that were not sampled live, since it was first

@@ -92,7 +92,12 @@ pub fn process(window: &MemoryWindow, t: &Target, stacks: &StackTable) -> Proces
         allocator_probed: allocations.is_some(),
         live_growth: allocations.as_ref().map_or(0.0, |a| a.live_bytes),
         growth: allocations.as_ref().map_or_else(Default::default, |a| {
-            series::growth_evidence(a, window.trends.then_some(&t.series))
+            series::growth_evidence(a, window.trends.then_some(&t.series), |id| {
+                match id.and_then(|id| stacks.get(id)) {
+                    Some(stack) => stack.names.clone(),
+                    None => vec!["[stack not sampled]".to_string()],
+                }
+            })
         }),
         allocated: allocations.as_ref().map_or(0.0, |a| a.allocated_bytes),
         freed: allocations.as_ref().map_or(0.0, |a| a.freed_bytes),
@@ -121,7 +126,10 @@ pub fn process(window: &MemoryWindow, t: &Target, stacks: &StackTable) -> Proces
         comm: t.comm.clone(),
         identity: t.identity.clone(),
         exited: t.exited,
-        mapped_before: labelled(t.ledger.seeded_by_kind()),
+        mapped_before: t
+            .committed_at_start
+            .clone()
+            .unwrap_or_else(|| labelled(t.ledger.seeded_by_kind())),
         mapped_after: labelled(&t.ledger.committed_by_kind()),
         reserved_after: t.ledger.reserved_bytes(),
         rss_before: t.rss_before,
@@ -154,6 +162,7 @@ pub fn allocation_view(window: &MemoryWindow, t: &Target, stacks: &StackTable) -
                 by_age: g.by_age,
                 oldest_secs: g.oldest_secs,
                 freed: g.freed,
+                stack: id,
                 locations: locations::of_stack(stacks, id),
             })
             .collect();
