@@ -18,6 +18,9 @@ mod huffman;
 pub mod postgres;
 mod text;
 
+#[cfg(test)]
+mod captured_tests;
+
 /// One transfer of one direction of a connection: the bytes the probe captured (a
 /// prefix) and the length of the whole transfer (`len >= bytes.len()`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
