@@ -303,3 +303,49 @@ fn node_http2_grpc_calls() {
         ]
     );
 }
+
+/// Check that the first transfer of each side of every capture classifies as its
+/// protocol (the server's bare `N` to an SSL request, psql's and pgbench's default
+/// `sslmode=prefer`, is too short to say).
+#[test]
+fn captures_classify_by_their_first_bytes() {
+    use super::classify::{classify, Protocol, Side};
+    let captures: [(&[u8], Protocol, Protocol); 5] = [
+        (
+            include_bytes!("../../../tests/data/requests/pg_simple_query.bin"),
+            Protocol::Postgres,
+            Protocol::Postgres,
+        ),
+        (
+            include_bytes!("../../../tests/data/requests/pg_extended_query.bin"),
+            Protocol::Postgres,
+            Protocol::Unknown,
+        ),
+        (
+            include_bytes!("../../../tests/data/requests/pg_ssl_refused.bin"),
+            Protocol::Postgres,
+            Protocol::Unknown,
+        ),
+        (
+            include_bytes!("../../../tests/data/requests/http1_keepalive.bin"),
+            Protocol::Http1,
+            Protocol::Http1,
+        ),
+        (
+            include_bytes!("../../../tests/data/requests/http2_grpc.bin"),
+            Protocol::Http2,
+            Protocol::Http2,
+        ),
+    ];
+    for (capture, client, server) in captures {
+        let recs = records(capture);
+        let first = |c: bool| {
+            recs.iter()
+                .find(|(is_client, _)| *is_client == c)
+                .unwrap()
+                .1
+        };
+        assert_eq!(classify(Side::Client, first(true)), client);
+        assert_eq!(classify(Side::Server, first(false)), server);
+    }
+}

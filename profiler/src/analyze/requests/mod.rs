@@ -12,6 +12,7 @@
 //! The output is protocol metadata only: an HTTP method and a path without its query,
 //! a gRPC method, a status code, a PostgreSQL message type and the first SQL keyword.
 //! Never payload, header values, SQL text or parameters.
+pub mod classify;
 pub mod http1;
 pub mod http2;
 mod huffman;
