@@ -12,32 +12,13 @@
 //! live here and are tested on recorded snapshots.
 use std::collections::{BTreeMap, BTreeSet};
 
-use serde::Serialize;
-
-use super::{InFlightWait, ThreadSnapshot};
 use crate::{
-    model::{Evidence, WaitOn},
+    model::{
+        DemandSignals, Evidence, InFlightWait, ListenerQueue, ThreadSnapshot, UnreadConnection,
+        WaitOn,
+    },
     sockets::SocketInfo,
 };
-
-/// What /proc showed at the snapshot, beside the waits themselves.
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
-pub struct DemandSignals {
-    /// The process's own listening sockets and the connections in their accept queue
-    /// (`rx_queue` of a LISTEN row in /proc/PID/net/tcp is the accept backlog).
-    pub listeners: Vec<ListenerQueue>,
-    /// Connections accepted on those listeners with request bytes nobody has read.
-    pub unread: Vec<UnreadConnection>,
-    /// Peers (as waits name them) of connections accepted on those listeners: a thread
-    /// blocked reading one waits for a client's next request, not for an answer.
-    pub inbound_peers: BTreeSet<String>,
-    /// The thread holding the lock at a futex address some thread waits on, where the
-    /// lock word names it (glibc and musl mutexes, PI futexes).
-    pub lock_owners: BTreeMap<u64, u32>,
-    /// The thread a `pthread_join` (a futex wait on that thread's TID word) waits for,
-    /// by futex address: a join of a stuck thread is stuck with it.
-    pub joins: BTreeMap<u64, u32>,
-}
 
 impl DemandSignals {
     /// The listeners, their queues and their accepted connections among `own`, the
@@ -86,24 +67,6 @@ impl DemandSignals {
         }
         signals
     }
-}
-
-/// One listening socket and its accept queue.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct ListenerQueue {
-    /// `127.0.0.1:8080`.
-    pub local: String,
-    /// Connections established and waiting for `accept`.
-    pub queued: u64,
-}
-
-/// An accepted connection with bytes in its receive queue.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct UnreadConnection {
-    /// The listener it was accepted on (`127.0.0.1:8080`).
-    pub listener: String,
-    pub peer: String,
-    pub bytes: u64,
 }
 
 /// The signals of one snapshot: the process's `sockets`, and for each futex a thread

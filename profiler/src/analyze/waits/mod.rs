@@ -7,14 +7,14 @@ pub mod demand;
 pub mod report;
 pub mod verdict;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
 use serde::Serialize;
 
 use crate::{
     collect::inflight::InFlight,
     events::{StackId, StackSample, WaitSyscall},
-    model::WaitOn,
+    model::{InFlightWait, ThreadSnapshot, WaitOn},
 };
 
 /// Total blocked time and number of waits.
@@ -52,42 +52,6 @@ impl WaitProfile {
                 .then_with(|| a.1.cmp(&b.1))
         });
         v
-    }
-}
-
-/// A thread that was inside a wait when the snapshot was taken.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct InFlightWait {
-    pub tid: u32,
-    pub syscall: WaitSyscall,
-    pub on: WaitOn,
-    /// How long it has been blocked, when the start was seen by the probes; `None`
-    /// means it was already blocked when the probes attached (so: at least `observed_ns`).
-    pub blocked_ns: Option<u64>,
-    pub stack: Option<StackId>,
-}
-
-/// The threads of one process at the snapshot, with the futex activity of the window.
-#[derive(Clone, Debug, Default, Serialize)]
-pub struct ThreadSnapshot {
-    pub pid: u32,
-    pub comm: String,
-    pub threads: usize,
-    pub in_flight: Vec<InFlightWait>,
-    /// Futex wake calls in the window, by futex address.
-    pub futex_wakes: BTreeMap<u64, u64>,
-    /// Futex waits started in the window, by futex address.
-    pub futex_waits: BTreeMap<u64, u64>,
-    /// How long the probes watched before the snapshot.
-    pub observed_ns: u64,
-    /// What /proc showed of unmet demand at the snapshot (queues, lock owners).
-    pub demand: demand::DemandSignals,
-}
-
-impl ThreadSnapshot {
-    /// How long thread `w` has certainly been blocked.
-    pub fn blocked_at_least(&self, w: &InFlightWait) -> u64 {
-        w.blocked_ns.unwrap_or(self.observed_ns)
     }
 }
 

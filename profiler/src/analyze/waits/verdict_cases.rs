@@ -4,8 +4,8 @@
 use std::collections::BTreeMap;
 
 use super::*;
-use crate::analyze::waits::demand::{DemandSignals, ListenerQueue, UnreadConnection};
 use crate::events::WaitSyscall;
+use crate::model::{DemandSignals, ListenerQueue, UnreadConnection};
 use crate::render::verdict::{evidence_clause, stall_line, stall_short};
 
 const S: u64 = 1_000_000_000;
