@@ -559,8 +559,8 @@ impl Target {
                 let v = sample.read_u64(addr)?;
                 end = end.max(addr + 8);
                 match (sample.ret_fix, trampoline) {
-                    (Some(fix), Some((lo, hi))) if addr == fix.slot && (lo..hi).contains(&v) => {
-                        Some(fix.addr)
+                    (Some(fix), Some((lo, hi))) if (lo..hi).contains(&v) => {
+                        Some(fix.original(addr).unwrap_or(v))
                     }
                     _ => Some(v),
                 }
