@@ -20,6 +20,7 @@ pub mod procfs;
 pub mod push;
 pub mod record;
 pub mod render;
+pub mod runtimes;
 pub mod sockets;
 pub mod symbolize;
 pub mod targets;

@@ -42,6 +42,10 @@ pub struct UnwoundStack {
     /// The walk ended early (memory ran out, bad unwind step, [`MAX_FRAMES`]) rather
     /// than at a recognised root frame.
     pub truncated: bool,
+    /// The frame pointer (`rbp`) while each frame ran, as the walk recovered it (empty
+    /// when not tracked): JIT runtimes keep frame pointers and store frame data at
+    /// fixed offsets from them (see `runtimes::v8`).
+    pub frame_pointers: Vec<u64>,
 }
 
 /// Unwinds stacks of one process (one [`AddressSpace`] snapshot).
@@ -115,6 +119,7 @@ impl Unwinder {
         let mut regs = UnwindRegsX86_64::new(ip, sp, bp);
         let mut frame = FrameAddress::InstructionPointer(ip);
         let mut frames = vec![ip];
+        let mut frame_pointers = vec![bp];
         let mut scans = 0;
         let truncated = loop {
             if frames.len() >= MAX_FRAMES {
@@ -130,6 +135,7 @@ impl Unwinder {
                     match FrameAddress::from_return_address(ret) {
                         Some(next) if !no_cfi || self.code.plausible_frame_pointer_step(ret) => {
                             frames.push(next.address_for_lookup());
+                            frame_pointers.push(regs.bp());
                             frame = next;
                             continue;
                         }
@@ -147,12 +153,17 @@ impl Unwinder {
                     regs = UnwindRegsX86_64::new(ret, slot + 8, frame_bp);
                     frame = FrameAddress::from_return_address(ret).expect("scan skips zero");
                     frames.push(frame.address_for_lookup());
+                    frame_pointers.push(frame_bp);
                     continue;
                 }
             }
             break ended;
         };
-        UnwoundStack { frames, truncated }
+        UnwoundStack {
+            frames,
+            truncated,
+            frame_pointers,
+        }
     }
 
     /// Scan up from `sp` for a slot holding a plausible return address (see
@@ -480,7 +491,8 @@ mod tests {
             stack,
             UnwoundStack {
                 frames: vec![ip],
-                truncated: true
+                truncated: true,
+                frame_pointers: vec![0x7ffc_0000_0100],
             }
         );
     }
@@ -502,7 +514,8 @@ mod tests {
             out,
             UnwoundStack {
                 frames: vec![0x5000],
-                truncated: true
+                truncated: true,
+                frame_pointers: vec![0x1000],
             }
         );
     }
@@ -564,7 +577,8 @@ mod tests {
             stack,
             UnwoundStack {
                 frames: vec![0x10_0010],
-                truncated: true
+                truncated: true,
+                frame_pointers: vec![0x8100],
             }
         );
         // Remembered as "no CFI": a second unwinder does not re-read or re-report it.
