@@ -302,10 +302,11 @@ fn is_js(frame: &str) -> bool {
         .any(|p| frame.starts_with(p))
 }
 
-/// A JavaScript frame from a perf map (`JS:*handle /app/server.js:40:3`) that is not
-/// one of Node's own modules.
+/// A JavaScript frame from a perf map (`JS:*handle /app/server.js:40:3`) or from V8's
+/// heap (`JS:handle /app/server.js:40`) that is not one of Node's own modules, nor one
+/// of V8's builtins, which have no script (`JS:Uint8Array`).
 fn is_application_js(frame: &str) -> bool {
-    is_js(frame) && !frame.contains(" node:")
+    is_js(frame) && frame.contains(' ') && !frame.contains(" node:")
 }
 
 /// The culprit with its caller, e.g. `map_region (from leak_sessions)`: the innermost

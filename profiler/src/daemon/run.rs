@@ -149,7 +149,7 @@ impl Daemon {
                 _ = rss_tick.tick(), if watch_rss => Wake::RssCheck,
                 _ = stall_tick.tick(), if watch_stalls => Wake::StallCheck,
                 _ = rescan.tick() => Wake::Rescan,
-                r = self.capture.next_batch(&mut batch, Duration::from_millis(200)) => Wake::Batch(r),
+                r = self.capture.next_batch(&mut batch, crate::record::capture::DRAIN_INTERVAL) => Wake::Batch(r),
             };
             match wake {
                 Wake::IntervalDue => {

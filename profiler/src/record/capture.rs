@@ -26,6 +26,11 @@ use crate::{
     },
 };
 
+/// How long records may wait in the ring before userspace reads them: the kernel wakes
+/// the reader only when the ring fills up. Short, because a stack's JS frames are named
+/// from V8's heap when the sample is read, and young objects move within milliseconds.
+pub const DRAIN_INTERVAL: Duration = Duration::from_millis(20);
+
 /// What one window learned, ready to be written.
 #[derive(Debug)]
 pub struct Window {

@@ -2,6 +2,7 @@
 mod allocators;
 pub mod capture;
 pub mod follow;
+mod js_frames;
 mod locations;
 pub(crate) mod output;
 mod session;
@@ -141,7 +142,7 @@ async fn capture_loop(
             _ = sigint.recv() => return Ok("interrupted (SIGINT)"),
             _ = sigterm.recv() => return Ok("terminated (SIGTERM)"),
             _ = rescan.tick() => capture.update_targets()?,
-            r = capture.next_batch(&mut batch, Duration::from_millis(200)) => {
+            r = capture.next_batch(&mut batch, capture::DRAIN_INTERVAL) => {
                 r?;
                 capture.apply_batch(&mut batch)?;
             }

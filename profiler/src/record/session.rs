@@ -19,6 +19,8 @@ use crate::{
     unwind::{AddressSpace, ElfCache, Unwinder},
 };
 
+use super::js_frames::{JsFrames, V8Binaries};
+
 /// State of one target process.
 pub struct Target {
     pub pid: u32,
@@ -57,6 +59,8 @@ pub struct Target {
     pub resident: Option<ResidentTrack>,
     /// The kernel's `[uprobes]` mapping (uretprobe trampoline), once it exists.
     uprobes_vma: Option<(u64, u64)>,
+    /// JavaScript frames named from V8's heap, when the process runs node.
+    js: JsFrames,
     uprobes_checked_at: Option<std::time::Instant>,
 }
 
@@ -66,6 +70,7 @@ pub struct Session {
     pub stacks: StackTable,
     symbolizer: Symbolizer,
     elf_cache: ElfCache,
+    v8_binaries: V8Binaries,
     pub waits: WaitProfile,
     /// Monotonic time (ns, the clock of `bpf_ktime_get_ns`) when the probes attached.
     pub window_start_ns: u64,
@@ -95,6 +100,7 @@ impl Session {
             stacks: StackTable::new(),
             symbolizer: Symbolizer::new(),
             elf_cache: ElfCache::new(),
+            v8_binaries: V8Binaries::default(),
             waits: WaitProfile::default(),
             window_start_ns: 0,
             ignored: BTreeSet::new(),
@@ -122,6 +128,7 @@ impl Session {
             .or(start_brk);
         let space = AddressSpace::from_maps(pid, &maps);
         let unwinder = Unwinder::new(&space, &mut self.elf_cache);
+        let js = JsFrames::attach(pid, &space, &mut self.v8_binaries);
         if self.targets.get(&pid).is_some_and(|t| t.exited) {
             self.retired.extend(self.targets.remove(&pid));
         }
@@ -152,6 +159,7 @@ impl Session {
                 resident: None,
                 uprobes_vma: None,
                 uprobes_checked_at: None,
+                js,
             },
         );
         Ok(brk)
@@ -255,6 +263,9 @@ impl Session {
         let t = self.targets.get_mut(&pid)?;
         if t.space_stale {
             t.refresh_space(&mut self.elf_cache);
+            if !t.js.active() {
+                t.js = JsFrames::attach(pid, &t.space, &mut self.v8_binaries);
+            }
         }
         if sample.ret_fix.is_some() {
             t.find_uprobes_vma();
@@ -280,11 +291,15 @@ impl Session {
         let truncated = unwound.truncated;
         let symbolizer = &mut self.symbolizer;
         let space = &t.space;
+        let js = &mut t.js;
+        js.name_stack(space, &mut unwound, sample);
         let id = self
             .stacks
             .intern_located(pid, unwound.frames, truncated, |addrs| {
-                let per_addr = symbolizer.symbolize_process(pid, space, addrs);
-                let locations = super::locations::root_first_locations(space, addrs, &per_addr);
+                let code: Vec<u64> = addrs.iter().map(|&a| js.original(a)).collect();
+                let mut per_addr = symbolizer.symbolize_process(pid, space, &code);
+                js.apply(addrs, &mut per_addr);
+                let locations = super::locations::root_first_locations(space, &code, &per_addr);
                 (root_first_names(per_addr), locations)
             });
         t.unwind_cache.insert(sample, read_end, id, truncated);
@@ -500,6 +515,7 @@ impl Session {
             events: t.events,
             samples: t.samples,
             truncated_stacks: t.truncated,
+            js_frames: t.js.report(),
         }
     }
 }

@@ -13,8 +13,9 @@ use super::metadata::{Layout, MetadataError, Symbols};
 pub struct V8Binary {
     pub symbols: Symbols,
     pub layout: Layout,
-    /// The embedded builtins' code, as the binary's virtual addresses: frames there are
-    /// interpreted or baseline JS frames (or stubs, which the namer tells apart).
+    /// The embedded builtins' code, as offsets in the file: frames there are interpreted
+    /// or baseline JS frames (or stubs, which the namer tells apart). File offsets, since
+    /// V8 may map the blob a second time near its JIT code.
     pub builtins: Option<Range<u64>>,
 }
 
@@ -43,8 +44,8 @@ impl V8Binary {
     }
 }
 
-/// The embedded blob's code range: `v8_Default_embedded_blob_code_` and its size, else
-/// the span of the `Builtins_*` symbols.
+/// The embedded blob's code as file offsets: `v8_Default_embedded_blob_code_` and its
+/// size, else the span of the `Builtins_*` symbols.
 fn builtins_range(data: &[u8]) -> Option<Range<u64>> {
     let file = object::File::parse(data).ok()?;
     let mut blob = None;
@@ -68,8 +69,17 @@ fn builtins_range(data: &[u8]) -> Option<Range<u64>> {
             Some(u64::from(u32::from_le_bytes(b.try_into().ok()?)))
         })
     });
-    match (blob, size) {
-        (Some(start), Some(size)) if size > 0 => Some(start..start + size),
-        _ => (lo < hi).then_some(lo..hi),
-    }
+    let range = match (blob, size) {
+        (Some(start), Some(size)) if size > 0 => start..start + size,
+        _ if lo < hi => lo..hi,
+        _ => return None,
+    };
+    let to_offset = |addr: u64| {
+        file.segments().find_map(|s| {
+            let (off, len) = s.file_range();
+            let delta = addr.checked_sub(s.address())?;
+            (delta <= len).then_some(off + delta)
+        })
+    };
+    Some(to_offset(range.start)?..to_offset(range.end)?)
 }

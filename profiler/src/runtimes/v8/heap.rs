@@ -213,6 +213,16 @@ impl<'a, R: FnMut(u64, &mut [u8]) -> bool> Heap<'a, R> {
             .and_then(|n| u64::try_from(n).ok())
             .unwrap_or(0);
         let mut name = String::new();
+        // V8 13 moved the position into the fixed slots, right before the variables:
+        // flags, parameter count, context local count, start, end.
+        let fixed_position = (l.scope_info_first_vars >= 5)
+            .then(|| {
+                let at = l.scope_info_first_vars - 2;
+                let start = l.tagging.smi(slot(at))?;
+                let end = l.tagging.smi(slot(at + 1))?;
+                (0 <= start && start < end).then_some(start)
+            })
+            .flatten();
         let mut prev: Option<i64> = None;
         for i in (l.scope_info_first_vars + 2 * locals)..SCOPE_SLOTS {
             let v = slot(i);
@@ -222,6 +232,12 @@ impl<'a, R: FnMut(u64, &mut [u8]) -> bool> Heap<'a, R> {
                 }
             }
             let cur = l.tagging.smi(v);
+            if l.scope_info_first_vars >= 5 {
+                if !name.is_empty() {
+                    return Ok((name, fixed_position.and_then(|p| u32::try_from(p).ok())));
+                }
+                continue;
+            }
             if let (Some(start), Some(end)) = (prev, cur) {
                 if 0 <= start && start < end {
                     return Ok((name, u32::try_from(start).ok()));
@@ -229,7 +245,7 @@ impl<'a, R: FnMut(u64, &mut [u8]) -> bool> Heap<'a, R> {
             }
             prev = cur;
         }
-        Ok((name, None))
+        Ok((name, fixed_position.and_then(|p| u32::try_from(p).ok())))
     }
 
     /// The 1-based line of source position `pos` in `script`: from the script's line

@@ -11,7 +11,9 @@ pub mod heap;
 mod image;
 pub mod metadata;
 pub mod namer;
+pub mod report;
 
 pub use binary::{looks_like_node, V8Binary};
 pub use metadata::{Layout, MetadataError, Symbols};
 pub use namer::{JsFrame, V8Counts, V8Process};
+pub use report::JsFrameReport;

@@ -29,7 +29,7 @@ pub struct V8Counts {
 }
 
 /// What the namer makes of one frame.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum JsFrame {
     /// `JS:<function> <script>:<line>`.
     Named(Arc<str>),
@@ -41,30 +41,27 @@ pub enum JsFrame {
 /// terms), over the binary's [`V8Binary`] (its `Data`).
 pub struct V8Process {
     binary: Arc<V8Binary>,
-    /// Runtime addresses of the embedded builtins.
-    builtins: Option<std::ops::Range<u64>>,
     names: HashMap<SfiKey, Arc<str>>,
     pub counts: V8Counts,
 }
 
 impl V8Process {
-    /// The namer for a process that maps `binary` with load bias `bias`.
-    pub fn new(binary: Arc<V8Binary>, bias: u64) -> Self {
-        let builtins = binary
-            .builtins
-            .as_ref()
-            .map(|r| r.start.wrapping_add(bias)..r.end.wrapping_add(bias));
+    /// The namer for a process that maps `binary`.
+    pub fn new(binary: Arc<V8Binary>) -> Self {
         Self {
             binary,
-            builtins,
             names: HashMap::new(),
             counts: V8Counts::default(),
         }
     }
 
-    /// Whether `pc` is in the embedded builtins (interpreter and baseline entry code).
-    pub fn in_builtins(&self, pc: u64) -> bool {
-        self.builtins.as_ref().is_some_and(|r| r.contains(&pc))
+    /// Whether an offset in the node binary is in the embedded builtins (interpreter and
+    /// baseline entry code).
+    pub fn in_builtins(&self, file_offset: u64) -> bool {
+        self.binary
+            .builtins
+            .as_ref()
+            .is_some_and(|r| r.contains(&file_offset))
     }
 
     /// Name the frame whose frame pointer is `fp`, for code that may be JS (JIT code or
@@ -162,14 +159,11 @@ mod tests {
             &std::fs::read_to_string(data_dir().join("node20.symbols")).unwrap(),
         );
         let layout = Layout::from_symbols(&symbols).unwrap();
-        V8Process::new(
-            Arc::new(V8Binary {
-                symbols,
-                layout,
-                builtins: None,
-            }),
-            0,
-        )
+        V8Process::new(Arc::new(V8Binary {
+            symbols,
+            layout,
+            builtins: None,
+        }))
     }
 
     fn image() -> MemoryImage {
