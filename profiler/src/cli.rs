@@ -37,9 +37,10 @@ pub struct DiffArgs {
     pub before: PathBuf,
     /// The later capture.
     pub after: PathBuf,
-    /// Which view of capture directories to compare.
-    #[arg(long, default_value = "allocations", value_parser = ["allocations", "memory", "waits"])]
-    pub view: String,
+    /// Which view of capture directories to compare (default: allocations when both
+    /// captures have it, else memory).
+    #[arg(long, value_parser = ["allocations", "memory", "waits"])]
+    pub view: Option<String>,
     /// Where to write the SVG.
     #[arg(long, default_value = "diff.svg")]
     pub out: PathBuf,
@@ -166,8 +167,9 @@ pub struct CaptureArgs {
     #[arg(long)]
     pub allocations: bool,
     /// Probe the allocator in this binary (an allocator library or an executable that
-    /// contains one) instead of the one detected from each target's mappings.
-    #[arg(long, value_name = "PATH")]
+    /// contains one) instead of the one detected from each target's mappings. Needs
+    /// --allocations.
+    #[arg(long, value_name = "PATH", requires = "allocations", value_parser = allocator_path)]
     pub allocator: Option<PathBuf>,
     /// Mean bytes between two sampled allocations (allocator probes); like
     /// --sample-bytes, but allocations are far more frequent than mappings.
@@ -237,6 +239,14 @@ impl PushArgs {
             ..crate::push::PushOptions::new(url.clone())
         })
     }
+}
+
+/// An `--allocator` path must be an ELF file that defines an allocator entry point we
+/// probe: anything else would attach nothing and quietly record no allocations.
+fn allocator_path(text: &str) -> Result<PathBuf, String> {
+    let path = PathBuf::from(text);
+    crate::allocator::detect::check_allocator_binary(&path).map_err(|e| e.to_string())?;
+    Ok(path)
 }
 
 /// Whether memory is recorded. Neither --memory nor --waits: both. Either flag: only

@@ -1,35 +1,46 @@
 //! `profiler diff A B`: a differential flamegraph of two captures.
 //!
 //! A and B are capture directories (as `record` writes them) or folded files. For
-//! directories the view is chosen by name (`allocations` by default, falling back to
-//! `memory` when a capture has no allocator view).
+//! directories the view is chosen by name: the one asked for, which both must have, or
+//! by default `allocations` when both have it and `memory` otherwise.
 use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 
 use crate::render::{diff, svg};
+use crate::safe_file::{self, FileKind};
 
 /// Options of `profiler diff`.
 #[derive(Clone, Debug)]
 pub struct DiffOptions {
     pub before: PathBuf,
     pub after: PathBuf,
-    /// `allocations`, `memory` or `waits`.
-    pub view: String,
+    /// `allocations`, `memory` or `waits`; None: allocations if both captures have
+    /// it, else memory.
+    pub view: Option<String>,
     pub out: PathBuf,
 }
 
-/// Write the differential SVG; returns the number of stacks in it.
-pub fn diff(opts: &DiffOptions) -> anyhow::Result<usize> {
-    let before = read_view(&opts.before, &opts.view)?;
-    let after = read_view(&opts.after, &opts.view)?;
+/// What `diff` compared.
+#[derive(Debug)]
+pub struct DiffSummary {
+    pub view: String,
+    pub stacks: usize,
+}
+
+/// Write the differential SVG.
+pub fn diff(opts: &DiffOptions) -> anyhow::Result<DiffSummary> {
+    let view = choose_view(opts);
+    let before = read_view(&opts.before, &view)?;
+    let after = read_view(&opts.after, &view)?;
+    let view_name = view.as_str();
     let lines = diff::differential_lines(&before, &after).context("merging the profiles")?;
     let mut svg_bytes = Vec::new();
     svg::flamegraph(
         &lines,
         &format!(
             "{} growth: {} vs {}",
-            opts.view,
+            view_name,
             name(&opts.after),
             name(&opts.before)
         ),
@@ -38,14 +49,30 @@ pub fn diff(opts: &DiffOptions) -> anyhow::Result<usize> {
             name(&opts.after),
             name(&opts.before)
         ),
-        if opts.view == "waits" { "us" } else { "bytes" },
+        if view_name == "waits" { "us" } else { "bytes" },
         svg::Flavor::Memory,
         &mut svg_bytes,
     )
     .context("rendering the differential flamegraph")?;
     std::fs::write(&opts.out, svg_bytes)
         .with_context(|| format!("cannot write {}", opts.out.display()))?;
-    Ok(lines.len())
+    Ok(DiffSummary {
+        view,
+        stacks: lines.len(),
+    })
+}
+
+/// The view asked for, or allocations when every capture directory has it, else memory.
+fn choose_view(opts: &DiffOptions) -> String {
+    if let Some(view) = &opts.view {
+        return view.clone();
+    }
+    let has_allocations = |p: &Path| !p.is_dir() || p.join("allocations.folded").is_file();
+    if has_allocations(&opts.before) && has_allocations(&opts.after) {
+        "allocations".into()
+    } else {
+        "memory".into()
+    }
 }
 
 fn name(p: &Path) -> String {
@@ -56,16 +83,24 @@ fn name(p: &Path) -> String {
 fn read_view(path: &Path, view: &str) -> anyhow::Result<Vec<String>> {
     let file = if path.is_dir() {
         let wanted = path.join(format!("{view}.folded"));
-        if wanted.exists() || view != "allocations" {
-            wanted
-        } else {
-            path.join("memory.folded")
-        }
+        anyhow::ensure!(
+            wanted.exists(),
+            "{} has no {view}.folded{}",
+            path.display(),
+            if view == "allocations" {
+                " (recorded without --allocations?); try --view memory"
+            } else {
+                ""
+            }
+        );
+        wanted
     } else {
         path.to_path_buf()
     };
-    let text = std::fs::read_to_string(&file)
-        .with_context(|| format!("cannot read {}", file.display()))?;
+    // Untrusted input: a FIFO or /dev/zero is refused, not read forever.
+    let bytes = safe_file::read(&file, FileKind::Folded)?;
+    let text = String::from_utf8(bytes)
+        .map_err(|_| anyhow::anyhow!("{} is not UTF-8 text", file.display()))?;
     let mut lines = Vec::new();
     for (i, line) in text.lines().enumerate() {
         if line.trim().is_empty() {
@@ -107,28 +142,61 @@ mod tests {
         )
         .unwrap();
         let out = a.join("d.svg");
-        let n = diff(&DiffOptions {
+        let summary = diff(&DiffOptions {
             before: a.clone(),
             after: b.clone(),
-            view: "allocations".into(),
+            view: None,
             out: out.clone(),
         })
         .unwrap();
-        assert_eq!(n, 2);
+        assert_eq!(summary.view, "allocations");
+        assert_eq!(summary.stacks, 2);
         let svg = std::fs::read_to_string(&out).unwrap();
         assert!(svg.contains("leak"));
         std::fs::write(a.join("waits.folded"), "no count here\n").unwrap();
         let err = diff(&DiffOptions {
             before: a.clone(),
             after: b.clone(),
-            view: "waits".into(),
-            out,
+            view: Some("waits".into()),
+            out: out.clone(),
         })
         .unwrap_err();
         assert!(
             format!("{err:#}").contains("not a folded stack line"),
             "{err:#}"
         );
+        let _ = std::fs::remove_dir_all(a);
+        let _ = std::fs::remove_dir_all(b);
+    }
+
+    /// Check that an explicit view that a capture lacks is an error, not a quiet
+    /// comparison of another view, and that the default falls back to memory only when
+    /// a capture has no allocations view.
+    #[test]
+    fn missing_view_is_an_error_not_a_fallback() {
+        let a = dir("noalloc-a");
+        let b = dir("noalloc-b");
+        std::fs::write(a.join("memory.folded"), "app (1);anon mmap;main 100\n").unwrap();
+        std::fs::write(b.join("memory.folded"), "app (1);anon mmap;main 300\n").unwrap();
+        std::fs::write(b.join("allocations.folded"), "app (1);main 300\n").unwrap();
+        let opts = |view: Option<&str>| DiffOptions {
+            before: a.clone(),
+            after: b.clone(),
+            view: view.map(String::from),
+            out: a.join("d.svg"),
+        };
+        let err = diff(&opts(Some("allocations"))).unwrap_err();
+        assert!(
+            format!("{err:#}").contains("has no allocations.folded"),
+            "{err:#}"
+        );
+        assert_eq!(diff(&opts(None)).unwrap().view, "memory");
+        let err = diff(&DiffOptions {
+            before: PathBuf::from("/dev/zero"),
+            ..opts(None)
+        })
+        .unwrap_err();
+        assert!(format!("{err:#}").contains("not a regular file"), "{err:#}");
         let _ = std::fs::remove_dir_all(a);
         let _ = std::fs::remove_dir_all(b);
     }

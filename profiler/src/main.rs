@@ -1,9 +1,14 @@
 //! The `profiler` binary: parse arguments, run the command, print one-line errors.
+use std::io::Write as _;
+
 use clap::Parser as _;
 use profiler::cli::{Cli, Command};
 
 fn main() {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => usage_error(&e),
+    };
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -38,23 +43,65 @@ fn main() {
             }
             Command::Diff(args) => {
                 let opts: profiler::compare::DiffOptions = args.into();
-                let stacks = profiler::compare::diff(&opts)?;
+                let summary = profiler::compare::diff(&opts)?;
                 eprintln!(
-                    "profiler: {stacks} stacks compared; wrote {}",
+                    "profiler: {} stacks of the {} view compared; wrote {}",
+                    summary.stacks,
+                    summary.view,
                     opts.out.display()
                 );
                 Ok(())
             }
             Command::Stalls(args) => {
                 let report = profiler::record::stalls(&args.into()).await?;
-                print!("{}", profiler::render::waits::text(&report));
-                Ok(())
+                print_stdout(&profiler::render::waits::text(&report))
             }
         }
     });
     if let Err(e) = result {
         fail(&e);
     }
+}
+
+/// Write `text` to stdout. A reader that went away (`stalls … | head`) is not an error;
+/// any other failure (`> /dev/full`) is one line like every other error.
+fn print_stdout(text: &str) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => other.map_err(|e| anyhow::anyhow!("cannot write to standard output: {e}")),
+    }
+}
+
+/// Help and version go to stdout with exit 0; every other argument error is one line
+/// on stderr and exit 1, as every other error is.
+fn usage_error(e: &clap::Error) -> ! {
+    use clap::error::ErrorKind;
+    if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
+        let _ = e.print();
+        std::process::exit(0);
+    }
+    if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+        let _ = e.print();
+        std::process::exit(1);
+    }
+    eprintln!(
+        "profiler: error: {} (see --help)",
+        first_paragraph(&e.render().to_string())
+    );
+    std::process::exit(1);
+}
+
+/// clap's message up to its first blank line, on one line, without its `error:` prefix:
+/// `the following required arguments were not provided: --out <DIR>`.
+fn first_paragraph(rendered: &str) -> String {
+    let words: Vec<&str> = rendered
+        .lines()
+        .take_while(|line| !line.trim().is_empty())
+        .map(str::trim)
+        .collect();
+    let line = words.join(" ");
+    line.strip_prefix("error: ").unwrap_or(&line).to_string()
 }
 
 fn fail(e: &anyhow::Error) -> ! {

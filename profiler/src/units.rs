@@ -25,23 +25,51 @@ pub fn parse_bytes(text: &str) -> Result<u64, String> {
     Ok(bytes.round() as u64)
 }
 
-/// Parse a duration: a number with an optional unit (ms, s, m, h; plain numbers are seconds).
+/// The longest duration accepted: ten years, far past any capture or retention, and far
+/// below what `Instant` arithmetic can hold.
+pub const MAX_DURATION: Duration = Duration::from_secs(10 * 365 * 86_400);
+
+/// Parse a duration: one or more numbers each with a unit (ms, s, m, h, d), as in `30s`,
+/// `1h30m`, `1.5d`; a bare number is seconds. At most [`MAX_DURATION`].
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let (num, unit) = split_number(text)
-        .ok_or_else(|| format!("invalid duration {text:?} (try 30s, 5m, 1.5)"))?;
-    let secs = match unit {
-        "" | "s" | "sec" => num,
-        "ms" => num / 1000.0,
-        "m" | "min" => num * 60.0,
-        "h" => num * 3600.0,
-        _ => {
-            return Err(format!(
-                "invalid duration unit in {text:?} (use ms, s, m or h)"
-            ))
-        }
-    };
+    let invalid = || format!("invalid duration {text:?} (try 30s, 5m, 1h30m, 1d, 1.5)");
+    let mut rest = text.trim();
+    if rest.is_empty() {
+        return Err(invalid());
+    }
+    let mut secs = 0.0;
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        let (number, tail) = rest.split_at(digits);
+        let number: f64 = number.parse().map_err(|_| invalid())?;
+        let unit_len = tail
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(tail.len());
+        let (unit, tail) = tail.split_at(unit_len);
+        let scale = match unit.trim() {
+            // A bare number: seconds, and only on its own (`1h30` is ambiguous).
+            "" if digits == rest.len() && secs == 0.0 => 1.0,
+            "s" | "sec" => 1.0,
+            "ms" => 0.001,
+            "m" | "min" => 60.0,
+            "h" => 3600.0,
+            "d" => 86_400.0,
+            _ => {
+                return Err(format!(
+                    "invalid duration unit in {text:?} (use ms, s, m, h or d)"
+                ))
+            }
+        };
+        secs += number * scale;
+        rest = tail.trim_start();
+    }
     if !(secs > 0.0 && secs.is_finite()) {
         return Err(format!("duration {text:?} must be positive"));
+    }
+    if secs > MAX_DURATION.as_secs_f64() {
+        return Err(format!("duration {text:?} is too long (at most 10 years)"));
     }
     Ok(Duration::from_secs_f64(secs))
 }
@@ -98,6 +126,24 @@ mod tests {
         assert!(parse_duration("-1").is_err());
         assert!(parse_duration("0").is_err());
         assert!(parse_duration("soon").is_err());
+    }
+
+    /// Check that compound durations and days parse, and huge ones are refused, not a panic.
+    #[test]
+    fn parses_compound_and_refuses_huge_durations() {
+        assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
+        assert_eq!(parse_duration("1d"), Ok(Duration::from_secs(86_400)));
+        assert_eq!(parse_duration("1m30s"), Ok(Duration::from_secs(90)));
+        assert!(parse_duration("1h30").is_err());
+        assert!(parse_duration("").is_err());
+        assert!(parse_duration("1..5s").is_err());
+        for huge in ["99999999999999999999s", "1e400", "99999999999999999999d"] {
+            let err = parse_duration(huge).unwrap_err();
+            assert!(
+                err.contains("too long") || err.contains("invalid"),
+                "{huge}: {err}"
+            );
+        }
     }
 
     /// Check that byte counts print with binary units.

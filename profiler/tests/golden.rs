@@ -3,14 +3,16 @@
 use std::path::PathBuf;
 
 use profiler::{
-    collect::Counters,
-    offcpu::verdict::{Verdict, WaitGroup},
-    procfs::Rss,
-    render::{
-        folded, report, svg,
-        waits::{self, BlockedStack, ProcessWaits, WaitReport},
-        AllocGrowth, AllocationView, MemoryReport, ProcessMemory, ResidentView, StackGrowth,
+    allocator::AllocatorFamily,
+    analyze::memory::verdict::{judge, MappedStack, MemoryEvidence},
+    ledger::RegionKind,
+    model::{
+        AllocGrowth, AllocationView, BlockedStack, Counters, MemoryReport, NamedStack,
+        ProbedAllocator, ProcessMemory, ProcessWaits, ResidentView, StackGrowth, StallVerdict,
+        WaitGroup, WaitReport,
     },
+    procfs::Rss,
+    render::{folded, report, svg, waits},
 };
 
 fn golden_path(name: &str) -> PathBuf {
@@ -74,13 +76,13 @@ fn memory_report() -> MemoryReport {
             }),
             growth: vec![
                 StackGrowth {
-                    kind: "anon mmap".into(),
+                    kind: RegionKind::Anon,
                     frames: frames(&["_start", "main", "leak_sessions", "map_region", "__mmap64"]),
                     bytes: (39 << 20) as f64,
                     ..Default::default()
                 },
                 StackGrowth {
-                    kind: "anon mmap".into(),
+                    kind: RegionKind::Anon,
                     frames: frames(&["_start", "main", "scratch_work", "map_region", "__mmap64"]),
                     bytes: (1 << 20) as f64,
                     ..Default::default()
@@ -106,20 +108,20 @@ fn memory_report() -> MemoryReport {
     let mapped: Vec<_> = p
         .growth
         .iter()
-        .map(|g| profiler::memory_verdict::MappedStack {
-            kind: &g.kind,
+        .map(|g| MappedStack {
+            kind: g.kind,
             frames: &g.frames,
             bytes: g.bytes,
         })
         .collect();
     let a = p.allocations.as_ref().unwrap();
-    let verdict = profiler::memory_verdict::judge(&profiler::memory_verdict::MemoryEvidence {
+    let verdict = judge(&MemoryEvidence {
         allocator_probed: true,
         live_growth: a.live_bytes,
         live_stacks: a
             .growth
             .iter()
-            .map(|g| profiler::memory_verdict::NamedStack {
+            .map(|g| NamedStack {
                 frames: g.frames.clone(),
                 bytes: g.bytes,
             })
@@ -129,7 +131,7 @@ fn memory_report() -> MemoryReport {
         mapped,
         resident_before: p.rss_before.map(|r| r.total),
         resident_after: p.rss_after.map(|r| r.total),
-        allocator: Some("glibc malloc".into()),
+        allocator: Some(AllocatorFamily::Glibc),
         since_follow: false,
     });
     p.verdict = Some(verdict);
@@ -150,9 +152,11 @@ fn allocation_view() -> AllocationView {
         ..Default::default()
     };
     AllocationView {
-        allocators: vec![
-            "glibc malloc (/usr/lib/x86_64-linux-gnu/libc.so.6; 6 entry points)".into(),
-        ],
+        allocators: vec![ProbedAllocator {
+            family: AllocatorFamily::Glibc,
+            path: "/usr/lib/x86_64-linux-gnu/libc.so.6".into(),
+            entry_points: 6,
+        }],
         live_bytes: (31 << 20) as f64,
         live_objects: 976.0,
         allocated_bytes: (300 << 20) as f64,
@@ -209,7 +213,7 @@ fn wait_report() -> WaitReport {
             comm: "pool".into(),
             identity: Default::default(),
             threads: 5,
-            verdict: Verdict::Stalled {
+            verdict: StallVerdict::Stalled {
                 stuck: 4,
                 threads: 5,
                 on: "futex 0x5000".into(),

@@ -9,6 +9,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::procfs::MapEntry;
+use crate::safe_file::{self, FileKind, SafeFileError};
 
 /// Allocator implementations the report names.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
@@ -179,20 +180,58 @@ fn file_name(path: &str) -> &str {
 /// Whether the ELF file at `path` defines `symbol` (dynamic or static symbol table).
 /// Unreadable or corrupt files define nothing.
 pub fn elf_defines(path: &Path, symbol: &str) -> bool {
-    use object::{Object, ObjectSymbol};
-    let Ok(file) = std::fs::File::open(path) else {
-        return false;
-    };
-    let cache = object::ReadCache::new(file);
-    let Ok(elf) = object::File::parse(&cache) else {
-        return false;
-    };
-    let mut dynamic = elf.dynamic_symbols();
-    if dynamic.any(|s| s.is_definition() && s.name() == Ok(symbol)) {
-        return true;
+    with_elf(path, |elf| defines(elf, symbol)).unwrap_or(false)
+}
+
+/// Why an `--allocator` binary cannot be probed.
+#[derive(Debug, thiserror::Error)]
+pub enum AllocatorBinaryError {
+    #[error(transparent)]
+    Open(#[from] SafeFileError),
+    #[error("{0} is not an ELF file")]
+    NotElf(String),
+    #[error("{0} defines none of malloc, mallocx, mi_malloc (nothing to probe)")]
+    NoAllocator(String),
+}
+
+/// Check that `path` is a readable ELF file (a regular one, opened as untrusted input)
+/// that defines an allocator entry point.
+pub fn check_allocator_binary(path: &Path) -> Result<(), AllocatorBinaryError> {
+    let shown = path.display().to_string();
+    let entries = [
+        "malloc",
+        "mallocx",
+        "mi_malloc",
+        "_rjem_malloc",
+        "je_malloc",
+    ];
+    match with_elf(path, |elf| {
+        entries.iter().any(|symbol| defines(elf, symbol))
+    }) {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(AllocatorBinaryError::NoAllocator(shown)),
+        Err(Some(e)) => Err(AllocatorBinaryError::Open(e)),
+        Err(None) => Err(AllocatorBinaryError::NotElf(shown)),
     }
-    let mut all = elf.symbols();
-    all.any(|s| s.is_definition() && s.name() == Ok(symbol))
+}
+
+/// Run `f` on the parsed ELF at `path`, read lazily (only the headers and symbol tables
+/// are touched). Err(Some) when it cannot be opened, Err(None) when it is not ELF.
+fn with_elf<T>(
+    path: &Path,
+    f: impl for<'a> FnOnce(&object::File<'a, &'a object::ReadCache<std::fs::File>>) -> T,
+) -> Result<T, Option<SafeFileError>> {
+    let file = safe_file::open(path, FileKind::Elf).map_err(Some)?;
+    let cache = object::ReadCache::new(file);
+    let elf = object::File::parse(&cache).map_err(|_| None)?;
+    Ok(f(&elf))
+}
+
+fn defines<'a>(elf: &object::File<'a, &'a object::ReadCache<std::fs::File>>, symbol: &str) -> bool {
+    use object::{Object, ObjectSymbol};
+    elf.dynamic_symbols()
+        .chain(elf.symbols())
+        .any(|s| s.is_definition() && s.name() == Ok(symbol))
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@ mod allocator;
 pub mod decode;
 pub mod format;
 mod host;
+pub mod inflight;
 
 use aya::{
     maps::{Array, HashMap, MapData, PerCpuArray, RingBuf},
@@ -18,6 +19,7 @@ use std::collections::BTreeMap;
 use profiler_common::{Config, Counter, FutexKey, WaitStart, MAX_STACK_PAGES};
 use tokio::io::unix::AsyncFd;
 
+pub use crate::model::Counters;
 pub use allocator::{AttachedAllocator, ResidentTrack};
 pub use decode::{decode, DecodeError, Record};
 pub use host::{check_host, HostError};
@@ -58,31 +60,6 @@ pub struct CollectorConfig {
     pub all_processes: bool,
     /// Waits shorter than this are counted in the kernel, not sent.
     pub wait_threshold_ns: u64,
-}
-
-/// Event counters summed over CPUs, plus userspace-side decode failures.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
-pub struct Counters {
-    /// Events of target processes seen in the kernel.
-    pub seen: u64,
-    /// Of those, events that carried a stack sample.
-    pub sampled: u64,
-    /// Records dropped because the ring buffer was full.
-    pub lost: u64,
-    /// Stack samples where no user memory could be read.
-    pub stack_read_failed: u64,
-    /// Records userspace could not decode.
-    pub decode_errors: u64,
-    /// Waits shorter than the threshold: counted only.
-    pub short_waits: u64,
-    /// Futex wake calls by targets.
-    pub futex_wakes: u64,
-    /// Allocator calls (malloc, free, …) by targets.
-    pub alloc_calls: u64,
-    /// Sampled allocations not tracked because the kernel's table was full.
-    pub alloc_table_full: u64,
-    /// Child processes of targets that became targets at their fork.
-    pub forks_followed: u64,
 }
 
 /// The memory probes: (tracepoint category, tracepoint name) = program name.

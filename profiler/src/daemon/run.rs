@@ -109,7 +109,7 @@ impl Daemon {
         for t in self.capture.session.targets.values() {
             if let std::collections::hash_map::Entry::Vacant(slot) = self.cgroups.entry(t.pid) {
                 let mut cgroup =
-                    snapshots::read_cgroup(t.pid).or_else(|| t.identity.cgroup.clone());
+                    crate::targets::read_memory_cgroup(t.pid).or_else(|| t.identity.cgroup.clone());
                 if let (Some(c), Some(id)) = (&mut cgroup, &t.identity.container) {
                     c.push_str(&format!(" (container {})", id.short()));
                 }
@@ -383,7 +383,7 @@ impl Daemon {
             .cgroups
             .get(&pid)
             .cloned()
-            .or_else(|| snapshots::read_cgroup(pid));
+            .or_else(|| crate::targets::read_memory_cgroup(pid));
         if let Some(c) = &cgroup {
             self.cgroups.insert(pid, c.clone());
         }
@@ -422,7 +422,7 @@ impl Daemon {
     fn trigger_stack(&mut self, oom: &OomRecord) -> Option<Vec<String>> {
         let stack = oom.stack.as_ref()?;
         let id = self.capture.session.stack_of(oom.victim_pid, stack)?;
-        Some(self.capture.session.stacks.get(id)?.names.clone())
+        Some(self.capture.session.stacks().get(id)?.names.clone())
     }
 
     /// Record the snapshot latency in `capture.json` (measured once the files exist).
@@ -490,7 +490,12 @@ impl Daemon {
                 counters: Default::default(),
                 window_secs: p.observed_ns as f64 / 1e9,
             };
-            let text = format!("{} ({}): {}\n", p.comm, p.pid, p.verdict.line());
+            let text = format!(
+                "{} ({}): {}\n",
+                p.comm,
+                p.pid,
+                crate::render::verdict::stall_line(&p.verdict)
+            );
             self.snapshot(
                 CaptureKind::Stall,
                 p.pid,

@@ -81,30 +81,6 @@ impl Triggers {
     }
 }
 
-/// The cgroup of a process as `/proc/PID/cgroup` names it: the memory controller's
-/// path on cgroup v1 (`memory:/path`), the unified path on v2 (`/path`).
-pub fn cgroup_of(proc_cgroup: &str) -> Option<String> {
-    let mut unified = None;
-    for line in proc_cgroup.lines() {
-        let mut parts = line.splitn(3, ':');
-        let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
-        if controllers.split(',').any(|c| c == "memory") {
-            return Some(format!("memory:{path}"));
-        }
-        if controllers.is_empty() {
-            unified = Some(path.to_string());
-        }
-    }
-    unified
-}
-
-/// Read the cgroup of `pid` (None once the process is gone).
-pub fn read_cgroup(pid: u32) -> Option<String> {
-    std::fs::read_to_string(crate::procfs::proc_path(pid, "cgroup"))
-        .ok()
-        .and_then(|t| cgroup_of(&t))
-}
-
 /// The text of `oom.txt`: who was killed, where, how big, and the allocation that hit
 /// the limit when the victim ran the OOM killer itself.
 pub fn oom_text(
@@ -175,19 +151,6 @@ mod tests {
         assert!(t.stall(2, now + Duration::from_secs(30)));
         assert!(t.stall(1, now + Duration::from_secs(61)));
         assert!(t.oom(1) && !t.oom(1));
-    }
-
-    /// Check that the memory cgroup is found on v1 and the unified path on v2.
-    #[test]
-    fn finds_the_memory_cgroup() {
-        let v1 = "12:pids:/a\n4:memory:/oomtest\n0::/user.slice\n";
-        assert_eq!(cgroup_of(v1).as_deref(), Some("memory:/oomtest"));
-        let v2 = "0::/system.slice/docker-abc.scope\n";
-        assert_eq!(
-            cgroup_of(v2).as_deref(),
-            Some("/system.slice/docker-abc.scope")
-        );
-        assert_eq!(cgroup_of(""), None);
     }
 
     /// Check that the OOM text names the victim, its cgroup and the triggering stack.

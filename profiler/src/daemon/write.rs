@@ -75,7 +75,7 @@ pub fn summary(window: &Window) -> Vec<String> {
             .as_ref()
             .and_then(|w| w.processes.iter().find(|p| p.pid == pid))
         {
-            parts.push(p.verdict.line());
+            parts.push(crate::render::verdict::stall_line(&p.verdict));
         }
         lines.push(format!("{comm} ({pid}): {}", parts.join("; ")));
     }
@@ -124,13 +124,8 @@ impl Finish<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{
-        collect::Counters,
-        offcpu::verdict::Verdict,
-        render::{
-            waits::{ProcessWaits, WaitReport},
-            MemoryReport, ProcessMemory,
-        },
+    use crate::model::{
+        Counters, MemoryReport, ProcessMemory, ProcessWaits, StallVerdict, WaitReport,
     };
 
     /// Check that the summary has one line per process with growth and verdict, and
@@ -153,7 +148,7 @@ mod tests {
                 comm: "leaky".into(),
                 identity: Default::default(),
                 threads: 1,
-                verdict: Verdict::Exited,
+                verdict: StallVerdict::Exited,
                 completed: vec![],
                 in_flight: vec![],
                 futexes: vec![],

@@ -11,11 +11,12 @@ use crate::events::linux::{
 use crate::procfs::MapEntry;
 
 /// The kind of memory a range holds.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
 pub enum RegionKind {
     /// The program break area (`brk`/`sbrk`, `[heap]`).
     Heap,
     /// Private anonymous mmap (large malloc chunks, allocator arenas, JIT heaps).
+    #[default]
     Anon,
     /// Private mapping of a file.
     File,

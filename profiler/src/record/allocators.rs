@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 use crate::{
     allocator::{self, detect::elf_defines, AllocatorChoice, AllocatorFamily},
     collect::Collector,
+    model::ProbedAllocator,
     procfs,
 };
 
@@ -41,12 +42,11 @@ pub fn attach(collector: &mut Collector, session: &mut Session, pid: u32, forced
         match collector.attach_allocator(&choice, &root, Some(pid)) {
             Ok(attached) => {
                 if let Some(t) = session.targets.get_mut(&pid) {
-                    t.allocators.push(format!(
-                        "{} ({}; {} entry points)",
-                        choice.family.label(),
-                        choice.path.display(),
-                        attached.functions.len()
-                    ));
+                    t.allocators.push(ProbedAllocator {
+                        family: choice.family,
+                        path: choice.path.clone(),
+                        entry_points: attached.functions.len(),
+                    });
                 }
             }
             Err(e) => note(session, pid, format!("allocator not probed: {e}")),

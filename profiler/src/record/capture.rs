@@ -14,16 +14,13 @@ use std::{
 
 use anyhow::Context as _;
 
-use super::{snapshot, RecordOptions, Session};
+use super::{RecordOptions, Session};
 use crate::targets::{ProcessInfo, TargetSelector};
 use crate::{
-    collect::{monotonic_now_ns, CollectError, Collector, CollectorConfig, Counters, Record},
-    offcpu::{verdict, ThreadSnapshot},
+    analyze::{self, memory::MemoryWindow},
+    collect::{inflight, monotonic_now_ns, CollectError, Collector, CollectorConfig, Record},
+    model::{Counters, MemoryReport, WaitReport},
     procfs,
-    render::{
-        waits::{BlockedStack, ProcessWaits, WaitReport},
-        MemoryReport,
-    },
 };
 
 /// How long records may wait in the ring before userspace reads them: the kernel wakes
@@ -193,9 +190,9 @@ impl Capture {
     /// Targets that joined mid-window: their "before" values are now.
     fn note_new_targets(&mut self) {
         for t in self.session.targets.values() {
-            self.committed_at_start
-                .entry(t.pid)
-                .or_insert_with(|| labelled(&t.ledger.committed_by_kind()));
+            self.committed_at_start.entry(t.pid).or_insert_with(|| {
+                analyze::memory::report::labelled(&t.ledger.committed_by_kind())
+            });
         }
     }
 
@@ -250,13 +247,16 @@ impl Capture {
     /// `mapped_before` and RSS before are this window's start, so net growth by kind
     /// is the window's.
     fn memory_report(&self, only: Option<u32>, secs: f64, counters: Counters) -> MemoryReport {
-        let mut report = self.session.report(
-            self.target_label.clone(),
-            secs,
-            self.opts.sample_bytes,
+        let mut report = self.session.report(MemoryWindow {
+            target: self.target_label.clone(),
+            window_secs: secs,
+            sample_bytes: self.opts.sample_bytes,
+            alloc_sample_bytes: self.opts.alloc_sample_bytes,
             counters,
-        );
-        report.alloc_sample_bytes = self.opts.alloc_sample_bytes;
+            start_ns: 0,
+            end_ns: monotonic_now_ns(),
+            since_follow: false,
+        });
         if let Some(pid) = only {
             report.processes.retain(|p| p.pid == pid);
             report.target = format!("pid {pid}");
@@ -281,7 +281,7 @@ impl Capture {
             .map(|t| t.pid)
             .collect();
         for pid in exited {
-            self.session.targets.remove(&pid);
+            self.session.remove_target(pid);
             self.committed_at_start.remove(&pid);
             // Best effort: a target that stays in the map only costs a lookup.
             let _ = self.collector.remove_target(pid);
@@ -307,7 +307,12 @@ impl Capture {
             .session
             .targets
             .values()
-            .map(|t| (t.pid, labelled(&t.ledger.committed_by_kind())))
+            .map(|t| {
+                (
+                    t.pid,
+                    analyze::memory::report::labelled(&t.ledger.committed_by_kind()),
+                )
+            })
             .collect();
     }
 
@@ -316,78 +321,26 @@ impl Capture {
     pub fn wait_report(&mut self, only: Option<u32>) -> WaitReport {
         let observed_ns = self.window_start.elapsed().as_nanos() as u64;
         let stall_ns = self.opts.stall_threshold.as_nanos() as u64;
-        let session = &mut self.session;
-        let mut processes = Vec::new();
-        let pids: Vec<u32> = session
+        let pids: Vec<u32> = self
+            .session
             .pids_grouped()
             .into_iter()
             .filter(|&p| only.is_none_or(|o| o == p))
             .collect();
+        let mut processes = Vec::new();
         for pid in pids {
-            let snap = snapshot::take(session, &self.collector, pid, observed_ns);
-            let stacks = &session.stacks;
-            let (verdict, mut in_flight) = match &snap {
-                Some(snap) => verdict::judge(snap, stall_ns, |id| {
-                    stacks.get(id).map(|s| s.names.clone()).unwrap_or_default()
-                }),
-                None => (verdict::Verdict::Exited, Vec::new()),
-            };
-            if let Some(snap) = &snap {
-                super::locations::fill_wait_groups(&mut in_flight, snap, stacks);
-            }
-            let snap = snap.unwrap_or_else(|| ThreadSnapshot {
+            let snap = inflight::read(&self.collector, pid)
+                .and_then(|raw| self.session.thread_snapshot(raw, observed_ns));
+            let session = &self.session;
+            processes.push(analyze::waits::report::process(
                 pid,
-                comm: session
-                    .targets
-                    .get(&pid)
-                    .map(|t| t.comm.clone())
-                    .unwrap_or_default(),
+                session.targets.get(&pid),
+                snap,
+                &session.waits,
+                session.stacks(),
+                stall_ns,
                 observed_ns,
-                ..Default::default()
-            });
-            let completed = session
-                .waits
-                .of_process(pid)
-                .into_iter()
-                .map(|(on, stack, totals)| BlockedStack {
-                    kind: on.kind_label(),
-                    on: on.describe(),
-                    frames: stack
-                        .and_then(|id| stacks.get(id))
-                        .map(|s| s.names.clone())
-                        .unwrap_or_default(),
-                    ns: totals.ns,
-                    count: totals.count,
-                    locations: super::locations::of_stack(stacks, stack),
-                })
-                .collect();
-            let mut futexes: Vec<(u64, u64, u64)> = snap
-                .futex_waits
-                .iter()
-                .map(|(&addr, &waits)| {
-                    (
-                        addr,
-                        waits,
-                        snap.futex_wakes.get(&addr).copied().unwrap_or(0),
-                    )
-                })
-                .collect();
-            futexes.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
-            processes.push(ProcessWaits {
-                pid,
-                comm: snap.comm.clone(),
-                identity: session
-                    .targets
-                    .get(&pid)
-                    .map(|t| t.identity.clone())
-                    .unwrap_or_default(),
-                threads: snap.threads,
-                verdict,
-                completed,
-                in_flight,
-                futexes,
-                observed_ns,
-            });
+            ));
         }
         WaitReport {
             threshold_ns: self.opts.wait_threshold.as_nanos() as u64,
@@ -414,10 +367,6 @@ fn since(now: Counters, start: Counters) -> Counters {
         alloc_table_full: now.alloc_table_full.saturating_sub(start.alloc_table_full),
         forks_followed: now.forks_followed.saturating_sub(start.forks_followed),
     }
-}
-
-fn labelled(m: &BTreeMap<crate::ledger::RegionKind, u64>) -> BTreeMap<String, u64> {
-    m.iter().map(|(k, v)| (k.label().to_string(), *v)).collect()
 }
 
 #[cfg(test)]

@@ -2,11 +2,8 @@
 mod allocators;
 pub mod capture;
 pub mod follow;
-mod js_frames;
-mod locations;
 pub(crate) mod output;
 mod session;
-pub mod snapshot;
 
 use std::{path::PathBuf, time::Duration};
 
@@ -17,7 +14,7 @@ pub use follow::{describe_processes, RESCAN_INTERVAL};
 pub use session::Session;
 
 use crate::{
-    render::waits::WaitReport,
+    model::WaitReport,
     targets::{TargetSelector, TargetSpec},
 };
 

@@ -4,10 +4,8 @@ use std::path::Path;
 use anyhow::Context as _;
 
 use crate::{
-    collect::Counters,
-    render::{
-        diff, folded, folded::Half, pprof, report, svg, waits, waits::WaitReport, MemoryReport,
-    },
+    model::{Counters, MemoryReport, WaitReport},
+    render::{diff, folded, folded::Half, pprof, report, svg, verdict, waits},
     units::human_bytes,
 };
 
@@ -114,7 +112,14 @@ fn write_waits(dir: &Path, report: &WaitReport, window_secs: f64) -> anyhow::Res
     let verdicts: Vec<String> = report
         .processes
         .iter()
-        .map(|p| format!("{} ({}) {}", p.comm, p.pid, p.verdict.short()))
+        .map(|p| {
+            format!(
+                "{} ({}) {}",
+                p.comm,
+                p.pid,
+                verdict::stall_short(&p.verdict)
+            )
+        })
         .collect();
     let view = View {
         name: "waits",
@@ -277,7 +282,7 @@ fn identity_labels(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::render::{ProcessMemory, StackGrowth};
+    use crate::model::{ProcessMemory, StackGrowth};
 
     /// Check that a process's container, cgroup and namespace PID reach its pprof
     /// samples as labels.
@@ -295,7 +300,7 @@ mod tests {
                     ns_pid: Some(1),
                 },
                 growth: vec![StackGrowth {
-                    kind: "anon mmap".into(),
+                    kind: crate::ledger::RegionKind::Anon,
                     frames: vec!["main".into()],
                     bytes: 4096.0,
                     ..Default::default()

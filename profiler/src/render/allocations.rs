@@ -1,56 +1,25 @@
-//! The report's allocator-level parts: the memory verdict, the live allocations by
-//! stack and resident memory by kind.
+//! The report's allocator-level parts: the live allocations by stack and resident
+//! memory by kind.
 use std::fmt::Write as _;
 
-use super::{report::TOP_STACKS, ProcessMemory};
-use crate::{memory_verdict::culprit, units::human_bytes};
+use super::{verdict, TOP_STACKS};
+use crate::{
+    analyze::frames::culprit,
+    model::{ProbedAllocator, ProcessMemory},
+    units::human_bytes,
+};
 
 /// Frames shown per stack in the text report.
 const FRAMES_SHOWN: usize = 12;
 
-/// `verdict: …` with its numbers, stacks, advice and secondary findings.
-pub fn verdict_text(out: &mut String, p: &ProcessMemory) {
-    let Some(v) = &p.verdict else { return };
-    let _ = writeln!(out, "   verdict: {}", v.headline);
-    // A daemon's later intervals count from the follow start: say so whatever the
-    // verdict, since the headline of some verdicts has no span of its own.
-    if v.numbers.since_follow {
-        let _ = writeln!(
-            out,
-            "     numbers {}: {}",
-            v.numbers.span(),
-            v.numbers.line()
-        );
-    } else {
-        let _ = writeln!(out, "     numbers: {}", v.numbers.line());
-    }
-    for s in &v.stacks {
-        let _ = writeln!(
-            out,
-            "     {:>10}  {}",
-            human_bytes(s.bytes),
-            short_stack(&s.frames)
-        );
-    }
-    if let Some(advice) = &v.advice {
-        let _ = writeln!(out, "     what usually helps: {advice}");
-    }
-    for a in &v.also {
-        let _ = writeln!(out, "     also: {a}");
-    }
-}
-
-/// `main > handle > cache_insert_session` (the innermost frames, root first).
-fn short_stack(frames: &[String]) -> String {
-    let start = frames.len().saturating_sub(6);
-    let mut s = frames[start..].join(" > ");
-    if start > 0 {
-        s.insert_str(0, "… > ");
-    }
-    if frames.is_empty() {
-        s.push_str("[unknown]");
-    }
-    s
+/// `glibc malloc (/usr/lib/x86_64-linux-gnu/libc.so.6; 6 entry points)`.
+fn allocator_label(a: &ProbedAllocator) -> String {
+    format!(
+        "{} ({}; {} entry points)",
+        a.family.label(),
+        a.path.display(),
+        a.entry_points
+    )
 }
 
 /// Whether this process's numbers count from its follow start (see `Numbers::span`).
@@ -62,13 +31,14 @@ fn since_follow(p: &ProcessMemory) -> bool {
 fn span(p: &ProcessMemory) -> &'static str {
     p.verdict
         .as_ref()
-        .map_or("in the window", |v| v.numbers.span())
+        .map_or("in the window", |v| verdict::span(&v.numbers))
 }
 
 /// The live allocations section.
 pub fn allocations_text(out: &mut String, p: &ProcessMemory) {
     let Some(a) = &p.allocations else { return };
-    let _ = writeln!(out, "   allocator probes: {}", a.allocators.join(", "));
+    let probed: Vec<String> = a.allocators.iter().map(allocator_label).collect();
+    let _ = writeln!(out, "   allocator probes: {}", probed.join(", "));
     let _ = writeln!(
         out,
         "   live allocations grown {}: {} in ~{:.0} blocks (allocated {}, freed {}; {} samples, {} sampled frees{})",
@@ -134,13 +104,15 @@ pub fn json_fields(p: &ProcessMemory) -> serde_json::Map<String, serde_json::Val
     let mut m = serde_json::Map::new();
     m.insert(
         "verdict".into(),
-        serde_json::to_value(&p.verdict).unwrap_or_default(),
+        p.verdict
+            .as_ref()
+            .map_or(serde_json::Value::Null, verdict::memory_json),
     );
     if let Some(a) = &p.allocations {
         m.insert(
             "allocations".into(),
             serde_json::json!({
-                "allocators": a.allocators,
+                "allocators": a.allocators.iter().map(allocator_label).collect::<Vec<_>>(),
                 "live_bytes": a.live_bytes.round() as u64,
                 "live_objects": a.live_objects.round() as u64,
                 "allocated_bytes": a.allocated_bytes.round() as u64,

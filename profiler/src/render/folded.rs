@@ -1,7 +1,7 @@
 //! inferno's folded format: `frame;frame;leaf COUNT`, root first, one stack per line.
 use std::collections::BTreeMap;
 
-use super::MemoryReport;
+use crate::model::MemoryReport;
 use crate::targets::ProcessIdentity;
 
 /// Make a frame name safe for the folded format (`;` separates frames, a space before
@@ -25,7 +25,11 @@ pub fn memory_lines(report: &MemoryReport) -> Vec<String> {
     let mut merged: BTreeMap<String, f64> = BTreeMap::new();
     for p in &report.processes {
         for g in &p.growth {
-            let mut key = format!("{};{}", process_root(&p.comm, p.pid, &p.identity), g.kind);
+            let mut key = format!(
+                "{};{}",
+                process_root(&p.comm, p.pid, &p.identity),
+                g.kind.label()
+            );
             for f in &g.frames {
                 key.push(';');
                 key.push_str(&sanitize(f));
@@ -86,7 +90,10 @@ pub fn parse_line(line: &str) -> Option<(Vec<&str>, u64)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::render::{ProcessMemory, StackGrowth};
+    use crate::{
+        ledger::RegionKind,
+        model::{ProcessMemory, StackGrowth},
+    };
 
     /// Check that growth renders root first, merges duplicates and drops zeros.
     #[test]
@@ -97,19 +104,19 @@ mod tests {
                 comm: "svc;x".into(),
                 growth: vec![
                     StackGrowth {
-                        kind: "anon mmap".into(),
+                        kind: RegionKind::Anon,
                         frames: vec!["main".into(), "leak".into()],
                         bytes: 100.4,
                         ..Default::default()
                     },
                     StackGrowth {
-                        kind: "anon mmap".into(),
+                        kind: RegionKind::Anon,
                         frames: vec!["main".into(), "leak".into()],
                         bytes: 50.0,
                         ..Default::default()
                     },
                     StackGrowth {
-                        kind: "brk heap".into(),
+                        kind: RegionKind::Heap,
                         frames: vec!["main".into()],
                         bytes: 0.2,
                         ..Default::default()
@@ -143,7 +150,7 @@ mod tests {
                 comm: "app".into(),
                 identity,
                 growth: vec![StackGrowth {
-                    kind: "anon mmap".into(),
+                    kind: RegionKind::Anon,
                     frames: vec!["main".into()],
                     bytes: 4096.0,
                     ..Default::default()

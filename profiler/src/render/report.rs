@@ -1,12 +1,12 @@
 //! The plain-text report (`report.txt`) and its JSON twin (`report.json`).
 use std::fmt::Write as _;
 
-use super::{MemoryReport, ProcessMemory};
-use crate::targets::ProcessIdentity;
-use crate::units::human_bytes;
-
-/// How many growing stacks the report lists per process.
-pub const TOP_STACKS: usize = 10;
+use super::TOP_STACKS;
+use crate::{
+    model::{MemoryReport, ProcessMemory, StackGrowth},
+    targets::ProcessIdentity,
+    units::human_bytes,
+};
 
 /// The report as text, for a person in the middle of an incident.
 pub fn text(report: &MemoryReport) -> String {
@@ -85,7 +85,7 @@ fn process_text(out: &mut String, p: &ProcessMemory) {
     if let Some(line) = identity_line(&p.identity) {
         let _ = writeln!(out, "   {line}");
     }
-    super::allocations::verdict_text(out, p);
+    super::verdict::memory_text(out, p);
     let _ = writeln!(out, "   memory events {}, sampled {}", p.events, p.samples);
     if let (Some(before), Some(after)) = (&p.rss_before, &p.rss_after) {
         let _ = writeln!(
@@ -159,7 +159,7 @@ fn process_text(out: &mut String, p: &ProcessMemory) {
             i + 1,
             human_bytes(g.bytes),
             pct,
-            g.kind
+            g.kind.label()
         );
         for f in g.frames.iter().rev().take(12) {
             let _ = writeln!(out, "         {f}");
@@ -197,7 +197,7 @@ pub fn identity_line(id: &ProcessIdentity) -> Option<String> {
 }
 
 /// The largest growing stacks of a process, biggest first.
-pub fn top_stacks(p: &ProcessMemory) -> Vec<&super::StackGrowth> {
+pub fn top_stacks(p: &ProcessMemory) -> Vec<&StackGrowth> {
     let mut v: Vec<_> = p.growth.iter().filter(|g| g.bytes >= 1.0).collect();
     v.sort_by(|a, b| {
         b.bytes

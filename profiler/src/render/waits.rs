@@ -1,58 +1,8 @@
 //! The blocked-on view: folded lines of blocked time and the wait part of the report.
 use std::{collections::BTreeMap, fmt::Write as _};
 
-use serde::Serialize;
-
 use super::folded::{process_root, sanitize};
-use crate::{
-    offcpu::verdict::{Verdict, WaitGroup},
-    targets::ProcessIdentity,
-};
-
-/// What a capture learned about waits, per process.
-#[derive(Clone, Debug, Default, Serialize)]
-pub struct WaitReport {
-    pub threshold_ns: u64,
-    pub stall_threshold_ns: u64,
-    /// Waits shorter than the threshold, counted in the kernel (all targets).
-    pub short_waits: u64,
-    pub processes: Vec<ProcessWaits>,
-}
-
-/// One process's waits.
-#[derive(Clone, Debug, Serialize)]
-pub struct ProcessWaits {
-    /// Host PID.
-    pub pid: u32,
-    pub comm: String,
-    /// Container, cgroup and PID in its own namespace, where known.
-    #[serde(flatten)]
-    pub identity: ProcessIdentity,
-    pub threads: usize,
-    pub verdict: Verdict,
-    /// Blocked time of waits that ended in the window, by (what, stack).
-    pub completed: Vec<BlockedStack>,
-    /// Threads blocked at the end, grouped by (what, stack).
-    pub in_flight: Vec<WaitGroup>,
-    /// (futex address, waits started, wakes) in the window.
-    pub futexes: Vec<(u64, u64, u64)>,
-    pub observed_ns: u64,
-}
-
-/// Blocked time under one stack.
-#[derive(Clone, Debug, Default, Serialize)]
-pub struct BlockedStack {
-    /// The flamegraph frame: `futex`, `socket 127.0.0.1:5432`, `epoll_wait`…
-    pub kind: String,
-    pub on: String,
-    pub frames: Vec<String>,
-    pub ns: u64,
-    pub count: u64,
-    /// The frames as code locations, root first, for pprof; empty when only names
-    /// are known.
-    #[serde(skip)]
-    pub locations: Vec<super::pprof::CodeLocation>,
-}
+use crate::model::{ProcessWaits, WaitReport};
 
 /// `[container ID;]comm (pid);<wait kind>;frames… MICROSECONDS`, in-flight waits
 /// included with their time inside the window so far.
@@ -105,7 +55,7 @@ pub fn text(report: &WaitReport) -> String {
         if let Some(line) = super::report::identity_line(&p.identity) {
             let _ = writeln!(out, "   {line}");
         }
-        let _ = writeln!(out, "   {}", p.verdict.line());
+        let _ = writeln!(out, "   {}", super::verdict::stall_line(&p.verdict));
         if !p.in_flight.is_empty() {
             let _ = writeln!(out, "   blocked now:");
             for g in &p.in_flight {
@@ -157,7 +107,8 @@ pub fn text(report: &WaitReport) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::targets::container::from_cgroup_path;
+    use crate::model::{BlockedStack, StallVerdict};
+    use crate::targets::{container::from_cgroup_path, ProcessIdentity};
 
     fn process(identity: ProcessIdentity) -> ProcessWaits {
         ProcessWaits {
@@ -165,7 +116,7 @@ mod tests {
             comm: "api".into(),
             identity,
             threads: 2,
-            verdict: Verdict::Exited,
+            verdict: StallVerdict::Exited,
             completed: vec![BlockedStack {
                 kind: "futex".into(),
                 on: "futex 0x10".into(),

@@ -43,6 +43,9 @@ pub struct Symbolizer {
     /// Perf maps by pid, opened on the first address outside every module.
     perf_maps: HashMap<u32, PerfMapFile>,
     errors: Vec<String>,
+    /// How many of `errors` [`Symbolizer::take_new_errors`] has looked at.
+    errors_taken: usize,
+    errors_told: std::collections::HashSet<String>,
 }
 
 impl Default for Symbolizer {
@@ -71,6 +74,8 @@ impl Symbolizer {
             cache: HashMap::new(),
             perf_maps: HashMap::new(),
             errors: Vec::new(),
+            errors_taken: 0,
+            errors_told: Default::default(),
         }
     }
 
@@ -158,6 +163,19 @@ impl Symbolizer {
     /// read, one line each.
     pub fn errors(&self) -> &[String] {
         &self.errors
+    }
+
+    /// The errors not taken yet, each distinct line once over the symbolizer's life, so
+    /// the capture can tell the user (a corrupt ELF, a FIFO planted as a perf map)
+    /// without repeating itself.
+    pub fn take_new_errors(&mut self) -> Vec<String> {
+        let new: Vec<String> = self.errors[self.errors_taken..]
+            .iter()
+            .filter(|e| self.errors_told.insert((*e).clone()))
+            .cloned()
+            .collect();
+        self.errors_taken = self.errors.len();
+        new
     }
 
     fn cached(&self, module: &MappedModule, offset: u64) -> Option<&[Frame]> {

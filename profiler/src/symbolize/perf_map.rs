@@ -23,6 +23,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use crate::procfs;
+use crate::safe_file::{self, FileKind, SafeFileError};
 
 /// Least time between two reads of a map prompted by addresses it does not cover.
 pub const REREAD_INTERVAL: Duration = Duration::from_millis(500);
@@ -212,7 +213,7 @@ impl PerfMapFile {
         {
             self.last_read = Some(now);
             if let Err(e) = self.read_new() {
-                let e = format!("cannot read perf map {}: {e}", self.path.display());
+                let e = format!("perf map: {e}");
                 if self.reported.as_ref() != Some(&e) {
                     self.error = Some(e);
                 }
@@ -230,24 +231,38 @@ impl PerfMapFile {
 
     /// Take in what was appended since the last read; start over if the file was
     /// replaced or truncated (the runtime restarted).
-    fn read_new(&mut self) -> io::Result<()> {
-        match std::fs::metadata(&self.path) {
-            Ok(meta) => {
+    fn read_new(&mut self) -> Result<(), SafeFileError> {
+        // Opened afresh each time, safely: the path may now be a FIFO (which would block a
+        // plain open forever), a device, or a symlink out of the container.
+        match safe_file::open(&self.path, FileKind::PerfMap) {
+            Ok(fresh) => {
+                let meta = fresh.metadata().map_err(|source| SafeFileError::Read {
+                    path: self.path.clone(),
+                    source,
+                })?;
                 let id = (meta.dev(), meta.ino());
                 if self.file.as_ref().is_none_or(|(_, held)| *held != id) {
-                    self.file = Some((File::open(&self.path)?, id));
+                    self.file = Some((fresh, id));
                     self.reset();
                 }
             }
             // No map (yet), or the process is gone: keep what is open, if anything.
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) if e.raw_os_error() == Some(libc::ESRCH) => {}
+            Err(e) if e.is_not_found() => {}
             Err(e) => return Err(e),
         }
         let Some((file, _)) = &self.file else {
             return Ok(());
         };
-        let len = file.metadata()?.len();
+        let read_error = |source| SafeFileError::Read {
+            path: self.path.clone(),
+            source,
+        };
+        // The file may have grown past its cap since it was opened: read no further.
+        let len = file
+            .metadata()
+            .map_err(read_error)?
+            .len()
+            .min(FileKind::PerfMap.max_bytes());
         // Shorter than what we took: truncated and rewritten, start over.
         let from = if len < self.consumed {
             0
@@ -255,7 +270,7 @@ impl PerfMapFile {
             self.consumed
         };
         let mut buf = vec![0; usize::try_from(len - from).unwrap_or(usize::MAX)];
-        let n = read_full_at(file, &mut buf, from)?;
+        let n = read_full_at(file, &mut buf, from).map_err(read_error)?;
         if from < self.consumed {
             self.reset();
         }

@@ -56,6 +56,25 @@ pub fn parse_proc_cgroup(text: &str) -> Vec<Cgroup> {
         .collect()
 }
 
+/// The cgroup a memory limit applies to, as `oom.txt` and `capture.json` name it:
+/// the memory controller's path on cgroup v1 (`memory:/path`), the unified path on v2.
+pub fn memory_cgroup(lines: &[Cgroup]) -> Option<String> {
+    lines
+        .iter()
+        .find_map(|c| match &c.hierarchy {
+            Hierarchy::V1(controllers) if controllers.split(',').any(|c| c == "memory") => {
+                Some(format!("memory:{}", c.path))
+            }
+            _ => None,
+        })
+        .or_else(|| {
+            lines
+                .iter()
+                .rfind(|c| c.hierarchy == Hierarchy::V2)
+                .map(|c| c.path.clone())
+        })
+}
+
 /// A mounted cgroup file system.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CgroupMount {
@@ -449,5 +468,21 @@ mod tests {
         );
         let root = parse_proc_cgroup("0::/\n");
         assert_eq!(display_path(&root, None).as_deref(), Some("/"));
+    }
+
+    /// Check that the memory cgroup is found on v1 and the unified path on v2.
+    #[test]
+    fn finds_the_memory_cgroup() {
+        let v1 = "12:pids:/a\n4:memory:/oomtest\n0::/user.slice\n";
+        assert_eq!(
+            memory_cgroup(&parse_proc_cgroup(v1)).as_deref(),
+            Some("memory:/oomtest")
+        );
+        let v2 = "0::/system.slice/docker-abc.scope\n";
+        assert_eq!(
+            memory_cgroup(&parse_proc_cgroup(v2)).as_deref(),
+            Some("/system.slice/docker-abc.scope")
+        );
+        assert_eq!(memory_cgroup(&[]), None);
     }
 }

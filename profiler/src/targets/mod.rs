@@ -114,6 +114,14 @@ pub fn read_identity(pid: u32) -> ProcessIdentity {
     ProcessIdentity::from_cgroups(&lines, proc_scan::read_ns_pid(pid))
 }
 
+/// Read the cgroup process `pid`'s memory limit applies to (see
+/// [`cgroup::memory_cgroup`]); None once the process is gone.
+pub fn read_memory_cgroup(pid: u32) -> Option<String> {
+    cgroup::memory_cgroup(&cgroup::parse_proc_cgroup(&proc_scan::read_cgroup_text(
+        pid,
+    )?))
+}
+
 /// A selected process.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ProcessInfo {

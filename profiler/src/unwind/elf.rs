@@ -16,16 +16,14 @@ use object::read::elf::{FileHeader, ProgramHeader, SectionHeader, SectionTable};
 use object::{LittleEndian, ReadCache};
 
 use super::MappedModule;
+use crate::safe_file::{self, FileKind, SafeFileError};
 
 /// Why an ELF file could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum ElfError {
-    #[error("cannot read {path}: {source}")]
-    Io {
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
+    /// Not opened: missing, not a regular file, or over the size cap.
+    #[error(transparent)]
+    Open(#[from] SafeFileError),
     #[error("corrupt ELF {path}: {source}")]
     Corrupt {
         path: String,
@@ -90,10 +88,7 @@ pub fn load_bias(
 
 /// Read program headers and the GNU build ID of `open` (named `path` in errors).
 pub fn read_headers(path: &str, open: &Path) -> Result<ElfHeaders, ElfError> {
-    let file = File::open(open).map_err(|source| ElfError::Io {
-        path: path.to_string(),
-        source,
-    })?;
+    let file = safe_file::open(open, FileKind::Elf)?;
     let data = ReadCache::new(file);
     let corrupt = |source| ElfError::Corrupt {
         path: path.to_string(),
@@ -191,10 +186,7 @@ impl UnwindSections {
 
 /// Read the CFI sections of `open` (named `path` in errors).
 pub fn read_unwind_sections(path: &str, open: &Path) -> Result<UnwindSections, ElfError> {
-    let file = File::open(open).map_err(|source| ElfError::Io {
-        path: path.to_string(),
-        source,
-    })?;
+    let file = safe_file::open(open, FileKind::Elf)?;
     let data = ReadCache::new(file);
     let endian = LittleEndian;
     let corrupt = |source| ElfError::Corrupt {
@@ -481,7 +473,11 @@ impl ElfCache {
                 let sections = Arc::new(sections);
                 (Some(sections.clone()), Ok(sections))
             }
-            Err(e @ ElfError::Io { .. }) => (None, Err(e)),
+            // Missing or unreadable now may be readable later: not cached. A FIFO, a
+            // device or an oversized file stays what it is: cached as empty.
+            Err(e @ ElfError::Open(SafeFileError::Open { .. } | SafeFileError::Read { .. })) => {
+                (None, Err(e))
+            }
             Err(e) => (Some(Arc::new(UnwindSections::default())), Err(e)),
         };
         if let (Some(key), Some(entry)) = (key, entry) {

@@ -26,6 +26,7 @@ use framehop::x86_64::{CacheX86_64, UnwindRegsX86_64, UnwinderX86_64};
 use framehop::{FrameAddress, Module, Unwinder as _};
 
 use crate::events::StackSample;
+use crate::safe_file::{self, FileKind};
 
 pub use elf::{ElfCache, ElfError};
 pub use modules::{AddressSpace, FileMapping, MappedModule};
@@ -283,7 +284,7 @@ impl Code {
         let offset = start - mapping.avma.start + mapping.offset;
         let file = m
             .file
-            .get_or_insert_with(|| File::open(&m.module.open_path).ok())
+            .get_or_insert_with(|| safe_file::open(&m.module.open_path, FileKind::Elf).ok())
             .as_ref()?;
         let mut buf = vec![0u8; usize::try_from(addr - start).ok()?];
         file.read_exact_at(&mut buf, offset).ok()?;

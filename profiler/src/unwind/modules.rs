@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 
 use super::elf::{self, ElfHeaders};
 use crate::procfs::{self, MapEntry};
+use crate::safe_file::{self, FileKind};
 
 /// One mapping of a module's file.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -214,21 +215,29 @@ fn module_from_run(
 
 /// Where to read the file behind mapping `m` of process `pid`.
 ///
-/// `/proc/PID/root/<path>` sees the process's mount namespace (containers); if the
-/// file there is not the mapped inode (replaced by an upgrade, or deleted), the
-/// `map_files` link still reaches the mapped contents (it needs CAP_SYS_ADMIN or
-/// ptrace rights over the process).
+/// `/proc/PID/root/<path>` sees the process's mount namespace (containers). It is used
+/// only when resolving it inside that root (no symlink can lead out of a container)
+/// reaches the mapped inode, and a plain open of the same path (as blazesym does) reaches
+/// the same file. Otherwise the `map_files` link reaches the mapped contents themselves
+/// (it needs CAP_SYS_ADMIN or ptrace rights over the process): a file replaced by an
+/// upgrade, deleted, or shadowed by a planted symlink.
 fn open_path(pid: u32, m: &MapEntry) -> PathBuf {
     let in_root = procfs::proc_path(pid, "root").join(m.path.trim_start_matches('/'));
-    let root_meta = fs::metadata(&in_root).ok();
-    if root_meta.as_ref().is_some_and(|meta| meta.ino() == m.inode) {
+    let file_id = |meta: fs::Metadata| (meta.dev(), meta.ino());
+    let safe = safe_file::open(&in_root, FileKind::Elf)
+        .ok()
+        .and_then(|f| f.metadata().ok())
+        .map(file_id);
+    let plain = fs::metadata(&in_root).ok().map(file_id);
+    let same_file = safe.is_some() && safe == plain;
+    if same_file && safe.is_some_and(|(_, ino)| ino == m.inode) {
         return in_root;
     }
     let map_file = procfs::proc_path(pid, &format!("map_files/{:x}-{:x}", m.start, m.end));
     if fs::metadata(&map_file).is_ok() {
         return map_file;
     }
-    if root_meta.is_some() {
+    if same_file {
         return in_root;
     }
     Path::new(&m.path).to_path_buf()

@@ -291,6 +291,18 @@ impl NsWorkload {
         enter: EnterRoot,
         cgroup: Option<&Path>,
     ) -> Self {
+        Self::start_with_env(program, seconds, root, enter, cgroup, &[])
+    }
+
+    /// As [`NsWorkload::start`], with extra environment variables for the program.
+    pub fn start_with_env(
+        program: &Path,
+        seconds: f64,
+        root: &Path,
+        enter: EnterRoot,
+        cgroup: Option<&Path>,
+        env: &[(&str, &str)],
+    ) -> Self {
         let mount = r#"mount -t tmpfs ns-root "$1" && cp "$2" "$1/prog""#;
         let script = match enter {
             EnterRoot::Chroot => format!(r#"{mount} && exec chroot "$1" /prog "$3" /go"#),
@@ -329,6 +341,7 @@ impl NsWorkload {
             .arg(root)
             .arg(program)
             .arg(seconds.to_string())
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .spawn()
             .unwrap_or_else(|e| panic!("starting unshare: {e}"));

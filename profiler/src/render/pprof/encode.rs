@@ -7,8 +7,9 @@ use std::io::Write as _;
 
 use prost::Message as _;
 
-use super::model::{CodeLine, CodeLocation, LabelValue, ModuleMapping, ProfileModel};
+use super::model::{LabelValue, ProfileModel};
 use super::proto;
+use crate::model::{CodeLine, CodeLocation, ModuleMapping};
 
 /// Encode a model into the pprof message.
 pub fn encode(model: &ProfileModel) -> proto::Profile {

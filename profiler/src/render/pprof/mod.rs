@@ -15,9 +15,7 @@ pub mod views;
 #[cfg(test)]
 mod tests;
 
+pub use crate::model::{build_id_hex, CodeLine, CodeLocation, ModuleMapping};
 pub use encode::{encode, to_gzip};
-pub use model::{
-    build_id_hex, CodeLine, CodeLocation, Label, LabelValue, ModuleMapping, ProfileModel,
-    ProfileSample, ValueKind,
-};
+pub use model::{Label, LabelValue, ProfileModel, ProfileSample, ValueKind};
 pub use views::{allocations_profile, memory_profile, waits_profile, CaptureMeta};

@@ -5,10 +5,9 @@ use std::{io::Read as _, sync::Arc};
 use prost::Message as _;
 
 use super::*;
-use crate::render::{
-    folded,
-    waits::{BlockedStack, ProcessWaits, WaitReport},
-    MemoryReport, ProcessMemory, StackGrowth,
+use crate::{
+    model::{BlockedStack, MemoryReport, ProcessMemory, ProcessWaits, StackGrowth, WaitReport},
+    render::folded,
 };
 
 /// Gunzip and decode a `.pb.gz`.
@@ -177,9 +176,14 @@ fn round_trips_through_prost() {
     assert_eq!(ids, [1, 2, 3]);
 }
 
-fn growth(kind: &str, frames: &[&str], bytes: f64, objects: f64) -> StackGrowth {
+fn growth(
+    kind: crate::ledger::RegionKind,
+    frames: &[&str],
+    bytes: f64,
+    objects: f64,
+) -> StackGrowth {
     StackGrowth {
-        kind: kind.into(),
+        kind,
         frames: frames.iter().map(|f| (*f).to_string()).collect(),
         bytes,
         objects,
@@ -207,11 +211,31 @@ fn memory_profile_totals_equal_folded() {
             pid: 7,
             comm: "svc".into(),
             growth: vec![
-                growth("anon mmap", &["main", "leak"], 1000.4, 1.2),
-                growth("anon mmap", &["main", "leak"], 1000.4, 1.2),
-                growth("anon mmap", &["main", "leak"], 1000.4, 1.2),
-                growth("brk heap", &["main"], 0.3, 0.1),
-                growth("brk heap", &["main", "grow"], 5000.0, 2.0),
+                growth(
+                    crate::ledger::RegionKind::Anon,
+                    &["main", "leak"],
+                    1000.4,
+                    1.2,
+                ),
+                growth(
+                    crate::ledger::RegionKind::Anon,
+                    &["main", "leak"],
+                    1000.4,
+                    1.2,
+                ),
+                growth(
+                    crate::ledger::RegionKind::Anon,
+                    &["main", "leak"],
+                    1000.4,
+                    1.2,
+                ),
+                growth(crate::ledger::RegionKind::Heap, &["main"], 0.3, 0.1),
+                growth(
+                    crate::ledger::RegionKind::Heap,
+                    &["main", "grow"],
+                    5000.0,
+                    2.0,
+                ),
             ],
             ..Default::default()
         }],
@@ -240,7 +264,7 @@ fn memory_profile_totals_equal_folded() {
 /// waits.folded's microseconds.
 #[test]
 fn waits_profile_matches_folded() {
-    use crate::offcpu::verdict::{Verdict, WaitGroup};
+    use crate::model::{StallVerdict, WaitGroup};
     let report = WaitReport {
         threshold_ns: 1_000_000,
         processes: vec![ProcessWaits {
@@ -248,7 +272,7 @@ fn waits_profile_matches_folded() {
             comm: "pool".into(),
             identity: Default::default(),
             threads: 3,
-            verdict: Verdict::Exited,
+            verdict: StallVerdict::Exited,
             completed: vec![
                 BlockedStack {
                     kind: "socket 127.0.0.1:5432".into(),
@@ -315,7 +339,7 @@ fn waits_profile_matches_folded() {
 /// estimated block counts, merged stacks rounded per folded line.
 #[test]
 fn allocations_profile_totals_equal_folded() {
-    use crate::render::{AllocGrowth, AllocationView};
+    use crate::model::{AllocGrowth, AllocationView};
     let row = |frames: &[&str], bytes: f64, objects: f64| AllocGrowth {
         frames: frames.iter().map(|f| (*f).to_string()).collect(),
         bytes,

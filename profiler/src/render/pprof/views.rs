@@ -6,8 +6,11 @@
 //! reader comparing `go tool pprof` with `memory.folded` sees the same numbers.
 use std::collections::BTreeMap;
 
-use super::model::{CodeLocation, Label, ProfileModel, ProfileSample, ValueKind};
-use crate::render::{folded::sanitize, waits::WaitReport, MemoryReport};
+use super::model::{Label, ProfileModel, ProfileSample, ValueKind};
+use crate::{
+    model::{AllocGrowth, CodeLocation, MemoryReport, StackGrowth, WaitReport},
+    render::folded::sanitize,
+};
 
 /// What a report does not say about its capture: when it started, and labels per
 /// process that other stages know (container id, cgroup).
@@ -78,12 +81,11 @@ fn round_group(values: &[f64]) -> Vec<i64> {
 /// with `pid`, `comm` and `region` labels. Totals equal `memory.folded`.
 pub fn memory_profile(report: &MemoryReport, meta: &CaptureMeta) -> ProfileModel {
     // Group like folded::memory_lines: (folded key) → entries.
-    let mut groups: BTreeMap<String, Vec<(u32, &str, &crate::render::StackGrowth)>> =
-        BTreeMap::new();
+    let mut groups: BTreeMap<String, Vec<(u32, &str, &StackGrowth)>> = BTreeMap::new();
     for p in &report.processes {
         for g in &p.growth {
             groups
-                .entry(folded_key(&p.comm, p.pid, &g.kind, &g.frames))
+                .entry(folded_key(&p.comm, p.pid, g.kind.label(), &g.frames))
                 .or_default()
                 .push((p.pid, &p.comm, g));
         }
@@ -97,7 +99,7 @@ pub fn memory_profile(report: &MemoryReport, meta: &CaptureMeta) -> ProfileModel
                 continue;
             }
             let mut labels = meta.labels(*pid, comm);
-            labels.push(Label::str("region", g.kind.as_str()));
+            labels.push(Label::str("region", g.kind.label()));
             samples.push(ProfileSample {
                 stack: stack(&g.frames, &g.locations),
                 values: vec![b.max(0), o.max(0)],
@@ -127,8 +129,7 @@ pub fn memory_profile(report: &MemoryReport, meta: &CaptureMeta) -> ProfileModel
 /// live, by stack (where the allocation returned): estimated bytes and blocks, with
 /// `pid` and `comm` labels. Totals equal `allocations.folded` exactly.
 pub fn allocations_profile(report: &MemoryReport, meta: &CaptureMeta) -> ProfileModel {
-    let mut groups: BTreeMap<String, Vec<(u32, &str, &crate::render::AllocGrowth)>> =
-        BTreeMap::new();
+    let mut groups: BTreeMap<String, Vec<(u32, &str, &AllocGrowth)>> = BTreeMap::new();
     for p in &report.processes {
         let Some(a) = &p.allocations else { continue };
         for g in &a.growth {

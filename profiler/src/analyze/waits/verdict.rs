@@ -6,157 +6,25 @@
 //! not stalled, and the verdict says so rather than crying wolf.
 use std::collections::BTreeMap;
 
-use serde::Serialize;
-
 use super::{InFlightWait, ThreadSnapshot};
-use crate::events::StackId;
-
-/// Threads blocked on the same thing with the same stack.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct WaitGroup {
-    /// e.g. `futex 0x55d0c1000040`, `recvfrom on socket 127.0.0.1:5432`.
-    pub on: String,
-    /// The flamegraph frame under the process: `futex`, `socket 127.0.0.1:5432`, …
-    pub kind: String,
-    pub tids: Vec<u32>,
-    /// The shortest time any of these threads has been blocked.
-    pub blocked_at_least_ns: u64,
-    /// Futex wake calls on this futex during the window (futex waits only).
-    pub wakes: Option<u64>,
-    /// Whether these threads count as stuck (long, not idle, never woken).
-    pub stuck: bool,
-    /// The first frame above the lock / wait implementation (e.g. `acquire_nested`).
-    pub frame_below_lock: Option<String>,
-    /// Frames, root first.
-    pub stack: Vec<String>,
-    /// The frames as code locations for pprof, root first; filled by the caller that
-    /// knows the stack table (empty: names only).
-    #[serde(skip)]
-    pub locations: Vec<crate::render::pprof::CodeLocation>,
-}
-
-/// The verdict for one process.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-#[serde(tag = "verdict", rename_all = "snake_case")]
-pub enum Verdict {
-    Stalled {
-        stuck: usize,
-        threads: usize,
-        on: String,
-        frame_below_lock: Option<String>,
-        blocked_at_least_ns: u64,
-    },
-    Idle {
-        threads: usize,
-        detail: String,
-    },
-    Progressing {
-        stuck: usize,
-        threads: usize,
-    },
-    /// The process exited before the snapshot: only its completed waits are known.
-    Exited,
-}
-
-impl Verdict {
-    /// One line for the report.
-    pub fn line(&self) -> String {
-        match self {
-            Verdict::Stalled { stuck, threads, on, frame_below_lock, blocked_at_least_ns } => format!(
-                "STALLED: {stuck} of {threads} threads blocked for at least {:.1} s on {on} with no wake{}",
-                *blocked_at_least_ns as f64 / 1e9,
-                frame_below_lock.as_ref().map(|f| format!(", waiting in {f}")).unwrap_or_default()
-            ),
-            Verdict::Idle { threads, detail } => format!("not stalled: idle ({detail}; {threads} threads)"),
-            Verdict::Exited => "exited before the end of the window: completed waits only".into(),
-            Verdict::Progressing { stuck, threads } => {
-                format!("not stalled: {stuck} of {threads} threads blocked past the threshold with no wake")
-            }
-        }
-    }
-
-    /// A short form for a flamegraph subtitle, which has one line of ~150 characters.
-    pub fn short(&self) -> String {
-        match self {
-            Verdict::Stalled {
-                stuck,
-                threads,
-                on,
-                frame_below_lock,
-                ..
-            } => format!(
-                "STALLED: {stuck}/{threads} threads on {on}{}",
-                frame_below_lock
-                    .as_ref()
-                    .map(|f| format!(" in {f}"))
-                    .unwrap_or_default()
-            ),
-            Verdict::Idle { .. } => "idle".into(),
-            Verdict::Progressing { .. } => "not stalled".into(),
-            Verdict::Exited => "exited".into(),
-        }
-    }
-
-    pub fn is_stalled(&self) -> bool {
-        matches!(self, Verdict::Stalled { .. })
-    }
-}
-
-/// Frames that implement waiting rather than being the code that waits.
-fn is_wait_machinery(name: &str) -> bool {
-    const PREFIXES: &[&str] = &[
-        "_",
-        "pthread_",
-        "futex",
-        "syscall",
-        "sem_",
-        "lll_",
-        "std::sys",
-        "std::sync",
-        "std::thread::park",
-        "core::",
-        "parking_lot",
-        "tokio::runtime::park",
-        "[unknown]",
-        "epoll_",
-        "poll",
-        "select",
-        "recv",
-        "read",
-        "accept",
-        "connect",
-        "libc_",
-        "sleep",
-        "nanosleep",
-        "clock_nanosleep",
-        "usleep",
-        "<std::sync",
-        "<std::sys",
-    ];
-    PREFIXES.iter().any(|p| name.starts_with(p))
-}
-
-/// The leaf-most frame that is not wait machinery: the code that asked to wait.
-pub fn frame_below_lock(stack_root_first: &[String]) -> Option<String> {
-    stack_root_first
-        .iter()
-        .rev()
-        .find(|f| !is_wait_machinery(f))
-        .cloned()
-}
+use crate::{
+    analyze::frames::frame_below_lock,
+    events::StackId,
+    model::{StallVerdict, WaitGroup, WaitOn},
+};
 
 /// Group the in-flight waits and decide the verdict.
 pub fn judge(
     snap: &ThreadSnapshot,
     threshold_ns: u64,
     stack_names: impl Fn(StackId) -> Vec<String>,
-) -> (Verdict, Vec<WaitGroup>) {
+) -> (StallVerdict, Vec<WaitGroup>) {
     let stuck = |w: &InFlightWait| -> bool {
         if w.on.is_idle_kind() || snap.blocked_at_least(w) < threshold_ns {
             return false;
         }
         match &w.on {
-            super::WaitOn::Futex { addr } => snap.futex_wakes.get(addr).copied().unwrap_or(0) == 0,
+            WaitOn::Futex { addr } => snap.futex_wakes.get(addr).copied().unwrap_or(0) == 0,
             _ => true,
         }
     };
@@ -172,7 +40,7 @@ pub fn judge(
                 tids: Vec::new(),
                 blocked_at_least_ns: u64::MAX,
                 wakes: match &w.on {
-                    super::WaitOn::Futex { addr } => {
+                    WaitOn::Futex { addr } => {
                         Some(snap.futex_wakes.get(addr).copied().unwrap_or(0))
                     }
                     _ => None,
@@ -201,7 +69,7 @@ pub fn judge(
             .iter()
             .find(|g| g.stuck)
             .expect("stuck threads form a group");
-        Verdict::Stalled {
+        StallVerdict::Stalled {
             stuck: n_stuck,
             threads,
             on: main.on.clone(),
@@ -215,14 +83,14 @@ pub fn judge(
         }
     } else if let Some(idle) = snap.in_flight.iter().find(|w| w.on.is_idle_kind()) {
         let detail = match &idle.on {
-            super::WaitOn::Poll {
+            WaitOn::Poll {
                 syscall, sockets, ..
             } => format!("idle in {syscall}, {sockets} sockets"),
             other => format!("idle in {}", other.describe()),
         };
-        Verdict::Idle { threads, detail }
+        StallVerdict::Idle { threads, detail }
     } else {
-        Verdict::Progressing {
+        StallVerdict::Progressing {
             stuck: n_stuck,
             threads,
         }
@@ -233,8 +101,8 @@ pub fn judge(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::analyze::waits::WaitOn;
     use crate::events::WaitSyscall;
-    use crate::offcpu::WaitOn;
 
     fn futex_wait(tid: u32, addr: u64, blocked_s: Option<u64>, stack: StackId) -> InFlightWait {
         InFlightWait {
@@ -275,7 +143,7 @@ mod tests {
         }
         snap.in_flight.push(futex_wait(1, 0xdef, None, 1));
         let (v, groups) = judge(&snap, 10_000_000_000, names);
-        let Verdict::Stalled {
+        let StallVerdict::Stalled {
             stuck,
             threads,
             on,
@@ -289,11 +157,6 @@ mod tests {
         assert_eq!(on, "futex 0xabc");
         assert_eq!(frame_below_lock.as_deref(), Some("acquire_nested"));
         assert_eq!(groups[0].tids, vec![2, 3, 4, 5]);
-        assert!(v.line().starts_with("STALLED: 4 of 5 threads"));
-        assert_eq!(
-            v.short(),
-            "STALLED: 4/5 threads on futex 0xabc in acquire_nested"
-        );
     }
 
     /// Check that the same waits are not a stall when the futex was woken in the window
@@ -339,30 +202,10 @@ mod tests {
         let (v, _) = judge(&snap, 10_000_000_000, names);
         assert_eq!(
             v,
-            Verdict::Idle {
+            StallVerdict::Idle {
                 threads: 1,
                 detail: "idle in epoll_wait, 3 sockets".into()
             }
         );
-    }
-
-    /// Check that the frame below the lock skips libc, pthread and Rust std machinery.
-    #[test]
-    fn finds_frame_below_lock() {
-        let rust: Vec<String> = [
-            "main",
-            "pool::wait_for_slot",
-            "std::sync::poison::condvar::Condvar::wait",
-            "std::sys::pal::unix::futex::futex_wait",
-            "syscall",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        assert_eq!(
-            frame_below_lock(&rust).as_deref(),
-            Some("pool::wait_for_slot")
-        );
-        assert_eq!(frame_below_lock(&[]), None);
     }
 }

@@ -1,4 +1,4 @@
-//! JavaScript frames of a target's stacks, named from V8's heap (see `runtimes::v8`)
+//! JavaScript frames of a process's stacks, named from V8's heap (see `runtimes::v8`)
 //! when the sample arrives.
 //!
 //! One interpreter trampoline address runs every interpreted function, so a JS frame is

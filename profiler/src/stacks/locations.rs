@@ -3,10 +3,9 @@
 use std::sync::Arc;
 
 use crate::{
-    aggregate::StackTable,
     events::StackId,
-    offcpu::{verdict::WaitGroup, ThreadSnapshot},
-    render::pprof::{build_id_hex, CodeLine, CodeLocation, ModuleMapping},
+    model::{build_id_hex, CodeLine, CodeLocation, ModuleMapping},
+    stacks::StackTable,
     symbolize::Frame,
     unwind::AddressSpace,
 };
@@ -16,19 +15,6 @@ pub fn of_stack(stacks: &StackTable, id: Option<StackId>) -> Vec<CodeLocation> {
     id.and_then(|id| stacks.get(id))
         .map(|s| s.locations.clone())
         .unwrap_or_default()
-}
-
-/// Give each in-flight wait group the locations of its stack, through any of its
-/// threads (they share the frame names, so any of their stacks reads the same).
-pub fn fill_wait_groups(groups: &mut [WaitGroup], snap: &ThreadSnapshot, stacks: &StackTable) {
-    for g in groups {
-        let id = snap
-            .in_flight
-            .iter()
-            .find(|w| g.tids.contains(&w.tid))
-            .and_then(|w| w.stack);
-        g.locations = of_stack(stacks, id);
-    }
 }
 
 /// One location per address, root first. `per_addr` is the symbolizer's output for

@@ -1,67 +1,20 @@
-//! Off-CPU aggregation: what threads were blocked on, for how long, by stack; and the
+//! The waits analysis: what threads were blocked on, for how long, by stack; and the
 //! stall verdict built from a snapshot of the waits that have not ended.
 //!
 //! Pure except for [`classify::FdClassifier`], which names file descriptors from /proc.
 pub mod classify;
+pub mod report;
 pub mod verdict;
 
 use std::collections::{BTreeMap, HashMap};
 
 use serde::Serialize;
 
-use crate::events::{StackId, WaitSyscall};
-
-/// What a wait was on, as a person names it.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-pub enum WaitOn {
-    /// A futex (mutex, condition variable, thread join …) at this user address.
-    Futex { addr: u64 },
-    /// A socket read/accept/connect; `peer` names the other side (`127.0.0.1:5432`).
-    Socket { syscall: String, peer: String },
-    /// epoll/poll/select over a set of descriptors (an event loop).
-    Poll {
-        syscall: String,
-        sockets: usize,
-        fds: usize,
-    },
-    /// Any other descriptor (a pipe, a file, a terminal).
-    Other { syscall: String, what: String },
-}
-
-impl WaitOn {
-    /// The flamegraph frame under the process: `futex`, `socket 127.0.0.1:5432`, `poll`…
-    pub fn kind_label(&self) -> String {
-        match self {
-            Self::Futex { .. } => "futex".into(),
-            Self::Socket { peer, .. } => format!("socket {peer}"),
-            Self::Poll { syscall, .. } => syscall.clone(),
-            Self::Other { syscall, what } => format!("{syscall} {what}"),
-        }
-    }
-
-    /// A longer description for reports.
-    pub fn describe(&self) -> String {
-        match self {
-            Self::Futex { addr } => format!("futex 0x{addr:x}"),
-            Self::Socket { syscall, peer } => format!("{syscall} on socket {peer}"),
-            Self::Poll {
-                syscall,
-                sockets,
-                fds,
-            } => format!("{syscall} over {fds} fds ({sockets} sockets)"),
-            Self::Other { syscall, what } => format!("{syscall} on {what}"),
-        }
-    }
-
-    /// Waiting for work to arrive (an event loop or a listener), not for a resource.
-    pub fn is_idle_kind(&self) -> bool {
-        match self {
-            Self::Poll { .. } => true,
-            Self::Socket { syscall, .. } => syscall == WaitSyscall::Accept.name(),
-            Self::Other { .. } | Self::Futex { .. } => false,
-        }
-    }
-}
+use crate::{
+    collect::inflight::InFlight,
+    events::{StackId, StackSample, WaitSyscall},
+    model::WaitOn,
+};
 
 /// Total blocked time and number of waits.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
@@ -132,5 +85,36 @@ impl ThreadSnapshot {
     /// How long thread `w` has certainly been blocked.
     pub fn blocked_at_least(&self, w: &InFlightWait) -> u64 {
         w.blocked_ns.unwrap_or(self.observed_ns)
+    }
+}
+
+/// The snapshot of one process from its blocked threads: each wait named (`classify`:
+/// syscall, fd, futex address → what it waits on) and its stack interned (`resolve`).
+pub fn snapshot(
+    raw: InFlight,
+    comm: String,
+    observed_ns: u64,
+    mut resolve: impl FnMut(&StackSample) -> Option<StackId>,
+    mut classify: impl FnMut(WaitSyscall, i32, u64) -> WaitOn,
+) -> ThreadSnapshot {
+    let in_flight = raw
+        .blocked
+        .iter()
+        .map(|b| InFlightWait {
+            tid: b.tid,
+            syscall: b.syscall,
+            on: classify(b.syscall, b.fd, b.futex_addr),
+            blocked_ns: b.start_ns.map(|s| raw.now_ns.saturating_sub(s)),
+            stack: b.stack.as_ref().and_then(&mut resolve),
+        })
+        .collect();
+    ThreadSnapshot {
+        pid: raw.pid,
+        comm,
+        threads: raw.threads,
+        in_flight,
+        futex_wakes: raw.futex_wakes,
+        futex_waits: raw.futex_waits,
+        observed_ns,
     }
 }

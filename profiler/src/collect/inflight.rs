@@ -4,30 +4,56 @@
 //! A hung thread emits no exit event, and a thread blocked before the probes attached
 //! emits nothing at all, so the end of a window (and `profiler stalls`) reads the
 //! threads' state from /proc: `/proc/PID/task/TID/syscall` (syscall, arguments, sp, pc)
-//! and the stack memory from `/proc/PID/mem`, unwound with the same unwinder as events.
+//! and the stack memory from `/proc/PID/mem`, for the `stacks` stage to unwind like an
+//! event's stack.
+use std::collections::BTreeMap;
+
 use profiler_common::{futex_op, MAX_STACK_BYTES, STACK_PAGE_SIZE};
 
-use super::Session;
 use crate::{
     collect::{monotonic_now_ns, Collector},
     events::{StackSample, WaitSyscall},
-    offcpu::{InFlightWait, ThreadSnapshot},
     procfs::{self, ThreadSyscall},
 };
 
-/// Take the snapshot of process `pid`. `observed_ns` is how long the probes have been
-/// attached (a wait without a recorded start has lasted at least that long).
-pub fn take(
-    session: &mut Session,
-    collector: &Collector,
-    pid: u32,
-    observed_ns: u64,
-) -> Option<ThreadSnapshot> {
+/// A thread inside a wait syscall when the snapshot was taken, as /proc and the probes
+/// saw it: what `analyze::waits` needs to name the wait and unwind its stack.
+#[derive(Clone, Debug, PartialEq)]
+pub struct BlockedThread {
+    pub tid: u32,
+    pub syscall: WaitSyscall,
+    /// The descriptor waited on (the first pollfd for poll); -1 when none or unknown.
+    pub fd: i32,
+    /// The futex word's address (futex, futex_waitv's first waiter); 0 otherwise.
+    pub futex_addr: u64,
+    /// When the probes saw the wait start (monotonic ns); None: it was already blocked
+    /// when they attached.
+    pub start_ns: Option<u64>,
+    /// The thread's registers and stack memory, for the unwinder.
+    pub stack: Option<StackSample>,
+}
+
+/// The blocked threads of one process, with the futex activity of the window.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct InFlight {
+    pub pid: u32,
+    /// Threads of the process at the snapshot.
+    pub threads: usize,
+    pub blocked: Vec<BlockedThread>,
+    /// Futex wake calls and waits started in the window, by futex address.
+    pub futex_wakes: BTreeMap<u64, u64>,
+    pub futex_waits: BTreeMap<u64, u64>,
+    /// Monotonic time of the snapshot (ns).
+    pub now_ns: u64,
+}
+
+/// Read the blocked threads of process `pid`; None when it is gone.
+pub fn read(collector: &Collector, pid: u32) -> Option<InFlight> {
     let tids = procfs::read_tids(pid).ok()?;
     let started = collector.waiting_threads(pid);
     let (futex_waits, futex_wakes) = collector.futex_counts(pid);
-    let now = monotonic_now_ns();
-    let mut in_flight = Vec::new();
+    let now_ns = monotonic_now_ns();
+    let mut blocked = Vec::new();
     for &tid in &tids {
         let Some(ThreadSyscall::InSyscall { nr, args, sp, pc }) =
             procfs::read_task_syscall(pid, tid)
@@ -48,18 +74,13 @@ pub fn take(
         let stack = procfs::read_memory(pid, base, MAX_STACK_BYTES)
             .ok()
             .filter(|b| !b.is_empty())
-            .and_then(|bytes| {
-                session.stack_of(
-                    pid,
-                    &StackSample {
-                        ip: pc,
-                        sp,
-                        bp,
-                        base,
-                        bytes,
-                        ret_fix: None,
-                    },
-                )
+            .map(|bytes| StackSample {
+                ip: pc,
+                sp,
+                bp,
+                base,
+                bytes,
+                ret_fix: None,
             });
         let fd = if syscall.fd_arg() {
             args[0] as i32
@@ -76,29 +97,22 @@ pub fn take(
                 .unwrap_or(0),
             _ => 0,
         };
-        let target = session.targets.get_mut(&pid)?;
-        let on = target.classifier.classify(syscall, fd, futex_addr);
-        in_flight.push(InFlightWait {
+        blocked.push(BlockedThread {
             tid,
             syscall,
-            on,
-            blocked_ns: start.map(|s| now.saturating_sub(s.start_ns)),
+            fd,
+            futex_addr,
+            start_ns: start.map(|s| s.start_ns),
             stack,
         });
     }
-    let comm = session
-        .targets
-        .get(&pid)
-        .map(|t| t.comm.clone())
-        .unwrap_or_default();
-    Some(ThreadSnapshot {
+    Some(InFlight {
         pid,
-        comm,
         threads: tids.len(),
-        in_flight,
+        blocked,
         futex_wakes,
         futex_waits,
-        observed_ns,
+        now_ns,
     })
 }
 

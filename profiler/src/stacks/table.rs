@@ -1,7 +1,7 @@
 //! The stack table: distinct (process, return addresses) stacks and their names.
 use std::collections::HashMap;
 
-use crate::{events::StackId, render::pprof::CodeLocation};
+use crate::{events::StackId, model::CodeLocation};
 
 /// A stack with its frames named, root (outermost caller) first.
 #[derive(Clone, Debug, PartialEq, Eq)]

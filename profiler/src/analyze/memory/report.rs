@@ -1,0 +1,177 @@
+//! The memory model of a window: per process, the ledger's growth by stack, the live
+//! allocations by stack (in halves, for the differential view), resident memory by
+//! kind, and the verdict judged from them.
+use std::collections::BTreeMap;
+
+use super::verdict::{self, MappedStack, MemoryEvidence};
+use crate::{
+    allocator::LiveGrowth,
+    analyze::Target,
+    events::StackId,
+    ledger::RegionKind,
+    model::{
+        AllocGrowth, AllocationView, Counters, MemoryReport, NamedStack, ProcessMemory,
+        ResidentView, StackGrowth,
+    },
+    stacks::{locations, StackTable},
+};
+
+/// The window a memory model covers.
+#[derive(Clone, Debug)]
+pub struct MemoryWindow {
+    /// What was targeted, for titles (e.g. `pid 1234`).
+    pub target: String,
+    pub window_secs: f64,
+    pub sample_bytes: u64,
+    pub alloc_sample_bytes: u64,
+    pub counters: Counters,
+    /// Monotonic ns of the window's start and end (the allocation halves split there).
+    pub start_ns: u64,
+    pub end_ns: u64,
+    /// A later window of a capture that keeps its probes (the daemon): stacks and the
+    /// verdict count from when each process was first followed.
+    pub since_follow: bool,
+}
+
+/// Build the memory report of `targets`, in the order given.
+pub fn report<'a>(
+    window: &MemoryWindow,
+    targets: impl IntoIterator<Item = &'a Target>,
+    stacks: &StackTable,
+) -> MemoryReport {
+    MemoryReport {
+        target: window.target.clone(),
+        window_secs: window.window_secs,
+        sample_bytes: window.sample_bytes,
+        alloc_sample_bytes: window.alloc_sample_bytes,
+        counters: window.counters,
+        processes: targets
+            .into_iter()
+            .map(|t| process(window, t, stacks))
+            .collect(),
+    }
+}
+
+/// Committed bytes by region kind, keyed by the kind's label (the report's order).
+pub fn labelled(m: &BTreeMap<RegionKind, u64>) -> BTreeMap<String, u64> {
+    m.iter().map(|(k, v)| (k.label().to_string(), *v)).collect()
+}
+
+/// One process's memory over the window, with its verdict.
+pub fn process(window: &MemoryWindow, t: &Target, stacks: &StackTable) -> ProcessMemory {
+    let mut growth = Vec::new();
+    let mut unsampled = 0.0;
+    for g in t.ledger.window_growth() {
+        match g.stack.and_then(|id| stacks.get(id)) {
+            Some(stack) if g.bytes > 0.0 => growth.push(StackGrowth {
+                kind: g.kind,
+                frames: stack.names.clone(),
+                bytes: g.bytes,
+                objects: g.objects,
+                locations: stack.locations.clone(),
+            }),
+            None => unsampled += g.bytes,
+            _ => {}
+        }
+    }
+    let allocations = (!t.allocators.is_empty()).then(|| allocation_view(window, t, stacks));
+    let mapped: Vec<MappedStack<'_>> = growth
+        .iter()
+        .map(|g| MappedStack {
+            kind: g.kind,
+            frames: &g.frames,
+            bytes: g.bytes,
+        })
+        .collect();
+    let verdict = verdict::judge(&MemoryEvidence {
+        allocator_probed: allocations.is_some(),
+        live_growth: allocations.as_ref().map_or(0.0, |a| a.live_bytes),
+        live_stacks: allocations.as_ref().map_or_else(Vec::new, |a| {
+            a.growth
+                .iter()
+                .map(|g| NamedStack {
+                    frames: g.frames.clone(),
+                    bytes: g.bytes,
+                })
+                .collect()
+        }),
+        allocated: allocations.as_ref().map_or(0.0, |a| a.allocated_bytes),
+        freed: allocations.as_ref().map_or(0.0, |a| a.freed_bytes),
+        mapped,
+        resident_before: t.rss_at_follow,
+        resident_after: t.rss_after.filter(|_| !t.exited).map(|r| r.total),
+        allocator: t.allocators.first().map(|a| a.family),
+        since_follow: window.since_follow,
+    });
+    let resident = t.resident.map(|r| ResidentView {
+        file: r.now[0],
+        anon: r.now[1],
+        swap: r.now[2],
+        shmem: r.now[3],
+        peak_file: r.peak[0],
+        peak_anon: r.peak[1],
+        peak_shmem: r.peak[3],
+        peak_total: r.peak_total,
+        updates: r.updates,
+    });
+    ProcessMemory {
+        allocations,
+        resident,
+        verdict: Some(verdict),
+        pid: t.pid,
+        comm: t.comm.clone(),
+        identity: t.identity.clone(),
+        exited: t.exited,
+        mapped_before: labelled(t.ledger.seeded_by_kind()),
+        mapped_after: labelled(&t.ledger.committed_by_kind()),
+        reserved_after: t.ledger.reserved_bytes(),
+        rss_before: t.rss_before,
+        rss_after: t.rss_after,
+        growth,
+        unsampled_live_bytes: unsampled.max(0.0).round() as u64,
+        events: t.events,
+        samples: t.samples,
+        truncated_stacks: t.truncated,
+        js_frames: None,
+    }
+}
+
+/// Live allocations by stack: the whole window, and its two halves.
+fn allocation_view(window: &MemoryWindow, t: &Target, stacks: &StackTable) -> AllocationView {
+    let names = |id: Option<StackId>| -> Vec<String> {
+        match id.and_then(|id| stacks.get(id)) {
+            Some(stack) => stack.names.clone(),
+            None => vec!["[stack not sampled]".to_string()],
+        }
+    };
+    let to_rows = |m: BTreeMap<Option<StackId>, LiveGrowth>| {
+        let mut rows: Vec<AllocGrowth> = m
+            .into_iter()
+            .map(|(id, g)| AllocGrowth {
+                frames: names(id),
+                bytes: g.bytes,
+                objects: g.objects,
+                locations: locations::of_stack(stacks, id),
+            })
+            .collect();
+        rows.sort_by(|a, b| b.bytes.total_cmp(&a.bytes).then(a.frames.cmp(&b.frames)));
+        rows
+    };
+    let start = window.start_ns;
+    let split = start + window.end_ns.saturating_sub(start) / 2;
+    let growth = to_rows(t.allocs.growth());
+    AllocationView {
+        allocators: t.allocators.clone(),
+        live_bytes: growth.iter().map(|g| g.bytes).sum(),
+        live_objects: growth.iter().map(|g| g.objects).sum(),
+        allocated_bytes: t.allocs.allocated_bytes,
+        freed_bytes: t.allocs.freed_bytes,
+        samples: t.allocs.allocations,
+        frees: t.allocs.frees,
+        replaced: t.allocs.replaced,
+        growth,
+        first_half: to_rows(t.allocs.growth_by_stack(0, split)),
+        second_half: to_rows(t.allocs.growth_by_stack(split, u64::MAX)),
+        split_secs: split.saturating_sub(start) as f64 / 1e9,
+    }
+}

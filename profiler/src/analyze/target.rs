@@ -1,0 +1,74 @@
+//! What the analyses keep per followed process: its mapping ledger, sampled live
+//! allocations, resident memory, wait counts and the names of its descriptors.
+use crate::{
+    allocator::LiveAllocations, analyze::waits::classify::FdClassifier, collect::ResidentTrack,
+    ledger::ProcessLedger, model::ProbedAllocator, procfs::Rss, targets::ProcessIdentity,
+};
+
+/// State of one target process.
+pub struct Target {
+    pub pid: u32,
+    pub comm: String,
+    /// Container, cgroup and namespace PID, read when the target was added.
+    pub identity: ProcessIdentity,
+    pub ledger: ProcessLedger,
+    pub rss_before: Option<Rss>,
+    pub rss_after: Option<Rss>,
+    /// Resident bytes when the process was first followed: the memory verdict's
+    /// baseline, since its other numbers count from then too.
+    pub rss_at_follow: Option<u64>,
+    pub events: u64,
+    pub samples: u64,
+    /// Stacks the unwinder could not finish.
+    pub truncated: u64,
+    pub exited: bool,
+    pub classifier: FdClassifier,
+    /// Completed waits (at least the threshold long) seen in the window.
+    pub waits: u64,
+    /// Sampled live blocks (allocator probes).
+    pub allocs: LiveAllocations,
+    /// What the allocator probes attached to; empty when they are off or could not
+    /// attach.
+    pub allocators: Vec<ProbedAllocator>,
+    /// Why the allocator probes are not running for this process, if they are not.
+    pub allocator_note: Option<String>,
+    /// Resident memory by kind from `kmem:rss_stat`, read at the end of the window.
+    pub resident: Option<ResidentTrack>,
+}
+
+impl Target {
+    /// A process followed from now: `ledger` seeded with its mappings, `rss` read now.
+    pub fn new(
+        pid: u32,
+        comm: String,
+        identity: ProcessIdentity,
+        ledger: ProcessLedger,
+        rss: Option<Rss>,
+    ) -> Self {
+        Self {
+            pid,
+            comm,
+            identity,
+            ledger,
+            rss_before: rss,
+            rss_after: None,
+            rss_at_follow: rss.map(|r| r.total),
+            events: 0,
+            samples: 0,
+            truncated: 0,
+            exited: false,
+            classifier: FdClassifier::new(pid),
+            waits: 0,
+            allocs: LiveAllocations::new(),
+            allocators: Vec::new(),
+            allocator_note: None,
+            resident: None,
+        }
+    }
+
+    /// The process is gone: it has no resident memory left.
+    pub fn mark_exited(&mut self) {
+        self.exited = true;
+        self.rss_after = self.rss_after.or(self.rss_before.map(|_| Rss::default()));
+    }
+}

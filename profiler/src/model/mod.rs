@@ -1,0 +1,18 @@
+//! `model`: the plain typed contracts between the stages. `collect` decodes into
+//! [`crate::events`]; `stacks` interns stacks of [`CodeLocation`]s; `analyze` builds the
+//! memory and wait models with their verdicts; `render` reads only these types.
+//!
+//! Nothing here computes: types, and the small accessors that read them.
+pub mod counters;
+pub mod memory;
+pub mod stack;
+pub mod waits;
+
+pub use counters::Counters;
+pub use memory::{
+    AllocGrowth, AllocationView, AlsoGrew, MemoryReport, MemoryVerdict, MemoryVerdictKind,
+    NamedStack, Numbers, ProbedAllocator, ProcessMemory, ResidentView, RetentionAdvice,
+    StackGrowth,
+};
+pub use stack::{build_id_hex, CodeLine, CodeLocation, ModuleMapping};
+pub use waits::{BlockedStack, ProcessWaits, StallVerdict, WaitGroup, WaitOn, WaitReport};

@@ -1,0 +1,313 @@
+//! Verdicts in words: the one place that turns the memory and stall verdicts (plain
+//! facts from [`crate::analyze`]) into the sentences of reports, subtitles, snapshots
+//! and `report.json`'s `headline`.
+use std::fmt::Write as _;
+
+use crate::{
+    allocator::AllocatorFamily,
+    analyze::memory::verdict::MIN_GROWTH_BYTES,
+    model::{
+        AlsoGrew, MemoryVerdict, MemoryVerdictKind, Numbers, ProcessMemory, RetentionAdvice,
+        StallVerdict,
+    },
+    units::human_bytes,
+};
+
+/// The verdict's name as the headline starts with it.
+pub fn memory_label(kind: MemoryVerdictKind) -> &'static str {
+    match kind {
+        MemoryVerdictKind::Leak => "LEAK",
+        MemoryVerdictKind::Retention => "ALLOCATOR RETENTION / FRAGMENTATION",
+        MemoryVerdictKind::MappedGrowth => "MAPPED GROWTH (not through the allocator)",
+        MemoryVerdictKind::NoGrowth => "NO GROWTH",
+        MemoryVerdictKind::HeapGrowthUnexplained => "HEAP GROWTH (allocator probes off)",
+    }
+}
+
+/// The span the numbers cover, for sentences.
+pub fn span(n: &Numbers) -> &'static str {
+    if n.since_follow {
+        "since the process was first followed"
+    } else {
+        "in the window"
+    }
+}
+
+/// `live +32.0 MiB (allocated 40.0 MiB, freed 8.0 MiB) · heap +1.0 MiB · …`
+pub fn numbers_line(n: &Numbers) -> String {
+    let mut parts = Vec::new();
+    match n.live_growth {
+        Some(live) => parts.push(format!(
+            "live allocations +{} (allocated {}, freed {} {})",
+            human_bytes(live),
+            human_bytes(n.allocated.unwrap_or(0.0)),
+            human_bytes(n.freed.unwrap_or(0.0)),
+            span(n)
+        )),
+        None => parts.push("live allocations: not measured".into()),
+    }
+    parts.push(format!("allocator heap +{}", human_bytes(n.heap_growth)));
+    parts.push(format!(
+        "direct mappings +{}",
+        human_bytes(n.direct_mapped_growth)
+    ));
+    if let Some(d) = n.resident_delta {
+        let sign = if d < 0 { "-" } else { "+" };
+        parts.push(format!(
+            "resident {sign}{}",
+            human_bytes(d.unsigned_abs() as f64)
+        ));
+    }
+    parts.join(" · ")
+}
+
+/// One line: the verdict and its main number.
+pub fn headline(v: &MemoryVerdict) -> String {
+    let label = memory_label(v.kind);
+    match v.kind {
+        MemoryVerdictKind::Leak => format!(
+            "{label}: live allocations grew +{} {} and were not freed; {:.0}% under {}",
+            human_bytes(v.growth),
+            span(&v.numbers),
+            v.top_share_pct,
+            v.culprit
+        ),
+        MemoryVerdictKind::Retention => {
+            let live = v.numbers.live_growth.unwrap_or(0.0).max(0.0);
+            format!(
+                "{label}: the allocator's heap grew +{} while live allocations grew only +{} ({:.0}%); \
+                 freed memory is kept by the allocator. Heap extended under {}",
+                human_bytes(v.growth),
+                human_bytes(live),
+                live / v.growth * 100.0,
+                v.culprit
+            )
+        }
+        MemoryVerdictKind::MappedGrowth => format!(
+            "{label}: anonymous mappings made outside the allocator grew +{}, most under {} \
+             (a JIT, a runtime's own heap, or mmap called directly)",
+            human_bytes(v.growth),
+            v.culprit
+        ),
+        MemoryVerdictKind::HeapGrowthUnexplained => format!(
+            "{label}: the heap grew +{}, most under {}; run with the allocator probes to tell a leak from retention",
+            human_bytes(v.growth),
+            v.culprit
+        ),
+        MemoryVerdictKind::NoGrowth => format!(
+            "{label}: nothing grew by {} or more {}",
+            human_bytes(MIN_GROWTH_BYTES),
+            span(&v.numbers)
+        ),
+    }
+}
+
+/// What usually helps against retention, for this allocator.
+pub fn advice(a: &RetentionAdvice) -> String {
+    let glibc = "glibc: cap arenas with MALLOC_ARENA_MAX=2, return free memory with \
+                 malloc_trim(0) after bursts, or lower M_MMAP_THRESHOLD so big blocks are \
+                 mapped and unmapped";
+    let other = "try another allocator (jemalloc or mimalloc, e.g. via LD_PRELOAD), and keep \
+                 long-lived objects out of the churn (allocate them together, or from a pool)";
+    match a.allocator {
+        Some(AllocatorFamily::Glibc) => format!("{glibc}; or {other}"),
+        _ => other.to_string(),
+    }
+}
+
+/// `direct mappings also grew +X[, most under F]`.
+pub fn also(a: &AlsoGrew) -> String {
+    match &a.culprit {
+        Some(c) => format!(
+            "direct mappings also grew +{}, most under {c}",
+            human_bytes(a.bytes)
+        ),
+        None => format!("direct mappings also grew +{}", human_bytes(a.bytes)),
+    }
+}
+
+/// `verdict: …` with its numbers, stacks, advice and secondary findings.
+pub fn memory_text(out: &mut String, p: &ProcessMemory) {
+    let Some(v) = &p.verdict else { return };
+    let _ = writeln!(out, "   verdict: {}", headline(v));
+    // A daemon's later intervals count from the follow start: say so whatever the
+    // verdict, since the headline of some verdicts has no span of its own.
+    if v.numbers.since_follow {
+        let _ = writeln!(
+            out,
+            "     numbers {}: {}",
+            span(&v.numbers),
+            numbers_line(&v.numbers)
+        );
+    } else {
+        let _ = writeln!(out, "     numbers: {}", numbers_line(&v.numbers));
+    }
+    for s in &v.stacks {
+        let _ = writeln!(
+            out,
+            "     {:>10}  {}",
+            human_bytes(s.bytes),
+            short_stack(&s.frames)
+        );
+    }
+    if let Some(a) = &v.advice {
+        let _ = writeln!(out, "     what usually helps: {}", advice(a));
+    }
+    for a in &v.also {
+        let _ = writeln!(out, "     also: {}", also(a));
+    }
+}
+
+/// The verdict as `report.json` carries it: its facts and its words.
+pub fn memory_json(v: &MemoryVerdict) -> serde_json::Value {
+    serde_json::json!({
+        "kind": v.kind,
+        "headline": headline(v),
+        "numbers": v.numbers,
+        "stacks": v.stacks,
+        "advice": v.advice.as_ref().map(advice),
+        "also": v.also.iter().map(also).collect::<Vec<_>>(),
+    })
+}
+
+/// `main > handle > cache_insert_session` (the innermost frames, root first).
+fn short_stack(frames: &[String]) -> String {
+    let start = frames.len().saturating_sub(6);
+    let mut s = frames[start..].join(" > ");
+    if start > 0 {
+        s.insert_str(0, "… > ");
+    }
+    if frames.is_empty() {
+        s.push_str("[unknown]");
+    }
+    s
+}
+
+/// One line for the report.
+pub fn stall_line(v: &StallVerdict) -> String {
+    match v {
+        StallVerdict::Stalled { stuck, threads, on, frame_below_lock, blocked_at_least_ns } => format!(
+            "STALLED: {stuck} of {threads} threads blocked for at least {:.1} s on {on} with no wake{}",
+            *blocked_at_least_ns as f64 / 1e9,
+            frame_below_lock.as_ref().map(|f| format!(", waiting in {f}")).unwrap_or_default()
+        ),
+        StallVerdict::Idle { threads, detail } => format!("not stalled: idle ({detail}; {threads} threads)"),
+        StallVerdict::Exited => "exited before the end of the window: completed waits only".into(),
+        StallVerdict::Progressing { stuck, threads } => {
+            format!("not stalled: {stuck} of {threads} threads blocked past the threshold with no wake")
+        }
+    }
+}
+
+/// A short form for a flamegraph subtitle, which has one line of ~150 characters.
+pub fn stall_short(v: &StallVerdict) -> String {
+    match v {
+        StallVerdict::Stalled {
+            stuck,
+            threads,
+            on,
+            frame_below_lock,
+            ..
+        } => format!(
+            "STALLED: {stuck}/{threads} threads on {on}{}",
+            frame_below_lock
+                .as_ref()
+                .map(|f| format!(" in {f}"))
+                .unwrap_or_default()
+        ),
+        StallVerdict::Idle { .. } => "idle".into(),
+        StallVerdict::Progressing { .. } => "not stalled".into(),
+        StallVerdict::Exited => "exited".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::NamedStack;
+
+    const MIB: f64 = 1024.0 * 1024.0;
+
+    fn leak(since_follow: bool) -> MemoryVerdict {
+        MemoryVerdict {
+            kind: MemoryVerdictKind::Leak,
+            growth: 26.0 * MIB,
+            top_share_pct: 96.2,
+            culprit: "cache_insert_session (from main)".into(),
+            numbers: Numbers {
+                live_growth: Some(26.0 * MIB),
+                allocated: Some(300.0 * MIB),
+                freed: Some(274.0 * MIB),
+                since_follow,
+                ..Default::default()
+            },
+            stacks: vec![NamedStack {
+                frames: vec!["main".into(), "cache_insert_session".into()],
+                bytes: 25.0 * MIB,
+            }],
+            advice: None,
+            also: Vec::new(),
+        }
+    }
+
+    /// Check that a leak's headline names its share, culprit and span, and that a
+    /// daemon's later interval says its numbers count since the follow start.
+    #[test]
+    fn leak_headline_names_share_culprit_and_span() {
+        let h = headline(&leak(false));
+        assert!(
+            h.starts_with("LEAK: live allocations grew +26.0 MiB in the window"),
+            "{h}"
+        );
+        assert!(
+            h.contains("96% under cache_insert_session (from main)"),
+            "{h}"
+        );
+        let v = leak(true);
+        assert!(
+            headline(&v).contains("grew +26.0 MiB since the process was first followed"),
+            "{}",
+            headline(&v)
+        );
+        assert!(numbers_line(&v.numbers).contains("since the process was first followed"));
+    }
+
+    /// Check the words of the quiet cases and of retention advice: unmeasured live
+    /// growth says so, glibc gets its tunables, another allocator does not.
+    #[test]
+    fn advice_and_unmeasured_numbers() {
+        assert!(numbers_line(&Numbers::default()).contains("not measured"));
+        let glibc = advice(&RetentionAdvice {
+            allocator: Some(AllocatorFamily::Glibc),
+        });
+        assert!(glibc.contains("MALLOC_ARENA_MAX"), "{glibc}");
+        let musl = advice(&RetentionAdvice {
+            allocator: Some(AllocatorFamily::Musl),
+        });
+        assert!(!musl.contains("MALLOC_ARENA_MAX"), "{musl}");
+        assert_eq!(
+            also(&AlsoGrew {
+                bytes: 2.0 * MIB,
+                culprit: None
+            }),
+            "direct mappings also grew +2.0 MiB"
+        );
+    }
+
+    /// Check the stall verdict's report line and its short form for a subtitle.
+    #[test]
+    fn stall_line_and_short_form() {
+        let v = StallVerdict::Stalled {
+            stuck: 4,
+            threads: 5,
+            on: "futex 0xabc".into(),
+            frame_below_lock: Some("acquire_nested".into()),
+            blocked_at_least_ns: 12_000_000_000,
+        };
+        assert!(stall_line(&v).starts_with("STALLED: 4 of 5 threads"));
+        assert_eq!(
+            stall_short(&v),
+            "STALLED: 4/5 threads on futex 0xabc in acquire_nested"
+        );
+    }
+}

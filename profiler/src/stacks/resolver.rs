@@ -1,0 +1,260 @@
+//! The stacks stage: a sampled stack (registers plus a copy of stack memory) becomes an
+//! interned [`StackId`]: unwind in the process's address space, restore return
+//! addresses a uretprobe trampoline replaced, symbolize, intern.
+//!
+//! One [`StackResolver`] per capture; each followed process has its address space and
+//! unwinder, re-read when code is mapped (exec, `PROT_EXEC` file mappings, code the
+//! unwinder does not know yet).
+use std::{
+    collections::HashMap,
+    time::{Duration, Instant},
+};
+
+use super::js_frames::{JsFrames, V8Binaries};
+use super::{locations, StackTable, UnwindCache};
+use crate::{
+    events::{StackId, StackSample},
+    procfs::{self, MapEntry},
+    symbolize::{Frame, Symbolizer},
+    unwind::{AddressSpace, ElfCache, Unwinder, UnwoundStack},
+};
+
+/// A stack resolved to its interned id.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Resolved {
+    pub id: StackId,
+    /// The unwinder stopped early (stack copy too short, unreadable memory).
+    pub truncated: bool,
+}
+
+/// Unwinds, symbolizes and interns the stacks of every followed process.
+pub struct StackResolver {
+    table: StackTable,
+    symbolizer: Symbolizer,
+    elf_cache: ElfCache,
+    v8_binaries: V8Binaries,
+    processes: HashMap<u32, ProcessStacks>,
+}
+
+/// What unwinding one process needs.
+struct ProcessStacks {
+    space: AddressSpace,
+    unwinder: Unwinder,
+    /// An executable file was mapped since `space` was read: re-read before unwinding.
+    space_stale: bool,
+    /// When `space` was last read, to re-read at most once a second for unknown code.
+    space_read_at: Instant,
+    /// Stacks already unwound in this address space.
+    unwind_cache: UnwindCache,
+    /// The kernel's `[uprobes]` mapping (uretprobe trampoline), once it exists.
+    uprobes_vma: Option<(u64, u64)>,
+    uprobes_checked_at: Option<Instant>,
+    /// JavaScript frames named from V8's heap, when the process runs node.
+    js: JsFrames,
+}
+
+impl Default for StackResolver {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl StackResolver {
+    pub fn new() -> Self {
+        Self {
+            table: StackTable::new(),
+            symbolizer: Symbolizer::new(),
+            elf_cache: ElfCache::new(),
+            v8_binaries: V8Binaries::default(),
+            processes: HashMap::new(),
+        }
+    }
+
+    /// The interned stacks.
+    pub fn table(&self) -> &StackTable {
+        &self.table
+    }
+
+    /// Follow process `pid` with the mappings `maps` (replacing an earlier process with
+    /// the same PID).
+    pub fn add_process(&mut self, pid: u32, maps: &[MapEntry]) {
+        let space = AddressSpace::from_maps(pid, maps);
+        let unwinder = Unwinder::new(&space, &mut self.elf_cache);
+        let js = JsFrames::attach(pid, &space, &mut self.v8_binaries);
+        self.processes.insert(
+            pid,
+            ProcessStacks {
+                space,
+                unwinder,
+                space_stale: false,
+                space_read_at: Instant::now(),
+                unwind_cache: UnwindCache::default(),
+                uprobes_vma: None,
+                uprobes_checked_at: None,
+                js,
+            },
+        );
+    }
+
+    /// What naming `pid`'s JavaScript frames from V8's heap gave (None: not node).
+    pub fn js_report(&self, pid: u32) -> Option<crate::runtimes::v8::JsFrameReport> {
+        self.processes.get(&pid)?.js.report()
+    }
+
+    /// Stop following `pid` (its stacks stay interned).
+    pub fn remove_process(&mut self, pid: u32) {
+        self.processes.remove(&pid);
+    }
+
+    /// Code was mapped in `pid` (exec, an executable file mapping): re-read its address
+    /// space before the next unwind.
+    pub fn code_changed(&mut self, pid: u32) {
+        if let Some(p) = self.processes.get_mut(&pid) {
+            p.space_stale = true;
+        }
+    }
+
+    /// Unwind a stack of process `pid` and intern it; None if `pid` is not followed.
+    pub fn resolve(&mut self, pid: u32, sample: &StackSample) -> Option<Resolved> {
+        let p = self.processes.get_mut(&pid)?;
+        if p.space_stale {
+            p.refresh_space(pid, &mut self.elf_cache);
+            if !p.js.active() {
+                p.js = JsFrames::attach(pid, &p.space, &mut self.v8_binaries);
+            }
+        }
+        if sample.ret_fix.is_some() {
+            p.find_uprobes_vma(pid);
+        }
+        if let Some((id, truncated)) = p.unwind_cache.get(sample) {
+            return Some(Resolved { id, truncated });
+        }
+        let (mut unwound, mut read_end) = p.unwind_tracking_reads(sample);
+        if p.space_read_at.elapsed() > Duration::from_secs(1)
+            && unwound
+                .frames
+                .iter()
+                .any(|&a| p.space.module_for(a).is_none())
+        {
+            // Code we do not know yet (a dlopen or JIT since the last read).
+            p.refresh_space(pid, &mut self.elf_cache);
+            (unwound, read_end) = p.unwind_tracking_reads(sample);
+        }
+        let truncated = unwound.truncated;
+        let symbolizer = &mut self.symbolizer;
+        let space = &p.space;
+        let js = &mut p.js;
+        js.name_stack(space, &mut unwound, sample);
+        let id = self
+            .table
+            .intern_located(pid, unwound.frames, truncated, |addrs| {
+                let code: Vec<u64> = addrs.iter().map(|&a| js.original(a)).collect();
+                let mut per_addr = symbolizer.symbolize_process(pid, space, &code);
+                js.apply(addrs, &mut per_addr);
+                let locations = locations::root_first_locations(space, &code, &per_addr);
+                (root_first_names(per_addr), locations)
+            });
+        p.unwind_cache.insert(sample, read_end, id, truncated);
+        for error in self.symbolizer.take_new_errors() {
+            eprintln!("profiler: note: process {pid}: {error}");
+        }
+        Some(Resolved { id, truncated })
+    }
+}
+
+impl ProcessStacks {
+    /// Unwind `sample`, also returning the end of the highest 8 bytes the walk read.
+    fn unwind_tracking_reads(&mut self, sample: &StackSample) -> (UnwoundStack, u64) {
+        let mut end = sample.sp;
+        let trampoline = self.uprobes_vma;
+        let unwound = self
+            .unwinder
+            .unwind_with(sample.ip, sample.sp, sample.bp, &mut |addr| {
+                let v = sample.read_u64(addr)?;
+                end = end.max(addr + 8);
+                match (sample.ret_fix, trampoline) {
+                    (Some(fix), Some((lo, hi))) if (lo..hi).contains(&v) => {
+                        Some(fix.original(addr).unwrap_or(v))
+                    }
+                    _ => Some(v),
+                }
+            });
+        (unwound, end)
+    }
+
+    /// Look up the `[uprobes]` mapping, which the kernel creates at the first hijacked
+    /// return; re-read at most every 100 ms until it exists.
+    fn find_uprobes_vma(&mut self, pid: u32) {
+        if self.uprobes_vma.is_some()
+            || self
+                .uprobes_checked_at
+                .is_some_and(|t| t.elapsed() < Duration::from_millis(100))
+        {
+            return;
+        }
+        self.uprobes_checked_at = Some(Instant::now());
+        if let Ok(maps) = procfs::read_maps(pid) {
+            self.uprobes_vma = maps
+                .iter()
+                .find(|m| m.path == "[uprobes]")
+                .map(|m| (m.start, m.end));
+        }
+    }
+
+    fn refresh_space(&mut self, pid: u32, cache: &mut ElfCache) {
+        self.unwind_cache.clear();
+        if let Ok(maps) = procfs::read_maps(pid) {
+            self.space = AddressSpace::from_maps(pid, &maps);
+            self.unwinder = Unwinder::new(&self.space, cache);
+        }
+        self.space_stale = false;
+        self.space_read_at = Instant::now();
+    }
+}
+
+/// Flatten per-address frames (leaf address first; within one address, the function
+/// and then its inlined callees) into names, root first.
+/// An inlined frame with the same name as the frame it is inlined into (glibc's
+/// `__GI___mmap64` is reported that way) is one frame to a reader, so it is shown once.
+fn root_first_names(per_addr: Vec<Vec<Frame>>) -> Vec<String> {
+    let mut names = Vec::new();
+    for frames in per_addr.into_iter().rev() {
+        let mut previous: Option<String> = None;
+        for f in frames {
+            if previous.as_deref() != Some(f.function.as_str()) {
+                names.push(f.function.clone());
+            }
+            previous = Some(f.function);
+        }
+    }
+    names
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(name: &str, inlined: bool) -> Frame {
+        Frame {
+            function: name.into(),
+            module: "m".into(),
+            file_line: None,
+            inlined,
+        }
+    }
+
+    /// Check that names come out root first, with inlined callees after their caller and
+    /// a same-named inlined frame shown once.
+    #[test]
+    fn names_root_first_without_self_inlined_duplicates() {
+        let per_addr = vec![
+            vec![frame("__mmap64", false), frame("__mmap64", true)],
+            vec![frame("map_region", false), frame("touch", true)],
+            vec![frame("main", false)],
+        ];
+        assert_eq!(
+            root_first_names(per_addr),
+            vec!["main", "map_region", "touch", "__mmap64"]
+        );
+    }
+}
