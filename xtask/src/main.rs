@@ -9,6 +9,7 @@
 mod bench;
 mod bpf_linker;
 mod cmd;
+mod node_musl;
 mod packages;
 mod run;
 mod setup;
