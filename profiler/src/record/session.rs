@@ -191,6 +191,34 @@ impl Session {
         }
     }
 
+    /// Read the JS frames of a batch's stacks before any of them is symbolized (see
+    /// `StackResolver::prepare`); [`Session::ingest`] then uses what was read.
+    pub fn prepare_stacks(&mut self, batch: &[Record]) {
+        for record in batch {
+            let (pid, sample) = match record {
+                Record::Alloc(a) => match &a.op {
+                    AllocOp::Alloc { stack: Some(s), .. } => (a.pid, s),
+                    _ => continue,
+                },
+                Record::Mem(m) => match &m.sample {
+                    Some(s) => (m.pid, &s.stack),
+                    None => continue,
+                },
+                Record::Wait(w) => match &w.stack {
+                    Some(s) => (w.pid, s),
+                    None => continue,
+                },
+                Record::Oom(_) => continue,
+            };
+            self.resolver.prepare(pid, sample);
+        }
+    }
+
+    /// Forget what [`Session::prepare_stacks`] read and no record used.
+    pub fn forget_prepared(&mut self) {
+        self.resolver.forget_prepared();
+    }
+
     /// Unwind a stack of target `pid` and intern it; None if `pid` is not a target.
     pub fn stack_of(&mut self, pid: u32, sample: &StackSample) -> Option<StackId> {
         let t = self.targets.get_mut(&pid)?;

@@ -104,7 +104,8 @@ impl JsFrames {
             if !js_code || fp == 0 {
                 continue;
             }
-            let Some(frame) = v8.name_frame(fp, &mut |a| sample.read_u64(a), &mut read) else {
+            let Some(frame) = v8.name_frame(addr, fp, &mut |a| sample.read_u64(a), &mut read)
+            else {
                 continue;
             };
             if self.tokens.len() >= MAX_TOKENS {
@@ -196,9 +197,9 @@ pub fn same_function(perf_map: &str, ours: &str) -> bool {
     let Some(theirs) = perf_map.strip_prefix("JS:") else {
         return false;
     };
-    let theirs = theirs
-        .strip_prefix(['*', '~', '^', '+', '-'])
-        .unwrap_or(theirs);
+    // Tier marks: `~` interpreted, `^` Sparkplug, `+` Maglev, `*` TurboFan; Node 24 adds
+    // `'` after some (`JS:+'processTimers`).
+    let theirs = theirs.trim_start_matches(['*', '~', '^', '+', '-', '\'']);
     let ours = ours.strip_prefix("JS:").unwrap_or(ours);
     let (their_fn, their_where) = theirs.split_once(' ').unwrap_or(("", theirs));
     let (our_fn, our_where) = ours.split_once(' ').unwrap_or((ours, ""));
@@ -256,6 +257,10 @@ mod tests {
             "JS:rememberRequest /app/leak.js:21"
         ));
         assert!(!same_function("Builtin:CallFunction", "JS:CallFunction"));
+        assert!(same_function(
+            "JS:+'processTimers node:internal/timers:556:25",
+            "JS:processTimers node:internal/timers:556"
+        ));
         // Without line ends (Node's own modules) we name no line: function and script decide.
         assert!(same_function(
             "JS:^alloc node:buffer:391:30",

@@ -51,6 +51,9 @@ struct ProcessStacks {
     uprobes_checked_at: Option<Instant>,
     /// JavaScript frames named from V8's heap, when the process runs node.
     js: JsFrames,
+    /// Stacks unwound and JS-named ahead of their turn ([`StackResolver::prepare`]), by
+    /// the address of the sample's stack bytes.
+    prepared: HashMap<usize, (UnwoundStack, u64)>,
 }
 
 impl Default for StackResolver {
@@ -92,6 +95,7 @@ impl StackResolver {
                 uprobes_vma: None,
                 uprobes_checked_at: None,
                 js,
+                prepared: HashMap::new(),
             },
         );
     }
@@ -114,6 +118,33 @@ impl StackResolver {
         }
     }
 
+    /// Unwind a sample of a node process and read its JS frames now, before the
+    /// batch it came in is symbolized (which can take long the first time): V8 moves
+    /// and frees objects within milliseconds. [`StackResolver::resolve`] uses the
+    /// result; [`StackResolver::forget_prepared`] drops what was not used.
+    pub fn prepare(&mut self, pid: u32, sample: &StackSample) {
+        let Some(p) = self.processes.get_mut(&pid) else {
+            return;
+        };
+        if !p.js.active() || p.space_stale || p.unwind_cache.get(sample).is_some() {
+            return;
+        }
+        if sample.ret_fix.is_some() {
+            p.find_uprobes_vma(pid);
+        }
+        let (mut unwound, read_end) = p.unwind_tracking_reads(sample);
+        p.js.name_stack(&p.space, &mut unwound, sample);
+        p.prepared
+            .insert(sample.bytes.as_ptr() as usize, (unwound, read_end));
+    }
+
+    /// Drop prepared stacks that no record used.
+    pub fn forget_prepared(&mut self) {
+        for p in self.processes.values_mut() {
+            p.prepared.clear();
+        }
+    }
+
     /// Unwind a stack of process `pid` and intern it; None if `pid` is not followed.
     pub fn resolve(&mut self, pid: u32, sample: &StackSample) -> Option<Resolved> {
         let p = self.processes.get_mut(&pid)?;
@@ -129,22 +160,28 @@ impl StackResolver {
         if let Some((id, truncated)) = p.unwind_cache.get(sample) {
             return Some(Resolved { id, truncated });
         }
-        let (mut unwound, mut read_end) = p.unwind_tracking_reads(sample);
-        if p.space_read_at.elapsed() > Duration::from_secs(1)
-            && unwound
-                .frames
-                .iter()
-                .any(|&a| p.space.module_for(a).is_none())
-        {
-            // Code we do not know yet (a dlopen or JIT since the last read).
-            p.refresh_space(pid, &mut self.elf_cache);
-            (unwound, read_end) = p.unwind_tracking_reads(sample);
-        }
+        let (unwound, read_end) = match p.prepared.remove(&(sample.bytes.as_ptr() as usize)) {
+            Some(prepared) => prepared,
+            None => {
+                let (mut unwound, mut read_end) = p.unwind_tracking_reads(sample);
+                if p.space_read_at.elapsed() > Duration::from_secs(1)
+                    && unwound
+                        .frames
+                        .iter()
+                        .any(|&a| p.space.module_for(a).is_none())
+                {
+                    // Code we do not know yet (a dlopen or JIT since the last read).
+                    p.refresh_space(pid, &mut self.elf_cache);
+                    (unwound, read_end) = p.unwind_tracking_reads(sample);
+                }
+                p.js.name_stack(&p.space, &mut unwound, sample);
+                (unwound, read_end)
+            }
+        };
         let truncated = unwound.truncated;
         let symbolizer = &mut self.symbolizer;
         let space = &p.space;
         let js = &mut p.js;
-        js.name_stack(space, &mut unwound, sample);
         let id = self
             .table
             .intern_located(pid, unwound.frames, truncated, |addrs| {

@@ -111,8 +111,14 @@ impl<'a, R: FnMut(u64, &mut [u8]) -> bool> Heap<'a, R> {
         if !l.tagging.is_heap_object(tagged) || tagged < 0x1000 {
             return Err(WalkError::NotHeapObject(tagged));
         }
-        let addr = l.tagging.untag(tagged);
-        let map = self.u64_at(addr + l.map)?;
+        let mut addr = l.tagging.untag(tagged);
+        let mut map = self.u64_at(addr + l.map)?;
+        if map & l.tagging.heap_object_tag_mask == 0 && map >= 0x1000 {
+            // A forwarding address: the garbage collector moved the object there and
+            // has not freed the old copy yet. The new copy is checked like any object.
+            addr = map;
+            map = self.u64_at(addr + l.map)?;
+        }
         if !l.tagging.is_heap_object(map) {
             return Err(WalkError::NotHeapObject(map));
         }

@@ -161,6 +161,9 @@ pub struct Layout {
     /// Offsets from a JS frame's frame pointer.
     pub fp_function: i64,
     pub fp_context: i64,
+    /// An interpreted frame's BytecodeArray, which tells its function apart where the
+    /// code address (the interpreter's) does not.
+    pub fp_bytecode_array: i64,
     pub map: u64,
     pub map_instance_type: u64,
     pub map_type: u16,
@@ -234,6 +237,7 @@ impl Layout {
             },
             fp_function: konst("off_fp_function")?,
             fp_context: konst("off_fp_context")?,
+            fp_bytecode_array: konst("off_fp_bytecode_array")?,
             map: off("HeapObject", &["map"])?,
             map_instance_type: off("Map", &["instance_type"])?,
             map_type: ty("Map")?,

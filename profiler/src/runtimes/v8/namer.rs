@@ -26,6 +26,10 @@ pub struct V8Counts {
     pub unnamed: u64,
     /// Frames in JS code that are V8 stub frames (a frame-type marker, no function).
     pub stubs: u64,
+    /// Of `named`: frames whose function had moved or been freed by the time it was
+    /// read, named from an earlier frame of the same code (same code address and same
+    /// bytecode) whose function was read and checked.
+    pub recalled: u64,
 }
 
 /// What the namer makes of one frame.
@@ -42,6 +46,8 @@ pub enum JsFrame {
 pub struct V8Process {
     binary: Arc<V8Binary>,
     names: HashMap<SfiKey, Arc<str>>,
+    /// Names by frame identity: (code address, the frame's bytecode-array slot).
+    by_code: HashMap<(u64, u64), Arc<str>>,
     pub counts: V8Counts,
 }
 
@@ -51,6 +57,7 @@ impl V8Process {
         Self {
             binary,
             names: HashMap::new(),
+            by_code: HashMap::new(),
             counts: V8Counts::default(),
         }
     }
@@ -64,11 +71,12 @@ impl V8Process {
             .is_some_and(|r| r.contains(&file_offset))
     }
 
-    /// Name the frame whose frame pointer is `fp`, for code that may be JS (JIT code or
-    /// the embedded builtins). `stack` reads the sampled stack copy; `read` reads the
-    /// process's memory. `None`: a stub frame, not a JS function's.
+    /// Name the frame at code address `pc` whose frame pointer is `fp`, for code that
+    /// may be JS (JIT code or the embedded builtins). `stack` reads the sampled stack
+    /// copy; `read` reads the process's memory. `None`: a stub frame, not a JS function's.
     pub fn name_frame(
         &mut self,
+        pc: u64,
         fp: u64,
         stack: &mut dyn FnMut(u64) -> Option<u64>,
         read: &mut dyn FnMut(u64, &mut [u8]) -> bool,
@@ -83,6 +91,12 @@ impl V8Process {
         };
         let marker = slot(layout.fp_context).and_then(&mut word);
         let function = slot(layout.fp_function).and_then(&mut word);
+        let code_key = (
+            pc,
+            slot(layout.fp_bytecode_array)
+                .and_then(&mut word)
+                .unwrap_or(0),
+        );
         // Typed frames (stubs, exits, entries) hold a small-integer frame type where JS
         // frames hold their context.
         if marker.is_some_and(|m| layout.tagging.smi(m).is_some()) {
@@ -96,7 +110,16 @@ impl V8Process {
         match self.name_function(function, read) {
             Ok(name) => {
                 self.counts.named += 1;
+                if self.by_code.len() >= MAX_CACHED {
+                    self.by_code.clear();
+                }
+                self.by_code.insert(code_key, name.clone());
                 Some(JsFrame::Named(name))
+            }
+            Err(_) if self.by_code.contains_key(&code_key) => {
+                self.counts.named += 1;
+                self.counts.recalled += 1;
+                Some(JsFrame::Named(self.by_code[&code_key].clone()))
             }
             Err(_) => {
                 self.counts.unnamed += 1;
@@ -217,9 +240,41 @@ mod tests {
             0x6ff0 => Some(img.function),
             _ => None,
         };
-        let frame = namer.name_frame(fp, &mut stack, &mut |a, b| img.read(a, b));
+        let frame = namer.name_frame(0x5000, fp, &mut stack, &mut |a, b| img.read(a, b));
         assert_eq!(frame, Some(JsFrame::Unnamed));
         assert_eq!(namer.counts.unnamed, 1);
+    }
+
+    /// Check that a frame whose function moved after the sample is named only from an
+    /// earlier checked frame of the same code address and bytecode, never otherwise.
+    #[test]
+    fn moved_function_recalled_only_for_the_same_code() {
+        let mut img = image();
+        let mut namer = node20();
+        let function = img.function;
+        let frame = |namer: &mut V8Process, img: &MemoryImage, pc: u64, bytecode: u64| {
+            let mut stack = |a: u64| match a {
+                0x6ff8 => Some(0x1234_5679),
+                0x6ff0 => Some(function),
+                0x6fe0 => Some(bytecode),
+                _ => None,
+            };
+            namer.name_frame(pc, 0x7000, &mut stack, &mut |a, b| img.read(a, b))
+        };
+        let first = frame(&mut namer, &img, 0x5000, 0xb0b1).unwrap();
+        assert!(matches!(&first, JsFrame::Named(n) if n.starts_with("JS:rememberRequest ")));
+        // The function object is gone (its map word reads 0).
+        img.patch(img.function - 1, &[0; 8]);
+        assert_eq!(frame(&mut namer, &img, 0x5000, 0xb0b1), Some(first));
+        assert_eq!(namer.counts.recalled, 1);
+        assert_eq!(
+            frame(&mut namer, &img, 0x5000, 0xb0c1),
+            Some(JsFrame::Unnamed)
+        );
+        assert_eq!(
+            frame(&mut namer, &img, 0x5008, 0xb0b1),
+            Some(JsFrame::Unnamed)
+        );
     }
 
     /// Check that a typed (stub) frame, whose context slot holds a frame-type marker,
@@ -234,7 +289,7 @@ mod tests {
             _ => None,
         };
         assert_eq!(
-            namer.name_frame(0x7000, &mut stack, &mut |a, b| img.read(a, b)),
+            namer.name_frame(0x5000, 0x7000, &mut stack, &mut |a, b| img.read(a, b)),
             None
         );
         assert_eq!(namer.counts.stubs, 1);

@@ -26,8 +26,8 @@ impl JsFrameReport {
         }
         let c = &self.counts;
         let mut line = format!(
-            "JS frames: {} named from V8's heap ({binary}), {} unnamed ([JS] 0x…)",
-            c.named, c.unnamed
+            "JS frames: {} named from V8's heap ({binary}; {} after their function moved, from the same code), {} unnamed ([JS] 0x…)",
+            c.named, c.recalled, c.unnamed
         );
         if self.perf_map_agree + self.perf_map_disagree > 0 {
             line.push_str(&format!(
