@@ -13,6 +13,7 @@ mod maps;
 mod memory;
 mod oom;
 mod record;
+mod regs;
 mod stack;
 mod targets;
 mod waits;

@@ -76,10 +76,24 @@ pub const TEST_PACKAGES: &[DebPackage] = &[
         name: "chromium",
         command: "chromium",
     },
+    // cli_errors drops the eBPF capabilities from root with capsh.
+    DebPackage {
+        name: "libcap2-bin",
+        command: "capsh",
+    },
     // The pprof tests read the .pb.gz files with Go's own reader (`go tool pprof`).
     DebPackage {
         name: "golang-go",
         command: "go",
+    },
+    // `vm-test` boots other kernels in QEMU, with a busybox initramfs.
+    DebPackage {
+        name: "qemu-system-x86",
+        command: "qemu-system-x86_64",
+    },
+    DebPackage {
+        name: "busybox-static",
+        command: "busybox",
     },
 ];
 

@@ -170,7 +170,8 @@ impl JsFrames {
                     *frames = vec![Frame {
                         function,
                         module: JIT_MODULE.to_string(),
-                        file_line: None,
+                        file: None,
+                        line: None,
                         inlined: false,
                     }];
                 }

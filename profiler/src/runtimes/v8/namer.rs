@@ -17,7 +17,7 @@ use super::heap::{FunctionInfo, Heap, SfiKey, WalkError};
 const MAX_CACHED: usize = 1 << 16;
 
 /// How frames fared, for the report.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct V8Counts {
     /// JS frames named from the heap.
     pub named: u64,

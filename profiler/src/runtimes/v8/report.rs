@@ -2,7 +2,7 @@
 use super::namer::V8Counts;
 
 /// What the report says about one process's JS frames.
-#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct JsFrameReport {
     /// The node binary whose V8 metadata names frames, if any.
     pub binary: Option<String>,
