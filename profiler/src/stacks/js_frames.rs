@@ -234,6 +234,66 @@ fn split_position(s: &str) -> (&str, Option<u32>) {
 mod tests {
     use super::*;
 
+    fn frame(function: &str, module: &str) -> Frame {
+        Frame {
+            function: function.into(),
+            module: module.into(),
+            file: None,
+            line: None,
+            inlined: false,
+        }
+    }
+
+    /// Check that token frames get the V8 name, `[JS] 0x…` when unnamed, and that a perf
+    /// map's name wins and is compared with ours.
+    #[test]
+    fn tokens_are_named_and_checked_against_perf_map() {
+        let mut js = JsFrames::default();
+        let named = JsFrame::Named("JS:rememberRequest /app/leak.js:20".into());
+        js.tokens = vec![
+            (0x1000, named.clone()),
+            (0x2000, JsFrame::Unnamed),
+            (0x3000, named.clone()),
+            (0x4000, JsFrame::Named("JS:tick /app/leak.js:54".into())),
+        ];
+        let addrs = [
+            TOKEN_BASE,
+            TOKEN_BASE | 1,
+            TOKEN_BASE | 2,
+            TOKEN_BASE | 3,
+            0x5000,
+        ];
+        assert_eq!(js.original(TOKEN_BASE | 2), 0x3000);
+        assert_eq!(js.original(0x5000), 0x5000);
+        let mut per_addr = vec![
+            vec![frame("Builtins_InterpreterEntryTrampoline", "node")],
+            vec![frame("[unknown] 0x2000", "")],
+            vec![frame("JS:*rememberRequest /app/leak.js:20:25", JIT_MODULE)],
+            vec![frame("JS:^tock /app/leak.js:60:3", JIT_MODULE)],
+            vec![frame("main", "node")],
+        ];
+        js.apply(&addrs, &mut per_addr);
+        let names: Vec<&str> = per_addr.iter().map(|f| f[0].function.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "JS:rememberRequest /app/leak.js:20",
+                "[JS] 0x2000",
+                "JS:*rememberRequest /app/leak.js:20:25",
+                "JS:^tock /app/leak.js:60:3",
+                "main"
+            ]
+        );
+        assert_eq!(
+            (js.report.perf_map_agree, js.report.perf_map_disagree),
+            (1, 1)
+        );
+        assert_eq!(
+            js.report.disagreements,
+            ["JS:tick /app/leak.js:54 != JS:^tock /app/leak.js:60:3"]
+        );
+    }
+
     /// Check that perf-map names match ours without their tier mark and column.
     #[test]
     fn compares_with_perf_map_names() {
