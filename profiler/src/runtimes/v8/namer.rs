@@ -277,6 +277,37 @@ mod tests {
         );
     }
 
+    /// Check that a function the garbage collector has just moved (its old map word is
+    /// a forwarding address) is read at its new address, and still checked there.
+    #[test]
+    fn forwarded_function_is_followed_and_checked() {
+        let mut img = image();
+        let l = node20().binary.layout.clone();
+        let old = l.tagging.untag(img.function);
+        let mut word = [0u8; 8];
+        assert!(img.read(old + l.map, &mut word));
+        let map = u64::from_le_bytes(word);
+        assert!(img.read(old + l.js_function_shared, &mut word));
+        let shared = u64::from_le_bytes(word);
+        let new = 0x7e57_0000_0000u64;
+        let mut copy = vec![0u8; l.js_function_shared as usize + 8];
+        copy[l.map as usize..l.map as usize + 8].copy_from_slice(&map.to_le_bytes());
+        let at = l.js_function_shared as usize;
+        copy[at..at + 8].copy_from_slice(&shared.to_le_bytes());
+        img.insert(new, copy);
+        img.patch(old + l.map, &new.to_le_bytes());
+        let mut namer = node20();
+        let name = namer
+            .name_function(img.function, &mut |a, b| img.read(a, b))
+            .unwrap();
+        assert_eq!(&*name, img.expect);
+        // A forwarding address to something that is not a function is refused.
+        img.patch(new + l.map, &0x1234_5679u64.to_le_bytes());
+        assert!(node20()
+            .name_function(img.function, &mut |a, b| img.read(a, b))
+            .is_err());
+    }
+
     /// Check that a typed (stub) frame, whose context slot holds a frame-type marker,
     /// is not taken for a JS frame.
     #[test]
