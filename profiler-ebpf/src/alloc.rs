@@ -6,7 +6,8 @@
 //! with the same unbiased sampler as the mapping probes; only then is the call remembered
 //! per thread, and its return probe records the block's address in `LIVE_ALLOCS` and
 //! sends the address, size and the caller's stack. `free` of a sampled block removes it
-//! and sends a small record without a stack; `free` of any other block costs the lookup.
+//! and sends a small record without a stack; `free` of any other block is sized from the
+//! allocator's header and counted in the kernel (`free_flow`).
 //! An allocator called by an allocator (musl's `calloc` and `realloc` call `malloc`) is
 //! never sampled itself: the outermost call counts the bytes once, when it returns to
 //! the application.
@@ -20,6 +21,7 @@ use profiler_common::{
 };
 
 use crate::{
+    free_flow,
     maps::{InFlight, ALLOC_PENDING, LIVE_ALLOCS, RET_SLOTS, RSS_TRACK},
     record::{config, count, emit, is_target, sample_weight, scratch},
     stack,
@@ -51,11 +53,16 @@ pub fn calloc_enter(ctx: ProbeContext) -> u32 {
 pub fn realloc_enter(ctx: ProbeContext) -> u32 {
     let ptr: u64 = ctx.arg(0).unwrap_or(0);
     let size: u64 = ctx.arg(1).unwrap_or(0);
-    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    let id = bpf_get_current_pid_tgid();
+    let tgid = (id >> 32) as u32;
     if ptr != 0 {
         if let Some(cfg) = config() {
             if is_target(tgid, cfg) {
-                forget(tgid, ptr);
+                if !forget(tgid, ptr) {
+                    free_flow::count_unseen_free(tgid, ptr, cfg);
+                }
+                // SAFETY: `ctx.regs` is the probe's pt_regs.
+                free_flow::realloc_started(id, ptr, unsafe { (*ctx.regs).rsp });
             }
         }
     }
@@ -85,12 +92,18 @@ pub fn free_enter(ctx: ProbeContext) -> u32 {
         return 0;
     }
     let Some(cfg) = config() else { return 0 };
-    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    let id = bpf_get_current_pid_tgid();
+    let tgid = (id >> 32) as u32;
     if !is_target(tgid, cfg) {
         return 0;
     }
     count(Counter::AllocCalls);
-    forget(tgid, ptr);
+    if free_flow::freed_by_realloc(id, ptr) {
+        return 0;
+    }
+    if !forget(tgid, ptr) {
+        free_flow::count_unseen_free(tgid, ptr, cfg);
+    }
     0
 }
 
@@ -146,11 +159,14 @@ fn enter(ctx: &ProbeContext, size: u64, function: u32, out_ptr: u64) -> u32 {
 #[inline(always)]
 fn try_alloc_return(ctx: &RetProbeContext) -> Result<u32, u32> {
     let id = bpf_get_current_pid_tgid();
+    // SAFETY: `ctx.regs` is the probe's pt_regs.
+    let sp = unsafe { (*ctx.regs).rsp };
+    free_flow::allocator_returned(id, sp);
     // SAFETY: the value is copied out of the map.
     if let Some(mut calls) = unsafe { RET_SLOTS.get(id) }.copied() {
-        // SAFETY: `ctx.regs` is the probe's pt_regs: `sp` is just above the returning
-        // call's slot, and every call still in flight has its slot above it.
-        calls.drop_below(unsafe { (*ctx.regs).rsp });
+        // `sp` is just above the returning call's slot, and every call still in flight
+        // has its slot above it.
+        calls.drop_below(sp);
         if calls.depth > 0 {
             let _ = RET_SLOTS.insert(id, calls, 0);
             return Ok(0); // a nested call: the outer one completes the sample
@@ -193,7 +209,7 @@ fn try_alloc_return(ctx: &RetProbeContext) -> Result<u32, u32> {
         addr,
         size: pending.size,
         function: pending.function,
-        _pad: 0,
+        usable_size: free_flow::block_size(tgid, addr).map_or(0, |s| s.min(u32::MAX as u64) as u32),
     };
     // SAFETY: `ctx.regs` is the probe's pt_regs (readable context); `buf` is this CPU's
     // scratch slot and AllocEvent fits in the body.
@@ -214,9 +230,10 @@ fn try_alloc_return(ctx: &RetProbeContext) -> Result<u32, u32> {
     Ok(0)
 }
 
-/// Forget a block of `tgid` if it was sampled, and tell userspace.
+/// Forget a block of `tgid` if it was sampled, and tell userspace. Returns whether it
+/// was.
 #[inline(always)]
-fn forget(tgid: u32, addr: u64) {
+fn forget(tgid: u32, addr: u64) -> bool {
     let key = AllocKey {
         tgid,
         _pad: 0,
@@ -224,7 +241,7 @@ fn forget(tgid: u32, addr: u64) {
     };
     // SAFETY: only presence is used.
     if unsafe { LIVE_ALLOCS.get(key) }.is_none() {
-        return;
+        return false;
     }
     let _ = LIVE_ALLOCS.remove(key);
     if let Some(buf) = scratch(EventKind::Free as u32) {
@@ -238,6 +255,7 @@ fn forget(tgid: u32, addr: u64) {
         };
         emit(buf);
     }
+    true
 }
 
 /// Offsets in the `kmem:rss_stat` record (see its tracefs `format`).
