@@ -6,7 +6,7 @@ use aya_ebpf::{
         generated::bpf_get_prandom_u32,
     },
 };
-use profiler_common::{Config, Counter, EventHeader, BODY_SIZE, MAX_STACK_BYTES};
+use profiler_common::{Config, Counter, EventHeader, BODY_SIZE, MAX_STACK_BYTES, RET_SLOTS_MAX};
 
 use crate::maps::{CONFIG, COUNTERS, EVENTS, EXCLUDED, SCRATCH, TARGETS};
 
@@ -78,8 +78,8 @@ pub fn scratch(kind: u32) -> Option<*mut RecordBuf> {
             stack_base: 0,
             regs: Default::default(),
             weight: 0,
-            ret_slot: 0,
-            ret_addr: 0,
+            ret_slots: [0; RET_SLOTS_MAX],
+            ret_addrs: [0; RET_SLOTS_MAX],
         };
     }
     Some(buf)

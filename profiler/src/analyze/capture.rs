@@ -196,6 +196,11 @@ impl CaptureState {
                     t.resident = *track;
                 }
             }
+            CaptureRecord::JsFrames { pid, report } => {
+                if let Some(t) = self.targets.get_mut(pid) {
+                    t.js_frames.clone_from(report);
+                }
+            }
             CaptureRecord::Snapshot {
                 pid,
                 observed_ns,

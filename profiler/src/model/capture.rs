@@ -163,6 +163,11 @@ pub enum CaptureRecord {
     },
     /// Waits shorter than the threshold, counted in the kernel.
     ShortWaits { count: u64 },
+    /// How naming the process's JavaScript frames from V8's heap went (None: not node).
+    JsFrames {
+        pid: u32,
+        report: Option<crate::runtimes::v8::JsFrameReport>,
+    },
     /// The window ends.
     WindowEnd(WindowEnd),
 }

@@ -23,6 +23,11 @@ use crate::{
     stacks::StackTable,
 };
 
+/// How long records may wait in the ring before userspace reads them: the kernel wakes
+/// the reader only when the ring fills up. Short, because a stack's JS frames are named
+/// from V8's heap when the sample is read, and young objects move within milliseconds.
+pub const DRAIN_INTERVAL: Duration = Duration::from_millis(20);
+
 /// What one window learned, ready to be written.
 #[derive(Debug)]
 pub struct Window {
@@ -264,6 +269,7 @@ impl Capture {
         let now = Instant::now();
         self.session.read_final_rss();
         self.session.read_resident(&self.collector);
+        self.session.read_js_frames();
         if self.opts.waits {
             self.snapshot_waits(only);
         }

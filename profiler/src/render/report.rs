@@ -168,6 +168,9 @@ fn process_text(out: &mut String, p: &ProcessMemory) {
             let _ = writeln!(out, "         … {} more callers", g.frames.len() - 12);
         }
     }
+    if let Some(js) = &p.js_frames {
+        let _ = writeln!(out, "   {}", js.summary());
+    }
     if p.truncated_stacks > 0 {
         let _ = writeln!(out, "   note: {} stacks ended early (stack copy too short or unreadable); raise --stack-pages", p.truncated_stacks);
     }
@@ -234,6 +237,7 @@ pub fn json(report: &MemoryReport) -> serde_json::Value {
                 "events": p.events,
                 "samples": p.samples,
                 "truncated_stacks": p.truncated_stacks,
+                "js_frames": p.js_frames,
                 "attributed_growth_bytes": attributed.round() as u64,
                 "top_stacks": top_stacks(p).iter().map(|g| serde_json::json!({
                     "kind": g.kind,

@@ -139,6 +139,7 @@ pub fn process(window: &MemoryWindow, t: &Target, stacks: &StackTable) -> Proces
         events: t.events,
         samples: t.samples,
         truncated_stacks: t.truncated,
+        js_frames: t.js_frames.clone(),
     }
 }
 
