@@ -29,6 +29,27 @@ pub enum Command {
     /// Compare two captures: a differential flamegraph of what grew in AFTER compared
     /// with BEFORE (capture directories or folded files).
     Diff(DiffArgs),
+    /// Render a capture saved with `record --save-records` again: offline, without
+    /// root, on any machine.
+    Replay(ReplayArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ReplayArgs {
+    /// The file `record --save-records` wrote.
+    pub file: PathBuf,
+    /// Output directory (created if missing).
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+}
+
+impl From<ReplayArgs> for crate::record::replay::ReplayOptions {
+    fn from(a: ReplayArgs) -> Self {
+        Self {
+            file: a.file,
+            out: a.out,
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -85,6 +106,7 @@ impl From<StallsArgs> for RecordOptions {
             waits: true,
             wait_threshold: std::time::Duration::from_millis(1),
             stall_threshold: a.stall_threshold,
+            save_records: None,
             verbose: false,
         }
     }
@@ -140,6 +162,10 @@ pub struct RecordArgs {
     /// Output directory (created if missing).
     #[arg(long, value_name = "DIR")]
     pub out: PathBuf,
+    /// Also save the capture stream to FILE, for `profiler replay` (stacks are saved
+    /// symbolized: no stack memory, no payload).
+    #[arg(long, value_name = "FILE")]
+    pub save_records: Option<PathBuf>,
     #[command(flatten)]
     pub capture: CaptureArgs,
 }
@@ -210,6 +236,7 @@ impl CaptureArgs {
             waits: self.waits || !self.memory,
             wait_threshold: self.wait_threshold,
             stall_threshold: self.stall_threshold,
+            save_records: None,
             verbose: self.verbose,
         }
     }
@@ -264,7 +291,10 @@ fn records_memory(memory: bool, waits: bool, allocations: bool) -> bool {
 
 impl From<RecordArgs> for RecordOptions {
     fn from(a: RecordArgs) -> Self {
-        a.capture.options(a.target.into(), a.duration, a.out)
+        RecordOptions {
+            save_records: a.save_records,
+            ..a.capture.options(a.target.into(), a.duration, a.out)
+        }
     }
 }
 

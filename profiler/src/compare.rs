@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 
+use crate::layout::{CaptureFile, View};
 use crate::render::{diff, svg};
 use crate::safe_file::{self, FileKind};
 
@@ -67,7 +68,11 @@ fn choose_view(opts: &DiffOptions) -> String {
     if let Some(view) = &opts.view {
         return view.clone();
     }
-    let has_allocations = |p: &Path| !p.is_dir() || p.join("allocations.folded").is_file();
+    let has_allocations = |p: &Path| {
+        !p.is_dir()
+            || p.join(CaptureFile::Folded(View::Allocations).name())
+                .is_file()
+    };
     if has_allocations(&opts.before) && has_allocations(&opts.after) {
         "allocations".into()
     } else {

@@ -38,7 +38,7 @@ impl StackSample {
 }
 
 /// A change to a process's address space, after the syscall succeeded.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum MemOp {
     Mmap {
         addr: u64,
@@ -149,7 +149,9 @@ pub mod linux {
 }
 
 /// What a thread was blocked in.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum WaitSyscall {
     Futex,

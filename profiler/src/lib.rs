@@ -16,6 +16,7 @@ pub mod collect;
 pub mod compare;
 pub mod daemon;
 pub mod events;
+pub mod layout;
 pub mod ledger;
 pub mod model;
 pub mod procfs;

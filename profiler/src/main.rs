@@ -52,6 +52,17 @@ fn main() {
                 );
                 Ok(())
             }
+            Command::Replay(args) => {
+                let opts: profiler::record::replay::ReplayOptions = args.into();
+                let summary = profiler::record::replay::replay(&opts)?;
+                eprintln!(
+                    "profiler: replayed {} records ({:.1} s window); wrote {}",
+                    summary.records,
+                    summary.window_secs,
+                    opts.out.display()
+                );
+                Ok(())
+            }
             Command::Stalls(args) => {
                 let report = profiler::record::stalls(&args.into()).await?;
                 print_stdout(&profiler::render::waits::text(&report))

@@ -30,7 +30,7 @@ pub enum ProcError {
 }
 
 /// One line of `/proc/PID/maps`.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct MapEntry {
     pub start: u64,
     pub end: u64,
@@ -96,7 +96,7 @@ fn parse_maps_line(line: &str) -> Result<MapEntry, String> {
 }
 
 /// Resident memory of a process, from `/proc/PID/status` (kB fields → bytes).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Rss {
     pub total: u64,
     pub anon: u64,

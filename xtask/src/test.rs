@@ -92,6 +92,11 @@ fn steps(args: &TestArgs) -> Vec<Step> {
                 "--test-threads=1",
             ],
         });
+        // Parsers of untrusted input, fuzzed briefly from the committed corpus.
+        steps.push(Step {
+            title: "fuzz (short)",
+            args: vec!["run", "--package", "xtask", "--", "fuzz", "--seconds", "15"],
+        });
         // The harness must keep working; its numbers are not judged (CI machines are noisy).
         steps.push(Step {
             title: "bench smoke",
@@ -166,6 +171,7 @@ mod tests {
                 "clippy (eBPF)",
                 "unit and golden tests",
                 "root integration tests",
+                "fuzz (short)",
                 "bench smoke",
                 "vm-test"
             ]

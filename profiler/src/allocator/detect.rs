@@ -12,7 +12,7 @@ use crate::procfs::MapEntry;
 use crate::safe_file::{self, FileKind, SafeFileError};
 
 /// Allocator implementations the report names.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum AllocatorFamily {
     Glibc,

@@ -1,8 +1,10 @@
 //! What the analyses keep per followed process: its mapping ledger, sampled live
-//! allocations, resident memory, wait counts and the names of its descriptors.
+//! allocations, resident memory and wait counts.
+use std::collections::BTreeMap;
+
 use crate::{
-    allocator::LiveAllocations, analyze::waits::classify::FdClassifier, collect::ResidentTrack,
-    ledger::ProcessLedger, model::ProbedAllocator, procfs::Rss, targets::ProcessIdentity,
+    allocator::LiveAllocations, ledger::ProcessLedger, model::ProbedAllocator,
+    model::ResidentTrack, procfs::Rss, targets::ProcessIdentity,
 };
 
 /// State of one target process.
@@ -22,7 +24,6 @@ pub struct Target {
     /// Stacks the unwinder could not finish.
     pub truncated: u64,
     pub exited: bool,
-    pub classifier: FdClassifier,
     /// Completed waits (at least the threshold long) seen in the window.
     pub waits: u64,
     /// Sampled live blocks (allocator probes).
@@ -34,6 +35,9 @@ pub struct Target {
     pub allocator_note: Option<String>,
     /// Resident memory by kind from `kmem:rss_stat`, read at the end of the window.
     pub resident: Option<ResidentTrack>,
+    /// Committed bytes by region kind label when the window started (or when the
+    /// process joined it): the report's "before".
+    pub committed_at_start: Option<BTreeMap<String, u64>>,
 }
 
 impl Target {
@@ -57,12 +61,12 @@ impl Target {
             samples: 0,
             truncated: 0,
             exited: false,
-            classifier: FdClassifier::new(pid),
             waits: 0,
             allocs: LiveAllocations::new(),
             allocators: Vec::new(),
             allocator_note: None,
             resident: None,
+            committed_at_start: None,
         }
     }
 

@@ -22,7 +22,8 @@ use profiler_common::{Config, Counter, FutexKey, WaitStart, MAX_STACK_PAGES};
 use tokio::io::unix::AsyncFd;
 
 pub use crate::model::Counters;
-pub use allocator::{AttachedAllocator, ResidentTrack};
+pub use crate::model::ResidentTrack;
+pub use allocator::AttachedAllocator;
 pub use decode::{decode, DecodeError, Record};
 pub use features::RegsSource;
 pub use host::{check_host, HostError};
@@ -42,8 +43,14 @@ pub enum CollectError {
         name: String,
         detail: String,
     },
-    #[error("eBPF map {0}: {1}")]
-    Map(&'static str, String),
+    #[error("eBPF map {map}")]
+    Map {
+        map: &'static str,
+        #[source]
+        source: aya::maps::MapError,
+    },
+    #[error("eBPF map {0}: missing from the object")]
+    MissingMap(&'static str),
     #[error("ring buffer: {0}")]
     Ring(std::io::Error),
     #[error("cannot probe the allocator in {binary}: {detail}")]
@@ -169,7 +176,7 @@ impl Collector {
                 env!("OUT_DIR"),
                 "/profiler"
             )))
-            .map_err(|e| CollectError::Load(format!("{e:#}")))?;
+            .map_err(|e| CollectError::Load(host::explain_load_error(&e)))?;
         let config = Config {
             sample_bytes: cfg.sample_bytes.max(1),
             wait_threshold_ns: cfg.wait_threshold_ns,
@@ -177,22 +184,20 @@ impl Collector {
             all_processes: u32::from(cfg.all_processes),
             alloc_sample_bytes: cfg.alloc_sample_bytes.max(1),
         };
-        let mut array: Array<_, Config> = Array::try_from(map(&mut ebpf, "CONFIG")?)
-            .map_err(|e| CollectError::Map("CONFIG", e.to_string()))?;
-        array
-            .set(0, config, 0)
-            .map_err(|e| CollectError::Map("CONFIG", e.to_string()))?;
+        let mut array: Array<_, Config> =
+            Array::try_from(map(&mut ebpf, "CONFIG")?).map_err(map_error("CONFIG"))?;
+        array.set(0, config, 0).map_err(map_error("CONFIG"))?;
         // The profiler never traces itself, not even with `all_processes`.
-        let mut excluded: HashMap<_, u32, u32> = HashMap::try_from(map(&mut ebpf, "EXCLUDED")?)
-            .map_err(|e| CollectError::Map("EXCLUDED", e.to_string()))?;
+        let mut excluded: HashMap<_, u32, u32> =
+            HashMap::try_from(map(&mut ebpf, "EXCLUDED")?).map_err(map_error("EXCLUDED"))?;
         excluded
             .insert(std::process::id(), 1, 0)
-            .map_err(|e| CollectError::Map("EXCLUDED", e.to_string()))?;
+            .map_err(map_error("EXCLUDED"))?;
         let ring = RingBuf::try_from(
             ebpf.take_map("EVENTS")
-                .ok_or_else(|| CollectError::Map("EVENTS", "missing from object".into()))?,
+                .ok_or(CollectError::MissingMap("EVENTS"))?,
         )
-        .map_err(|e| CollectError::Map("EVENTS", e.to_string()))?;
+        .map_err(map_error("EVENTS"))?;
         // SAFETY: the ring buffer's fd is owned by `ring`, which the AsyncFd owns and
         // deregisters before dropping: the fd stays valid while registered.
         let ring = unsafe { AsyncFd::register(ring) }.map_err(|e| CollectError::Ring(e.into()))?;
@@ -231,25 +236,22 @@ impl Collector {
     /// Trace process `pid`. `brk` is its current program break, when known, so that the
     /// first heap growth in the window is measured from the right place.
     pub fn add_target(&mut self, pid: u32, brk: Option<u64>) -> Result<(), CollectError> {
-        let mut targets: HashMap<_, u32, u32> = HashMap::try_from(map(&mut self.ebpf, "TARGETS")?)
-            .map_err(|e| CollectError::Map("TARGETS", e.to_string()))?;
-        targets
-            .insert(pid, 1, 0)
-            .map_err(|e| CollectError::Map("TARGETS", e.to_string()))?;
+        let mut targets: HashMap<_, u32, u32> =
+            HashMap::try_from(map(&mut self.ebpf, "TARGETS")?).map_err(map_error("TARGETS"))?;
+        targets.insert(pid, 1, 0).map_err(map_error("TARGETS"))?;
         if let Some(brk) = brk {
             let mut last: HashMap<_, u32, u64> =
                 HashMap::try_from(map(&mut self.ebpf, "BRK_LAST")?)
-                    .map_err(|e| CollectError::Map("BRK_LAST", e.to_string()))?;
-            last.insert(pid, brk, 0)
-                .map_err(|e| CollectError::Map("BRK_LAST", e.to_string()))?;
+                    .map_err(map_error("BRK_LAST"))?;
+            last.insert(pid, brk, 0).map_err(map_error("BRK_LAST"))?;
         }
         Ok(())
     }
 
     /// Stop tracing process `pid` (it exited: its id may be reused by another process).
     pub fn remove_target(&mut self, pid: u32) -> Result<(), CollectError> {
-        let mut targets: HashMap<_, u32, u32> = HashMap::try_from(map(&mut self.ebpf, "TARGETS")?)
-            .map_err(|e| CollectError::Map("TARGETS", e.to_string()))?;
+        let mut targets: HashMap<_, u32, u32> =
+            HashMap::try_from(map(&mut self.ebpf, "TARGETS")?).map_err(map_error("TARGETS"))?;
         // Absent already (never added, or removed): nothing to do.
         let _ = targets.remove(&pid);
         if let Ok(mut last) = HashMap::<_, u32, u64>::try_from(map(&mut self.ebpf, "BRK_LAST")?) {
@@ -261,13 +263,11 @@ impl Collector {
     /// Stop tracing every target: the probes return at their first check from now on.
     /// Cheaper than detaching, which costs the kernel a grace period per tracepoint.
     pub fn forget_targets(&mut self) -> Result<(), CollectError> {
-        let mut targets: HashMap<_, u32, u32> = HashMap::try_from(map(&mut self.ebpf, "TARGETS")?)
-            .map_err(|e| CollectError::Map("TARGETS", e.to_string()))?;
+        let mut targets: HashMap<_, u32, u32> =
+            HashMap::try_from(map(&mut self.ebpf, "TARGETS")?).map_err(map_error("TARGETS"))?;
         let pids: Vec<u32> = targets.keys().filter_map(Result::ok).collect();
         for pid in pids {
-            targets
-                .remove(&pid)
-                .map_err(|e| CollectError::Map("TARGETS", e.to_string()))?;
+            targets.remove(&pid).map_err(map_error("TARGETS"))?;
         }
         Ok(())
     }
@@ -277,8 +277,8 @@ impl Collector {
     pub fn seed_brk(&mut self, pid: u32, brk: u64) -> Result<(), CollectError> {
         /// `BPF_NOEXIST`: only insert, never overwrite a break the probes recorded.
         const NOEXIST: u64 = 1;
-        let mut last: HashMap<_, u32, u64> = HashMap::try_from(map(&mut self.ebpf, "BRK_LAST")?)
-            .map_err(|e| CollectError::Map("BRK_LAST", e.to_string()))?;
+        let mut last: HashMap<_, u32, u64> =
+            HashMap::try_from(map(&mut self.ebpf, "BRK_LAST")?).map_err(map_error("BRK_LAST"))?;
         match last.insert(pid, brk, NOEXIST) {
             Ok(()) => Ok(()),
             Err(aya::maps::MapError::SyscallError(e))
@@ -286,7 +286,7 @@ impl Collector {
             {
                 Ok(())
             }
-            Err(e) => Err(CollectError::Map("BRK_LAST", e.to_string())),
+            Err(e) => Err(map_error("BRK_LAST")(e)),
         }
     }
 
@@ -424,8 +424,8 @@ impl Collector {
     pub fn attach_oom_probe(&mut self) -> Result<bool, CollectError> {
         use profiler_common::oom_field;
         let format = format::read("oom", "mark_victim").unwrap_or_default();
-        let mut fields: Array<_, u32> = Array::try_from(map(&mut self.ebpf, "OOM_FIELDS")?)
-            .map_err(|e| CollectError::Map("OOM_FIELDS", e.to_string()))?;
+        let mut fields: Array<_, u32> =
+            Array::try_from(map(&mut self.ebpf, "OOM_FIELDS")?).map_err(map_error("OOM_FIELDS"))?;
         for (slot, name) in [
             (oom_field::TOTAL_VM, "total_vm"),
             (oom_field::ANON_RSS, "anon_rss"),
@@ -435,7 +435,7 @@ impl Collector {
             let offset = format::field_offset(&format, name).unwrap_or(0);
             fields
                 .set(slot, offset, 0)
-                .map_err(|e| CollectError::Map("OOM_FIELDS", e.to_string()))?;
+                .map_err(map_error("OOM_FIELDS"))?;
         }
         match self.attach(("oom", "mark_victim")) {
             Ok(()) => Ok(true),
@@ -484,7 +484,11 @@ impl Collector {
     }
 }
 
+/// A map error that names the map and keeps the kernel's cause.
+fn map_error(map: &'static str) -> impl FnOnce(aya::maps::MapError) -> CollectError {
+    move |source| CollectError::Map { map, source }
+}
+
 fn map<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut aya::maps::Map, CollectError> {
-    ebpf.map_mut(name)
-        .ok_or_else(|| CollectError::Map(name, "missing from object".into()))
+    ebpf.map_mut(name).ok_or(CollectError::MissingMap(name))
 }

@@ -4,21 +4,7 @@
 use std::{fmt::Write as _, path::Path};
 
 use super::layout::{self, CaptureKind, Found};
-
-/// Files linked from the index, in this order, when the capture has them.
-const LINKED: &[&str] = &[
-    "memory.svg",
-    "allocations.svg",
-    "waits.svg",
-    "report.txt",
-    "oom.txt",
-    "stall.txt",
-    "rss.txt",
-    "report.json",
-    "memory.pb.gz",
-    "allocations.pb.gz",
-    "waits.pb.gz",
-];
+use crate::layout::CaptureFile;
 
 /// Render the index of `captures` (any order; shown newest first).
 pub fn render(title: &str, captures: &[Found]) -> String {
@@ -48,9 +34,10 @@ pub fn render(title: &str, captures: &[Found]) -> String {
         );
         match &c.meta {
             Some(meta) => {
-                let links: Vec<String> = LINKED
+                let links: Vec<String> = CaptureFile::LINKED
                     .iter()
-                    .filter(|f| meta.files.iter().any(|m| m == *f))
+                    .map(|f| f.name())
+                    .filter(|f| meta.files.iter().any(|m| m == f))
                     .map(|f| format!("<a href=\"{}/{f}\">{f}</a>", escape(&c.rel)))
                     .collect();
                 html.push_str(&links.join(" "));

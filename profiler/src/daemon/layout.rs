@@ -7,7 +7,7 @@
 //! DIR/latest -> 2026-11-24T14-21-07Z  DIR/index.html
 //! ```
 //!
-//! Every capture directory gets the marker file [`MARKER`] before anything else is
+//! Every capture directory gets the marker file ([`CaptureFile::Marker`]) before anything else is
 //! written into it, and `capture.json` ([`CaptureMeta`]) last. Retention only ever
 //! deletes directories whose name has the timestamp pattern *and* that hold the marker,
 //! so nothing the daemon did not write is touched.
@@ -19,12 +19,8 @@ use std::{
 use serde::{Deserialize, Serialize};
 use time::{macros::format_description, OffsetDateTime, PrimitiveDateTime};
 
-/// Marker file: "the profiler daemon created this directory".
-pub const MARKER: &str = ".profiler-capture";
-/// The capture's description, written last (a capture without it is incomplete).
-pub const META: &str = "capture.json";
-pub const INDEX: &str = "index.html";
-pub const LATEST: &str = "latest";
+use crate::layout::CaptureFile;
+pub use crate::layout::{INDEX, LATEST};
 
 /// What made a capture.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -155,7 +151,10 @@ pub fn create_capture_dir(
         let dir = parent.join(&name);
         match std::fs::create_dir(&dir) {
             Ok(()) => {
-                std::fs::write(dir.join(MARKER), b"written by profiler daemon\n")?;
+                std::fs::write(
+                    dir.join(CaptureFile::Marker.name()),
+                    b"written by profiler daemon\n",
+                )?;
                 return Ok(dir);
             }
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
@@ -171,7 +170,7 @@ pub fn create_capture_dir(
 /// Write `capture.json` (last: it completes the capture).
 pub fn write_meta(dir: &Path, meta: &CaptureMeta) -> io::Result<()> {
     let text = serde_json::to_string_pretty(meta).map_err(io::Error::other)?;
-    write_atomic(&dir.join(META), text.as_bytes())
+    write_atomic(&dir.join(CaptureFile::Meta.name()), text.as_bytes())
 }
 
 /// Write a file through a temporary name and a rename, so readers never see half.
@@ -218,10 +217,10 @@ pub fn list_captures(out: &Path) -> Vec<Found> {
             let path = entry.path();
             // symlink_metadata: a link named like a capture is not ours to follow.
             let is_dir = std::fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir());
-            if !is_dir || !path.join(MARKER).is_file() {
+            if !is_dir || !path.join(CaptureFile::Marker.name()).is_file() {
                 continue;
             }
-            let meta = std::fs::read_to_string(path.join(META))
+            let meta = std::fs::read_to_string(path.join(CaptureFile::Meta.name()))
                 .ok()
                 .and_then(|t| serde_json::from_str(&t).ok());
             let rel = match kind.subdir() {

@@ -14,6 +14,7 @@ pub mod index;
 pub mod layout;
 pub mod retention;
 pub mod run;
+pub mod sinks;
 pub mod snapshots;
 pub mod write;
 
@@ -61,7 +62,7 @@ pub async fn daemon(opts: DaemonOptions) -> anyhow::Result<DaemonSummary> {
         out.display()
     );
     let stop_reason = d.run().await?;
-    d.stop_pushing();
+    d.close_sinks();
     Ok(DaemonSummary {
         stop_reason,
         windows: d.windows_written,

@@ -7,34 +7,24 @@ use std::{
 
 use anyhow::Context as _;
 use time::OffsetDateTime;
-use tokio::signal::unix::{signal, SignalKind};
 
 use super::{
     index,
     layout::{self, CaptureKind},
     retention,
+    sinks::{IntervalSink, PushSink},
     snapshots::{self, Triggers},
     write, DaemonOptions,
 };
 use crate::{
     collect::{monotonic_now_ns, Record},
     events::OomRecord,
+    layout::CaptureFile,
     procfs,
-    push::{self, PushWorker},
-    record::{Capture, Window, RESCAN_INTERVAL},
+    push::PushWorker,
+    record::{Capture, Delivery, Driver, Sink, Wake, Window},
     targets::TargetSelector,
 };
-
-/// What woke the loop.
-enum Wake {
-    IntervalDue,
-    Hangup,
-    Stop(&'static str),
-    RssCheck,
-    StallCheck,
-    Rescan,
-    Batch(Result<(), crate::collect::CollectError>),
-}
 
 /// How often the stall verdict is evaluated: often enough to catch a stall soon after
 /// it passes the threshold, rarely enough that reading every thread's stack is cheap.
@@ -53,8 +43,8 @@ pub struct Daemon {
     triggers: Triggers,
     /// The cgroup of each target, read when it was added (a killed process's is gone).
     cgroups: HashMap<u32, String>,
-    /// Pushes interval captures to Pyroscope in the background.
-    push: Option<PushWorker>,
+    /// Where each interval goes: its directory, then Pyroscope when pushing.
+    sinks: Vec<Box<dyn Sink>>,
     /// Warned once already that every target is gone.
     warned_no_targets: bool,
     pub windows_written: u64,
@@ -66,6 +56,8 @@ impl Daemon {
     pub fn start(opts: DaemonOptions) -> anyhow::Result<Self> {
         let mut selector = TargetSelector::new(&opts.record.targets)?;
         let initial = selector.resolve()?;
+        // Privileges first: a run that will be refused must not leave an empty directory.
+        crate::collect::check_host()?;
         crate::record::output::prepare_dir(&opts.out)?;
         // With --all, processes are added when their first event arrives.
         let eager = if selector.is_all() {
@@ -80,14 +72,15 @@ impl Daemon {
             eprintln!("profiler: warning: this kernel has no tracepoint oom:mark_victim; OOM snapshots are off");
         }
         let triggers = Triggers::new(opts.snapshot_cooldown);
-        let push = opts
-            .push
-            .clone()
-            .map(PushWorker::spawn)
-            .transpose()
-            .context("--push-url")?;
+        let mut sinks: Vec<Box<dyn Sink>> = vec![Box::new(IntervalSink {
+            out: opts.out.clone(),
+        })];
+        if let Some(push) = opts.push.clone() {
+            let worker = PushWorker::spawn(push).context("--push-url")?;
+            sinks.push(Box::new(PushSink::new(worker)));
+        }
         let mut daemon = Self {
-            push,
+            sinks,
             title,
             follows_new,
             opts,
@@ -106,7 +99,7 @@ impl Daemon {
     /// The memory cgroup of every target, read when it joins: an OOM-killed process's
     /// is gone from /proc by the time its snapshot is written.
     fn remember_cgroups(&mut self) {
-        for t in self.capture.session.targets.values() {
+        for t in self.capture.session.state.targets.values() {
             if let std::collections::hash_map::Entry::Vacant(slot) = self.cgroups.entry(t.pid) {
                 let mut cgroup =
                     crate::targets::read_memory_cgroup(t.pid).or_else(|| t.identity.cgroup.clone());
@@ -122,37 +115,25 @@ impl Daemon {
 
     /// Run until SIGTERM / SIGINT; the current window is written before returning.
     pub async fn run(&mut self) -> anyhow::Result<&'static str> {
-        let mut sigterm =
-            signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
-        let mut sigint =
-            signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
-        let mut sighup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
+        let mut driver = Driver::new(true)?;
         let interval = self.opts.interval;
         let mut due = tokio::time::Instant::now() + interval;
-        let mut rss_tick = tokio::time::interval(Duration::from_secs(1));
-        let mut stall_tick =
-            tokio::time::interval(stall_check_period(self.opts.record.stall_threshold));
-        rss_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        stall_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut rescan = tokio::time::interval(RESCAN_INTERVAL);
-        rescan.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let watch_rss = self.opts.rss_threshold.is_some();
-        let watch_stalls = self.opts.record.waits;
+        driver.deadline = Some(due);
+        let rss_check = self
+            .opts
+            .rss_threshold
+            .is_some()
+            .then(|| driver.every(Duration::from_secs(1)));
+        let stall_check = self
+            .opts
+            .record
+            .waits
+            .then(|| driver.every(stall_check_period(self.opts.record.stall_threshold)));
         self.write_index();
         let mut batch = Vec::new();
         loop {
-            let wake = tokio::select! {
-                _ = tokio::time::sleep_until(due) => Wake::IntervalDue,
-                _ = sighup.recv() => Wake::Hangup,
-                _ = sigterm.recv() => Wake::Stop("terminated (SIGTERM)"),
-                _ = sigint.recv() => Wake::Stop("interrupted (SIGINT)"),
-                _ = rss_tick.tick(), if watch_rss => Wake::RssCheck,
-                _ = stall_tick.tick(), if watch_stalls => Wake::StallCheck,
-                _ = rescan.tick() => Wake::Rescan,
-                r = self.capture.next_batch(&mut batch, Duration::from_millis(200)) => Wake::Batch(r),
-            };
-            match wake {
-                Wake::IntervalDue => {
+            match driver.wait(&mut self.capture, &mut batch).await {
+                Wake::Deadline => {
                     self.end_window();
                     // The schedule does not drift with the time spent writing; a window
                     // that overran starts the next one from now.
@@ -161,18 +142,21 @@ impl Daemon {
                     if due <= now {
                         due = now + interval;
                     }
+                    driver.deadline = Some(due);
                 }
                 Wake::Hangup => {
                     eprintln!("profiler: SIGHUP: starting a new interval");
                     self.end_window();
                     due = tokio::time::Instant::now() + interval;
+                    driver.deadline = Some(due);
                 }
                 Wake::Stop(reason) => {
                     self.end_window();
                     return Ok(reason);
                 }
-                Wake::RssCheck => self.check_rss(),
-                Wake::StallCheck => self.check_stalls(),
+                Wake::Check(i) if Some(i) == rss_check => self.check_rss(),
+                Wake::Check(i) if Some(i) == stall_check => self.check_stalls(),
+                Wake::Check(_) => {}
                 Wake::Rescan => {
                     // A target that exits or a selector that fails to scan never stops
                     // the daemon: it says so and goes on.
@@ -216,31 +200,31 @@ impl Daemon {
 
     /// Write the window that just ended and start the next one.
     fn end_window(&mut self) {
-        let ended = OffsetDateTime::now_utc();
-        let started = self.window_started;
-        let written = self.finish(None).and_then(|window| {
-            self.write_capture(CaptureKind::Interval, started, ended, &window, None, None)
-        });
-        match written {
-            Ok(dir) => {
-                self.windows_written += 1;
-                let name = dir
-                    .file_name()
-                    .map(|n| n.to_string_lossy().into_owned())
-                    .unwrap_or_default();
-                if let Err(e) = layout::update_latest(&self.opts.out, &name) {
-                    eprintln!(
-                        "profiler: warning: cannot update {}/latest: {e}",
-                        self.opts.out.display()
-                    );
+        let mut delivery = Delivery {
+            started: self.window_started,
+            ended: OffsetDateTime::now_utc(),
+            dir: None,
+            labels: self.labels(),
+        };
+        let ended = delivery.ended;
+        match self.finish(None) {
+            Ok(window) => {
+                for sink in &mut self.sinks {
+                    if let Err(e) = sink.deliver(&window, &mut delivery) {
+                        eprintln!("profiler: warning: interval not written: {e:#}");
+                        break;
+                    }
                 }
-                self.submit_push(&dir, started, ended);
             }
             Err(e) => eprintln!("profiler: warning: interval not written: {e:#}"),
+        }
+        if delivery.dir.is_some() {
+            self.windows_written += 1;
         }
         let gone: Vec<u32> = self
             .capture
             .session
+            .state
             .targets
             .values()
             .filter(|t| t.exited)
@@ -252,7 +236,7 @@ impl Daemon {
         }
         self.capture.next_window();
         self.window_started = ended;
-        if self.capture.session.targets.is_empty() && !self.warned_no_targets {
+        if self.capture.session.state.targets.is_empty() && !self.warned_no_targets {
             eprintln!(
                 "profiler: note: every target has exited; the daemon keeps running{}",
                 if self.follows_new {
@@ -266,14 +250,11 @@ impl Daemon {
         self.prune_and_index();
     }
 
-    /// Queue the interval's pprof profiles for Pyroscope, labelled with the process
-    /// (and container) when the window had one target.
-    fn submit_push(&self, dir: &std::path::Path, started: OffsetDateTime, ended: OffsetDateTime) {
-        let Some(worker) = &self.push else {
-            return;
-        };
+    /// Who the window was of, for remote sinks: the process (and container) when the
+    /// window had one target, else the selectors.
+    fn labels(&self) -> std::collections::BTreeMap<String, String> {
         let mut labels = std::collections::BTreeMap::new();
-        let targets: Vec<_> = self.capture.session.targets.values().collect();
+        let targets: Vec<_> = self.capture.session.state.targets.values().collect();
         if let [t] = targets[..] {
             labels.insert("process".to_string(), t.comm.clone());
             if let Some(c) = &t.identity.container {
@@ -285,28 +266,13 @@ impl Daemon {
                 self.title.replace("profiler daemon: ", ""),
             );
         }
-        worker.submit(push::Capture {
-            dir: dir.to_path_buf(),
-            from: started.into(),
-            until: ended.into(),
-            labels,
-        });
+        labels
     }
 
-    /// Stop the push worker, giving queued captures a few seconds to go out.
-    pub fn stop_pushing(&mut self) {
-        if let Some(worker) = self.push.take() {
-            let stats = worker.shutdown(Duration::from_secs(5));
-            eprintln!(
-                "profiler: pushed {} profiles to Pyroscope, {} still queued, {} failed attempts{}",
-                stats.sent,
-                stats.queued,
-                stats.failed_attempts,
-                stats
-                    .last_error
-                    .map(|e| format!(" (last error: {e})"))
-                    .unwrap_or_default()
-            );
+    /// Finish every sink (the pusher gets a few seconds for queued captures).
+    pub fn close_sinks(&mut self) {
+        for sink in &mut self.sinks {
+            sink.close();
         }
     }
 
@@ -327,45 +293,15 @@ impl Daemon {
         process: Option<(u32, &str)>,
         extra: Option<(&str, &str)>,
     ) -> anyhow::Result<std::path::PathBuf> {
-        let stamp_time = if kind == CaptureKind::Interval {
-            started
-        } else {
-            ended
-        };
-        let dir = layout::create_capture_dir(
-            &self.opts.out,
-            kind,
-            stamp_time,
-            process.map(|(pid, comm)| (comm, pid)),
-        )
-        .with_context(|| {
-            format!(
-                "creating a capture directory in {}",
-                self.opts.out.display()
-            )
-        })?;
-        write::window_files(&dir, window)?;
-        if let Some((name, text)) = extra {
-            std::fs::write(dir.join(name), text)
-                .with_context(|| format!("writing {}", dir.join(name).display()))?;
-        }
-        let mut summary = write::summary(window);
-        if let Some((_, text)) = extra {
-            summary.insert(0, text.lines().next().unwrap_or_default().to_string());
-        }
-        write::Finish {
+        write::CaptureWrite {
             kind,
             started,
             ended,
-            window_secs: window.window_secs,
-            summary,
             process,
             cgroup: process.and_then(|(pid, _)| self.cgroups.get(&pid).cloned()),
-            latency_ms: None,
+            extra,
         }
-        .write(&dir)
-        .with_context(|| format!("writing {}", dir.join(layout::META).display()))?;
-        Ok(dir)
+        .write(&self.opts.out, window)
     }
 
     /// The OOM killer chose a target: write its ledger as it is now, before the exit.
@@ -374,6 +310,7 @@ impl Daemon {
         let comm = self
             .capture
             .session
+            .state
             .targets
             .get(&pid)
             .map(|t| t.comm.clone())
@@ -400,7 +337,7 @@ impl Daemon {
             ended,
             &window,
             Some((pid, &comm)),
-            Some(("oom.txt", &text)),
+            Some((&CaptureFile::Oom.name(), &text)),
         ) {
             Ok(dir) => {
                 let latency_ms = monotonic_now_ns().saturating_sub(oom.time_ns) as f64 / 1e6;
@@ -427,7 +364,7 @@ impl Daemon {
 
     /// Record the snapshot latency in `capture.json` (measured once the files exist).
     fn set_latency(&self, dir: &std::path::Path, latency_ms: f64) {
-        let path = dir.join(layout::META);
+        let path = dir.join(CaptureFile::Meta.name());
         let Some(mut meta) = std::fs::read_to_string(&path)
             .ok()
             .and_then(|t| serde_json::from_str::<layout::CaptureMeta>(&t).ok())
@@ -447,6 +384,7 @@ impl Daemon {
         let live: Vec<(u32, String)> = self
             .capture
             .session
+            .state
             .targets
             .values()
             .filter(|t| !t.exited)
@@ -470,7 +408,13 @@ impl Daemon {
                 crate::units::human_bytes(rss.file as f64),
                 crate::units::human_bytes(rss.shmem as f64),
             );
-            self.snapshot(CaptureKind::Rss, pid, &comm, &window, ("rss.txt", &text));
+            self.snapshot(
+                CaptureKind::Rss,
+                pid,
+                &comm,
+                &window,
+                (&CaptureFile::Rss.name(), &text),
+            );
         }
     }
 
@@ -501,7 +445,7 @@ impl Daemon {
                 p.pid,
                 &p.comm,
                 &window,
-                ("stall.txt", &text),
+                (&CaptureFile::Stall.name(), &text),
             );
         }
     }

@@ -1,14 +1,71 @@
 //! Writing one capture directory: the files `profiler record` writes for a window,
 //! then `capture.json` with the headline lines the index shows.
-use std::path::Path;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
 
 use time::OffsetDateTime;
 
 use super::layout::{self, CaptureKind, CaptureMeta};
 use crate::{
+    layout::CaptureFile,
     record::{output, Window},
     units::human_bytes,
 };
+
+/// A capture directory to write: what made it, the span it covers, and for a snapshot
+/// the process and the file that says why.
+pub struct CaptureWrite<'a> {
+    pub kind: CaptureKind,
+    pub started: OffsetDateTime,
+    pub ended: OffsetDateTime,
+    /// (pid, comm) of a snapshot's process.
+    pub process: Option<(u32, &'a str)>,
+    pub cgroup: Option<String>,
+    /// (file name, text): why a snapshot was taken (`oom.txt`, …).
+    pub extra: Option<(&'a str, &'a str)>,
+}
+
+impl CaptureWrite<'_> {
+    /// Create the capture directory under `out`, write the window's files and, last,
+    /// `capture.json`. Returns the directory.
+    pub fn write(&self, out: &Path, window: &Window) -> anyhow::Result<PathBuf> {
+        let stamp_time = if self.kind == CaptureKind::Interval {
+            self.started
+        } else {
+            self.ended
+        };
+        let dir = layout::create_capture_dir(
+            out,
+            self.kind,
+            stamp_time,
+            self.process.map(|(pid, comm)| (comm, pid)),
+        )
+        .with_context(|| format!("creating a capture directory in {}", out.display()))?;
+        window_files(&dir, window)?;
+        if let Some((name, text)) = self.extra {
+            std::fs::write(dir.join(name), text)
+                .with_context(|| format!("writing {}", dir.join(name).display()))?;
+        }
+        let mut summary = summary(window);
+        if let Some((_, text)) = self.extra {
+            summary.insert(0, text.lines().next().unwrap_or_default().to_string());
+        }
+        Finish {
+            kind: self.kind,
+            started: self.started,
+            ended: self.ended,
+            window_secs: window.window_secs,
+            summary,
+            process: self.process,
+            cgroup: self.cgroup.clone(),
+            latency_ms: None,
+        }
+        .write(&dir)
+        .with_context(|| format!("writing {}", dir.join(CaptureFile::Meta.name()).display()))?;
+        Ok(dir)
+    }
+}
 
 /// Write the window's files into `dir` (already created and marked). Returns the names
 /// of the files written.
@@ -31,7 +88,7 @@ pub fn files_in(dir: &Path) -> Vec<String> {
                 .filter_map(Result::ok)
                 .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
                 .map(|e| e.file_name().to_string_lossy().into_owned())
-                .filter(|n| n != layout::MARKER && n != layout::META)
+                .filter(|n| *n != CaptureFile::Marker.name() && *n != CaptureFile::Meta.name())
                 .collect()
         })
         .unwrap_or_default();

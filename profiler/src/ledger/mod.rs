@@ -18,6 +18,8 @@ mod seed;
 #[cfg(test)]
 mod model_tests;
 #[cfg(test)]
+mod remap_tests;
+#[cfg(test)]
 mod tests;
 
 use std::collections::BTreeMap;

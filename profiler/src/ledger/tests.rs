@@ -2,30 +2,30 @@
 
 use super::*;
 use crate::events::linux::{
-    MAP_ANONYMOUS, MAP_FIXED, MAP_GROWSDOWN, MAP_PRIVATE, MAP_SHARED, MAP_STACK, MREMAP_DONTUNMAP,
-    MREMAP_FIXED, MREMAP_MAYMOVE, PROT_READ, PROT_WRITE,
+    MAP_ANONYMOUS, MAP_FIXED, MAP_GROWSDOWN, MAP_PRIVATE, MAP_SHARED, MAP_STACK, PROT_READ,
+    PROT_WRITE,
 };
 use crate::events::MemOp;
 use crate::procfs::MapEntry;
 
-const P: u64 = PAGE_SIZE;
-const KIB: u64 = 1024;
-const RW: u32 = PROT_READ | PROT_WRITE;
-const ANON: u64 = MAP_PRIVATE | MAP_ANONYMOUS;
+pub(super) const P: u64 = PAGE_SIZE;
+pub(super) const KIB: u64 = 1024;
+pub(super) const RW: u32 = PROT_READ | PROT_WRITE;
+pub(super) const ANON: u64 = MAP_PRIVATE | MAP_ANONYMOUS;
 /// An unsampled event: exact bytes, no stack.
-const EXACT: Provenance = Provenance::Window {
+pub(super) const EXACT: Provenance = Provenance::Window {
     stack: None,
     scale: 1.0,
 };
 
-fn win(stack: StackId) -> Provenance {
+pub(super) fn win(stack: StackId) -> Provenance {
     Provenance::Window {
         stack: Some(stack),
         scale: 1.0,
     }
 }
 
-fn mmap(addr: u64, len: u64, prot: u32, flags: u64, fd: i32) -> MemOp {
+pub(super) fn mmap(addr: u64, len: u64, prot: u32, flags: u64, fd: i32) -> MemOp {
     MemOp::Mmap {
         addr,
         len,
@@ -35,19 +35,25 @@ fn mmap(addr: u64, len: u64, prot: u32, flags: u64, fd: i32) -> MemOp {
     }
 }
 
-fn anon(addr: u64, len: u64) -> MemOp {
+pub(super) fn anon(addr: u64, len: u64) -> MemOp {
     mmap(addr, len, RW, ANON, -1)
 }
 
-fn munmap(addr: u64, len: u64) -> MemOp {
+pub(super) fn munmap(addr: u64, len: u64) -> MemOp {
     MemOp::Munmap { addr, len }
 }
 
-fn mprotect(addr: u64, len: u64, prot: u32) -> MemOp {
+pub(super) fn mprotect(addr: u64, len: u64, prot: u32) -> MemOp {
     MemOp::Mprotect { addr, len, prot }
 }
 
-fn mremap(old_addr: u64, old_len: u64, new_addr: u64, new_len: u64, flags: u64) -> MemOp {
+pub(super) fn mremap(
+    old_addr: u64,
+    old_len: u64,
+    new_addr: u64,
+    new_len: u64,
+    flags: u64,
+) -> MemOp {
     MemOp::Mremap {
         old_addr,
         old_len,
@@ -73,7 +79,7 @@ pub(super) fn map_entry(start: u64, end: u64, perms: &str, path: &str) -> MapEnt
 }
 
 /// Stored ranges as `(start, end, kind, committed, provenance)`.
-fn pieces(ledger: &ProcessLedger) -> Vec<(u64, u64, RegionKind, bool, Provenance)> {
+pub(super) fn pieces(ledger: &ProcessLedger) -> Vec<(u64, u64, RegionKind, bool, Provenance)> {
     ledger
         .ranges
         .iter()
@@ -81,12 +87,12 @@ fn pieces(ledger: &ProcessLedger) -> Vec<(u64, u64, RegionKind, bool, Provenance
         .collect()
 }
 
-fn committed(ledger: &ProcessLedger, kind: RegionKind) -> u64 {
+pub(super) fn committed(ledger: &ProcessLedger, kind: RegionKind) -> u64 {
     ledger.committed_by_kind()[&kind]
 }
 
 /// Window growth as `(kind, stack) -> bytes`.
-fn growth(ledger: &ProcessLedger) -> BTreeMap<(RegionKind, Option<StackId>), f64> {
+pub(super) fn growth(ledger: &ProcessLedger) -> BTreeMap<(RegionKind, Option<StackId>), f64> {
     ledger
         .window_growth()
         .into_iter()
@@ -267,131 +273,6 @@ fn map_fixed_replaces_overlap() {
         ]
     );
     assert_eq!(committed(&ledger, RegionKind::Anon), 6 * P);
-}
-
-/// Check that shrinking with mremap in place drops the tail.
-#[test]
-fn mremap_shrink_in_place() {
-    let mut ledger = ProcessLedger::new();
-    ledger.apply(&anon(0x100_000, 8 * P), win(1));
-    ledger.apply(&mremap(0x100_000, 8 * P, 0x100_000, 3 * P, 0), win(2));
-    assert_eq!(
-        pieces(&ledger),
-        vec![(0x100_000, 0x100_000 + 3 * P, RegionKind::Anon, true, win(1))]
-    );
-}
-
-/// Check that growing in place keeps the old pieces and blames the growth on the
-/// mremap event, with the old range's kind.
-#[test]
-fn mremap_grow_in_place() {
-    let mut ledger = ProcessLedger::new();
-    ledger.apply(&mmap(0x100_000, 2 * P, RW, MAP_SHARED, 3), win(1));
-    ledger.apply(&mremap(0x100_000, 2 * P, 0x100_000, 5 * P, 0), win(2));
-    assert_eq!(
-        pieces(&ledger),
-        vec![
-            (
-                0x100_000,
-                0x100_000 + 2 * P,
-                RegionKind::Shared,
-                true,
-                win(1)
-            ),
-            (
-                0x100_000 + 2 * P,
-                0x100_000 + 5 * P,
-                RegionKind::Shared,
-                true,
-                win(2)
-            ),
-        ]
-    );
-}
-
-/// Check that a move carries every piece (provenance and kind) to the new address,
-/// adds the growth, and leaves nothing at the old address.
-#[test]
-fn mremap_move() {
-    let mut ledger = ProcessLedger::new();
-    let (old, new) = (0x100_000, 0x800_000);
-    ledger.seed(&[map_entry(old, old + 2 * P, "rw-p", "")], None);
-    ledger.apply(&anon(old + 2 * P, 2 * P), win(1));
-    ledger.apply(&mremap(old, 4 * P, new, 6 * P, MREMAP_MAYMOVE), win(2));
-    assert_eq!(
-        pieces(&ledger),
-        vec![
-            (
-                new,
-                new + 2 * P,
-                RegionKind::Anon,
-                true,
-                Provenance::PreExisting
-            ),
-            (new + 2 * P, new + 4 * P, RegionKind::Anon, true, win(1)),
-            (new + 4 * P, new + 6 * P, RegionKind::Anon, true, win(2)),
-        ]
-    );
-}
-
-/// Check that a shrinking move to a fixed address drops the old tail and replaces
-/// whatever was at the target.
-#[test]
-fn mremap_shrinking_move_to_fixed_target() {
-    let mut ledger = ProcessLedger::new();
-    let (old, new) = (0x100_000, 0x800_000);
-    ledger.apply(&anon(old, 4 * P), win(1));
-    ledger.apply(&mmap(new, 8 * P, RW, MAP_PRIVATE, 3), win(9));
-    ledger.apply(
-        &mremap(old, 4 * P, new, 2 * P, MREMAP_MAYMOVE | MREMAP_FIXED),
-        win(2),
-    );
-    assert_eq!(
-        pieces(&ledger),
-        vec![
-            (new, new + 2 * P, RegionKind::Anon, true, win(1)),
-            (new + 2 * P, new + 8 * P, RegionKind::File, true, win(9)),
-        ]
-    );
-}
-
-/// Check that MREMAP_DONTUNMAP leaves the old range in place and adds a copy.
-#[test]
-fn mremap_dontunmap_keeps_old() {
-    let mut ledger = ProcessLedger::new();
-    let (old, new) = (0x100_000, 0x800_000);
-    ledger.apply(&anon(old, 4 * P), win(1));
-    ledger.apply(
-        &mremap(old, 4 * P, new, 4 * P, MREMAP_MAYMOVE | MREMAP_DONTUNMAP),
-        win(2),
-    );
-    assert_eq!(
-        pieces(&ledger),
-        vec![
-            (old, old + 4 * P, RegionKind::Anon, true, win(1)),
-            (new, new + 4 * P, RegionKind::Anon, true, win(1)),
-        ]
-    );
-}
-
-/// Check that old_len == 0 (duplicating a shared mapping) adds a new range of the old
-/// kind created by the event, and keeps the original.
-#[test]
-fn mremap_duplicate_shared() {
-    let mut ledger = ProcessLedger::new();
-    let (old, new) = (0x100_000, 0x800_000);
-    ledger.apply(
-        &mmap(old, 4 * P, RW, MAP_SHARED | MAP_ANONYMOUS, -1),
-        win(1),
-    );
-    ledger.apply(&mremap(old, 0, new, 4 * P, MREMAP_MAYMOVE), win(2));
-    assert_eq!(
-        pieces(&ledger),
-        vec![
-            (old, old + 4 * P, RegionKind::Shared, true, win(1)),
-            (new, new + 4 * P, RegionKind::Shared, true, win(2)),
-        ]
-    );
 }
 
 /// Check that brk growth adds Heap pages blamed on the event and a shrink removes

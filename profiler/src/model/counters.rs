@@ -1,6 +1,6 @@
 //! What the kernel side counted during a capture.
 /// Event counters summed over CPUs, plus userspace-side decode failures.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Counters {
     /// Events of target processes seen in the kernel.
     pub seen: u64,

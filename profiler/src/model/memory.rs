@@ -216,11 +216,22 @@ pub struct Numbers {
 }
 
 /// An allocator whose entry points the probes attached to in one process.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct ProbedAllocator {
     pub family: AllocatorFamily,
     /// The file probed, as the process maps it.
     pub path: std::path::PathBuf,
     /// How many of its functions were probed.
     pub entry_points: usize,
+}
+
+/// Resident memory of a process as `kmem:rss_stat` saw it during the window.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct ResidentTrack {
+    /// Latest bytes per kind: file, anon, swap entries, shmem.
+    pub now: [i64; 4],
+    pub peak: [i64; 4],
+    /// Highest file + anon + shmem total.
+    pub peak_total: i64,
+    pub updates: u64,
 }

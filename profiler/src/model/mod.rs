@@ -3,16 +3,23 @@
 //! memory and wait models with their verdicts; `render` reads only these types.
 //!
 //! Nothing here computes: types, and the small accessors that read them.
+pub mod capture;
 pub mod counters;
 pub mod memory;
 pub mod stack;
 pub mod waits;
 
+pub use capture::{
+    BlockOp, CaptureRecord, Followed, IdentityFacts, MemSampleRef, StackRef, WindowEnd,
+};
 pub use counters::Counters;
 pub use memory::{
     AllocGrowth, AllocationView, AlsoGrew, MemoryReport, MemoryVerdict, MemoryVerdictKind,
-    NamedStack, Numbers, ProbedAllocator, ProcessMemory, ResidentView, RetentionAdvice,
-    StackGrowth,
+    NamedStack, Numbers, ProbedAllocator, ProcessMemory, ResidentTrack, ResidentView,
+    RetentionAdvice, StackGrowth,
 };
 pub use stack::{build_id_hex, CodeLine, CodeLocation, ModuleMapping};
-pub use waits::{BlockedStack, ProcessWaits, StallVerdict, WaitGroup, WaitOn, WaitReport};
+pub use waits::{
+    BlockedStack, DemandSignals, Evidence, InFlightWait, ListenerQueue, ProcessWaits, StallVerdict,
+    ThreadSnapshot, UnreadConnection, WaitGroup, WaitOn, WaitReport,
+};

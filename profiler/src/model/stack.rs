@@ -3,9 +3,11 @@
 //! at it, with file and line when debug info says so).
 use std::sync::Arc;
 
+use serde::{Deserialize, Serialize};
+
 /// One frame of a stack: a code address and what is known about it. Functions inlined
 /// at the address are extra `lines`, so pprof shows them as frames of their own.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct CodeLocation {
     /// The lookup address in the process (0 when only a name is known).
     pub address: u64,
@@ -33,7 +35,7 @@ impl CodeLocation {
 }
 
 /// A function and, when debug info says so, its source position.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct CodeLine {
     pub function: String,
     pub file: Option<String>,
@@ -41,7 +43,7 @@ pub struct CodeLine {
 }
 
 /// A file mapping of a process, as pprof's `Mapping` wants it.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct ModuleMapping {
     pub start: u64,
     pub limit: u64,

@@ -100,7 +100,7 @@ impl Pusher {
             })?
             .filter_map(Result::ok)
             .map(|e| e.path())
-            .filter(|p| p.to_string_lossy().ends_with(".pb.gz"))
+            .filter(|p| p.to_string_lossy().ends_with(crate::layout::PPROF_SUFFIX))
             .collect();
         files.sort();
         self.queue.push_back(Pending { capture, files });

@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use crate::{
     allocator::{self, detect::elf_defines, AllocatorChoice, AllocatorFamily},
     collect::Collector,
-    model::ProbedAllocator,
+    model::{CaptureRecord, ProbedAllocator},
     procfs,
 };
 
@@ -40,15 +40,14 @@ pub fn attach(collector: &mut Collector, session: &mut Session, pid: u32, forced
     }
     for choice in choices {
         match collector.attach_allocator(&choice, &root, Some(pid)) {
-            Ok(attached) => {
-                if let Some(t) = session.targets.get_mut(&pid) {
-                    t.allocators.push(ProbedAllocator {
-                        family: choice.family,
-                        path: choice.path.clone(),
-                        entry_points: attached.functions.len(),
-                    });
-                }
-            }
+            Ok(attached) => session.apply(CaptureRecord::Allocator {
+                pid,
+                probed: ProbedAllocator {
+                    family: choice.family,
+                    path: choice.path.clone(),
+                    entry_points: attached.functions.len(),
+                },
+            }),
             Err(e) => note(session, pid, format!("allocator not probed: {e}")),
         }
     }
@@ -56,9 +55,7 @@ pub fn attach(collector: &mut Collector, session: &mut Session, pid: u32, forced
 
 fn note(session: &mut Session, pid: u32, text: String) {
     eprintln!("profiler: note: process {pid}: {text}");
-    if let Some(t) = session.targets.get_mut(&pid) {
-        t.allocator_note = Some(text);
-    }
+    session.apply(CaptureRecord::AllocatorNote { pid, note: text });
 }
 
 /// What to probe in process `pid`, and the root its paths are relative to.

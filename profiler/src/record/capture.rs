@@ -7,22 +7,20 @@
 //! snapshot) still knows who holds memory created in an earlier one. What is per window
 //! is the rest: event counters, waits, futex wake counts, and the "before" values
 //! (committed bytes and RSS) the report's net growth is measured from.
-use std::{
-    collections::BTreeMap,
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 
 use super::{RecordOptions, Session};
 use crate::targets::{ProcessInfo, TargetSelector};
 use crate::{
-    analyze::{self, memory::MemoryWindow},
+    analyze::CaptureState,
     collect::{
         inflight, monotonic_now_ns, CollectError, Collector, CollectorConfig, Record, RegsSource,
     },
-    model::{Counters, MemoryReport, WaitReport},
+    model::{CaptureRecord, Counters, MemoryReport, WaitReport, WindowEnd},
     procfs,
+    stacks::StackTable,
 };
 
 /// What one window learned, ready to be written.
@@ -34,6 +32,23 @@ pub struct Window {
     pub counters: Counters,
     /// Seconds since the window started.
     pub window_secs: f64,
+}
+
+impl Window {
+    /// The reports of the window `state` ended last (every target, or only `only`):
+    /// the one path from the analysis state to what is written, live or replayed.
+    /// None when no window has ended.
+    pub fn of(state: &CaptureState, stacks: &StackTable, only: Option<u32>) -> Option<Self> {
+        let end = state.window_end.as_ref()?;
+        Some(Self {
+            memory: end.memory.then(|| state.memory_report(end, stacks, only)),
+            waits: end.waits.then(|| {
+                state.wait_report(end.wait_threshold_ns, end.stall_threshold_ns, stacks, only)
+            }),
+            counters: end.counters,
+            window_secs: end.window_secs,
+        })
+    }
 }
 
 /// Loaded, attached probes and the state they feed.
@@ -49,8 +64,6 @@ pub struct Capture {
     attached: Instant,
     window_start: Instant,
     counters_at_start: Counters,
-    /// Committed bytes by region kind label per process when the window started.
-    committed_at_start: BTreeMap<u32, BTreeMap<String, u64>>,
 }
 
 /// Say what this kernel could not give (always) and, with `verbose`, how every probe
@@ -92,6 +105,9 @@ impl Capture {
             wait_threshold_ns: opts.wait_threshold.as_nanos() as u64,
         })?;
         let mut session = Session::new();
+        if let Some(path) = &opts.save_records {
+            session.record_to(super::records_file::RecordWriter::create(path)?);
+        }
         for p in targets {
             match session.add_target(p.pid) {
                 Ok(brk) => collector.add_target(p.pid, brk)?,
@@ -104,7 +120,7 @@ impl Capture {
             }
         }
         anyhow::ensure!(
-            selector.is_all() || !session.targets.is_empty(),
+            selector.is_all() || !session.state.targets.is_empty(),
             "every process that matched {} exited before the probes attached",
             selector.describe()
         );
@@ -123,7 +139,7 @@ impl Capture {
             if opts.allocations && selector.is_all() {
                 eprintln!("profiler: note: with --all the allocator is not probed (mappings only); select processes with --pid, --comm, --cgroup or --container for live allocations");
             } else if opts.allocations {
-                let pids: Vec<u32> = session.targets.keys().copied().collect();
+                let pids: Vec<u32> = session.state.targets.keys().copied().collect();
                 for pid in pids {
                     super::allocators::attach(
                         &mut collector,
@@ -140,7 +156,9 @@ impl Capture {
             }
         }
         report_attachments(&collector, opts.verbose);
-        session.window_start_ns = monotonic_now_ns();
+        session.apply(CaptureRecord::WindowStart {
+            start_ns: monotonic_now_ns(),
+        });
         let now = Instant::now();
         let mut capture = Self {
             collector,
@@ -151,9 +169,10 @@ impl Capture {
             attached: now,
             window_start: now,
             counters_at_start: Counters::default(),
-            committed_at_start: BTreeMap::new(),
         };
-        capture.remember_committed();
+        capture
+            .session
+            .apply(CaptureRecord::Baseline { only_new: false });
         Ok(capture)
     }
 
@@ -205,10 +224,14 @@ impl Capture {
 
     /// Targets that joined mid-window: their "before" values are now.
     fn note_new_targets(&mut self) {
-        for t in self.session.targets.values() {
-            self.committed_at_start.entry(t.pid).or_insert_with(|| {
-                analyze::memory::report::labelled(&t.ledger.committed_by_kind())
-            });
+        let state = &self.session.state;
+        if state
+            .targets
+            .values()
+            .any(|t| t.committed_at_start.is_none())
+        {
+            self.session
+                .apply(CaptureRecord::Baseline { only_new: true });
         }
     }
 
@@ -241,48 +264,26 @@ impl Capture {
     pub fn finish(&mut self, only: Option<u32>) -> anyhow::Result<Window> {
         self.drain()?;
         let now = Instant::now();
-        let window_secs = (now - self.window_start).as_secs_f64();
-        let attached_secs = (now - self.attached).as_secs_f64();
         self.session.read_final_rss();
         self.session.read_resident(&self.collector);
-        let counters = since(self.collector.counters(), self.counters_at_start);
-        let waits = self.opts.waits.then(|| self.wait_report(only));
-        let memory = self
-            .opts
-            .memory
-            .then(|| self.memory_report(only, attached_secs, counters));
-        Ok(Window {
-            memory,
-            waits,
-            counters,
-            window_secs,
-        })
-    }
-
-    /// The memory report. Stacks hold what was created since the probes attached;
-    /// `mapped_before` and RSS before are this window's start, so net growth by kind
-    /// is the window's.
-    fn memory_report(&self, only: Option<u32>, secs: f64, counters: Counters) -> MemoryReport {
-        let mut report = self.session.report(MemoryWindow {
+        if self.opts.waits {
+            self.snapshot_waits(only);
+        }
+        self.session.apply(CaptureRecord::WindowEnd(WindowEnd {
             target: self.target_label.clone(),
-            window_secs: secs,
+            window_secs: (now - self.window_start).as_secs_f64(),
+            attached_secs: (now - self.attached).as_secs_f64(),
+            end_ns: monotonic_now_ns(),
             sample_bytes: self.opts.sample_bytes,
             alloc_sample_bytes: self.opts.alloc_sample_bytes,
-            counters,
-            start_ns: 0,
-            end_ns: monotonic_now_ns(),
-            since_follow: false,
-        });
-        if let Some(pid) = only {
-            report.processes.retain(|p| p.pid == pid);
-            report.target = format!("pid {pid}");
-        }
-        for p in &mut report.processes {
-            if let Some(before) = self.committed_at_start.get(&p.pid) {
-                p.mapped_before = before.clone();
-            }
-        }
-        report
+            counters: since(self.collector.counters(), self.counters_at_start),
+            memory: self.opts.memory,
+            waits: self.opts.waits,
+            wait_threshold_ns: self.opts.wait_threshold.as_nanos() as u64,
+            stall_threshold_ns: self.opts.stall_threshold.as_nanos() as u64,
+        }));
+        Ok(Window::of(&self.session.state, self.session.stacks(), only)
+            .expect("the window end was just applied"))
     }
 
     /// Start the next window with the probes still attached: reset the per-window
@@ -291,6 +292,7 @@ impl Capture {
     pub fn next_window(&mut self) {
         let exited: Vec<u32> = self
             .session
+            .state
             .targets
             .values()
             .filter(|t| t.exited)
@@ -298,13 +300,13 @@ impl Capture {
             .collect();
         for pid in exited {
             self.session.remove_target(pid);
-            self.committed_at_start.remove(&pid);
             // Best effort: a target that stays in the map only costs a lookup.
             let _ = self.collector.remove_target(pid);
         }
-        self.session.waits = Default::default();
-        self.session.since_follow = true;
-        for t in self.session.targets.values_mut() {
+        let state = &mut self.session.state;
+        state.waits = Default::default();
+        state.since_follow = true;
+        for t in state.targets.values_mut() {
             t.rss_before = t.rss_after.take().or_else(|| procfs::read_rss(t.pid).ok());
             t.events = 0;
             t.samples = 0;
@@ -313,57 +315,42 @@ impl Capture {
         }
         self.collector.clear_futex_counts();
         self.counters_at_start = self.collector.counters();
-        self.session.window_start_ns = monotonic_now_ns();
+        self.session.apply(CaptureRecord::WindowStart {
+            start_ns: monotonic_now_ns(),
+        });
         self.window_start = Instant::now();
-        self.remember_committed();
+        self.session
+            .apply(CaptureRecord::Baseline { only_new: false });
     }
 
-    fn remember_committed(&mut self) {
-        self.committed_at_start = self
+    /// Snapshot the blocked threads of every live target (or only `only`).
+    fn snapshot_waits(&mut self, only: Option<u32>) {
+        let observed_ns = self.window_start.elapsed().as_nanos() as u64;
+        let pids: Vec<u32> = self
             .session
-            .targets
-            .values()
-            .map(|t| {
-                (
-                    t.pid,
-                    analyze::memory::report::labelled(&t.ledger.committed_by_kind()),
-                )
-            })
+            .state
+            .pids_grouped()
+            .into_iter()
+            .filter(|&p| only.is_none_or(|o| o == p))
             .collect();
+        for pid in pids {
+            let raw = inflight::read(&self.collector, pid);
+            self.session.snapshot(pid, raw, observed_ns);
+        }
+        let count = self.collector.counters().short_waits;
+        self.session.apply(CaptureRecord::ShortWaits { count });
     }
 
     /// Snapshot the in-flight waits of every live target (or only `only`) and judge
     /// stalls.
     pub fn wait_report(&mut self, only: Option<u32>) -> WaitReport {
-        let observed_ns = self.window_start.elapsed().as_nanos() as u64;
-        let stall_ns = self.opts.stall_threshold.as_nanos() as u64;
-        let pids: Vec<u32> = self
-            .session
-            .pids_grouped()
-            .into_iter()
-            .filter(|&p| only.is_none_or(|o| o == p))
-            .collect();
-        let mut processes = Vec::new();
-        for pid in pids {
-            let snap = inflight::read(&self.collector, pid)
-                .and_then(|raw| self.session.thread_snapshot(raw, observed_ns));
-            let session = &self.session;
-            processes.push(analyze::waits::report::process(
-                pid,
-                session.targets.get(&pid),
-                snap,
-                &session.waits,
-                session.stacks(),
-                stall_ns,
-                observed_ns,
-            ));
-        }
-        WaitReport {
-            threshold_ns: self.opts.wait_threshold.as_nanos() as u64,
-            stall_threshold_ns: stall_ns,
-            short_waits: self.collector.counters().short_waits,
-            processes,
-        }
+        self.snapshot_waits(only);
+        self.session.state.wait_report(
+            self.opts.wait_threshold.as_nanos() as u64,
+            self.opts.stall_threshold.as_nanos() as u64,
+            self.session.stacks(),
+            only,
+        )
     }
 }
 

@@ -66,6 +66,7 @@ pub fn update_targets(
     opts: &RecordOptions,
 ) -> anyhow::Result<()> {
     let gone: Vec<u32> = session
+        .state
         .targets
         .values()
         .filter(|t| !t.exited && !procfs::is_alive(t.pid))
@@ -94,7 +95,7 @@ pub fn update_targets(
 /// `profiler: following comm (pid N) …, <why>`: tells a person (and the tests) when a
 /// process joined the capture.
 fn announce(why: &str, session: &Session, pid: u32) {
-    if let Some(t) = session.targets.get(&pid) {
+    if let Some(t) = session.state.targets.get(&pid) {
         eprintln!(
             "profiler: following {}, {why}",
             describe_processes(&[ProcessInfo {

@@ -1,17 +1,21 @@
 //! `profiler record`: capture a window, then write flamegraphs and a report.
 mod allocators;
 pub mod capture;
+pub mod driver;
 pub mod follow;
 pub(crate) mod output;
+pub mod records_file;
+pub mod replay;
 mod session;
+pub mod sink;
 
 use std::{path::PathBuf, time::Duration};
 
-use anyhow::Context as _;
-
 pub use capture::{Capture, Window};
+pub use driver::{Driver, Wake};
 pub use follow::{describe_processes, RESCAN_INTERVAL};
 pub use session::Session;
+pub use sink::{Delivery, DirSink, Sink};
 
 use crate::{
     model::WaitReport,
@@ -43,6 +47,8 @@ pub struct RecordOptions {
     pub wait_threshold: Duration,
     /// Threads blocked longer than this with no wake count towards a stall.
     pub stall_threshold: Duration,
+    /// Save the capture stream here (`--save-records`), for `profiler replay`.
+    pub save_records: Option<PathBuf>,
     /// Say how each probe was attached and how user registers are found (`-v`).
     pub verbose: bool,
 }
@@ -61,6 +67,8 @@ pub struct RecordSummary {
 pub async fn record(opts: &RecordOptions) -> anyhow::Result<RecordSummary> {
     let mut selector = TargetSelector::new(&opts.targets)?;
     let initial = selector.resolve()?;
+    // Privileges first: a run that will be refused must not leave an empty directory.
+    crate::collect::check_host()?;
     output::prepare_dir(&opts.out)?;
 
     // With --all, processes are added when their first event arrives.
@@ -88,18 +96,27 @@ pub async fn record(opts: &RecordOptions) -> anyhow::Result<RecordSummary> {
 
     let stop_reason = capture_loop(&mut capture, opts.duration).await?;
     let window = capture.finish(None)?;
+    let recorder = capture.session.take_recorder();
     // Detaching costs the kernel a grace period per tracepoint (about 0.1 s each, 4 s in
     // all here): stop tracing the targets now and detach on a thread while the files are
     // written, so the flamegraph does not wait for it.
     let detach = capture.detach_in_background()?;
-    output::write_all(
-        &opts.out,
-        window.memory.as_ref(),
-        window.waits.as_ref(),
-        &window.counters,
-        window.window_secs,
-    )?;
+    let now = time::OffsetDateTime::now_utc();
+    let mut delivery = Delivery {
+        started: now - time::Duration::seconds_f64(window.window_secs),
+        ended: now,
+        dir: None,
+        labels: Default::default(),
+    };
+    DirSink {
+        dir: opts.out.clone(),
+    }
+    .deliver(&window, &mut delivery)?;
     let _ = detach.join();
+    if let Some(writer) = recorder {
+        let path = writer.finish()?;
+        eprintln!("profiler: capture stream saved to {}", path.display());
+    }
     Ok(RecordSummary {
         out: opts.out.clone(),
         window_secs: window.window_secs,
@@ -124,27 +141,22 @@ async fn capture_loop(
     capture: &mut Capture,
     duration: Option<Duration>,
 ) -> anyhow::Result<&'static str> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
-    let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
-    let deadline = tokio::time::sleep(duration.unwrap_or(Duration::from_secs(u64::MAX / 4)));
-    tokio::pin!(deadline);
-    let mut rescan = tokio::time::interval(RESCAN_INTERVAL);
-    rescan.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut driver = Driver::new(false)?;
+    driver.deadline = duration.map(|d| tokio::time::Instant::now() + d);
     // With only --pid, the set changes only by forks (followed in the kernel): when
     // every target is gone, the window is over. Patterns may match again later.
     let fixed_set = !capture.selector().follows_new_processes();
     let mut batch = Vec::new();
     loop {
-        tokio::select! {
-            _ = &mut deadline => return Ok("window elapsed"),
-            _ = sigint.recv() => return Ok("interrupted (SIGINT)"),
-            _ = sigterm.recv() => return Ok("terminated (SIGTERM)"),
-            _ = rescan.tick() => capture.update_targets()?,
-            r = capture.next_batch(&mut batch, Duration::from_millis(200)) => {
+        match driver.wait(capture, &mut batch).await {
+            Wake::Deadline => return Ok("window elapsed"),
+            Wake::Stop(reason) => return Ok(reason),
+            Wake::Rescan => capture.update_targets()?,
+            Wake::Batch(r) => {
                 r?;
                 capture.apply_batch(&mut batch)?;
             }
+            Wake::Hangup | Wake::Check(_) => {}
         }
         if fixed_set && capture.session.all_exited() {
             return Ok("every target exited");

@@ -4,6 +4,7 @@ use std::path::Path;
 use anyhow::Context as _;
 
 use crate::{
+    layout::{CaptureFile, CaptureLayout, View},
     model::{Counters, MemoryReport, WaitReport},
     render::{diff, folded, folded::Half, pprof, report, svg, verdict, waits},
     units::human_bytes,
@@ -35,12 +36,12 @@ pub fn write_all(
     meta.process_labels = identity_labels(memory, waits);
     if let Some(report) = memory {
         write_memory(dir, report)?;
-        write_pprof(dir, "memory", &pprof::memory_profile(report, &meta))?;
+        write_pprof(dir, View::Memory, &pprof::memory_profile(report, &meta))?;
         if report.processes.iter().any(|p| p.allocations.is_some()) {
             write_allocations(dir, report)?;
             write_pprof(
                 dir,
-                "allocations",
+                View::Allocations,
                 &pprof::allocations_profile(report, &meta),
             )?;
             write_memory_diff(dir, report)?;
@@ -56,7 +57,7 @@ pub fn write_all(
     }
     if let Some(w) = waits {
         write_waits(dir, w, window_secs)?;
-        write_pprof(dir, "waits", &pprof::waits_profile(w, &meta))?;
+        write_pprof(dir, View::Waits, &pprof::waits_profile(w, &meta))?;
         text.push('\n');
         text.push_str(&waits::text(w));
         json.insert(
@@ -65,9 +66,9 @@ pub fn write_all(
         );
     }
     json.insert("counters".into(), counters_json(counters));
-    write(dir, "report.txt", text.as_bytes())?;
+    write(dir, CaptureFile::ReportText, text.as_bytes())?;
     let json = serde_json::to_string_pretty(&json).context("encoding report.json")?;
-    write(dir, "report.json", json.as_bytes())
+    write(dir, CaptureFile::ReportJson, json.as_bytes())
 }
 
 /// When a window of `window_secs` that ends now started.
@@ -84,9 +85,10 @@ fn pprof_meta(window_secs: f64) -> pprof::CaptureMeta {
 }
 
 /// `<name>.pb.gz`: the pprof profile of one view.
-fn write_pprof(dir: &Path, name: &str, model: &pprof::ProfileModel) -> anyhow::Result<()> {
-    let bytes = pprof::to_gzip(model).with_context(|| format!("encoding {name}.pb.gz"))?;
-    write(dir, &format!("{name}.pb.gz"), &bytes)
+fn write_pprof(dir: &Path, view: View, model: &pprof::ProfileModel) -> anyhow::Result<()> {
+    let file = CaptureFile::Pprof(view);
+    let bytes = pprof::to_gzip(model).with_context(|| format!("encoding {}", file.name()))?;
+    write(dir, file, &bytes)
 }
 
 /// The kernel-side counters of the whole capture, whatever was recorded: what
@@ -121,8 +123,8 @@ fn write_waits(dir: &Path, report: &WaitReport, window_secs: f64) -> anyhow::Res
             )
         })
         .collect();
-    let view = View {
-        name: "waits",
+    let view = FlameView {
+        view: View::Waits,
         title: format!("Blocked on: {}", names.join(", ")),
         subtitle: format!(
             "{window_secs:.1} s window, waits in progress included; {}",
@@ -135,14 +137,11 @@ fn write_waits(dir: &Path, report: &WaitReport, window_secs: f64) -> anyhow::Res
 }
 
 fn write_memory(dir: &Path, report: &MemoryReport) -> anyhow::Result<()> {
-    let lines = folded::memory_lines(report);
-    let total: u64 = lines
-        .iter()
-        .filter_map(|l| folded::parse_line(l))
-        .map(|(_, n)| n)
-        .sum();
-    let view = View {
-        name: "memory",
+    let counts = folded::memory_counts(report);
+    let total: u64 = counts.iter().map(|(_, n)| n).sum();
+    let lines = folded::lines(counts);
+    let view = FlameView {
+        view: View::Memory,
         title: format!("Memory growth: {}", process_names(report)),
         subtitle: format!(
             "live bytes created in a {:.1} s window and still mapped: {} (sampled every {} on average)",
@@ -157,14 +156,11 @@ fn write_memory(dir: &Path, report: &MemoryReport) -> anyhow::Result<()> {
 }
 
 fn write_allocations(dir: &Path, report: &MemoryReport) -> anyhow::Result<()> {
-    let lines = folded::allocation_lines(report, Half::Whole);
-    let total: u64 = lines
-        .iter()
-        .filter_map(|l| folded::parse_line(l))
-        .map(|(_, n)| n)
-        .sum();
-    let view = View {
-        name: "allocations",
+    let counts = folded::allocation_counts(report, Half::Whole);
+    let total: u64 = counts.iter().map(|(_, n)| n).sum();
+    let lines = folded::lines(counts);
+    let view = FlameView {
+        view: View::Allocations,
         title: format!("Live allocations: {}", process_names(report)),
         subtitle: format!(
             "bytes allocated in a {:.1} s window and not freed: {} (sampled every {} on average)",
@@ -189,8 +185,8 @@ fn write_memory_diff(dir: &Path, report: &MemoryReport) -> anyhow::Result<()> {
         .iter()
         .find_map(|p| p.allocations.as_ref().map(|a| a.split_secs))
         .unwrap_or(report.window_secs / 2.0);
-    let view = View {
-        name: "memory-diff",
+    let view = FlameView {
+        view: View::MemoryDiff,
         title: format!(
             "Live allocation growth, second half vs first: {}",
             process_names(report)
@@ -206,21 +202,17 @@ fn write_memory_diff(dir: &Path, report: &MemoryReport) -> anyhow::Result<()> {
 }
 
 /// One flamegraph view: `<name>.folded` and `<name>.svg`.
-struct View {
-    name: &'static str,
+struct FlameView {
+    view: View,
     title: String,
     subtitle: String,
     count_name: &'static str,
     flavor: svg::Flavor,
 }
 
-fn write_view(dir: &Path, view: &View, lines: &[String]) -> anyhow::Result<()> {
+fn write_view(dir: &Path, view: &FlameView, lines: &[String]) -> anyhow::Result<()> {
     let folded_text: String = lines.iter().map(|l| format!("{l}\n")).collect();
-    write(
-        dir,
-        &format!("{}.folded", view.name),
-        folded_text.as_bytes(),
-    )?;
+    write(dir, CaptureFile::Folded(view.view), folded_text.as_bytes())?;
     let mut svg_bytes = Vec::new();
     svg::flamegraph(
         lines,
@@ -230,8 +222,8 @@ fn write_view(dir: &Path, view: &View, lines: &[String]) -> anyhow::Result<()> {
         view.flavor,
         &mut svg_bytes,
     )
-    .with_context(|| format!("rendering {}.svg", view.name))?;
-    write(dir, &format!("{}.svg", view.name), &svg_bytes)
+    .with_context(|| format!("rendering {}", CaptureFile::Svg(view.view).name()))?;
+    write(dir, CaptureFile::Svg(view.view), &svg_bytes)
 }
 
 fn process_names(report: &MemoryReport) -> String {
@@ -243,8 +235,8 @@ fn process_names(report: &MemoryReport) -> String {
     names.join(", ")
 }
 
-fn write(dir: &Path, name: &str, bytes: &[u8]) -> anyhow::Result<()> {
-    let path = dir.join(name);
+fn write(dir: &Path, file: CaptureFile, bytes: &[u8]) -> anyhow::Result<()> {
+    let path = CaptureLayout::new(dir).path(file);
     std::fs::write(&path, bytes).with_context(|| format!("cannot write {}", path.display()))
 }
 

@@ -1,23 +1,19 @@
-//! A capture session's userspace state: the followed processes (their ledgers, live
-//! allocations and waits), the stacks stage, and the completed waits.
+//! The live side of a capture: kernel records in, [`CaptureRecord`]s out.
 //!
-//! `ingest` is the per-event path: a record from `collect` has its stack resolved by
-//! the [`StackResolver`] and lands in its process's [`Target`]; the `analyze` stage
-//! reads those at the end of a window.
-use std::collections::{BTreeMap, BTreeSet};
+//! A record from `collect` has its stack resolved by the [`StackResolver`], its
+//! process's `/proc` facts read (mappings and RSS when it is first followed, its name
+//! after an exec, what a descriptor is), and becomes a [`CaptureRecord`] that the
+//! [`CaptureState`] applies (and that `--save-records` writes, for `profiler replay`).
+use std::collections::{BTreeSet, HashMap};
 
+use super::records_file::RecordWriter;
 use crate::{
-    allocator::live::LiveBlock,
-    analyze::{
-        self,
-        memory::MemoryWindow,
-        waits::{ThreadSnapshot, WaitProfile},
-        Target,
-    },
-    collect::{inflight::InFlight, Record},
+    analyze::{self, waits::classify::FdClassifier, CaptureState},
+    collect::{inflight::InFlight, Collector, Record},
     events::{linux, AllocOp, AllocRecord, MemOp, MemRecord, StackId, StackSample, WaitRecord},
-    ledger::{ProcessLedger, Provenance},
-    model::MemoryReport,
+    model::{
+        BlockOp, CaptureRecord, Followed, IdentityFacts, MemSampleRef, StackRef, ThreadSnapshot,
+    },
     procfs,
     stacks::{StackResolver, StackTable},
     targets,
@@ -25,22 +21,19 @@ use crate::{
 
 /// Everything the capture keeps in userspace.
 pub struct Session {
-    pub targets: BTreeMap<u32, Target>,
+    /// What the analysis has learned (every record below is applied to it).
+    pub state: CaptureState,
     resolver: StackResolver,
-    pub waits: WaitProfile,
-    /// Monotonic time (ns, the clock of `bpf_ktime_get_ns`) when the probes attached.
-    pub window_start_ns: u64,
+    /// Names the descriptors of each target.
+    classifiers: HashMap<u32, FdClassifier>,
     /// Processes whose events are dropped: could not be added (gone already), kernel
     /// threads.
     ignored: BTreeSet<u32>,
     /// Processes added because their events arrived (forked children of targets, any
     /// process with `--all`), with their program break, for [`Session::take_adopted`].
     adopted: Vec<(u32, Option<u64>)>,
-    /// Exited targets whose PID a new target took (PIDs are reused): still reported.
-    retired: Vec<Target>,
-    /// A later window of a capture that keeps its probes (the daemon): stacks and the
-    /// memory verdict count from when each process was first followed.
-    pub since_follow: bool,
+    /// `--save-records`: every record applied is also written here.
+    recorder: Option<RecordWriter>,
 }
 
 impl Default for Session {
@@ -52,15 +45,31 @@ impl Default for Session {
 impl Session {
     pub fn new() -> Self {
         Self {
-            targets: BTreeMap::new(),
+            state: CaptureState::default(),
             resolver: StackResolver::new(),
-            waits: WaitProfile::default(),
-            window_start_ns: 0,
+            classifiers: HashMap::new(),
             ignored: BTreeSet::new(),
             adopted: Vec::new(),
-            retired: Vec::new(),
-            since_follow: false,
+            recorder: None,
         }
+    }
+
+    /// Write every record from now on to `writer` too.
+    pub fn record_to(&mut self, writer: RecordWriter) {
+        self.recorder = Some(writer);
+    }
+
+    /// Stop recording; the writer, to finish the file.
+    pub fn take_recorder(&mut self) -> Option<RecordWriter> {
+        self.recorder.take()
+    }
+
+    /// Apply a record to the state (and save it when recording).
+    pub fn apply(&mut self, record: CaptureRecord) {
+        if let Some(w) = &mut self.recorder {
+            w.write(self.resolver.table(), &record);
+        }
+        self.state.apply(&record);
     }
 
     /// Start tracking `pid`: read its maps (seeding the ledger with pre-existing
@@ -70,28 +79,33 @@ impl Session {
         let maps = procfs::read_maps(pid)?;
         let start_brk = procfs::read_start_brk(pid)?;
         let comm = procfs::read_comm(pid)?;
-        let rss_before = procfs::read_rss(pid).ok();
-        let identity = targets::read_identity(pid);
-        let mut ledger = ProcessLedger::new();
-        ledger.seed(&maps, start_brk);
+        let rss = procfs::read_rss(pid).ok();
+        let identity = IdentityFacts {
+            cgroup: targets::proc_scan::read_cgroup_text(pid),
+            ns_pid: targets::proc_scan::read_ns_pid(pid),
+        };
         let brk = maps
             .iter()
             .find(|m| m.path == "[heap]")
             .map(|m| m.end)
             .or(start_brk);
         self.resolver.add_process(pid, &maps);
-        if self.targets.get(&pid).is_some_and(|t| t.exited) {
-            self.retired.extend(self.targets.remove(&pid));
-        }
-        self.targets
-            .insert(pid, Target::new(pid, comm, identity, ledger, rss_before));
+        self.classifiers.insert(pid, FdClassifier::new(pid));
+        self.apply(CaptureRecord::Follow(Followed {
+            pid,
+            comm,
+            identity,
+            maps,
+            start_brk,
+            rss,
+        }));
         Ok(brk)
     }
 
     /// Whether `pid` is a live target or was ignored: a rescan need not look at it
     /// again. (An exited target's PID may come back as a new process.)
     pub fn knows(&self, pid: u32) -> bool {
-        self.targets.get(&pid).is_some_and(|t| !t.exited) || self.ignored.contains(&pid)
+        self.state.targets.get(&pid).is_some_and(|t| !t.exited) || self.ignored.contains(&pid)
     }
 
     /// Processes adopted since the last call, with their program break when known, so
@@ -104,7 +118,7 @@ impl Session {
     /// (the kernel side added it) or, with `--all`, from any process: add it now. The
     /// first event itself is applied after the seeding, so it is not lost.
     fn adopt(&mut self, pid: u32) -> bool {
-        if self.targets.contains_key(&pid) {
+        if self.state.targets.contains_key(&pid) {
             return true;
         }
         if self.ignored.contains(&pid) {
@@ -132,15 +146,14 @@ impl Session {
 
     /// A target found gone (by a rescan; waits-only captures see no exit event).
     pub fn mark_exited(&mut self, pid: u32) {
-        if let Some(t) = self.targets.get_mut(&pid) {
-            t.mark_exited();
-        }
+        self.apply(CaptureRecord::Exited { pid });
     }
 
     /// Stop following `pid` (an exited target after its last report).
     pub fn remove_target(&mut self, pid: u32) {
-        self.targets.remove(&pid);
+        self.state.targets.remove(&pid);
         self.resolver.remove_process(pid);
+        self.classifiers.remove(&pid);
     }
 
     /// The interned stacks.
@@ -159,181 +172,162 @@ impl Session {
         }
     }
 
+    /// Unwind a stack of target `pid` and intern it; None if `pid` is not a target.
+    fn resolve(&mut self, pid: u32, sample: &StackSample) -> Option<StackRef> {
+        if !self.state.targets.contains_key(&pid) {
+            return None;
+        }
+        let r = self.resolver.resolve(pid, sample)?;
+        Some(StackRef {
+            id: r.id,
+            truncated: r.truncated,
+        })
+    }
+
+    /// The interned stack of target `pid` (the OOM victim's, for its snapshot).
+    pub fn stack_of(&mut self, pid: u32, sample: &StackSample) -> Option<StackId> {
+        self.resolve(pid, sample).map(|s| s.id)
+    }
+
     fn ingest_alloc(&mut self, a: AllocRecord) {
-        if !self.targets.contains_key(&a.pid) {
+        if !self.state.targets.contains_key(&a.pid) {
             return;
         }
-        match a.op {
+        let op = match a.op {
             AllocOp::Alloc {
                 addr,
                 size,
                 weight,
                 stack,
-            } => {
-                let stack = stack.as_ref().and_then(|s| self.stack_of(a.pid, s));
-                if let Some(t) = self.targets.get_mut(&a.pid) {
-                    t.allocs.alloc(
-                        addr,
-                        LiveBlock {
-                            stack,
-                            size,
-                            weight,
-                            time_ns: a.time_ns,
-                        },
-                    );
-                }
-            }
-            AllocOp::Free { addr } => {
-                if let Some(t) = self.targets.get_mut(&a.pid) {
-                    t.allocs.free(addr);
-                }
-            }
-        }
-    }
-
-    /// Unwind a stack of target `pid` and intern it; None if `pid` is not a target.
-    pub fn stack_of(&mut self, pid: u32, sample: &StackSample) -> Option<StackId> {
-        let t = self.targets.get_mut(&pid)?;
-        let resolved = self.resolver.resolve(pid, sample)?;
-        t.truncated += u64::from(resolved.truncated);
-        Some(resolved.id)
-    }
-
-    /// The snapshot of a target's blocked threads: waits named, stacks resolved.
-    pub fn thread_snapshot(&mut self, raw: InFlight, observed_ns: u64) -> Option<ThreadSnapshot> {
-        let pid = raw.pid;
-        let t = self.targets.get_mut(&pid)?;
-        let comm = t.comm.clone();
-        let mut on = Vec::with_capacity(raw.blocked.len());
-        for b in &raw.blocked {
-            on.push(t.classifier.classify(b.syscall, b.fd, b.futex_addr));
-        }
-        let mut on = on.into_iter();
-        Some(analyze::waits::snapshot(
-            raw,
-            comm,
-            observed_ns,
-            |sample| self.stack_of(pid, sample),
-            |_, _, _| on.next().expect("one classification per blocked thread"),
-        ))
+            } => BlockOp::Alloc {
+                addr,
+                size,
+                weight,
+                stack: stack.as_ref().and_then(|s| self.resolve(a.pid, s)),
+            },
+            AllocOp::Free { addr } => BlockOp::Free { addr },
+        };
+        self.apply(CaptureRecord::Block {
+            pid: a.pid,
+            time_ns: a.time_ns,
+            op,
+        });
     }
 
     fn ingest_wait(&mut self, w: WaitRecord) {
         if !self.adopt(w.pid) {
             return;
         }
-        let stack = w.stack.as_ref().and_then(|s| self.stack_of(w.pid, s));
-        let Some(t) = self.targets.get_mut(&w.pid) else {
+        let stack = w.stack.as_ref().and_then(|s| self.resolve(w.pid, s));
+        let Some(classifier) = self.classifiers.get_mut(&w.pid) else {
             return;
         };
-        t.waits += 1;
-        let on = t.classifier.classify(w.syscall, w.fd, w.futex_addr);
-        // Only the part of the wait inside the window counts.
-        let in_window = w.end_ns.saturating_sub(self.window_start_ns);
-        let ns = if self.window_start_ns > 0 {
-            w.blocked_ns.min(in_window)
-        } else {
-            w.blocked_ns
-        };
-        self.waits.add(w.pid, on, stack, ns);
+        let on = classifier.classify(w.syscall, w.fd, w.futex_addr);
+        self.apply(CaptureRecord::Wait {
+            pid: w.pid,
+            on,
+            stack,
+            blocked_ns: w.blocked_ns,
+            end_ns: w.end_ns,
+        });
     }
 
     fn ingest_memory(&mut self, m: MemRecord) {
         // A process whose first event is its exit has nothing left to show.
-        if !(self.targets.contains_key(&m.pid) || m.op != MemOp::Exit && self.adopt(m.pid)) {
+        if !(self.state.targets.contains_key(&m.pid) || m.op != MemOp::Exit && self.adopt(m.pid)) {
             return;
         }
-        let Some(t) = self.targets.get_mut(&m.pid) else {
-            return;
-        };
-        t.events += 1;
-        let provenance = match &m.sample {
-            Some(sample) => {
-                t.samples += 1;
-                let scale = sample.scale();
-                let stack = self.stack_of(m.pid, &sample.stack);
-                Provenance::Window { stack, scale }
-            }
-            None => Provenance::Window {
-                stack: None,
-                scale: 1.0,
-            },
-        };
-        let Some(t) = self.targets.get_mut(&m.pid) else {
-            return;
-        };
+        let sample = m.sample.as_ref().map(|s| MemSampleRef {
+            stack: self.resolve(m.pid, &s.stack),
+            scale: s.scale(),
+        });
+        let exec = m.op == MemOp::Exec;
         match &m.op {
             MemOp::Mmap { prot, fd, .. } if *fd >= 0 && prot & linux::PROT_EXEC != 0 => {
                 self.resolver.code_changed(m.pid);
             }
-            MemOp::Exec => {
-                self.resolver.code_changed(m.pid);
-                if let Ok(comm) = procfs::read_comm(t.pid) {
-                    t.comm = comm;
-                }
-            }
-            MemOp::Exit => t.mark_exited(),
+            MemOp::Exec => self.resolver.code_changed(m.pid),
             _ => {}
         }
-        t.ledger.apply(&m.op, provenance);
+        self.apply(CaptureRecord::Mem {
+            pid: m.pid,
+            op: m.op,
+            sample,
+        });
+        if exec {
+            if let Ok(comm) = procfs::read_comm(m.pid) {
+                self.apply(CaptureRecord::Comm { pid: m.pid, comm });
+            }
+        }
     }
 
-    /// Target PIDs in report order: processes outside containers first, then container
-    /// by container, each by PID, so reports group the processes of one container.
-    pub fn pids_grouped(&self) -> Vec<u32> {
-        let mut pids: Vec<(Option<&str>, u32)> = self
-            .targets
-            .values()
-            .map(|t| (t.identity.container.as_ref().map(|c| c.id.as_str()), t.pid))
-            .collect();
-        pids.sort_unstable();
-        pids.into_iter().map(|(_, pid)| pid).collect()
+    /// Snapshot the blocked threads of target `pid` (`raw`: None when it is gone):
+    /// waits named, stacks resolved.
+    pub fn snapshot(&mut self, pid: u32, raw: Option<InFlight>, observed_ns: u64) {
+        let mut truncated = 0;
+        let snapshot: Option<ThreadSnapshot> = raw.and_then(|raw| {
+            let comm = self.state.targets.get(&pid)?.comm.clone();
+            let classifier = self.classifiers.get_mut(&pid)?;
+            let on: Vec<_> = raw
+                .blocked
+                .iter()
+                .map(|b| classifier.classify(b.syscall, b.fd, b.futex_addr))
+                .collect();
+            let mut on = on.into_iter();
+            Some(analyze::waits::snapshot(
+                raw,
+                comm,
+                observed_ns,
+                |sample| {
+                    let r = self.resolve(pid, sample)?;
+                    truncated += u64::from(r.truncated);
+                    Some(r.id)
+                },
+                |_, _, _| on.next().expect("one classification per blocked thread"),
+            ))
+        });
+        self.apply(CaptureRecord::Snapshot {
+            pid,
+            observed_ns,
+            snapshot,
+            truncated,
+        });
     }
 
     /// Whether every target has exited (the window can end early).
     pub fn all_exited(&self) -> bool {
-        !self.targets.is_empty() && self.targets.values().all(|t| t.exited)
+        !self.state.targets.is_empty() && self.state.targets.values().all(|t| t.exited)
     }
 
     /// Read end-of-window RSS of live targets.
     pub fn read_final_rss(&mut self) {
-        for t in self.targets.values_mut() {
-            if !t.exited {
-                t.rss_after = procfs::read_rss(t.pid).ok();
-                if t.rss_after.is_none() {
-                    t.exited = true;
-                }
-            }
+        let live: Vec<u32> = self
+            .state
+            .targets
+            .values()
+            .filter(|t| !t.exited)
+            .map(|t| t.pid)
+            .collect();
+        for pid in live {
+            let rss = procfs::read_rss(pid).ok();
+            self.apply(CaptureRecord::FinalRss { pid, rss });
         }
     }
 
     /// Read what `kmem:rss_stat` saw of each target.
-    pub fn read_resident(&mut self, collector: &crate::collect::Collector) {
-        for t in self.targets.values_mut() {
-            t.resident = collector.resident_track(t.pid);
+    pub fn read_resident(&mut self, collector: &Collector) {
+        let pids: Vec<u32> = self.state.targets.keys().copied().collect();
+        for pid in pids {
+            let track = collector.resident_track(pid);
+            self.apply(CaptureRecord::Resident { pid, track });
         }
-    }
-
-    /// Build the memory report of every target, retired ones included: outside
-    /// containers first, then container by container; by PID, exited first.
-    pub fn report(&self, mut window: MemoryWindow) -> MemoryReport {
-        window.start_ns = self.window_start_ns;
-        window.since_follow = self.since_follow;
-        let mut all: Vec<&Target> = self.targets.values().chain(&self.retired).collect();
-        all.sort_by_key(|t| {
-            (
-                t.identity.container.as_ref().map(|c| &c.id),
-                t.pid,
-                !t.exited,
-            )
-        });
-        analyze::memory::report(&window, all, self.stacks())
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::WindowEnd;
 
     /// Check that a target whose PID comes back as a new process after it exited stays
     /// in the report next to the new one, and that rescans look at the PID again.
@@ -350,16 +344,9 @@ mod tests {
         );
         session.add_target(pid).unwrap();
         assert!(session.knows(pid));
-        let report = session.report(MemoryWindow {
-            target: String::new(),
-            window_secs: 1.0,
-            sample_bytes: 1,
-            alloc_sample_bytes: 0,
-            counters: Default::default(),
-            start_ns: 0,
-            end_ns: 0,
-            since_follow: false,
-        });
+        let report = session
+            .state
+            .memory_report(&WindowEnd::default(), session.stacks(), None);
         let exited: Vec<bool> = report.processes.iter().map(|p| p.exited).collect();
         assert_eq!(exited, vec![true, false]);
         assert!(report.processes.iter().all(|p| p.pid == pid));

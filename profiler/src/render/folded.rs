@@ -22,6 +22,19 @@ pub fn process_root(comm: &str, pid: u32, identity: &ProcessIdentity) -> String 
 /// Folded lines of memory growth: `[container ID;]comm (pid);<region kind>;frames… BYTES`.
 /// Identical stacks are merged, lines are sorted, zero-byte lines are dropped.
 pub fn memory_lines(report: &MemoryReport) -> Vec<String> {
+    lines(memory_counts(report))
+}
+
+/// `stack count` lines of (stack, count) pairs.
+pub fn lines(counts: Vec<(String, u64)>) -> Vec<String> {
+    counts
+        .into_iter()
+        .map(|(k, v)| format!("{k} {v}"))
+        .collect()
+}
+
+/// [`memory_lines`] as (folded stack, bytes) pairs, for totals without parsing text.
+pub fn memory_counts(report: &MemoryReport) -> Vec<(String, u64)> {
     let mut merged: BTreeMap<String, f64> = BTreeMap::new();
     for p in &report.processes {
         for g in &p.growth {
@@ -41,13 +54,17 @@ pub fn memory_lines(report: &MemoryReport) -> Vec<String> {
         .into_iter()
         .map(|(k, v)| (k, v.round() as u64))
         .filter(|(_, v)| *v > 0)
-        .map(|(k, v)| format!("{k} {v}"))
         .collect()
 }
 
 /// Folded lines of live allocation growth: `[container ID;]comm (pid);frames… BYTES`, from the
 /// whole window (`Half::Whole`) or one half of it (for the differential view).
 pub fn allocation_lines(report: &MemoryReport, half: Half) -> Vec<String> {
+    lines(allocation_counts(report, half))
+}
+
+/// [`allocation_lines`] as (folded stack, bytes) pairs.
+pub fn allocation_counts(report: &MemoryReport, half: Half) -> Vec<(String, u64)> {
     let mut merged: BTreeMap<String, f64> = BTreeMap::new();
     for p in &report.processes {
         let Some(a) = &p.allocations else { continue };
@@ -69,7 +86,6 @@ pub fn allocation_lines(report: &MemoryReport, half: Half) -> Vec<String> {
         .into_iter()
         .map(|(k, v)| (k, v.round() as u64))
         .filter(|(_, v)| *v > 0)
-        .map(|(k, v)| format!("{k} {v}"))
         .collect()
 }
 

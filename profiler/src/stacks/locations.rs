@@ -36,11 +36,10 @@ pub fn root_first_locations(
                 if lines.last().is_some_and(|l| l.function == f.function) {
                     continue;
                 }
-                let (file, line) = split_file_line(f.file_line.as_deref());
                 lines.push(CodeLine {
                     function: f.function.clone(),
-                    file,
-                    line,
+                    file: f.file.clone(),
+                    line: f.line,
                 });
             }
             CodeLocation {
@@ -68,36 +67,23 @@ fn mapping_of(space: &AddressSpace, addr: u64) -> Option<Arc<ModuleMapping>> {
     }))
 }
 
-/// `path:line` → (path, line); a string without a numeric suffix is all path.
-fn split_file_line(file_line: Option<&str>) -> (Option<String>, Option<u32>) {
-    let Some(s) = file_line else {
-        return (None, None);
-    };
-    match s.rsplit_once(':') {
-        Some((path, line)) if !path.is_empty() => match line.parse() {
-            Ok(n) => (Some(path.to_owned()), Some(n)),
-            Err(_) => (Some(s.to_owned()), None),
-        },
-        _ => (Some(s.to_owned()), None),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::unwind::{FileMapping, MappedModule};
 
-    fn frame(name: &str, file_line: Option<&str>, inlined: bool) -> Frame {
+    fn frame(name: &str, file_line: Option<(&str, u32)>, inlined: bool) -> Frame {
         Frame {
             function: name.into(),
             module: "m".into(),
-            file_line: file_line.map(Into::into),
+            file: file_line.map(|(f, _)| f.into()),
+            line: file_line.map(|(_, l)| l),
             inlined,
         }
     }
 
     /// Check that locations come out root first, one per address, with inlined callees
-    /// as extra lines (same-named ones once), file:line split, and the file mapping and
+    /// as extra lines (same-named ones once), file and line, and the file mapping and
     /// build ID of the module the address falls in.
     #[test]
     fn locations_carry_lines_and_mappings() {
@@ -127,8 +113,8 @@ mod tests {
                 frame("__mmap64", None, true),
             ],
             vec![
-                frame("map_region", Some("/src/app.c:10"), false),
-                frame("touch", Some("/src/app.h:3"), true),
+                frame("map_region", Some(("/src/app.c", 10)), false),
+                frame("touch", Some(("/src/app.h", 3)), true),
             ],
             vec![frame("[unknown] 0x9000", None, false)],
         ];
@@ -148,10 +134,6 @@ mod tests {
             locs[2].lines.len(),
             1,
             "same-named inlined frame shown once"
-        );
-        assert_eq!(
-            split_file_line(Some("C:weird")),
-            (Some("C:weird".into()), None)
         );
     }
 }

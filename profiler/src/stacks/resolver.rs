@@ -219,7 +219,8 @@ mod tests {
         Frame {
             function: name.into(),
             module: "m".into(),
-            file_line: None,
+            file: None,
+            line: None,
             inlined,
         }
     }

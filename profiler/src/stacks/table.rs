@@ -66,6 +66,15 @@ impl StackTable {
         id
     }
 
+    /// Add a stack interned elsewhere (a saved stream); its id, or the id it already
+    /// has when the same stack was pushed before.
+    pub fn push(&mut self, stack: SymbolizedStack) -> StackId {
+        let (names, locations) = (stack.names, stack.locations);
+        self.intern_located(stack.pid, stack.addrs, stack.truncated, |_| {
+            (names, locations)
+        })
+    }
+
     pub fn get(&self, id: StackId) -> Option<&SymbolizedStack> {
         self.stacks.get(id as usize)
     }

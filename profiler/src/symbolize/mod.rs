@@ -29,8 +29,10 @@ pub struct Frame {
     pub function: String,
     /// Basename of the module's path (empty for addresses outside every module).
     pub module: String,
-    /// `path:line` of the instruction within `function`, when debug info has it.
-    pub file_line: Option<String>,
+    /// Source file and line of the instruction within `function`, when debug info
+    /// has them.
+    pub file: Option<String>,
+    pub line: Option<u32>,
     /// `function` was inlined into the frame before it.
     pub inlined: bool,
 }
@@ -136,7 +138,8 @@ impl Symbolizer {
                     Some(function) => vec![Frame {
                         function,
                         module: JIT_MODULE.to_string(),
-                        file_line: None,
+                        file: None,
+                        line: None,
                         inlined: false,
                     }],
                     None => vec![unknown("", format!("[unknown] 0x{addr:x}"))],
@@ -219,7 +222,8 @@ fn unknown(module: &str, function: String) -> Frame {
     Frame {
         function,
         module: module.to_string(),
-        file_line: None,
+        file: None,
+        line: None,
         inlined: false,
     }
 }
@@ -228,30 +232,28 @@ fn unknown(module: &str, function: String) -> Frame {
 ///
 /// blazesym reports the outer function with the location of the (first) inlined call,
 /// and each inlined function with the location inside it, so each frame's
-/// `file_line` is where execution is within that frame's function.
+/// `file` and `line` are where execution is within that frame's function.
 fn frames_of(sym: &Sym<'_>, module: &str) -> Vec<Frame> {
     let outer = Frame {
         function: sym.name.to_string(),
         module: module.to_string(),
-        file_line: sym.code_info.as_deref().map(file_line),
+        file: sym.code_info.as_deref().map(code_file),
+        line: sym.code_info.as_deref().and_then(|i| i.line),
         inlined: false,
     };
     std::iter::once(outer)
         .chain(sym.inlined.iter().map(|f| Frame {
             function: f.name.to_string(),
             module: module.to_string(),
-            file_line: f.code_info.as_ref().map(file_line),
+            file: f.code_info.as_ref().map(code_file),
+            line: f.code_info.as_ref().and_then(|i| i.line),
             inlined: true,
         }))
         .collect()
 }
 
-fn file_line(info: &CodeInfo<'_>) -> String {
-    let path = info.to_path();
-    match info.line {
-        Some(line) => format!("{}:{line}", path.display()),
-        None => path.display().to_string(),
-    }
+fn code_file(info: &CodeInfo<'_>) -> String {
+    info.to_path().display().to_string()
 }
 
 #[cfg(test)]
@@ -319,7 +321,8 @@ mod tests {
             [Frame {
                 function: "JS:*rememberRequest /srv/leak.js:5".into(),
                 module: JIT_MODULE.into(),
-                file_line: None,
+                file: None,
+                line: None,
                 inlined: false,
             }]
         );
@@ -342,8 +345,8 @@ mod tests {
         let exe = std::env::current_exe().unwrap();
         assert_eq!(f.module, exe.file_name().unwrap().to_str().unwrap());
         if has_debug_info() {
-            let line = f.file_line.as_deref().unwrap_or_default();
-            assert!(line.contains("testutil.rs:"), "{f:?}");
+            let file = f.file.as_deref().unwrap_or_default();
+            assert!(file.ends_with("testutil.rs") && f.line.is_some(), "{f:?}");
         }
         assert!(s.errors().is_empty(), "{:?}", s.errors());
     }
@@ -374,9 +377,10 @@ mod tests {
             assert!(chain[1].function.ends_with("inlined_callee"), "{chain:#?}");
             assert!(chain[1].inlined);
             assert!(chain.iter().all(|f| f
-                .file_line
+                .file
                 .as_deref()
-                .is_some_and(|l| l.contains("symbolize/mod.rs:"))));
+                .is_some_and(|p| p.ends_with("symbolize/mod.rs"))
+                && f.line.is_some()));
         }
     }
 

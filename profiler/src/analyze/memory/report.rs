@@ -122,7 +122,10 @@ pub fn process(window: &MemoryWindow, t: &Target, stacks: &StackTable) -> Proces
         comm: t.comm.clone(),
         identity: t.identity.clone(),
         exited: t.exited,
-        mapped_before: labelled(t.ledger.seeded_by_kind()),
+        mapped_before: t
+            .committed_at_start
+            .clone()
+            .unwrap_or_else(|| labelled(t.ledger.seeded_by_kind())),
         mapped_after: labelled(&t.ledger.committed_by_kind()),
         reserved_after: t.ledger.reserved_bytes(),
         rss_before: t.rss_before,

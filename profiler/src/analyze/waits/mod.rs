@@ -3,17 +3,18 @@
 //!
 //! Pure except for [`classify::FdClassifier`], which names file descriptors from /proc.
 pub mod classify;
+pub mod demand;
 pub mod report;
 pub mod verdict;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
 use serde::Serialize;
 
 use crate::{
     collect::inflight::InFlight,
     events::{StackId, StackSample, WaitSyscall},
-    model::WaitOn,
+    model::{InFlightWait, ThreadSnapshot, WaitOn},
 };
 
 /// Total blocked time and number of waits.
@@ -54,40 +55,6 @@ impl WaitProfile {
     }
 }
 
-/// A thread that was inside a wait when the snapshot was taken.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct InFlightWait {
-    pub tid: u32,
-    pub syscall: WaitSyscall,
-    pub on: WaitOn,
-    /// How long it has been blocked, when the start was seen by the probes; `None`
-    /// means it was already blocked when the probes attached (so: at least `observed_ns`).
-    pub blocked_ns: Option<u64>,
-    pub stack: Option<StackId>,
-}
-
-/// The threads of one process at the snapshot, with the futex activity of the window.
-#[derive(Clone, Debug, Default, Serialize)]
-pub struct ThreadSnapshot {
-    pub pid: u32,
-    pub comm: String,
-    pub threads: usize,
-    pub in_flight: Vec<InFlightWait>,
-    /// Futex wake calls in the window, by futex address.
-    pub futex_wakes: BTreeMap<u64, u64>,
-    /// Futex waits started in the window, by futex address.
-    pub futex_waits: BTreeMap<u64, u64>,
-    /// How long the probes watched before the snapshot.
-    pub observed_ns: u64,
-}
-
-impl ThreadSnapshot {
-    /// How long thread `w` has certainly been blocked.
-    pub fn blocked_at_least(&self, w: &InFlightWait) -> u64 {
-        w.blocked_ns.unwrap_or(self.observed_ns)
-    }
-}
-
 /// The snapshot of one process from its blocked threads: each wait named (`classify`:
 /// syscall, fd, futex address → what it waits on) and its stack interned (`resolve`).
 pub fn snapshot(
@@ -107,7 +74,8 @@ pub fn snapshot(
             blocked_ns: b.start_ns.map(|s| raw.now_ns.saturating_sub(s)),
             stack: b.stack.as_ref().and_then(&mut resolve),
         })
-        .collect();
+        .collect::<Vec<_>>();
+    let demand = demand::signals(&raw.sockets, &raw.futex_words, &raw.tids, &in_flight);
     ThreadSnapshot {
         pid: raw.pid,
         comm,
@@ -116,5 +84,6 @@ pub fn snapshot(
         futex_wakes: raw.futex_wakes,
         futex_waits: raw.futex_waits,
         observed_ns,
+        demand,
     }
 }

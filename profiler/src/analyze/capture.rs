@@ -1,0 +1,283 @@
+//! The analysis state of a capture: every [`CaptureRecord`] is applied here, live or
+//! replayed, and the window's memory and wait models are built from it.
+//!
+//! Pure: the records carry every `/proc` fact and every interned stack the analysis
+//! needs, so replaying a saved stream rebuilds the same state.
+use std::collections::BTreeMap;
+
+use super::{
+    memory::{self, MemoryWindow},
+    waits::{self, WaitProfile},
+    Target,
+};
+use crate::{
+    allocator::live::LiveBlock,
+    ledger::{ProcessLedger, Provenance},
+    model::{
+        BlockOp, CaptureRecord, Followed, MemoryReport, ThreadSnapshot, WaitReport, WindowEnd,
+    },
+    stacks::StackTable,
+    targets::{cgroup, ProcessIdentity},
+};
+
+/// What a capture has learned so far.
+#[derive(Default)]
+pub struct CaptureState {
+    /// Followed processes by PID.
+    pub targets: BTreeMap<u32, Target>,
+    /// Exited targets whose PID a new target took (PIDs are reused): still reported.
+    pub retired: Vec<Target>,
+    /// Completed waits by (process, what, stack).
+    pub waits: WaitProfile,
+    /// Monotonic time (ns, the clock of `bpf_ktime_get_ns`) when the window started.
+    pub window_start_ns: u64,
+    /// A later window of a capture that keeps its probes (the daemon): stacks and the
+    /// memory verdict count from when each process was first followed.
+    pub since_follow: bool,
+    /// The latest snapshot of each process's blocked threads (None: it was gone), with
+    /// how long the probes had watched.
+    pub snapshots: BTreeMap<u32, (u64, Option<ThreadSnapshot>)>,
+    /// Waits shorter than the threshold, counted in the kernel.
+    pub short_waits: u64,
+    /// How the last window ended.
+    pub window_end: Option<WindowEnd>,
+}
+
+impl CaptureState {
+    /// Apply one record.
+    pub fn apply(&mut self, record: &CaptureRecord) {
+        match record {
+            CaptureRecord::WindowStart { start_ns } => self.window_start_ns = *start_ns,
+            CaptureRecord::Follow(f) => self.follow(f),
+            CaptureRecord::Allocator { pid, probed } => {
+                if let Some(t) = self.targets.get_mut(pid) {
+                    t.allocators.push(probed.clone());
+                }
+            }
+            CaptureRecord::AllocatorNote { pid, note } => {
+                if let Some(t) = self.targets.get_mut(pid) {
+                    t.allocator_note = Some(note.clone());
+                }
+            }
+            CaptureRecord::Baseline { only_new } => {
+                for t in self.targets.values_mut() {
+                    if !only_new || t.committed_at_start.is_none() {
+                        t.committed_at_start =
+                            Some(memory::report::labelled(&t.ledger.committed_by_kind()));
+                    }
+                }
+            }
+            CaptureRecord::Mem { pid, op, sample } => {
+                let Some(t) = self.targets.get_mut(pid) else {
+                    return;
+                };
+                t.events += 1;
+                let provenance = match sample {
+                    Some(s) => {
+                        t.samples += 1;
+                        t.truncated += u64::from(s.stack.is_some_and(|s| s.truncated));
+                        Provenance::Window {
+                            stack: s.stack.map(|s| s.id),
+                            scale: s.scale,
+                        }
+                    }
+                    None => Provenance::Window {
+                        stack: None,
+                        scale: 1.0,
+                    },
+                };
+                if *op == crate::events::MemOp::Exit {
+                    t.mark_exited();
+                }
+                t.ledger.apply(op, provenance);
+            }
+            CaptureRecord::Comm { pid, comm } => {
+                if let Some(t) = self.targets.get_mut(pid) {
+                    t.comm = comm.clone();
+                }
+            }
+            CaptureRecord::Block { pid, time_ns, op } => {
+                let Some(t) = self.targets.get_mut(pid) else {
+                    return;
+                };
+                match *op {
+                    BlockOp::Alloc {
+                        addr,
+                        size,
+                        weight,
+                        stack,
+                    } => {
+                        t.truncated += u64::from(stack.is_some_and(|s| s.truncated));
+                        t.allocs.alloc(
+                            addr,
+                            LiveBlock {
+                                stack: stack.map(|s| s.id),
+                                size,
+                                weight,
+                                time_ns: *time_ns,
+                            },
+                        );
+                    }
+                    BlockOp::Free { addr } => t.allocs.free(addr),
+                }
+            }
+            CaptureRecord::Wait {
+                pid,
+                on,
+                stack,
+                blocked_ns,
+                end_ns,
+            } => {
+                let Some(t) = self.targets.get_mut(pid) else {
+                    return;
+                };
+                t.truncated += u64::from(stack.is_some_and(|s| s.truncated));
+                t.waits += 1;
+                // Only the part of the wait inside the window counts.
+                let in_window = end_ns.saturating_sub(self.window_start_ns);
+                let ns = if self.window_start_ns > 0 {
+                    (*blocked_ns).min(in_window)
+                } else {
+                    *blocked_ns
+                };
+                self.waits.add(*pid, on.clone(), stack.map(|s| s.id), ns);
+            }
+            CaptureRecord::Exited { pid } => {
+                if let Some(t) = self.targets.get_mut(pid) {
+                    t.mark_exited();
+                }
+            }
+            CaptureRecord::FinalRss { pid, rss } => {
+                if let Some(t) = self.targets.get_mut(pid).filter(|t| !t.exited) {
+                    t.rss_after = *rss;
+                    if rss.is_none() {
+                        t.exited = true;
+                    }
+                }
+            }
+            CaptureRecord::Resident { pid, track } => {
+                if let Some(t) = self.targets.get_mut(pid) {
+                    t.resident = *track;
+                }
+            }
+            CaptureRecord::Snapshot {
+                pid,
+                observed_ns,
+                snapshot,
+                truncated,
+            } => {
+                if let Some(t) = self.targets.get_mut(pid) {
+                    t.truncated += truncated;
+                }
+                self.snapshots
+                    .insert(*pid, (*observed_ns, snapshot.clone()));
+            }
+            CaptureRecord::ShortWaits { count } => self.short_waits = *count,
+            CaptureRecord::WindowEnd(end) => self.window_end = Some(end.clone()),
+        }
+    }
+
+    /// Follow a process: its ledger seeded with its mappings. An exited target with the
+    /// same PID (the PID was reused) is kept for the report.
+    fn follow(&mut self, f: &Followed) {
+        let mut ledger = ProcessLedger::new();
+        ledger.seed(&f.maps, f.start_brk);
+        let lines = f
+            .identity
+            .cgroup
+            .as_deref()
+            .map(cgroup::parse_proc_cgroup)
+            .unwrap_or_default();
+        let identity = ProcessIdentity::from_cgroups(&lines, f.identity.ns_pid);
+        if self.targets.get(&f.pid).is_some_and(|t| t.exited) {
+            self.retired.extend(self.targets.remove(&f.pid));
+        }
+        self.targets.insert(
+            f.pid,
+            Target::new(f.pid, f.comm.clone(), identity, ledger, f.rss),
+        );
+    }
+
+    /// Target PIDs in report order: processes outside containers first, then container
+    /// by container, each by PID, so reports group the processes of one container.
+    pub fn pids_grouped(&self) -> Vec<u32> {
+        let mut pids: Vec<(Option<&str>, u32)> = self
+            .targets
+            .values()
+            .map(|t| (t.identity.container.as_ref().map(|c| c.id.as_str()), t.pid))
+            .collect();
+        pids.sort_unstable();
+        pids.into_iter().map(|(_, pid)| pid).collect()
+    }
+
+    /// The memory report of every target (or only `only`), retired ones included:
+    /// outside containers first, then container by container; by PID, exited first.
+    pub fn memory_report(
+        &self,
+        end: &WindowEnd,
+        stacks: &StackTable,
+        only: Option<u32>,
+    ) -> MemoryReport {
+        let window = MemoryWindow {
+            target: end.target.clone(),
+            window_secs: end.attached_secs,
+            sample_bytes: end.sample_bytes,
+            alloc_sample_bytes: end.alloc_sample_bytes,
+            counters: end.counters,
+            start_ns: self.window_start_ns,
+            end_ns: end.end_ns,
+            since_follow: self.since_follow,
+        };
+        let mut all: Vec<&Target> = self
+            .targets
+            .values()
+            .chain(&self.retired)
+            .filter(|t| only.is_none_or(|o| o == t.pid))
+            .collect();
+        all.sort_by_key(|t| {
+            (
+                t.identity.container.as_ref().map(|c| &c.id),
+                t.pid,
+                !t.exited,
+            )
+        });
+        let mut report = memory::report(&window, all, stacks);
+        if let Some(pid) = only {
+            report.target = format!("pid {pid}");
+        }
+        report
+    }
+
+    /// The wait report of every target (or only `only`), from the latest snapshots.
+    pub fn wait_report(
+        &self,
+        threshold_ns: u64,
+        stall_threshold_ns: u64,
+        stacks: &StackTable,
+        only: Option<u32>,
+    ) -> WaitReport {
+        let processes = self
+            .pids_grouped()
+            .into_iter()
+            .filter(|&p| only.is_none_or(|o| o == p))
+            .map(|pid| {
+                let (observed_ns, snap) = self.snapshots.get(&pid).cloned().unwrap_or_default();
+                waits::report::process(
+                    pid,
+                    self.targets.get(&pid),
+                    snap,
+                    &self.waits,
+                    stacks,
+                    stall_threshold_ns,
+                    observed_ns,
+                )
+            })
+            .collect();
+        WaitReport {
+            threshold_ns,
+            stall_threshold_ns,
+            short_waits: self.short_waits,
+            processes,
+        }
+    }
+}
