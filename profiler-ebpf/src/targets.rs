@@ -23,7 +23,7 @@ use crate::{
 
 /// Offset of `child_pid` in the `sched_process_fork` record, from its tracefs format,
 /// written by userspace before loading: it moved when the comm fields became
-/// `__data_loc` strings (44 on 5.10 and 6.1, 20 on 6.18). 0: unknown, nothing is
+/// `__data_loc` strings (44 on 5.10, 6.1 and 6.12; 20 on 6.18). 0: unknown, nothing is
 /// followed.
 #[unsafe(no_mangle)]
 static FORK_CHILD_PID_OFFSET: u32 = 0;
