@@ -9,6 +9,7 @@
 #![no_main]
 
 mod alloc;
+mod free_flow;
 mod maps;
 mod memory;
 mod oom;

@@ -257,6 +257,19 @@ impl Collector {
         if let Ok(mut last) = HashMap::<_, u32, u64>::try_from(map(&mut self.ebpf, "BRK_LAST")?) {
             let _ = last.remove(&pid);
         }
+        if let Ok(mut layout) =
+            HashMap::<_, u32, u32>::try_from(map(&mut self.ebpf, "HEAP_LAYOUT")?)
+        {
+            let _ = layout.remove(&pid);
+        }
+        if let Ok(mut flow) =
+            aya::maps::PerCpuHashMap::<_, u32, profiler_common::FreeFlow>::try_from(map(
+                &mut self.ebpf,
+                "FREE_FLOW",
+            )?)
+        {
+            let _ = flow.remove(&pid);
+        }
         Ok(())
     }
 

@@ -10,7 +10,8 @@ pub mod stack;
 pub mod waits;
 
 pub use capture::{
-    BlockOp, CaptureRecord, Followed, IdentityFacts, MemSampleRef, StackRef, WindowEnd,
+    BlockOp, CaptureRecord, Followed, FreeFlowRead, IdentityFacts, MemSampleRef, StackRef,
+    WindowEnd,
 };
 pub use counters::Counters;
 pub use memory::{

@@ -262,6 +262,7 @@ impl Capture {
     }
 
     pub fn finish(&mut self, only: Option<u32>) -> anyhow::Result<Window> {
+        self.session.read_free_flow(&self.collector);
         self.drain()?;
         let now = Instant::now();
         self.session.read_final_rss();
@@ -286,10 +287,20 @@ impl Capture {
             .expect("the window end was just applied"))
     }
 
+    /// Judge memory growth by its trend over windows (the daemon), not by one window.
+    pub fn judge_by_trend(&mut self) {
+        self.session.apply(CaptureRecord::JudgeByTrend);
+    }
+
     /// Start the next window with the probes still attached: reset the per-window
     /// counts, forget targets that exited (they were reported), and take the new
     /// "before" values.
     pub fn next_window(&mut self) {
+        if self.session.state.trends {
+            self.session.apply(CaptureRecord::IntervalEnd {
+                end_ns: monotonic_now_ns(),
+            });
+        }
         let exited: Vec<u32> = self
             .session
             .state

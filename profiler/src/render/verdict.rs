@@ -10,6 +10,7 @@ use crate::{
         AlsoGrew, Evidence, MemoryVerdict, MemoryVerdictKind, Numbers, ProcessMemory,
         RetentionAdvice, StallVerdict,
     },
+    render::growth::signed,
     units::human_bytes,
 };
 
@@ -21,6 +22,9 @@ pub fn memory_label(kind: MemoryVerdictKind) -> &'static str {
         MemoryVerdictKind::MappedGrowth => "MAPPED GROWTH (not through the allocator)",
         MemoryVerdictKind::NoGrowth => "NO GROWTH",
         MemoryVerdictKind::HeapGrowthUnexplained => "HEAP GROWTH (allocator probes off)",
+        MemoryVerdictKind::GrowthStopped => "GROWTH THAT STOPPED",
+        MemoryVerdictKind::Periodic => "PERIODIC GROWTH AND RELEASE",
+        MemoryVerdictKind::Growing => "GROWING (not judged yet)",
     }
 }
 
@@ -46,7 +50,23 @@ pub fn numbers_line(n: &Numbers) -> String {
         )),
         None => parts.push("live allocations: not measured".into()),
     }
+    if let (Some(net), Some(sigma)) = (n.net_growth, n.net_sigma) {
+        parts.push(format!(
+            "net live {} ± {} (2σ; frees of older blocks counted)",
+            signed(net),
+            human_bytes(2.0 * sigma)
+        ));
+    }
     parts.push(format!("allocator heap +{}", human_bytes(n.heap_growth)));
+    if let (Some(net), Some(sigma)) = (n.net_growth, n.net_sigma) {
+        // What the heap grew by beyond the live bytes: kept by the allocator (negative:
+        // live bytes grew into memory the allocator already held).
+        parts.push(format!(
+            "allocator-retained {} ± {}",
+            signed(n.heap_growth - net),
+            human_bytes(2.0 * sigma)
+        ));
+    }
     parts.push(format!(
         "direct mappings +{}",
         human_bytes(n.direct_mapped_growth)
@@ -73,7 +93,12 @@ pub fn headline(v: &MemoryVerdict) -> String {
             v.culprit
         ),
         MemoryVerdictKind::Retention => {
-            let live = v.numbers.live_growth.unwrap_or(0.0).max(0.0);
+            let live = v
+                .numbers
+                .net_growth
+                .or(v.numbers.live_growth)
+                .unwrap_or(0.0)
+                .max(0.0);
             format!(
                 "{label}: the allocator's heap grew +{} while live allocations grew only +{} ({:.0}%); \
                  freed memory is kept by the allocator. Heap extended under {}",
@@ -94,10 +119,37 @@ pub fn headline(v: &MemoryVerdict) -> String {
             human_bytes(v.growth),
             v.culprit
         ),
-        MemoryVerdictKind::NoGrowth => format!(
-            "{label}: nothing grew by {} or more {}",
-            human_bytes(MIN_GROWTH_BYTES),
-            span(&v.numbers)
+        MemoryVerdictKind::NoGrowth => match v.numbers.churn_per_sec {
+            Some(churn) if churn >= MIN_GROWTH_BYTES / 60.0 => format!(
+                "{label}: allocations and frees balance (churn of ~{}/s); nothing grew by {} or more {}",
+                human_bytes(churn),
+                human_bytes(MIN_GROWTH_BYTES),
+                span(&v.numbers)
+            ),
+            _ => format!(
+                "{label}: nothing grew by {} or more {}",
+                human_bytes(MIN_GROWTH_BYTES),
+                span(&v.numbers)
+            ),
+        },
+        MemoryVerdictKind::GrowthStopped => format!(
+            "{label}: live allocations grew +{} and then stayed level under {} \
+             (a warm-up or a cache filling up, not a leak)",
+            human_bytes(v.growth),
+            v.culprit
+        ),
+        MemoryVerdictKind::Periodic => format!(
+            "{label}: live allocations under {} rise by ~{} and are released again \
+             (batches, not a leak)",
+            v.culprit,
+            human_bytes(v.growth)
+        ),
+        MemoryVerdictKind::Growing => format!(
+            "{label}: {} of live allocations {}, most under {}; a leak is called only on \
+             steady growth over the daemon's intervals",
+            human_bytes(v.growth),
+            span(&v.numbers),
+            v.culprit
         ),
     }
 }
@@ -130,6 +182,9 @@ pub fn also(a: &AlsoGrew) -> String {
 pub fn memory_text(out: &mut String, p: &ProcessMemory) {
     let Some(v) = &p.verdict else { return };
     let _ = writeln!(out, "   verdict: {}", headline(v));
+    if let Some(a) = &v.assessment {
+        let _ = writeln!(out, "     {}", super::growth::confidence_line(a));
+    }
     // A daemon's later intervals count from the follow start: say so whatever the
     // verdict, since the headline of some verdicts has no span of its own.
     if v.numbers.since_follow {
@@ -141,6 +196,9 @@ pub fn memory_text(out: &mut String, p: &ProcessMemory) {
         );
     } else {
         let _ = writeln!(out, "     numbers: {}", numbers_line(&v.numbers));
+    }
+    if let Some(split) = runtime_split(p, &v.numbers) {
+        let _ = writeln!(out, "     {split}");
     }
     for s in &v.stacks {
         let _ = writeln!(
@@ -158,11 +216,41 @@ pub fn memory_text(out: &mut String, p: &ProcessMemory) {
     }
 }
 
+/// In a process that runs V8 (Node.js), which of its memories moved: the V8 heap and
+/// code (mappings V8 makes itself, outside the allocator), native live allocations
+/// (the net growth) and what the allocator keeps (its heap less the net growth). None
+/// for other processes, or without a net growth.
+pub fn runtime_split(p: &ProcessMemory, n: &Numbers) -> Option<String> {
+    let runtime = |frames: &[String]| {
+        frames
+            .iter()
+            .any(|f| f.starts_with("v8::") || f.starts_with("node::"))
+    };
+    let v8 = p.growth.iter().any(|g| runtime(&g.frames))
+        || p.allocations
+            .as_ref()
+            .is_some_and(|a| a.growth.iter().any(|g| runtime(&g.frames)));
+    let (net, sigma) = (n.net_growth?, n.net_sigma?);
+    v8.then(|| {
+        format!(
+            "split {}: V8 heap and code (its own mappings) {} · native live allocations {} ± {} \
+             · allocator-retained {} ± {}",
+            span(n),
+            signed(n.direct_mapped_growth),
+            signed(net),
+            human_bytes(2.0 * sigma),
+            signed(n.heap_growth - net),
+            human_bytes(2.0 * sigma)
+        )
+    })
+}
+
 /// The verdict as `report.json` carries it: its facts and its words.
 pub fn memory_json(v: &MemoryVerdict) -> serde_json::Value {
     serde_json::json!({
         "kind": v.kind,
         "headline": headline(v),
+        "confidence": v.assessment.as_ref().map(super::growth::confidence_line),
         "numbers": v.numbers,
         "stacks": v.stacks,
         "advice": v.advice.as_ref().map(advice),
@@ -334,6 +422,7 @@ mod tests {
             }],
             advice: None,
             also: Vec::new(),
+            assessment: None,
         }
     }
 
