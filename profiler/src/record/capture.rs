@@ -78,6 +78,9 @@ fn report_attachments(collector: &Collector, verbose: bool) {
     if let RegsSource::Unavailable(why) = regs {
         eprintln!("profiler: note: stacks are unavailable on this kernel ({why}); totals, waits and verdicts still work");
     }
+    for line in collector.unavailable() {
+        eprintln!("profiler: note: {line}");
+    }
     if verbose {
         eprintln!("profiler: {}", regs.describe());
         for (program, how) in collector.attachments() {
