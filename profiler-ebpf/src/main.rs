@@ -14,6 +14,7 @@ mod maps;
 mod memory;
 mod oom;
 mod record;
+mod regs;
 mod stack;
 mod targets;
 mod waits;

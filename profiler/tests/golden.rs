@@ -7,9 +7,9 @@ use profiler::{
     analyze::memory::verdict::{judge, MappedStack, MemoryEvidence},
     ledger::RegionKind,
     model::{
-        AllocGrowth, AllocationView, BlockedStack, Counters, MemoryReport, ProbedAllocator,
-        ProcessMemory, ProcessWaits, ResidentView, StackGrowth, StallVerdict, WaitGroup,
-        WaitReport,
+        AllocGrowth, AllocationView, BlockedStack, Counters, Evidence, MemoryReport,
+        ProbedAllocator, ProcessMemory, ProcessWaits, ResidentView, StackGrowth, StallVerdict,
+        WaitGroup, WaitReport,
     },
     procfs::Rss,
     render::{folded, report, svg, waits},
@@ -235,6 +235,10 @@ fn wait_report() -> WaitReport {
                 on: "futex 0x5000".into(),
                 frame_below_lock: Some("pool_acquire".into()),
                 blocked_at_least_ns: 12_000_000_000,
+                evidence: vec![Evidence::QueuedConnections {
+                    listener: "127.0.0.1:8080".into(),
+                    queued: 2,
+                }],
             },
             completed: vec![BlockedStack {
                 kind: "socket 127.0.0.1:5432".into(),

@@ -95,6 +95,7 @@ impl Collector {
                 binary: binary.display().to_string(),
                 detail: format!("{name} at {offset:#x}: {e}"),
             })?;
+        self.note_attached(name, format!("uprobe {}+{offset:#x}", binary.display()));
         Ok(())
     }
 
@@ -111,7 +112,11 @@ impl Collector {
             program: "rss_stat".into(),
             detail: format!("{e:#}"),
         })?;
-        Ok(program.attach("kmem", "rss_stat").is_ok())
+        let attached = program.attach("kmem", "rss_stat").is_ok();
+        if attached {
+            self.note_attached("rss_stat", "tracepoint kmem:rss_stat".into());
+        }
+        Ok(attached)
     }
 
     /// Tell the kernel side how the allocator of `pid` stores block sizes, so frees of

@@ -21,6 +21,6 @@ pub use memory::{
 };
 pub use stack::{build_id_hex, CodeLine, CodeLocation, ModuleMapping};
 pub use waits::{
-    BlockedStack, InFlightWait, ProcessWaits, StallVerdict, ThreadSnapshot, WaitGroup, WaitOn,
-    WaitReport,
+    BlockedStack, DemandSignals, Evidence, InFlightWait, ListenerQueue, ProcessWaits, StallVerdict,
+    ThreadSnapshot, UnreadConnection, WaitGroup, WaitOn, WaitReport,
 };

@@ -15,7 +15,9 @@ use super::{RecordOptions, Session};
 use crate::targets::{ProcessInfo, TargetSelector};
 use crate::{
     analyze::CaptureState,
-    collect::{inflight, monotonic_now_ns, CollectError, Collector, CollectorConfig, Record},
+    collect::{
+        inflight, monotonic_now_ns, CollectError, Collector, CollectorConfig, Record, RegsSource,
+    },
     model::{CaptureRecord, Counters, MemoryReport, WaitReport, WindowEnd},
     procfs,
     stacks::StackTable,
@@ -62,6 +64,21 @@ pub struct Capture {
     attached: Instant,
     window_start: Instant,
     counters_at_start: Counters,
+}
+
+/// Say what this kernel could not give (always) and, with `verbose`, how every probe
+/// was attached.
+fn report_attachments(collector: &Collector, verbose: bool) {
+    let regs = collector.regs_source();
+    if let RegsSource::Unavailable(why) = regs {
+        eprintln!("profiler: note: stacks are unavailable on this kernel ({why}); totals, waits and verdicts still work");
+    }
+    if verbose {
+        eprintln!("profiler: {}", regs.describe());
+        for (program, how) in collector.attachments() {
+            eprintln!("profiler: probe {program}: {how}");
+        }
+    }
 }
 
 impl Capture {
@@ -135,6 +152,7 @@ impl Capture {
                 eprintln!("profiler: note: this kernel has no tracepoint syscalls:{name}; those waits are not seen");
             }
         }
+        report_attachments(&collector, opts.verbose);
         session.apply(CaptureRecord::WindowStart {
             start_ns: monotonic_now_ns(),
         });

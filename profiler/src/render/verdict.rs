@@ -7,8 +7,8 @@ use crate::{
     allocator::AllocatorFamily,
     analyze::memory::verdict::MIN_GROWTH_BYTES,
     model::{
-        AlsoGrew, MemoryVerdict, MemoryVerdictKind, Numbers, ProcessMemory, RetentionAdvice,
-        StallVerdict,
+        AlsoGrew, Evidence, MemoryVerdict, MemoryVerdictKind, Numbers, ProcessMemory,
+        RetentionAdvice, StallVerdict,
     },
     render::growth::signed,
     units::human_bytes,
@@ -274,10 +274,11 @@ fn short_stack(frames: &[String]) -> String {
 /// One line for the report.
 pub fn stall_line(v: &StallVerdict) -> String {
     match v {
-        StallVerdict::Stalled { stuck, threads, on, frame_below_lock, blocked_at_least_ns } => format!(
-            "STALLED: {stuck} of {threads} threads blocked for at least {:.1} s on {on} with no wake{}",
+        StallVerdict::Stalled { stuck, threads, on, frame_below_lock, blocked_at_least_ns, evidence } => format!(
+            "STALLED: {stuck} of {threads} threads blocked for at least {:.1} s on {on} with no wake{}; unmet demand: {}",
             *blocked_at_least_ns as f64 / 1e9,
-            frame_below_lock.as_ref().map(|f| format!(", waiting in {f}")).unwrap_or_default()
+            frame_below_lock.as_ref().map(|f| format!(", waiting in {f}")).unwrap_or_default(),
+            evidence.iter().map(evidence_clause).collect::<Vec<_>>().join("; ")
         ),
         StallVerdict::Idle { threads, detail } => format!("not stalled: idle ({detail}; {threads} threads)"),
         StallVerdict::Exited => "exited before the end of the window: completed waits only".into(),
@@ -295,17 +296,84 @@ pub fn stall_short(v: &StallVerdict) -> String {
             threads,
             on,
             frame_below_lock,
+            evidence,
             ..
         } => format!(
-            "STALLED: {stuck}/{threads} threads on {on}{}",
+            "STALLED: {stuck}/{threads} threads on {on}{}{}",
             frame_below_lock
                 .as_ref()
                 .map(|f| format!(" in {f}"))
+                .unwrap_or_default(),
+            evidence
+                .first()
+                .map(|e| format!(" ({})", evidence_short(e)))
                 .unwrap_or_default()
         ),
-        StallVerdict::Idle { .. } => "idle".into(),
+        // The first clause of the detail: `idle: 8 threads waiting for work in
+        // worker_wait_for_job`, `idle in epoll_wait`.
+        StallVerdict::Idle { detail, .. } => {
+            let first = detail.split([';', ',']).next().unwrap_or_default();
+            let first = first.split(" on futex ").next().unwrap_or_default();
+            if first.starts_with("idle") {
+                first.to_string()
+            } else {
+                format!("idle: {first}")
+            }
+        }
         StallVerdict::Progressing { .. } => "not stalled".into(),
         StallVerdict::Exited => "exited".into(),
+    }
+}
+
+/// One clause of the STALLED sentence: what demand is not being met.
+pub fn evidence_clause(e: &Evidence) -> String {
+    match e {
+        Evidence::QueuedConnections { listener, queued } => {
+            format!("{queued} connection(s) queued unaccepted on {listener}")
+        }
+        Evidence::UnreadRequests {
+            listener,
+            connections,
+            bytes,
+        } => format!(
+            "{bytes} request byte(s) unread on {connections} connection(s) accepted on {listener}"
+        ),
+        Evidence::PileUp {
+            on,
+            arrived,
+            over_ns,
+        } => format!(
+            "{arrived} threads began waiting on {on} over {:.1} s while watched, none woken",
+            *over_ns as f64 / 1e9
+        ),
+        Evidence::LockCycle { tids } => {
+            let chain: Vec<String> = tids.iter().map(u32::to_string).collect();
+            format!(
+                "lock cycle (deadlock): TID {} waits for {}",
+                chain.join(" waits for "),
+                chain[0]
+            )
+        }
+        Evidence::LockHeld { on, owner, waiters } => {
+            format!("{waiters} thread(s) waiting for the lock {on} held by TID {owner}")
+        }
+        Evidence::AwaitingPeer { peer, threads } => {
+            format!("{threads} thread(s) waiting for an answer from {peer}")
+        }
+    }
+}
+
+/// A few words of evidence for a flamegraph subtitle.
+pub fn evidence_short(e: &Evidence) -> String {
+    match e {
+        Evidence::QueuedConnections { listener, queued } => {
+            format!("{queued} queued on {listener}")
+        }
+        Evidence::UnreadRequests { listener, .. } => format!("unread requests on {listener}"),
+        Evidence::PileUp { arrived, .. } => format!("{arrived} waiters piled up"),
+        Evidence::LockCycle { .. } => "lock cycle".into(),
+        Evidence::LockHeld { owner, .. } => format!("lock held by {owner}"),
+        Evidence::AwaitingPeer { peer, .. } => format!("no answer from {peer}"),
     }
 }
 
@@ -315,6 +383,25 @@ mod tests {
     use crate::model::NamedStack;
 
     const MIB: f64 = 1024.0 * 1024.0;
+
+    /// Check that the evidence clauses carry the numbers and addresses.
+    #[test]
+    fn words_stall_evidence() {
+        let e = Evidence::QueuedConnections {
+            listener: "127.0.0.1:8080".into(),
+            queued: 2,
+        };
+        assert_eq!(
+            evidence_clause(&e),
+            "2 connection(s) queued unaccepted on 127.0.0.1:8080"
+        );
+        assert_eq!(evidence_short(&e), "2 queued on 127.0.0.1:8080");
+        let e = Evidence::LockCycle { tids: vec![10, 20] };
+        assert_eq!(
+            evidence_clause(&e),
+            "lock cycle (deadlock): TID 10 waits for 20 waits for 10"
+        );
+    }
 
     fn leak(since_follow: bool) -> MemoryVerdict {
         MemoryVerdict {
@@ -392,11 +479,36 @@ mod tests {
             on: "futex 0xabc".into(),
             frame_below_lock: Some("acquire_nested".into()),
             blocked_at_least_ns: 12_000_000_000,
+            evidence: vec![Evidence::PileUp {
+                on: "futex 0xabc".into(),
+                arrived: 4,
+                over_ns: 3_000_000_000,
+            }],
         };
-        assert!(stall_line(&v).starts_with("STALLED: 4 of 5 threads"));
+        assert_eq!(
+            stall_line(&v),
+            "STALLED: 4 of 5 threads blocked for at least 12.0 s on futex 0xabc with no wake, \
+             waiting in acquire_nested; unmet demand: 4 threads began waiting on futex 0xabc \
+             over 3.0 s while watched, none woken"
+        );
         assert_eq!(
             stall_short(&v),
-            "STALLED: 4/5 threads on futex 0xabc in acquire_nested"
+            "STALLED: 4/5 threads on futex 0xabc in acquire_nested (4 waiters piled up)"
         );
+        let idle = StallVerdict::Idle {
+            threads: 9,
+            detail: "8 threads waiting for work in worker_wait_for_job on futex 0x10 with no \
+                     wake; no unmet demand: no listening socket"
+                .into(),
+        };
+        assert_eq!(
+            stall_short(&idle),
+            "idle: 8 threads waiting for work in worker_wait_for_job"
+        );
+        let epoll = StallVerdict::Idle {
+            threads: 1,
+            detail: "idle in epoll_wait, 3 sockets".into(),
+        };
+        assert_eq!(stall_short(&epoll), "idle in epoll_wait");
     }
 }
