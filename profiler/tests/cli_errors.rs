@@ -72,10 +72,34 @@ fn not_root_is_one_line_error() {
             env!("CARGO_BIN_EXE_profiler"),
         ])
         .args(["record", "--pid", &pid, "--duration", "1s", "--out"])
-        .arg(&dir)
+        .arg(dir.join("out"))
         .output()
         .expect("running setpriv");
     assert_one_line_error(&out, "must run as root");
+    assert!(
+        !dir.join("out").exists(),
+        "a refused run left an output directory behind"
+    );
+}
+
+/// Check that root without the eBPF capabilities (a container without --privileged)
+/// gets one line that keeps the kernel's EPERM and says which capabilities are missing.
+#[test]
+#[ignore = "needs root (to drop capabilities): run with `cargo xtask test`"]
+fn root_without_bpf_capabilities_is_told_what_is_missing() {
+    let pid = std::process::id().to_string();
+    let out = Command::new("capsh")
+        .arg("--drop=cap_bpf,cap_sys_admin,cap_perfmon")
+        .arg("--")
+        .arg("-c")
+        .arg(format!(
+            "exec {} record --pid {pid} --duration 1s --out /tmp/profiler-test-nocap",
+            env!("CARGO_BIN_EXE_profiler")
+        ))
+        .output()
+        .expect("running capsh");
+    assert_one_line_error(&out, "Operation not permitted");
+    assert_one_line_error(&out, "CAP_BPF");
 }
 
 /// Check that nonsense arguments are one-line errors with exit 1, as every other error.

@@ -5,10 +5,12 @@
 //! - `run`: builds the profiler in release mode and runs it with the given arguments.
 //! - `test`: formatting, clippy, unit tests, then the root integration tests.
 //! - `bench`: the profiler's overhead on storm workloads, against bare runs and peer tools.
+//! - `fuzz`: every fuzz target for a few seconds, seeded from the committed corpus.
 
 mod bench;
 mod bpf_linker;
 mod cmd;
+mod fuzz;
 mod packages;
 mod run;
 mod setup;
@@ -40,6 +42,8 @@ enum Command {
     Test(test::TestArgs),
     /// Measure the profiler's overhead on storm workloads against bare runs and peers.
     Bench(bench::BenchArgs),
+    /// Run every fuzz target for a few seconds from the committed corpus.
+    Fuzz(fuzz::FuzzArgs),
 }
 
 fn main() -> ExitCode {
@@ -49,6 +53,7 @@ fn main() -> ExitCode {
         Command::Run(args) => run::run(&args),
         Command::Test(args) => test::test(&args),
         Command::Bench(args) => bench::bench(&args),
+        Command::Fuzz(args) => fuzz::fuzz(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -66,6 +66,11 @@ pub const TEST_PACKAGES: &[DebPackage] = &[
         name: "chromium",
         command: "chromium",
     },
+    // cli_errors drops the eBPF capabilities from root with capsh.
+    DebPackage {
+        name: "libcap2-bin",
+        command: "capsh",
+    },
     // The pprof tests read the .pb.gz files with Go's own reader (`go tool pprof`).
     DebPackage {
         name: "golang-go",

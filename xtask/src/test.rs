@@ -91,6 +91,11 @@ fn steps(args: &TestArgs) -> Vec<Step> {
                 "--test-threads=1",
             ],
         });
+        // Parsers of untrusted input, fuzzed briefly from the committed corpus.
+        steps.push(Step {
+            title: "fuzz (short)",
+            args: vec!["run", "--package", "xtask", "--", "fuzz", "--seconds", "15"],
+        });
         // The harness must keep working; its numbers are not judged (CI machines are noisy).
         steps.push(Step {
             title: "bench smoke",
@@ -150,6 +155,7 @@ mod tests {
                 "clippy (eBPF)",
                 "unit and golden tests",
                 "root integration tests",
+                "fuzz (short)",
                 "bench smoke"
             ]
         );

@@ -52,3 +52,54 @@ pub fn raise_memlock_limit() {
     // SAFETY: plain syscall with a valid pointer.
     let _ = unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &limit) };
 }
+
+/// The whole cause chain of a load error in one line, with what to do when the kernel
+/// said EPERM: root without CAP_BPF/CAP_SYS_ADMIN (a container without `--privileged`,
+/// a systemd unit with a capability bounding set) otherwise only sees "failed to create
+/// map `SCRATCH`".
+pub fn explain_load_error(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut permission = false;
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let part = c.to_string();
+        if !text.contains(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        permission |= c
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.raw_os_error() == Some(libc::EPERM));
+        cause = c.source();
+    }
+    if permission {
+        text.push_str(
+            " (the kernel refused: root needs CAP_BPF, CAP_PERFMON and CAP_SYS_PTRACE, or \
+             CAP_SYS_ADMIN; in a container run it --privileged, or grant those capabilities)",
+        );
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("failed to create map `SCRATCH`")]
+    struct CreateMap(#[source] std::io::Error);
+
+    /// Check that the cause of a load error is kept and EPERM comes with what to do.
+    #[test]
+    fn load_errors_keep_their_cause_and_explain_eperm() {
+        let e = CreateMap(std::io::Error::from_raw_os_error(libc::EPERM));
+        let text = explain_load_error(&e);
+        assert!(
+            text.starts_with("failed to create map `SCRATCH`: "),
+            "{text}"
+        );
+        assert!(text.contains("CAP_BPF"), "{text}");
+        let e = CreateMap(std::io::Error::from_raw_os_error(libc::EINVAL));
+        assert!(!explain_load_error(&e).contains("CAP_BPF"));
+    }
+}

@@ -156,7 +156,7 @@ impl Collector {
                 env!("OUT_DIR"),
                 "/profiler"
             )))
-            .map_err(|e| CollectError::Load(format!("{e:#}")))?;
+            .map_err(|e| CollectError::Load(host::explain_load_error(&e)))?;
         let config = Config {
             sample_bytes: cfg.sample_bytes.max(1),
             wait_threshold_ns: cfg.wait_threshold_ns,

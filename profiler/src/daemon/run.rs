@@ -56,6 +56,8 @@ impl Daemon {
     pub fn start(opts: DaemonOptions) -> anyhow::Result<Self> {
         let mut selector = TargetSelector::new(&opts.record.targets)?;
         let initial = selector.resolve()?;
+        // Privileges first: a run that will be refused must not leave an empty directory.
+        crate::collect::check_host()?;
         crate::record::output::prepare_dir(&opts.out)?;
         // With --all, processes are added when their first event arrives.
         let eager = if selector.is_all() {

@@ -65,6 +65,8 @@ pub struct RecordSummary {
 pub async fn record(opts: &RecordOptions) -> anyhow::Result<RecordSummary> {
     let mut selector = TargetSelector::new(&opts.targets)?;
     let initial = selector.resolve()?;
+    // Privileges first: a run that will be refused must not leave an empty directory.
+    crate::collect::check_host()?;
     output::prepare_dir(&opts.out)?;
 
     // With --all, processes are added when their first event arrives.

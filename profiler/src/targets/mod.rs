@@ -61,7 +61,7 @@ pub enum TargetError {
     KernelThread(u32),
     #[error("bad --comm regular expression {pattern:?}: {detail}")]
     BadRegex { pattern: String, detail: String },
-    #[error("--cgroup: {0}")]
+    #[error("--cgroup")]
     Cgroup(#[from] cgroup::CgroupError),
     #[error("--container {0:?} is not a container ID or ID prefix (hex digits)")]
     BadContainerId(String),

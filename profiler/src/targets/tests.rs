@@ -81,9 +81,10 @@ fn cgroup_selects_subtree() {
     })
     .unwrap_err();
     assert!(matches!(err, TargetError::Cgroup(_)), "{err}");
-    assert!(err
-        .to_string()
-        .starts_with("--cgroup: cgroup missing does not exist"));
+    // The cause is said once: `{:#}` is how the binary prints errors.
+    let text = format!("{:#}", anyhow::Error::from(err));
+    assert!(text.starts_with("--cgroup: cgroup missing does not exist"), "{text}");
+    assert_eq!(text.matches("does not exist").count(), 1, "{text}");
 }
 
 /// Check container prefixes: unique prefixes lock to the full ID, ambiguous or

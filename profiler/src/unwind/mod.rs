@@ -28,7 +28,7 @@ use framehop::{FrameAddress, Module, Unwinder as _};
 use crate::events::StackSample;
 use crate::safe_file::{self, FileKind};
 
-pub use elf::{ElfCache, ElfError};
+pub use elf::{read_headers, read_unwind_sections, ElfCache, ElfError, UnwindSections};
 pub use modules::{AddressSpace, FileMapping, MappedModule};
 
 /// Deepest stack we report; deeper stacks are cut and marked truncated.
