@@ -83,7 +83,10 @@ fn cgroup_selects_subtree() {
     assert!(matches!(err, TargetError::Cgroup(_)), "{err}");
     // The cause is said once: `{:#}` is how the binary prints errors.
     let text = format!("{:#}", anyhow::Error::from(err));
-    assert!(text.starts_with("--cgroup: cgroup missing does not exist"), "{text}");
+    assert!(
+        text.starts_with("--cgroup: cgroup missing does not exist"),
+        "{text}"
+    );
     assert_eq!(text.matches("does not exist").count(), 1, "{text}");
 }
 
