@@ -163,7 +163,10 @@ pub struct AllocEvent {
     pub size: u64,
     /// Which allocator entry point made the block: an [`alloc_fn`] value.
     pub function: u32,
-    pub _pad: u32,
+    /// `Alloc`: the block's size as the allocator's own header gives it (glibc's usable
+    /// size, musl's nominal size; see [`heap_layout`]), capped at `u32::MAX`; 0 when the
+    /// process's allocator has no header the probes can read.
+    pub usable_size: u32,
 }
 
 /// Allocator entry points, as carried in [`AllocEvent::function`] and [`AllocPending`].
@@ -189,6 +192,54 @@ pub struct AllocPending {
     pub out_ptr: u64,
     pub function: u32,
     pub _pad: u32,
+}
+
+/// How the allocator of a process stores a block's size next to the block, so that a
+/// `free` of a block the probes did not see allocated can still be sized (map
+/// `HEAP_LAYOUT`, by tgid, written by userspace when it attaches the allocator probes).
+pub mod heap_layout {
+    /// No readable header (jemalloc, tcmalloc, mimalloc, unknown): frees are counted,
+    /// not sized.
+    pub const NONE: u32 = 0;
+    /// glibc (ptmalloc): the chunk's size word, with three flag bits, sits 8 bytes
+    /// before the block.
+    pub const GLIBC: u32 = 1;
+    /// musl >= 1.2.1 (mallocng): a 4-byte in-band header before the block gives the slot
+    /// index and the offset to its group, whose `meta` gives the size class; the bytes
+    /// reserved at the slot's end give the nominal (requested) size.
+    pub const MUSL_MALLOCNG: u32 = 2;
+}
+
+/// musl mallocng's `size_classes` (in 16-byte units), unchanged since mallocng came in
+/// musl 1.2.1; userspace checks that a process's musl holds this very table before it
+/// declares [`heap_layout::MUSL_MALLOCNG`].
+pub const MUSL_SIZE_CLASSES: [u16; 48] = [
+    1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 12, 15, 18, 20, 25, 31, 36, 42, 50, 63, 72, 84, 102, 127, 146,
+    170, 204, 255, 292, 340, 409, 511, 584, 682, 818, 1023, 1169, 1364, 1637, 2047, 2340, 2730,
+    3276, 4095, 4680, 5460, 6552, 8191,
+];
+
+/// Frees of blocks the allocator probes did not see allocated (blocks allocated before
+/// the probes attached, or not sampled), per process and per CPU (map `FREE_FLOW`).
+/// Their sizes, read from the allocator's header, are summed in the kernel (no record
+/// per free); they also pass through the same unbiased byte sampler as allocations, an
+/// estimate userspace checks against the exact sum.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FreeFlow {
+    /// Frees of blocks that were not sampled live.
+    pub frees: u64,
+    /// Of those, frees whose size could not be read (no header layout, or a header
+    /// that did not check out).
+    pub unsized_frees: u64,
+    /// Frees the byte sampler picked, and the bytes they stand for (sum of weights).
+    pub sampled: u64,
+    pub weight: u64,
+    /// Sum of `weight * (weight - size)` over the sampled frees: the unbiased estimate
+    /// of the variance of `weight` as an estimate of the bytes freed.
+    pub variance: u64,
+    /// Sum of the sizes read: the exact bytes of every sized free.
+    pub sized_bytes: u64,
 }
 
 /// Key of the sampled live allocations (`LIVE_ALLOCS`).
@@ -386,6 +437,7 @@ mod pod {
     unsafe impl aya::Pod for super::AllocKey {}
     unsafe impl aya::Pod for super::RssTrack {}
     unsafe impl aya::Pod for super::OomEvent {}
+    unsafe impl aya::Pod for super::FreeFlow {}
 }
 
 #[cfg(test)]
@@ -411,6 +463,7 @@ mod tests {
         assert_eq!(size_of::<AllocKey>(), 16);
         assert_eq!(size_of::<RssTrack>(), 4 * 8 * 2 + 8 + 8);
         assert_eq!(size_of::<OomEvent>(), 8 + 5 * 8);
+        assert_eq!(size_of::<FreeFlow>(), 6 * 8);
         assert!(size_of::<OomEvent>() <= BODY_SIZE);
     }
 }

@@ -6,7 +6,8 @@
 //! with the same unbiased sampler as the mapping probes; only then is the call remembered
 //! per thread, and its return probe records the block's address in `LIVE_ALLOCS` and
 //! sends the address, size and the caller's stack. `free` of a sampled block removes it
-//! and sends a small record without a stack; `free` of any other block costs the lookup.
+//! and sends a small record without a stack; `free` of any other block is sized from the
+//! allocator's header and counted in the kernel (`free_flow`).
 use aya_ebpf::{
     helpers::{bpf_get_current_pid_tgid, bpf_probe_read_user},
     macros::{tracepoint, uprobe, uretprobe},
@@ -17,6 +18,7 @@ use profiler_common::{
 };
 
 use crate::{
+    free_flow,
     maps::{ALLOC_PENDING, LIVE_ALLOCS, RET_SLOTS, RSS_TRACK},
     record::{config, count, emit, is_target, sample_weight, scratch},
     stack,
@@ -48,11 +50,16 @@ pub fn calloc_enter(ctx: ProbeContext) -> u32 {
 pub fn realloc_enter(ctx: ProbeContext) -> u32 {
     let ptr: u64 = ctx.arg(0).unwrap_or(0);
     let size: u64 = ctx.arg(1).unwrap_or(0);
-    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    let id = bpf_get_current_pid_tgid();
+    let tgid = (id >> 32) as u32;
     if ptr != 0 {
         if let Some(cfg) = config() {
             if is_target(tgid, cfg) {
-                forget(tgid, ptr);
+                if !forget(tgid, ptr) {
+                    free_flow::count_unseen_free(tgid, ptr, cfg);
+                }
+                // SAFETY: `ctx.regs` is the probe's pt_regs.
+                free_flow::realloc_started(id, ptr, unsafe { (*ctx.regs).rsp });
             }
         }
     }
@@ -82,12 +89,18 @@ pub fn free_enter(ctx: ProbeContext) -> u32 {
         return 0;
     }
     let Some(cfg) = config() else { return 0 };
-    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    let id = bpf_get_current_pid_tgid();
+    let tgid = (id >> 32) as u32;
     if !is_target(tgid, cfg) {
         return 0;
     }
     count(Counter::AllocCalls);
-    forget(tgid, ptr);
+    if free_flow::freed_by_realloc(id, ptr) {
+        return 0;
+    }
+    if !forget(tgid, ptr) {
+        free_flow::count_unseen_free(tgid, ptr, cfg);
+    }
     0
 }
 
@@ -134,6 +147,8 @@ fn enter(ctx: &ProbeContext, size: u64, function: u32, out_ptr: u64) -> u32 {
 #[inline(always)]
 fn try_alloc_return(ctx: &RetProbeContext) -> Result<u32, u32> {
     let id = bpf_get_current_pid_tgid();
+    // SAFETY: `ctx.regs` is the probe's pt_regs.
+    free_flow::allocator_returned(id, unsafe { (*ctx.regs).rsp });
     // SAFETY: the value is copied out before the entry is removed.
     let pending = match unsafe { ALLOC_PENDING.get(id) } {
         Some(p) => *p,
@@ -170,7 +185,7 @@ fn try_alloc_return(ctx: &RetProbeContext) -> Result<u32, u32> {
         addr,
         size: pending.size,
         function: pending.function,
-        _pad: 0,
+        usable_size: free_flow::block_size(tgid, addr).map_or(0, |s| s.min(u32::MAX as u64) as u32),
     };
     // SAFETY: `ctx.regs` is the probe's pt_regs (readable context); `buf` is this CPU's
     // scratch slot and AllocEvent fits in the body.
@@ -191,9 +206,10 @@ fn try_alloc_return(ctx: &RetProbeContext) -> Result<u32, u32> {
     Ok(0)
 }
 
-/// Forget a block of `tgid` if it was sampled, and tell userspace.
+/// Forget a block of `tgid` if it was sampled, and tell userspace. Returns whether it
+/// was.
 #[inline(always)]
-fn forget(tgid: u32, addr: u64) {
+fn forget(tgid: u32, addr: u64) -> bool {
     let key = AllocKey {
         tgid,
         _pad: 0,
@@ -201,7 +217,7 @@ fn forget(tgid: u32, addr: u64) {
     };
     // SAFETY: only presence is used.
     if unsafe { LIVE_ALLOCS.get(key) }.is_none() {
-        return;
+        return false;
     }
     let _ = LIVE_ALLOCS.remove(key);
     if let Some(buf) = scratch(EventKind::Free as u32) {
@@ -215,6 +231,7 @@ fn forget(tgid: u32, addr: u64) {
         };
         emit(buf);
     }
+    true
 }
 
 /// Offsets in the `kmem:rss_stat` record (see its tracefs `format`).

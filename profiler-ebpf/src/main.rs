@@ -9,10 +9,12 @@
 #![no_main]
 
 mod alloc;
+mod free_flow;
 mod maps;
 mod memory;
 mod oom;
 mod record;
+mod regs;
 mod stack;
 mod targets;
 mod waits;

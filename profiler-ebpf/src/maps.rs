@@ -3,7 +3,7 @@
 //! defined here too, so every program module depends on `maps` and `maps` on none.
 use aya_ebpf::{
     macros::map,
-    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
 };
 use profiler_common::{Config, EventHeader, BODY_SIZE, COUNTER_SLOTS, MAX_STACK_BYTES};
 
@@ -96,3 +96,19 @@ pub static EXCLUDED: HashMap<u32, u32> = HashMap::with_max_entries(64, 0);
 /// replaces it. Stack samples carry it so userspace can undo the replacement.
 #[map]
 pub static RET_SLOTS: LruHashMap<u64, [u64; 2]> = LruHashMap::with_max_entries(16384, 0);
+
+/// Frees of blocks that were not sampled live, per target tgid and per CPU (see
+/// `free_flow`).
+#[map]
+pub static FREE_FLOW: PerCpuHashMap<u32, profiler_common::FreeFlow> =
+    PerCpuHashMap::with_max_entries(8192, 0);
+
+/// How each target's allocator stores a block's size (`profiler_common::heap_layout`),
+/// by tgid; written by userspace when it attaches the allocator probes.
+#[map]
+pub static HEAP_LAYOUT: HashMap<u32, u32> = HashMap::with_max_entries(8192, 0);
+
+/// The block a thread's `realloc` in flight is moving, and the stack pointer at its
+/// entry, keyed by pid_tgid: `[address, sp]` (see `free_flow`).
+#[map]
+pub static REALLOC_OLD: LruHashMap<u64, [u64; 2]> = LruHashMap::with_max_entries(16384, 0);

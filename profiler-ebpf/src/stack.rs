@@ -4,36 +4,25 @@
 //! starting at the page that holds `sp`: every read has a constant size (which keeps
 //! the verifier simple) and the copy stops at the first page that cannot be read,
 //! which is the top of the stack mapping.
-use aya_ebpf::{
-    bindings::pt_regs,
-    helpers::{
-        bpf_probe_read_kernel,
-        generated::{bpf_get_current_task_btf, bpf_probe_read_user, bpf_task_pt_regs},
-    },
-};
+use aya_ebpf::helpers::generated::bpf_probe_read_user;
 use profiler_common::{Counter, UserRegs, MAX_STACK_PAGES, STACK_PAGE_SIZE};
 
 use crate::{
     maps::RET_SLOTS,
     record::{count, RecordBuf},
+    regs,
 };
 
-/// The current task's user registers (ip, sp, bp) at syscall entry.
+/// The current task's user registers (ip, sp, bp) at syscall entry; left zero when
+/// this kernel offers no way to find them.
 #[inline(always)]
 pub fn user_regs(out: &mut UserRegs) {
-    // SAFETY: the BTF task pointer and its pt_regs are read with probe reads only.
-    unsafe {
-        let regs = bpf_task_pt_regs(bpf_get_current_task_btf()) as *const pt_regs;
-        if regs.is_null() {
-            return;
-        }
-        if let Ok(regs) = bpf_probe_read_kernel(regs) {
-            *out = UserRegs {
-                ip: regs.rip,
-                sp: regs.rsp,
-                bp: regs.rbp,
-            };
-        }
+    if let Some(regs) = regs::current() {
+        *out = UserRegs {
+            ip: regs.rip,
+            sp: regs.rsp,
+            bp: regs.rbp,
+        };
     }
 }
 

@@ -8,11 +8,7 @@
 //! `vfork` make processes, `clone`/`clone3` make threads when `CLONE_THREAD` is set.
 //! Anything else (io_uring workers, kernel-internal clones) is not followed.
 use aya_ebpf::{
-    bindings::pt_regs,
-    helpers::{
-        bpf_get_current_pid_tgid, bpf_probe_read_kernel, bpf_probe_read_user,
-        generated::{bpf_get_current_task_btf, bpf_task_pt_regs},
-    },
+    helpers::{bpf_get_current_pid_tgid, bpf_probe_read_user},
     macros::tracepoint,
     programs::TracePointContext,
 };
@@ -22,6 +18,7 @@ use profiler_common::Counter;
 use crate::{
     maps::{BRK_LAST, TARGETS},
     record::{config, count},
+    regs,
 };
 
 /// Offset of `child_pid` in the `sched_process_fork` record (see its tracefs format).
@@ -68,23 +65,16 @@ fn try_follow_fork(ctx: &TracePointContext) -> Result<u32, u32> {
 /// Whether the current task's system call creates a process (not a thread).
 #[inline(always)]
 fn creates_process() -> bool {
-    // SAFETY: the BTF task pointer and its pt_regs are read with probe reads only; the
-    // clone3 argument is user memory read with the user helper.
-    unsafe {
-        let regs = bpf_task_pt_regs(bpf_get_current_task_btf()) as *const pt_regs;
-        if regs.is_null() {
-            return false;
-        }
-        let Ok(regs) = bpf_probe_read_kernel(regs) else {
-            return false;
-        };
-        match regs.orig_rax {
-            NR_FORK | NR_VFORK => true,
-            NR_CLONE => regs.rdi & CLONE_THREAD == 0,
-            // struct clone_args starts with `u64 flags`.
-            NR_CLONE3 => bpf_probe_read_user(regs.rdi as *const u64)
-                .is_ok_and(|flags| flags & CLONE_THREAD == 0),
-            _ => false,
-        }
+    let Some(regs) = regs::current() else {
+        return false;
+    };
+    match regs.orig_rax {
+        NR_FORK | NR_VFORK => true,
+        NR_CLONE => regs.rdi & CLONE_THREAD == 0,
+        // struct clone_args starts with `u64 flags`.
+        // SAFETY: user memory read with the user helper.
+        NR_CLONE3 => unsafe { bpf_probe_read_user(regs.rdi as *const u64) }
+            .is_ok_and(|flags| flags & CLONE_THREAD == 0),
+        _ => false,
     }
 }

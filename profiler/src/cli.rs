@@ -107,6 +107,7 @@ impl From<StallsArgs> for RecordOptions {
             wait_threshold: std::time::Duration::from_millis(1),
             stall_threshold: a.stall_threshold,
             save_records: None,
+            verbose: false,
         }
     }
 }
@@ -208,6 +209,10 @@ pub struct CaptureArgs {
     /// (and, in the daemon, a stall snapshot).
     #[arg(long, default_value = "10s", value_parser = units::parse_duration)]
     pub stall_threshold: std::time::Duration,
+    /// Print how each probe was attached (tracepoint, uprobe) and how the probes find
+    /// user registers on this kernel.
+    #[arg(short, long)]
+    pub verbose: bool,
 }
 
 impl CaptureArgs {
@@ -232,6 +237,7 @@ impl CaptureArgs {
             wait_threshold: self.wait_threshold,
             stall_threshold: self.stall_threshold,
             save_records: None,
+            verbose: self.verbose,
         }
     }
 }

@@ -121,6 +121,9 @@ pub enum AllocOp {
     Alloc {
         addr: u64,
         size: u64,
+        /// The size the allocator's header gives (see `profiler_common::heap_layout`),
+        /// 0 when it has none the probes can read.
+        usable_size: u32,
         weight: u64,
         stack: Option<StackSample>,
     },

@@ -135,6 +135,17 @@ pub fn read_sockets(pid: u32) -> HashMap<u64, SocketInfo> {
     all
 }
 
+/// The inodes of the sockets process `pid` holds open (its /proc/PID/fd links).
+pub fn socket_inodes(pid: u32) -> std::collections::BTreeSet<u64> {
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return Default::default();
+    };
+    dir.filter_map(Result::ok)
+        .filter_map(|e| std::fs::read_link(e.path()).ok())
+        .filter_map(|link| socket_inode(&link.to_string_lossy()))
+        .collect()
+}
+
 /// What fd `fd` of `pid` refers to (`socket:[…]`, `pipe:[…]`, a path), if readable.
 pub fn fd_target(pid: u32, fd: i32) -> Option<String> {
     std::fs::read_link(format!("/proc/{pid}/fd/{fd}"))

@@ -7,7 +7,7 @@ use profiler::{
     analyze::memory::verdict::{judge, MappedStack, MemoryEvidence},
     ledger::RegionKind,
     model::{
-        AllocGrowth, AllocationView, BlockedStack, Counters, MemoryReport, NamedStack,
+        AllocGrowth, AllocationView, BlockedStack, Counters, Evidence, MemoryReport,
         ProbedAllocator, ProcessMemory, ProcessWaits, ResidentView, StackGrowth, StallVerdict,
         WaitGroup, WaitReport,
     },
@@ -118,14 +118,6 @@ fn memory_report() -> MemoryReport {
     let verdict = judge(&MemoryEvidence {
         allocator_probed: true,
         live_growth: a.live_bytes,
-        live_stacks: a
-            .growth
-            .iter()
-            .map(|g| NamedStack {
-                frames: g.frames.clone(),
-                bytes: g.bytes,
-            })
-            .collect(),
         allocated: a.allocated_bytes,
         freed: a.freed_bytes,
         mapped,
@@ -133,22 +125,33 @@ fn memory_report() -> MemoryReport {
         resident_after: p.rss_after.map(|r| r.total),
         allocator: Some(AllocatorFamily::Glibc),
         since_follow: false,
+        growth: profiler::analyze::memory::series::growth_evidence(a, None, |_| Vec::new()),
     });
     p.verdict = Some(verdict);
     report
 }
 
 fn allocation_view() -> AllocationView {
+    const MIB: f64 = 1048576.0;
+    // Samples of 256 KiB: a leak spread over the 5 s and never freed, scratch all
+    // younger than 0.3 s and freed as fast as it is allocated.
     let leak = AllocGrowth {
         frames: frames(&["_start", "main", "cache_insert_session"]),
-        bytes: (30 << 20) as f64,
+        bytes: 30.0 * MIB,
         objects: 960.0,
+        variance: 30.0 * MIB * 262144.0,
+        by_age: [3.75 * MIB, 3.75 * MIB, 7.5 * MIB, 15.0 * MIB],
+        oldest_secs: 4.9,
         ..Default::default()
     };
     let scratch = AllocGrowth {
         frames: frames(&["_start", "main", "handle_request_scratch"]),
-        bytes: (1 << 20) as f64,
+        bytes: MIB,
         objects: 16.0,
+        variance: MIB * 262144.0,
+        by_age: [MIB, 0.0, 0.0, 0.0],
+        oldest_secs: 0.3,
+        freed: 268.0 * MIB,
         ..Default::default()
     };
     AllocationView {
@@ -177,6 +180,19 @@ fn allocation_view() -> AllocationView {
             scratch,
         ],
         split_secs: 2.5,
+        followed_secs: 5.0,
+        net: Some(profiler::allocator::net::NetGrowth {
+            bytes: 29.5 * MIB,
+            sigma: 4.0 * MIB,
+            allocated: 300.0 * MIB,
+            freed: 270.5 * MIB,
+            unseen_frees: 70_000,
+            unseen_freed: 200.0 * MIB,
+            unseen_freed_sampled: 201.0 * MIB,
+            unseen_freed_sampled_sigma: 5.0 * MIB,
+            ..Default::default()
+        }),
+        net_missing: None,
     }
 }
 
@@ -219,6 +235,10 @@ fn wait_report() -> WaitReport {
                 on: "futex 0x5000".into(),
                 frame_below_lock: Some("pool_acquire".into()),
                 blocked_at_least_ns: 12_000_000_000,
+                evidence: vec![Evidence::QueuedConnections {
+                    listener: "127.0.0.1:8080".into(),
+                    queued: 2,
+                }],
             },
             completed: vec![BlockedStack {
                 kind: "socket 127.0.0.1:5432".into(),

@@ -6,6 +6,8 @@
 //! - `test`: formatting, clippy, unit tests, then the root integration tests.
 //! - `bench`: the profiler's overhead on storm workloads, against bare runs and peer tools.
 //! - `fuzz`: every fuzz target for a few seconds, seeded from the committed corpus.
+//! - `vm-test`: end-to-end checks on other kernels (Debian's 5.10, 6.1, 6.12 in QEMU) and
+//!   on this machine's, as a matrix kernel × check.
 
 mod bench;
 mod bpf_linker;
@@ -16,6 +18,7 @@ mod run;
 mod setup;
 mod test;
 mod tracefs;
+mod vm;
 
 use std::process::ExitCode;
 
@@ -44,6 +47,9 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Run every fuzz target for a few seconds from the committed corpus.
     Fuzz(fuzz::FuzzArgs),
+    /// Boot other kernels in QEMU (and use this one) and run the end-to-end checks on
+    /// each: `cargo xtask vm-test [5.10 6.1 6.12 host]`.
+    VmTest(vm::VmTestArgs),
 }
 
 fn main() -> ExitCode {
@@ -54,6 +60,7 @@ fn main() -> ExitCode {
         Command::Test(args) => test::test(&args),
         Command::Bench(args) => bench::bench(&args),
         Command::Fuzz(args) => fuzz::fuzz(&args),
+        Command::VmTest(args) => vm::vm_test(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -76,6 +76,15 @@ pub const TEST_PACKAGES: &[DebPackage] = &[
         name: "golang-go",
         command: "go",
     },
+    // `vm-test` boots other kernels in QEMU, with a busybox initramfs.
+    DebPackage {
+        name: "qemu-system-x86",
+        command: "qemu-system-x86_64",
+    },
+    DebPackage {
+        name: "busybox-static",
+        command: "busybox",
+    },
 ];
 
 /// Installs the packages of `wanted` whose command is not on `PATH`.

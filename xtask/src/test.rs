@@ -1,7 +1,8 @@
 //! `cargo xtask test`: what CI runs (`.ci/run`). Stops at the first failing step.
 //!
 //! All cargo steps use the dev profile and the same package selection, so the eBPF object is
-//! built cold at most twice (for the tests, and for clippy, whose build scripts run apart).
+//! built cold at most twice (for the tests, and for clippy, whose build scripts run apart);
+//! the last step, vm-test, boots that same dev build in QEMU.
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
@@ -101,6 +102,21 @@ fn steps(args: &TestArgs) -> Vec<Step> {
             title: "bench smoke",
             args: vec!["run", "--package", "xtask", "--", "bench", "--smoke"],
         });
+        // The kernels users run, booted in QEMU (about 2 min each under TCG); this
+        // machine's own kernel is the one the integration tests above ran on.
+        steps.push(Step {
+            title: "vm-test",
+            args: vec![
+                "run",
+                "--package",
+                "xtask",
+                "--",
+                "vm-test",
+                "5.10",
+                "6.1",
+                "6.12",
+            ],
+        });
     }
     steps
 }
@@ -156,7 +172,8 @@ mod tests {
                 "unit and golden tests",
                 "root integration tests",
                 "fuzz (short)",
-                "bench smoke"
+                "bench smoke",
+                "vm-test"
             ]
         );
         let quick = TestArgs {

@@ -7,7 +7,10 @@
 //! side they tell a leak (live blocks grow) from allocator retention or fragmentation
 //! (the heap grows while live blocks do not); see `memory_verdict`.
 pub mod detect;
+pub mod layout;
 pub mod live;
+pub mod net;
 
 pub use detect::{detect, AllocatorChoice, AllocatorFamily};
+pub use layout::HeapLayout;
 pub use live::{LiveAllocations, LiveGrowth};

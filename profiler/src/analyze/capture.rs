@@ -42,6 +42,8 @@ pub struct CaptureState {
     pub short_waits: u64,
     /// How the last window ended.
     pub window_end: Option<WindowEnd>,
+    /// Judge memory growth by its trend over intervals (the daemon).
+    pub trends: bool,
 }
 
 impl CaptureState {
@@ -105,6 +107,7 @@ impl CaptureState {
                     BlockOp::Alloc {
                         addr,
                         size,
+                        usable_size,
                         weight,
                         stack,
                     } => {
@@ -114,12 +117,45 @@ impl CaptureState {
                             LiveBlock {
                                 stack: stack.map(|s| s.id),
                                 size,
+                                usable: if usable_size > 0 {
+                                    u64::from(usable_size)
+                                } else {
+                                    size
+                                },
                                 weight,
                                 time_ns: *time_ns,
                             },
                         );
                     }
-                    BlockOp::Free { addr } => t.allocs.free(addr),
+                    BlockOp::Free { addr } => t.allocs.free(addr, *time_ns),
+                }
+            }
+            CaptureRecord::HeapLayout { pid, layout } => {
+                if let Some(t) = self.targets.get_mut(pid) {
+                    t.heap_layout = *layout;
+                }
+            }
+            CaptureRecord::FreeFlow { pid, flow } => {
+                if let Some(t) = self.targets.get_mut(pid) {
+                    t.allocs.cut(flow.read_ns);
+                    t.free_flow = Some(profiler_common::FreeFlow {
+                        frees: flow.frees,
+                        unsized_frees: flow.unsized_frees,
+                        sampled: flow.sampled,
+                        weight: flow.weight,
+                        variance: flow.variance,
+                        sized_bytes: flow.sized_bytes,
+                    });
+                }
+            }
+            CaptureRecord::JudgeByTrend => self.trends = true,
+            CaptureRecord::IntervalEnd { end_ns } => {
+                for t in self.targets.values_mut() {
+                    if !t.allocators.is_empty() {
+                        let levels = t.allocs.growth_with_age(t.followed_ns, *end_ns);
+                        let secs = end_ns.saturating_sub(t.followed_ns) as f64 / 1e9;
+                        t.series.push(secs, &levels);
+                    }
                 }
             }
             CaptureRecord::Wait {
@@ -214,10 +250,9 @@ impl CaptureState {
         if self.targets.get(&f.pid).is_some_and(|t| t.exited) {
             self.retired.extend(self.targets.remove(&f.pid));
         }
-        self.targets.insert(
-            f.pid,
-            Target::new(f.pid, f.comm.clone(), identity, ledger, f.rss),
-        );
+        let mut target = Target::new(f.pid, f.comm.clone(), identity, ledger, f.rss);
+        target.followed_ns = f.followed_ns;
+        self.targets.insert(f.pid, target);
     }
 
     /// Target PIDs in report order: processes outside containers first, then container
@@ -249,6 +284,7 @@ impl CaptureState {
             start_ns: self.window_start_ns,
             end_ns: end.end_ns,
             since_follow: self.since_follow,
+            trends: self.trends,
         };
         let mut all: Vec<&Target> = self
             .targets

@@ -2,9 +2,16 @@
 //! allocations, resident memory and wait counts.
 use std::collections::BTreeMap;
 
+use profiler_common::FreeFlow;
+
 use crate::{
-    allocator::LiveAllocations, ledger::ProcessLedger, model::ProbedAllocator,
-    model::ResidentTrack, procfs::Rss, targets::ProcessIdentity,
+    allocator::{HeapLayout, LiveAllocations},
+    analyze::memory::series::IntervalSeries,
+    ledger::ProcessLedger,
+    model::ProbedAllocator,
+    model::ResidentTrack,
+    procfs::Rss,
+    targets::ProcessIdentity,
 };
 
 /// State of one target process.
@@ -35,6 +42,15 @@ pub struct Target {
     pub allocator_note: Option<String>,
     /// Resident memory by kind from `kmem:rss_stat`, read at the end of the window.
     pub resident: Option<ResidentTrack>,
+    /// How the kernel side sizes frees of blocks it did not see allocated.
+    pub heap_layout: HeapLayout,
+    /// Monotonic time (ns) when the process was first followed: live blocks and frees
+    /// count from here.
+    pub followed_ns: u64,
+    /// Those frees since the process was first followed, as last read.
+    pub free_flow: Option<FreeFlow>,
+    /// Live allocations at the end of each daemon interval, for trends.
+    pub series: IntervalSeries,
     /// Committed bytes by region kind label when the window started (or when the
     /// process joined it): the report's "before".
     pub committed_at_start: Option<BTreeMap<String, u64>>,
@@ -66,6 +82,10 @@ impl Target {
             allocators: Vec::new(),
             allocator_note: None,
             resident: None,
+            heap_layout: HeapLayout::None,
+            followed_ns: 0,
+            free_flow: None,
+            series: IntervalSeries::default(),
             committed_at_start: None,
         }
     }

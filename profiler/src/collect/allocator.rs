@@ -7,13 +7,13 @@ use crate::model::ResidentTrack;
 use std::{collections::HashSet, num::NonZeroU32, path::Path};
 
 use aya::{
-    maps::HashMap,
+    maps::{HashMap, PerCpuHashMap},
     programs::{uprobe::UProbeScope, TracePoint, UProbe},
 };
-use profiler_common::RssTrack;
+use profiler_common::{FreeFlow, RssTrack};
 
 use super::{CollectError, Collector};
-use crate::allocator::{detect::ENTRY_POINTS, AllocatorChoice};
+use crate::allocator::{detect::ENTRY_POINTS, AllocatorChoice, HeapLayout};
 
 /// The return program shared by every allocating entry point.
 const RETURN_PROGRAM: &str = "alloc_return";
@@ -95,6 +95,7 @@ impl Collector {
                 binary: binary.display().to_string(),
                 detail: format!("{name} at {offset:#x}: {e}"),
             })?;
+        self.note_attached(name, format!("uprobe {}+{offset:#x}", binary.display()));
         Ok(())
     }
 
@@ -111,7 +112,36 @@ impl Collector {
             program: "rss_stat".into(),
             detail: format!("{e:#}"),
         })?;
-        Ok(program.attach("kmem", "rss_stat").is_ok())
+        let attached = program.attach("kmem", "rss_stat").is_ok();
+        if attached {
+            self.note_attached("rss_stat", "tracepoint kmem:rss_stat".into());
+        }
+        Ok(attached)
+    }
+
+    /// Tell the kernel side how the allocator of `pid` stores block sizes, so frees of
+    /// blocks it did not see allocated are sized.
+    pub fn set_heap_layout(&mut self, pid: u32, layout: HeapLayout) -> Result<(), CollectError> {
+        let mut m: HashMap<_, u32, u32> =
+            HashMap::try_from(super::map(&mut self.ebpf, "HEAP_LAYOUT")?)
+                .map_err(super::map_error("HEAP_LAYOUT"))?;
+        m.insert(pid, layout.code(), 0)
+            .map_err(super::map_error("HEAP_LAYOUT"))
+    }
+
+    /// Frees of blocks of `pid` that were not sampled live, since it was first
+    /// followed, summed over CPUs (None before the first such free).
+    pub fn free_flow(&self, pid: u32) -> Option<FreeFlow> {
+        let map = PerCpuHashMap::<_, u32, FreeFlow>::try_from(self.ebpf.map("FREE_FLOW")?).ok()?;
+        let per_cpu = map.get(&pid, 0).ok()?;
+        Some(per_cpu.iter().fold(FreeFlow::default(), |a, f| FreeFlow {
+            frees: a.frees + f.frees,
+            unsized_frees: a.unsized_frees + f.unsized_frees,
+            sampled: a.sampled + f.sampled,
+            weight: a.weight + f.weight,
+            variance: a.variance + f.variance,
+            sized_bytes: a.sized_bytes + f.sized_bytes,
+        }))
     }
 
     /// Resident memory of `pid` seen by `kmem:rss_stat`, if any update arrived.

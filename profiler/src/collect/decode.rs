@@ -102,6 +102,7 @@ pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
             EventKind::Alloc => AllocOp::Alloc {
                 addr: ev.addr,
                 size: ev.size,
+                usable_size: ev.usable_size,
                 weight: header.weight,
                 stack,
             },
@@ -323,7 +324,7 @@ pub(crate) mod tests {
             addr: 0x5555_0000,
             size: 32768,
             function: profiler_common::alloc_fn::MALLOC,
-            _pad: 0,
+            usable_size: 32776,
         };
         let Record::Alloc(a) = decode(&encode(header, ev, &[1u8; 8])).unwrap() else {
             panic!("expected an allocation record")
@@ -332,6 +333,7 @@ pub(crate) mod tests {
         let AllocOp::Alloc {
             addr,
             size,
+            usable_size,
             weight,
             stack,
         } = a.op
@@ -339,6 +341,7 @@ pub(crate) mod tests {
             panic!("expected an allocation")
         };
         assert_eq!((addr, size, weight), (0x5555_0000, 32768, 262144));
+        assert_eq!(usable_size, 32776);
         assert_eq!(stack.unwrap().ip, 0x401000);
 
         let header = EventHeader {

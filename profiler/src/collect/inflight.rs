@@ -14,6 +14,7 @@ use crate::{
     collect::{monotonic_now_ns, Collector},
     events::{StackSample, WaitSyscall},
     procfs::{self, ThreadSyscall},
+    sockets::{self, SocketInfo},
 };
 
 /// A thread inside a wait syscall when the snapshot was taken, as /proc and the probes
@@ -45,6 +46,14 @@ pub struct InFlight {
     pub futex_waits: BTreeMap<u64, u64>,
     /// Monotonic time of the snapshot (ns).
     pub now_ns: u64,
+    /// The process's threads at the snapshot.
+    pub tids: Vec<u32>,
+    /// The sockets the process holds open, as /proc/PID/net shows them: listeners with
+    /// their accept queues, connections with their unread bytes.
+    pub sockets: Vec<SocketInfo>,
+    /// For each futex address a thread waits on, the 32-bit word there and the one 8
+    /// bytes in (where glibc keeps a mutex's owner), to name who holds a lock.
+    pub futex_words: BTreeMap<u64, (u32, u32)>,
 }
 
 /// Read the blocked threads of process `pid`; None when it is gone.
@@ -106,6 +115,16 @@ pub fn read(collector: &Collector, pid: u32) -> Option<InFlight> {
             stack,
         });
     }
+    let futex_words = blocked
+        .iter()
+        .filter(|b| b.syscall.is_futex() && b.futex_addr != 0)
+        .filter_map(|b| Some((b.futex_addr, read_futex_words(pid, b.futex_addr)?)))
+        .collect();
+    let table = sockets::read_sockets(pid);
+    let sockets = sockets::socket_inodes(pid)
+        .iter()
+        .filter_map(|inode| table.get(inode).cloned())
+        .collect();
     Some(InFlight {
         pid,
         threads: tids.len(),
@@ -113,7 +132,17 @@ pub fn read(collector: &Collector, pid: u32) -> Option<InFlight> {
         futex_wakes,
         futex_waits,
         now_ns,
+        tids,
+        sockets,
+        futex_words,
     })
+}
+
+/// The futex word at `addr` and the word 8 bytes in, from the process's memory.
+fn read_futex_words(pid: u32, addr: u64) -> Option<(u32, u32)> {
+    let bytes = procfs::read_memory(pid, addr, 12).ok()?;
+    let word = |at: usize| Some(u32::from_le_bytes(bytes.get(at..at + 4)?.try_into().ok()?));
+    Some((word(0)?, word(8)?))
 }
 
 fn first_pollfd(pid: u32, addr: u64) -> i32 {

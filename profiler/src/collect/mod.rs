@@ -4,7 +4,9 @@
 //! configuration maps, attaches the tracepoints and turns ring-buffer records into plain
 //! [`Record`]s. Everything downstream works on those.
 mod allocator;
+mod btf;
 pub mod decode;
+mod features;
 pub mod format;
 mod host;
 pub mod inflight;
@@ -23,6 +25,7 @@ pub use crate::model::Counters;
 pub use crate::model::ResidentTrack;
 pub use allocator::AttachedAllocator;
 pub use decode::{decode, DecodeError, Record};
+pub use features::RegsSource;
 pub use host::{check_host, HostError};
 
 /// What can go wrong while loading and attaching the probes.
@@ -139,6 +142,10 @@ pub struct Collector {
     decode_errors: u64,
     /// Uprobe programs already loaded (each is attached many times).
     loaded_uprobes: std::collections::HashSet<String>,
+    /// How the programs find user registers on this kernel.
+    regs: RegsSource,
+    /// Each attached program and how it was attached (`tracepoint sched:sched_process_fork`).
+    attachments: Vec<(String, String)>,
 }
 
 impl Collector {
@@ -147,11 +154,16 @@ impl Collector {
     pub fn load(cfg: &CollectorConfig) -> Result<Self, CollectError> {
         host::check_host()?;
         host::raise_memlock_limit();
+        let regs = RegsSource::probe();
+        let (regs_helper, stack_offset, thread_size) = regs.globals();
         let cpus = aya::util::nr_cpus()
             .map_err(|(_, e)| CollectError::Load(format!("counting CPUs: {e}")))?
             as u32;
         let mut ebpf = EbpfLoader::new()
             .map_max_entries("SCRATCH", cpus.max(1))
+            .override_global("REGS_HELPER", &regs_helper, true)
+            .override_global("TASK_STACK_OFFSET", &stack_offset, true)
+            .override_global("KERNEL_THREAD_SIZE", &thread_size, true)
             .load(aya::include_bytes_aligned!(concat!(
                 env!("OUT_DIR"),
                 "/profiler"
@@ -186,7 +198,24 @@ impl Collector {
             ring,
             decode_errors: 0,
             loaded_uprobes: Default::default(),
+            regs,
+            attachments: Vec::new(),
         })
+    }
+
+    /// How the programs find user registers on this kernel (probed at load).
+    pub fn regs_source(&self) -> &RegsSource {
+        &self.regs
+    }
+
+    /// Each attached program with how it was attached, in attach order.
+    pub fn attachments(&self) -> &[(String, String)] {
+        &self.attachments
+    }
+
+    /// Note that `program` was attached as `how` (for `record -v`).
+    pub(crate) fn note_attached(&mut self, program: &str, how: String) {
+        self.attachments.push((program.to_string(), how));
     }
 
     /// Trace process `pid`. `brk` is its current program break, when known, so that the
@@ -212,6 +241,19 @@ impl Collector {
         let _ = targets.remove(&pid);
         if let Ok(mut last) = HashMap::<_, u32, u64>::try_from(map(&mut self.ebpf, "BRK_LAST")?) {
             let _ = last.remove(&pid);
+        }
+        if let Ok(mut layout) =
+            HashMap::<_, u32, u32>::try_from(map(&mut self.ebpf, "HEAP_LAYOUT")?)
+        {
+            let _ = layout.remove(&pid);
+        }
+        if let Ok(mut flow) =
+            aya::maps::PerCpuHashMap::<_, u32, profiler_common::FreeFlow>::try_from(map(
+                &mut self.ebpf,
+                "FREE_FLOW",
+            )?)
+        {
+            let _ = flow.remove(&pid);
         }
         Ok(())
     }
@@ -423,6 +465,7 @@ impl Collector {
                 name: name.to_string(),
                 detail: e.to_string(),
             })?;
+        self.note_attached(name, format!("tracepoint {category}:{name}"));
         Ok(())
     }
 }

@@ -68,6 +68,7 @@ impl Daemon {
         let title = format!("profiler daemon: {}", selector.describe());
         let follows_new = selector.follows_new_processes();
         let mut capture = Capture::attach(&opts.record, selector, eager)?;
+        capture.judge_by_trend();
         if !capture.attach_oom_probe()? {
             eprintln!("profiler: warning: this kernel has no tracepoint oom:mark_victim; OOM snapshots are off");
         }

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{Counters, ProbedAllocator, ResidentTrack, ThreadSnapshot, WaitOn};
 use crate::{
+    allocator::HeapLayout,
     events::{MemOp, StackId},
     procfs::{MapEntry, Rss},
 };
@@ -39,6 +40,9 @@ pub struct Followed {
     pub maps: Vec<MapEntry>,
     pub start_brk: Option<u64>,
     pub rss: Option<Rss>,
+    /// Monotonic ns when it was followed: live blocks and frees count from here.
+    #[serde(default)]
+    pub followed_ns: u64,
 }
 
 /// A sampled memory event's stack and the factor from changed bytes to estimated bytes.
@@ -54,12 +58,28 @@ pub enum BlockOp {
     Alloc {
         addr: u64,
         size: u64,
+        /// The size the allocator's header gives; 0 when unknown.
+        #[serde(default)]
+        usable_size: u32,
         weight: u64,
         stack: Option<StackRef>,
     },
     Free {
         addr: u64,
     },
+}
+
+/// Frees of blocks of one process that were not sampled live, as the kernel counted
+/// them since it was followed (see `profiler_common::FreeFlow`), read at `read_ns`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FreeFlowRead {
+    pub read_ns: u64,
+    pub frees: u64,
+    pub unsized_frees: u64,
+    pub sampled: u64,
+    pub weight: u64,
+    pub variance: u64,
+    pub sized_bytes: u64,
 }
 
 /// The facts a window ends with, to build its reports.
@@ -94,6 +114,15 @@ pub enum CaptureRecord {
     Allocator { pid: u32, probed: ProbedAllocator },
     /// Why its allocator is not probed.
     AllocatorNote { pid: u32, note: String },
+    /// How the kernel sizes the frees of the process's blocks it did not see allocated.
+    HeapLayout { pid: u32, layout: HeapLayout },
+    /// The kernel's counters of those frees.
+    FreeFlow { pid: u32, flow: FreeFlowRead },
+    /// Judge growth by its trend over intervals (the daemon), not by one window.
+    JudgeByTrend,
+    /// A daemon interval ends: each process's live allocations are a level of its
+    /// trend.
+    IntervalEnd { end_ns: u64 },
     /// Take each followed process's committed bytes now as the window's "before"
     /// (`only_new`: only of processes that have none yet, i.e. joined mid-window).
     Baseline { only_new: bool },

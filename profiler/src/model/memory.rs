@@ -6,7 +6,14 @@ use serde::Serialize;
 
 use super::{CodeLocation, Counters};
 use crate::{
-    allocator::AllocatorFamily, ledger::RegionKind, procfs::Rss, targets::ProcessIdentity,
+    allocator::{
+        net::{NetGrowth, NoNetGrowth},
+        AllocatorFamily,
+    },
+    analyze::memory::growth::Assessment,
+    ledger::RegionKind,
+    procfs::Rss,
+    targets::ProcessIdentity,
 };
 
 /// Everything a capture learned about memory, per process.
@@ -74,6 +81,12 @@ pub struct AllocationView {
     pub replaced: u64,
     /// Live growth by stack, largest first.
     pub growth: Vec<AllocGrowth>,
+    /// Net growth of live heap bytes since the process was first followed (frees of
+    /// blocks allocated before counted), or why it cannot be told.
+    pub net: Option<NetGrowth>,
+    pub net_missing: Option<NoNetGrowth>,
+    /// Seconds since the process was first followed (the span of `growth`'s ages).
+    pub followed_secs: f64,
     /// The same, split at `split_secs` into the window: for the differential view.
     pub first_half: Vec<AllocGrowth>,
     pub second_half: Vec<AllocGrowth>,
@@ -88,6 +101,15 @@ pub struct AllocGrowth {
     pub frames: Vec<String>,
     pub bytes: f64,
     pub objects: f64,
+    /// Sampling variance of `bytes`.
+    pub variance: f64,
+    /// Live bytes by age (see `allocator::live::AGE_BUCKETS`), and the oldest's age.
+    pub by_age: [f64; 4],
+    pub oldest_secs: f64,
+    /// Estimated bytes of this stack's blocks freed since the follow started.
+    pub freed: f64,
+    /// The interned stack (its daemon trend is kept by it).
+    pub stack: Option<crate::events::StackId>,
     /// The frames as code locations, root first, for pprof; empty when only names are
     /// known.
     pub locations: Vec<CodeLocation>,
@@ -153,6 +175,12 @@ pub enum MemoryVerdictKind {
     NoGrowth,
     /// The heap grew but the allocator probes were off: leak and retention look alike.
     HeapGrowthUnexplained,
+    /// Live allocations grew and then stayed level (daemon): a warm-up, a cache filling.
+    GrowthStopped,
+    /// Live allocations rise and are released again (daemon): batches.
+    Periodic,
+    /// Live allocations grow, but the daemon has too few intervals to call a trend.
+    Growing,
 }
 
 /// A stack and the bytes it contributes to the verdict.
@@ -183,6 +211,9 @@ pub struct MemoryVerdict {
     pub advice: Option<RetentionAdvice>,
     /// Secondary findings, e.g. direct mapped growth next to a leak.
     pub also: Vec<AlsoGrew>,
+    /// What decided whether live allocations grow, with the numbers its confidence
+    /// rests on (allocator probes on).
+    pub assessment: Option<Assessment>,
 }
 
 /// Retention advice for the allocator the process uses.
@@ -213,6 +244,11 @@ pub struct Numbers {
     /// The numbers cover the time since the process was first followed rather than one
     /// window: the daemon keeps what is live across its intervals.
     pub since_follow: bool,
+    /// Net growth of live heap bytes (frees of older blocks counted) and its standard
+    /// error, and the estimated bytes allocated per second (see `allocator::net`).
+    pub net_growth: Option<f64>,
+    pub net_sigma: Option<f64>,
+    pub churn_per_sec: Option<f64>,
 }
 
 /// An allocator whose entry points the probes attached to in one process.

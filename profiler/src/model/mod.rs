@@ -10,7 +10,8 @@ pub mod stack;
 pub mod waits;
 
 pub use capture::{
-    BlockOp, CaptureRecord, Followed, IdentityFacts, MemSampleRef, StackRef, WindowEnd,
+    BlockOp, CaptureRecord, Followed, FreeFlowRead, IdentityFacts, MemSampleRef, StackRef,
+    WindowEnd,
 };
 pub use counters::Counters;
 pub use memory::{
@@ -20,6 +21,6 @@ pub use memory::{
 };
 pub use stack::{build_id_hex, CodeLine, CodeLocation, ModuleMapping};
 pub use waits::{
-    BlockedStack, InFlightWait, ProcessWaits, StallVerdict, ThreadSnapshot, WaitGroup, WaitOn,
-    WaitReport,
+    BlockedStack, DemandSignals, Evidence, InFlightWait, ListenerQueue, ProcessWaits, StallVerdict,
+    ThreadSnapshot, UnreadConnection, WaitGroup, WaitOn, WaitReport,
 };

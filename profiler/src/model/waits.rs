@@ -1,6 +1,6 @@
 //! The wait model: what threads were blocked on, for how long, under which stacks, and
 //! the stall verdict. Built by [`crate::analyze::waits`], read by [`crate::render`].
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
@@ -131,6 +131,37 @@ pub struct WaitGroup {
     pub locations: Vec<CodeLocation>,
 }
 
+/// One piece of evidence that demand is not being met.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Evidence {
+    /// Connections waiting in a listener's accept queue.
+    QueuedConnections { listener: String, queued: u64 },
+    /// Accepted connections holding request bytes nobody read.
+    UnreadRequests {
+        listener: String,
+        connections: usize,
+        bytes: u64,
+    },
+    /// Threads that began waiting on one futex while the probes watched, one after the
+    /// other over `over_ns`, none woken.
+    PileUp {
+        on: String,
+        arrived: usize,
+        over_ns: u64,
+    },
+    /// Threads waiting for each other's locks: a deadlock.
+    LockCycle { tids: Vec<u32> },
+    /// Threads waiting for a lock another thread holds.
+    LockHeld {
+        on: String,
+        owner: u32,
+        waiters: usize,
+    },
+    /// Threads blocked reading a connection they opened: a call with no answer.
+    AwaitingPeer { peer: String, threads: usize },
+}
+
 /// The verdict for one process.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(tag = "verdict", rename_all = "snake_case")]
@@ -141,6 +172,8 @@ pub enum StallVerdict {
         on: String,
         frame_below_lock: Option<String>,
         blocked_at_least_ns: u64,
+        /// Why this is a stall and not idle workers: what wants these threads.
+        evidence: Vec<Evidence>,
     },
     Idle {
         threads: usize,
@@ -185,6 +218,8 @@ pub struct ThreadSnapshot {
     pub futex_waits: BTreeMap<u64, u64>,
     /// How long the probes watched before the snapshot.
     pub observed_ns: u64,
+    /// What /proc showed of unmet demand at the snapshot (queues, lock owners).
+    pub demand: DemandSignals,
 }
 
 impl ThreadSnapshot {
@@ -192,4 +227,41 @@ impl ThreadSnapshot {
     pub fn blocked_at_least(&self, w: &InFlightWait) -> u64 {
         w.blocked_ns.unwrap_or(self.observed_ns)
     }
+}
+
+/// What /proc showed at the snapshot, beside the waits themselves.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct DemandSignals {
+    /// The process's own listening sockets and the connections in their accept queue
+    /// (`rx_queue` of a LISTEN row in /proc/PID/net/tcp is the accept backlog).
+    pub listeners: Vec<ListenerQueue>,
+    /// Connections accepted on those listeners with request bytes nobody has read.
+    pub unread: Vec<UnreadConnection>,
+    /// Peers (as waits name them) of connections accepted on those listeners: a thread
+    /// blocked reading one waits for a client's next request, not for an answer.
+    pub inbound_peers: BTreeSet<String>,
+    /// The thread holding the lock at a futex address some thread waits on, where the
+    /// lock word names it (glibc and musl mutexes, PI futexes).
+    pub lock_owners: BTreeMap<u64, u32>,
+    /// The thread a `pthread_join` (a futex wait on that thread's TID word) waits for,
+    /// by futex address: a join of a stuck thread is stuck with it.
+    pub joins: BTreeMap<u64, u32>,
+}
+
+/// One listening socket and its accept queue.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListenerQueue {
+    /// `127.0.0.1:8080`.
+    pub local: String,
+    /// Connections established and waiting for `accept`.
+    pub queued: u64,
+}
+
+/// An accepted connection with bytes in its receive queue.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UnreadConnection {
+    /// The listener it was accepted on (`127.0.0.1:8080`).
+    pub listener: String,
+    pub peer: String,
+    pub bytes: u64,
 }

@@ -2,7 +2,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::{
-    allocator::{self, detect::elf_defines, AllocatorChoice, AllocatorFamily},
+    allocator::{self, detect::elf_defines, AllocatorChoice, AllocatorFamily, HeapLayout},
     collect::Collector,
     model::{CaptureRecord, ProbedAllocator},
     procfs,
@@ -38,6 +38,13 @@ pub fn attach(collector: &mut Collector, session: &mut Session, pid: u32, forced
         );
         return;
     }
+    // Told before the probes attach, so that the first frees are sized too.
+    let layouts: Vec<HeapLayout> = choices.iter().map(|c| heap_layout(c, &root)).collect();
+    let layout = allocator::layout::common_layout(&layouts);
+    match collector.set_heap_layout(pid, layout) {
+        Ok(()) => session.apply(CaptureRecord::HeapLayout { pid, layout }),
+        Err(e) => eprintln!("profiler: warning: process {pid}: frees not sized: {e}"),
+    }
     for choice in choices {
         match collector.attach_allocator(&choice, &root, Some(pid)) {
             Ok(attached) => session.apply(CaptureRecord::Allocator {
@@ -51,6 +58,21 @@ pub fn attach(collector: &mut Collector, session: &mut Session, pid: u32, forced
             Err(e) => note(session, pid, format!("allocator not probed: {e}")),
         }
     }
+}
+
+/// How the kernel side can size the blocks of the allocator in `choice`.
+fn heap_layout(choice: &AllocatorChoice, root: &Path) -> HeapLayout {
+    let path = root.join(choice.path.strip_prefix("/").unwrap_or(&choice.path));
+    let image = match choice.family {
+        // Only these look inside the binary.
+        AllocatorFamily::Musl | AllocatorFamily::Executable | AllocatorFamily::Custom => {
+            std::fs::read(&path).unwrap_or_default()
+        }
+        _ => Vec::new(),
+    };
+    allocator::layout::layout_of(choice.family, &image, &mut |symbol| {
+        elf_defines(&path, symbol)
+    })
 }
 
 fn note(session: &mut Session, pid: u32, text: String) {

@@ -15,7 +15,9 @@ use super::{RecordOptions, Session};
 use crate::targets::{ProcessInfo, TargetSelector};
 use crate::{
     analyze::CaptureState,
-    collect::{inflight, monotonic_now_ns, CollectError, Collector, CollectorConfig, Record},
+    collect::{
+        inflight, monotonic_now_ns, CollectError, Collector, CollectorConfig, Record, RegsSource,
+    },
     model::{CaptureRecord, Counters, MemoryReport, WaitReport, WindowEnd},
     procfs,
     stacks::StackTable,
@@ -62,6 +64,21 @@ pub struct Capture {
     attached: Instant,
     window_start: Instant,
     counters_at_start: Counters,
+}
+
+/// Say what this kernel could not give (always) and, with `verbose`, how every probe
+/// was attached.
+fn report_attachments(collector: &Collector, verbose: bool) {
+    let regs = collector.regs_source();
+    if let RegsSource::Unavailable(why) = regs {
+        eprintln!("profiler: note: stacks are unavailable on this kernel ({why}); totals, waits and verdicts still work");
+    }
+    if verbose {
+        eprintln!("profiler: {}", regs.describe());
+        for (program, how) in collector.attachments() {
+            eprintln!("profiler: probe {program}: {how}");
+        }
+    }
 }
 
 impl Capture {
@@ -135,6 +152,7 @@ impl Capture {
                 eprintln!("profiler: note: this kernel has no tracepoint syscalls:{name}; those waits are not seen");
             }
         }
+        report_attachments(&collector, opts.verbose);
         session.apply(CaptureRecord::WindowStart {
             start_ns: monotonic_now_ns(),
         });
@@ -241,6 +259,7 @@ impl Capture {
     }
 
     pub fn finish(&mut self, only: Option<u32>) -> anyhow::Result<Window> {
+        self.session.read_free_flow(&self.collector);
         self.drain()?;
         let now = Instant::now();
         self.session.read_final_rss();
@@ -265,10 +284,20 @@ impl Capture {
             .expect("the window end was just applied"))
     }
 
+    /// Judge memory growth by its trend over windows (the daemon), not by one window.
+    pub fn judge_by_trend(&mut self) {
+        self.session.apply(CaptureRecord::JudgeByTrend);
+    }
+
     /// Start the next window with the probes still attached: reset the per-window
     /// counts, forget targets that exited (they were reported), and take the new
     /// "before" values.
     pub fn next_window(&mut self) {
+        if self.session.state.trends {
+            self.session.apply(CaptureRecord::IntervalEnd {
+                end_ns: monotonic_now_ns(),
+            });
+        }
         let exited: Vec<u32> = self
             .session
             .state

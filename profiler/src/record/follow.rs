@@ -75,6 +75,8 @@ pub fn update_targets(
     for pid in gone {
         session.mark_exited(pid);
         if !selector.is_all() {
+            // Its frees are counted in a map entry that leaves with it.
+            session.read_free_flow_of(collector, pid);
             collector.remove_target(pid)?;
         }
     }

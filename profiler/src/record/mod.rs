@@ -49,6 +49,8 @@ pub struct RecordOptions {
     pub stall_threshold: Duration,
     /// Save the capture stream here (`--save-records`), for `profiler replay`.
     pub save_records: Option<PathBuf>,
+    /// Say how each probe was attached and how user registers are found (`-v`).
+    pub verbose: bool,
 }
 
 /// What a finished capture wrote, for the command line summary.

@@ -12,7 +12,8 @@ use crate::{
     collect::{inflight::InFlight, Collector, Record},
     events::{linux, AllocOp, AllocRecord, MemOp, MemRecord, StackId, StackSample, WaitRecord},
     model::{
-        BlockOp, CaptureRecord, Followed, IdentityFacts, MemSampleRef, StackRef, ThreadSnapshot,
+        BlockOp, CaptureRecord, Followed, FreeFlowRead, IdentityFacts, MemSampleRef, StackRef,
+        ThreadSnapshot,
     },
     procfs,
     stacks::{StackResolver, StackTable},
@@ -98,6 +99,7 @@ impl Session {
             maps,
             start_brk,
             rss,
+            followed_ns: crate::collect::monotonic_now_ns(),
         }));
         Ok(brk)
     }
@@ -197,11 +199,13 @@ impl Session {
             AllocOp::Alloc {
                 addr,
                 size,
+                usable_size,
                 weight,
                 stack,
             } => BlockOp::Alloc {
                 addr,
                 size,
+                usable_size,
                 weight,
                 stack: stack.as_ref().and_then(|s| self.resolve(a.pid, s)),
             },
@@ -311,6 +315,43 @@ impl Session {
         for pid in live {
             let rss = procfs::read_rss(pid).ok();
             self.apply(CaptureRecord::FinalRss { pid, rss });
+        }
+    }
+
+    /// Read the kernel's counters of frees of blocks not sampled live, with the moment:
+    /// call before draining the ring, whose allocations up to now are paired with these
+    /// counters (see `LiveAllocations::cut`).
+    pub fn read_free_flow(&mut self, collector: &Collector) {
+        let pids: Vec<u32> = self.state.targets.keys().copied().collect();
+        for pid in pids {
+            self.read_free_flow_of(collector, pid);
+        }
+    }
+
+    /// [`Session::read_free_flow`] for one target (before it leaves the kernel's maps).
+    pub fn read_free_flow_of(&mut self, collector: &Collector, pid: u32) {
+        let probed = self
+            .state
+            .targets
+            .get(&pid)
+            .is_some_and(|t| !t.allocators.is_empty());
+        if !probed {
+            return;
+        }
+        let read_ns = crate::collect::monotonic_now_ns();
+        if let Some(f) = collector.free_flow(pid) {
+            self.apply(CaptureRecord::FreeFlow {
+                pid,
+                flow: FreeFlowRead {
+                    read_ns,
+                    frees: f.frees,
+                    unsized_frees: f.unsized_frees,
+                    sampled: f.sampled,
+                    weight: f.weight,
+                    variance: f.variance,
+                    sized_bytes: f.sized_bytes,
+                },
+            });
         }
     }
 

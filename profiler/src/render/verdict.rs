@@ -7,9 +7,10 @@ use crate::{
     allocator::AllocatorFamily,
     analyze::memory::verdict::MIN_GROWTH_BYTES,
     model::{
-        AlsoGrew, MemoryVerdict, MemoryVerdictKind, Numbers, ProcessMemory, RetentionAdvice,
-        StallVerdict,
+        AlsoGrew, Evidence, MemoryVerdict, MemoryVerdictKind, Numbers, ProcessMemory,
+        RetentionAdvice, StallVerdict,
     },
+    render::growth::signed,
     units::human_bytes,
 };
 
@@ -21,6 +22,9 @@ pub fn memory_label(kind: MemoryVerdictKind) -> &'static str {
         MemoryVerdictKind::MappedGrowth => "MAPPED GROWTH (not through the allocator)",
         MemoryVerdictKind::NoGrowth => "NO GROWTH",
         MemoryVerdictKind::HeapGrowthUnexplained => "HEAP GROWTH (allocator probes off)",
+        MemoryVerdictKind::GrowthStopped => "GROWTH THAT STOPPED",
+        MemoryVerdictKind::Periodic => "PERIODIC GROWTH AND RELEASE",
+        MemoryVerdictKind::Growing => "GROWING (not judged yet)",
     }
 }
 
@@ -46,7 +50,23 @@ pub fn numbers_line(n: &Numbers) -> String {
         )),
         None => parts.push("live allocations: not measured".into()),
     }
+    if let (Some(net), Some(sigma)) = (n.net_growth, n.net_sigma) {
+        parts.push(format!(
+            "net live {} ± {} (2σ; frees of older blocks counted)",
+            signed(net),
+            human_bytes(2.0 * sigma)
+        ));
+    }
     parts.push(format!("allocator heap +{}", human_bytes(n.heap_growth)));
+    if let (Some(net), Some(sigma)) = (n.net_growth, n.net_sigma) {
+        // What the heap grew by beyond the live bytes: kept by the allocator (negative:
+        // live bytes grew into memory the allocator already held).
+        parts.push(format!(
+            "allocator-retained {} ± {}",
+            signed(n.heap_growth - net),
+            human_bytes(2.0 * sigma)
+        ));
+    }
     parts.push(format!(
         "direct mappings +{}",
         human_bytes(n.direct_mapped_growth)
@@ -73,7 +93,12 @@ pub fn headline(v: &MemoryVerdict) -> String {
             v.culprit
         ),
         MemoryVerdictKind::Retention => {
-            let live = v.numbers.live_growth.unwrap_or(0.0).max(0.0);
+            let live = v
+                .numbers
+                .net_growth
+                .or(v.numbers.live_growth)
+                .unwrap_or(0.0)
+                .max(0.0);
             format!(
                 "{label}: the allocator's heap grew +{} while live allocations grew only +{} ({:.0}%); \
                  freed memory is kept by the allocator. Heap extended under {}",
@@ -94,10 +119,37 @@ pub fn headline(v: &MemoryVerdict) -> String {
             human_bytes(v.growth),
             v.culprit
         ),
-        MemoryVerdictKind::NoGrowth => format!(
-            "{label}: nothing grew by {} or more {}",
-            human_bytes(MIN_GROWTH_BYTES),
-            span(&v.numbers)
+        MemoryVerdictKind::NoGrowth => match v.numbers.churn_per_sec {
+            Some(churn) if churn >= MIN_GROWTH_BYTES / 60.0 => format!(
+                "{label}: allocations and frees balance (churn of ~{}/s); nothing grew by {} or more {}",
+                human_bytes(churn),
+                human_bytes(MIN_GROWTH_BYTES),
+                span(&v.numbers)
+            ),
+            _ => format!(
+                "{label}: nothing grew by {} or more {}",
+                human_bytes(MIN_GROWTH_BYTES),
+                span(&v.numbers)
+            ),
+        },
+        MemoryVerdictKind::GrowthStopped => format!(
+            "{label}: live allocations grew +{} and then stayed level under {} \
+             (a warm-up or a cache filling up, not a leak)",
+            human_bytes(v.growth),
+            v.culprit
+        ),
+        MemoryVerdictKind::Periodic => format!(
+            "{label}: live allocations under {} rise by ~{} and are released again \
+             (batches, not a leak)",
+            v.culprit,
+            human_bytes(v.growth)
+        ),
+        MemoryVerdictKind::Growing => format!(
+            "{label}: {} of live allocations {}, most under {}; a leak is called only on \
+             steady growth over the daemon's intervals",
+            human_bytes(v.growth),
+            span(&v.numbers),
+            v.culprit
         ),
     }
 }
@@ -130,6 +182,9 @@ pub fn also(a: &AlsoGrew) -> String {
 pub fn memory_text(out: &mut String, p: &ProcessMemory) {
     let Some(v) = &p.verdict else { return };
     let _ = writeln!(out, "   verdict: {}", headline(v));
+    if let Some(a) = &v.assessment {
+        let _ = writeln!(out, "     {}", super::growth::confidence_line(a));
+    }
     // A daemon's later intervals count from the follow start: say so whatever the
     // verdict, since the headline of some verdicts has no span of its own.
     if v.numbers.since_follow {
@@ -141,6 +196,9 @@ pub fn memory_text(out: &mut String, p: &ProcessMemory) {
         );
     } else {
         let _ = writeln!(out, "     numbers: {}", numbers_line(&v.numbers));
+    }
+    if let Some(split) = runtime_split(p, &v.numbers) {
+        let _ = writeln!(out, "     {split}");
     }
     for s in &v.stacks {
         let _ = writeln!(
@@ -158,11 +216,41 @@ pub fn memory_text(out: &mut String, p: &ProcessMemory) {
     }
 }
 
+/// In a process that runs V8 (Node.js), which of its memories moved: the V8 heap and
+/// code (mappings V8 makes itself, outside the allocator), native live allocations
+/// (the net growth) and what the allocator keeps (its heap less the net growth). None
+/// for other processes, or without a net growth.
+pub fn runtime_split(p: &ProcessMemory, n: &Numbers) -> Option<String> {
+    let runtime = |frames: &[String]| {
+        frames
+            .iter()
+            .any(|f| f.starts_with("v8::") || f.starts_with("node::"))
+    };
+    let v8 = p.growth.iter().any(|g| runtime(&g.frames))
+        || p.allocations
+            .as_ref()
+            .is_some_and(|a| a.growth.iter().any(|g| runtime(&g.frames)));
+    let (net, sigma) = (n.net_growth?, n.net_sigma?);
+    v8.then(|| {
+        format!(
+            "split {}: V8 heap and code (its own mappings) {} · native live allocations {} ± {} \
+             · allocator-retained {} ± {}",
+            span(n),
+            signed(n.direct_mapped_growth),
+            signed(net),
+            human_bytes(2.0 * sigma),
+            signed(n.heap_growth - net),
+            human_bytes(2.0 * sigma)
+        )
+    })
+}
+
 /// The verdict as `report.json` carries it: its facts and its words.
 pub fn memory_json(v: &MemoryVerdict) -> serde_json::Value {
     serde_json::json!({
         "kind": v.kind,
         "headline": headline(v),
+        "confidence": v.assessment.as_ref().map(super::growth::confidence_line),
         "numbers": v.numbers,
         "stacks": v.stacks,
         "advice": v.advice.as_ref().map(advice),
@@ -186,10 +274,11 @@ fn short_stack(frames: &[String]) -> String {
 /// One line for the report.
 pub fn stall_line(v: &StallVerdict) -> String {
     match v {
-        StallVerdict::Stalled { stuck, threads, on, frame_below_lock, blocked_at_least_ns } => format!(
-            "STALLED: {stuck} of {threads} threads blocked for at least {:.1} s on {on} with no wake{}",
+        StallVerdict::Stalled { stuck, threads, on, frame_below_lock, blocked_at_least_ns, evidence } => format!(
+            "STALLED: {stuck} of {threads} threads blocked for at least {:.1} s on {on} with no wake{}; unmet demand: {}",
             *blocked_at_least_ns as f64 / 1e9,
-            frame_below_lock.as_ref().map(|f| format!(", waiting in {f}")).unwrap_or_default()
+            frame_below_lock.as_ref().map(|f| format!(", waiting in {f}")).unwrap_or_default(),
+            evidence.iter().map(evidence_clause).collect::<Vec<_>>().join("; ")
         ),
         StallVerdict::Idle { threads, detail } => format!("not stalled: idle ({detail}; {threads} threads)"),
         StallVerdict::Exited => "exited before the end of the window: completed waits only".into(),
@@ -207,17 +296,84 @@ pub fn stall_short(v: &StallVerdict) -> String {
             threads,
             on,
             frame_below_lock,
+            evidence,
             ..
         } => format!(
-            "STALLED: {stuck}/{threads} threads on {on}{}",
+            "STALLED: {stuck}/{threads} threads on {on}{}{}",
             frame_below_lock
                 .as_ref()
                 .map(|f| format!(" in {f}"))
+                .unwrap_or_default(),
+            evidence
+                .first()
+                .map(|e| format!(" ({})", evidence_short(e)))
                 .unwrap_or_default()
         ),
-        StallVerdict::Idle { .. } => "idle".into(),
+        // The first clause of the detail: `idle: 8 threads waiting for work in
+        // worker_wait_for_job`, `idle in epoll_wait`.
+        StallVerdict::Idle { detail, .. } => {
+            let first = detail.split([';', ',']).next().unwrap_or_default();
+            let first = first.split(" on futex ").next().unwrap_or_default();
+            if first.starts_with("idle") {
+                first.to_string()
+            } else {
+                format!("idle: {first}")
+            }
+        }
         StallVerdict::Progressing { .. } => "not stalled".into(),
         StallVerdict::Exited => "exited".into(),
+    }
+}
+
+/// One clause of the STALLED sentence: what demand is not being met.
+pub fn evidence_clause(e: &Evidence) -> String {
+    match e {
+        Evidence::QueuedConnections { listener, queued } => {
+            format!("{queued} connection(s) queued unaccepted on {listener}")
+        }
+        Evidence::UnreadRequests {
+            listener,
+            connections,
+            bytes,
+        } => format!(
+            "{bytes} request byte(s) unread on {connections} connection(s) accepted on {listener}"
+        ),
+        Evidence::PileUp {
+            on,
+            arrived,
+            over_ns,
+        } => format!(
+            "{arrived} threads began waiting on {on} over {:.1} s while watched, none woken",
+            *over_ns as f64 / 1e9
+        ),
+        Evidence::LockCycle { tids } => {
+            let chain: Vec<String> = tids.iter().map(u32::to_string).collect();
+            format!(
+                "lock cycle (deadlock): TID {} waits for {}",
+                chain.join(" waits for "),
+                chain[0]
+            )
+        }
+        Evidence::LockHeld { on, owner, waiters } => {
+            format!("{waiters} thread(s) waiting for the lock {on} held by TID {owner}")
+        }
+        Evidence::AwaitingPeer { peer, threads } => {
+            format!("{threads} thread(s) waiting for an answer from {peer}")
+        }
+    }
+}
+
+/// A few words of evidence for a flamegraph subtitle.
+pub fn evidence_short(e: &Evidence) -> String {
+    match e {
+        Evidence::QueuedConnections { listener, queued } => {
+            format!("{queued} queued on {listener}")
+        }
+        Evidence::UnreadRequests { listener, .. } => format!("unread requests on {listener}"),
+        Evidence::PileUp { arrived, .. } => format!("{arrived} waiters piled up"),
+        Evidence::LockCycle { .. } => "lock cycle".into(),
+        Evidence::LockHeld { owner, .. } => format!("lock held by {owner}"),
+        Evidence::AwaitingPeer { peer, .. } => format!("no answer from {peer}"),
     }
 }
 
@@ -227,6 +383,25 @@ mod tests {
     use crate::model::NamedStack;
 
     const MIB: f64 = 1024.0 * 1024.0;
+
+    /// Check that the evidence clauses carry the numbers and addresses.
+    #[test]
+    fn words_stall_evidence() {
+        let e = Evidence::QueuedConnections {
+            listener: "127.0.0.1:8080".into(),
+            queued: 2,
+        };
+        assert_eq!(
+            evidence_clause(&e),
+            "2 connection(s) queued unaccepted on 127.0.0.1:8080"
+        );
+        assert_eq!(evidence_short(&e), "2 queued on 127.0.0.1:8080");
+        let e = Evidence::LockCycle { tids: vec![10, 20] };
+        assert_eq!(
+            evidence_clause(&e),
+            "lock cycle (deadlock): TID 10 waits for 20 waits for 10"
+        );
+    }
 
     fn leak(since_follow: bool) -> MemoryVerdict {
         MemoryVerdict {
@@ -247,6 +422,7 @@ mod tests {
             }],
             advice: None,
             also: Vec::new(),
+            assessment: None,
         }
     }
 
@@ -303,11 +479,36 @@ mod tests {
             on: "futex 0xabc".into(),
             frame_below_lock: Some("acquire_nested".into()),
             blocked_at_least_ns: 12_000_000_000,
+            evidence: vec![Evidence::PileUp {
+                on: "futex 0xabc".into(),
+                arrived: 4,
+                over_ns: 3_000_000_000,
+            }],
         };
-        assert!(stall_line(&v).starts_with("STALLED: 4 of 5 threads"));
+        assert_eq!(
+            stall_line(&v),
+            "STALLED: 4 of 5 threads blocked for at least 12.0 s on futex 0xabc with no wake, \
+             waiting in acquire_nested; unmet demand: 4 threads began waiting on futex 0xabc \
+             over 3.0 s while watched, none woken"
+        );
         assert_eq!(
             stall_short(&v),
-            "STALLED: 4/5 threads on futex 0xabc in acquire_nested"
+            "STALLED: 4/5 threads on futex 0xabc in acquire_nested (4 waiters piled up)"
         );
+        let idle = StallVerdict::Idle {
+            threads: 9,
+            detail: "8 threads waiting for work in worker_wait_for_job on futex 0x10 with no \
+                     wake; no unmet demand: no listening socket"
+                .into(),
+        };
+        assert_eq!(
+            stall_short(&idle),
+            "idle: 8 threads waiting for work in worker_wait_for_job"
+        );
+        let epoll = StallVerdict::Idle {
+            threads: 1,
+            detail: "idle in epoll_wait, 3 sockets".into(),
+        };
+        assert_eq!(stall_short(&epoll), "idle in epoll_wait");
     }
 }

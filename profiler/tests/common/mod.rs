@@ -105,6 +105,24 @@ impl Workload {
         std::fs::write(&self.barrier, b"go").unwrap();
     }
 
+    /// Read the program's output up to its next `<key> N` line and return N (the
+    /// program keeps running).
+    pub fn read_value(&mut self, key: &str) -> u64 {
+        let mut line = String::new();
+        loop {
+            line.clear();
+            let n = self.stdout.read_line(&mut line).unwrap();
+            assert!(n > 0, "test program ended without a `{key}` line");
+            if let Some(v) = line
+                .trim()
+                .strip_prefix(key)
+                .and_then(|v| v.trim().parse().ok())
+            {
+                return v;
+            }
+        }
+    }
+
     /// Wait for the program to exit and return the value of its `<key> N` line.
     pub fn finish(mut self, key: &str) -> u64 {
         let value = last_value(&mut self.stdout, key);
@@ -362,6 +380,24 @@ impl NsWorkload {
     /// Create the barrier `/go` inside the program's root.
     pub fn release(&self) {
         std::fs::write(format!("/proc/{}/root/go", self.host_pid), b"go").unwrap();
+    }
+
+    /// Read the program's output up to its next `<key> N` line and return N (the
+    /// program keeps running).
+    pub fn read_value(&mut self, key: &str) -> u64 {
+        let mut line = String::new();
+        loop {
+            line.clear();
+            let n = self.stdout.read_line(&mut line).unwrap();
+            assert!(n > 0, "test program ended without a `{key}` line");
+            if let Some(v) = line
+                .trim()
+                .strip_prefix(key)
+                .and_then(|v| v.trim().parse().ok())
+            {
+                return v;
+            }
+        }
     }
 
     /// Wait for the program to exit and return the value of its `<key> N` line.

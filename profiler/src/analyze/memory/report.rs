@@ -3,15 +3,18 @@
 //! kind, and the verdict judged from them.
 use std::collections::BTreeMap;
 
-use super::verdict::{self, MappedStack, MemoryEvidence};
+use super::{
+    series,
+    verdict::{self, MappedStack, MemoryEvidence},
+};
 use crate::{
-    allocator::LiveGrowth,
+    allocator::{net, LiveGrowth},
     analyze::Target,
     events::StackId,
     ledger::RegionKind,
     model::{
-        AllocGrowth, AllocationView, Counters, MemoryReport, NamedStack, ProcessMemory,
-        ResidentView, StackGrowth,
+        AllocGrowth, AllocationView, Counters, MemoryReport, ProcessMemory, ResidentView,
+        StackGrowth,
     },
     stacks::{locations, StackTable},
 };
@@ -31,6 +34,8 @@ pub struct MemoryWindow {
     /// A later window of a capture that keeps its probes (the daemon): stacks and the
     /// verdict count from when each process was first followed.
     pub since_follow: bool,
+    /// Judge growth by its trend over the windows so far (the daemon), not by one.
+    pub trends: bool,
 }
 
 /// Build the memory report of `targets`, in the order given.
@@ -86,14 +91,13 @@ pub fn process(window: &MemoryWindow, t: &Target, stacks: &StackTable) -> Proces
     let verdict = verdict::judge(&MemoryEvidence {
         allocator_probed: allocations.is_some(),
         live_growth: allocations.as_ref().map_or(0.0, |a| a.live_bytes),
-        live_stacks: allocations.as_ref().map_or_else(Vec::new, |a| {
-            a.growth
-                .iter()
-                .map(|g| NamedStack {
-                    frames: g.frames.clone(),
-                    bytes: g.bytes,
-                })
-                .collect()
+        growth: allocations.as_ref().map_or_else(Default::default, |a| {
+            series::growth_evidence(a, window.trends.then_some(&t.series), |id| {
+                match id.and_then(|id| stacks.get(id)) {
+                    Some(stack) => stack.names.clone(),
+                    None => vec!["[stack not sampled]".to_string()],
+                }
+            })
         }),
         allocated: allocations.as_ref().map_or(0.0, |a| a.allocated_bytes),
         freed: allocations.as_ref().map_or(0.0, |a| a.freed_bytes),
@@ -138,8 +142,9 @@ pub fn process(window: &MemoryWindow, t: &Target, stacks: &StackTable) -> Proces
     }
 }
 
-/// Live allocations by stack: the whole window, and its two halves.
-fn allocation_view(window: &MemoryWindow, t: &Target, stacks: &StackTable) -> AllocationView {
+/// Live allocations by stack: the whole window, with the age of their bytes, and its
+/// two halves; the net growth since the process was first followed.
+pub fn allocation_view(window: &MemoryWindow, t: &Target, stacks: &StackTable) -> AllocationView {
     let names = |id: Option<StackId>| -> Vec<String> {
         match id.and_then(|id| stacks.get(id)) {
             Some(stack) => stack.names.clone(),
@@ -153,6 +158,11 @@ fn allocation_view(window: &MemoryWindow, t: &Target, stacks: &StackTable) -> Al
                 frames: names(id),
                 bytes: g.bytes,
                 objects: g.objects,
+                variance: g.variance,
+                by_age: g.by_age,
+                oldest_secs: g.oldest_secs,
+                freed: g.freed,
+                stack: id,
                 locations: locations::of_stack(stacks, id),
             })
             .collect();
@@ -161,8 +171,12 @@ fn allocation_view(window: &MemoryWindow, t: &Target, stacks: &StackTable) -> Al
     };
     let start = window.start_ns;
     let split = start + window.end_ns.saturating_sub(start) / 2;
-    let growth = to_rows(t.allocs.growth());
+    let growth = to_rows(t.allocs.growth_with_age(t.followed_ns, window.end_ns));
+    let net = net::net_growth(&t.allocs, t.free_flow.as_ref(), t.heap_layout);
     AllocationView {
+        net: net.ok(),
+        net_missing: net.err(),
+        followed_secs: window.end_ns.saturating_sub(t.followed_ns) as f64 / 1e9,
         allocators: t.allocators.clone(),
         live_bytes: growth.iter().map(|g| g.bytes).sum(),
         live_objects: growth.iter().map(|g| g.objects).sum(),

@@ -12,6 +12,7 @@
 //! not keep up: the allocator holds freed memory it cannot give back (fragmentation,
 //! per-thread arenas, a high-water mark). Mapped growth is memory that never went
 //! through the allocator. Every verdict carries the numbers it rests on.
+use super::growth::{self, Growth, GrowthEvidence};
 use crate::{
     allocator::AllocatorFamily,
     analyze::frames::{culprit_with_caller, is_allocator_frame},
@@ -19,8 +20,7 @@ use crate::{
     model::{AlsoGrew, MemoryVerdict, MemoryVerdictKind, NamedStack, Numbers, RetentionAdvice},
 };
 
-/// Growth below this is noise for a verdict.
-pub const MIN_GROWTH_BYTES: f64 = 1024.0 * 1024.0;
+pub use super::growth::MIN_GROWTH_BYTES;
 /// Live growth at least this share of the heap growth makes a leak (smaller live growth
 /// next to a growing heap is retention).
 pub const LEAK_SHARE_OF_HEAP: f64 = 0.25;
@@ -40,9 +40,9 @@ pub struct MappedStack<'a> {
 pub struct MemoryEvidence<'a> {
     /// Whether the allocator probes ran for this process.
     pub allocator_probed: bool,
-    /// Estimated live bytes allocated in the window and not freed, and by stack.
+    /// Estimated live bytes allocated in the window and not freed (by stack, with
+    /// their age and trend: `growth`).
     pub live_growth: f64,
-    pub live_stacks: Vec<NamedStack>,
     /// Estimated bytes allocated and freed in the window (sampled blocks).
     pub allocated: f64,
     pub freed: f64,
@@ -57,6 +57,10 @@ pub struct MemoryEvidence<'a> {
     /// window: the daemon keeps what is live across its intervals, since a slow leak
     /// shows over hours, not within one interval.
     pub since_follow: bool,
+    /// Live allocations by stack with their age and trend, and the net growth: what
+    /// decides LEAK (see [`growth`]). Its heap, direct and resident numbers are filled
+    /// in by [`judge`].
+    pub growth: GrowthEvidence,
 }
 
 fn is_heap_stack(s: &MappedStack<'_>) -> bool {
@@ -104,17 +108,28 @@ pub fn judge(e: &MemoryEvidence<'_>) -> MemoryVerdict {
         .filter(|s| is_direct_stack(s))
         .map(|s| s.bytes)
         .sum();
+    let resident_delta = match (e.resident_before, e.resident_after) {
+        (Some(b), Some(a)) => Some(a as i64 - b as i64),
+        _ => None,
+    };
+    let probed = e.allocator_probed;
+    let evidence = GrowthEvidence {
+        heap_growth: heap,
+        direct_growth: direct,
+        resident_delta,
+        ..e.growth.clone()
+    };
     let numbers = Numbers {
-        live_growth: e.allocator_probed.then_some(e.live_growth),
-        allocated: e.allocator_probed.then_some(e.allocated),
-        freed: e.allocator_probed.then_some(e.freed),
+        live_growth: probed.then_some(e.live_growth),
+        allocated: probed.then_some(e.allocated),
+        freed: probed.then_some(e.freed),
         heap_growth: heap,
         direct_mapped_growth: direct,
-        resident_delta: match (e.resident_before, e.resident_after) {
-            (Some(b), Some(a)) => Some(a as i64 - b as i64),
-            _ => None,
-        },
+        resident_delta,
         since_follow: e.since_follow,
+        net_growth: evidence.net.filter(|_| probed).map(|n| n.bytes),
+        net_sigma: evidence.net.filter(|_| probed).map(|n| n.sigma),
+        churn_per_sec: evidence.churn_per_sec().filter(|_| probed),
     };
     let heap_stacks = || {
         top(
@@ -140,15 +155,6 @@ pub fn judge(e: &MemoryEvidence<'_>) -> MemoryVerdict {
             VERDICT_STACKS,
         )
     };
-    // An allocator whose internals are missing from mapping stacks (musl without CFI)
-    // makes heap mappings look direct; live growth the heap does not explain is taken
-    // out of the direct share before it counts as a finding of its own.
-    let live = if e.allocator_probed {
-        e.live_growth
-    } else {
-        0.0
-    };
-    let direct_unexplained = (direct - (live - heap).max(0.0)).max(0.0);
     let mut also = Vec::new();
     let verdict = |kind: MemoryVerdictKind,
                    growth: f64,
@@ -163,8 +169,9 @@ pub fn judge(e: &MemoryEvidence<'_>) -> MemoryVerdict {
         stacks,
         advice,
         also,
+        assessment: None,
     };
-    if !e.allocator_probed {
+    if !probed {
         if heap >= MIN_GROWTH_BYTES && heap >= direct {
             return verdict(
                 MemoryVerdictKind::HeapGrowthUnexplained,
@@ -185,32 +192,94 @@ pub fn judge(e: &MemoryEvidence<'_>) -> MemoryVerdict {
         }
         return verdict(MemoryVerdictKind::NoGrowth, 0.0, Vec::new(), None, also);
     }
-    if live >= MIN_GROWTH_BYTES && live >= LEAK_SHARE_OF_HEAP * heap {
-        let stacks = top(e.live_stacks.iter().cloned(), VERDICT_STACKS);
-        let share = stacks
-            .first()
-            .map(|s| s.bytes / live * 100.0)
-            .unwrap_or(0.0);
-        // A residue next to the live growth is the allocator's own overhead.
-        if direct_unexplained >= MIN_GROWTH_BYTES.max(LEAK_SHARE_OF_HEAP * live) {
-            also.push(AlsoGrew {
-                bytes: direct_unexplained,
-                culprit: Some(top_culprit(&direct_stacks())),
+    let assessment = growth::assess(&evidence);
+    let named = |indices: &[usize]| -> Vec<NamedStack> {
+        top(
+            indices.iter().map(|&i| NamedStack {
+                frames: evidence.stacks[i].frames.clone(),
+                bytes: evidence.stacks[i].bytes,
+            }),
+            VERDICT_STACKS,
+        )
+    };
+    // Live growth the verdict stands by: a leak's, else the net growth (never below 0).
+    let live = match &assessment.growth {
+        Growth::Leak { bytes, .. } => *bytes,
+        _ => evidence.net.map_or(0.0, |n| n.bytes.max(0.0)),
+    };
+    // An allocator whose internals are missing from mapping stacks (musl without CFI)
+    // makes heap mappings look direct; live growth the heap does not explain is taken
+    // out of the direct share before it counts as a finding of its own.
+    let direct_unexplained = (direct - (live - heap).max(0.0)).max(0.0);
+    let assessed = |v: MemoryVerdict| MemoryVerdict {
+        assessment: Some(assessment.clone()),
+        ..v
+    };
+    match &assessment.growth {
+        Growth::Leak { stacks, bytes } => {
+            let stacks = named(stacks);
+            let share = stacks
+                .first()
+                .map(|s| s.bytes / bytes * 100.0)
+                .unwrap_or(0.0);
+            // A residue next to the live growth is the allocator's own overhead.
+            if direct_unexplained >= MIN_GROWTH_BYTES.max(LEAK_SHARE_OF_HEAP * live) {
+                also.push(AlsoGrew {
+                    bytes: direct_unexplained,
+                    culprit: Some(top_culprit(&direct_stacks())),
+                });
+            }
+            return assessed(MemoryVerdict {
+                top_share_pct: share,
+                ..verdict(MemoryVerdictKind::Leak, *bytes, stacks, None, also)
             });
         }
-        return MemoryVerdict {
-            top_share_pct: share,
-            ..verdict(MemoryVerdictKind::Leak, live, stacks, None, also)
-        };
+        Growth::Stopped { stack, grew } => {
+            return assessed(verdict(
+                MemoryVerdictKind::GrowthStopped,
+                *grew,
+                named(&[*stack]),
+                None,
+                also,
+            ));
+        }
+        Growth::Periodic {
+            stack, amplitude, ..
+        } => {
+            return assessed(verdict(
+                MemoryVerdictKind::Periodic,
+                *amplitude,
+                named(&[*stack]),
+                None,
+                also,
+            ));
+        }
+        Growth::Pending { bytes } => {
+            let all: Vec<usize> = (0..evidence.stacks.len()).collect();
+            return assessed(verdict(
+                MemoryVerdictKind::Growing,
+                *bytes,
+                named(&all),
+                None,
+                also,
+            ));
+        }
+        Growth::Balanced => {}
     }
-    if heap >= MIN_GROWTH_BYTES {
+    // Retention: the heap grew beyond what live allocations explain. With a net
+    // estimate that is the heap less the net growth, beyond the net's error.
+    let retained = match evidence.net {
+        Some(n) => heap - n.bytes.max(0.0) - growth::Z * n.sigma,
+        None => heap - live,
+    };
+    if heap >= MIN_GROWTH_BYTES && retained >= MIN_GROWTH_BYTES {
         if direct_unexplained >= MIN_GROWTH_BYTES {
             also.push(AlsoGrew {
                 bytes: direct_unexplained,
                 culprit: None,
             });
         }
-        return verdict(
+        return assessed(verdict(
             MemoryVerdictKind::Retention,
             heap,
             heap_stacks(),
@@ -218,24 +287,30 @@ pub fn judge(e: &MemoryEvidence<'_>) -> MemoryVerdict {
                 allocator: e.allocator,
             }),
             also,
-        );
+        ));
     }
     if direct_unexplained >= MIN_GROWTH_BYTES {
-        return verdict(
+        return assessed(verdict(
             MemoryVerdictKind::MappedGrowth,
             direct_unexplained,
             direct_stacks(),
             None,
             also,
-        );
+        ));
     }
-    verdict(MemoryVerdictKind::NoGrowth, 0.0, Vec::new(), None, also)
+    assessed(verdict(
+        MemoryVerdictKind::NoGrowth,
+        0.0,
+        Vec::new(),
+        None,
+        also,
+    ))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::analyze::frames::culprit;
+    use crate::analyze::{frames::culprit, memory::growth::StackEvidence};
 
     const MIB: f64 = 1024.0 * 1024.0;
 
@@ -243,10 +318,23 @@ mod tests {
         names.iter().map(|s| s.to_string()).collect()
     }
 
-    fn named(names: &[&str], bytes: f64) -> NamedStack {
-        NamedStack {
-            frames: frames(names),
-            bytes,
+    /// Live allocations by stack: frames, bytes, share older than half the span.
+    fn growth(stacks: &[(&[&str], f64, f64)]) -> GrowthEvidence {
+        GrowthEvidence {
+            stacks: stacks
+                .iter()
+                .map(|(f, bytes, old)| StackEvidence {
+                    frames: frames(f),
+                    bytes: *bytes,
+                    variance: bytes * 262144.0,
+                    old_bytes: old * bytes,
+                    oldest_secs: 5.0,
+                    freed: if *old > 0.0 { 0.0 } else { 3.0 * bytes },
+                    trend: None,
+                })
+                .collect(),
+            span_secs: 5.0,
+            ..Default::default()
         }
     }
 
@@ -273,10 +361,10 @@ mod tests {
         let e = MemoryEvidence {
             allocator_probed: true,
             live_growth: 26.0 * MIB,
-            live_stacks: vec![
-                named(&["main", "cache_insert_session"], 25.0 * MIB),
-                named(&["main", "handle_request_scratch"], 1.0 * MIB),
-            ],
+            growth: growth(&[
+                (&["main", "cache_insert_session"], 25.0 * MIB, 0.5),
+                (&["main", "handle_request_scratch"], 1.0 * MIB, 0.0),
+            ]),
             allocated: 300.0 * MIB,
             freed: 274.0 * MIB,
             mapped: vec![
@@ -299,9 +387,10 @@ mod tests {
         let v = judge(&e);
         assert_eq!(v.kind, MemoryVerdictKind::Leak);
         assert_eq!(culprit(&v.stacks[0].frames), "cache_insert_session");
-        assert_eq!(v.top_share_pct.round(), 96.0);
+        // Only the stack whose blocks persist is the leak's.
+        assert_eq!(v.top_share_pct.round(), 100.0);
         assert_eq!(v.culprit, "cache_insert_session (from main)");
-        assert_eq!(v.growth, 26.0 * MIB);
+        assert_eq!(v.growth, 25.0 * MIB);
         assert!(!v.numbers.since_follow);
         assert_eq!(v.numbers.resident_delta, Some(27 << 20));
 
@@ -311,7 +400,7 @@ mod tests {
             ..e
         });
         assert!(v.numbers.since_follow);
-        assert_eq!(v.growth, 26.0 * MIB);
+        assert_eq!(v.growth, 25.0 * MIB);
     }
 
     /// Check retention: the heap grows, live blocks stay small, no leak stack named.
@@ -328,7 +417,7 @@ mod tests {
         let e = MemoryEvidence {
             allocator_probed: true,
             live_growth: 1.5 * MIB,
-            live_stacks: vec![named(&["main", "load_batch"], 1.5 * MIB)],
+            growth: growth(&[(&["main", "load_batch"], 1.5 * MIB, 0.0)]),
             allocated: 320.0 * MIB,
             freed: 318.5 * MIB,
             mapped: vec![MappedStack {
@@ -388,7 +477,7 @@ mod tests {
         let e = MemoryEvidence {
             allocator_probed: true,
             live_growth: 30.0 * MIB,
-            live_stacks: vec![named(&["main", "cache_insert_session"], 30.0 * MIB)],
+            growth: growth(&[(&["main", "cache_insert_session"], 30.0 * MIB, 0.5)]),
             mapped: vec![MappedStack {
                 kind: RegionKind::Anon,
                 frames: &musl,

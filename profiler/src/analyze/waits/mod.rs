@@ -3,6 +3,7 @@
 //!
 //! Pure except for [`classify::FdClassifier`], which names file descriptors from /proc.
 pub mod classify;
+pub mod demand;
 pub mod report;
 pub mod verdict;
 
@@ -73,7 +74,8 @@ pub fn snapshot(
             blocked_ns: b.start_ns.map(|s| raw.now_ns.saturating_sub(s)),
             stack: b.stack.as_ref().and_then(&mut resolve),
         })
-        .collect();
+        .collect::<Vec<_>>();
+    let demand = demand::signals(&raw.sockets, &raw.futex_words, &raw.tids, &in_flight);
     ThreadSnapshot {
         pid: raw.pid,
         comm,
@@ -82,5 +84,6 @@ pub fn snapshot(
         futex_wakes: raw.futex_wakes,
         futex_waits: raw.futex_waits,
         observed_ns,
+        demand,
     }
 }

@@ -1,12 +1,15 @@
 //! The stall verdict: is this process stuck, idle, or making progress?
 //!
 //! A process is STALLED when at least 80 % of its threads have been blocked for longer
-//! than the threshold on waits that nothing woke: futexes with no wake call in the
-//! window, or reads from sockets. Event loops and listeners waiting for work are idle,
-//! not stalled, and the verdict says so rather than crying wolf.
-use std::collections::BTreeMap;
+//! than the threshold on waits that nothing woke (futexes with no wake call in the
+//! window, reads from sockets) *and* there is evidence of unmet demand for them
+//! ([`super::demand`]): connections queued or requests unread on its listeners, waiters
+//! piling up on one futex, a lock held by another thread or a cycle of them, a call to a
+//! peer with no answer. The same blocked threads without such evidence are workers
+//! waiting for work: idle. Event loops and listeners waiting for work are idle too.
+use std::collections::{BTreeMap, BTreeSet};
 
-use super::{InFlightWait, ThreadSnapshot};
+use super::{demand, InFlightWait, ThreadSnapshot};
 use crate::{
     analyze::frames::frame_below_lock,
     events::StackId,
@@ -19,7 +22,8 @@ pub fn judge(
     threshold_ns: u64,
     stack_names: impl Fn(StackId) -> Vec<String>,
 ) -> (StallVerdict, Vec<WaitGroup>) {
-    let stuck = |w: &InFlightWait| -> bool {
+    // Long, not waiting for work by its kind, and nothing woke it.
+    let unwoken = |w: &InFlightWait| -> bool {
         if w.on.is_idle_kind() || snap.blocked_at_least(w) < threshold_ns {
             return false;
         }
@@ -28,6 +32,9 @@ pub fn judge(
             _ => true,
         }
     };
+    let candidates: Vec<&InFlightWait> = snap.in_flight.iter().filter(|w| unwoken(w)).collect();
+    let findings = demand::find(snap, &candidates, threshold_ns);
+    let stuck = |w: &InFlightWait| unwoken(w) && findings.covered.contains(&w.tid);
     let mut groups: BTreeMap<(String, Vec<String>), WaitGroup> = BTreeMap::new();
     for w in &snap.in_flight {
         let stack = w.stack.map(&stack_names).unwrap_or_default();
@@ -64,7 +71,8 @@ pub fn judge(
 
     let threads = snap.threads.max(snap.in_flight.len());
     let n_stuck = snap.in_flight.iter().filter(|w| stuck(w)).count();
-    let verdict = if threads > 0 && n_stuck * 5 >= threads * 4 {
+    let most = |n: usize| threads > 0 && n * 5 >= threads * 4;
+    let verdict = if most(n_stuck) {
         let main = groups
             .iter()
             .find(|g| g.stuck)
@@ -80,6 +88,13 @@ pub fn judge(
                 .map(|g| g.blocked_at_least_ns)
                 .min()
                 .unwrap_or(0),
+            evidence: findings.evidence,
+        }
+    } else if most(candidates.len()) && findings.evidence.is_empty() {
+        let waiting: BTreeSet<u32> = candidates.iter().map(|w| w.tid).collect();
+        StallVerdict::Idle {
+            threads,
+            detail: waiting_for_work(&groups, &waiting, snap),
         }
     } else if let Some(idle) = snap.in_flight.iter().find(|w| w.on.is_idle_kind()) {
         let detail = match &idle.on {
@@ -97,6 +112,51 @@ pub fn judge(
     };
     (verdict, groups)
 }
+
+/// The idle detail for threads blocked long with no wake and nothing wanting them:
+/// `8 threads waiting for work in worker_wait_for_job on futex 0x…, no unmet demand
+/// (…)`, naming the largest group of them.
+fn waiting_for_work(
+    groups: &[WaitGroup],
+    waiting: &BTreeSet<u32>,
+    snap: &ThreadSnapshot,
+) -> String {
+    let largest = groups
+        .iter()
+        .filter(|g| g.tids.iter().all(|t| waiting.contains(t)))
+        .max_by_key(|g| g.tids.len());
+    let in_frame = |g: &WaitGroup| {
+        g.frame_below_lock
+            .as_ref()
+            .map(|f| format!(" in {f}"))
+            .unwrap_or_default()
+    };
+    let what = match largest {
+        Some(g) if g.tids.len() == waiting.len() => format!(
+            "{} threads waiting for work{} on {}",
+            g.tids.len(),
+            in_frame(g),
+            g.on
+        ),
+        Some(g) => format!(
+            "{} threads waiting for work, {} of them{} on {}",
+            waiting.len(),
+            g.tids.len(),
+            in_frame(g),
+            g.on
+        ),
+        None => format!("{} threads waiting for work", waiting.len()),
+    };
+    let listeners = match snap.demand.listeners.len() {
+        0 => "no listening socket".to_string(),
+        n => format!("nothing queued on {n} listener(s)"),
+    };
+    format!("{what} with no wake; no unmet demand: {listeners}, no unread requests, no waiters piling up, no lock held")
+}
+
+#[cfg(test)]
+#[path = "verdict_cases.rs"]
+mod cases;
 
 #[cfg(test)]
 mod tests {
@@ -139,7 +199,8 @@ mod tests {
             ..Default::default()
         };
         for tid in 2..=5 {
-            snap.in_flight.push(futex_wait(tid, 0xabc, Some(12), 0));
+            snap.in_flight
+                .push(futex_wait(tid, 0xabc, Some(10 + 2 * u64::from(tid)), 0));
         }
         snap.in_flight.push(futex_wait(1, 0xdef, None, 1));
         let (v, groups) = judge(&snap, 10_000_000_000, names);
@@ -170,7 +231,8 @@ mod tests {
             ..Default::default()
         };
         for tid in 1..=4 {
-            snap.in_flight.push(futex_wait(tid, 0xabc, Some(12), 0));
+            snap.in_flight
+                .push(futex_wait(tid, 0xabc, Some(10 + 2 * u64::from(tid)), 0));
         }
         snap.futex_wakes.insert(0xabc, 3);
         assert!(!judge(&snap, 10_000_000_000, names).0.is_stalled());

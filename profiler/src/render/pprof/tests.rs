@@ -344,7 +344,7 @@ fn allocations_profile_totals_equal_folded() {
         frames: frames.iter().map(|f| (*f).to_string()).collect(),
         bytes,
         objects,
-        locations: Vec::new(),
+        ..Default::default()
     };
     let report = MemoryReport {
         sample_bytes: 512,

@@ -1,0 +1,67 @@
+//! The current task's user registers, as the kernel saved them on entry, on every
+//! kernel from 5.10.
+//!
+//! From 5.15 `bpf_task_pt_regs(bpf_get_current_task_btf())` returns them. 5.10 has
+//! neither helper (they arrived in 5.11 and 5.15) and refuses any program that calls
+//! them. There we find the registers where x86_64 keeps them, at the top of the task's
+//! kernel stack: `task->stack + THREAD_SIZE - sizeof(struct pt_regs)`, read through
+//! `bpf_get_current_task` (4.8). Userspace probes the helpers and reads the offset of
+//! `stack` in `struct task_struct` (and whether KASAN doubles THREAD_SIZE) from the
+//! kernel's BTF, and writes the result into these read-only globals before loading:
+//! the verifier then sees constants and never visits the branch this kernel cannot
+//! verify.
+use aya_ebpf::{
+    bindings::pt_regs,
+    helpers::{
+        bpf_probe_read_kernel,
+        generated::{bpf_get_current_task, bpf_get_current_task_btf, bpf_task_pt_regs},
+    },
+};
+
+/// Nonzero: this kernel has `bpf_task_pt_regs` and `bpf_get_current_task_btf`.
+#[unsafe(no_mangle)]
+static REGS_HELPER: u32 = 1;
+
+/// Byte offset of `stack` (the kernel stack page pointer) in `struct task_struct`;
+/// 0 when unknown, which turns the fallback off.
+#[unsafe(no_mangle)]
+static TASK_STACK_OFFSET: u32 = 0;
+
+/// The kernel's THREAD_SIZE (16 KiB on x86_64, 32 KiB with KASAN).
+#[unsafe(no_mangle)]
+static KERNEL_THREAD_SIZE: u32 = 16384;
+
+/// The code segment selector's privilege bits of a user-mode context (CPL 3).
+const USER_RPL: u64 = 3;
+
+/// The current task's saved user registers, or `None` when this kernel offers no way
+/// to find them (or they do not look like a user context).
+#[inline(always)]
+pub fn current() -> Option<pt_regs> {
+    // SAFETY: the globals are plain reads of frozen read-only data; kernel memory is
+    // read with the probe-read helper only.
+    unsafe {
+        let regs = if core::ptr::read_volatile(&REGS_HELPER) != 0 {
+            bpf_task_pt_regs(bpf_get_current_task_btf()) as *const pt_regs
+        } else {
+            let offset = core::ptr::read_volatile(&TASK_STACK_OFFSET) as u64;
+            if offset == 0 {
+                return None;
+            }
+            let task = bpf_get_current_task();
+            let stack: u64 = bpf_probe_read_kernel((task + offset) as *const u64).ok()?;
+            if stack == 0 {
+                return None;
+            }
+            let top = stack + core::ptr::read_volatile(&KERNEL_THREAD_SIZE) as u64;
+            (top - core::mem::size_of::<pt_regs>() as u64) as *const pt_regs
+        };
+        if regs.is_null() {
+            return None;
+        }
+        let regs = bpf_probe_read_kernel(regs).ok()?;
+        // A wrong offset or THREAD_SIZE would read another part of the stack page: only
+        // a frame saved from user mode has CPL 3 in its code segment selector.
+        (regs.cs & USER_RPL == USER_RPL).then_some(regs)
+    }
+}

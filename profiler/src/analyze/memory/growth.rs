@@ -1,0 +1,622 @@
+//! Whether live allocations really grow: the part of the memory verdict that decides
+//! LEAK, and the numbers its one line of confidence states (worded by
+//! `render::growth`).
+//!
+//! Blocks allocated since the process was first followed and still live are not growth
+//! by themselves: a full cache holds exactly such blocks while it frees as many older
+//! ones. Three checks stand between them and a LEAK:
+//! - **age** (one window): a leak's blocks are spread over the whole observation, a
+//!   cache's are all younger than its turnover time. Only stacks with at least
+//!   [`PERSISTENT_SHARE`] of their live bytes older than half the span are candidates.
+//! - **trend** (daemon): a stack's live bytes, interval after interval, must grow
+//!   steadily (`trend::Shape::Steady`): growth that stopped is a warm-up or a cache
+//!   filling, growth that is released is batches.
+//! - **agreement**: the candidates' growth, less two standard errors, may not exceed
+//!   the process's net growth (allocations less all frees, older blocks' included)
+//!   plus two of its standard errors, nor what the mappings (heap and direct) and
+//!   resident memory show plus [`PHYSICAL_SLACK_BYTES`] (memory the allocator already held can absorb
+//!   a little growth unseen).
+//!
+//! Confidence: with `G` the candidates' estimated growth and `σ` its sampling standard
+//! error (`sqrt(Σ w (w − size))` over their samples), a one-window LEAK states
+//! `Φ((G − MIN_GROWTH)/σ)`, the normal-approximation probability that they hold more
+//! than [`MIN_GROWTH_BYTES`]; a daemon LEAK states the Student-t probability that the
+//! fitted slope is positive (`trend`). NO GROWTH states the 97.7 % upper bound of the
+//! net growth, `net + 2σ`, next to the exact heap and resident numbers.
+use crate::{
+    allocator::net::{NetGrowth, NoNetGrowth},
+    analyze::memory::trend::{Shape, Trend, MIN_POINTS, STEADY_CONFIDENCE},
+};
+
+/// Growth below this is noise for a verdict.
+pub const MIN_GROWTH_BYTES: f64 = 1024.0 * 1024.0;
+/// Share of a stack's live bytes older than half the span that makes it a candidate.
+pub const PERSISTENT_SHARE: f64 = 0.25;
+/// A stack that freed less than this share of the bytes it allocated keeps them.
+pub const FREED_SHARE: f64 = 0.25;
+/// Standard errors in the bounds a claim must stay within.
+pub const Z: f64 = 2.0;
+/// Growth the allocator can absorb from memory it already held, unseen by the heap and
+/// resident numbers.
+pub const PHYSICAL_SLACK_BYTES: f64 = 1024.0 * 1024.0;
+
+/// One stack's live allocations since the process was first followed.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct StackEvidence {
+    pub frames: Vec<String>,
+    pub bytes: f64,
+    /// Sampling variance of `bytes`.
+    pub variance: f64,
+    /// Bytes older than half the observed span.
+    pub old_bytes: f64,
+    pub oldest_secs: f64,
+    /// Estimated bytes of its blocks freed since the follow started.
+    pub freed: f64,
+    /// Its live bytes over the daemon's intervals, when there are some.
+    pub trend: Option<Trend>,
+}
+
+impl StackEvidence {
+    /// Whether its live blocks may be growth that stays: few of its blocks are freed
+    /// (less than [`FREED_SHARE`] of what it allocated), or a quarter of its live bytes
+    /// are older than half the span and fewer than half of its blocks are freed. A
+    /// cache or a batch frees its blocks; a leak does not.
+    pub fn persists(&self) -> bool {
+        if self.bytes <= 0.0 {
+            return false;
+        }
+        let freed_share = self.freed / (self.freed + self.bytes);
+        freed_share < FREED_SHARE
+            || (self.old_bytes >= PERSISTENT_SHARE * self.bytes && freed_share < 0.5)
+    }
+}
+
+/// Everything the growth decision looks at.
+#[derive(Clone, Debug, Default)]
+pub struct GrowthEvidence {
+    /// Largest first.
+    pub stacks: Vec<StackEvidence>,
+    pub net: Option<NetGrowth>,
+    pub net_missing: Option<NoNetGrowth>,
+    /// Growth of the allocator's heap (brk and its own mappings), exact.
+    pub heap_growth: f64,
+    /// Growth of anonymous mappings made outside the allocator, exact: an allocator
+    /// whose own frames are missing from mapping stacks (musl without CFI) shows its
+    /// heap here.
+    pub direct_growth: f64,
+    /// Resident bytes since the process was first followed, exact.
+    pub resident_delta: Option<i64>,
+    /// Seconds observed (since the process was first followed).
+    pub span_secs: f64,
+    /// A daemon: trends decide, levels do not.
+    pub daemon: bool,
+}
+
+/// What the live allocations do.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Growth {
+    /// Live allocations grow and the rest of the evidence agrees. `stacks` index
+    /// `GrowthEvidence::stacks`.
+    Leak { stacks: Vec<usize>, bytes: f64 },
+    /// The largest stack grew and then stopped (daemon).
+    Stopped { stack: usize, grew: f64 },
+    /// A stack grows and releases, by `amplitude` bytes (daemon).
+    Periodic {
+        stack: usize,
+        releases: usize,
+        amplitude: f64,
+    },
+    /// Growth is seen but the daemon has too few intervals for a trend.
+    Pending { bytes: f64 },
+    /// Nothing grows beyond noise: live blocks are turnover, frees balance them.
+    Balanced,
+}
+
+/// Which measure contradicts a growth claim.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Contradiction {
+    /// The net growth (frees of older blocks counted) stays below it.
+    Net,
+    /// The mappings and resident memory did not grow with it.
+    Mappings,
+}
+
+/// What the confidence rests on.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Basis {
+    /// One window: stacks whose blocks span the observation hold `bytes ± sigma`;
+    /// `probability` that they hold more than [`MIN_GROWTH_BYTES`].
+    Persistent {
+        bytes: f64,
+        sigma: f64,
+        probability: f64,
+        oldest_secs: f64,
+    },
+    /// The daemon: the trend of the stack named (steady, stopped or periodic).
+    Trend(Trend),
+    /// A claim of `claim` bytes (of `live` live) that `by` contradicts.
+    Contradicted {
+        claim: f64,
+        live: f64,
+        by: Contradiction,
+    },
+    /// The daemon has `points` of the [`MIN_POINTS`] intervals a trend needs.
+    TooFewIntervals { points: usize },
+    /// The net grew beyond its error, but every stack frees its blocks too.
+    NetOnly,
+    /// Nothing persists; when every live block is young, the oldest's age.
+    Bound { young_secs: Option<f64> },
+}
+
+/// The decision and the numbers behind it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Assessment {
+    pub growth: Growth,
+    pub basis: Basis,
+    /// The evidence the line cites.
+    pub net: Option<NetGrowth>,
+    pub net_missing: Option<NoNetGrowth>,
+    pub heap_growth: f64,
+    pub direct_growth: f64,
+    pub resident_delta: Option<i64>,
+    pub span_secs: f64,
+}
+
+impl GrowthEvidence {
+    /// Estimated bytes allocated per second (the churn), when the net is known.
+    pub fn churn_per_sec(&self) -> Option<f64> {
+        let net = self.net?;
+        (self.span_secs > 0.0).then(|| net.allocated / self.span_secs)
+    }
+
+    /// The most growth the exact numbers allow: mappings or resident, plus the slack.
+    fn physical_bound(&self) -> f64 {
+        let resident = self.resident_delta.unwrap_or(0).max(0) as f64;
+        let mapped = self.heap_growth.max(0.0) + self.direct_growth.max(0.0);
+        mapped.max(resident) + PHYSICAL_SLACK_BYTES
+    }
+
+    /// Whether a claim of `bytes ± sigma` fits the net and the exact numbers; if not,
+    /// which measure contradicts it.
+    fn contradiction(&self, bytes: f64, sigma: f64) -> Option<Contradiction> {
+        let low = bytes - Z * sigma;
+        if self.net.is_some_and(|n| low > n.bytes + Z * n.sigma) {
+            return Some(Contradiction::Net);
+        }
+        (low > self.physical_bound()).then_some(Contradiction::Mappings)
+    }
+
+    fn assessment(&self, growth: Growth, basis: Basis) -> Assessment {
+        Assessment {
+            growth,
+            basis,
+            net: self.net,
+            net_missing: self.net_missing,
+            heap_growth: self.heap_growth,
+            direct_growth: self.direct_growth,
+            resident_delta: self.resident_delta,
+            span_secs: self.span_secs,
+        }
+    }
+
+    fn contradicted(&self, claim: f64, by: Contradiction) -> Assessment {
+        self.assessment(
+            Growth::Balanced,
+            Basis::Contradicted {
+                claim,
+                live: self.live(),
+                by,
+            },
+        )
+    }
+
+    fn live(&self) -> f64 {
+        self.stacks.iter().map(|s| s.bytes).sum()
+    }
+}
+
+/// The normal distribution's CDF (Abramowitz–Stegun 7.1.26, |error| < 1.5e-7).
+pub fn normal_cdf(z: f64) -> f64 {
+    let x = z.abs() / std::f64::consts::SQRT_2;
+    let t = 1.0 / (1.0 + 0.327_591_1 * x);
+    let poly = t
+        * (0.254_829_592
+            + t * (-0.284_496_736
+                + t * (1.421_413_741 + t * (-1.453_152_027 + t * 1.061_405_429))));
+    let erf = 1.0 - poly * (-x * x).exp();
+    if z >= 0.0 {
+        0.5 * (1.0 + erf)
+    } else {
+        0.5 * (1.0 - erf)
+    }
+}
+
+/// Decide.
+pub fn assess(e: &GrowthEvidence) -> Assessment {
+    let decided = if e.daemon {
+        assess_trends(e).or_else(|| net_growing(e))
+    } else {
+        assess_window(e).or_else(|| net_growing(e))
+    };
+    decided.unwrap_or_else(|| balanced(e))
+}
+
+/// The net grew beyond its error, the mappings agree, but no stack keeps its blocks
+/// (they are freed too: a cache filling, a batch in flight): growth, not a leak.
+fn net_growing(e: &GrowthEvidence) -> Option<Assessment> {
+    let n = e.net?;
+    if n.bytes - Z * n.sigma < MIN_GROWTH_BYTES || e.contradiction(n.bytes, n.sigma).is_some() {
+        return None;
+    }
+    Some(e.assessment(Growth::Pending { bytes: n.bytes }, Basis::NetOnly))
+}
+
+/// One window: stacks whose live bytes persist (by age), if the evidence agrees.
+fn assess_window(e: &GrowthEvidence) -> Option<Assessment> {
+    let candidates: Vec<usize> = e
+        .stacks
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| s.persists())
+        .map(|(i, _)| i)
+        .collect();
+    let bytes: f64 = candidates.iter().map(|&i| e.stacks[i].bytes).sum();
+    let sigma = candidates
+        .iter()
+        .map(|&i| e.stacks[i].variance)
+        .sum::<f64>()
+        .sqrt();
+    if bytes - Z * sigma < MIN_GROWTH_BYTES {
+        return None;
+    }
+    if let Some(by) = e.contradiction(bytes, sigma) {
+        return Some(e.contradicted(bytes, by));
+    }
+    let probability = if sigma > 0.0 {
+        normal_cdf((bytes - MIN_GROWTH_BYTES) / sigma)
+    } else {
+        1.0
+    };
+    let oldest_secs = candidates
+        .iter()
+        .map(|&i| e.stacks[i].oldest_secs)
+        .fold(0.0, f64::max);
+    Some(e.assessment(
+        Growth::Leak {
+            stacks: candidates,
+            bytes,
+        },
+        Basis::Persistent {
+            bytes,
+            sigma,
+            probability,
+            oldest_secs,
+        },
+    ))
+}
+
+/// The daemon: stacks whose live bytes keep growing.
+fn assess_trends(e: &GrowthEvidence) -> Option<Assessment> {
+    let steady: Vec<(usize, Trend)> = e
+        .stacks
+        .iter()
+        .enumerate()
+        .filter_map(|(i, s)| s.trend.map(|t| (i, t)))
+        .filter(|(i, t)| {
+            t.shape == Shape::Steady
+                && t.confidence >= STEADY_CONFIDENCE
+                && e.stacks[*i].bytes > 0.0
+        })
+        .collect();
+    if let Some(&(_, top)) = steady.first() {
+        // The growth over the fitted span is what the other evidence must allow.
+        let grown: f64 = steady.iter().map(|(_, t)| t.slope * t.span_secs).sum();
+        let sigma = steady
+            .iter()
+            .map(|(_, t)| (t.slope_se * t.span_secs).powi(2))
+            .sum::<f64>()
+            .sqrt();
+        if let Some(by) = e.contradiction(grown, sigma) {
+            return Some(e.contradicted(grown, by));
+        }
+        return Some(e.assessment(
+            Growth::Leak {
+                stacks: steady.iter().map(|(i, _)| *i).collect(),
+                bytes: steady.iter().map(|(i, _)| e.stacks[*i].bytes).sum(),
+            },
+            Basis::Trend(top),
+        ));
+    }
+    // Batches: any stack that rises and releases by more than the noise floor.
+    let periodic = e.stacks.iter().enumerate().find_map(|(i, s)| {
+        let t = s.trend?;
+        match t.shape {
+            Shape::Periodic {
+                releases,
+                amplitude,
+            } if amplitude >= MIN_GROWTH_BYTES => Some((i, t, releases, amplitude)),
+            _ => None,
+        }
+    });
+    if let Some((i, t, releases, amplitude)) = periodic {
+        return Some(e.assessment(
+            Growth::Periodic {
+                stack: i,
+                releases,
+                amplitude,
+            },
+            Basis::Trend(t),
+        ));
+    }
+    // The largest stack's shape, when it says something.
+    let (i, t) = e
+        .stacks
+        .iter()
+        .enumerate()
+        .find_map(|(i, s)| s.trend.map(|t| (i, t)))?;
+    match t.shape {
+        Shape::Stopped { grew, .. } if grew >= MIN_GROWTH_BYTES => {
+            // Since the follow started, a full cache's stack "grows" while its new
+            // blocks replace the older ones: only growth the net and the mappings show
+            // is a warm-up.
+            let sigma = e.stacks[i].variance.sqrt();
+            Some(match e.contradiction(grew, sigma) {
+                Some(by) => e.contradicted(grew, by),
+                None => e.assessment(Growth::Stopped { stack: i, grew }, Basis::Trend(t)),
+            })
+        }
+        Shape::TooShort => {
+            let window = assess_window(&GrowthEvidence {
+                daemon: false,
+                ..e.clone()
+            })
+            .or_else(|| net_growing(e))?;
+            matches!(window.growth, Growth::Leak { .. } | Growth::Pending { .. }).then(|| {
+                e.assessment(
+                    Growth::Pending { bytes: e.live() },
+                    Basis::TooFewIntervals { points: t.points },
+                )
+            })
+        }
+        _ => None,
+    }
+}
+
+/// Nothing grows: the bound, and how young the live blocks are.
+fn balanced(e: &GrowthEvidence) -> Assessment {
+    let oldest = e
+        .stacks
+        .iter()
+        .filter(|s| s.bytes > 0.0)
+        .map(|s| s.oldest_secs)
+        .fold(0.0, f64::max);
+    let young_secs = (oldest > 0.0 && oldest < e.span_secs / 2.0).then_some(oldest);
+    e.assessment(Growth::Balanced, Basis::Bound { young_secs })
+}
+
+/// Intervals a trend needs, for words.
+pub const TREND_POINTS: usize = MIN_POINTS;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::analyze::memory::trend::{fit, Point};
+
+    const MIB: f64 = 1024.0 * 1024.0;
+
+    fn stack(name: &str, bytes: f64, samples: f64, old_share: f64) -> StackEvidence {
+        let w = bytes / samples.max(1.0);
+        StackEvidence {
+            frames: vec!["main".into(), name.into()],
+            bytes,
+            variance: samples * w * w,
+            old_bytes: old_share * bytes,
+            oldest_secs: 6.0 * old_share * 2.0,
+            // Turnover stacks (nothing old) freed three times what they hold.
+            freed: if old_share > 0.0 { 0.0 } else { 3.0 * bytes },
+            trend: None,
+        }
+    }
+
+    fn net(bytes: f64, sigma: f64, allocated: f64) -> Option<NetGrowth> {
+        Some(NetGrowth {
+            bytes,
+            sigma,
+            allocated,
+            freed: allocated - bytes,
+            ..Default::default()
+        })
+    }
+
+    /// Check the full LRU cache in one window: 41 MiB live under cache_put,
+    /// all younger than the turnover, heap +0, resident +28 KiB: no growth, with the
+    /// churn and the bound stated.
+    #[test]
+    fn full_cache_window_is_balanced() {
+        let e = GrowthEvidence {
+            stacks: vec![StackEvidence {
+                oldest_secs: 1.4,
+                ..stack("cache_put", 41.0 * MIB, 41.0, 0.0)
+            }],
+            net: net(4.1 * MIB, 9.0 * MIB, 167.0 * MIB),
+            heap_growth: 0.0,
+            resident_delta: Some(28 << 10),
+            span_secs: 6.0,
+            ..Default::default()
+        };
+        let a = assess(&e);
+        assert_eq!(a.growth, Growth::Balanced);
+        assert_eq!(
+            a.basis,
+            Basis::Bound {
+                young_secs: Some(1.4)
+            }
+        );
+        assert!((e.churn_per_sec().unwrap() / MIB - 27.8).abs() < 0.1);
+    }
+
+    /// Check the glibc leak behind churn in one window: old blocks, heap and resident
+    /// grow with them: LEAK with its confidence.
+    #[test]
+    fn leak_window_agrees_with_heap() {
+        let e = GrowthEvidence {
+            stacks: vec![
+                stack("cache_insert_session", 16.0 * MIB, 16.0, 0.5),
+                stack("handle_request_scratch", 1.0 * MIB, 1.0, 0.0),
+            ],
+            net: net(12.0 * MIB, 16.0 * MIB, 144.0 * MIB),
+            heap_growth: 17.0 * MIB,
+            resident_delta: Some(18 << 20),
+            span_secs: 5.0,
+            ..Default::default()
+        };
+        let a = assess(&e);
+        assert_eq!(
+            a.growth,
+            Growth::Leak {
+                stacks: vec![0],
+                bytes: 16.0 * MIB
+            }
+        );
+        let Basis::Persistent { probability, .. } = a.basis else {
+            panic!("{a:?}")
+        };
+        assert!(probability > 0.999);
+    }
+
+    /// Check that a cache slower than the window (old-looking blocks) is not a leak
+    /// when the net growth and the resident memory contradict it.
+    #[test]
+    fn slow_cache_contradicted_by_net_and_resident() {
+        let e = GrowthEvidence {
+            stacks: vec![stack("AllocateUninitialized", 255.0 * MIB, 255.0, 0.4)],
+            net: net(-3.0 * MIB, 12.0 * MIB, 300.0 * MIB),
+            heap_growth: 0.0,
+            resident_delta: Some(-(4 << 20)),
+            span_secs: 6.0,
+            ..Default::default()
+        };
+        let a = assess(&e);
+        assert_eq!(a.growth, Growth::Balanced);
+        assert!(matches!(
+            a.basis,
+            Basis::Contradicted {
+                by: Contradiction::Net,
+                ..
+            }
+        ));
+        // Without a net (no header), the exact numbers still contradict it.
+        let a = assess(&GrowthEvidence {
+            net: None,
+            net_missing: Some(NoNetGrowth::NoHeader),
+            ..e
+        });
+        assert_eq!(a.growth, Growth::Balanced);
+        assert!(matches!(
+            a.basis,
+            Basis::Contradicted {
+                by: Contradiction::Mappings,
+                ..
+            }
+        ));
+    }
+
+    fn series(levels_mib: &[f64], sigma_mib: f64) -> Trend {
+        let points: Vec<Point> = levels_mib
+            .iter()
+            .enumerate()
+            .map(|(i, &l)| Point {
+                secs: 3.0 * (i + 1) as f64,
+                bytes: l * MIB,
+                sigma: sigma_mib * MIB,
+            })
+            .collect();
+        fit(&points)
+    }
+
+    /// Check the daemon: a slow steady leak beside a flat churn is a LEAK naming the
+    /// leaking stack; the churn's flat level is not.
+    #[test]
+    fn daemon_slow_leak_beside_churn() {
+        let leak = series(
+            &[0.03, 0.09, 0.12, 0.19, 0.25, 0.28, 0.34, 0.38, 0.44, 0.5],
+            0.05,
+        );
+        let churn = series(
+            &[9.0, 10.2, 9.8, 10.1, 9.7, 10.3, 9.9, 10.0, 10.4, 9.6],
+            0.6,
+        );
+        let e = GrowthEvidence {
+            stacks: vec![
+                StackEvidence {
+                    trend: Some(churn),
+                    ..stack("cache_put", 9.6 * MIB, 300.0, 0.0)
+                },
+                StackEvidence {
+                    trend: Some(leak),
+                    ..stack("remember_session", 0.5 * MIB, 16.0, 0.5)
+                },
+            ],
+            net: net(0.3 * MIB, 8.0 * MIB, 300.0 * MIB),
+            heap_growth: 0.0,
+            resident_delta: Some(600 << 10),
+            span_secs: 30.0,
+            daemon: true,
+            ..Default::default()
+        };
+        let a = assess(&e);
+        let Growth::Leak { stacks, .. } = &a.growth else {
+            panic!("{a:?}")
+        };
+        assert_eq!(stacks, &vec![1]);
+        assert!(matches!(a.basis, Basis::Trend(t) if t.shape == Shape::Steady));
+    }
+
+    /// Check the daemon's other shapes: stopped, periodic, pending, flat.
+    #[test]
+    fn daemon_shapes() {
+        let base = GrowthEvidence {
+            heap_growth: 40.0 * MIB,
+            resident_delta: Some(40 << 20),
+            span_secs: 30.0,
+            daemon: true,
+            ..Default::default()
+        };
+        let with = |trend: Trend, old: f64| GrowthEvidence {
+            stacks: vec![StackEvidence {
+                trend: Some(trend),
+                ..stack("cache_put", 40.0 * MIB, 40.0, old)
+            }],
+            ..base.clone()
+        };
+        let stopped = series(
+            &[12.0, 25.0, 38.0, 40.0, 39.5, 40.5, 40.0, 39.0, 40.5, 40.0],
+            1.5,
+        );
+        assert!(matches!(
+            assess(&with(stopped, 0.5)).growth,
+            Growth::Stopped { .. }
+        ));
+        let periodic = series(&[0.5, 24.0, 0.3, 23.5, 24.5, 0.4, 24.0, 0.2], 1.0);
+        assert!(matches!(
+            assess(&with(periodic, 0.0)).growth,
+            Growth::Periodic { .. }
+        ));
+        let short = series(&[10.0, 20.0, 30.0], 1.0);
+        assert!(matches!(
+            assess(&with(short, 0.5)).growth,
+            Growth::Pending { .. }
+        ));
+        assert_eq!(assess(&with(short, 0.0)).growth, Growth::Balanced);
+        let flat = series(&[40.0, 41.5, 39.0, 40.5, 42.0, 38.5, 40.0], 1.6);
+        assert_eq!(assess(&with(flat, 0.0)).growth, Growth::Balanced);
+    }
+
+    /// Check the normal CDF at known points.
+    #[test]
+    fn normal_cdf_values() {
+        assert!((normal_cdf(0.0) - 0.5).abs() < 1e-7);
+        assert!((normal_cdf(1.96) - 0.975).abs() < 1e-4);
+        assert!((normal_cdf(-2.0) - 0.02275).abs() < 1e-4);
+    }
+}
