@@ -359,6 +359,7 @@ mod tests {
             maps: Vec::new(),
             start_brk: None,
             rss: None,
+            followed_ns: 0,
         })
     }
 
