@@ -1,12 +1,30 @@
 //! Maps shared with userspace. Names are part of the userspace contract
-//! (`profiler::collect` looks them up by these names).
+//! (`profiler::collect` looks them up by these names). The types of their values are
+//! defined here too, so every program module depends on `maps` and `maps` on none.
 use aya_ebpf::{
     macros::map,
     maps::{Array, HashMap, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
 };
-use profiler_common::{Config, COUNTER_SLOTS, RET_SLOTS_MAX};
+use profiler_common::{
+    Config, EventHeader, BODY_SIZE, COUNTER_SLOTS, MAX_STACK_BYTES, RET_SLOTS_MAX,
+};
 
-use crate::record::RecordBuf;
+/// A record as it is sent: header, fixed-size body, then `header.stack_len` bytes.
+#[repr(C)]
+pub struct RecordBuf {
+    pub header: EventHeader,
+    pub body: [u8; BODY_SIZE],
+    pub stack: [u8; MAX_STACK_BYTES],
+}
+
+/// Arguments of a syscall in flight, saved at enter.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct PendingCall {
+    pub kind: u32,
+    pub _pad: u32,
+    pub args: [u64; 5],
+}
 
 /// Process ids (tgid) to trace; value unused. Ignored when `Config::all_processes`.
 #[map]
@@ -27,8 +45,7 @@ pub static EVENTS: RingBuf = RingBuf::with_byte_size(32 << 20, 0);
 /// Syscall arguments saved at enter, keyed by pid_tgid, consumed at exit.
 /// LRU so that threads killed inside a syscall cannot fill it.
 #[map]
-pub static PENDING: LruHashMap<u64, crate::memory::PendingCall> =
-    LruHashMap::with_max_entries(16384, 0);
+pub static PENDING: LruHashMap<u64, PendingCall> = LruHashMap::with_max_entries(16384, 0);
 
 /// Last known program break per tgid, seeded by userspace from /proc, so that a brk
 /// exit knows how many bytes it added.

@@ -8,15 +8,8 @@ use aya_ebpf::{
 };
 use profiler_common::{Config, Counter, EventHeader, BODY_SIZE, MAX_STACK_BYTES, RET_SLOTS_MAX};
 
+pub use crate::maps::RecordBuf;
 use crate::maps::{CONFIG, COUNTERS, EVENTS, EXCLUDED, SCRATCH, TARGETS};
-
-/// A record as it is sent: header, fixed-size body, then `header.stack_len` bytes.
-#[repr(C)]
-pub struct RecordBuf {
-    pub header: EventHeader,
-    pub body: [u8; BODY_SIZE],
-    pub stack: [u8; MAX_STACK_BYTES],
-}
 
 #[inline(always)]
 pub fn config() -> Option<&'static Config> {

@@ -170,4 +170,7 @@ pub enum CaptureRecord {
     },
     /// The window ends.
     WindowEnd(WindowEnd),
+    /// The next window of a capture that keeps its probes (the daemon) starts:
+    /// exited targets are forgotten, each remaining one starts from this RSS.
+    NextWindow { rss_before: Vec<(u32, Option<Rss>)> },
 }

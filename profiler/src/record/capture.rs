@@ -78,6 +78,9 @@ fn report_attachments(collector: &Collector, verbose: bool) {
     if let RegsSource::Unavailable(why) = regs {
         eprintln!("profiler: note: stacks are unavailable on this kernel ({why}); totals, waits and verdicts still work");
     }
+    for line in collector.unavailable() {
+        eprintln!("profiler: note: {line}");
+    }
     if verbose {
         eprintln!("profiler: {}", regs.describe());
         for (program, how) in collector.attachments() {
@@ -313,20 +316,22 @@ impl Capture {
             .map(|t| t.pid)
             .collect();
         for pid in exited {
-            self.session.remove_target(pid);
+            self.session.forget_process(pid);
             // Best effort: a target that stays in the map only costs a lookup.
             let _ = self.collector.remove_target(pid);
         }
-        let state = &mut self.session.state;
-        state.waits = Default::default();
-        state.since_follow = true;
-        for t in state.targets.values_mut() {
-            t.rss_before = t.rss_after.take().or_else(|| procfs::read_rss(t.pid).ok());
-            t.events = 0;
-            t.samples = 0;
-            t.truncated = 0;
-            t.waits = 0;
-        }
+        let rss_before = self
+            .session
+            .state
+            .targets
+            .values()
+            .filter(|t| !t.exited)
+            .map(|t| {
+                let rss = t.rss_after.or_else(|| procfs::read_rss(t.pid).ok());
+                (t.pid, rss)
+            })
+            .collect();
+        self.session.apply(CaptureRecord::NextWindow { rss_before });
         self.collector.clear_futex_counts();
         self.counters_at_start = self.collector.counters();
         self.session.apply(CaptureRecord::WindowStart {

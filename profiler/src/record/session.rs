@@ -151,9 +151,9 @@ impl Session {
         self.apply(CaptureRecord::Exited { pid });
     }
 
-    /// Stop following `pid` (an exited target after its last report).
-    pub fn remove_target(&mut self, pid: u32) {
-        self.state.targets.remove(&pid);
+    /// Stop unwinding and naming the descriptors of `pid` (an exited target after its
+    /// last report; the state forgets it at the next window).
+    pub fn forget_process(&mut self, pid: u32) {
         self.resolver.remove_process(pid);
         self.classifiers.remove(&pid);
     }
