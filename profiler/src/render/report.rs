@@ -237,7 +237,6 @@ pub fn json(report: &MemoryReport) -> serde_json::Value {
                 "events": p.events,
                 "samples": p.samples,
                 "truncated_stacks": p.truncated_stacks,
-                "js_frames": p.js_frames,
                 "attributed_growth_bytes": attributed.round() as u64,
                 "top_stacks": top_stacks(p).iter().map(|g| serde_json::json!({
                     "kind": g.kind,
@@ -252,6 +251,10 @@ pub fn json(report: &MemoryReport) -> serde_json::Value {
             // Container, cgroup and namespace PID only when known.
             if let Ok(serde_json::Value::Object(id)) = serde_json::to_value(&p.identity) {
                 fields.extend(id);
+            }
+            // JavaScript frames only for node processes.
+            if let Some(js) = &p.js_frames {
+                fields.insert("js_frames".into(), serde_json::json!(js));
             }
             serde_json::Value::Object(fields)
         })
