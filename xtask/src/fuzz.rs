@@ -16,7 +16,7 @@ use crate::{
 };
 
 /// Every target in `fuzz/fuzz_targets/`.
-pub const TARGETS: &[&str] = &["perf_map", "folded", "elf"];
+pub const TARGETS: &[&str] = &["perf_map", "folded", "elf", "requests"];
 
 #[derive(Debug, Args)]
 pub struct FuzzArgs {

@@ -383,8 +383,9 @@ fn header(frontend: bool, bytes: &[u8]) -> Option<(u8, u64)> {
             code,
             STARTUP_V3 | SSL_REQUEST | GSS_REQUEST | CANCEL_REQUEST
         ) || code >> 16 == 3;
-        return (frontend && known && (8..=10_000).contains(&len))
-            .then_some((0, u64::from(len) - 8));
+        // `then`, not `then_some`: the length is only subtracted from once it is known
+        // to be large enough (a garbage length under 8 underflowed here).
+        return (frontend && known && (8..=10_000).contains(&len)).then(|| (0, u64::from(len) - 8));
     }
     let len = u32::from_be_bytes(bytes.get(1..5)?.try_into().ok()?);
     let typed = if frontend {
@@ -393,7 +394,7 @@ fn header(frontend: bool, bytes: &[u8]) -> Option<(u8, u64)> {
         BACKEND_TYPES.contains(&kind)
     };
     let sane = (4..=MAX_MESSAGE).contains(&len) && (kind != b'Z' || len == 5);
-    (typed && sane).then_some((kind, u64::from(len) - 4))
+    (typed && sane).then(|| (kind, u64::from(len) - 4))
 }
 
 #[cfg(test)]

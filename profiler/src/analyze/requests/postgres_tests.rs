@@ -280,3 +280,17 @@ fn events_carry_no_sql_text() {
         assert!(!shown.contains(secret), "{secret} in {shown}");
     }
 }
+
+/// Check that a startup-shaped or typed header with a length below its own size is
+/// refused, not subtracted from (the fuzz target's first find: `0 0 0 4 …` underflowed).
+#[test]
+fn short_lengths_do_not_underflow() {
+    assert_eq!(header(true, &[0, 0, 0, 4, 0, 3, 0, 0]), None);
+    assert_eq!(header(true, &[b'Q', 0, 0, 0, 2]), None);
+    assert_eq!(header(false, &[b'Z', 0, 0, 0, 0]), None);
+    let mut c = PgConnection::default();
+    let mut out = Vec::new();
+    c.feed_frontend(Transfer::whole(&[0, 0, 0, 4, 0, 3, 0, 0, 1, 2]), &mut out);
+    c.feed_backend(Transfer::whole(&[b'Z', 0, 0, 0, 1]), &mut out);
+    assert!(out.is_empty(), "{out:?}");
+}
