@@ -98,13 +98,19 @@ pub struct EventHeader {
     pub regs: UserRegs,
     /// Estimated bytes (memory) or 1 (waits) this sample stands for; 0 if unsampled.
     pub weight: u64,
-    /// A stack slot whose return address a pending uretprobe may have replaced with the
-    /// kernel's trampoline, and the return address it held (0, 0 when none): the
-    /// allocator's return probe hijacks the return address of every call in flight, so
-    /// a stack sampled inside `malloc` (its brk or mmap) needs it to reach the caller.
-    pub ret_slot: u64,
-    pub ret_addr: u64,
+    /// Stack slots whose return addresses pending uretprobes may have replaced with the
+    /// kernel's trampoline, and the return addresses they held (0 when unused), outermost
+    /// call first: the allocator's return probe hijacks the return address of every call
+    /// in flight, so a stack sampled inside `malloc` (its brk or mmap) needs them to
+    /// reach the caller, and musl's `calloc` calling `malloc` leaves two in flight.
+    pub ret_slots: [u64; RET_SLOTS_MAX],
+    pub ret_addrs: [u64; RET_SLOTS_MAX],
 }
+
+/// Nested allocator calls whose hijacked return addresses a sample can restore: an
+/// outer call (`calloc`, `realloc`, `posix_memalign`), one it makes (`aligned_alloc`)
+/// and the innermost `malloc`.
+pub const RET_SLOTS_MAX: usize = 3;
 
 /// Body of the memory-mapping events (`Mmap` … `Exit`).
 #[repr(C)]
@@ -449,7 +455,10 @@ mod tests {
     #[test]
     fn layouts_have_no_hidden_padding() {
         assert_eq!(size_of::<UserRegs>(), 24);
-        assert_eq!(size_of::<EventHeader>(), 4 * 4 + 8 + 8 + 24 + 8 + 16);
+        assert_eq!(
+            size_of::<EventHeader>(),
+            4 * 4 + 8 + 8 + 24 + 8 + 2 * 8 * RET_SLOTS_MAX
+        );
         assert_eq!(size_of::<MemEvent>(), 5 * 8 + 4 + 4 + 8);
         assert!(size_of::<MemEvent>() <= BODY_SIZE);
         assert!(size_of::<WaitEvent>() <= BODY_SIZE);

@@ -8,6 +8,9 @@
 //! sends the address, size and the caller's stack. `free` of a sampled block removes it
 //! and sends a small record without a stack; `free` of any other block is sized from the
 //! allocator's header and counted in the kernel (`free_flow`).
+//! An allocator called by an allocator (musl's `calloc` and `realloc` call `malloc`) is
+//! never sampled itself: the outermost call counts the bytes once, when it returns to
+//! the application.
 use aya_ebpf::{
     helpers::{bpf_get_current_pid_tgid, bpf_probe_read_user},
     macros::{tracepoint, uprobe, uretprobe},
@@ -19,7 +22,7 @@ use profiler_common::{
 
 use crate::{
     free_flow,
-    maps::{ALLOC_PENDING, LIVE_ALLOCS, RET_SLOTS, RSS_TRACK},
+    maps::{InFlight, ALLOC_PENDING, LIVE_ALLOCS, RET_SLOTS, RSS_TRACK},
     record::{config, count, emit, is_target, sample_weight, scratch},
     stack,
 };
@@ -123,11 +126,20 @@ fn enter(ctx: &ProbeContext, size: u64, function: u32, out_ptr: u64) -> u32 {
     // At entry `sp` points at the return address; the return probe replaces it after
     // this program runs. Keep the original for stacks sampled inside this call.
     // SAFETY: `ctx.regs` is the probe's pt_regs; user memory is read with the helper.
-    unsafe {
-        let sp = (*ctx.regs).rsp;
-        if let Ok(ret) = bpf_probe_read_user(sp as *const u64) {
-            let _ = RET_SLOTS.insert(id, [sp, ret], 0);
-        }
+    let sp = unsafe { (*ctx.regs).rsp };
+    let ret = unsafe { bpf_probe_read_user(sp as *const u64) }.unwrap_or(0);
+    // SAFETY: the value is copied out of the map.
+    let mut calls = unsafe { RET_SLOTS.get(id) }
+        .copied()
+        .unwrap_or(InFlight::EMPTY);
+    calls.drop_below(sp + 1);
+    let nested = calls.depth > 0;
+    calls.push(sp, ret);
+    let _ = RET_SLOTS.insert(id, calls, 0);
+    if nested {
+        // An allocator calling an allocator (musl's calloc and realloc call malloc):
+        // the outer call samples these bytes, with its caller on the stack.
+        return 0;
     }
     let weight = sample_weight(size, cfg.alloc_sample_bytes);
     if weight == 0 {
@@ -148,7 +160,19 @@ fn enter(ctx: &ProbeContext, size: u64, function: u32, out_ptr: u64) -> u32 {
 fn try_alloc_return(ctx: &RetProbeContext) -> Result<u32, u32> {
     let id = bpf_get_current_pid_tgid();
     // SAFETY: `ctx.regs` is the probe's pt_regs.
-    free_flow::allocator_returned(id, unsafe { (*ctx.regs).rsp });
+    let sp = unsafe { (*ctx.regs).rsp };
+    free_flow::allocator_returned(id, sp);
+    // SAFETY: the value is copied out of the map.
+    if let Some(mut calls) = unsafe { RET_SLOTS.get(id) }.copied() {
+        // `sp` is just above the returning call's slot, and every call still in flight
+        // has its slot above it.
+        calls.drop_below(sp);
+        if calls.depth > 0 {
+            let _ = RET_SLOTS.insert(id, calls, 0);
+            return Ok(0); // a nested call: the outer one completes the sample
+        }
+        let _ = RET_SLOTS.remove(id);
+    }
     // SAFETY: the value is copied out before the entry is removed.
     let pending = match unsafe { ALLOC_PENDING.get(id) } {
         Some(p) => *p,

@@ -1,12 +1,30 @@
 //! Maps shared with userspace. Names are part of the userspace contract
-//! (`profiler::collect` looks them up by these names).
+//! (`profiler::collect` looks them up by these names). The types of their values are
+//! defined here too, so every program module depends on `maps` and `maps` on none.
 use aya_ebpf::{
     macros::map,
     maps::{Array, HashMap, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
 };
-use profiler_common::{Config, COUNTER_SLOTS};
+use profiler_common::{
+    Config, EventHeader, BODY_SIZE, COUNTER_SLOTS, MAX_STACK_BYTES, RET_SLOTS_MAX,
+};
 
-use crate::record::RecordBuf;
+/// A record as it is sent: header, fixed-size body, then `header.stack_len` bytes.
+#[repr(C)]
+pub struct RecordBuf {
+    pub header: EventHeader,
+    pub body: [u8; BODY_SIZE],
+    pub stack: [u8; MAX_STACK_BYTES],
+}
+
+/// Arguments of a syscall in flight, saved at enter.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct PendingCall {
+    pub kind: u32,
+    pub _pad: u32,
+    pub args: [u64; 5],
+}
 
 /// Process ids (tgid) to trace; value unused. Ignored when `Config::all_processes`.
 #[map]
@@ -27,8 +45,7 @@ pub static EVENTS: RingBuf = RingBuf::with_byte_size(32 << 20, 0);
 /// Syscall arguments saved at enter, keyed by pid_tgid, consumed at exit.
 /// LRU so that threads killed inside a syscall cannot fill it.
 #[map]
-pub static PENDING: LruHashMap<u64, crate::memory::PendingCall> =
-    LruHashMap::with_max_entries(16384, 0);
+pub static PENDING: LruHashMap<u64, PendingCall> = LruHashMap::with_max_entries(16384, 0);
 
 /// Last known program break per tgid, seeded by userspace from /proc, so that a brk
 /// exit knows how many bytes it added.
@@ -76,11 +93,56 @@ pub static RSS_TRACK: HashMap<u32, profiler_common::RssTrack> = HashMap::with_ma
 #[map]
 pub static EXCLUDED: HashMap<u32, u32> = HashMap::with_max_entries(64, 0);
 
-/// The return-address slot of each thread's latest allocator call, keyed by pid_tgid:
-/// `[slot address, original return address]`, read at entry before the return probe
-/// replaces it. Stack samples carry it so userspace can undo the replacement.
+/// The allocator calls in flight on each thread, keyed by pid_tgid (see [`InFlight`]).
 #[map]
-pub static RET_SLOTS: LruHashMap<u64, [u64; 2]> = LruHashMap::with_max_entries(16384, 0);
+pub static RET_SLOTS: LruHashMap<u64, InFlight> = LruHashMap::with_max_entries(16384, 0);
+
+/// One thread's allocator calls between entry and return, outermost first: each call's
+/// return-address slot and the address it held, read at entry before the return probe
+/// replaced it. Stack samples carry them so userspace can undo every replacement; the
+/// depth tells a nested call (musl's `calloc` calling `malloc`) from an outer one.
+#[derive(Clone, Copy)]
+#[repr(C)]
+pub struct InFlight {
+    pub slots: [u64; RET_SLOTS_MAX],
+    pub addrs: [u64; RET_SLOTS_MAX],
+    pub depth: u64,
+}
+
+impl InFlight {
+    pub const EMPTY: Self = Self {
+        slots: [0; RET_SLOTS_MAX],
+        addrs: [0; RET_SLOTS_MAX],
+        depth: 0,
+    };
+
+    /// Forget the calls whose slot lies below `limit`: the stack grows down, so an
+    /// outer call still in flight has its slot above every inner one, and a call that
+    /// has returned left its slot below the current stack pointer.
+    #[inline(always)]
+    pub fn drop_below(&mut self, limit: u64) {
+        for i in 0..RET_SLOTS_MAX {
+            if (i as u64) < self.depth && self.slots[i] < limit {
+                self.depth = i as u64;
+                break;
+            }
+        }
+    }
+
+    /// Remember a call entered with its return address at `slot`. Calls nested deeper
+    /// than [`RET_SLOTS_MAX`] are not remembered (their caller is an allocator anyway).
+    #[inline(always)]
+    pub fn push(&mut self, slot: u64, addr: u64) {
+        for i in 0..RET_SLOTS_MAX {
+            if i as u64 == self.depth {
+                self.slots[i] = slot;
+                self.addrs[i] = addr;
+                self.depth += 1;
+                break;
+            }
+        }
+    }
+}
 
 /// Frees of blocks that were not sampled live, per target tgid and per CPU (see
 /// `free_flow`).

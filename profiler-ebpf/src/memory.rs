@@ -7,19 +7,10 @@ use aya_ebpf::{
 use profiler_common::{Counter, EventKind, MemEvent};
 
 use crate::{
-    maps::{BRK_LAST, PENDING},
+    maps::{PendingCall, BRK_LAST, PENDING},
     record::{config, count, emit, is_target, sample_weight, scratch},
     stack,
 };
-
-/// Arguments of a syscall in flight, saved at enter.
-#[repr(C)]
-#[derive(Clone, Copy)]
-pub struct PendingCall {
-    pub kind: u32,
-    pub _pad: u32,
-    pub args: [u64; 5],
-}
 
 /// Offset of the first syscall argument in a `syscalls:sys_enter_*` record, and of
 /// `ret` in a `syscalls:sys_exit_*` record (stable tracepoint ABI).

@@ -6,17 +6,10 @@ use aya_ebpf::{
         generated::bpf_get_prandom_u32,
     },
 };
-use profiler_common::{Config, Counter, EventHeader, BODY_SIZE, MAX_STACK_BYTES};
+use profiler_common::{Config, Counter, EventHeader, BODY_SIZE, MAX_STACK_BYTES, RET_SLOTS_MAX};
 
+pub use crate::maps::RecordBuf;
 use crate::maps::{CONFIG, COUNTERS, EVENTS, EXCLUDED, SCRATCH, TARGETS};
-
-/// A record as it is sent: header, fixed-size body, then `header.stack_len` bytes.
-#[repr(C)]
-pub struct RecordBuf {
-    pub header: EventHeader,
-    pub body: [u8; BODY_SIZE],
-    pub stack: [u8; MAX_STACK_BYTES],
-}
 
 #[inline(always)]
 pub fn config() -> Option<&'static Config> {
@@ -78,8 +71,8 @@ pub fn scratch(kind: u32) -> Option<*mut RecordBuf> {
             stack_base: 0,
             regs: Default::default(),
             weight: 0,
-            ret_slot: 0,
-            ret_addr: 0,
+            ret_slots: [0; RET_SLOTS_MAX],
+            ret_addrs: [0; RET_SLOTS_MAX],
         };
     }
     Some(buf)

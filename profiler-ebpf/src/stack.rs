@@ -5,7 +5,7 @@
 //! the verifier simple) and the copy stops at the first page that cannot be read,
 //! which is the top of the stack mapping.
 use aya_ebpf::helpers::generated::bpf_probe_read_user;
-use profiler_common::{Counter, UserRegs, MAX_STACK_PAGES, STACK_PAGE_SIZE};
+use profiler_common::{Counter, UserRegs, MAX_STACK_PAGES, RET_SLOTS_MAX, STACK_PAGE_SIZE};
 
 use crate::{
     maps::RET_SLOTS,
@@ -68,9 +68,12 @@ pub fn capture_from(buf: *mut RecordBuf, user: UserRegs, pages: u32) {
             count(Counter::StackReadFailed);
         }
         let id = aya_ebpf::helpers::bpf_get_current_pid_tgid();
-        if let Some(fix) = RET_SLOTS.get(id) {
-            (*buf).header.ret_slot = fix[0];
-            (*buf).header.ret_addr = fix[1];
+        if let Some(calls) = RET_SLOTS.get(id) {
+            for i in 0..RET_SLOTS_MAX {
+                let live = (i as u64) < calls.depth;
+                (*buf).header.ret_slots[i] = if live { calls.slots[i] } else { 0 };
+                (*buf).header.ret_addrs[i] = if live { calls.addrs[i] } else { 0 };
+            }
         }
         (*buf).header.stack_len = copied * STACK_PAGE_SIZE as u32;
     }

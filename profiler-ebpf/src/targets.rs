@@ -21,8 +21,14 @@ use crate::{
     regs,
 };
 
-/// Offset of `child_pid` in the `sched_process_fork` record (see its tracefs format).
-const CHILD_PID: usize = 20;
+/// Offset of `child_pid` in the `sched_process_fork` record, from its tracefs format,
+/// written by userspace before loading: it moved when the comm fields became
+/// `__data_loc` strings (44 on 5.10, 6.1 and 6.12; 20 on 6.18). 0: unknown, nothing is
+/// followed.
+#[unsafe(no_mangle)]
+static FORK_CHILD_PID_OFFSET: u32 = 0;
+/// Offsets beyond this are not trusted (the record is far smaller).
+const MAX_FIELD_OFFSET: u32 = 128;
 
 /// x86_64 system call numbers that create tasks.
 const NR_CLONE: u64 = 56;
@@ -50,8 +56,13 @@ fn try_follow_fork(ctx: &TracePointContext) -> Result<u32, u32> {
     if unsafe { TARGETS.get(parent) }.is_none() || !creates_process() {
         return Ok(0);
     }
-    // SAFETY: reads the tracepoint record at its fixed offset.
-    let child = unsafe { ctx.read_at::<i32>(CHILD_PID) }.map_err(|_| 0u32)? as u32;
+    // SAFETY: a plain read of frozen read-only data.
+    let offset = unsafe { core::ptr::read_volatile(&FORK_CHILD_PID_OFFSET) };
+    if offset == 0 || offset > MAX_FIELD_OFFSET {
+        return Ok(0);
+    }
+    // SAFETY: reads the tracepoint record at the offset its format file gives.
+    let child = unsafe { ctx.read_at::<i32>(offset as usize) }.map_err(|_| 0u32)? as u32;
     TARGETS.insert(child, 1, 0).map_err(|_| 0u32)?;
     count(Counter::ForksFollowed);
     // The child's break is its parent's: its first brk then measures from there.

@@ -17,14 +17,24 @@ pub struct StackSample {
 }
 
 /// The allocator's return probe replaces the return address of each call in flight with
-/// the kernel's trampoline. A stack sampled inside such a call (malloc's own brk or
-/// mmap) carries the slot and the original value, recorded at the call's entry; the
-/// unwinder uses it only when the slot really holds the trampoline (the entry may be
-/// stale, from a call that has returned).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// the kernel's trampoline. A stack sampled inside such calls (malloc's own brk or mmap,
+/// or musl's malloc inside calloc) carries each call's slot and original value, recorded
+/// at the call's entry; the unwinder uses one only when its slot really holds the
+/// trampoline (an entry may be stale, from a call that has returned).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct RetFix {
-    pub slot: u64,
-    pub addr: u64,
+    /// `(slot, original return address)`, outermost call first; unused ones are `(0, 0)`.
+    pub slots: [(u64, u64); profiler_common::RET_SLOTS_MAX],
+}
+
+impl RetFix {
+    /// The return address the call whose return address lived at `slot` had, if any.
+    pub fn original(&self, slot: u64) -> Option<u64> {
+        self.slots
+            .iter()
+            .find(|&&(s, a)| s == slot && s != 0 && a != 0)
+            .map(|&(_, a)| a)
+    }
 }
 
 impl StackSample {

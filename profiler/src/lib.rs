@@ -23,6 +23,7 @@ pub mod procfs;
 pub mod push;
 pub mod record;
 pub mod render;
+pub mod runtimes;
 pub mod safe_file;
 pub mod sockets;
 pub mod stacks;

@@ -1,5 +1,6 @@
 //! Root integration tests of allocator-level accounting and the memory verdict: a leak
-//! hidden behind churn (glibc and musl), allocator retention without a leak, growth by
+//! hidden behind churn (glibc and musl), calloc and malloc each counted once (musl's
+//! calloc calls malloc), allocator retention without a leak, growth by
 //! direct mmap, and `profiler diff` between two captures.
 mod common;
 
@@ -19,20 +20,24 @@ fn process_json(out: &Path) -> serde_json::Value {
 
 /// Record `program` for `seconds` (memory only) and return the output directory.
 fn record(name: &str, program: &Path, seconds: f64) -> (PathBuf, Workload) {
+    record_with(name, program, seconds, &[])
+}
+
+/// [`record`] with more `record` arguments.
+fn record_with(name: &str, program: &Path, seconds: f64, extra: &[&str]) -> (PathBuf, Workload) {
     let dir = scratch_dir(name);
     let workload = Workload::start(program, seconds, &dir);
     let pid = workload.pid.to_string();
-    let rec = Recording::start(
-        &[
-            "--pid",
-            &pid,
-            "--memory",
-            "--allocations",
-            "--duration",
-            "30s",
-        ],
-        &dir.join("out"),
-    );
+    let mut args = vec![
+        "--pid",
+        &pid,
+        "--memory",
+        "--allocations",
+        "--duration",
+        "30s",
+    ];
+    args.extend_from_slice(extra);
+    let rec = Recording::start(&args, &dir.join("out"));
     workload.release();
     let out = rec.wait();
     (out, workload)
@@ -117,6 +122,64 @@ fn glibc_leak_behind_churn_is_named() {
 #[ignore = "needs root: loads eBPF programs (run by `cargo xtask test`)"]
 fn musl_leak_behind_churn_is_named() {
     assert_leak_named("alloc_musl", "musl-gcc");
+}
+
+/// `calloc_leak.c` built `-O2` with `cc`: the bytes leaked through `calloc` and through
+/// `malloc` must each be counted once, under their own function (musl's calloc calls
+/// its malloc, a nested allocator call).
+fn assert_calloc_and_malloc_named(name: &str, cc: &str) {
+    require_root();
+    let program = build_c("calloc_leak.c", &format!("{name}_o2"), cc, &["-O2", "-g"]);
+    // About 200 samples per function: the sampler's spread stays well inside 30 %.
+    let (out, workload) = record_with(name, &program, 4.0, &["--alloc-sample-bytes", "32KiB"]);
+    let each = workload.finish("leaked_bytes_each");
+    let report = std::fs::read_to_string(out.join("report.txt")).unwrap();
+    eprintln!("{report}");
+    let allocs = read_folded(&out.join("allocations.folded"));
+    show("allocations.folded", &allocs);
+    let by_calloc = sum_where(&allocs, |f| has_frame(f, "leak_with_calloc"));
+    let by_malloc = sum_where(&allocs, |f| has_frame(f, "leak_with_malloc"));
+    let total = sum_where(&allocs, |_| true);
+    eprintln!(
+        "{cc}: leak_with_calloc {by_calloc} B, leak_with_malloc {by_malloc} B, total {total} B; each leaked {each} B"
+    );
+    for (what, bytes) in [
+        ("leak_with_calloc", by_calloc),
+        ("leak_with_malloc", by_malloc),
+    ] {
+        let ratio = bytes as f64 / each as f64;
+        assert!(
+            (0.7..=1.3).contains(&ratio),
+            "{what}: {bytes} B counted for {each} B leaked"
+        );
+    }
+    assert!(
+        (by_calloc + by_malloc) as f64 >= 0.9 * total as f64,
+        "only {} of {total} B under the two leaking functions",
+        by_calloc + by_malloc
+    );
+    let p = process_json(&out);
+    assert_eq!(p["verdict"]["kind"], "leak", "verdict: {}", p["verdict"]);
+    let headline = p["verdict"]["headline"].as_str().unwrap();
+    assert!(
+        headline.contains("leak_with_calloc") || headline.contains("leak_with_malloc"),
+        "{headline}"
+    );
+}
+
+/// Check that glibc's calloc and malloc leaks are each counted once, by function.
+#[test]
+#[ignore = "needs root: loads eBPF programs (run by `cargo xtask test`)"]
+fn glibc_calloc_and_malloc_counted_once() {
+    assert_calloc_and_malloc_named("calloc_glibc", "gcc");
+}
+
+/// Check the same on musl, whose calloc calls malloc: the nested call is counted once
+/// and the stack continues from calloc into `leak_with_calloc`.
+#[test]
+#[ignore = "needs root: loads eBPF programs (run by `cargo xtask test`)"]
+fn musl_calloc_and_malloc_counted_once() {
+    assert_calloc_and_malloc_named("calloc_musl", "musl-gcc");
 }
 
 /// Check that freeing all but every 64th block, round after round, is judged allocator

@@ -739,3 +739,59 @@ fn rss_threshold_snapshot_and_sighup_interval() {
         "the SIGHUP interval and the last one"
     );
 }
+
+/// Check that an interval the daemon cannot write whole (its disk is full) leaves no
+/// directory behind and is listed as failed in the index, with the reason.
+#[test]
+#[ignore = "needs root: run with `cargo xtask test`"]
+fn a_full_disk_leaves_no_partial_interval() {
+    require_root();
+    let dir = scratch_dir("daemon_full_disk");
+    let program = build_c("mmap_leak.c", "dmn_full", "gcc", FP_FLAGS);
+    let workload = Workload::start(&program, 30.0, &dir);
+    workload.release();
+    let out = dir.join("out");
+    std::fs::create_dir_all(&out).unwrap();
+    // Room for the index and a report, not for a whole interval with its flamegraphs.
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=24k", "profiler-test-full"])
+        .arg(&out)
+        .status()
+        .unwrap();
+    assert!(mounted.success());
+    struct Unmount<'a>(&'a Path);
+    impl Drop for Unmount<'_> {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg(self.0).status();
+        }
+    }
+    let _unmount = Unmount(&out);
+    let daemon = Daemon::start(
+        &[
+            "--pid",
+            &workload.pid.to_string(),
+            "--memory",
+            "--interval",
+            "1s",
+        ],
+        &out,
+    );
+    wait_for(
+        Duration::from_secs(15),
+        "a failed interval in the index",
+        || {
+            let index = std::fs::read_to_string(out.join("index.html")).ok()?;
+            index.contains("failed, nothing kept").then_some(())
+        },
+    );
+    let out = daemon.stop();
+    let index = std::fs::read_to_string(out.join("index.html")).unwrap();
+    assert!(index.contains("No space left on device"), "{index}");
+    // Every interval failed, so nothing but the index (and perhaps `latest`) is there.
+    let debris: Vec<String> = std::fs::read_dir(&out)
+        .unwrap()
+        .filter_map(|e| Some(e.ok()?.file_name().to_string_lossy().into_owned()))
+        .filter(|n| n != "index.html" && n != "latest")
+        .collect();
+    assert!(debris.is_empty(), "left behind: {debris:?}");
+}

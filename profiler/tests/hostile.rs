@@ -179,3 +179,129 @@ fn stalls_output_errors_are_not_panics() {
         "{stderr}"
     );
 }
+
+/// A tmpfs of `size` mounted on `dir` for the life of the value: a disk that fills up.
+struct SmallDisk {
+    dir: std::path::PathBuf,
+}
+
+impl SmallDisk {
+    fn mount(dir: &std::path::Path, size: &str) -> Self {
+        std::fs::create_dir_all(dir).unwrap();
+        let status = Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size}"),
+                "profiler-test-full",
+            ])
+            .arg(dir)
+            .status()
+            .unwrap();
+        assert!(status.success(), "mounting a tmpfs on {}", dir.display());
+        Self {
+            dir: dir.to_path_buf(),
+        }
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.dir).status();
+    }
+}
+
+/// Names of the files in `dir` with their sizes.
+fn listing(dir: &std::path::Path) -> Vec<(String, u64)> {
+    let mut files: Vec<(String, u64)> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                e.metadata().unwrap().len(),
+            )
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+/// Check that a capture on a disk that fills up writes its report first and whole, says
+/// so in one line, and leaves no half-written flamegraph and no temporary file.
+#[test]
+#[ignore = "needs root: run with `cargo xtask test`"]
+fn record_on_a_full_disk_keeps_the_report() {
+    require_root();
+    let dir = scratch_dir("hostile_full_disk");
+    let program = build_c("mmap_leak.c", "mmap_leak_full", "gcc", FP_FLAGS);
+    let out = dir.join("out");
+    let disk = SmallDisk::mount(&out, "24k");
+    let workload = Workload::start(&program, 3.0, &dir);
+    let pid = workload.pid.to_string();
+    workload.release();
+    let output = Command::new(env!("CARGO_BIN_EXE_profiler"))
+        .args([
+            "record",
+            "--pid",
+            &pid,
+            "--memory",
+            "--duration",
+            "2s",
+            "--out",
+        ])
+        .arg(&out)
+        .output()
+        .unwrap();
+    workload.finish("leaked_bytes");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    eprintln!("{stderr}");
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    let last = stderr.trim_end().lines().last().unwrap_or_default();
+    assert!(last.contains("No space left on device"), "{stderr}");
+    let files = listing(&out);
+    eprintln!("{files:?}");
+    let size_of = |name: &str| files.iter().find(|(n, _)| n == name).map(|(_, s)| *s);
+    assert!(size_of("report.txt").is_some_and(|s| s > 0), "{files:?}");
+    assert!(size_of("report.json").is_some_and(|s| s > 0), "{files:?}");
+    let report = std::fs::read_to_string(out.join("report.txt")).unwrap();
+    assert!(report.contains("leak_sessions"), "{report}");
+    assert!(
+        files
+            .iter()
+            .all(|(n, s)| !n.starts_with('.') && (*s > 0 || n.ends_with(".folded"))),
+        "half-written or temporary files left: {files:?}"
+    );
+    drop(disk);
+}
+
+/// Check that recording again into the same `--out` leaves no file of the earlier
+/// capture next to the new report.
+#[test]
+#[ignore = "needs root: run with `cargo xtask test`"]
+fn reused_out_keeps_nothing_of_the_previous_capture() {
+    require_root();
+    let dir = scratch_dir("hostile_reused_out");
+    let program = build_c("mmap_leak.c", "mmap_leak_reuse", "gcc", FP_FLAGS);
+    let out = dir.join("out");
+    for args in [&["--memory", "--allocations"][..], &["--waits"][..]] {
+        let workload = Workload::start(&program, 2.5, &dir);
+        let pid = workload.pid.to_string();
+        let mut all = vec!["--pid", pid.as_str(), "--duration", "1s"];
+        all.extend_from_slice(args);
+        let rec = Recording::start(&all, &out);
+        workload.release();
+        rec.wait();
+        workload.finish("leaked_bytes");
+        let _ = std::fs::remove_file(dir.join("go"));
+    }
+    let names: Vec<String> = listing(&out).into_iter().map(|(n, _)| n).collect();
+    assert!(names.iter().any(|n| n == "waits.svg"), "{names:?}");
+    assert!(
+        !names
+            .iter()
+            .any(|n| n.starts_with("memory") || n.starts_with("allocations")),
+        "files of the earlier capture are still there: {names:?}"
+    );
+}

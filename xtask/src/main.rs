@@ -13,6 +13,7 @@ mod bench;
 mod bpf_linker;
 mod cmd;
 mod fuzz;
+mod node_musl;
 mod packages;
 mod run;
 mod setup;

@@ -61,6 +61,16 @@ pub const TEST_PACKAGES: &[DebPackage] = &[
         name: "nodejs",
         command: "node",
     },
+    // The V8 tests give the musl nodes of PyPI's wheels a musl loader (`node_musl`), which
+    // pip downloads.
+    DebPackage {
+        name: "patchelf",
+        command: "patchelf",
+    },
+    DebPackage {
+        name: "python3-pip",
+        command: "pip3",
+    },
     // The SVG check loads flamegraphs in a real browser.
     DebPackage {
         name: "chromium",

@@ -3,7 +3,8 @@
 //! 1. the nightly toolchain with `rust-src` (aya-build runs `cargo +nightly … -Z build-std=core`);
 //! 2. a bpf-linker linked against that nightly's own libLLVM ([`crate::bpf_linker`]);
 //! 3. tracefs mounted ([`crate::tracefs`]);
-//! 4. with `--test-deps`, the Debian packages the root tests need ([`crate::packages`]).
+//! 4. with `--test-deps`, the Debian packages the root tests need ([`crate::packages`]) and
+//!    the musl builds of node ([`crate::node_musl`]).
 
 use std::{
     path::{Path, PathBuf},
@@ -13,7 +14,7 @@ use std::{
 use anyhow::{bail, Context, Result};
 use clap::Args;
 
-use crate::{bpf_linker, cmd, packages, tracefs};
+use crate::{bpf_linker, cmd, node_musl, packages, tracefs};
 
 /// The rustup toolchain that builds the eBPF crate (aya-build's default).
 pub const NIGHTLY: &str = "nightly";
@@ -75,6 +76,7 @@ pub fn setup(options: &SetupOptions) -> Result<Ready> {
     tracefs::ensure()?;
     if options.test_deps {
         packages::ensure(packages::TEST_PACKAGES)?;
+        node_musl::ensure()?;
     }
     let bpf_linker_dir = bpf_linker
         .parent()

@@ -16,6 +16,7 @@ use crate::{
     model::{
         BlockOp, CaptureRecord, Followed, MemoryReport, ThreadSnapshot, WaitReport, WindowEnd,
     },
+    procfs::Rss,
     stacks::StackTable,
     targets::{cgroup, ProcessIdentity},
 };
@@ -196,6 +197,11 @@ impl CaptureState {
                     t.resident = *track;
                 }
             }
+            CaptureRecord::JsFrames { pid, report } => {
+                if let Some(t) = self.targets.get_mut(pid) {
+                    t.js_frames.clone_from(report);
+                }
+            }
             CaptureRecord::Snapshot {
                 pid,
                 observed_ns,
@@ -210,6 +216,27 @@ impl CaptureState {
             }
             CaptureRecord::ShortWaits { count } => self.short_waits = *count,
             CaptureRecord::WindowEnd(end) => self.window_end = Some(end.clone()),
+            CaptureRecord::NextWindow { rss_before } => self.next_window(rss_before),
+        }
+    }
+
+    /// Start the next window: forget exited targets (they were reported), count from
+    /// zero, and take each target's RSS "before" from `rss_before`.
+    fn next_window(&mut self, rss_before: &[(u32, Option<Rss>)]) {
+        self.targets.retain(|_, t| !t.exited);
+        self.waits = WaitProfile::default();
+        self.snapshots.clear();
+        self.since_follow = true;
+        for t in self.targets.values_mut() {
+            t.rss_before = rss_before
+                .iter()
+                .find(|(pid, _)| *pid == t.pid)
+                .and_then(|(_, rss)| *rss);
+            t.rss_after = None;
+            t.events = 0;
+            t.samples = 0;
+            t.truncated = 0;
+            t.waits = 0;
         }
     }
 
@@ -315,5 +342,96 @@ impl CaptureState {
             short_waits: self.short_waits,
             processes,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        events::{
+            linux::{MAP_ANONYMOUS, MAP_PRIVATE},
+            MemOp,
+        },
+        model::{MemSampleRef, StackRef, WaitOn},
+    };
+
+    fn follow(pid: u32) -> CaptureRecord {
+        CaptureRecord::Follow(Followed {
+            pid,
+            comm: "app".into(),
+            identity: Default::default(),
+            maps: Vec::new(),
+            start_brk: None,
+            rss: None,
+            followed_ns: 0,
+        })
+    }
+
+    /// Check that records build the per-process counts (a wait counted only inside the
+    /// window), and that the next window forgets exited targets and counts from zero.
+    #[test]
+    fn records_build_the_state_and_next_window_resets_it() {
+        let mut s = CaptureState::default();
+        for r in [
+            CaptureRecord::WindowStart { start_ns: 1_000 },
+            follow(7),
+            follow(8),
+            CaptureRecord::Mem {
+                pid: 7,
+                op: MemOp::Mmap {
+                    addr: 0x10000,
+                    len: 1 << 20,
+                    prot: 3,
+                    flags: MAP_PRIVATE | MAP_ANONYMOUS,
+                    fd: -1,
+                },
+                sample: Some(MemSampleRef {
+                    stack: Some(StackRef {
+                        id: 0,
+                        truncated: true,
+                    }),
+                    scale: 1.0,
+                }),
+            },
+            CaptureRecord::Wait {
+                pid: 7,
+                on: WaitOn::Futex { addr: 1 },
+                stack: None,
+                blocked_ns: 5_000,
+                end_ns: 3_000,
+            },
+            CaptureRecord::Mem {
+                pid: 8,
+                op: MemOp::Exit,
+                sample: None,
+            },
+            // A process never followed: ignored.
+            CaptureRecord::Exited { pid: 9 },
+        ] {
+            s.apply(&r);
+        }
+        let t = &s.targets[&7];
+        assert_eq!((t.events, t.samples, t.truncated, t.waits), (1, 1, 1, 1));
+        assert_eq!(
+            s.waits.of_process(7)[0].2.ns,
+            2_000,
+            "only the part in the window"
+        );
+        assert!(s.targets[&8].exited);
+        s.apply(&CaptureRecord::NextWindow {
+            rss_before: vec![(
+                7,
+                Some(Rss {
+                    total: 5,
+                    ..Default::default()
+                }),
+            )],
+        });
+        assert!(!s.targets.contains_key(&8));
+        let t = &s.targets[&7];
+        assert_eq!((t.events, t.waits, t.truncated), (0, 0, 0));
+        assert_eq!(t.rss_before.map(|r| r.total), Some(5));
+        assert!(s.since_follow && s.waits.of_process(7).is_empty());
     }
 }

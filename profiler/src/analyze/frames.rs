@@ -128,7 +128,7 @@ fn is_js(frame: &str) -> bool {
 /// A JavaScript frame from a perf map (`JS:*handle /app/server.js:40:3`) that is not
 /// one of Node's own modules.
 fn is_application_js(frame: &str) -> bool {
-    is_js(frame) && !frame.contains(" node:")
+    is_js(frame) && frame.contains(' ') && !frame.contains(" node:")
 }
 
 /// The culprit with its caller, e.g. `map_region (from leak_sessions)`: the innermost
@@ -193,8 +193,13 @@ fn is_wait_machinery(name: &str) -> bool {
     PREFIXES.iter().any(|p| name.starts_with(p))
 }
 
-/// The leaf-most frame that is not wait machinery: the code that asked to wait.
+/// The leaf-most frame that is not wait machinery: the code that asked to wait. When
+/// the application's JavaScript is on the stack, its innermost frame, as for the memory
+/// verdict: V8 and Node frames between it and the wait name no application code.
 pub fn frame_below_lock(stack_root_first: &[String]) -> Option<String> {
+    if let Some(js) = stack_root_first.iter().rev().find(|f| is_application_js(f)) {
+        return Some(js.clone());
+    }
     stack_root_first
         .iter()
         .rev()
@@ -208,6 +213,29 @@ mod tests {
 
     fn frames(names: &[&str]) -> Vec<String> {
         names.iter().map(|s| s.to_string()).collect()
+    }
+
+    /// Check that a wait under application JavaScript names its innermost JS frame,
+    /// whether named from V8's heap or from a perf map, and never a builtin's.
+    #[test]
+    fn wait_under_javascript_names_the_js_frame() {
+        let stack = frames(&[
+            "node (7)",
+            "uv_run",
+            "JS:processTimers node:internal/timers",
+            "JS:waitForSlot /app/pool.js:12",
+            "JS:wait",
+            "Builtins_AtomicsWait",
+            "v8::internal::FutexEmulation::Wait(v8::internal::Isolate*)",
+            "v8::base::ConditionVariable::WaitFor(v8::base::Mutex*, v8::base::TimeDelta const&)",
+            "pthread_cond_timedwait",
+        ]);
+        assert_eq!(
+            frame_below_lock(&stack).as_deref(),
+            Some("JS:waitForSlot /app/pool.js:12")
+        );
+        let native = frames(&["main", "acquire_nested", "pthread_mutex_lock"]);
+        assert_eq!(frame_below_lock(&native).as_deref(), Some("acquire_nested"));
     }
 
     /// Check that the caller is named only when there is one worth naming.

@@ -42,6 +42,8 @@ pub struct Target {
     pub allocator_note: Option<String>,
     /// Resident memory by kind from `kmem:rss_stat`, read at the end of the window.
     pub resident: Option<ResidentTrack>,
+    /// How its JavaScript frames were named from V8's heap (None: not node).
+    pub js_frames: Option<crate::runtimes::v8::JsFrameReport>,
     /// How the kernel side sizes frees of blocks it did not see allocated.
     pub heap_layout: HeapLayout,
     /// Monotonic time (ns) when the process was first followed: live blocks and frees
@@ -82,6 +84,7 @@ impl Target {
             allocators: Vec::new(),
             allocator_note: None,
             resident: None,
+            js_frames: None,
             heap_layout: HeapLayout::None,
             followed_ns: 0,
             free_flow: None,

@@ -60,9 +60,8 @@ pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
         bp: header.regs.bp,
         base: header.stack_base,
         bytes: bytes[STACK_OFFSET..STACK_OFFSET + stack_len].to_vec(),
-        ret_fix: (header.ret_slot != 0).then_some(RetFix {
-            slot: header.ret_slot,
-            addr: header.ret_addr,
+        ret_fix: (header.ret_slots[0] != 0).then(|| RetFix {
+            slots: std::array::from_fn(|i| (header.ret_slots[i], header.ret_addrs[i])),
         }),
     });
     let kind = EventKind::from_u32(header.kind).ok_or(DecodeError::UnknownKind(header.kind))?;
@@ -236,6 +235,35 @@ pub(crate) mod tests {
         assert_eq!(s.scale(), 4.0);
         assert_eq!(s.stack.base, 0x7000);
         assert_eq!(s.stack.bytes.len(), 16);
+    }
+
+    /// Check that a stack sampled inside nested allocator calls carries every hijacked
+    /// return slot, and that only a recorded slot maps back to its return address.
+    #[test]
+    fn decodes_every_pending_return_slot() {
+        let header = EventHeader {
+            kind: EventKind::Mmap as u32,
+            stack_len: 16,
+            stack_base: 0x7000,
+            regs: UserRegs {
+                ip: 1,
+                sp: 0x7008,
+                bp: 3,
+            },
+            weight: 1,
+            ret_slots: [0x7ff8, 0x7f00, 0],
+            ret_addrs: [0x401234, 0x7f11_0000_5678, 0],
+            ..Default::default()
+        };
+        let rec = decode(&encode(header, MemEvent::default(), &[0u8; 16])).unwrap();
+        let Record::Mem(m) = rec else {
+            panic!("expected a memory record")
+        };
+        let fix = m.sample.unwrap().stack.ret_fix.unwrap();
+        assert_eq!(fix.original(0x7ff8), Some(0x401234));
+        assert_eq!(fix.original(0x7f00), Some(0x7f11_0000_5678));
+        assert_eq!(fix.original(0x7e00), None);
+        assert_eq!(fix.original(0), None);
     }
 
     /// Check that a futex wait record decodes with its syscall, address and time.

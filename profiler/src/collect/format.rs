@@ -50,4 +50,23 @@ format:
         assert_eq!(field_offset(MARK_VICTIM, "shmem_rss"), None);
         assert_eq!(field_offset(MARK_VICTIM, "rss"), None);
     }
+
+    /// Check that `child_pid` of `sched:sched_process_fork` is found in both layouts:
+    /// fixed `char[16]` comms (5.10) and `__data_loc` comms (6.18, this machine).
+    #[test]
+    fn finds_fork_child_pid_in_both_layouts() {
+        let old = "\tfield:char parent_comm[16];\toffset:8;\tsize:16;\tsigned:1;
+\tfield:pid_t parent_pid;\toffset:24;\tsize:4;\tsigned:1;
+\tfield:char child_comm[16];\toffset:28;\tsize:16;\tsigned:1;
+\tfield:pid_t child_pid;\toffset:44;\tsize:4;\tsigned:1;
+";
+        let new = "\tfield:__data_loc char[] parent_comm;\toffset:8;\tsize:4;\tsigned:0;
+\tfield:pid_t parent_pid;\toffset:12;\tsize:4;\tsigned:1;
+\tfield:__data_loc char[] child_comm;\toffset:16;\tsize:4;\tsigned:0;
+\tfield:pid_t child_pid;\toffset:20;\tsize:4;\tsigned:1;
+";
+        assert_eq!(field_offset(old, "child_pid"), Some(44));
+        assert_eq!(field_offset(new, "child_pid"), Some(20));
+        assert_eq!(field_offset(old, "child_comm"), Some(28));
+    }
 }

@@ -146,6 +146,10 @@ pub struct Collector {
     regs: RegsSource,
     /// Each attached program and how it was attached (`tracepoint sched:sched_process_fork`).
     attachments: Vec<(String, String)>,
+    /// Offset of `child_pid` in the `sched_process_fork` record, from its format.
+    fork_child_pid: Option<u32>,
+    /// What this kernel could not give, one line each.
+    unavailable: Vec<String>,
 }
 
 impl Collector {
@@ -156,6 +160,9 @@ impl Collector {
         host::raise_memlock_limit();
         let regs = RegsSource::probe();
         let (regs_helper, stack_offset, thread_size) = regs.globals();
+        // The comm fields became `__data_loc` strings in newer kernels, moving child_pid.
+        let fork_child_pid = format::read("sched", "sched_process_fork")
+            .and_then(|f| format::field_offset(&f, "child_pid"));
         let cpus = aya::util::nr_cpus()
             .map_err(|(_, e)| CollectError::Load(format!("counting CPUs: {e}")))?
             as u32;
@@ -164,6 +171,7 @@ impl Collector {
             .override_global("REGS_HELPER", &regs_helper, true)
             .override_global("TASK_STACK_OFFSET", &stack_offset, true)
             .override_global("KERNEL_THREAD_SIZE", &thread_size, true)
+            .override_global("FORK_CHILD_PID_OFFSET", &fork_child_pid.unwrap_or(0), true)
             .load(aya::include_bytes_aligned!(concat!(
                 env!("OUT_DIR"),
                 "/profiler"
@@ -200,7 +208,14 @@ impl Collector {
             loaded_uprobes: Default::default(),
             regs,
             attachments: Vec::new(),
+            fork_child_pid,
+            unavailable: Vec::new(),
         })
+    }
+
+    /// What this kernel could not give (features found missing so far), one line each.
+    pub fn unavailable(&self) -> &[String] {
+        &self.unavailable
     }
 
     /// How the programs find user registers on this kernel (probed at load).
@@ -290,8 +305,20 @@ impl Collector {
 
     /// Attach the fork follower: a target's new child process becomes a target in the
     /// kernel at once (`sched:sched_process_fork`). Not needed with `all_processes`.
+    /// Without a `child_pid` field in the tracepoint's format nothing is attached and
+    /// the gap is noted in [`Collector::unavailable`].
     pub fn attach_fork_follower(&mut self) -> Result<(), CollectError> {
-        self.attach(("sched", "sched_process_fork"))
+        let Some(offset) = self.fork_child_pid else {
+            self.unavailable.push(
+                "children of targets are not followed from their fork: sched:sched_process_fork has no child_pid field in its format".into(),
+            );
+            return Ok(());
+        };
+        self.attach(("sched", "sched_process_fork"))?;
+        if let Some(last) = self.attachments.last_mut() {
+            last.1.push_str(&format!(" (child_pid at +{offset})"));
+        }
+        Ok(())
     }
 
     /// Load and attach every memory probe.

@@ -6,8 +6,17 @@ use std::{fmt::Write as _, path::Path};
 use super::layout::{self, CaptureKind, Found};
 use crate::layout::CaptureFile;
 
-/// Render the index of `captures` (any order; shown newest first).
-pub fn render(title: &str, captures: &[Found]) -> String {
+/// A capture the daemon could not write (a full disk): nothing of it is left on disk,
+/// so the index is where it is told.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FailedCapture {
+    pub kind: CaptureKind,
+    pub time: time::OffsetDateTime,
+    pub error: String,
+}
+
+/// Render the index of `captures` and `failed` (any order; shown newest first).
+pub fn render(title: &str, captures: &[Found], failed: &[FailedCapture]) -> String {
     let mut sorted: Vec<&Found> = captures.iter().collect();
     sorted.sort_by(|a, b| b.time.cmp(&a.time).then_with(|| b.rel.cmp(&a.rel)));
     let mut html = String::new();
@@ -16,7 +25,7 @@ pub fn render(title: &str, captures: &[Found]) -> String {
         "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>{t}</title>\n\
          <style>body{{font-family:sans-serif;margin:1.5em}}table{{border-collapse:collapse}}\
          td,th{{border-bottom:1px solid #ddd;padding:.3em .6em;text-align:left;vertical-align:top}}\
-         .oom td{{background:#fde2e2}}.stall td{{background:#fff3cd}}.rss td{{background:#e2ecfd}}\
+         .oom td{{background:#fde2e2}}.stall td{{background:#fff3cd}}.rss td{{background:#e2ecfd}}.failed td{{color:#a00}}\
          ul{{margin:0;padding-left:1em}}</style></head><body>\n<h1>{t}</h1>\n\
          <p>{n} captures, newest first. <a href=\"{latest}/\">latest</a></p>\n\
          <table>\n<tr><th>time (UTC)</th><th>kind</th><th>files</th><th>summary</th></tr>\n",
@@ -50,6 +59,17 @@ pub fn render(title: &str, captures: &[Found]) -> String {
             None => html.push_str("</td><td>(being written)</td></tr>\n"),
         }
     }
+    let mut failed: Vec<&FailedCapture> = failed.iter().collect();
+    failed.sort_by_key(|f| std::cmp::Reverse(f.time));
+    for f in failed {
+        let _ = writeln!(
+            html,
+            "<tr class=\"failed\"><td>{time}</td><td>{kind}</td><td></td><td>failed, nothing kept: {error}</td></tr>",
+            time = escape(&layout::rfc3339(f.time)[..19].replace('T', " ")),
+            kind = kind_name(f.kind),
+            error = escape(&f.error),
+        );
+    }
     html.push_str("</table>\n</body></html>\n");
     html
 }
@@ -63,9 +83,9 @@ fn kind_name(kind: CaptureKind) -> &'static str {
     }
 }
 
-/// Rewrite `DIR/index.html` from the captures on disk.
-pub fn write(out: &Path, title: &str) -> std::io::Result<()> {
-    let html = render(title, &layout::list_captures(out));
+/// Rewrite `DIR/index.html` from the captures on disk and those that failed.
+pub fn write(out: &Path, title: &str, failed: &[FailedCapture]) -> std::io::Result<()> {
+    let html = render(title, &layout::list_captures(out), failed);
     layout::write_atomic(&out.join(layout::INDEX), html.as_bytes())
 }
 
@@ -115,6 +135,7 @@ mod tests {
                 found("oom/2026-11-24T14-01-00Z-x-5", CaptureKind::Oom, 1, "OOM"),
                 found("2026-11-24T14-02-00Z", CaptureKind::Interval, 2, "c"),
             ],
+            &[],
         );
         let newest = html.find("2026-11-24T14-02-00Z/memory.svg").unwrap();
         let oom = html
@@ -128,5 +149,22 @@ mod tests {
         let row = &html[newest..];
         assert!(row.find("memory.svg") < row.find("waits.svg"));
         assert!(html.contains("3 captures"));
+    }
+
+    /// Check that a capture that could not be written is listed as failed, with its error.
+    #[test]
+    fn lists_failed_captures() {
+        let html = render(
+            "profiler daemon: pid 1",
+            &[],
+            &[FailedCapture {
+                kind: CaptureKind::Interval,
+                time: datetime!(2026-11-24 14:03 UTC),
+                error: "cannot write x/memory.svg: No space left on device".into(),
+            }],
+        );
+        assert!(html.contains("<tr class=\"failed\"><td>2026-11-24 14:03:00</td><td>interval</td>"));
+        assert!(html
+            .contains("failed, nothing kept: cannot write x/memory.svg: No space left on device"));
     }
 }

@@ -173,12 +173,9 @@ pub fn write_meta(dir: &Path, meta: &CaptureMeta) -> io::Result<()> {
     write_atomic(&dir.join(CaptureFile::Meta.name()), text.as_bytes())
 }
 
-/// Write a file through a temporary name and a rename, so readers never see half.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    std::fs::write(&tmp, bytes)?;
-    std::fs::rename(&tmp, path)
-}
+/// Write a file through a temporary name and a rename, so readers never see half (and
+/// a failed write leaves no temporary file).
+pub(crate) use crate::record::output::write_atomic;
 
 /// Point `DIR/latest` at the interval capture `name`, replacing the link atomically.
 pub fn update_latest(out: &Path, name: &str) -> io::Result<()> {

@@ -47,6 +47,8 @@ pub struct Daemon {
     sinks: Vec<Box<dyn Sink>>,
     /// Warned once already that every target is gone.
     warned_no_targets: bool,
+    /// Captures that could not be written, for the index.
+    failed_captures: Vec<index::FailedCapture>,
     pub windows_written: u64,
     pub snapshots_written: u64,
 }
@@ -90,6 +92,7 @@ impl Daemon {
             triggers,
             cgroups: HashMap::new(),
             warned_no_targets: false,
+            failed_captures: Vec::new(),
             windows_written: 0,
             snapshots_written: 0,
         };
@@ -213,6 +216,7 @@ impl Daemon {
                 for sink in &mut self.sinks {
                     if let Err(e) = sink.deliver(&window, &mut delivery) {
                         eprintln!("profiler: warning: interval not written: {e:#}");
+                        self.capture_failed(CaptureKind::Interval, ended, &e);
                         break;
                     }
                 }
@@ -351,7 +355,8 @@ impl Daemon {
                 self.write_index();
             }
             Err(e) => {
-                eprintln!("profiler: warning: OOM snapshot of {comm} ({pid}) not written: {e:#}")
+                eprintln!("profiler: warning: OOM snapshot of {comm} ({pid}) not written: {e:#}");
+                self.capture_failed(CaptureKind::Oom, OffsetDateTime::now_utc(), &e);
             }
         }
     }
@@ -474,7 +479,10 @@ impl Daemon {
                 eprintln!("profiler: snapshot written to {}", dir.display());
                 self.write_index();
             }
-            Err(e) => eprintln!("profiler: warning: snapshot of {comm} ({pid}) not written: {e:#}"),
+            Err(e) => {
+                eprintln!("profiler: warning: snapshot of {comm} ({pid}) not written: {e:#}");
+                self.capture_failed(kind, ended, &e);
+            }
         }
     }
 
@@ -501,8 +509,19 @@ impl Daemon {
         }
     }
 
+    /// Remember a capture that could not be written (its directory is already gone) and
+    /// show it in the index.
+    fn capture_failed(&mut self, kind: CaptureKind, time: OffsetDateTime, e: &anyhow::Error) {
+        self.failed_captures.push(index::FailedCapture {
+            kind,
+            time,
+            error: format!("{e:#}"),
+        });
+        self.write_index();
+    }
+
     fn write_index(&self) {
-        if let Err(e) = index::write(&self.opts.out, &self.title) {
+        if let Err(e) = index::write(&self.opts.out, &self.title, &self.failed_captures) {
             eprintln!("profiler: warning: cannot write the index: {e}");
         }
     }

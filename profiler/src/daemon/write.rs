@@ -42,9 +42,22 @@ impl CaptureWrite<'_> {
             self.process.map(|(pid, comm)| (comm, pid)),
         )
         .with_context(|| format!("creating a capture directory in {}", out.display()))?;
-        window_files(&dir, window)?;
+        // A capture that cannot be written whole (a full disk) leaves nothing behind:
+        // the daemon marks it failed in the index instead.
+        match self.fill(&dir, window) {
+            Ok(()) => Ok(dir),
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&dir);
+                Err(e)
+            }
+        }
+    }
+
+    /// The window's files, the snapshot's reason and, last, `capture.json`.
+    fn fill(&self, dir: &Path, window: &Window) -> anyhow::Result<()> {
+        window_files(dir, window)?;
         if let Some((name, text)) = self.extra {
-            std::fs::write(dir.join(name), text)
+            layout::write_atomic(&dir.join(name), text.as_bytes())
                 .with_context(|| format!("writing {}", dir.join(name).display()))?;
         }
         let mut summary = summary(window);
@@ -61,9 +74,8 @@ impl CaptureWrite<'_> {
             cgroup: self.cgroup.clone(),
             latency_ms: None,
         }
-        .write(&dir)
-        .with_context(|| format!("writing {}", dir.join(CaptureFile::Meta.name()).display()))?;
-        Ok(dir)
+        .write(dir)
+        .with_context(|| format!("writing {}", dir.join(CaptureFile::Meta.name()).display()))
     }
 }
 

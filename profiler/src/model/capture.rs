@@ -163,6 +163,14 @@ pub enum CaptureRecord {
     },
     /// Waits shorter than the threshold, counted in the kernel.
     ShortWaits { count: u64 },
+    /// How naming the process's JavaScript frames from V8's heap went (None: not node).
+    JsFrames {
+        pid: u32,
+        report: Option<crate::runtimes::v8::JsFrameReport>,
+    },
     /// The window ends.
     WindowEnd(WindowEnd),
+    /// The next window of a capture that keeps its probes (the daemon) starts:
+    /// exited targets are forgotten, each remaining one starts from this RSS.
+    NextWindow { rss_before: Vec<(u32, Option<Rss>)> },
 }

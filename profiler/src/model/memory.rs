@@ -61,6 +61,8 @@ pub struct ProcessMemory {
     pub resident: Option<ResidentView>,
     /// Leak, retention, mapped growth or no growth, with its numbers.
     pub verdict: Option<MemoryVerdict>,
+    /// JavaScript frames named from V8's heap (None when the process is not node).
+    pub js_frames: Option<crate::runtimes::v8::JsFrameReport>,
 }
 
 /// Live allocations of one process: sampled blocks allocated in the window and not

@@ -5,15 +5,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use super::{pyroscope, Capture, PushError, PushOptions};
-
-/// A queued capture and its profiles still to send.
-#[derive(Debug, serde::Serialize, serde::Deserialize)]
-pub(super) struct Pending {
-    pub capture: Capture,
-    /// `*.pb.gz` files not yet accepted, in name order.
-    pub files: Vec<PathBuf>,
-}
+use super::{pyroscope, spool::Pending, Capture, PushError, PushOptions};
 
 /// What one [`Pusher::flush`] did.
 #[derive(Debug, Default, PartialEq, Eq)]

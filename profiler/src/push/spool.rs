@@ -7,7 +7,15 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use super::queue::Pending;
+use super::Capture;
+
+/// A queued capture and its profiles still to send.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub(super) struct Pending {
+    pub capture: Capture,
+    /// `*.pb.gz` files not yet accepted, in name order.
+    pub files: Vec<PathBuf>,
+}
 
 /// The queue saved at `path`, without captures whose directory is gone (retention
 /// removed them); empty if there is no file yet.

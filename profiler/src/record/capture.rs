@@ -23,6 +23,11 @@ use crate::{
     stacks::StackTable,
 };
 
+/// How long records may wait in the ring before userspace reads them: the kernel wakes
+/// the reader only when the ring fills up. Short, because a stack's JS frames are named
+/// from V8's heap when the sample is read, and young objects move within milliseconds.
+pub const DRAIN_INTERVAL: Duration = Duration::from_millis(20);
+
 /// What one window learned, ready to be written.
 #[derive(Debug)]
 pub struct Window {
@@ -72,6 +77,9 @@ fn report_attachments(collector: &Collector, verbose: bool) {
     let regs = collector.regs_source();
     if let RegsSource::Unavailable(why) = regs {
         eprintln!("profiler: note: stacks are unavailable on this kernel ({why}); totals, waits and verdicts still work");
+    }
+    for line in collector.unavailable() {
+        eprintln!("profiler: note: {line}");
     }
     if verbose {
         eprintln!("profiler: {}", regs.describe());
@@ -264,6 +272,7 @@ impl Capture {
         let now = Instant::now();
         self.session.read_final_rss();
         self.session.read_resident(&self.collector);
+        self.session.read_js_frames();
         if self.opts.waits {
             self.snapshot_waits(only);
         }
@@ -307,20 +316,22 @@ impl Capture {
             .map(|t| t.pid)
             .collect();
         for pid in exited {
-            self.session.remove_target(pid);
+            self.session.forget_process(pid);
             // Best effort: a target that stays in the map only costs a lookup.
             let _ = self.collector.remove_target(pid);
         }
-        let state = &mut self.session.state;
-        state.waits = Default::default();
-        state.since_follow = true;
-        for t in state.targets.values_mut() {
-            t.rss_before = t.rss_after.take().or_else(|| procfs::read_rss(t.pid).ok());
-            t.events = 0;
-            t.samples = 0;
-            t.truncated = 0;
-            t.waits = 0;
-        }
+        let rss_before = self
+            .session
+            .state
+            .targets
+            .values()
+            .filter(|t| !t.exited)
+            .map(|t| {
+                let rss = t.rss_after.or_else(|| procfs::read_rss(t.pid).ok());
+                (t.pid, rss)
+            })
+            .collect();
+        self.session.apply(CaptureRecord::NextWindow { rss_before });
         self.collector.clear_futex_counts();
         self.counters_at_start = self.collector.counters();
         self.session.apply(CaptureRecord::WindowStart {

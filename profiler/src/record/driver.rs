@@ -110,7 +110,7 @@ impl Driver {
                 Wake::Check(i)
             }
             _ = self.rescan.tick() => Wake::Rescan,
-            r = capture.next_batch(batch, Duration::from_millis(200)) => Wake::Batch(r),
+            r = capture.next_batch(batch, super::capture::DRAIN_INTERVAL) => Wake::Batch(r),
         }
     }
 }

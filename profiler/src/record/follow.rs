@@ -28,9 +28,11 @@ pub fn apply_batch(
     opts: &RecordOptions,
     batch: &mut Vec<Record>,
 ) -> anyhow::Result<()> {
+    session.prepare_stacks(batch);
     for record in batch.drain(..) {
         session.ingest(record);
     }
+    session.forget_prepared();
     for (pid, brk) in session.take_adopted() {
         if let Some(brk) = brk {
             collector.seed_brk(pid, brk)?;

@@ -22,7 +22,10 @@ pub fn prepare_dir(dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Write the memory files, the wait files and report.txt / report.json.
+/// Write report.txt and report.json first (on a filling disk the verdict is what must
+/// survive), then the memory and wait views. Every file goes through a temporary name and
+/// a rename, and files an earlier capture left in a reused directory are removed, so the
+/// directory never mixes two captures.
 pub fn write_all(
     dir: &Path,
     memory: Option<&MemoryReport>,
@@ -32,20 +35,7 @@ pub fn write_all(
 ) -> anyhow::Result<()> {
     let mut text = String::new();
     let mut json = serde_json::Map::new();
-    let mut meta = pprof_meta(window_secs);
-    meta.process_labels = identity_labels(memory, waits);
     if let Some(report) = memory {
-        write_memory(dir, report)?;
-        write_pprof(dir, View::Memory, &pprof::memory_profile(report, &meta))?;
-        if report.processes.iter().any(|p| p.allocations.is_some()) {
-            write_allocations(dir, report)?;
-            write_pprof(
-                dir,
-                View::Allocations,
-                &pprof::allocations_profile(report, &meta),
-            )?;
-            write_memory_diff(dir, report)?;
-        }
         text.push_str(&report::text(report));
         json.insert("memory".into(), report::json(report));
     } else {
@@ -56,8 +46,6 @@ pub fn write_all(
         json.insert("events_lost".into(), counters.lost.into());
     }
     if let Some(w) = waits {
-        write_waits(dir, w, window_secs)?;
-        write_pprof(dir, View::Waits, &pprof::waits_profile(w, &meta))?;
         text.push('\n');
         text.push_str(&waits::text(w));
         json.insert(
@@ -66,9 +54,61 @@ pub fn write_all(
         );
     }
     json.insert("counters".into(), counters_json(counters));
-    write(dir, CaptureFile::ReportText, text.as_bytes())?;
     let json = serde_json::to_string_pretty(&json).context("encoding report.json")?;
-    write(dir, CaptureFile::ReportJson, json.as_bytes())
+    let mut written = vec![CaptureFile::ReportText, CaptureFile::ReportJson];
+    write(dir, CaptureFile::ReportText, text.as_bytes())?;
+    write(dir, CaptureFile::ReportJson, json.as_bytes())?;
+
+    let mut meta = pprof_meta(window_secs);
+    meta.process_labels = identity_labels(memory, waits);
+    if let Some(report) = memory {
+        write_memory(dir, report)?;
+        write_pprof(dir, View::Memory, &pprof::memory_profile(report, &meta))?;
+        written.extend(view_files(View::Memory));
+        if report.processes.iter().any(|p| p.allocations.is_some()) {
+            write_allocations(dir, report)?;
+            write_pprof(
+                dir,
+                View::Allocations,
+                &pprof::allocations_profile(report, &meta),
+            )?;
+            write_memory_diff(dir, report)?;
+            written.extend(view_files(View::Allocations));
+            written.extend(view_files(View::MemoryDiff));
+        }
+    }
+    if let Some(w) = waits {
+        write_waits(dir, w, window_secs)?;
+        write_pprof(dir, View::Waits, &pprof::waits_profile(w, &meta))?;
+        written.extend(view_files(View::Waits));
+    }
+    remove_stale(dir, &written);
+    Ok(())
+}
+
+/// Every file a view may have.
+fn view_files(view: View) -> [CaptureFile; 3] {
+    [
+        CaptureFile::Folded(view),
+        CaptureFile::Svg(view),
+        CaptureFile::Pprof(view),
+    ]
+}
+
+/// Remove the capture files of an earlier capture in `dir` that this one did not write
+/// (a reused `--out` recorded with other views before).
+fn remove_stale(dir: &Path, written: &[CaptureFile]) {
+    let views = [
+        View::Memory,
+        View::Allocations,
+        View::MemoryDiff,
+        View::Waits,
+    ];
+    for file in views.into_iter().flat_map(view_files) {
+        if !written.contains(&file) {
+            let _ = std::fs::remove_file(CaptureLayout::new(dir).path(file));
+        }
+    }
 }
 
 /// When a window of `window_secs` that ends now started.
@@ -237,7 +277,23 @@ fn process_names(report: &MemoryReport) -> String {
 
 fn write(dir: &Path, file: CaptureFile, bytes: &[u8]) -> anyhow::Result<()> {
     let path = CaptureLayout::new(dir).path(file);
-    std::fs::write(&path, bytes).with_context(|| format!("cannot write {}", path.display()))
+    write_atomic(&path, bytes).with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// Write `path` through a temporary name in the same directory and a rename: a reader
+/// (or a disk that fills up) never leaves a half-written file under the real name, and
+/// a failed write leaves no temporary file behind.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = path.with_file_name(format!(".{name}.tmp{}", std::process::id()));
+    let result = std::fs::write(&tmp, bytes).and_then(|()| std::fs::rename(&tmp, path));
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
 }
 
 /// pprof sample labels per process from what target selection learned: `container`

@@ -151,9 +151,9 @@ impl Session {
         self.apply(CaptureRecord::Exited { pid });
     }
 
-    /// Stop following `pid` (an exited target after its last report).
-    pub fn remove_target(&mut self, pid: u32) {
-        self.state.targets.remove(&pid);
+    /// Stop unwinding and naming the descriptors of `pid` (an exited target after its
+    /// last report; the state forgets it at the next window).
+    pub fn forget_process(&mut self, pid: u32) {
         self.resolver.remove_process(pid);
         self.classifiers.remove(&pid);
     }
@@ -316,6 +316,43 @@ impl Session {
             let rss = procfs::read_rss(pid).ok();
             self.apply(CaptureRecord::FinalRss { pid, rss });
         }
+    }
+
+    /// Record how each target's JavaScript frames were named from V8's heap.
+    pub fn read_js_frames(&mut self) {
+        let pids: Vec<u32> = self.state.targets.keys().copied().collect();
+        for pid in pids {
+            let report = self.resolver.js_report(pid);
+            self.apply(CaptureRecord::JsFrames { pid, report });
+        }
+    }
+
+    /// Read the JS frames of a batch's stacks before any of them is symbolized (see
+    /// `StackResolver::prepare`); [`Session::ingest`] then uses what was read.
+    pub fn prepare_stacks(&mut self, batch: &[Record]) {
+        for record in batch {
+            let (pid, sample) = match record {
+                Record::Alloc(a) => match &a.op {
+                    AllocOp::Alloc { stack: Some(s), .. } => (a.pid, s),
+                    _ => continue,
+                },
+                Record::Mem(m) => match &m.sample {
+                    Some(s) => (m.pid, &s.stack),
+                    None => continue,
+                },
+                Record::Wait(w) => match &w.stack {
+                    Some(s) => (w.pid, s),
+                    None => continue,
+                },
+                Record::Oom(_) => continue,
+            };
+            self.resolver.prepare(pid, sample);
+        }
+    }
+
+    /// Forget what [`Session::prepare_stacks`] read and no record used.
+    pub fn forget_prepared(&mut self) {
+        self.resolver.forget_prepared();
     }
 
     /// Read the kernel's counters of frees of blocks not sampled live, with the moment:

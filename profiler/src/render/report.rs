@@ -168,6 +168,9 @@ fn process_text(out: &mut String, p: &ProcessMemory) {
             let _ = writeln!(out, "         … {} more callers", g.frames.len() - 12);
         }
     }
+    if let Some(js) = &p.js_frames {
+        let _ = writeln!(out, "   {}", js.summary());
+    }
     if p.truncated_stacks > 0 {
         let _ = writeln!(out, "   note: {} stacks ended early (stack copy too short or unreadable); raise --stack-pages", p.truncated_stacks);
     }
@@ -248,6 +251,10 @@ pub fn json(report: &MemoryReport) -> serde_json::Value {
             // Container, cgroup and namespace PID only when known.
             if let Ok(serde_json::Value::Object(id)) = serde_json::to_value(&p.identity) {
                 fields.extend(id);
+            }
+            // JavaScript frames only for node processes.
+            if let Some(js) = &p.js_frames {
+                fields.insert("js_frames".into(), serde_json::json!(js));
             }
             serde_json::Value::Object(fields)
         })

@@ -1,5 +1,6 @@
 //! Aggregation after unwinding: interning stacks so that each distinct stack of a
 //! process is unwound into names once and referred to by a small [`StackId`].
+pub mod js_frames;
 pub mod locations;
 mod resolver;
 mod table;

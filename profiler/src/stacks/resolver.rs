@@ -10,6 +10,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use super::js_frames::{JsFrames, V8Binaries};
 use super::{locations, StackTable, UnwindCache};
 use crate::{
     events::{StackId, StackSample},
@@ -31,6 +32,7 @@ pub struct StackResolver {
     table: StackTable,
     symbolizer: Symbolizer,
     elf_cache: ElfCache,
+    v8_binaries: V8Binaries,
     processes: HashMap<u32, ProcessStacks>,
 }
 
@@ -47,6 +49,11 @@ struct ProcessStacks {
     /// The kernel's `[uprobes]` mapping (uretprobe trampoline), once it exists.
     uprobes_vma: Option<(u64, u64)>,
     uprobes_checked_at: Option<Instant>,
+    /// JavaScript frames named from V8's heap, when the process runs node.
+    js: JsFrames,
+    /// Stacks unwound and JS-named ahead of their turn ([`StackResolver::prepare`]), by
+    /// the address of the sample's stack bytes.
+    prepared: HashMap<usize, (UnwoundStack, u64)>,
 }
 
 impl Default for StackResolver {
@@ -61,6 +68,7 @@ impl StackResolver {
             table: StackTable::new(),
             symbolizer: Symbolizer::new(),
             elf_cache: ElfCache::new(),
+            v8_binaries: V8Binaries::default(),
             processes: HashMap::new(),
         }
     }
@@ -75,6 +83,7 @@ impl StackResolver {
     pub fn add_process(&mut self, pid: u32, maps: &[MapEntry]) {
         let space = AddressSpace::from_maps(pid, maps);
         let unwinder = Unwinder::new(&space, &mut self.elf_cache);
+        let js = JsFrames::attach(pid, &space, &mut self.v8_binaries);
         self.processes.insert(
             pid,
             ProcessStacks {
@@ -85,8 +94,15 @@ impl StackResolver {
                 unwind_cache: UnwindCache::default(),
                 uprobes_vma: None,
                 uprobes_checked_at: None,
+                js,
+                prepared: HashMap::new(),
             },
         );
+    }
+
+    /// What naming `pid`'s JavaScript frames from V8's heap gave (None: not node).
+    pub fn js_report(&self, pid: u32) -> Option<crate::runtimes::v8::JsFrameReport> {
+        self.processes.get(&pid)?.js.report()
     }
 
     /// Stop following `pid` (its stacks stay interned).
@@ -102,11 +118,41 @@ impl StackResolver {
         }
     }
 
+    /// Unwind a sample of a node process and read its JS frames now, before the
+    /// batch it came in is symbolized (which can take long the first time): V8 moves
+    /// and frees objects within milliseconds. [`StackResolver::resolve`] uses the
+    /// result; [`StackResolver::forget_prepared`] drops what was not used.
+    pub fn prepare(&mut self, pid: u32, sample: &StackSample) {
+        let Some(p) = self.processes.get_mut(&pid) else {
+            return;
+        };
+        if !p.js.active() || p.space_stale || p.unwind_cache.get(sample).is_some() {
+            return;
+        }
+        if sample.ret_fix.is_some() {
+            p.find_uprobes_vma(pid);
+        }
+        let (mut unwound, read_end) = p.unwind_tracking_reads(sample);
+        p.js.name_stack(&p.space, &mut unwound, sample);
+        p.prepared
+            .insert(sample.bytes.as_ptr() as usize, (unwound, read_end));
+    }
+
+    /// Drop prepared stacks that no record used.
+    pub fn forget_prepared(&mut self) {
+        for p in self.processes.values_mut() {
+            p.prepared.clear();
+        }
+    }
+
     /// Unwind a stack of process `pid` and intern it; None if `pid` is not followed.
     pub fn resolve(&mut self, pid: u32, sample: &StackSample) -> Option<Resolved> {
         let p = self.processes.get_mut(&pid)?;
         if p.space_stale {
             p.refresh_space(pid, &mut self.elf_cache);
+            if !p.js.active() {
+                p.js = JsFrames::attach(pid, &p.space, &mut self.v8_binaries);
+            }
         }
         if sample.ret_fix.is_some() {
             p.find_uprobes_vma(pid);
@@ -114,25 +160,35 @@ impl StackResolver {
         if let Some((id, truncated)) = p.unwind_cache.get(sample) {
             return Some(Resolved { id, truncated });
         }
-        let (mut unwound, mut read_end) = p.unwind_tracking_reads(sample);
-        if p.space_read_at.elapsed() > Duration::from_secs(1)
-            && unwound
-                .frames
-                .iter()
-                .any(|&a| p.space.module_for(a).is_none())
-        {
-            // Code we do not know yet (a dlopen or JIT since the last read).
-            p.refresh_space(pid, &mut self.elf_cache);
-            (unwound, read_end) = p.unwind_tracking_reads(sample);
-        }
+        let (unwound, read_end) = match p.prepared.remove(&(sample.bytes.as_ptr() as usize)) {
+            Some(prepared) => prepared,
+            None => {
+                let (mut unwound, mut read_end) = p.unwind_tracking_reads(sample);
+                if p.space_read_at.elapsed() > Duration::from_secs(1)
+                    && unwound
+                        .frames
+                        .iter()
+                        .any(|&a| p.space.module_for(a).is_none())
+                {
+                    // Code we do not know yet (a dlopen or JIT since the last read).
+                    p.refresh_space(pid, &mut self.elf_cache);
+                    (unwound, read_end) = p.unwind_tracking_reads(sample);
+                }
+                p.js.name_stack(&p.space, &mut unwound, sample);
+                (unwound, read_end)
+            }
+        };
         let truncated = unwound.truncated;
         let symbolizer = &mut self.symbolizer;
         let space = &p.space;
+        let js = &mut p.js;
         let id = self
             .table
             .intern_located(pid, unwound.frames, truncated, |addrs| {
-                let per_addr = symbolizer.symbolize_process(pid, space, addrs);
-                let locations = locations::root_first_locations(space, addrs, &per_addr);
+                let code: Vec<u64> = addrs.iter().map(|&a| js.original(a)).collect();
+                let mut per_addr = symbolizer.symbolize_process(pid, space, &code);
+                js.apply(addrs, &mut per_addr);
+                let locations = locations::root_first_locations(space, &code, &per_addr);
                 (root_first_names(per_addr), locations)
             });
         p.unwind_cache.insert(sample, read_end, id, truncated);
@@ -154,8 +210,8 @@ impl ProcessStacks {
                 let v = sample.read_u64(addr)?;
                 end = end.max(addr + 8);
                 match (sample.ret_fix, trampoline) {
-                    (Some(fix), Some((lo, hi))) if addr == fix.slot && (lo..hi).contains(&v) => {
-                        Some(fix.addr)
+                    (Some(fix), Some((lo, hi))) if (lo..hi).contains(&v) => {
+                        Some(fix.original(addr).unwrap_or(v))
                     }
                     _ => Some(v),
                 }

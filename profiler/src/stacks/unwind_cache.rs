@@ -43,7 +43,7 @@ fn hash_range(sample: &StackSample, end: u64) -> Option<u64> {
     let bytes = sample.bytes.get(from..to)?;
     let mut h = DefaultHasher::new();
     bytes.hash(&mut h);
-    sample.ret_fix.map(|f| (f.slot, f.addr)).hash(&mut h);
+    sample.ret_fix.hash(&mut h);
     Some(h.finish())
 }
 

@@ -43,6 +43,10 @@ pub struct UnwoundStack {
     /// The walk ended early (memory ran out, bad unwind step, [`MAX_FRAMES`]) rather
     /// than at a recognised root frame.
     pub truncated: bool,
+    /// The frame pointer (`rbp`) while each frame ran, as the walk recovered it (empty
+    /// when not tracked): JIT runtimes keep frame pointers and store frame data at
+    /// fixed offsets from them (see `runtimes::v8`).
+    pub frame_pointers: Vec<u64>,
 }
 
 /// Unwinds stacks of one process (one [`AddressSpace`] snapshot).
@@ -116,6 +120,7 @@ impl Unwinder {
         let mut regs = UnwindRegsX86_64::new(ip, sp, bp);
         let mut frame = FrameAddress::InstructionPointer(ip);
         let mut frames = vec![ip];
+        let mut frame_pointers = vec![bp];
         let mut scans = 0;
         let truncated = loop {
             if frames.len() >= MAX_FRAMES {
@@ -131,6 +136,7 @@ impl Unwinder {
                     match FrameAddress::from_return_address(ret) {
                         Some(next) if !no_cfi || self.code.plausible_frame_pointer_step(ret) => {
                             frames.push(next.address_for_lookup());
+                            frame_pointers.push(regs.bp());
                             frame = next;
                             continue;
                         }
@@ -148,12 +154,17 @@ impl Unwinder {
                     regs = UnwindRegsX86_64::new(ret, slot + 8, frame_bp);
                     frame = FrameAddress::from_return_address(ret).expect("scan skips zero");
                     frames.push(frame.address_for_lookup());
+                    frame_pointers.push(frame_bp);
                     continue;
                 }
             }
             break ended;
         };
-        UnwoundStack { frames, truncated }
+        UnwoundStack {
+            frames,
+            truncated,
+            frame_pointers,
+        }
     }
 
     /// Scan up from `sp` for a slot holding a plausible return address (see
@@ -481,7 +492,8 @@ mod tests {
             stack,
             UnwoundStack {
                 frames: vec![ip],
-                truncated: true
+                truncated: true,
+                frame_pointers: vec![0x7ffc_0000_0100],
             }
         );
     }
@@ -503,7 +515,8 @@ mod tests {
             out,
             UnwoundStack {
                 frames: vec![0x5000],
-                truncated: true
+                truncated: true,
+                frame_pointers: vec![0x1000],
             }
         );
     }
@@ -565,7 +578,8 @@ mod tests {
             stack,
             UnwoundStack {
                 frames: vec![0x10_0010],
-                truncated: true
+                truncated: true,
+                frame_pointers: vec![0x8100],
             }
         );
         // Remembered as "no CFI": a second unwinder does not re-read or re-report it.

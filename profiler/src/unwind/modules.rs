@@ -222,6 +222,38 @@ fn module_from_run(
 /// (it needs CAP_SYS_ADMIN or ptrace rights over the process): a file replaced by an
 /// upgrade, deleted, or shadowed by a planted symlink.
 fn open_path(pid: u32, m: &MapEntry) -> PathBuf {
+    let chosen = choose_path(pid, m);
+    held_open(&chosen).unwrap_or(chosen)
+}
+
+/// Most files held open at once (each distinct file once, whatever the processes).
+const MAX_HELD: usize = 4096;
+
+/// Every mapped file read so far, held open by (device, inode), so that a process that
+/// exits before its stacks are symbolized (an OOM victim, a short-lived child) still has
+/// its files readable: `/proc/PID/root` and `map_files` vanish with the process.
+static HELD: std::sync::Mutex<Option<std::collections::HashMap<(u64, u64), fs::File>>> =
+    std::sync::Mutex::new(None);
+
+/// `/proc/self/fd/N` of `path` held open (opened as untrusted input), or None when it
+/// cannot be opened or too many files are held already.
+fn held_open(path: &Path) -> Option<PathBuf> {
+    use std::os::fd::AsRawFd;
+    let file = safe_file::open(path, FileKind::Elf).ok()?;
+    let meta = file.metadata().ok()?;
+    let mut held = HELD.lock().ok()?;
+    let held = held.get_or_insert_with(Default::default);
+    let len = held.len();
+    let kept = match held.entry((meta.dev(), meta.ino())) {
+        std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+        std::collections::hash_map::Entry::Vacant(_) if len >= MAX_HELD => return None,
+        std::collections::hash_map::Entry::Vacant(e) => e.insert(file),
+    };
+    Some(PathBuf::from(format!("/proc/self/fd/{}", kept.as_raw_fd())))
+}
+
+/// The path that reaches the mapped file: see [`open_path`].
+fn choose_path(pid: u32, m: &MapEntry) -> PathBuf {
     let in_root = procfs::proc_path(pid, "root").join(m.path.trim_start_matches('/'));
     let file_id = |meta: fs::Metadata| (meta.dev(), meta.ino());
     let safe = safe_file::open(&in_root, FileKind::Elf)

@@ -4,6 +4,7 @@
 # Environment: PROFILER (the release binary), PROGS (static test programs), WORK (an
 # empty scratch directory). Prints one line per check:
 #   VMTEST <check> PASS|FAIL|UNAVAILABLE <detail>
+# plus VMTEST-NOTE lines (what -v said about the kernel) for the log.
 # and, after a FAIL, the profiler's own output indented under it. Every step is
 # bounded in time: the whole script ends by itself.
 
@@ -147,6 +148,9 @@ check_memory_growth() {
     release mmap_leak
     wait "$PROF"
     wait "$PID"
+    # What -v said about this kernel, for the log.
+    sed -n -e 's/^profiler: \(user registers: .*\)/VMTEST-NOTE \1/p' \
+        -e 's/^profiler: \(probe sched_process_fork: .*\)/VMTEST-NOTE \1/p' "$WORK/$c.log"
     check_leak $c "$WORK/$c" "$WORK/mmap_leak.out"
 }
 
@@ -244,19 +248,54 @@ check_cgroup_target() {
     c=cgroup_target
     [ "$CGROUP_MODE" = none ] && { result $c UNAVAILABLE "no memory cgroup controller"; return; }
     make_cgroup "vmtest-target-$$" || { fail $c "cannot make a cgroup"; return; }
-    start_prog mmap_leak 3 || { fail $c "mmap_leak did not start"; drop_cgroup "$CG"; return; }
+    start_prog mmap_leak 60 || { fail $c "mmap_leak did not start"; drop_cgroup "$CG"; return; }
     echo "$PID" >"$CG/cgroup.procs"
+    # The window ends while the target runs: a cgroup may gain processes, so the window
+    # does not end when this one exits.
     start_profiler "$WORK/$c.log" 'profiler: recording' record --cgroup "$CG" --memory \
-        --duration 60s --out "$WORK/$c" ||
+        --duration 4s --out "$WORK/$c" ||
         { fail $c "the profiler did not attach" "$WORK/$c.log"; kill -9 "$PID"; drop_cgroup "$CG"; return; }
     release mmap_leak
-    wait "$PID"
-    # A cgroup may gain processes: the window goes on after the target exited.
-    sleep 1
-    kill "$PROF"
     wait "$PROF"
-    check_leak $c "$WORK/$c" "$WORK/mmap_leak.out"
+    kill -9 "$PID"
+    wait "$PID" 2>/dev/null
+    set -- $(share "$WORK/$c/memory.folded" "anon mmap" leak_sessions)
+    pct=$(percent "${1:-0}" "${2:-0}")
+    detail="found in $CG, leak_sessions ${pct}% of $(mib "${2:-0}") in 4 s"
+    if [ "${2:-0}" -ge 4194304 ] && [ "$pct" -ge 90 ]; then
+        result $c PASS "$detail"
+    else
+        fail $c "$detail" "$WORK/$c.log" "$WORK/$c/report.txt"
+    fi
     drop_cgroup "$CG"
+}
+
+# A target shell forks two programs: both become targets at their fork (their growth
+# is recorded), while the 4 threads one of them starts are not followed as processes.
+check_fork_follow() {
+    c=fork_follow
+    rm -f "$WORK/fork.fifo"
+    mkfifo "$WORK/fork.fifo"
+    # `read` and `true` are shell builtins: the shell forks exactly twice.
+    sh -c 'read go; "$0" 2 -; "$1" 1 -; true' "$PROGS/mmap_leak" "$PROGS/pool_deadlock" \
+        <"$WORK/fork.fifo" >"$WORK/$c.out" 2>&1 &
+    PID=$!
+    exec 3>"$WORK/fork.fifo"
+    start_profiler "$WORK/$c.log" 'profiler: recording' record --pid "$PID" --memory \
+        --duration 60s --out "$WORK/$c" ||
+        { fail $c "the profiler did not attach" "$WORK/$c.log"; exec 3>&-; kill -9 "$PID"; return; }
+    echo go >&3
+    exec 3>&-
+    wait "$PID"
+    wait "$PROF"
+    followed=$(sed -n 's/.*followed from their fork: \([0-9]*\).*/\1/p' "$WORK/$c/report.txt")
+    set -- $(share "$WORK/$c/memory.folded" "anon mmap" leak_sessions)
+    detail="${followed:-no} forks followed (2 processes; 4 threads not), $(mib "${1:-0}") under the child's leak_sessions"
+    if [ "${followed:-0}" -eq 2 ] && [ "${1:-0}" -gt 0 ]; then
+        result $c PASS "$detail"
+    else
+        fail $c "$detail" "$WORK/$c.log" "$WORK/$c/report.txt"
+    fi
 }
 
 check_daemon_interval() {
@@ -279,7 +318,7 @@ check_daemon_interval() {
     fi
 }
 
-for check in ${CHECKS:-memory_growth allocations futex_stall socket_wait oom_snapshot cgroup_target daemon_interval}; do
+for check in ${CHECKS:-memory_growth allocations futex_stall socket_wait oom_snapshot cgroup_target fork_follow daemon_interval}; do
     rm -rf "${WORK:?}/$check"
     "check_$check"
 done

@@ -140,6 +140,7 @@ mod tests {
 
     const LOG: &str = "[    1.2] random: crng init done\r\n\
         VMTEST-INFO kernel 5.10.0-32-cloud-amd64 cgroup v1\r\n\
+        VMTEST-NOTE user registers: top of the task's kernel stack\r\n\
         VMTEST memory_growth PASS leak_sessions 100% of 39.0 MiB\r\n\
         noise VMTEST futex_stall FAIL no STALLED verdict\r\n\
           | profiler: error: something\r\n\
@@ -147,7 +148,8 @@ mod tests {
         VMTEST-DONE\r\n";
 
     /// Check that result lines are read with their details, even after kernel noise on
-    /// the same line, and that the info and done markers are seen.
+    /// the same line, that notes are not results, and that the info and done markers
+    /// are seen.
     #[test]
     fn parses_console_log() {
         let column = Column::parse("5.10", LOG);
@@ -162,6 +164,7 @@ mod tests {
         );
         assert_eq!(column.outcome("futex_stall").0, Outcome::Fail);
         assert_eq!(column.outcome("oom_snapshot").0, Outcome::Unavailable);
+        assert_eq!(column.results.len(), 3);
         assert_eq!(
             column.failures(&[
                 "memory_growth",

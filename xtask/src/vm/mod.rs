@@ -37,6 +37,7 @@ pub const CHECKS: &[&str] = &[
     "socket_wait",
     "oom_snapshot",
     "cgroup_target",
+    "fork_follow",
     "daemon_interval",
 ];
 

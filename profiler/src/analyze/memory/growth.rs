@@ -84,6 +84,10 @@ pub struct GrowthEvidence {
     /// whose own frames are missing from mapping stacks (musl without CFI) shows its
     /// heap here.
     pub direct_growth: f64,
+    /// Net growth of the committed heap and anonymous mappings from the ledger's totals
+    /// by kind, which count every mapping, sampled stack or not: the mapping side of the
+    /// bound is at least this.
+    pub committed_growth: f64,
     /// Resident bytes since the process was first followed, exact.
     pub resident_delta: Option<i64>,
     /// Seconds observed (since the process was first followed).
@@ -172,7 +176,10 @@ impl GrowthEvidence {
     /// The most growth the exact numbers allow: mappings or resident, plus the slack.
     fn physical_bound(&self) -> f64 {
         let resident = self.resident_delta.unwrap_or(0).max(0) as f64;
-        let mapped = self.heap_growth.max(0.0) + self.direct_growth.max(0.0);
+        // Heap and direct growth come from mapping stacks, which leave out the bytes of
+        // mappings no stack was sampled for; the ledger's totals by kind count them.
+        let mapped =
+            (self.heap_growth.max(0.0) + self.direct_growth.max(0.0)).max(self.committed_growth);
         mapped.max(resident) + PHYSICAL_SLACK_BYTES
     }
 

@@ -62,6 +62,25 @@ pub fn labelled(m: &BTreeMap<RegionKind, u64>) -> BTreeMap<String, u64> {
     m.iter().map(|(k, v)| (k.label().to_string(), *v)).collect()
 }
 
+/// Exact net growth of the heap and anonymous mappings since the window began, from
+/// the ledger's totals by kind.
+fn committed_growth(t: &Target) -> f64 {
+    let after = t.ledger.committed_by_kind();
+    let before = t
+        .committed_at_start
+        .clone()
+        .unwrap_or_else(|| labelled(t.ledger.seeded_by_kind()));
+    [RegionKind::Heap, RegionKind::Anon]
+        .iter()
+        .map(|kind| {
+            let a = after.get(kind).copied().unwrap_or(0) as f64;
+            let b = before.get(kind.label()).copied().unwrap_or(0) as f64;
+            a - b
+        })
+        .sum::<f64>()
+        .max(0.0)
+}
+
 /// One process's memory over the window, with its verdict.
 pub fn process(window: &MemoryWindow, t: &Target, stacks: &StackTable) -> ProcessMemory {
     let mut growth = Vec::new();
@@ -92,12 +111,15 @@ pub fn process(window: &MemoryWindow, t: &Target, stacks: &StackTable) -> Proces
         allocator_probed: allocations.is_some(),
         live_growth: allocations.as_ref().map_or(0.0, |a| a.live_bytes),
         growth: allocations.as_ref().map_or_else(Default::default, |a| {
-            series::growth_evidence(a, window.trends.then_some(&t.series), |id| {
-                match id.and_then(|id| stacks.get(id)) {
-                    Some(stack) => stack.names.clone(),
-                    None => vec!["[stack not sampled]".to_string()],
-                }
-            })
+            let mut g =
+                series::growth_evidence(a, window.trends.then_some(&t.series), |id| {
+                    match id.and_then(|id| stacks.get(id)) {
+                        Some(stack) => stack.names.clone(),
+                        None => vec!["[stack not sampled]".to_string()],
+                    }
+                });
+            g.committed_growth = committed_growth(t);
+            g
         }),
         allocated: allocations.as_ref().map_or(0.0, |a| a.allocated_bytes),
         freed: allocations.as_ref().map_or(0.0, |a| a.freed_bytes),
@@ -139,6 +161,7 @@ pub fn process(window: &MemoryWindow, t: &Target, stacks: &StackTable) -> Proces
         events: t.events,
         samples: t.samples,
         truncated_stacks: t.truncated,
+        js_frames: t.js_frames.clone(),
     }
 }
 

@@ -12,11 +12,15 @@
 //! The output is protocol metadata only: an HTTP method and a path without its query,
 //! a gRPC method, a status code, a PostgreSQL message type and the first SQL keyword.
 //! Never payload, header values, SQL text or parameters.
+pub mod classify;
 pub mod http1;
 pub mod http2;
 mod huffman;
 pub mod postgres;
 mod text;
+
+#[cfg(test)]
+mod captured_tests;
 
 /// One transfer of one direction of a connection: the bytes the probe captured (a
 /// prefix) and the length of the whole transfer (`len >= bytes.len()`).

@@ -96,7 +96,16 @@ pub fn judge(
             threads,
             detail: waiting_for_work(&groups, &waiting, snap),
         }
-    } else if let Some(idle) = snap.in_flight.iter().find(|w| w.on.is_idle_kind()) {
+    } else if let Some(idle) = snap
+        .in_flight
+        .iter()
+        .filter(|w| w.on.is_idle_kind())
+        // The event loop that serves the most sockets, not a helper thread's timer loop.
+        .max_by_key(|w| match w.on {
+            WaitOn::Poll { sockets, .. } => (sockets, 0),
+            _ => (0, 1),
+        })
+    {
         let detail = match &idle.on {
             WaitOn::Poll {
                 syscall, sockets, ..

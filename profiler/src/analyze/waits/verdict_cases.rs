@@ -397,3 +397,31 @@ fn idle_node_server_is_idle() {
     assert_eq!(*threads, 10);
     assert!(detail.contains("8 threads waiting for work"), "{detail}");
 }
+
+/// Check that a Node server below the 80 % mark is idle in the event loop with its
+/// sockets, not in a helper thread's timer loop without any.
+#[test]
+fn idle_node_names_the_main_event_loop() {
+    let poll = |tid, sockets| {
+        wait(
+            tid,
+            WaitOn::Poll {
+                syscall: "epoll_wait".into(),
+                sockets,
+                fds: sockets + 2,
+            },
+            WaitSyscall::EpollWait,
+            UV_LOOP,
+        )
+    };
+    let in_flight = vec![poll(6001, 0), poll(6000, 1), futex(6002, 0x1000, V8_WORKER)];
+    let (v, _) = judge(
+        &snapshot(7, in_flight, health_listener(0)),
+        THRESHOLD,
+        names,
+    );
+    assert_eq!(
+        stall_line(&v),
+        "not stalled: idle (idle in epoll_wait, 1 sockets; 7 threads)"
+    );
+}

@@ -1,0 +1,19 @@
+//! Naming V8 (Node.js) JavaScript frames without `--perf-basic-prof`.
+//!
+//! Shaped like the OpenTelemetry eBPF profiler's interpreters: [`binary`] recognises a
+//! node binary and reads its metadata once per file ([`V8Binary`], shared); [`namer`]
+//! is the per-process instance ([`V8Process`]) that names frames over a memory-reading
+//! closure; [`metadata`] is the pure `v8dbg_*` reader and [`heap`] the checked object
+//! walk, both reusable by other readers of the V8 heap.
+pub mod binary;
+pub mod heap;
+#[cfg(test)]
+mod image;
+pub mod metadata;
+pub mod namer;
+pub mod report;
+
+pub use binary::{looks_like_node, V8Binary};
+pub use metadata::{Layout, MetadataError, Symbols};
+pub use namer::{JsFrame, V8Counts, V8Process};
+pub use report::JsFrameReport;

