@@ -72,10 +72,17 @@ impl IntervalSeries {
         by_time.into_values().collect()
     }
 
-    /// The trend of `stacks` with `current` as its latest level.
-    fn trend(&self, stacks: &[Option<StackId>], current: Point) -> Trend {
+    /// The trend of `stacks` with `current` as its latest level. `cumulative`: the
+    /// stack keeps its blocks, so each level holds the samples of the earlier ones and
+    /// their errors are not independent; the fit then rests on the residuals alone.
+    fn trend(&self, stacks: &[Option<StackId>], current: Point, cumulative: bool) -> Trend {
         let mut points = self.levels(stacks, current.secs);
         points.push(current);
+        if cumulative {
+            for p in &mut points {
+                p.sigma = 0.0;
+            }
+        }
         let excess = points.len().saturating_sub(MAX_POINTS);
         trend::fit(&points[excess..])
     }
@@ -140,6 +147,7 @@ pub fn growth_evidence(
             }
         }
         for (e, ids) in &mut merged {
+            let cumulative = e.persists();
             e.trend = Some(series.trend(
                 ids,
                 Point {
@@ -147,6 +155,7 @@ pub fn growth_evidence(
                     bytes: e.bytes,
                     sigma: e.variance.sqrt(),
                 },
+                cumulative,
             ));
         }
     }
