@@ -4,13 +4,12 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use super::{CodeLocation, Counters};
+use super::{growth::Assessment, CodeLocation, Counters};
 use crate::{
     allocator::{
         net::{NetGrowth, NoNetGrowth},
         AllocatorFamily,
     },
-    analyze::memory::growth::Assessment,
     ledger::RegionKind,
     procfs::Rss,
     targets::ProcessIdentity,

@@ -96,75 +96,7 @@ pub struct GrowthEvidence {
     pub daemon: bool,
 }
 
-/// What the live allocations do.
-#[derive(Clone, Debug, PartialEq)]
-pub enum Growth {
-    /// Live allocations grow and the rest of the evidence agrees. `stacks` index
-    /// `GrowthEvidence::stacks`.
-    Leak { stacks: Vec<usize>, bytes: f64 },
-    /// The largest stack grew and then stopped (daemon).
-    Stopped { stack: usize, grew: f64 },
-    /// A stack grows and releases, by `amplitude` bytes (daemon).
-    Periodic {
-        stack: usize,
-        releases: usize,
-        amplitude: f64,
-    },
-    /// Growth is seen but the daemon has too few intervals for a trend.
-    Pending { bytes: f64 },
-    /// Nothing grows beyond noise: live blocks are turnover, frees balance them.
-    Balanced,
-}
-
-/// Which measure contradicts a growth claim.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Contradiction {
-    /// The net growth (frees of older blocks counted) stays below it.
-    Net,
-    /// The mappings and resident memory did not grow with it.
-    Mappings,
-}
-
-/// What the confidence rests on.
-#[derive(Clone, Debug, PartialEq)]
-pub enum Basis {
-    /// One window: stacks whose blocks span the observation hold `bytes ± sigma`;
-    /// `probability` that they hold more than [`MIN_GROWTH_BYTES`].
-    Persistent {
-        bytes: f64,
-        sigma: f64,
-        probability: f64,
-        oldest_secs: f64,
-    },
-    /// The daemon: the trend of the stack named (steady, stopped or periodic).
-    Trend(Trend),
-    /// A claim of `claim` bytes (of `live` live) that `by` contradicts.
-    Contradicted {
-        claim: f64,
-        live: f64,
-        by: Contradiction,
-    },
-    /// The daemon has `points` of the [`MIN_POINTS`] intervals a trend needs.
-    TooFewIntervals { points: usize },
-    /// The net grew beyond its error, but every stack frees its blocks too.
-    NetOnly,
-    /// Nothing persists; when every live block is young, the oldest's age.
-    Bound { young_secs: Option<f64> },
-}
-
-/// The decision and the numbers behind it.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Assessment {
-    pub growth: Growth,
-    pub basis: Basis,
-    /// The evidence the line cites.
-    pub net: Option<NetGrowth>,
-    pub net_missing: Option<NoNetGrowth>,
-    pub heap_growth: f64,
-    pub direct_growth: f64,
-    pub resident_delta: Option<i64>,
-    pub span_secs: f64,
-}
+pub use crate::model::growth::{Assessment, Basis, Contradiction, Growth};
 
 impl GrowthEvidence {
     /// Estimated bytes allocated per second (the churn), when the net is known.

@@ -12,72 +12,13 @@
 //!   warm-up, a cache filling up);
 //! - **periodic**: at least two releases of half the range (batches);
 //! - **shrinking**, **flat**, or **too short** (fewer than [`MIN_POINTS`]).
-use serde::Serialize;
 
 /// Points needed before a trend is judged.
 pub const MIN_POINTS: usize = 5;
 /// Confidence that the slope is positive needed for steady growth.
 pub const STEADY_CONFIDENCE: f64 = 0.99;
 
-/// One level: seconds since the first follow, bytes, and the level's sampling error.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
-pub struct Point {
-    pub secs: f64,
-    pub bytes: f64,
-    pub sigma: f64,
-}
-
-/// What a series looks like.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
-#[serde(rename_all = "snake_case", tag = "shape")]
-pub enum Shape {
-    TooShort,
-    Flat,
-    /// Growth that keeps going.
-    Steady,
-    /// Grew by `grew` bytes, then stayed level from `level_since_secs` on.
-    Stopped {
-        grew: f64,
-        level_since_secs: f64,
-    },
-    /// Grew and released `releases` times, between levels `amplitude` bytes apart.
-    Periodic {
-        releases: usize,
-        amplitude: f64,
-    },
-    /// Grows, but clearly slower in the later half than in the earlier (a cache
-    /// filling up, not yet level): not steady, not stopped yet.
-    Slowing,
-    Shrinking,
-}
-
-impl Shape {
-    pub fn label(&self) -> &'static str {
-        match self {
-            Self::TooShort => "too few intervals",
-            Self::Flat => "flat",
-            Self::Steady => "steady growth",
-            Self::Stopped { .. } => "growth that stopped",
-            Self::Periodic { .. } => "periodic growth and release",
-            Self::Slowing => "growth that slows down",
-            Self::Shrinking => "shrinking",
-        }
-    }
-}
-
-/// A fitted series.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
-pub struct Trend {
-    pub shape: Shape,
-    /// Least-squares slope (bytes per second) and its standard error.
-    pub slope: f64,
-    pub slope_se: f64,
-    /// One-sided confidence that the slope is positive.
-    pub confidence: f64,
-    pub points: usize,
-    /// Seconds from the first point to the last.
-    pub span_secs: f64,
-}
+pub use crate::model::growth::{Point, Shape, Trend};
 
 /// Least-squares line through `points`: slope, its standard error, and the residual
 /// standard deviation.
