@@ -21,12 +21,17 @@ use crate::{
 
 /// Largest block size believed from a header: a bigger value is not a header.
 const MAX_BLOCK: u64 = 1 << 40;
+/// No size from the header (above [`MAX_BLOCK`], so never a real one).
+const UNKNOWN_SIZE: u64 = u64::MAX;
 
 /// A free of a block of `tgid` that was not sampled live: count it, and its bytes when
 /// the allocator's header gives them.
 #[inline(always)]
 pub fn count_unseen_free(tgid: u32, ptr: u64, cfg: &Config) {
-    let size = block_size(tgid, ptr);
+    // A plain value, not an `Option` kept across the map calls: its payload would be
+    // spilled uninitialized on the `None` path and read back, which 5.10's verifier
+    // refuses ("invalid read from stack"); newer kernels allow it for root.
+    let size = block_size(tgid, ptr).unwrap_or(UNKNOWN_SIZE);
     let flow = match FREE_FLOW.get_ptr_mut(tgid) {
         Some(f) => f,
         None => {
@@ -43,8 +48,8 @@ pub fn count_unseen_free(tgid: u32, ptr: u64, cfg: &Config) {
         let f = &mut *flow;
         f.frees += 1;
         match size {
-            None => f.unsized_frees += 1,
-            Some(size) => {
+            UNKNOWN_SIZE => f.unsized_frees += 1,
+            size => {
                 f.sized_bytes += size;
                 let weight = sample_weight(size, cfg.alloc_sample_bytes);
                 if weight > 0 {

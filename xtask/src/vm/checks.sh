@@ -20,8 +20,12 @@ fail() {
     detail=$2
     shift 2
     result "$check" FAIL "$detail"
+    # The head says what failed; a verifier's reason is at the end of its log.
     for f in "$@"; do
-        [ -f "$f" ] && sed -n '1,40s/^/  | /p' "$f"
+        [ -f "$f" ] || continue
+        sed -n '1,40s/^/  | /p' "$f"
+        n=$(wc -l <"$f")
+        [ "$n" -gt 40 ] && echo "  | ..." && tail -n $((n - 40 < 25 ? n - 40 : 25)) "$f" | sed 's/^/  | /'
     done
 }
 
