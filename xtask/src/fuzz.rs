@@ -23,6 +23,10 @@ pub struct FuzzArgs {
     /// How long to fuzz each target.
     #[arg(long, default_value_t = 20)]
     pub seconds: u64,
+    /// Stop each target after this many inputs, from a fixed seed (`-seed=1`): the same
+    /// inputs on every machine, so a CI run repeats what was run before it landed.
+    #[arg(long)]
+    pub runs: Option<u64>,
     /// Which targets (default: all).
     #[arg(value_parser = clap::builder::PossibleValuesParser::new(TARGETS))]
     pub targets: Vec<String>,
@@ -51,6 +55,11 @@ pub fn fuzz(args: &FuzzArgs) -> Result<()> {
             .arg(root.join("fuzz/corpus").join(target))
             .arg("--")
             .arg(format!("-max_total_time={}", args.seconds))
+            .args(
+                args.runs
+                    .map(|runs| vec![format!("-runs={runs}"), "-seed=1".to_string()])
+                    .unwrap_or_default(),
+            )
             .arg("-rss_limit_mb=2048");
         println!(
             "\n==> fuzz {target} for {} s: {}",

@@ -95,7 +95,17 @@ fn steps(args: &TestArgs) -> Vec<Step> {
         // Parsers of untrusted input, fuzzed briefly from the committed corpus.
         steps.push(Step {
             title: "fuzz (short)",
-            args: vec!["run", "--package", "xtask", "--", "fuzz", "--seconds", "15"],
+            args: vec![
+                "run",
+                "--package",
+                "xtask",
+                "--",
+                "fuzz",
+                "--seconds",
+                "60",
+                "--runs",
+                "100000",
+            ],
         });
         // The harness must keep working; its numbers are not judged (CI machines are noisy).
         steps.push(Step {
