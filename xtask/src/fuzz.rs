@@ -43,6 +43,9 @@ pub fn fuzz(args: &FuzzArgs) -> Result<()> {
     };
     for target in targets {
         let scratch = cmd::target_dir().join("fuzz-corpus").join(target);
+        // Empty, as on a fresh clone: with --runs and a fixed seed every machine then
+        // runs the same inputs.
+        let _ = std::fs::remove_dir_all(&scratch);
         std::fs::create_dir_all(&scratch)
             .with_context(|| format!("creating {}", scratch.display()))?;
         let mut cargo = ready.cargo();
