@@ -131,30 +131,17 @@ pub fn judge(e: &MemoryEvidence<'_>) -> MemoryVerdict {
         net_sigma: evidence.net.filter(|_| probed).map(|n| n.sigma),
         churn_per_sec: evidence.churn_per_sec().filter(|_| probed),
     };
-    let heap_stacks = || {
+    let mapped_stacks = |keep: fn(&MappedStack<'_>) -> bool| {
         top(
-            e.mapped
-                .iter()
-                .filter(|s| is_heap_stack(s))
-                .map(|s| NamedStack {
-                    frames: s.frames.to_vec(),
-                    bytes: s.bytes,
-                }),
+            e.mapped.iter().filter(|s| keep(s)).map(|s| NamedStack {
+                frames: s.frames.to_vec(),
+                bytes: s.bytes,
+            }),
             VERDICT_STACKS,
         )
     };
-    let direct_stacks = || {
-        top(
-            e.mapped
-                .iter()
-                .filter(|s| is_direct_stack(s))
-                .map(|s| NamedStack {
-                    frames: s.frames.to_vec(),
-                    bytes: s.bytes,
-                }),
-            VERDICT_STACKS,
-        )
-    };
+    let heap_stacks = || mapped_stacks(is_heap_stack);
+    let direct_stacks = || mapped_stacks(is_direct_stack);
     let mut also = Vec::new();
     let verdict = |kind: MemoryVerdictKind,
                    growth: f64,
