@@ -30,6 +30,8 @@ pub struct TestArgs {
 struct Step {
     title: &'static str,
     args: Vec<&'static str>,
+    /// A build directory (relative to the workspace root) to delete once the step passed.
+    then_remove: Option<&'static str>,
 }
 
 fn steps(args: &TestArgs) -> Vec<Step> {
@@ -38,6 +40,7 @@ fn steps(args: &TestArgs) -> Vec<Step> {
         steps.push(Step {
             title: "format",
             args: vec!["fmt", "--all", "--check"],
+            then_remove: None,
         });
         steps.push(Step {
             title: "clippy",
@@ -51,6 +54,7 @@ fn steps(args: &TestArgs) -> Vec<Step> {
                 "-D",
                 "warnings",
             ],
+            then_remove: None,
         });
         // The eBPF crate only builds for the BPF target, with the nightly toolchain.
         steps.push(Step {
@@ -69,11 +73,13 @@ fn steps(args: &TestArgs) -> Vec<Step> {
                 "-D",
                 "warnings",
             ],
+            then_remove: None,
         });
     }
     steps.push(Step {
         title: "unit and golden tests",
         args: vec!["test", "--workspace", "--exclude", EBPF_CRATE],
+        then_remove: None,
     });
     if !args.unit {
         // Same package selection as the step above (not `-p profiler`): `-p` unifies features
@@ -91,6 +97,7 @@ fn steps(args: &TestArgs) -> Vec<Step> {
                 "--include-ignored",
                 "--test-threads=1",
             ],
+            then_remove: None,
         });
         // Parsers of untrusted input, fuzzed briefly from the committed corpus.
         steps.push(Step {
@@ -106,11 +113,13 @@ fn steps(args: &TestArgs) -> Vec<Step> {
                 "--runs",
                 "100000",
             ],
+            then_remove: Some("fuzz/target"),
         });
         // The harness must keep working; its numbers are not judged (CI machines are noisy).
         steps.push(Step {
             title: "bench smoke",
             args: vec!["run", "--package", "xtask", "--", "bench", "--smoke"],
+            then_remove: None,
         });
         // The kernels users run, booted in QEMU (about 2 min each under TCG); this
         // machine's own kernel is the one the integration tests above ran on.
@@ -126,6 +135,7 @@ fn steps(args: &TestArgs) -> Vec<Step> {
                 "6.1",
                 "6.12",
             ],
+            then_remove: None,
         });
     }
     steps
@@ -149,13 +159,27 @@ pub fn test(args: &TestArgs) -> Result<()> {
 
 fn run_step(ready: &Ready, step: &Step, number: usize, total: usize) -> Result<()> {
     let mut cargo = ready.cargo();
-    cargo.args(&step.args);
+    // Incremental caches double the target directory and a one-shot CI build never
+    // reuses them; CI disks can be small.
+    cargo.env("CARGO_INCREMENTAL", "0").args(&step.args);
     println!(
         "\n==> [{number}/{total}] {}: {}",
         step.title,
         cmd::display(&cargo)
     );
-    cmd::run(&mut cargo).with_context(|| format!("step {number}/{total} ({}) failed", step.title))
+    cmd::run(&mut cargo)
+        .with_context(|| format!("step {number}/{total} ({}) failed", step.title))?;
+    if let Some(dir) = step.then_remove {
+        // Nothing later reads it; the disk it holds is what the next steps need.
+        let dir = cmd::workspace_root().join(dir);
+        std::fs::remove_dir_all(&dir)
+            .or_else(|e| match e.kind() {
+                std::io::ErrorKind::NotFound => Ok(()),
+                _ => Err(e),
+            })
+            .with_context(|| format!("removing {}", dir.display()))?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
