@@ -7,6 +7,7 @@
 //! allocations.{folded,svg,pb.gz}               live allocations (allocator probes)
 //! memory-diff.{folded,svg}                     second half of the window vs the first
 //! waits.{folded,svg,pb.gz}                     blocked time by stack
+//! waiting.{folded,svg}                         suspended async calls by await chain (node)
 //! oom.txt  rss.txt  stall.txt                  why a daemon snapshot was taken
 //! capture.json  .profiler-capture              the daemon's description and marker
 //! ```
@@ -19,6 +20,8 @@ pub enum View {
     Allocations,
     MemoryDiff,
     Waits,
+    /// Suspended async functions by await chain (node targets).
+    Waiting,
 }
 
 impl View {
@@ -29,6 +32,7 @@ impl View {
             View::Allocations => "allocations",
             View::MemoryDiff => "memory-diff",
             View::Waits => "waits",
+            View::Waiting => "waiting",
         }
     }
 }
@@ -76,6 +80,7 @@ impl CaptureFile {
         CaptureFile::Svg(View::Memory),
         CaptureFile::Svg(View::Allocations),
         CaptureFile::Svg(View::Waits),
+        CaptureFile::Svg(View::Waiting),
         CaptureFile::ReportText,
         CaptureFile::Oom,
         CaptureFile::Stall,

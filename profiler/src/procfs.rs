@@ -351,6 +351,44 @@ pub fn read_memory(pid: u32, addr: u64, len: usize) -> std::io::Result<Vec<u8>> 
     Ok(buf)
 }
 
+/// The parts of `ranges` (page-aligned addresses of process `pid`) whose pages are
+/// resident or swapped, from `/proc/PID/pagemap`: pages never touched read as zeros
+/// and need not be read at all. Adjacent parts are merged.
+pub fn touched_ranges(
+    pid: u32,
+    ranges: &[std::ops::Range<u64>],
+) -> std::io::Result<Vec<std::ops::Range<u64>>> {
+    use std::os::unix::fs::FileExt;
+    const PAGE: u64 = 4096;
+    // Bit 63: present; bit 62: swapped.
+    const TOUCHED: u64 = 3 << 62;
+    let file = std::fs::File::open(proc_path(pid, "pagemap"))?;
+    let mut out: Vec<std::ops::Range<u64>> = Vec::new();
+    let mut entries = vec![0u8; 8 * 4096];
+    for r in ranges {
+        let mut page = r.start / PAGE;
+        let end = r.end.div_ceil(PAGE);
+        while page < end {
+            let n = ((end - page) as usize).min(entries.len() / 8);
+            let buf = &mut entries[..n * 8];
+            file.read_exact_at(buf, page * 8)?;
+            for (i, e) in buf.chunks_exact(8).enumerate() {
+                let e = u64::from_le_bytes(e.try_into().expect("8 bytes"));
+                if e & TOUCHED == 0 {
+                    continue;
+                }
+                let at = (page + i as u64) * PAGE;
+                match out.last_mut() {
+                    Some(last) if last.end == at => last.end = at + PAGE,
+                    _ => out.push(at..at + PAGE),
+                }
+            }
+            page += n as u64;
+        }
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod task_tests {
     use super::*;
@@ -389,5 +427,35 @@ mod task_tests {
         let value: u64 = 0x1122_3344_5566_7788;
         let bytes = read_memory(pid, std::ptr::addr_of!(value) as u64, 8).unwrap();
         assert_eq!(bytes, value.to_le_bytes());
+    }
+
+    /// Check that pagemap finds this process's touched pages and skips untouched ones.
+    #[test]
+    fn touched_ranges_skip_untouched_pages() {
+        let pid = std::process::id();
+        let len = 64 * 4096;
+        // SAFETY: a fresh private anonymous mapping, unmapped below; nothing else uses it.
+        let base = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        assert_ne!(base, libc::MAP_FAILED);
+        // SAFETY: offsets 5 and 6 pages are inside the mapping.
+        unsafe {
+            base.cast::<u8>().add(5 * 4096).write_volatile(1);
+            base.cast::<u8>().add(6 * 4096).write_volatile(1);
+        }
+        let start = base as u64;
+        let whole = start..start + len as u64;
+        let touched = touched_ranges(pid, std::slice::from_ref(&whole)).unwrap();
+        // SAFETY: the mapping made above, no longer used.
+        unsafe { libc::munmap(base, len) };
+        assert_eq!(touched, vec![start + 5 * 4096..start + 7 * 4096]);
     }
 }

@@ -197,6 +197,11 @@ impl CaptureState {
                     t.resident = *track;
                 }
             }
+            CaptureRecord::AsyncCensus { pid, report } => {
+                if let Some(t) = self.targets.get_mut(pid) {
+                    t.async_census.clone_from(report);
+                }
+            }
             CaptureRecord::JsFrames { pid, report } => {
                 if let Some(t) = self.targets.get_mut(pid) {
                     t.js_frames.clone_from(report);

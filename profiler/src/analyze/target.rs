@@ -44,6 +44,8 @@ pub struct Target {
     pub resident: Option<ResidentTrack>,
     /// How its JavaScript frames were named from V8's heap (None: not node).
     pub js_frames: Option<crate::runtimes::v8::JsFrameReport>,
+    /// The census of suspended async functions, taken at the end of the window.
+    pub async_census: Option<crate::runtimes::v8::AsyncCensusReport>,
     /// How the kernel side sizes frees of blocks it did not see allocated.
     pub heap_layout: HeapLayout,
     /// Monotonic time (ns) when the process was first followed: live blocks and frees
@@ -85,6 +87,7 @@ impl Target {
             allocator_note: None,
             resident: None,
             js_frames: None,
+            async_census: None,
             heap_layout: HeapLayout::None,
             followed_ns: 0,
             free_flow: None,

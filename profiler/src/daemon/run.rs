@@ -70,6 +70,8 @@ impl Daemon {
         let title = format!("profiler daemon: {}", selector.describe());
         let follows_new = selector.follows_new_processes();
         let mut capture = Capture::attach(&opts.record, selector, eager)?;
+        // A census reads the whole heap: only for a stall snapshot, not every window.
+        capture.async_census = false;
         capture.judge_by_trend();
         if !capture.attach_oom_probe()? {
             eprintln!("profiler: warning: this kernel has no tracepoint oom:mark_victim; OOM snapshots are off");
@@ -434,6 +436,9 @@ impl Daemon {
             }
             let mut waits = report.clone();
             waits.processes.retain(|q| q.pid == p.pid);
+            if let Some(q) = waits.processes.first_mut() {
+                q.async_census = self.capture.async_census_of(p.pid);
+            }
             let window = Window {
                 memory: None,
                 waits: Some(waits),

@@ -222,6 +222,7 @@ mod tests {
                 in_flight: vec![],
                 futexes: vec![],
                 observed_ns: 0,
+                async_census: None,
             }],
             ..Default::default()
         };

@@ -168,6 +168,11 @@ pub enum CaptureRecord {
         pid: u32,
         report: Option<crate::runtimes::v8::JsFrameReport>,
     },
+    /// The census of a node process's suspended async functions.
+    AsyncCensus {
+        pid: u32,
+        report: Option<crate::runtimes::v8::AsyncCensusReport>,
+    },
     /// The window ends.
     WindowEnd(WindowEnd),
     /// The next window of a capture that keeps its probes (the daemon) starts:

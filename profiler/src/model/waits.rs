@@ -90,6 +90,9 @@ pub struct ProcessWaits {
     /// (futex address, waits started, wakes) in the window.
     pub futexes: Vec<(u64, u64, u64)>,
     pub observed_ns: u64,
+    /// What the process's suspended async functions wait for (node targets).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub async_census: Option<crate::runtimes::v8::AsyncCensusReport>,
 }
 
 /// Blocked time under one stack.

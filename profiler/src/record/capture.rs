@@ -69,6 +69,9 @@ pub struct Capture {
     attached: Instant,
     window_start: Instant,
     counters_at_start: Counters,
+    /// Take the census of node targets' suspended async functions with every wait
+    /// snapshot (`record`, `stalls`); the daemon takes it only for a stall snapshot.
+    pub async_census: bool,
 }
 
 /// Say what this kernel could not give (always) and, with `verbose`, how every probe
@@ -174,6 +177,7 @@ impl Capture {
             attached: now,
             window_start: now,
             counters_at_start: Counters::default(),
+            async_census: true,
         };
         capture
             .session
@@ -274,6 +278,9 @@ impl Capture {
         self.session.read_resident(&self.collector);
         self.session.read_js_frames();
         if self.opts.waits {
+            if self.async_census {
+                self.session.read_async_census(only);
+            }
             self.snapshot_waits(only);
         }
         self.session.apply(CaptureRecord::WindowEnd(WindowEnd {
@@ -360,9 +367,17 @@ impl Capture {
         self.session.apply(CaptureRecord::ShortWaits { count });
     }
 
+    /// The census of `pid`'s suspended async functions now (None: not node).
+    pub fn async_census_of(&mut self, pid: u32) -> Option<crate::runtimes::v8::AsyncCensusReport> {
+        self.session.async_census_of(pid)
+    }
+
     /// Snapshot the in-flight waits of every live target (or only `only`) and judge
     /// stalls.
     pub fn wait_report(&mut self, only: Option<u32>) -> WaitReport {
+        if self.async_census {
+            self.session.read_async_census(only);
+        }
         self.snapshot_waits(only);
         self.session.state.wait_report(
             self.opts.wait_threshold.as_nanos() as u64,

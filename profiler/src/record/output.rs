@@ -6,7 +6,7 @@ use anyhow::Context as _;
 use crate::{
     layout::{CaptureFile, CaptureLayout, View},
     model::{Counters, MemoryReport, WaitReport},
-    render::{diff, folded, folded::Half, pprof, report, svg, verdict, waits},
+    render::{async_census, diff, folded, folded::Half, pprof, report, svg, verdict, waits},
     units::human_bytes,
 };
 
@@ -81,6 +81,12 @@ pub fn write_all(
         write_waits(dir, w, window_secs)?;
         write_pprof(dir, View::Waits, &pprof::waits_profile(w, &meta))?;
         written.extend(view_files(View::Waits));
+        if write_waiting(dir, w)? {
+            written.extend([
+                CaptureFile::Folded(View::Waiting),
+                CaptureFile::Svg(View::Waiting),
+            ]);
+        }
     }
     remove_stale(dir, &written);
     Ok(())
@@ -103,6 +109,7 @@ fn remove_stale(dir: &Path, written: &[CaptureFile]) {
         View::Allocations,
         View::MemoryDiff,
         View::Waits,
+        View::Waiting,
     ];
     for file in views.into_iter().flat_map(view_files) {
         if !written.contains(&file) {
@@ -174,6 +181,32 @@ fn write_waits(dir: &Path, report: &WaitReport, window_secs: f64) -> anyhow::Res
         flavor: svg::Flavor::OffCpu,
     };
     write_view(dir, &view, &waits::folded_lines(report))
+}
+
+/// `waiting.folded` and `waiting.svg`: the suspended async calls of node targets by
+/// await chain, when a census found any. Whether they were written.
+fn write_waiting(dir: &Path, report: &WaitReport) -> anyhow::Result<bool> {
+    let lines = async_census::folded_lines(report);
+    if lines.is_empty() {
+        return Ok(false);
+    }
+    let names: Vec<String> = report
+        .processes
+        .iter()
+        .filter(|p| p.async_census.is_some())
+        .map(|p| format!("{} ({})", p.comm, p.pid))
+        .collect();
+    let view = FlameView {
+        view: View::Waiting,
+        title: format!("Waiting in async code: {}", names.join(", ")),
+        subtitle: "suspended async function calls by await chain, outermost at the bottom; \
+                   width: number of calls (approximate, read from V8's heap)"
+            .into(),
+        count_name: "calls",
+        flavor: svg::Flavor::OffCpu,
+    };
+    write_view(dir, &view, &lines)?;
+    Ok(true)
 }
 
 fn write_memory(dir: &Path, report: &MemoryReport) -> anyhow::Result<()> {

@@ -318,6 +318,32 @@ impl Session {
         }
     }
 
+    /// Take the census of the suspended async functions of each live node target
+    /// (or only `only`), reading their heaps now.
+    pub fn read_async_census(&mut self, only: Option<u32>) {
+        let live: Vec<u32> = self
+            .state
+            .targets
+            .values()
+            .filter(|t| !t.exited && only.is_none_or(|o| o == t.pid))
+            .map(|t| t.pid)
+            .collect();
+        for pid in live {
+            let report = self
+                .resolver
+                .async_census(pid, crate::runtimes::v8::ScanLimits::default());
+            if report.is_some() {
+                self.apply(CaptureRecord::AsyncCensus { pid, report });
+            }
+        }
+    }
+
+    /// The census of `pid`'s suspended async functions now, not recorded.
+    pub fn async_census_of(&self, pid: u32) -> Option<crate::runtimes::v8::AsyncCensusReport> {
+        self.resolver
+            .async_census(pid, crate::runtimes::v8::ScanLimits::default())
+    }
+
     /// Record how each target's JavaScript frames were named from V8's heap.
     pub fn read_js_frames(&mut self) {
         let pids: Vec<u32> = self.state.targets.keys().copied().collect();

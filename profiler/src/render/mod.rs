@@ -4,6 +4,7 @@
 //! kernel or /proc, so every renderer is tested on hand-made reports (golden files
 //! under `profiler/tests/data/golden`, re-blessed with `BLESS=1`).
 pub mod allocations;
+pub mod async_census;
 pub mod diff;
 pub mod folded;
 pub mod growth;

@@ -56,6 +56,9 @@ pub fn text(report: &WaitReport) -> String {
             let _ = writeln!(out, "   {line}");
         }
         let _ = writeln!(out, "   {}", super::verdict::stall_line(&p.verdict));
+        if let Some(census) = &p.async_census {
+            let _ = writeln!(out, "   {}", super::async_census::census_line(census));
+        }
         if !p.in_flight.is_empty() {
             let _ = writeln!(out, "   blocked now:");
             for g in &p.in_flight {
@@ -128,6 +131,7 @@ mod tests {
             in_flight: Vec::new(),
             futexes: Vec::new(),
             observed_ns: 1,
+            async_census: None,
         }
     }
 

@@ -14,7 +14,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::events::StackSample;
-use crate::runtimes::v8::{looks_like_node, JsFrame, JsFrameReport, V8Binary, V8Process};
+use crate::runtimes::v8::{
+    census_live, looks_like_node, AsyncCensusReport, JsFrame, JsFrameReport, ScanLimits, V8Binary,
+    V8Process,
+};
 use crate::symbolize::{Frame, JIT_MODULE};
 use crate::unwind::{AddressSpace, UnwoundStack};
 
@@ -70,6 +73,28 @@ impl JsFrames {
             Err(e) => out.report.note = Some(format!("{}: {e}", module.path)),
         }
         out
+    }
+
+    /// The census of the process's suspended async functions; None when it is not node.
+    pub fn async_census(&self, pid: u32, limits: ScanLimits) -> Option<AsyncCensusReport> {
+        let binary = self.report.binary.clone()?;
+        let mut report = AsyncCensusReport {
+            binary,
+            ..Default::default()
+        };
+        match &self.v8 {
+            None => {
+                report.note = Some(format!(
+                    "no census of suspended async functions: {}",
+                    self.report.note.as_deref().unwrap_or("no V8 metadata")
+                ));
+            }
+            Some(v8) => match census_live::census_of(pid, v8.binary(), limits) {
+                Ok(census) => report.census = Some(census),
+                Err(e) => report.note = Some(e.to_string()),
+            },
+        }
+        Some(report)
     }
 
     /// Whether this process runs V8 with usable metadata.

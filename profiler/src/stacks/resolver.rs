@@ -101,6 +101,15 @@ impl StackResolver {
     }
 
     /// What naming `pid`'s JavaScript frames from V8's heap gave (None: not node).
+    /// The census of `pid`'s suspended async functions, when it runs node.
+    pub fn async_census(
+        &self,
+        pid: u32,
+        limits: crate::runtimes::v8::ScanLimits,
+    ) -> Option<crate::runtimes::v8::AsyncCensusReport> {
+        self.processes.get(&pid)?.js.async_census(pid, limits)
+    }
+
     pub fn js_report(&self, pid: u32) -> Option<crate::runtimes::v8::JsFrameReport> {
         self.processes.get(&pid)?.js.report()
     }

@@ -69,6 +69,7 @@ pub fn process(
         in_flight,
         futexes,
         observed_ns,
+        async_census: target.and_then(|t| t.async_census.clone()),
     }
 }
 

@@ -303,6 +303,7 @@ fn waits_profile_matches_folded() {
             }],
             futexes: Vec::new(),
             observed_ns: 5_000_000_000,
+            async_census: None,
         }],
         ..Default::default()
     };

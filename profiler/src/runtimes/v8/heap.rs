@@ -64,8 +64,21 @@ impl<'a, R: FnMut(u64, &mut [u8]) -> bool> Heap<'a, R> {
         Self { layout, read }
     }
 
-    pub fn layout(&self) -> &Layout {
+    pub fn layout(&self) -> &'a Layout {
         self.layout
+    }
+
+    /// Read `buf.len()` bytes at `addr`; false when they cannot be read.
+    pub fn read(&mut self, addr: u64, buf: &mut [u8]) -> bool {
+        (self.read)(addr, buf)
+    }
+
+    /// The 1-based line of source position `pos` in the Script `script` (tagged), after
+    /// checking its type.
+    pub fn line_in_script(&mut self, script: u64, pos: u32) -> Option<u32> {
+        let l = self.layout;
+        let addr = self.typed(script, l.script_type, "Script").ok()?;
+        self.line_of(addr, pos).ok().flatten()
     }
 
     fn bytes(&mut self, addr: u64, len: usize) -> Result<Vec<u8>, WalkError> {
@@ -307,9 +320,8 @@ impl<'a, R: FnMut(u64, &mut [u8]) -> bool> Heap<'a, R> {
         Ok(out)
     }
 
-    /// Feed the one-byte characters of a string to `f` (which returns false to stop),
-    /// through cons and thin strings, up to `max` bytes. Two-byte and external strings
-    /// are not read.
+    /// Feed the characters of a string to `f` (which returns false to stop), through
+    /// cons and thin strings, up to `max` characters. External strings are not read.
     fn string_chunks(
         &mut self,
         tagged: u64,
@@ -334,14 +346,29 @@ impl<'a, R: FnMut(u64, &mut [u8]) -> bool> Heap<'a, R> {
             }
             match ty & s.representation_mask {
                 r if r == s.seq_tag => {
-                    if ty & s.encoding_mask != s.one_byte_tag {
-                        return Err(WalkError::UnsupportedString(addr));
-                    }
+                    // Two-byte strings are fed one byte per UTF-16 unit (`?` beyond
+                    // Latin-1), so that positions, which count units, stay right.
+                    let width = if ty & s.encoding_mask == s.one_byte_tag {
+                        1
+                    } else {
+                        2
+                    };
                     let len = self.u32_at(addr + s.length)? as usize;
                     let mut off = 0usize;
                     while off < len.min(budget) {
                         let n = (len.min(budget) - off).min(64 << 10);
-                        let chunk = self.bytes(addr + s.seq_chars + off as u64, n)?;
+                        let at = addr + s.seq_chars + (off * width) as u64;
+                        let raw = self.bytes(at, n * width)?;
+                        let chunk = if width == 1 {
+                            raw
+                        } else {
+                            raw.chunks_exact(2)
+                                .map(|u| match u16::from_le_bytes([u[0], u[1]]) {
+                                    c @ 0..=0xff => c as u8,
+                                    _ => b'?',
+                                })
+                                .collect()
+                        };
                         if !f(&chunk) {
                             return Ok(());
                         }

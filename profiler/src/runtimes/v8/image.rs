@@ -54,6 +54,36 @@ impl MemoryImage {
         }
     }
 
+    /// An image of the reads a walk made, `(address, bytes)` in any order: overlapping
+    /// and adjacent reads are merged into one chunk (the first read of a byte wins), so
+    /// that any read the walk makes again finds one chunk holding it all.
+    pub fn from_reads(mut reads: Vec<(u64, Vec<u8>)>) -> Self {
+        reads.sort_by_key(|(a, _)| *a);
+        let mut image = Self::default();
+        let mut current: Option<(u64, Vec<u8>)> = None;
+        for (addr, bytes) in reads {
+            match &mut current {
+                Some((start, data)) if addr <= *start + data.len() as u64 => {
+                    let end = *start + data.len() as u64;
+                    let skip = (end - addr) as usize;
+                    if skip < bytes.len() {
+                        data.extend_from_slice(&bytes[skip..]);
+                    }
+                }
+                _ => {
+                    if let Some((start, data)) = current.take() {
+                        image.insert(start, data);
+                    }
+                    current = Some((addr, bytes));
+                }
+            }
+        }
+        if let Some((start, data)) = current {
+            image.insert(start, data);
+        }
+        image
+    }
+
     /// Change recorded bytes (tests of moved or freed objects).
     pub fn patch(&mut self, addr: u64, new: &[u8]) {
         let (&start, bytes) = self.chunks.range_mut(..=addr).next_back().unwrap();

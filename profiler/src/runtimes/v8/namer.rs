@@ -62,6 +62,11 @@ impl V8Process {
         }
     }
 
+    /// The node binary this process runs.
+    pub fn binary(&self) -> &Arc<V8Binary> {
+        &self.binary
+    }
+
     /// Whether an offset in the node binary is in the embedded builtins (interpreter and
     /// baseline entry code).
     pub fn in_builtins(&self, file_offset: u64) -> bool {

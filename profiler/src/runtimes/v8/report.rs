@@ -1,5 +1,18 @@
 //! What a capture reports about one process's JavaScript frames.
+use super::census::AsyncCensus;
 use super::namer::V8Counts;
+
+/// The census of a node process's suspended async functions (see [`super::census`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct AsyncCensusReport {
+    /// The node binary whose V8 metadata the census used.
+    pub binary: String,
+    /// Why there is no census (no metadata, memory not readable).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub census: Option<AsyncCensus>,
+}
 
 /// What the report says about one process's JS frames.
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
