@@ -251,7 +251,10 @@ mod tests {
     fn short_chain_summaries() {
         let a = frame("handleOrder", "/app/census.js", 9);
         let b = frame("acquireSecond", "/app/census.js", 4);
-        assert_eq!(chain_summary(&[a.clone()]), "handleOrder (census.js:9)");
+        assert_eq!(
+            chain_summary(std::slice::from_ref(&a)),
+            "handleOrder (census.js:9)"
+        );
         assert_eq!(
             chain_summary(&[a.clone(), b.clone()]),
             "handleOrder (census.js:9) → acquireSecond (census.js:4)"
