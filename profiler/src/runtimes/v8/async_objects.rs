@@ -387,21 +387,41 @@ impl AsyncReader<'_> {
                 if rtype != a.promise_reaction_type {
                     break;
                 }
-                if let Ok(handler) = heap.u64_at(raddr + a.reaction_fulfill_handler) {
+                // V8 13 moved `continuation_preserved_embedder_data` from the end of a
+                // reaction to its start: the fields are one word later where the
+                // second field is not a `next` (Smi zero or another reaction).
+                let shift = if self.is_next(heap, raddr + a.reaction_next + 8) {
+                    8
+                } else {
+                    0
+                };
+                if let Ok(handler) = heap.u64_at(raddr + a.reaction_fulfill_handler + shift) {
                     self.handler_targets(heap, handler, known, &mut out, &mut todo);
                 }
-                if let Ok(derived) = heap.u64_at(raddr + a.reaction_promise) {
+                if let Ok(derived) = heap.u64_at(raddr + a.reaction_promise + shift) {
                     if heap.object(derived).is_ok_and(|(_, t)| t == a.promise_type) {
                         todo.push(derived);
                     }
                 }
-                let Ok(next) = heap.u64_at(raddr + a.reaction_next) else {
+                let Ok(next) = heap.u64_at(raddr + a.reaction_next + shift) else {
                     break;
                 };
                 reaction = next;
             }
         }
         out
+    }
+
+    /// Whether the word at `addr` can be a reaction's `next`: Smi zero (the end of
+    /// the list) or a PromiseReaction.
+    fn is_next<R: FnMut(u64, &mut [u8]) -> bool>(&self, heap: &mut Heap<'_, R>, addr: u64) -> bool {
+        let Ok(v) = heap.u64_at(addr) else {
+            return false;
+        };
+        heap.layout().tagging.smi(v) == Some(0)
+            || heap
+                .object(v)
+                .is_ok_and(|(_, t)| t == self.layout.promise_reaction_type)
     }
 
     /// What a reaction handler's context leads to: a known suspended call (pushed to
