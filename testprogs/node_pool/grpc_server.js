@@ -30,6 +30,7 @@ async function createOrder(dataSource, mode, counts, call, callback) {
 async function serve(counts) {
   const mode = poolMode();
   const dataSource = await openDataSource();
+  counts.watchPool(dataSource);
   const server = new grpc.Server();
   server.addService(loadOrdersService().service, {
     createOrder: (call, callback) => {

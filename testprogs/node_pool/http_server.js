@@ -42,6 +42,7 @@ function readBody(req) {
 async function serve(counts) {
   const mode = poolMode();
   const dataSource = await openDataSource();
+  counts.watchPool(dataSource);
   const server = http.createServer((req, res) => {
     if (req.method === 'POST' && req.url === '/orders') {
       handleOrder(dataSource, mode, counts, req, res);

@@ -8,7 +8,9 @@
 // The admin listener is a plain HTTP handler that never touches the database, so it
 // keeps answering during the hang: `GET /health` answers `ok`, `GET /inflight` the
 // server's own count of order requests taken and not answered, as JSON
-// `{"inflight":N,"answered":N,"failed":N}`.
+// `{"inflight":N,"answered":N,"failed":N,"pool":{"total":N,"idle":N,"waiting":N}}`
+// (the pg pool's clients: open, idle, and requests waiting for one). The hang has
+// formed for good once every order in flight waits for a client of a full pool.
 'use strict';
 
 const fs = require('fs');

@@ -92,8 +92,18 @@ class InFlight {
     else this.failed++;
   }
 
+  /** Reports the pool too: `dataSource`'s pg Pool (total, idle and waiting clients). */
+  watchPool(dataSource) {
+    this.dataSource = dataSource;
+  }
+
   toJSON() {
-    return { inflight: this.inflight, answered: this.answered, failed: this.failed };
+    const counts = { inflight: this.inflight, answered: this.answered, failed: this.failed };
+    const pool = this.dataSource && this.dataSource.driver.master;
+    if (pool) {
+      counts.pool = { total: pool.totalCount, idle: pool.idleCount, waiting: pool.waitingCount };
+    }
+    return counts;
   }
 }
 

