@@ -79,7 +79,9 @@ pub fn census_line(r: &AsyncCensusReport) -> String {
             .unwrap_or_else(|| "no census of suspended async functions".into());
     };
     let chains = summarized(&c.chains);
-    let mut line = if chains.is_empty() {
+    let mut line = if chains.is_empty() && c.cut.is_some() {
+        "waiting in async code: none found in the part of the heap scanned".to_string()
+    } else if chains.is_empty() {
         "waiting in async code: no suspended async functions".to_string()
     } else {
         let mut parts: Vec<String> = chains
@@ -241,8 +243,14 @@ mod tests {
         c.heap_bytes = 64 << 20;
         assert_eq!(
             census_line(&idle),
+            "waiting in async code: none found in the part of the heap scanned (0 suspended calls, \
+             approximate; heap 16.0 MiB scanned in 0.4 s; cut: time bound 5.0 s reached after 16.0 of 64.0 MiB)"
+        );
+        idle.census.as_mut().unwrap().cut = None;
+        assert_eq!(
+            census_line(&idle),
             "waiting in async code: no suspended async functions (0 suspended calls, approximate; \
-             heap 16.0 MiB scanned in 0.4 s; cut: time bound 5.0 s reached after 16.0 of 64.0 MiB)"
+             heap 16.0 MiB scanned in 0.4 s)"
         );
     }
 
