@@ -141,9 +141,10 @@ impl Budget {
     }
 }
 
-/// Feed `ranges` to `visit` in chunks that overlap by `overlap` bytes (so a field
-/// read at a fixed offset from a word is never split), until `deadline` or the byte
-/// bound. Counts bytes scanned in the first pass only (`count`).
+/// Feed the 8-byte words of `ranges` (objects start at 8-byte boundaries) to `visit`
+/// in chunks that overlap by `overlap` words (so a field read at a fixed offset from a
+/// word is never split), until `deadline` or the byte bound. Counts bytes scanned in
+/// the first pass only (`count`).
 fn scan_pass(
     ranges: &[Range<u64>],
     read: &mut dyn FnMut(u64, &mut [u8]) -> bool,
@@ -151,45 +152,49 @@ fn scan_pass(
     deadline: Duration,
     count: bool,
     overlap: usize,
-    visit: &mut dyn FnMut(u64, &[u8]),
+    visit: &mut dyn FnMut(u64, &[u64]),
 ) {
-    let mut buf = vec![0u8; CHUNK];
+    let mut words = vec![0u64; CHUNK / 8];
     let mut left = budget.limits.max_bytes;
     'ranges: for r in ranges {
-        let mut at = r.start;
-        while at < r.end {
+        let mut at = r.start.next_multiple_of(8);
+        let end = r.end & !7;
+        while at < end {
             if budget.exhausted(deadline) {
                 break 'ranges;
             }
-            let n = usize::try_from(r.end - at).unwrap_or(CHUNK).min(CHUNK);
-            if (n as u64) > left {
+            let n = usize::try_from((end - at) / 8)
+                .unwrap_or(words.len())
+                .min(words.len());
+            if (n as u64 * 8) > left {
                 budget.cut = Some(format!(
                     "byte bound {} MiB reached",
                     budget.limits.max_bytes >> 20
                 ));
                 break 'ranges;
             }
-            let chunk = &mut buf[..n];
-            if read(at, chunk) {
+            let chunk = &mut words[..n];
+            // SAFETY: the bytes of `n` initialised u64s; every byte pattern is a valid u64.
+            let bytes =
+                unsafe { std::slice::from_raw_parts_mut(chunk.as_mut_ptr().cast::<u8>(), n * 8) };
+            if read(at, bytes) {
+                for w in chunk.iter_mut() {
+                    *w = u64::from_le(*w);
+                }
                 visit(at, chunk);
             }
-            let step = if at + n as u64 >= r.end {
+            let step = if at + n as u64 * 8 >= end {
                 n
             } else {
-                n.saturating_sub(overlap).max(8)
+                n.saturating_sub(overlap).max(1)
             };
-            left -= step as u64;
+            left -= step as u64 * 8;
             if count {
-                budget.scanned += step as u64;
+                budget.scanned += step as u64 * 8;
             }
-            at += step as u64;
+            at += step as u64 * 8;
         }
     }
-}
-
-/// Bytes from `base` to the next 8-byte boundary, where heap objects start.
-fn misalignment(base: u64) -> usize {
-    ((8 - base % 8) % 8) as usize
 }
 
 /// Take the census of the heap in `ranges` (readable memory of the process, resident
@@ -211,52 +216,63 @@ pub fn take(
         heap_bytes: ranges.iter().map(|r| r.end - r.start).sum(),
         ..Default::default()
     };
+    // A map's instance type is a u16 `type_word` words after its start, `type_shift`
+    // bits into that word.
     let type_at = layout.map_instance_type as usize;
-    let overlap = (type_at + 2).next_multiple_of(8).max(8);
+    let (type_word, type_shift) = (type_at / 8, (type_at % 8) * 8);
     let wanted = [
         Some(async_layout.async_function_type),
         async_layout.async_generator_type,
     ];
+    let (want_a, want_b) = (
+        async_layout.async_function_type,
+        async_layout
+            .async_generator_type
+            .unwrap_or(async_layout.async_function_type),
+    );
     // Pass 1: maps (the instance type at its offset, a tagged map word at the start).
     let mut candidate_maps = BTreeSet::new();
-    scan_pass(
-        ranges,
-        read,
-        &mut budget,
-        limits.max_time / 2,
-        true,
-        overlap,
-        &mut |base, bytes| {
-            for i in (misalignment(base)..bytes.len().saturating_sub(type_at + 1)).step_by(8) {
-                let ty = u16::from_le_bytes([bytes[i + type_at], bytes[i + type_at + 1]]);
-                if !wanted.contains(&Some(ty)) || i + 8 > bytes.len() {
-                    continue;
+    if type_shift <= 48 {
+        scan_pass(
+            ranges,
+            read,
+            &mut budget,
+            limits.max_time / 2,
+            true,
+            type_word + 1,
+            &mut |base, words| {
+                for k in type_word..words.len() {
+                    let ty = (words[k] >> type_shift) as u16;
+                    if ty != want_a && ty != want_b {
+                        continue;
+                    }
+                    let start = k - type_word;
+                    if layout.tagging.is_heap_object(words[start])
+                        && candidate_maps.len() < MAX_CANDIDATES
+                    {
+                        candidate_maps.insert(base + 8 * start as u64);
+                    }
                 }
-                let word = u64::from_le_bytes(bytes[i..i + 8].try_into().expect("8 bytes"));
-                if layout.tagging.is_heap_object(word) && candidate_maps.len() < MAX_CANDIDATES {
-                    candidate_maps.insert(base + i as u64);
-                }
-            }
-        },
-    );
+            },
+        );
+    }
     let maps = checked_maps(layout, read, candidate_maps, &wanted);
     census.maps = maps.len() as u64;
     // Pass 2: the objects (words equal to one of the maps).
     let mut candidates = BTreeSet::new();
-    if !maps.is_empty() {
+    if let (Some(&lo), Some(&hi)) = (maps.iter().min(), maps.iter().max()) {
         scan_pass(
             ranges,
             read,
             &mut budget,
             limits.max_time,
             false,
-            8,
-            &mut |base, bytes| {
-                let skip = misalignment(base);
-                for (i, w) in bytes[skip.min(bytes.len())..].chunks_exact(8).enumerate() {
-                    let word = u64::from_le_bytes(w.try_into().expect("8 bytes"));
-                    if maps.contains(&word) && candidates.len() < MAX_CANDIDATES {
-                        candidates.insert(base + (skip + 8 * i) as u64);
+            0,
+            &mut |base, words| {
+                for (i, &w) in words.iter().enumerate() {
+                    if w >= lo && w <= hi && maps.contains(&w) && candidates.len() < MAX_CANDIDATES
+                    {
+                        candidates.insert(base + 8 * i as u64);
                     }
                 }
             },
