@@ -500,3 +500,117 @@ fn push_queue_survives_a_restart() {
     );
     assert_eq!(Pusher::new(opts).unwrap().queued(), 0, "spool emptied");
 }
+
+/// The profile type IDs Grafana Pyroscope files a pushed pprof under, computed as its
+/// `/ingest` handler does (pkg/og/convert/pprof `metricName`): `__name__` from the
+/// first sample type whose display name (from `sample_type_config`, else its own name)
+/// contains `cpu` (process_cpu), `alloc_`/`inuse_` (memory), `mutex_`, `block_`,
+/// `goroutines`; else the last display name; then one ID per sample type,
+/// `__name__:type:unit:period_type:period_unit`.
+fn pyroscope_profile_types(req: &Seen) -> Vec<String> {
+    use prost::Message as _;
+    let parts = multipart(&req.content_type, &req.body);
+    let mut raw = Vec::new();
+    flate2::read::GzDecoder::new(parts["profile"].1.as_slice())
+        .read_to_end(&mut raw)
+        .unwrap();
+    let p = profiler::render::pprof::proto::Profile::decode(raw.as_slice()).unwrap();
+    let config: serde_json::Value = serde_json::from_slice(&parts["sample_type_config"].1).unwrap();
+    let s = |i: i64| p.string_table[i as usize].clone();
+    let types: Vec<(String, String)> = p
+        .sample_type
+        .iter()
+        .map(|t| (s(t.r#type), s(t.unit)))
+        .collect();
+    let mut name = String::new();
+    for (ty, _) in &types {
+        name = config[ty]["display-name"]
+            .as_str()
+            .map_or_else(|| ty.clone(), str::to_string);
+        let known = [
+            ("cpu", "process_cpu"),
+            ("alloc_", "memory"),
+            ("inuse_", "memory"),
+            ("mutex_", "mutex"),
+            ("block_", "block"),
+            ("goroutines", "goroutines"),
+        ]
+        .into_iter()
+        .find(|(k, _)| name.contains(k));
+        if let Some((_, n)) = known {
+            name = n.to_string();
+            break;
+        }
+    }
+    let period = p.period_type.as_ref().unwrap();
+    types
+        .iter()
+        .map(|(ty, unit)| format!("{name}:{ty}:{unit}:{}:{}", s(period.r#type), s(period.unit)))
+        .collect()
+}
+
+/// Check that memory.pb.gz (live mapped bytes) and allocations.pb.gz (live heap
+/// blocks), which share their pprof sample types, reach Pyroscope as profile types of
+/// their own (`mapped:…` and `memory:…`), waits as `blocked:…`, so a server never
+/// merges two views into one series.
+#[test]
+fn push_keeps_each_view_its_own_profile_type() {
+    let root = scratch("push_profile_types");
+    let dir = capture_dir(&root, "c1");
+    let allocations = model(
+        &[("inuse_space", "bytes"), ("inuse_objects", "count")],
+        &["main", "malloc"],
+        vec![8192, 2],
+    );
+    std::fs::write(
+        dir.join("allocations.pb.gz"),
+        to_gzip(&allocations).unwrap(),
+    )
+    .unwrap();
+    let server = Server::start(&[]);
+    let mut pusher = Pusher::new(options(server.url())).unwrap();
+    pusher
+        .enqueue(capture(dir.clone(), "svc", 1_700_000_000))
+        .unwrap();
+    assert_eq!(pusher.flush().sent, 3);
+    let by_file: BTreeMap<String, Vec<String>> = server
+        .requests()
+        .iter()
+        .map(|req| {
+            let parts = multipart(&req.content_type, &req.body);
+            let file = ["allocations.pb.gz", "memory.pb.gz", "waits.pb.gz"]
+                .into_iter()
+                .find(|f| std::fs::read(dir.join(f)).unwrap() == parts["profile"].1)
+                .expect("a profile of the capture");
+            (file.to_string(), pyroscope_profile_types(req))
+        })
+        .collect();
+    eprintln!("profile types: {by_file:#?}");
+    assert_eq!(
+        by_file["allocations.pb.gz"],
+        [
+            "memory:inuse_space:bytes:inuse_space:bytes",
+            "memory:inuse_objects:count:inuse_space:bytes"
+        ]
+    );
+    assert_eq!(
+        by_file["memory.pb.gz"],
+        [
+            "mapped:inuse_space:bytes:inuse_space:bytes",
+            "mapped:inuse_objects:count:inuse_space:bytes"
+        ]
+    );
+    assert!(
+        by_file["waits.pb.gz"][0].starts_with("blocked:blocked:nanoseconds:"),
+        "{by_file:?}"
+    );
+    let all: Vec<&String> = by_file.values().flatten().collect();
+    let mut unique = all.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(
+        unique.len(),
+        all.len(),
+        "a profile type shared by two views"
+    );
+}
