@@ -73,15 +73,16 @@ pub fn svg(s: &ProcessSeries) -> String {
         .iter()
         .flat_map(|(_, p)| LINES.iter().filter_map(move |l| (l.2)(p)))
         .fold(0.0, f64::max);
-    // The limit is drawn when it is in view: within twice the highest value.
-    let limit = s
+    // The cgroup limit is drawn when it is in view (within twice the highest value),
+    // else named above the plot.
+    let cgroup_limit = s
         .points
         .iter()
         .rev()
         .find_map(|(_, p)| p.oom.as_ref())
         .filter(|f| f.limit.source != LimitSource::Host)
-        .map(|f| f.limit.limit_bytes as f64)
-        .filter(|&l| l <= 2.0 * data_max.max(1.0));
+        .map(|f| f.limit.limit_bytes as f64);
+    let limit = cgroup_limit.filter(|&l| l <= 2.0 * data_max.max(1.0));
     let top = axis_max(data_max.max(limit.unwrap_or(0.0)));
     let y = |b: f64| BOTTOM - b / top * (BOTTOM - TOP);
     let mut out = String::new();
@@ -116,6 +117,14 @@ pub fn svg(s: &ProcessSeries) -> String {
             yy = y(l),
             ty = y(l) - 4.0,
             label = human_bytes(l)
+        );
+    }
+    if let (Some(l), None) = (cgroup_limit, limit) {
+        let _ = write!(
+            out,
+            "<text x=\"{RIGHT}\" y=\"{ty}\" text-anchor=\"end\" fill=\"#d62728\">limit {} (above the scale)</text>",
+            human_bytes(l),
+            ty = TOP - 6.0
         );
     }
     for (name, colour, value) in LINES {
@@ -158,7 +167,7 @@ pub fn svg(s: &ProcessSeries) -> String {
         let (fill, label) = stall_colour(state);
         let _ = write!(
             out,
-            "<rect class=\"stall-{}\" x=\"{left:.1}\" y=\"{BAND_TOP}\" width=\"{:.1}\" height=\"{BAND_HEIGHT}\" fill=\"{fill}\"><title>{label}</title></rect>",
+            "<rect class=\"stall-{}\" x=\"{left:.1}\" y=\"{BAND_TOP}\" width=\"{:.1}\" height=\"{BAND_HEIGHT}\" fill=\"{fill}\" shape-rendering=\"crispEdges\"><title>{label}</title></rect>",
             label.replace(' ', "-"),
             (right - left).max(1.0)
         );
