@@ -238,4 +238,49 @@ mod tests {
         assert!(!svg.contains("<script"));
         assert!(svg.contains("32.0 MiB"), "axis up to 32 MiB: {svg}");
     }
+
+    /// Check that a cgroup limit near the data is drawn as a dashed line on the scale,
+    /// and one far above it is only named.
+    #[test]
+    fn limit_drawn_when_in_view() {
+        use crate::{
+            model::forecast::{OomForecast, Outlook},
+            targets::memory_limit::MemoryLimit,
+        };
+        let series = |limit_mib: u64| ProcessSeries {
+            pid: 7,
+            comm: "leaky".into(),
+            points: (0..5)
+                .map(|i| {
+                    (
+                        1_700_000_000.0 + 3.0 * i as f64,
+                        ProcessPoint {
+                            rss_bytes: Some((40 + 5 * i) << 20),
+                            oom: Some(OomForecast {
+                                limit: MemoryLimit {
+                                    limit_bytes: limit_mib << 20,
+                                    used_bytes: 60 << 20,
+                                    source: LimitSource::CgroupV2 {
+                                        cgroup: "/t".into(),
+                                    },
+                                },
+                                rate: 1.0,
+                                rate_se: 0.1,
+                                span_secs: 12.0,
+                                points: 5,
+                                outlook: Outlook::AtLimit,
+                            }),
+                            ..Default::default()
+                        },
+                    )
+                })
+                .collect(),
+        };
+        let near = svg(&series(100));
+        assert!(near.contains("stroke-dasharray") && near.contains(">limit 100.0 MiB</text>"));
+        assert!(near.contains(">128.0 MiB</text>"), "axis up to 128 MiB");
+        let far = svg(&series(4096));
+        assert!(!far.contains("stroke-dasharray"));
+        assert!(far.contains("limit 4.0 GiB (above the scale)"));
+    }
 }
