@@ -25,12 +25,16 @@ pub fn line(f: &OomForecast) -> String {
             secs,
             earliest_secs,
             latest_secs,
-        } => format!(
-            "reaches {limit} in ~{} ({} to {}; {trend})",
-            duration(secs),
-            duration(earliest_secs),
-            duration(latest_secs),
-        ),
+        } => {
+            let (earliest, latest) = (duration(earliest_secs), duration(latest_secs));
+            // A range that rounds to one value says nothing beyond the estimate.
+            let range = if earliest == latest {
+                String::new()
+            } else {
+                format!("{earliest} to {latest}; ")
+            };
+            format!("reaches {limit} in ~{} ({range}{trend})", duration(secs))
+        }
         Outlook::AtLimit => format!(
             "is at {limit} ({} charged) and still {trend}: reclaim or the OOM killer is next",
             human_bytes(f.limit.used_bytes as f64)
@@ -50,7 +54,15 @@ fn rate(per_sec: f64, se: f64, span_secs: f64) -> String {
     // The error in the rate's own unit, so the two read together.
     let scale = per_sec * factor / number.parse::<f64>().unwrap_or(1.0).max(f64::MIN_POSITIVE);
     let error = 2.0 * se * factor / scale;
-    format!("{number} ± {error:.1} {bytes_unit}/{unit}")
+    // At least one significant digit of the error.
+    let error = if error >= 0.1 {
+        format!("{error:.1}")
+    } else if error >= 0.01 {
+        format!("{error:.2}")
+    } else {
+        "<0.01".to_string()
+    };
+    format!("{number} ± {error} {bytes_unit}/{unit}")
 }
 
 /// `3 h 10 min`, `1 min 40 s`, `45 s`, `2 d 4 h`: two units at most.
@@ -114,6 +126,34 @@ mod tests {
         assert_eq!(
             line(&at),
             "is at the host's 24.0 GiB of memory (24.0 GiB charged) and still growing 699.7 ± 68.3 KiB/min, steady over 1 min 30 s: reclaim or the OOM killer is next"
+        );
+    }
+
+    /// Check that a very sure rate keeps a significant digit of its error and that a
+    /// range rounding to one duration is left out.
+    #[test]
+    fn tight_estimates() {
+        let f = OomForecast {
+            limit: MemoryLimit {
+                limit_bytes: 256 << 20,
+                used_bytes: 20 << 20,
+                source: LimitSource::CgroupV1 {
+                    cgroup: "/t".into(),
+                },
+            },
+            rate: 56.2 * MIB / 60.0,
+            rate_se: 0.01 * MIB / 60.0,
+            span_secs: 18.0,
+            points: 11,
+            outlook: Outlook::Reaches {
+                secs: 253.0,
+                earliest_secs: 252.8,
+                latest_secs: 253.2,
+            },
+        };
+        assert_eq!(
+            line(&f),
+            "reaches its 256.0 MiB limit in ~4 min 13 s (growing 56.2 ± 0.02 MiB/min, steady over 18 s)"
         );
     }
 
