@@ -9,6 +9,8 @@ pub mod folded;
 pub mod growth;
 pub mod pprof;
 pub mod report;
+pub mod report_json;
+pub mod summary;
 pub mod svg;
 pub mod verdict;
 pub mod waits;
