@@ -91,3 +91,36 @@ fn record_ends_with_verdicts_and_files() {
     let diff = subtitle(&out.join("memory-diff.svg"));
     assert!(diff.contains("sampling noise"), "{diff}");
 }
+
+/// Check that `stalls -p PID` on a deadlocked pool ends with the process's verdict line,
+/// after the blocked stacks, so the answer is the last thing on the screen.
+#[test]
+#[ignore = "needs root: run with `cargo xtask test`"]
+fn stalls_ends_with_the_verdict_line() {
+    require_root();
+    let dir = scratch_dir("outputs_stalls");
+    let program = build_c(
+        "pool_deadlock.c",
+        "pool_stalls_out",
+        "gcc",
+        &["-O1", "-g", "-fno-omit-frame-pointer", "-pthread"],
+    );
+    let workload = Workload::start(&program, 30.0, &dir);
+    workload.release();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let pid = workload.pid;
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_profiler"))
+        .args(["stalls", "-p", &pid.to_string()])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    eprintln!("{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success());
+    let last = stdout.trim_end().lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with(&format!(
+            "pool_stalls_out (pid {pid}): STALLED: 4 of 5 threads"
+        )),
+        "last line: {last}"
+    );
+}
