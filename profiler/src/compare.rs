@@ -59,20 +59,16 @@ pub fn diff(opts: &DiffOptions) -> anyhow::Result<DiffSummary> {
     svg::flamegraph(
         &differential.lines,
         &format!(
-            "{} growth: {} vs {}",
-            view_name,
-            name(&opts.after),
-            name(&opts.before)
-        ),
-        &format!(
-            "widths: {}; {}",
-            name(&opts.after),
-            differential.legend(|v| if waits {
+            "{view_name} growth: {} ({} vs {})",
+            differential.largest(|v| if waits {
                 format!("{:.1} ms", v / 1000.0)
             } else {
                 human_bytes(v)
-            })
+            }),
+            name(&opts.after),
+            name(&opts.before),
         ),
+        &format!("{}; widths: {}", differential.legend(), name(&opts.after)),
         if waits { "us" } else { "bytes" },
         svg::Flavor::Memory,
         &mut svg_bytes,
@@ -262,10 +258,8 @@ mod tests {
         let svg = std::fs::read_to_string(&out).unwrap();
         assert_eq!(fill_of(&svg, "steady"), "rgb(250,250,250)");
         assert!(fill_of(&svg, "faster").starts_with("rgb(255,"), "{svg}");
-        assert!(
-            svg.contains("within it (1 stacks changed, 1 within noise)"),
-            "{svg}"
-        );
+        assert!(svg.contains("1 changed, 1 within (white)"), "{svg}");
+        assert!(svg.contains("largest change +25.0 MiB ± "), "{svg}");
         let summary = diff(&DiffOptions {
             before: a.join("allocations.folded"),
             after: b.join("allocations.folded"),

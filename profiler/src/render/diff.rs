@@ -118,40 +118,46 @@ pub struct Differential {
 }
 
 impl Differential {
-    /// A few words for a subtitle: what the colours mean and the largest change with
-    /// its uncertainty, e.g. `red/blue: change beyond ±2σ of sampling noise, white:
-    /// within it (3 stacks changed, 12 within noise); largest +1.0 MiB ± 0.3 MiB`.
-    pub fn legend(&self, units: impl Fn(f64) -> String) -> String {
-        let Some(noise) = self.noise else {
-            return "red grew, blue shrank (sampling noise unknown: compare capture \
-                    directories to keep noise neutral)"
-                .into();
-        };
-        let exact = noise.before_rate == 0.0 && noise.after_rate == 0.0;
-        let mut text = if exact {
-            format!(
-                "red grew, blue shrank (exact counts, no sampling); {} stacks changed",
-                self.significant.len()
-            )
-        } else {
-            format!(
-                "red/blue: change beyond ±{NOISE_SIGMAS:.0}σ of sampling noise, white: within it \
-                 ({} stacks changed, {} within noise)",
-                self.significant.len(),
-                self.within_noise
-            )
-        };
-        if let Some(top) = self.significant.first() {
-            let delta = top.delta() as f64;
-            let sign = if delta < 0.0 { "-" } else { "+" };
-            let leaf = top.stack.rsplit(';').next().unwrap_or_default();
-            text.push_str(&format!("; largest {sign}{}", units(delta.abs())));
-            if !exact {
-                text.push_str(&format!(" ± {}", units(top.margin)));
+    /// A few words for a subtitle: what the colours mean, e.g. `coloured beyond ±2σ
+    /// sampling noise: 3 changed, 12 within (white)`.
+    pub fn legend(&self) -> String {
+        let changed = self.significant.len();
+        match self.noise {
+            None => format!("red grew, blue shrank (sampling noise unknown): {changed} changed"),
+            Some(n) if n.before_rate == 0.0 && n.after_rate == 0.0 => {
+                format!("red grew, blue shrank (exact counts): {changed} changed")
             }
-            text.push_str(&format!(" at {leaf}"));
+            Some(_) => format!(
+                "coloured beyond ±{NOISE_SIGMAS:.0}σ sampling noise: {changed} changed, \
+                 {} within (white)",
+                self.within_noise
+            ),
         }
-        text
+    }
+
+    /// The largest change with its uncertainty, for a title:
+    /// `largest change +25.0 MiB ± 8.7 MiB at cache_insert_session`.
+    pub fn largest(&self, units: impl Fn(f64) -> String) -> String {
+        let Some(top) = self.significant.first() else {
+            return match self.noise {
+                Some(n) if n.before_rate > 0.0 || n.after_rate > 0.0 => {
+                    "no change beyond sampling noise".into()
+                }
+                _ => "no change".into(),
+            };
+        };
+        let delta = top.delta() as f64;
+        let sign = if delta < 0.0 { "-" } else { "+" };
+        let leaf = top.stack.rsplit(';').next().unwrap_or_default();
+        let margin = if top.margin > 0.0 {
+            format!(" ± {}", units(top.margin))
+        } else {
+            String::new()
+        };
+        format!(
+            "largest change {sign}{}{margin} at {leaf}",
+            units(delta.abs())
+        )
     }
 }
 
@@ -243,14 +249,13 @@ mod tests {
         assert_eq!(top.stack, "app;faster");
         // 2σ of 300 samples of 256 KiB: 2·√300·256 KiB ≈ 8.7 MiB.
         assert!((top.margin / KIB256 - 2.0 * 300f64.sqrt()).abs() < 1e-9);
-        let legend = d.legend(|b| format!("{:.1} MiB", b / 1048576.0));
-        assert!(
-            legend.contains("1 stacks changed, 1 within noise"),
-            "{legend}"
+        assert_eq!(
+            d.legend(),
+            "coloured beyond ±2σ sampling noise: 1 changed, 1 within (white)"
         );
-        assert!(
-            legend.contains("largest +25.0 MiB ± 8.7 MiB at faster"),
-            "{legend}"
+        assert_eq!(
+            d.largest(|b| format!("{:.1} MiB", b / 1048576.0)),
+            "largest change +25.0 MiB ± 8.7 MiB at faster"
         );
     }
 
@@ -266,7 +271,12 @@ mod tests {
             assert_eq!(d.significant.len(), 1);
         }
         let unknown = significant_lines(&before, &after, None).unwrap();
-        assert!(unknown.legend(|b| b.to_string()).contains("noise unknown"));
+        assert!(
+            unknown.legend().contains("noise unknown"),
+            "{}",
+            unknown.legend()
+        );
+        assert_eq!(unknown.largest(|b| b.to_string()), "largest change +1 at b");
     }
 
     /// Check that counts whose sum overflows are refused, not added (the fuzz target's find).
