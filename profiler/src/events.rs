@@ -14,6 +14,9 @@ pub struct StackSample {
     pub bytes: Vec<u8>,
     /// A return address a pending uretprobe may have replaced (see [`RetFix`]).
     pub ret_fix: Option<RetFix>,
+    /// `ip` is a return address: the registers were taken as a call returned (the
+    /// allocator's return probe), so the first frame is the call at `ip - 1`.
+    pub ip_is_return: bool,
 }
 
 /// The allocator's return probe replaces the return address of each call in flight with

@@ -89,6 +89,7 @@ mod tests {
             waits: None,
             counters: Default::default(),
             window_secs: 3.0,
+            ended_unix_ns: None,
         }
     }
 

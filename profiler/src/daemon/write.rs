@@ -83,13 +83,7 @@ impl CaptureWrite<'_> {
 /// Write the window's files into `dir` (already created and marked). Returns the names
 /// of the files written.
 pub fn window_files(dir: &Path, window: &Window) -> anyhow::Result<Vec<String>> {
-    output::write_all(
-        dir,
-        window.memory.as_ref(),
-        window.waits.as_ref(),
-        &window.counters,
-        window.window_secs,
-    )?;
+    output::write_all(dir, window)?;
     Ok(files_in(dir))
 }
 
@@ -237,6 +231,7 @@ mod tests {
             waits: Some(waits),
             counters: Counters::default(),
             window_secs: 1.0,
+            ended_unix_ns: None,
         };
         let lines = summary(&window);
         assert_eq!(lines.len(), 1);
@@ -251,6 +246,7 @@ mod tests {
             waits: None,
             counters: Counters::default(),
             window_secs: 1.0,
+            ended_unix_ns: None,
         };
         assert_eq!(summary(&empty), vec!["no live target in this window"]);
     }

@@ -179,6 +179,9 @@ pub enum StallVerdict {
         threads: usize,
         detail: String,
     },
+    /// Threads blocked past the threshold, but not all of them and with nothing
+    /// waiting on them: `not stalled`, the words of the report.
+    #[serde(rename = "not_stalled")]
     Progressing {
         stuck: usize,
         threads: usize,

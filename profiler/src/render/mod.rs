@@ -10,6 +10,8 @@ pub mod growth;
 pub mod oom;
 pub mod pprof;
 pub mod report;
+pub mod report_json;
+pub mod summary;
 pub mod svg;
 pub mod verdict;
 pub mod waits;

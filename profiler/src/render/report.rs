@@ -13,11 +13,13 @@ pub fn text(report: &MemoryReport) -> String {
     let mut out = String::new();
     let c = &report.counters;
     let _ = writeln!(out, "{}", header(report));
+    // Allocator calls are not events (they are counted apart), yet their samples are
+    // among the stack samples: say so, or "samples 478" next to "events 336" reads
+    // as an error.
     let _ = writeln!(
         out,
-        "events seen {}, samples taken {}, events lost {}{}",
+        "events seen {} (mapping calls, waits, exits), events lost {}{}",
         c.seen,
-        c.sampled,
         c.lost,
         if c.lost > 0 {
             " (ring buffer full: totals below are incomplete; raise --sample-bytes)"
@@ -25,15 +27,11 @@ pub fn text(report: &MemoryReport) -> String {
             ""
         }
     );
-    let _ = writeln!(
-        out,
-        "stack sampling: one sample per {} on average (unbiased estimate)",
-        human_bytes(report.sample_bytes as f64)
-    );
-    if c.alloc_calls > 0 || c.alloc_table_full > 0 {
+    let allocator = c.alloc_calls > 0 || c.alloc_table_full > 0;
+    if allocator {
         let _ = writeln!(
             out,
-            "allocator calls seen {}{}",
+            "allocator calls seen {} (malloc, free, …: counted apart from events){}",
             c.alloc_calls,
             if c.alloc_table_full > 0 {
                 format!(
@@ -45,6 +43,25 @@ pub fn text(report: &MemoryReport) -> String {
             }
         );
     }
+    let _ = writeln!(
+        out,
+        "stack samples taken {}{}: one per {} mapped{} on average (unbiased estimates)",
+        c.sampled,
+        if allocator {
+            " from events and allocator calls together"
+        } else {
+            ""
+        },
+        human_bytes(report.sample_bytes as f64),
+        if allocator {
+            format!(
+                ", one per {} allocated",
+                human_bytes(report.alloc_sample_bytes as f64)
+            )
+        } else {
+            String::new()
+        }
+    );
     if c.decode_errors > 0 || c.stack_read_failed > 0 {
         let _ = writeln!(
             out,
@@ -294,6 +311,7 @@ pub fn json(report: &MemoryReport) -> serde_json::Value {
         "target": report.target,
         "window_secs": report.window_secs,
         "sample_bytes": report.sample_bytes,
+        "alloc_sample_bytes": report.alloc_sample_bytes,
         "events_seen": report.counters.seen,
         "samples_taken": report.counters.sampled,
         "events_lost": report.counters.lost,

@@ -154,6 +154,40 @@ pub fn headline(v: &MemoryVerdict) -> String {
     }
 }
 
+/// A short form for a flamegraph subtitle (one line shared with other processes):
+/// the verdict's name, its growth and where.
+pub fn memory_short(v: &MemoryVerdict) -> String {
+    let growth = human_bytes(v.growth);
+    match v.kind {
+        MemoryVerdictKind::Leak => format!("LEAK +{growth} under {}", v.culprit),
+        MemoryVerdictKind::Retention => format!(
+            "ALLOCATOR RETENTION: heap +{growth}, live +{}",
+            human_bytes(
+                v.numbers
+                    .net_growth
+                    .or(v.numbers.live_growth)
+                    .unwrap_or(0.0)
+                    .max(0.0)
+            )
+        ),
+        MemoryVerdictKind::MappedGrowth => format!("MAPPED GROWTH +{growth} under {}", v.culprit),
+        MemoryVerdictKind::NoGrowth => "NO GROWTH".into(),
+        MemoryVerdictKind::HeapGrowthUnexplained => {
+            format!(
+                "HEAP GROWTH +{growth} under {} (allocator probes off)",
+                v.culprit
+            )
+        }
+        MemoryVerdictKind::GrowthStopped => {
+            format!("GROWTH THAT STOPPED +{growth} under {}", v.culprit)
+        }
+        MemoryVerdictKind::Periodic => format!("PERIODIC GROWTH AND RELEASE under {}", v.culprit),
+        MemoryVerdictKind::Growing => {
+            format!("GROWING +{growth} under {} (not judged yet)", v.culprit)
+        }
+    }
+}
+
 /// What usually helps against retention, for this allocator.
 pub fn advice(a: &RetentionAdvice) -> String {
     let glibc = "glibc: cap arenas with MALLOC_ARENA_MAX=2, return free memory with \
@@ -446,6 +480,20 @@ mod tests {
             headline(&v)
         );
         assert!(numbers_line(&v.numbers).contains("since the process was first followed"));
+    }
+
+    /// Check that a subtitle's short verdict names the kind, the growth and the culprit.
+    #[test]
+    fn memory_short_form() {
+        assert_eq!(
+            memory_short(&leak(false)),
+            "LEAK +26.0 MiB under cache_insert_session (from main)"
+        );
+        let quiet = MemoryVerdict {
+            kind: MemoryVerdictKind::NoGrowth,
+            ..leak(false)
+        };
+        assert_eq!(memory_short(&quiet), "NO GROWTH");
     }
 
     /// Check the words of the quiet cases and of retention advice: unmeasured live

@@ -168,6 +168,8 @@ pub fn last_value(output: impl BufRead, key: &str) -> Option<u64> {
 pub struct Recording {
     child: Child,
     pub out: PathBuf,
+    /// The `profiler: recording …` line it started with.
+    pub start_line: String,
 }
 
 impl Recording {
@@ -218,6 +220,7 @@ impl Recording {
         let recording = Self {
             child,
             out: out.to_path_buf(),
+            start_line: line.trim_end().to_string(),
         };
         (recording, receiver)
     }

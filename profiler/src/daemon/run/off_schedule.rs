@@ -149,6 +149,10 @@ impl Daemon {
                 waits: Some(waits),
                 counters: Default::default(),
                 window_secs: p.observed_ns as f64 / 1e9,
+                ended_unix_ns: i64::try_from(
+                    time::OffsetDateTime::now_utc().unix_timestamp_nanos(),
+                )
+                .ok(),
             };
             let text = format!(
                 "{} ({}): {}\n",
