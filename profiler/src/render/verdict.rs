@@ -355,21 +355,30 @@ fn cycle_clause(c: &CycleStep) -> String {
     )
 }
 
+/// `340 ms` under a second (an owner's current nap is often young), else `2.0 s`.
+fn short_duration(ns: u64) -> String {
+    if ns < 1_000_000_000 {
+        format!("{} ms", ns / 1_000_000)
+    } else {
+        format!("{:.1} s", ns as f64 / 1e9)
+    }
+}
+
 /// ` in hold_lock`, or nothing when the frame is not known.
 fn in_frame(frame: Option<&str>) -> String {
     frame.map(|f| format!(" in {f}")).unwrap_or_default()
 }
 
 /// What the owner of a lock is doing, after `held by TID N`: ` in hold_lock, which is
-/// itself sleeping (clock_nanosleep for at least 3.0 s)`.
+/// itself sleeping (clock_nanosleep for at least 340 ms)`.
 fn owner_clause(w: Option<&OwnerWait>) -> String {
     match w {
         Some(w) => format!(
-            "{}, which is itself {} ({} for at least {:.1} s)",
+            "{}, which is itself {} ({} for at least {})",
             in_frame(w.frame.as_deref()),
             if w.sleeping { "sleeping" } else { "blocked" },
             w.on,
-            w.blocked_at_least_ns as f64 / 1e9
+            short_duration(w.blocked_at_least_ns)
         ),
         None => ", which is not in a wait (running, or in another system call)".into(),
     }

@@ -107,7 +107,7 @@ fn lock_held_while_sleeping_names_the_sleeping_holder() {
         "STALLED: 7 of 7 threads blocked for at least 2.0 s on futex 0x555500004040 with no \
          wake, waiting in take_lock; unmet demand: 5 thread(s) wait on the lock futex \
          0x555500004040 held by TID 4001 in hold_lock, which is itself sleeping \
-         (clock_nanosleep for at least 0.3 s)"
+         (clock_nanosleep for at least 300 ms)"
     );
     assert_eq!(
         stall_short(&v),
