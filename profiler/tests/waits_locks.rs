@@ -243,6 +243,43 @@ fn lock_order_deadlock_among_busy_workers_is_a_deadlock() {
     );
     // The two, and main joining one of them; the workers are not stuck.
     assert!(line.ends_with("(3 of 9 threads stuck with them)"), "{line}");
+
+    // The same verdict in a recording: report.txt, report.json and the SVG subtitle.
+    let rec = Recording::start(
+        &[
+            "--pid",
+            &workload.pid.to_string(),
+            "--waits",
+            "--duration",
+            "3s",
+            "--stall-threshold",
+            "1s",
+        ],
+        &dir.join("out"),
+    );
+    let out = rec.wait();
+    let text = std::fs::read_to_string(out.join("report.txt")).unwrap();
+    let line = verdict_line(&text);
+    assert!(line.starts_with("DEADLOCK: 2 threads"), "{line}");
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
+    let verdict = &json["waits"]["processes"][0]["verdict"];
+    assert_eq!(verdict["verdict"], "deadlocked", "{verdict:#}");
+    let mut cycle: Vec<u64> = verdict["cycle"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["tid"].as_u64().unwrap())
+        .collect();
+    cycle.sort_unstable();
+    assert_eq!(cycle, [u64::from(first), u64::from(second)], "{verdict:#}");
+    let svg = std::fs::read_to_string(out.join("waits.svg")).unwrap();
+    assert!(
+        svg.contains(&format!(
+            "DEADLOCK: TIDs {first}, {second} wait for each other"
+        )),
+        "no verdict in the waits.svg subtitle"
+    );
 }
 
 /// Check that the same program with both request threads locking in the same order,
