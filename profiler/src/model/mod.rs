@@ -5,6 +5,7 @@
 //! Nothing here computes: types, and the small accessors that read them.
 pub mod capture;
 pub mod counters;
+pub mod forecast;
 pub mod growth;
 pub mod memory;
 pub mod stack;

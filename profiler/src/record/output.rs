@@ -184,8 +184,8 @@ fn write_memory(dir: &Path, report: &MemoryReport) -> anyhow::Result<()> {
         view: View::Memory,
         title: format!("Memory growth: {}", process_names(report)),
         subtitle: format!(
-            "live bytes created in a {:.1} s window and still mapped: {} (sampled every {} on average)",
-            report.window_secs,
+            "live bytes created {} and still mapped: {} (sampled every {} on average)",
+            svg_span(report),
             human_bytes(total as f64),
             human_bytes(report.sample_bytes as f64)
         ),
@@ -203,8 +203,8 @@ fn write_allocations(dir: &Path, report: &MemoryReport) -> anyhow::Result<()> {
         view: View::Allocations,
         title: format!("Live allocations: {}", process_names(report)),
         subtitle: format!(
-            "bytes allocated in a {:.1} s window and not freed: {} (sampled every {} on average)",
-            report.window_secs,
+            "bytes allocated {} and not freed: {} (sampled every {} on average)",
+            svg_span(report),
             human_bytes(total as f64),
             human_bytes(report.alloc_sample_bytes as f64)
         ),
@@ -264,6 +264,14 @@ fn write_view(dir: &Path, view: &FlameView, lines: &[String]) -> anyhow::Result<
     )
     .with_context(|| format!("rendering {}", CaptureFile::Svg(view.view).name()))?;
     write(dir, CaptureFile::Svg(view.view), &svg_bytes)
+}
+
+/// `in a 3.0 s window`, or for a daemon `since first followed (12.0 s)`.
+fn svg_span(report: &MemoryReport) -> String {
+    match report.since_follow_secs {
+        Some(since) => format!("since first followed ({since:.1} s)"),
+        None => format!("in a {:.1} s window", report.window_secs),
+    }
 }
 
 fn process_names(report: &MemoryReport) -> String {

@@ -7,6 +7,7 @@ pub mod allocations;
 pub mod diff;
 pub mod folded;
 pub mod growth;
+pub mod oom;
 pub mod pprof;
 pub mod report;
 pub mod svg;

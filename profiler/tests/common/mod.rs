@@ -2,6 +2,8 @@
 //! behind a start barrier, run the real `profiler` binary against them.
 #![allow(dead_code)] // each test file uses a different subset
 
+pub mod daemon;
+
 use std::{
     io::{BufRead, BufReader},
     path::{Path, PathBuf},
