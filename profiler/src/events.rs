@@ -181,6 +181,10 @@ pub enum WaitSyscall {
     Poll,
     Select,
     EpollWait,
+    /// `nanosleep` and `clock_nanosleep` (what `sleep`, `usleep` and
+    /// `std::thread::sleep` call).
+    Nanosleep,
+    ClockNanosleep,
 }
 
 impl WaitSyscall {
@@ -200,6 +204,8 @@ impl WaitSyscall {
             nr::POLL | nr::PPOLL => Self::Poll,
             nr::SELECT | nr::PSELECT6 => Self::Select,
             nr::EPOLL_WAIT | nr::EPOLL_PWAIT | nr::EPOLL_PWAIT2 => Self::EpollWait,
+            nr::NANOSLEEP => Self::Nanosleep,
+            nr::CLOCK_NANOSLEEP => Self::ClockNanosleep,
             _ => return None,
         })
     }
@@ -217,7 +223,14 @@ impl WaitSyscall {
             Self::Poll => "poll",
             Self::Select => "select",
             Self::EpollWait => "epoll_wait",
+            Self::Nanosleep => "nanosleep",
+            Self::ClockNanosleep => "clock_nanosleep",
         }
+    }
+
+    /// A sleep: it ends by itself, nothing has to wake it.
+    pub fn is_sleep(self) -> bool {
+        matches!(self, Self::Nanosleep | Self::ClockNanosleep)
     }
 
     pub fn is_futex(self) -> bool {

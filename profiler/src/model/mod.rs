@@ -23,6 +23,6 @@ pub use memory::{
 };
 pub use stack::{build_id_hex, CodeLine, CodeLocation, ModuleMapping};
 pub use waits::{
-    BlockedStack, DemandSignals, Evidence, InFlightWait, ListenerQueue, ProcessWaits, StallVerdict,
-    ThreadSnapshot, UnreadConnection, WaitGroup, WaitOn, WaitReport,
+    BlockedStack, CycleStep, DemandSignals, Evidence, InFlightWait, ListenerQueue, OwnerWait,
+    ProcessWaits, StallVerdict, ThreadSnapshot, UnreadConnection, WaitGroup, WaitOn, WaitReport,
 };

@@ -7,8 +7,8 @@ use crate::{
     allocator::AllocatorFamily,
     analyze::memory::verdict::MIN_GROWTH_BYTES,
     model::{
-        AlsoGrew, Evidence, MemoryVerdict, MemoryVerdictKind, Numbers, ProcessMemory,
-        RetentionAdvice, StallVerdict,
+        AlsoGrew, CycleStep, Evidence, MemoryVerdict, MemoryVerdictKind, Numbers, OwnerWait,
+        ProcessMemory, RetentionAdvice, StallVerdict,
     },
     render::growth::signed,
     units::human_bytes,
@@ -314,6 +314,12 @@ pub fn stall_line(v: &StallVerdict) -> String {
             frame_below_lock.as_ref().map(|f| format!(", waiting in {f}")).unwrap_or_default(),
             evidence.iter().map(evidence_clause).collect::<Vec<_>>().join("; ")
         ),
+        StallVerdict::Deadlocked { threads, cycle, stuck, blocked_at_least_ns } => format!(
+            "DEADLOCK: {} threads wait for each other's locks, blocked for at least {:.1} s: {} ({stuck} of {threads} threads stuck with them)",
+            cycle.len(),
+            *blocked_at_least_ns as f64 / 1e9,
+            cycle.iter().map(cycle_clause).collect::<Vec<_>>().join("; ")
+        ),
         StallVerdict::Idle { threads, detail } => format!("not stalled: idle ({detail}; {threads} threads)"),
         StallVerdict::Exited => "exited before the end of the window: completed waits only".into(),
         StallVerdict::Progressing { stuck, threads } => {
@@ -354,8 +360,61 @@ pub fn stall_short(v: &StallVerdict) -> String {
                 format!("idle: {first}")
             }
         }
+        StallVerdict::Deadlocked { cycle, .. } => format!(
+            "DEADLOCK: TIDs {} wait for each other's locks{}",
+            cycle
+                .iter()
+                .map(|c| c.tid.to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
+            cycle
+                .first()
+                .and_then(|c| c.frame.as_ref())
+                .map(|f| format!(" in {f}"))
+                .unwrap_or_default()
+        ),
         StallVerdict::Progressing { .. } => "not stalled".into(),
         StallVerdict::Exited => "exited".into(),
+    }
+}
+
+/// `TID 3001 in transfer waits for futex 0xa000 held by TID 3002`.
+fn cycle_clause(c: &CycleStep) -> String {
+    format!(
+        "TID {}{} waits for {} held by TID {}",
+        c.tid,
+        in_frame(c.frame.as_deref()),
+        c.on,
+        c.owner
+    )
+}
+
+/// `340 ms` under a second (an owner's current nap is often young), else `2.0 s`.
+fn short_duration(ns: u64) -> String {
+    if ns < 1_000_000_000 {
+        format!("{} ms", ns / 1_000_000)
+    } else {
+        format!("{:.1} s", ns as f64 / 1e9)
+    }
+}
+
+/// ` in hold_lock`, or nothing when the frame is not known.
+fn in_frame(frame: Option<&str>) -> String {
+    frame.map(|f| format!(" in {f}")).unwrap_or_default()
+}
+
+/// What the owner of a lock is doing, after `held by TID N`: ` in hold_lock, which is
+/// itself sleeping (clock_nanosleep for at least 340 ms)`.
+fn owner_clause(w: Option<&OwnerWait>) -> String {
+    match w {
+        Some(w) => format!(
+            "{}, which is itself {} ({} for at least {})",
+            in_frame(w.frame.as_deref()),
+            if w.sleeping { "sleeping" } else { "blocked" },
+            w.on,
+            short_duration(w.blocked_at_least_ns)
+        ),
+        None => ", which is not in a wait (running, or in another system call)".into(),
     }
 }
 
@@ -388,9 +447,15 @@ pub fn evidence_clause(e: &Evidence) -> String {
                 chain[0]
             )
         }
-        Evidence::LockHeld { on, owner, waiters } => {
-            format!("{waiters} thread(s) waiting for the lock {on} held by TID {owner}")
-        }
+        Evidence::LockHeld {
+            on,
+            owner,
+            waiters,
+            owner_waits,
+        } => format!(
+            "{waiters} thread(s) wait on the lock {on} held by TID {owner}{}",
+            owner_clause(owner_waits.as_ref())
+        ),
         Evidence::AwaitingPeer { peer, threads } => {
             format!("{threads} thread(s) waiting for an answer from {peer}")
         }
@@ -406,7 +471,13 @@ pub fn evidence_short(e: &Evidence) -> String {
         Evidence::UnreadRequests { listener, .. } => format!("unread requests on {listener}"),
         Evidence::PileUp { arrived, .. } => format!("{arrived} waiters piled up"),
         Evidence::LockCycle { .. } => "lock cycle".into(),
-        Evidence::LockHeld { owner, .. } => format!("lock held by {owner}"),
+        Evidence::LockHeld {
+            owner, owner_waits, ..
+        } => match owner_waits {
+            Some(w) if w.sleeping => format!("lock held by {owner}, sleeping"),
+            Some(_) => format!("lock held by {owner}, blocked"),
+            None => format!("lock held by {owner}"),
+        },
         Evidence::AwaitingPeer { peer, .. } => format!("no answer from {peer}"),
     }
 }
