@@ -34,7 +34,7 @@ pub enum EventKind {
     Exit = 7,
     /// A futex wait ended (or a wake was issued); see [`WaitEvent`].
     FutexWait = 8,
-    /// A blocking socket or poll wait ended; see [`WaitEvent`].
+    /// Any other wait ended (socket, poll, sleep); see [`WaitEvent`].
     SocketWait = 9,
     /// A sampled allocation returned `addr`; see [`AllocEvent`]. Carries a stack.
     Alloc = 10,
@@ -361,7 +361,9 @@ pub mod nr {
     pub const ACCEPT: u32 = 43;
     pub const RECVFROM: u32 = 45;
     pub const RECVMSG: u32 = 47;
+    pub const NANOSLEEP: u32 = 35;
     pub const FUTEX: u32 = 202;
+    pub const CLOCK_NANOSLEEP: u32 = 230;
     pub const EPOLL_WAIT: u32 = 232;
     pub const PSELECT6: u32 = 270;
     pub const PPOLL: u32 = 271;

@@ -141,8 +141,9 @@ fn wait_enter(ctx: &TracePointContext) -> Result<u32, u32> {
     Ok(0)
 }
 
+/// Shared by every wait probe's exit, the sleeps' too ([`crate::sleeps`]).
 #[inline(always)]
-fn wait_exit(ctx: &TracePointContext) -> Result<u32, u32> {
+pub(crate) fn wait_exit(ctx: &TracePointContext) -> Result<u32, u32> {
     let id = bpf_get_current_pid_tgid();
     let slot = WAITING.get_ptr_mut(id).ok_or(0u32)?;
     // SAFETY: the value is copied out, then marked as not waiting (start_ns 0).

@@ -10,6 +10,7 @@ use anyhow::Context as _;
 use crate::layout::{CaptureFile, View};
 use crate::render::{diff, svg};
 use crate::safe_file::{self, FileKind};
+use crate::units::human_bytes;
 
 /// Options of `profiler diff`.
 #[derive(Clone, Debug)]
@@ -27,30 +28,48 @@ pub struct DiffOptions {
 pub struct DiffSummary {
     pub view: String,
     pub stacks: usize,
+    /// Stacks whose change sampling cannot explain (coloured).
+    pub significant: usize,
+    /// Stacks whose change lies within sampling noise (neutral); None when the noise
+    /// is unknown (folded files).
+    pub within_noise: Option<usize>,
 }
 
-/// Write the differential SVG.
+/// Write the differential SVG: changes that sampling explains are drawn neutral
+/// (see [`diff::significant_lines`]).
 pub fn diff(opts: &DiffOptions) -> anyhow::Result<DiffSummary> {
     let view = choose_view(opts);
     let before = read_view(&opts.before, &view)?;
     let after = read_view(&opts.after, &view)?;
     let view_name = view.as_str();
-    let lines = diff::differential_lines(&before, &after).context("merging the profiles")?;
+    let noise = match (
+        sample_rate(&opts.before, view_name),
+        sample_rate(&opts.after, view_name),
+    ) {
+        (Some(before_rate), Some(after_rate)) => Some(diff::Noise {
+            before_rate,
+            after_rate,
+        }),
+        _ => None,
+    };
+    let differential =
+        diff::significant_lines(&before, &after, noise).context("merging the profiles")?;
+    let waits = view_name == "waits";
     let mut svg_bytes = Vec::new();
     svg::flamegraph(
-        &lines,
+        &differential.lines,
         &format!(
-            "{} growth: {} vs {}",
-            view_name,
+            "{view_name} growth: {} ({} vs {})",
+            differential.largest(|v| if waits {
+                format!("{:.1} ms", v / 1000.0)
+            } else {
+                human_bytes(v)
+            }),
             name(&opts.after),
-            name(&opts.before)
+            name(&opts.before),
         ),
-        &format!(
-            "widths: {}; red grew more than in {}, blue less",
-            name(&opts.after),
-            name(&opts.before)
-        ),
-        if view_name == "waits" { "us" } else { "bytes" },
+        &format!("{}; widths: {}", differential.legend(), name(&opts.after)),
+        if waits { "us" } else { "bytes" },
         svg::Flavor::Memory,
         &mut svg_bytes,
     )
@@ -59,8 +78,31 @@ pub fn diff(opts: &DiffOptions) -> anyhow::Result<DiffSummary> {
         .with_context(|| format!("cannot write {}", opts.out.display()))?;
     Ok(DiffSummary {
         view,
-        stacks: lines.len(),
+        stacks: differential.lines.len(),
+        significant: differential.significant.len(),
+        within_noise: differential.noise.map(|_| differential.within_noise),
     })
+}
+
+/// Bytes per stack sample of `view` in a capture directory, from its report.json; 0 for
+/// waits (every wait over the threshold is recorded, none sampled). None for a folded
+/// file, or a report that does not say.
+fn sample_rate(path: &Path, view: &str) -> Option<f64> {
+    if !path.is_dir() {
+        return None;
+    }
+    if view == "waits" {
+        return Some(0.0);
+    }
+    let bytes =
+        safe_file::read(&path.join(CaptureFile::ReportJson.name()), FileKind::Report).ok()?;
+    let report: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+    let field = if view == "allocations" {
+        "alloc_sample_bytes"
+    } else {
+        "sample_bytes"
+    };
+    report["memory"][field].as_f64().filter(|r| *r >= 1.0)
 }
 
 /// The view asked for, or allocations when every capture directory has it, else memory.
@@ -169,6 +211,67 @@ mod tests {
         assert!(
             format!("{err:#}").contains("not a folded stack line"),
             "{err:#}"
+        );
+        let _ = std::fs::remove_dir_all(a);
+        let _ = std::fs::remove_dir_all(b);
+    }
+
+    /// The fill colour of the frame whose tooltip starts with `name`.
+    fn fill_of(svg: &str, name: &str) -> String {
+        let at = svg
+            .find(&format!("<title>{name} ("))
+            .unwrap_or_else(|| panic!("no frame {name}"));
+        let fill = &svg[at..][svg[at..].find("fill=\"").unwrap() + 6..];
+        fill[..fill.find('"').unwrap()].to_string()
+    }
+
+    /// Check that two captures with their sampling rates keep a change within sampling
+    /// noise neutral (a steady leak at 138 vs 112 samples) and colour one beyond it
+    /// (100 vs 200 samples), and that folded files, whose rate is unknown, colour both.
+    #[test]
+    fn noise_is_neutral_between_captures() {
+        const R: u64 = 256 << 10;
+        let a = dir("noise-a");
+        let b = dir("noise-b");
+        let report = format!("{{\"memory\": {{\"alloc_sample_bytes\": {R}}}}}");
+        for (d, steady, faster) in [(&a, 138, 100), (&b, 112, 200)] {
+            std::fs::write(d.join("report.json"), &report).unwrap();
+            std::fs::write(
+                d.join("allocations.folded"),
+                format!(
+                    "app (1);main;faster {}\napp (1);main;steady {}\n",
+                    faster * R,
+                    steady * R
+                ),
+            )
+            .unwrap();
+        }
+        let out = a.join("d.svg");
+        let summary = diff(&DiffOptions {
+            before: a.clone(),
+            after: b.clone(),
+            view: None,
+            out: out.clone(),
+        })
+        .unwrap();
+        assert_eq!((summary.significant, summary.within_noise), (1, Some(1)));
+        let svg = std::fs::read_to_string(&out).unwrap();
+        assert_eq!(fill_of(&svg, "steady"), "rgb(250,250,250)");
+        assert!(fill_of(&svg, "faster").starts_with("rgb(255,"), "{svg}");
+        assert!(svg.contains("1 changed, 1 within (white)"), "{svg}");
+        assert!(svg.contains("largest change +25.0 MiB ± "), "{svg}");
+        let summary = diff(&DiffOptions {
+            before: a.join("allocations.folded"),
+            after: b.join("allocations.folded"),
+            view: None,
+            out: out.clone(),
+        })
+        .unwrap();
+        assert_eq!((summary.significant, summary.within_noise), (2, None));
+        let svg = std::fs::read_to_string(&out).unwrap();
+        assert!(
+            fill_of(&svg, "steady").starts_with("rgb(")
+                && fill_of(&svg, "steady") != "rgb(250,250,250)"
         );
         let _ = std::fs::remove_dir_all(a);
         let _ = std::fs::remove_dir_all(b);

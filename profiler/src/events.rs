@@ -14,6 +14,9 @@ pub struct StackSample {
     pub bytes: Vec<u8>,
     /// A return address a pending uretprobe may have replaced (see [`RetFix`]).
     pub ret_fix: Option<RetFix>,
+    /// `ip` is a return address: the registers were taken as a call returned (the
+    /// allocator's return probe), so the first frame is the call at `ip - 1`.
+    pub ip_is_return: bool,
 }
 
 /// The allocator's return probe replaces the return address of each call in flight with
@@ -178,6 +181,10 @@ pub enum WaitSyscall {
     Poll,
     Select,
     EpollWait,
+    /// `nanosleep` and `clock_nanosleep` (what `sleep`, `usleep` and
+    /// `std::thread::sleep` call).
+    Nanosleep,
+    ClockNanosleep,
 }
 
 impl WaitSyscall {
@@ -197,6 +204,8 @@ impl WaitSyscall {
             nr::POLL | nr::PPOLL => Self::Poll,
             nr::SELECT | nr::PSELECT6 => Self::Select,
             nr::EPOLL_WAIT | nr::EPOLL_PWAIT | nr::EPOLL_PWAIT2 => Self::EpollWait,
+            nr::NANOSLEEP => Self::Nanosleep,
+            nr::CLOCK_NANOSLEEP => Self::ClockNanosleep,
             _ => return None,
         })
     }
@@ -214,7 +223,14 @@ impl WaitSyscall {
             Self::Poll => "poll",
             Self::Select => "select",
             Self::EpollWait => "epoll_wait",
+            Self::Nanosleep => "nanosleep",
+            Self::ClockNanosleep => "clock_nanosleep",
         }
+    }
+
+    /// A sleep: it ends by itself, nothing has to wake it.
+    pub fn is_sleep(self) -> bool {
+        matches!(self, Self::Nanosleep | Self::ClockNanosleep)
     }
 
     pub fn is_futex(self) -> bool {

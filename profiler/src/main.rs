@@ -21,13 +21,13 @@ fn main() {
             Command::Record(args) => {
                 let summary = profiler::record::record(&args.into()).await?;
                 eprintln!(
-                    "profiler: {} after {:.1} s; {} events, {} lost; wrote {}",
+                    "profiler: {} after {:.1} s; {} events seen, {} lost",
                     summary.stop_reason,
                     summary.window_secs,
                     summary.events_seen,
                     summary.events_lost,
-                    summary.out.display()
                 );
+                eprint!("{}", summary.end_of_run);
                 anyhow::Ok(())
             }
             Command::Daemon(args) => {
@@ -45,9 +45,14 @@ fn main() {
                 let opts: profiler::compare::DiffOptions = args.into();
                 let summary = profiler::compare::diff(&opts)?;
                 eprintln!(
-                    "profiler: {} stacks of the {} view compared; wrote {}",
+                    "profiler: {} stacks of the {} view compared, {} changed{}; wrote {}",
                     summary.stacks,
                     summary.view,
+                    summary.significant,
+                    match summary.within_noise {
+                        Some(n) => format!(" beyond sampling noise, {n} within it (drawn neutral)"),
+                        None => " (sampling noise unknown for folded files)".into(),
+                    },
                     opts.out.display()
                 );
                 Ok(())
@@ -63,9 +68,26 @@ fn main() {
                 );
                 Ok(())
             }
+            Command::Completions(args) => {
+                let mut script = Vec::new();
+                profiler::cli::generate::completions(args.shell, &mut script);
+                print_stdout(&String::from_utf8_lossy(&script))
+            }
+            Command::Man(args) => {
+                for page in profiler::cli::generate::man_pages(&args.out)? {
+                    println!("{}", page.display());
+                }
+                Ok(())
+            }
             Command::Stalls(args) => {
                 let report = profiler::record::stalls(&args.into()).await?;
-                print_stdout(&profiler::render::waits::text(&report))
+                let mut text = profiler::render::waits::text(&report);
+                text.push('\n');
+                for line in profiler::render::summary::verdict_lines(None, Some(&report)) {
+                    text.push_str(&line);
+                    text.push('\n');
+                }
+                print_stdout(&text)
             }
         }
     });

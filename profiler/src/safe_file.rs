@@ -31,6 +31,8 @@ pub enum FileKind {
     Elf,
     /// A folded-stack file given to `profiler diff`.
     Folded,
+    /// A capture's `report.json`, read by `profiler diff` for its sampling rates.
+    Report,
 }
 
 impl FileKind {
@@ -43,6 +45,8 @@ impl FileKind {
             FileKind::Elf => 4 << 30,
             // Our own folded files are a few MiB; a hand-made one of 256 MiB is still fine.
             FileKind::Folded => 256 << 20,
+            // Our reports are a few hundred KiB even for `--all`.
+            FileKind::Report => 64 << 20,
         }
     }
 
@@ -51,6 +55,7 @@ impl FileKind {
             FileKind::PerfMap => "perf map",
             FileKind::Elf => "ELF file",
             FileKind::Folded => "folded file",
+            FileKind::Report => "report",
         }
     }
 }

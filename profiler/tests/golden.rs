@@ -49,6 +49,7 @@ fn memory_report() -> MemoryReport {
     let mut report = MemoryReport {
         target: "pid 4242".into(),
         window_secs: 5.0,
+        since_follow_secs: None,
         sample_bytes: 256 << 10,
         alloc_sample_bytes: 256 << 10,
         counters: Counters {

@@ -310,3 +310,72 @@ fn allocations_pprof_matches_folded() {
     assert!(raw.functions.contains("cache_insert_session"));
     assert_build_id_mapping(&raw, &program);
 }
+
+/// `go tool pprof -list REGEX FILE`: the annotated source listing.
+fn pprof_list(go: &Path, regex: &str, file: &Path) -> String {
+    let out = Command::new(go)
+        .args(["tool", "pprof", "-list", regex])
+        .arg(file)
+        .env("PPROF_TMPDIR", file.parent().unwrap())
+        .output()
+        .expect("running go tool pprof");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "go tool pprof -list {regex} {} failed: {}",
+        file.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    text
+}
+
+/// The flat column of source line `line` in a `-list` output (`.` when nothing is
+/// there), and the whole listing line.
+fn listed_flat(listing: &str, line: usize) -> Option<(String, String)> {
+    listing.lines().find_map(|l| {
+        let mut words = l.split_whitespace();
+        let flat = words.next()?;
+        let _cum = words.next()?;
+        let number = words.next()?.strip_suffix(':')?.parse::<usize>().ok()?;
+        (number == line).then(|| (flat.to_string(), l.to_string()))
+    })
+}
+
+/// Check that `go tool pprof -list` puts a malloc leak on the line of the malloc call in
+/// allocations.pb.gz, not on the next statement: the allocation's stack is taken at the
+/// return address, which lies in the line after the call (here `memset`'s, built -O2).
+#[test]
+#[ignore = "needs root: run with `cargo xtask test`"]
+fn allocation_leaf_is_the_line_of_the_call() {
+    require_root();
+    let Some(go) = go() else { return };
+    let dir = scratch_dir("pprof_alloc_line");
+    let program = build_c("line_leak.c", "line_leak_pprof", "gcc", &["-O2", "-g"]);
+    let source = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../testprogs/line_leak.c"),
+    )
+    .unwrap();
+    let malloc_line = 1 + source
+        .lines()
+        .position(|l| l.contains("malloc(BLOCK_SIZE); /* LEAK_LINE */"))
+        .expect("the marked malloc line");
+    let workload = Workload::start(&program, 3.0, &dir);
+    let pid = workload.pid.to_string();
+    let rec = Recording::start(
+        &["-p", &pid, "--memory", "--allocations", "--duration", "10s"],
+        &dir.join("out"),
+    );
+    workload.release();
+    workload.finish("leaked_bytes");
+    let out = rec.wait();
+
+    let listing = pprof_list(&go, "^leak_here$", &out.join("allocations.pb.gz"));
+    eprintln!("{listing}");
+    let (flat, line) = listed_flat(&listing, malloc_line)
+        .unwrap_or_else(|| panic!("line {malloc_line} not listed"));
+    eprintln!("malloc line: {line}");
+    assert_ne!(flat, ".", "nothing on the malloc line: {line}");
+    let (next_flat, next) = listed_flat(&listing, malloc_line + 1)
+        .unwrap_or_else(|| panic!("line {} not listed", malloc_line + 1));
+    assert_eq!(next_flat, ".", "bytes on the line after the call: {next}");
+}

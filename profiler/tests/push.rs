@@ -2,194 +2,22 @@
 //! packaged for Debian, so the server is a minimal one in this test that records each
 //! request and answers with scripted statuses; the test then parses what was sent
 //! (query parameters, multipart parts, the pprof inside) the way Pyroscope does.
+#[path = "push/ingest.rs"]
+mod ingest;
+
 use std::{
-    collections::{BTreeMap, VecDeque},
-    io::{BufRead, BufReader, Read, Write},
-    net::{TcpListener, TcpStream},
+    collections::BTreeMap,
+    net::TcpListener,
     path::{Path, PathBuf},
-    sync::{Arc, Mutex},
     time::{Duration, Instant, SystemTime},
 };
+
+use ingest::{multipart, pyroscope_profile_types, Server};
 
 use profiler::push::{Capture, PushOptions, PushWorker, Pusher};
 use profiler::render::pprof::{
     to_gzip, CodeLocation, Label, ProfileModel, ProfileSample, ValueKind,
 };
-
-/// One request as the server saw it.
-#[derive(Clone, Debug)]
-struct Seen {
-    method: String,
-    path: String,
-    query: BTreeMap<String, String>,
-    content_type: String,
-    authorization: Option<String>,
-    tenant: Option<String>,
-    body: Vec<u8>,
-    at: Instant,
-}
-
-/// A loopback HTTP/1.1 server answering each request with the next scripted status
-/// (200 once the script is empty), one request per connection.
-struct Server {
-    port: u16,
-    seen: Arc<Mutex<Vec<Seen>>>,
-}
-
-impl Server {
-    fn start(script: &[u16]) -> Self {
-        Self::start_on(TcpListener::bind("127.0.0.1:0").unwrap(), script)
-    }
-
-    fn start_on(listener: TcpListener, script: &[u16]) -> Self {
-        let port = listener.local_addr().unwrap().port();
-        let seen = Arc::new(Mutex::new(Vec::new()));
-        let script = Arc::new(Mutex::new(script.iter().copied().collect::<VecDeque<_>>()));
-        let shared = Arc::clone(&seen);
-        std::thread::spawn(move || {
-            for stream in listener.incoming() {
-                let Ok(stream) = stream else { return };
-                let status = script.lock().unwrap().pop_front().unwrap_or(200);
-                handle(stream, status, &shared);
-            }
-        });
-        Self { port, seen }
-    }
-
-    fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
-    }
-
-    fn requests(&self) -> Vec<Seen> {
-        self.seen.lock().unwrap().clone()
-    }
-}
-
-/// Read one request, record it, then answer: recorded first, so a client that has its
-/// response always finds its request in `Server::requests`.
-fn handle(mut stream: TcpStream, status: u16, seen: &Mutex<Vec<Seen>>) -> Option<()> {
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    let mut reader = BufReader::new(stream.try_clone().unwrap());
-    let mut line = String::new();
-    reader.read_line(&mut line).ok()?;
-    let mut parts = line.split_whitespace();
-    let method = parts.next()?.to_string();
-    let target = parts.next()?.to_string();
-    let mut length = 0usize;
-    let mut content_type = String::new();
-    let mut authorization = None;
-    let mut tenant = None;
-    loop {
-        let mut h = String::new();
-        reader.read_line(&mut h).ok()?;
-        let h = h.trim_end();
-        if h.is_empty() {
-            break;
-        }
-        let (k, v) = h.split_once(':')?;
-        match k.to_ascii_lowercase().as_str() {
-            "content-length" => length = v.trim().parse().ok()?,
-            "content-type" => content_type = v.trim().to_string(),
-            "authorization" => authorization = Some(v.trim().to_string()),
-            "x-scope-orgid" => tenant = Some(v.trim().to_string()),
-            "transfer-encoding" => panic!("chunked bodies are not expected: {v}"),
-            _ => {}
-        }
-    }
-    let mut body = vec![0; length];
-    reader.read_exact(&mut body).ok()?;
-    let (path, query) = target.split_once('?').unwrap_or((&target, ""));
-    let query = query
-        .split('&')
-        .filter(|kv| !kv.is_empty())
-        .map(|kv| {
-            let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
-            (percent_decode(k), percent_decode(v))
-        })
-        .collect();
-    let reason = if status == 200 {
-        "OK"
-    } else {
-        "Service Unavailable"
-    };
-    seen.lock().unwrap().push(Seen {
-        method,
-        path: path.to_string(),
-        query,
-        content_type,
-        authorization,
-        tenant,
-        body,
-        at: Instant::now(),
-    });
-    let _ = write!(
-        stream,
-        "HTTP/1.1 {status} {reason}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-    );
-    Some(())
-}
-
-fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::new();
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'%' if i + 2 < bytes.len() => {
-                out.push(u8::from_str_radix(&s[i + 1..i + 3], 16).unwrap());
-                i += 3;
-            }
-            b'+' => {
-                out.push(b' ');
-                i += 1;
-            }
-            b => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8(out).unwrap()
-}
-
-/// The parts of a multipart/form-data body: name → (filename, bytes).
-fn multipart(content_type: &str, body: &[u8]) -> BTreeMap<String, (Option<String>, Vec<u8>)> {
-    let boundary = content_type
-        .split(';')
-        .find_map(|p| p.trim().strip_prefix("boundary="))
-        .unwrap_or_else(|| panic!("no boundary in {content_type}"))
-        .trim_matches('"');
-    let delimiter = format!("--{boundary}");
-    let mut parts = BTreeMap::new();
-    let mut rest = body;
-    let find = |hay: &[u8], needle: &[u8]| hay.windows(needle.len()).position(|w| w == needle);
-    let start = find(rest, delimiter.as_bytes()).expect("first boundary");
-    rest = &rest[start + delimiter.len()..];
-    while !rest.starts_with(b"--") {
-        rest = rest.strip_prefix(b"\r\n").expect("CRLF after boundary");
-        let head_end = find(rest, b"\r\n\r\n").expect("part headers");
-        let head = std::str::from_utf8(&rest[..head_end]).unwrap();
-        let data_start = head_end + 4;
-        let end = find(&rest[data_start..], format!("\r\n{delimiter}").as_bytes())
-            .expect("closing boundary");
-        let data = rest[data_start..data_start + end].to_vec();
-        let disposition = head
-            .lines()
-            .find(|l| l.to_ascii_lowercase().starts_with("content-disposition"))
-            .expect("content-disposition");
-        let field = |key: &str| {
-            disposition
-                .split(';')
-                .find_map(|p| p.trim().strip_prefix(&format!("{key}=\"")))
-                .map(|v| v.trim_end_matches('"').to_string())
-        };
-        parts.insert(field("name").expect("part name"), (field("filename"), data));
-        rest = &rest[data_start + end + 2 + delimiter.len()..];
-    }
-    parts
-}
 
 fn model(types: &[(&str, &str)], frames: &[&str], values: Vec<i64>) -> ProfileModel {
     ProfileModel {
@@ -499,4 +327,70 @@ fn push_queue_survives_a_restart() {
         "{names:?}"
     );
     assert_eq!(Pusher::new(opts).unwrap().queued(), 0, "spool emptied");
+}
+
+/// Check that memory.pb.gz (live mapped bytes) and allocations.pb.gz (live heap
+/// blocks), which share their pprof sample types, reach Pyroscope as profile types of
+/// their own (`mapped:…` and `memory:…`), waits as `blocked:…`, so a server never
+/// merges two views into one series.
+#[test]
+fn push_keeps_each_view_its_own_profile_type() {
+    let root = scratch("push_profile_types");
+    let dir = capture_dir(&root, "c1");
+    let allocations = model(
+        &[("inuse_space", "bytes"), ("inuse_objects", "count")],
+        &["main", "malloc"],
+        vec![8192, 2],
+    );
+    std::fs::write(
+        dir.join("allocations.pb.gz"),
+        to_gzip(&allocations).unwrap(),
+    )
+    .unwrap();
+    let server = Server::start(&[]);
+    let mut pusher = Pusher::new(options(server.url())).unwrap();
+    pusher
+        .enqueue(capture(dir.clone(), "svc", 1_700_000_000))
+        .unwrap();
+    assert_eq!(pusher.flush().sent, 3);
+    let by_file: BTreeMap<String, Vec<String>> = server
+        .requests()
+        .iter()
+        .map(|req| {
+            let parts = multipart(&req.content_type, &req.body);
+            let file = ["allocations.pb.gz", "memory.pb.gz", "waits.pb.gz"]
+                .into_iter()
+                .find(|f| std::fs::read(dir.join(f)).unwrap() == parts["profile"].1)
+                .expect("a profile of the capture");
+            (file.to_string(), pyroscope_profile_types(req))
+        })
+        .collect();
+    eprintln!("profile types: {by_file:#?}");
+    assert_eq!(
+        by_file["allocations.pb.gz"],
+        [
+            "memory:inuse_space:bytes:inuse_space:bytes",
+            "memory:inuse_objects:count:inuse_space:bytes"
+        ]
+    );
+    assert_eq!(
+        by_file["memory.pb.gz"],
+        [
+            "mapped:inuse_space:bytes:inuse_space:bytes",
+            "mapped:inuse_objects:count:inuse_space:bytes"
+        ]
+    );
+    assert!(
+        by_file["waits.pb.gz"][0].starts_with("blocked:blocked:nanoseconds:"),
+        "{by_file:?}"
+    );
+    let all: Vec<&String> = by_file.values().flatten().collect();
+    let mut unique = all.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(
+        unique.len(),
+        all.len(),
+        "a profile type shared by two views"
+    );
 }

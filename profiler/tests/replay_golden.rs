@@ -71,7 +71,34 @@ fn check_case(case: &str) -> String {
         bless || compared >= 3,
         "{case}: only {compared} files compared"
     );
+    check_report_json(&out.join("report.json"));
     std::fs::read_to_string(out.join("report.txt")).unwrap()
+}
+
+/// report.json's head: schema and profiler version, the window's absolute start and
+/// end in RFC 3339 (the recordings keep the wall clock), no `-0`, the report's words.
+fn check_report_json(path: &Path) {
+    let text = std::fs::read_to_string(path).unwrap();
+    let json: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(json["schema_version"], 1, "{text}");
+    assert_eq!(json["profiler_version"], env!("CARGO_PKG_VERSION"));
+    let start = json["start"].as_str().expect("an absolute start");
+    let end = json["end"].as_str().expect("an absolute end");
+    for t in [start, end] {
+        assert!(
+            t.len() >= 20 && t.ends_with('Z') && t.as_bytes()[10] == b'T',
+            "{t}"
+        );
+    }
+    assert!(start < end, "{start} .. {end}");
+    assert!(
+        !text.contains(": -0.0") && !text.contains(": -0,"),
+        "negative zero"
+    );
+    assert!(
+        !text.contains("progressing"),
+        "the report says `not stalled`"
+    );
 }
 
 /// Check the glibc leak behind churn: replayed, it is still a leak under

@@ -6,6 +6,7 @@
 //! - `test`: formatting, clippy, unit tests, then the root integration tests.
 //! - `bench`: the profiler's overhead on storm workloads, against bare runs and peer tools.
 //! - `fuzz`: every fuzz target for a few seconds, seeded from the committed corpus.
+//! - `man`: the man pages, generated from the profiler's own argument definitions.
 //! - `vm-test`: end-to-end checks on other kernels (Debian's 5.10, 6.1, 6.12 in QEMU) and
 //!   on this machine's, as a matrix kernel × check.
 
@@ -13,6 +14,7 @@ mod bench;
 mod bpf_linker;
 mod cmd;
 mod fuzz;
+mod man;
 mod node_musl;
 mod node_pool;
 mod packages;
@@ -49,6 +51,8 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Run every fuzz target for a few seconds from the committed corpus.
     Fuzz(fuzz::FuzzArgs),
+    /// Build the profiler and write its man pages into target/man.
+    Man(man::ManArgs),
     /// Boot other kernels in QEMU (and use this one) and run the end-to-end checks on
     /// each: `cargo xtask vm-test [5.10 6.1 6.12 host]`.
     VmTest(vm::VmTestArgs),
@@ -62,6 +66,7 @@ fn main() -> ExitCode {
         Command::Test(args) => test::test(&args),
         Command::Bench(args) => bench::bench(&args),
         Command::Fuzz(args) => fuzz::fuzz(&args),
+        Command::Man(args) => man::man(&args),
         Command::VmTest(args) => vm::vm_test(&args),
     };
     match result {
@@ -93,6 +98,49 @@ mod tests {
             panic!("expected the run command, got {cli:?}");
         };
         assert_eq!(args.args, ["record", "--pid", "1", "--help"]);
+    }
+
+    /// Check that every dependency the workspace declares is used by a member: a
+    /// declared, unused one (as `procfs` was) misleads readers about what the code uses.
+    #[test]
+    fn workspace_dependencies_are_used() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .parent()
+            .unwrap();
+        let manifest = std::fs::read_to_string(root.join("Cargo.toml")).unwrap();
+        let section = |name: &str| -> Vec<String> {
+            manifest
+                .lines()
+                .skip_while(|l| l.trim() != name)
+                .skip(1)
+                .take_while(|l| !l.starts_with('['))
+                .map(str::to_string)
+                .collect()
+        };
+        let members: Vec<String> = section("[workspace]")
+            .iter()
+            .filter(|l| l.trim_start().starts_with("members"))
+            .flat_map(|l| l.split('"').skip(1).step_by(2).map(str::to_string))
+            .collect();
+        assert!(members.len() >= 3, "members {members:?}");
+        let used: String = members
+            .iter()
+            .map(|m| std::fs::read_to_string(root.join(m).join("Cargo.toml")).unwrap())
+            .collect();
+        let declared: Vec<String> = section("[workspace.dependencies]")
+            .iter()
+            .filter_map(|l| l.split_once('=').map(|(n, _)| n.trim().to_string()))
+            .filter(|n| !n.is_empty() && !n.starts_with('#'))
+            .collect();
+        assert!(declared.iter().any(|d| d == "aya"), "{declared:?}");
+        for dep in declared {
+            let uses = used.lines().any(|l| {
+                let l = l.trim();
+                (l.starts_with(&format!("{dep} ")) || l.starts_with(&format!("{dep}.")))
+                    && l.contains("workspace")
+            });
+            assert!(uses, "the workspace declares {dep}, which no member uses");
+        }
     }
 
     /// Check that `test` understands its two skip flags.

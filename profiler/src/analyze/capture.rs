@@ -287,7 +287,9 @@ impl CaptureState {
     ) -> MemoryReport {
         let window = MemoryWindow {
             target: end.target.clone(),
-            window_secs: end.attached_secs,
+            // A daemon's interval is the window; what is live counts from the attach.
+            window_secs: end.window_secs,
+            since_follow_secs: self.trends.then_some(end.attached_secs),
             sample_bytes: end.sample_bytes,
             alloc_sample_bytes: end.alloc_sample_bytes,
             counters: end.counters,
@@ -438,5 +440,63 @@ mod tests {
         assert_eq!((t.events, t.waits, t.truncated), (0, 0, 0));
         assert_eq!(t.rss_before.map(|r| r.total), Some(5));
         assert!(s.since_follow && s.waits.of_process(7).is_empty());
+    }
+
+    /// Check that a daemon interval's memory report gives the interval's own length,
+    /// not the time since the probes attached (3 s, not 12 s), and says its live memory
+    /// counts from the attach: in report.txt, report.json and the pprof comments. A
+    /// `record` window keeps its words.
+    #[test]
+    fn daemon_interval_reports_its_own_length() {
+        let end = WindowEnd {
+            target: "pid 7".into(),
+            window_secs: 3.0,
+            attached_secs: 12.0,
+            end_ns: 12_000_000_000,
+            memory: true,
+            ..Default::default()
+        };
+        let mut s = CaptureState::default();
+        for r in [
+            CaptureRecord::JudgeByTrend,
+            CaptureRecord::WindowStart {
+                start_ns: 9_000_000_000,
+            },
+            follow(7),
+        ] {
+            s.apply(&r);
+        }
+        let report = s.memory_report(&end, &StackTable::default(), None);
+        assert_eq!(
+            (report.window_secs, report.since_follow_secs),
+            (3.0, Some(12.0))
+        );
+        let text = crate::render::report::text(&report);
+        assert!(
+            text.starts_with("profiler daemon: pid 7, interval 3.0 s; live memory counted since the probes attached 12.0 s ago\n"),
+            "{text}"
+        );
+        assert!(!text.contains("window 12.0"), "{text}");
+        let json = crate::render::report::json(&report);
+        assert_eq!(json["window_secs"], 3.0);
+        assert_eq!(json["since_follow_secs"], 12.0);
+        let meta = crate::render::pprof::CaptureMeta::default();
+        for comment in [
+            &crate::render::pprof::memory_profile(&report, &meta).comments[0],
+            &crate::render::pprof::allocations_profile(&report, &meta).comments[0],
+        ] {
+            assert!(
+                comment.contains("since the process was first followed")
+                    && !comment.contains("in the window"),
+                "{comment}"
+            );
+        }
+
+        let mut record = CaptureState::default();
+        record.apply(&follow(7));
+        let report = record.memory_report(&end, &StackTable::default(), None);
+        assert_eq!((report.window_secs, report.since_follow_secs), (3.0, None));
+        assert!(crate::render::report::text(&report)
+            .starts_with("profiler record: pid 7, window 3.0 s\n"));
     }
 }

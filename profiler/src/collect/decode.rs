@@ -54,6 +54,7 @@ pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
             present,
         });
     }
+    let kind = EventKind::from_u32(header.kind).ok_or(DecodeError::UnknownKind(header.kind))?;
     let stack = (stack_len > 0).then(|| StackSample {
         ip: header.regs.ip,
         sp: header.regs.sp,
@@ -63,8 +64,9 @@ pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
         ret_fix: (header.ret_slots[0] != 0).then(|| RetFix {
             slots: std::array::from_fn(|i| (header.ret_slots[i], header.ret_addrs[i])),
         }),
+        // An allocation is sampled in the allocator's return probe, at the return address.
+        ip_is_return: kind == EventKind::Alloc,
     });
-    let kind = EventKind::from_u32(header.kind).ok_or(DecodeError::UnknownKind(header.kind))?;
     if matches!(kind, EventKind::FutexWait | EventKind::SocketWait) {
         let ev: WaitEvent = read_pod(body);
         let syscall = WaitSyscall::from_nr(u64::from(ev.syscall_nr))

@@ -90,6 +90,7 @@ pub fn read(collector: &Collector, pid: u32) -> Option<InFlight> {
                 base,
                 bytes,
                 ret_fix: None,
+                ip_is_return: false,
             });
         let fd = if syscall.fd_arg() {
             args[0] as i32

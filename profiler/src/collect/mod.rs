@@ -124,6 +124,15 @@ const WAIT_TRACEPOINTS: &[&str] = &[
     "sys_exit_epoll_pwait2",
 ];
 
+/// The sleep probes (`syscalls:` tracepoints), attached with the wait probes: a thread
+/// that sleeps holding a lock is what its waiters wait for.
+const SLEEP_TRACEPOINTS: &[&str] = &[
+    "sys_enter_nanosleep",
+    "sys_exit_nanosleep",
+    "sys_enter_clock_nanosleep",
+    "sys_exit_clock_nanosleep",
+];
+
 /// Monotonic time in ns: the clock `bpf_ktime_get_ns` reads.
 pub fn monotonic_now_ns() -> u64 {
     let mut ts = libc::timespec {
@@ -418,11 +427,11 @@ impl Collector {
         (read("FUTEX_WAITS"), read("FUTEX_WAKES"))
     }
 
-    /// Load and attach every wait probe. A syscall tracepoint the kernel lacks (e.g.
-    /// `futex_waitv` before 5.16) is skipped and returned, not fatal.
+    /// Load and attach every wait probe, sleeps included. A syscall tracepoint the
+    /// kernel lacks (e.g. `futex_waitv` before 5.16) is skipped and returned, not fatal.
     pub fn attach_wait_probes(&mut self) -> Result<Vec<String>, CollectError> {
         let mut skipped = Vec::new();
-        for name in WAIT_TRACEPOINTS {
+        for name in WAIT_TRACEPOINTS.iter().chain(SLEEP_TRACEPOINTS) {
             match self.attach(("syscalls", name)) {
                 Ok(()) => {}
                 Err(CollectError::MissingTracepoint { name, .. }) => skipped.push(name),

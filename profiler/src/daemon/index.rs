@@ -1,9 +1,14 @@
-//! `DIR/index.html`: one plain page listing the captures, newest first, with links to
-//! their flamegraphs and reports and their verdict lines, so that a person opens one
-//! file in a browser. No scripts, no external resources.
+//! `DIR/index.html`: one plain page, so that a person opens one file in a browser: per
+//! process a timeline of its memory and stall state across the intervals (an inline
+//! SVG, [`super::timeline_svg`]) with its time-to-OOM line, then the captures, newest
+//! first, with their verdict words, links to their flamegraphs and reports, and their
+//! summary lines. No scripts, no external resources.
 use std::{fmt::Write as _, path::Path};
 
-use super::layout::{self, CaptureKind, Found};
+use super::{
+    layout::{self, CaptureKind, Found},
+    timeline, timeline_svg,
+};
 use crate::layout::CaptureFile;
 
 /// A capture the daemon could not write (a full disk): nothing of it is left on disk,
@@ -26,10 +31,15 @@ pub fn render(title: &str, captures: &[Found], failed: &[FailedCapture]) -> Stri
          <style>body{{font-family:sans-serif;margin:1.5em}}table{{border-collapse:collapse}}\
          td,th{{border-bottom:1px solid #ddd;padding:.3em .6em;text-align:left;vertical-align:top}}\
          .oom td{{background:#fde2e2}}.stall td{{background:#fff3cd}}.rss td{{background:#e2ecfd}}.failed td{{color:#a00}}\
-         ul{{margin:0;padding-left:1em}}</style></head><body>\n<h1>{t}</h1>\n\
-         <p>{n} captures, newest first. <a href=\"{latest}/\">latest</a></p>\n\
-         <table>\n<tr><th>time (UTC)</th><th>kind</th><th>files</th><th>summary</th></tr>\n",
+         ul{{margin:0;padding-left:1em}}.verdict{{font-weight:bold;white-space:nowrap}}\
+         .oom-forecast{{color:#a00;font-weight:bold}}</style></head><body>\n<h1>{t}</h1>\n",
         t = escape(title),
+    );
+    timelines(&mut html, captures);
+    let _ = write!(
+        html,
+        "<h2>Captures</h2>\n<p>{n} captures, newest first. <a href=\"{latest}/\">latest</a></p>\n\
+         <table>\n<tr><th>time (UTC)</th><th>kind</th><th>verdict</th><th>files</th><th>summary</th></tr>\n",
         n = sorted.len(),
         latest = layout::LATEST,
     );
@@ -37,9 +47,10 @@ pub fn render(title: &str, captures: &[Found], failed: &[FailedCapture]) -> Stri
         let kind = kind_name(c.kind);
         let _ = write!(
             html,
-            "<tr class=\"{kind}\"><td><a href=\"{rel}/\">{time}</a></td><td>{kind}</td><td>",
+            "<tr class=\"{kind}\"><td><a href=\"{rel}/\">{time}</a></td><td>{kind}</td><td class=\"verdict\">{words}</td><td>",
             rel = escape(&c.rel),
             time = escape(&layout::rfc3339(c.time)[..19].replace('T', " ")),
+            words = c.meta.as_ref().map(row_words).unwrap_or_default(),
         );
         match &c.meta {
             Some(meta) => {
@@ -64,7 +75,7 @@ pub fn render(title: &str, captures: &[Found], failed: &[FailedCapture]) -> Stri
     for f in failed {
         let _ = writeln!(
             html,
-            "<tr class=\"failed\"><td>{time}</td><td>{kind}</td><td></td><td>failed, nothing kept: {error}</td></tr>",
+            "<tr class=\"failed\"><td>{time}</td><td>{kind}</td><td></td><td></td><td>failed, nothing kept: {error}</td></tr>",
             time = escape(&layout::rfc3339(f.time)[..19].replace('T', " ")),
             kind = kind_name(f.kind),
             error = escape(&f.error),
@@ -72,6 +83,49 @@ pub fn render(title: &str, captures: &[Found], failed: &[FailedCapture]) -> Stri
     }
     html.push_str("</table>\n</body></html>\n");
     html
+}
+
+/// Per process: its name, its time-to-OOM line when the newest interval has one, and
+/// its timeline.
+fn timelines(html: &mut String, captures: &[Found]) {
+    let series = timeline::series(captures);
+    if series.is_empty() {
+        return;
+    }
+    html.push_str("<h2>Timeline</h2>\n");
+    for s in &series {
+        let name = escape(&format!("{} ({})", s.comm, s.pid));
+        let _ = writeln!(html, "<h3>{name}</h3>");
+        if let Some(f) = s.latest_forecast() {
+            let _ = writeln!(
+                html,
+                "<p class=\"oom-forecast\">time to OOM: {name} {}</p>",
+                escape(&crate::render::oom::line(f))
+            );
+        }
+        let _ = writeln!(html, "<div>{}</div>", timeline_svg::svg(s));
+    }
+}
+
+/// The verdict words of a capture, one group per process: `LEAK`, or with several
+/// processes `leaky (12): LEAK · STALLED`.
+fn row_words(meta: &layout::CaptureMeta) -> String {
+    let groups: Vec<String> = meta
+        .processes
+        .iter()
+        .filter_map(|p| {
+            let words = timeline::verdict_words(p);
+            (!words.is_empty()).then(|| {
+                let words = words.join(" · ");
+                if meta.processes.len() > 1 {
+                    escape(&format!("{} ({}): {words}", p.comm, p.pid))
+                } else {
+                    words
+                }
+            })
+        })
+        .collect();
+    groups.join("<br>")
 }
 
 fn kind_name(kind: CaptureKind) -> &'static str {
@@ -89,7 +143,8 @@ pub fn write(out: &Path, title: &str, failed: &[FailedCapture]) -> std::io::Resu
     layout::write_atomic(&out.join(layout::INDEX), html.as_bytes())
 }
 
-fn escape(text: &str) -> String {
+/// Text made safe inside HTML and SVG elements and attributes.
+pub(crate) fn escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
         match c {
@@ -166,5 +221,78 @@ mod tests {
         assert!(html.contains("<tr class=\"failed\"><td>2026-11-24 14:03:00</td><td>interval</td>"));
         assert!(html
             .contains("failed, nothing kept: cannot write x/memory.svg: No space left on device"));
+    }
+
+    /// Check that interval captures with process points give a timeline per process,
+    /// the newest interval's time-to-OOM line, and a verdict word per row from the
+    /// typed verdicts; a capture whose newest point has no forecast says nothing.
+    #[test]
+    fn timeline_verdict_words_and_time_to_oom() {
+        use crate::{
+            daemon::timeline::{ProcessPoint, StallState},
+            model::{
+                forecast::{OomForecast, Outlook},
+                MemoryVerdictKind,
+            },
+            targets::memory_limit::{LimitSource, MemoryLimit},
+        };
+        let forecast = OomForecast {
+            limit: MemoryLimit {
+                limit_bytes: 512 << 20,
+                used_bytes: 300 << 20,
+                source: LimitSource::CgroupV2 {
+                    cgroup: "/t".into(),
+                },
+            },
+            rate: 1e5,
+            rate_se: 1e3,
+            span_secs: 30.0,
+            points: 10,
+            outlook: Outlook::Reaches {
+                secs: 2223.0,
+                earliest_secs: 2180.0,
+                latest_secs: 2268.0,
+            },
+        };
+        let with = |minute, kind, stall, oom: Option<OomForecast>| {
+            let mut c = found(
+                &format!("2026-11-24T14-0{minute}-00Z"),
+                CaptureKind::Interval,
+                minute,
+                "s",
+            );
+            c.meta.as_mut().unwrap().processes = vec![ProcessPoint {
+                pid: 7,
+                comm: "leaky".into(),
+                rss_bytes: Some(100 << 20),
+                memory_verdict: Some(kind),
+                stall: Some(stall),
+                oom,
+                ..Default::default()
+            }];
+            c
+        };
+        let captures = [
+            with(0, MemoryVerdictKind::Growing, StallState::NotStalled, None),
+            with(
+                1,
+                MemoryVerdictKind::Leak,
+                StallState::Stalled,
+                Some(forecast.clone()),
+            ),
+        ];
+        let html = render("profiler daemon: pid 7", &captures, &[]);
+        assert_eq!(html.matches("<svg").count(), 1);
+        assert!(html.contains("<h3>leaky (7)</h3>"));
+        assert!(html.contains(&format!(
+            "time to OOM: leaky (7) {}",
+            crate::render::oom::line(&forecast)
+        )));
+        assert!(html.contains("<td class=\"verdict\">LEAK · STALLED</td>"));
+        assert!(html.contains("<td class=\"verdict\">GROWING</td>"));
+        // The newest interval decides: no forecast there, no line.
+        let later = with(2, MemoryVerdictKind::Leak, StallState::NotStalled, None);
+        let html = render("profiler daemon: pid 7", &[captures[1].clone(), later], &[]);
+        assert!(!html.contains("time to OOM"));
     }
 }

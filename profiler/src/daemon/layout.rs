@@ -68,6 +68,10 @@ pub struct CaptureMeta {
     pub cgroup: Option<String>,
     /// Snapshots: milliseconds from the kernel event (OOM) to the files being written.
     pub latency_ms: Option<f64>,
+    /// Each process at the end of the capture, for the page's timeline and verdict
+    /// words (absent in captures of older versions).
+    #[serde(default)]
+    pub processes: Vec<super::timeline::ProcessPoint>,
 }
 
 const STAMP: &[time::format_description::BorrowedFormatItem<'static>] =

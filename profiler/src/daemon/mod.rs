@@ -9,13 +9,17 @@
 //!
 //! Modules: [`run`] (the loop and signals), [`layout`] (names, markers, `latest`),
 //! [`write`] (one capture directory), [`snapshots`] (when to snapshot, OOM details),
-//! [`retention`], [`index`].
+//! [`retention`], [`index`] with its [`timeline`] ([`timeline_svg`]), [`forecast`]
+//! (time to OOM across intervals).
+pub mod forecast;
 pub mod index;
 pub mod layout;
 pub mod retention;
 pub mod run;
 pub mod sinks;
 pub mod snapshots;
+pub mod timeline;
+pub mod timeline_svg;
 pub mod write;
 
 use std::{path::PathBuf, time::Duration};

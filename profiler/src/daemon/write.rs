@@ -73,6 +73,7 @@ impl CaptureWrite<'_> {
             process: self.process,
             cgroup: self.cgroup.clone(),
             latency_ms: None,
+            processes: super::timeline::points(window),
         }
         .write(dir)
         .with_context(|| format!("writing {}", dir.join(CaptureFile::Meta.name()).display()))
@@ -82,13 +83,7 @@ impl CaptureWrite<'_> {
 /// Write the window's files into `dir` (already created and marked). Returns the names
 /// of the files written.
 pub fn window_files(dir: &Path, window: &Window) -> anyhow::Result<Vec<String>> {
-    output::write_all(
-        dir,
-        window.memory.as_ref(),
-        window.waits.as_ref(),
-        &window.counters,
-        window.window_secs,
-    )?;
+    output::write_all(dir, window)?;
     Ok(files_in(dir))
 }
 
@@ -132,10 +127,14 @@ pub fn summary(window: &Window) -> Vec<String> {
         {
             let net: i64 = p.net_by_kind().values().sum();
             parts.push(format!(
-                "committed {}{} in the window, {} held by sampled stacks{}",
+                "committed {}{} in the window, {} held by stacks sampled {}{}",
                 if net >= 0 { "+" } else { "" },
                 human_bytes(net as f64),
                 human_bytes(p.attributed_growth()),
+                window
+                    .memory
+                    .as_ref()
+                    .map_or("in the window", crate::render::report::span),
                 if p.exited { ", exited" } else { "" }
             ));
         }
@@ -170,6 +169,7 @@ pub struct Finish<'a> {
     pub process: Option<(u32, &'a str)>,
     pub cgroup: Option<String>,
     pub latency_ms: Option<f64>,
+    pub processes: Vec<super::timeline::ProcessPoint>,
 }
 
 impl Finish<'_> {
@@ -185,6 +185,7 @@ impl Finish<'_> {
             comm: self.process.map(|(_, comm)| comm.to_string()),
             cgroup: self.cgroup,
             latency_ms: self.latency_ms,
+            processes: self.processes,
         };
         layout::write_meta(dir, &meta)
     }
@@ -231,6 +232,7 @@ mod tests {
             waits: Some(waits),
             counters: Counters::default(),
             window_secs: 1.0,
+            ended_unix_ns: None,
         };
         let lines = summary(&window);
         assert_eq!(lines.len(), 1);
@@ -245,6 +247,7 @@ mod tests {
             waits: None,
             counters: Counters::default(),
             window_secs: 1.0,
+            ended_unix_ns: None,
         };
         assert_eq!(summary(&empty), vec!["no live target in this window"]);
     }

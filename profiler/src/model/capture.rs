@@ -100,6 +100,10 @@ pub struct WindowEnd {
     pub waits: bool,
     pub wait_threshold_ns: u64,
     pub stall_threshold_ns: u64,
+    /// Wall-clock time the window ended, ns since the Unix epoch, for the absolute
+    /// `start`/`end` of report.json. None in recordings made before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ended_unix_ns: Option<i64>,
 }
 
 /// One record of the capture stream.

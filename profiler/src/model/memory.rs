@@ -20,7 +20,12 @@ use crate::{
 pub struct MemoryReport {
     /// What was targeted, for titles (e.g. `pid 1234`).
     pub target: String,
+    /// Seconds of this window (a daemon: this interval).
     pub window_secs: f64,
+    /// A daemon keeps each process's live memory across its intervals: the stacks and
+    /// the verdict count from when the probes attached, this many seconds ago. None
+    /// for `record`, whose numbers cover the window.
+    pub since_follow_secs: Option<f64>,
     pub sample_bytes: u64,
     /// Mean bytes between sampled allocations (allocator probes).
     pub alloc_sample_bytes: u64,
@@ -62,6 +67,9 @@ pub struct ProcessMemory {
     pub verdict: Option<MemoryVerdict>,
     /// JavaScript frames named from V8's heap (None when the process is not node).
     pub js_frames: Option<crate::runtimes::v8::JsFrameReport>,
+    /// A daemon: when the memory limit is reached at the rate resident memory grows
+    /// across the intervals (None when the growth is not steady).
+    pub oom: Option<super::forecast::OomForecast>,
 }
 
 /// Live allocations of one process: sampled blocks allocated in the window and not
@@ -167,7 +175,7 @@ pub struct StackGrowth {
 }
 
 /// What the numbers say.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum MemoryVerdictKind {
     Leak,

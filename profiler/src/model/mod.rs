@@ -5,6 +5,7 @@
 //! Nothing here computes: types, and the small accessors that read them.
 pub mod capture;
 pub mod counters;
+pub mod forecast;
 pub mod growth;
 pub mod memory;
 pub mod stack;
@@ -22,6 +23,6 @@ pub use memory::{
 };
 pub use stack::{build_id_hex, CodeLine, CodeLocation, ModuleMapping};
 pub use waits::{
-    BlockedStack, DemandSignals, Evidence, InFlightWait, ListenerQueue, ProcessWaits, StallVerdict,
-    ThreadSnapshot, UnreadConnection, WaitGroup, WaitOn, WaitReport,
+    BlockedStack, CycleStep, DemandSignals, Evidence, InFlightWait, ListenerQueue, OwnerWait,
+    ProcessWaits, StallVerdict, ThreadSnapshot, UnreadConnection, WaitGroup, WaitOn, WaitReport,
 };

@@ -25,6 +25,8 @@ pub enum WaitOn {
     },
     /// Any other descriptor (a pipe, a file, a terminal).
     Other { syscall: String, what: String },
+    /// A sleep (`nanosleep`, `clock_nanosleep`): it ends by itself.
+    Sleep { syscall: String },
 }
 
 impl WaitOn {
@@ -35,6 +37,7 @@ impl WaitOn {
             Self::Socket { peer, .. } => format!("socket {peer}"),
             Self::Poll { syscall, .. } => syscall.clone(),
             Self::Other { syscall, what } => format!("{syscall} {what}"),
+            Self::Sleep { .. } => "sleep".into(),
         }
     }
 
@@ -49,7 +52,13 @@ impl WaitOn {
                 fds,
             } => format!("{syscall} over {fds} fds ({sockets} sockets)"),
             Self::Other { syscall, what } => format!("{syscall} on {what}"),
+            Self::Sleep { syscall } => format!("sleep ({syscall})"),
         }
+    }
+
+    /// A sleep, which ends by itself: nothing has to wake it.
+    pub fn is_sleep(&self) -> bool {
+        matches!(self, Self::Sleep { .. })
     }
 
     /// Waiting for work to arrive (an event loop or a listener), not for a resource.
@@ -57,7 +66,7 @@ impl WaitOn {
         match self {
             Self::Poll { .. } => true,
             Self::Socket { syscall, .. } => syscall == WaitSyscall::Accept.name(),
-            Self::Other { .. } | Self::Futex { .. } => false,
+            Self::Other { .. } | Self::Futex { .. } | Self::Sleep { .. } => false,
         }
     }
 }
@@ -160,9 +169,36 @@ pub enum Evidence {
         on: String,
         owner: u32,
         waiters: usize,
+        /// What the owner itself is waiting on at the snapshot; None when it is not in a
+        /// wait (running, or in another system call).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        owner_waits: Option<OwnerWait>,
     },
     /// Threads blocked reading a connection they opened: a call with no answer.
     AwaitingPeer { peer: String, threads: usize },
+}
+
+/// The wait of a thread that holds a lock others wait for: why the lock is not released.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct OwnerWait {
+    /// What it waits on: the sleep's system call (`clock_nanosleep`), or the wait
+    /// described (`futex 0x…`, `recvfrom on socket 10.0.0.5:5432`).
+    pub on: String,
+    pub sleeping: bool,
+    /// Its own code, the first frame above its wait (`hold_lock`).
+    pub frame: Option<String>,
+    pub blocked_at_least_ns: u64,
+}
+
+/// One thread of a deadlock: it waits for the lock `on`, held by `owner`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct CycleStep {
+    pub tid: u32,
+    /// The lock it waits for (`futex 0x…`).
+    pub on: String,
+    pub owner: u32,
+    /// Its code, the first frame above the lock (`transfer`).
+    pub frame: Option<String>,
 }
 
 /// The verdict for one process.
@@ -178,10 +214,24 @@ pub enum StallVerdict {
         /// Why this is a stall and not idle workers: what wants these threads.
         evidence: Vec<Evidence>,
     },
+    /// Threads that wait for each other's locks (a cycle in the wait-for graph): they
+    /// never move again, however busy the other threads are.
+    Deadlocked {
+        threads: usize,
+        /// The cycle, smallest TID first: each waits for the lock the next one holds.
+        cycle: Vec<CycleStep>,
+        /// Threads stuck with it: the cycle and those waiting behind it (for its locks,
+        /// or joining its threads).
+        stuck: usize,
+        blocked_at_least_ns: u64,
+    },
     Idle {
         threads: usize,
         detail: String,
     },
+    /// Threads blocked past the threshold, but not all of them and with nothing
+    /// waiting on them: `not stalled`, the words of the report.
+    #[serde(rename = "not_stalled")]
     Progressing {
         stuck: usize,
         threads: usize,
@@ -192,7 +242,10 @@ pub enum StallVerdict {
 
 impl StallVerdict {
     pub fn is_stalled(&self) -> bool {
-        matches!(self, StallVerdict::Stalled { .. })
+        matches!(
+            self,
+            StallVerdict::Stalled { .. } | StallVerdict::Deadlocked { .. }
+        )
     }
 }
 

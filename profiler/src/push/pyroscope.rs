@@ -4,6 +4,14 @@
 //! and whose `sample_type_config` part tells the server the units and aggregation of
 //! each sample type (without it the server keeps only the sample types it knows from
 //! Go, and would drop `blocked`).
+//!
+//! Each view is its own profile type. Pyroscope names a profile type
+//! `<name>:<sample type>:<unit>:<period type>:<period unit>`, where `<name>` (the
+//! `__name__` label) comes from the sample types' `display-name` in
+//! `sample_type_config`: one containing `inuse_` or `alloc_` makes `memory`, `cpu`
+//! makes `process_cpu`, `block_` `block`, `mutex_` `mutex`; any other is taken as the
+//! name itself. memory.pb.gz and allocations.pb.gz have the same sample types
+//! (`inuse_space`, `inuse_objects`), so their names must differ: see [`profile_name`].
 use std::{collections::BTreeMap, io::Read as _, path::Path, time::SystemTime};
 
 use prost::Message as _;
@@ -80,6 +88,25 @@ pub fn series_name(app: &str, labels: &BTreeMap<String, String>) -> String {
     format!("{}{{{}}}", key(app), pairs.join(","))
 }
 
+/// The profile name (`__name__`) a view is pushed under, by its file name:
+/// allocations.pb.gz is the allocator's live heap blocks, `memory` as for a Go heap
+/// profile; memory.pb.gz is live mapped bytes by the stack that mapped them,
+/// `mapped`; waits.pb.gz is blocked time, `blocked`. Unknown files keep their sample
+/// types' own names.
+pub fn profile_name(file: &Path) -> Option<&'static str> {
+    let name = file.file_name()?.to_str()?;
+    let view = name.strip_suffix(crate::layout::PPROF_SUFFIX)?;
+    use crate::layout::View;
+    [
+        (View::Allocations, "memory"),
+        (View::Memory, "mapped"),
+        (View::Waits, "blocked"),
+    ]
+    .into_iter()
+    .find(|(v, _)| v.name() == view)
+    .map(|(_, profile)| profile)
+}
+
 /// Build the request for one `.pb.gz` file.
 pub fn request(
     url: &str,
@@ -92,10 +119,11 @@ pub fn request(
         path: file.to_path_buf(),
         source,
     })?;
-    let sample_type_config = sample_type_config(&profile).map_err(|reason| PushError::Profile {
-        path: file.to_path_buf(),
-        reason,
-    })?;
+    let sample_type_config =
+        sample_type_config(&profile, profile_name(file)).map_err(|reason| PushError::Profile {
+            path: file.to_path_buf(),
+            reason,
+        })?;
     let secs = |t: SystemTime| {
         t.duration_since(SystemTime::UNIX_EPOCH)
             .unwrap_or_default()
@@ -124,8 +152,10 @@ pub fn request(
 
 /// The JSON `sample_type_config` of a gzipped profile, from its own sample types:
 /// `inuse_*` values are levels (averaged when merged), everything else adds up;
-/// nanoseconds and counts of a wait profile are Pyroscope's lock units.
-pub fn sample_type_config(gz: &[u8]) -> Result<String, String> {
+/// nanoseconds and counts of a wait profile are Pyroscope's lock units. Every sample
+/// type's `display-name` is the profile name (see [`profile_name`]): `memory` needs
+/// no display name of its own, the `inuse_*` types say it.
+pub fn sample_type_config(gz: &[u8], profile: Option<&str>) -> Result<String, String> {
     let mut raw = Vec::new();
     flate2::read::GzDecoder::new(gz)
         .read_to_end(&mut raw)
@@ -156,9 +186,13 @@ pub fn sample_type_config(gz: &[u8]) -> Result<String, String> {
         } else {
             "sum"
         };
+        let display = match profile {
+            Some(name) if name != "memory" => name,
+            _ => kind,
+        };
         config.insert(
             kind.to_string(),
-            serde_json::json!({ "units": units, "aggregation": aggregation, "display-name": kind }),
+            serde_json::json!({ "units": units, "aggregation": aggregation, "display-name": display }),
         );
     }
     Ok(serde_json::Value::Object(config).to_string())
@@ -272,16 +306,30 @@ mod tests {
         ]))
         .unwrap();
         let v: serde_json::Value =
-            serde_json::from_str(&sample_type_config(&memory).unwrap()).unwrap();
+            serde_json::from_str(&sample_type_config(&memory, Some("memory")).unwrap()).unwrap();
         assert_eq!(v["inuse_space"]["units"], "bytes");
+        assert_eq!(v["inuse_space"]["display-name"], "inuse_space");
         assert_eq!(v["inuse_space"]["aggregation"], "average");
         assert_eq!(v["inuse_objects"]["units"], "objects");
         let waits = to_gzip(&model(&[("blocked", "nanoseconds"), ("count", "count")])).unwrap();
         let v: serde_json::Value =
-            serde_json::from_str(&sample_type_config(&waits).unwrap()).unwrap();
+            serde_json::from_str(&sample_type_config(&waits, Some("blocked")).unwrap()).unwrap();
+        assert_eq!(v["count"]["display-name"], "blocked");
         assert_eq!(v["blocked"]["units"], "lock_nanoseconds");
         assert_eq!(v["blocked"]["aggregation"], "sum");
         assert_eq!(v["count"]["units"], "lock_samples");
-        assert!(sample_type_config(b"not gzip").is_err());
+        assert!(sample_type_config(b"not gzip", None).is_err());
+    }
+
+    /// Check that the two memory views are pushed under different profile names and
+    /// unknown files under none.
+    #[test]
+    fn views_have_their_own_profile_names() {
+        let name = |f: &str| profile_name(Path::new(f));
+        assert_eq!(name("/d/allocations.pb.gz"), Some("memory"));
+        assert_eq!(name("/d/memory.pb.gz"), Some("mapped"));
+        assert_eq!(name("/d/waits.pb.gz"), Some("blocked"));
+        assert_eq!(name("/d/other.pb.gz"), None);
+        assert_eq!(name("/d/memory.folded"), None);
     }
 }

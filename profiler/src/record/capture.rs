@@ -37,6 +37,9 @@ pub struct Window {
     pub counters: Counters,
     /// Seconds since the window started.
     pub window_secs: f64,
+    /// Wall-clock end of the window, ns since the Unix epoch (None: a replay of a
+    /// recording that did not keep it).
+    pub ended_unix_ns: Option<i64>,
 }
 
 impl Window {
@@ -52,6 +55,7 @@ impl Window {
             }),
             counters: end.counters,
             window_secs: end.window_secs,
+            ended_unix_ns: end.ended_unix_ns,
         })
     }
 }
@@ -295,6 +299,7 @@ impl Capture {
             waits: self.opts.waits,
             wait_threshold_ns: self.opts.wait_threshold.as_nanos() as u64,
             stall_threshold_ns: self.opts.stall_threshold.as_nanos() as u64,
+            ended_unix_ns: Some(unix_now_ns()),
         }));
         Ok(Window::of(&self.session.state, self.session.stacks(), only)
             .expect("the window end was just applied"))
@@ -386,6 +391,12 @@ impl Capture {
             only,
         )
     }
+}
+
+/// Wall-clock now, ns since the Unix epoch.
+fn unix_now_ns() -> i64 {
+    let now = time::OffsetDateTime::now_utc().unix_timestamp_nanos();
+    i64::try_from(now).unwrap_or(i64::MAX)
 }
 
 /// Counters accumulated since `start` (the kernel's counters only ever grow).

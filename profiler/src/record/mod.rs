@@ -61,6 +61,8 @@ pub struct RecordSummary {
     pub events_seen: u64,
     pub events_lost: u64,
     pub stop_reason: &'static str,
+    /// The verdict of each process and the files written, to print last.
+    pub end_of_run: String,
 }
 
 /// Run a capture. Errors are one-line messages for the user.
@@ -77,17 +79,10 @@ pub async fn record(opts: &RecordOptions) -> anyhow::Result<RecordSummary> {
     } else {
         &initial[..]
     };
-    let description = selector.describe().to_string();
-    let is_all = selector.is_all();
+    let description = start_description(&selector, &initial);
     let mut capture = Capture::attach(opts, selector, eager)?;
     eprintln!(
-        "profiler: recording {} ({}) {}; press Ctrl-C to stop early",
-        description,
-        if is_all {
-            format!("{} processes now", initial.len())
-        } else {
-            describe_processes(&initial)
-        },
+        "profiler: recording {description} {}; press Ctrl-C to stop early",
         match opts.duration {
             Some(d) => format!("for {:.1} s", d.as_secs_f64()),
             None => "until Ctrl-C".into(),
@@ -108,10 +103,8 @@ pub async fn record(opts: &RecordOptions) -> anyhow::Result<RecordSummary> {
         dir: None,
         labels: Default::default(),
     };
-    DirSink {
-        dir: opts.out.clone(),
-    }
-    .deliver(&window, &mut delivery)?;
+    let mut sink = DirSink::new(opts.out.clone());
+    sink.deliver(&window, &mut delivery)?;
     let _ = detach.join();
     if let Some(writer) = recorder {
         let path = writer.finish()?;
@@ -123,7 +116,28 @@ pub async fn record(opts: &RecordOptions) -> anyhow::Result<RecordSummary> {
         events_seen: window.counters.seen,
         events_lost: window.counters.lost,
         stop_reason,
+        end_of_run: crate::render::summary::end_of_run(
+            window.memory.as_ref(),
+            window.waits.as_ref(),
+            &opts.out,
+            &sink.written,
+        ),
     })
+}
+
+/// What the start line says is recorded: the processes by name when they were named by
+/// PID (`leaky (pid 13750)`), else the selectors and what they match now
+/// (`comm /^node$/, matching node (pid 12), node (pid 14)`).
+fn start_description(selector: &TargetSelector, initial: &[crate::targets::ProcessInfo]) -> String {
+    if selector.is_all() {
+        return format!("{} ({} processes now)", selector.describe(), initial.len());
+    }
+    let processes = describe_processes(initial);
+    if selector.follows_new_processes() {
+        format!("{}, matching {processes}", selector.describe())
+    } else {
+        processes
+    }
 }
 
 /// `profiler stalls`: watch the targets' waits briefly, then print the verdict and the

@@ -3,10 +3,13 @@ use std::path::Path;
 
 use anyhow::Context as _;
 
+use super::Window;
 use crate::{
     layout::{CaptureFile, CaptureLayout, View},
-    model::{Counters, MemoryReport, WaitReport},
-    render::{async_census, diff, folded, folded::Half, pprof, report, svg, verdict, waits},
+    model::{MemoryReport, WaitReport},
+    render::{
+        async_census, diff, folded, folded::Half, pprof, report, report_json, svg, verdict, waits,
+    },
     units::human_bytes,
 };
 
@@ -25,41 +28,36 @@ pub fn prepare_dir(dir: &Path) -> anyhow::Result<()> {
 /// Write report.txt and report.json first (on a filling disk the verdict is what must
 /// survive), then the memory and wait views. Every file goes through a temporary name and
 /// a rename, and files an earlier capture left in a reused directory are removed, so the
-/// directory never mixes two captures.
-pub fn write_all(
-    dir: &Path,
-    memory: Option<&MemoryReport>,
-    waits: Option<&WaitReport>,
-    counters: &Counters,
-    window_secs: f64,
-) -> anyhow::Result<()> {
+/// directory never mixes two captures. Returns the files written, in that order.
+pub fn write_all(dir: &Path, window: &Window) -> anyhow::Result<Vec<CaptureFile>> {
+    let (memory, waits) = (window.memory.as_ref(), window.waits.as_ref());
+    let (counters, window_secs) = (&window.counters, window.window_secs);
     let mut text = String::new();
-    let mut json = serde_json::Map::new();
     if let Some(report) = memory {
         text.push_str(&report::text(report));
-        json.insert("memory".into(), report::json(report));
     } else {
         text.push_str(&format!(
             "profiler record: window {window_secs:.1} s; events seen {}, events lost {}\n",
             counters.seen, counters.lost
         ));
-        json.insert("events_lost".into(), counters.lost.into());
     }
     if let Some(w) = waits {
         text.push('\n');
         text.push_str(&waits::text(w));
-        json.insert(
-            "waits".into(),
-            serde_json::to_value(w).context("encoding waits")?,
-        );
     }
-    json.insert("counters".into(), counters_json(counters));
+    let json = report_json::document(&report_json::Parts {
+        memory,
+        waits,
+        counters,
+        window_secs,
+        ended_unix_ns: window.ended_unix_ns,
+    });
     let json = serde_json::to_string_pretty(&json).context("encoding report.json")?;
     let mut written = vec![CaptureFile::ReportText, CaptureFile::ReportJson];
     write(dir, CaptureFile::ReportText, text.as_bytes())?;
     write(dir, CaptureFile::ReportJson, json.as_bytes())?;
 
-    let mut meta = pprof_meta(window_secs);
+    let mut meta = pprof_meta(window_secs, window.ended_unix_ns);
     meta.process_labels = identity_labels(memory, waits);
     if let Some(report) = memory {
         write_memory(dir, report)?;
@@ -89,7 +87,9 @@ pub fn write_all(
         }
     }
     remove_stale(dir, &written);
-    Ok(())
+    // memory-diff has no pprof file: keep the list to what exists.
+    written.retain(|f| CaptureLayout::new(dir).path(*f).is_file());
+    Ok(written)
 }
 
 /// Every file a view may have.
@@ -118,14 +118,17 @@ fn remove_stale(dir: &Path, written: &[CaptureFile]) {
     }
 }
 
-/// When a window of `window_secs` that ends now started.
-fn pprof_meta(window_secs: f64) -> pprof::CaptureMeta {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
+/// When a window of `window_secs` that ended at `ended_unix_ns` (else now) started.
+fn pprof_meta(window_secs: f64, ended_unix_ns: Option<i64>) -> pprof::CaptureMeta {
+    let now = ended_unix_ns.unwrap_or_else(|| {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        now.as_nanos() as i64
+    });
     let duration_ns = (window_secs.max(0.0) * 1e9) as i64;
     pprof::CaptureMeta {
-        start_unix_ns: (now.as_nanos() as i64).saturating_sub(duration_ns),
+        start_unix_ns: now.saturating_sub(duration_ns),
         duration_ns,
         ..Default::default()
     }
@@ -136,20 +139,6 @@ fn write_pprof(dir: &Path, view: View, model: &pprof::ProfileModel) -> anyhow::R
     let file = CaptureFile::Pprof(view);
     let bytes = pprof::to_gzip(model).with_context(|| format!("encoding {}", file.name()))?;
     write(dir, file, &bytes)
-}
-
-/// The kernel-side counters of the whole capture, whatever was recorded: what
-/// `cargo xtask bench` reads to report events seen, sampled and lost.
-fn counters_json(c: &Counters) -> serde_json::Value {
-    serde_json::json!({
-        "seen": c.seen,
-        "sampled": c.sampled,
-        "lost": c.lost,
-        "stack_read_failed": c.stack_read_failed,
-        "decode_errors": c.decode_errors,
-        "short_waits": c.short_waits,
-        "futex_wakes": c.futex_wakes,
-    })
 }
 
 fn write_waits(dir: &Path, report: &WaitReport, window_secs: f64) -> anyhow::Result<()> {
@@ -217,8 +206,9 @@ fn write_memory(dir: &Path, report: &MemoryReport) -> anyhow::Result<()> {
         view: View::Memory,
         title: format!("Memory growth: {}", process_names(report)),
         subtitle: format!(
-            "live bytes created in a {:.1} s window and still mapped: {} (sampled every {} on average)",
-            report.window_secs,
+            "{}live bytes created {} and still mapped: {} (sampled every {} on average)",
+            verdicts_first(report),
+            svg_span(report),
             human_bytes(total as f64),
             human_bytes(report.sample_bytes as f64)
         ),
@@ -236,8 +226,9 @@ fn write_allocations(dir: &Path, report: &MemoryReport) -> anyhow::Result<()> {
         view: View::Allocations,
         title: format!("Live allocations: {}", process_names(report)),
         subtitle: format!(
-            "bytes allocated in a {:.1} s window and not freed: {} (sampled every {} on average)",
-            report.window_secs,
+            "{}bytes allocated {} and not freed: {} (sampled every {} on average)",
+            verdicts_first(report),
+            svg_span(report),
             human_bytes(total as f64),
             human_bytes(report.alloc_sample_bytes as f64)
         ),
@@ -248,11 +239,14 @@ fn write_allocations(dir: &Path, report: &MemoryReport) -> anyhow::Result<()> {
 }
 
 /// `memory-diff.svg`: live allocation growth of the second half of the window against
-/// the first (red: grows faster now; blue: grew before, slower now).
+/// the first (red: grows faster now; blue: grew before, slower now), with changes that
+/// sampling explains drawn neutral. `memory-diff.folded` keeps both halves' estimates.
 fn write_memory_diff(dir: &Path, report: &MemoryReport) -> anyhow::Result<()> {
     let first = folded::allocation_lines(report, Half::First);
     let second = folded::allocation_lines(report, Half::Second);
-    let lines = diff::differential_lines(&first, &second).context("merging the two halves")?;
+    let noise = diff::Noise::sampled(report.alloc_sample_bytes as f64);
+    let differential =
+        diff::significant_lines(&first, &second, Some(noise)).context("merging the two halves")?;
     let split = report
         .processes
         .iter()
@@ -261,17 +255,20 @@ fn write_memory_diff(dir: &Path, report: &MemoryReport) -> anyhow::Result<()> {
     let view = FlameView {
         view: View::MemoryDiff,
         title: format!(
-            "Live allocation growth, second half vs first: {}",
-            process_names(report)
+            "Allocation growth, second half vs first: {}",
+            differential.largest(human_bytes)
         ),
         subtitle: format!(
-            "widths: growth in {split:.1}-{:.1} s; red grew more than in 0-{split:.1} s, blue less",
-            report.window_secs
+            "{}{split:.1}-{:.1} s vs 0-{split:.1} s; {}",
+            verdicts_first(report),
+            report.window_secs,
+            differential.legend()
         ),
         count_name: "bytes",
         flavor: svg::Flavor::Memory,
     };
-    write_view(dir, &view, &lines)
+    write_folded(dir, view.view, &differential.merged)?;
+    write_svg(dir, &view, &differential.lines)
 }
 
 /// One flamegraph view: `<name>.folded` and `<name>.svg`.
@@ -284,8 +281,16 @@ struct FlameView {
 }
 
 fn write_view(dir: &Path, view: &FlameView, lines: &[String]) -> anyhow::Result<()> {
+    write_folded(dir, view.view, lines)?;
+    write_svg(dir, view, lines)
+}
+
+fn write_folded(dir: &Path, view: View, lines: &[String]) -> anyhow::Result<()> {
     let folded_text: String = lines.iter().map(|l| format!("{l}\n")).collect();
-    write(dir, CaptureFile::Folded(view.view), folded_text.as_bytes())?;
+    write(dir, CaptureFile::Folded(view), folded_text.as_bytes())
+}
+
+fn write_svg(dir: &Path, view: &FlameView, lines: &[String]) -> anyhow::Result<()> {
     let mut svg_bytes = Vec::new();
     svg::flamegraph(
         lines,
@@ -297,6 +302,51 @@ fn write_view(dir: &Path, view: &FlameView, lines: &[String]) -> anyhow::Result<
     )
     .with_context(|| format!("rendering {}", CaptureFile::Svg(view.view).name()))?;
     write(dir, CaptureFile::Svg(view.view), &svg_bytes)
+}
+
+/// `in a 3.0 s window`, or for a daemon `since first followed (12.0 s)`.
+fn svg_span(report: &MemoryReport) -> String {
+    match report.since_follow_secs {
+        Some(since) => format!("since first followed ({since:.1} s)"),
+        None => format!("in a {:.1} s window", report.window_secs),
+    }
+}
+
+/// Most processes shown in a subtitle's verdicts; the others are counted.
+const SUBTITLE_VERDICTS: usize = 3;
+
+/// `leaky (13750) LEAK +62.5 MiB under leak_here (from main); `: the memory verdicts of
+/// a subtitle, which the flamegraph must carry wherever it is opened or sent.
+fn verdicts_first(report: &MemoryReport) -> String {
+    let judged: Vec<String> = report
+        .processes
+        .iter()
+        .filter_map(|p| {
+            let v = p.verdict.as_ref()?;
+            Some(format!(
+                "{} ({}) {}",
+                p.comm,
+                p.pid,
+                verdict::memory_short(v)
+            ))
+        })
+        .collect();
+    if judged.is_empty() {
+        return String::new();
+    }
+    let mut text = judged
+        .iter()
+        .take(SUBTITLE_VERDICTS)
+        .cloned()
+        .collect::<Vec<_>>()
+        .join("; ");
+    if judged.len() > SUBTITLE_VERDICTS {
+        text.push_str(&format!(
+            "; {} more in report.txt",
+            judged.len() - SUBTITLE_VERDICTS
+        ));
+    }
+    text + " · "
 }
 
 fn process_names(report: &MemoryReport) -> String {
@@ -364,6 +414,84 @@ fn identity_labels(
 mod tests {
     use super::*;
     use crate::model::{ProcessMemory, StackGrowth};
+
+    /// The subtitle text of an SVG in `dir`.
+    fn subtitle(dir: &Path, name: &str) -> String {
+        let svg = std::fs::read_to_string(dir.join(name)).unwrap();
+        let at = svg.find("id=\"subtitle\"").expect("a subtitle");
+        let rest = &svg[at..];
+        rest[rest.find('>').unwrap() + 1..rest.find("</text>").unwrap()].to_string()
+    }
+
+    /// Check that every flamegraph of a capture carries the memory verdict in its
+    /// subtitle, and that the files written are returned, none that was not written.
+    #[test]
+    fn every_svg_subtitle_carries_the_verdict() {
+        use crate::model::{AllocGrowth, AllocationView, MemoryVerdict, MemoryVerdictKind};
+        let dir = std::env::temp_dir().join(format!("profiler-subtitles-{}", std::process::id()));
+        prepare_dir(&dir).unwrap();
+        let leak = AllocGrowth {
+            frames: vec!["main".into(), "leak_here".into()],
+            bytes: 64.0 * 1048576.0,
+            objects: 1000.0,
+            ..Default::default()
+        };
+        let half = |bytes| AllocGrowth {
+            bytes,
+            ..leak.clone()
+        };
+        let report = MemoryReport {
+            window_secs: 8.0,
+            sample_bytes: 256 << 10,
+            alloc_sample_bytes: 256 << 10,
+            processes: vec![ProcessMemory {
+                pid: 13750,
+                comm: "leaky".into(),
+                allocations: Some(AllocationView {
+                    growth: vec![leak.clone()],
+                    first_half: vec![half(34.5 * 1048576.0)],
+                    second_half: vec![half(28.0 * 1048576.0)],
+                    split_secs: 4.0,
+                    ..Default::default()
+                }),
+                verdict: Some(MemoryVerdict {
+                    kind: MemoryVerdictKind::Leak,
+                    growth: 64.0 * 1048576.0,
+                    top_share_pct: 100.0,
+                    culprit: "leak_here (from main)".into(),
+                    numbers: Default::default(),
+                    stacks: vec![],
+                    advice: None,
+                    also: vec![],
+                    assessment: None,
+                }),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let window = Window {
+            memory: Some(report),
+            waits: None,
+            counters: Default::default(),
+            window_secs: 8.0,
+            ended_unix_ns: None,
+        };
+        let written = write_all(&dir, &window).unwrap();
+        for name in ["memory.svg", "allocations.svg", "memory-diff.svg"] {
+            let sub = subtitle(&dir, name);
+            assert!(
+                sub.starts_with("leaky (13750) LEAK +64.0 MiB under leak_here (from main) · "),
+                "{name}: {sub}"
+            );
+        }
+        // 138 vs 112 samples of 256 KiB: sampling noise, drawn neutral.
+        let diff = subtitle(&dir, "memory-diff.svg");
+        assert!(diff.ends_with("0 changed, 1 within (white)"), "{diff}");
+        assert!(written.contains(&CaptureFile::Svg(View::MemoryDiff)));
+        assert!(!written.contains(&CaptureFile::Pprof(View::MemoryDiff)));
+        assert!(!written.contains(&CaptureFile::Svg(View::Waits)));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     /// Check that a process's container, cgroup and namespace PID reach its pprof
     /// samples as labels.

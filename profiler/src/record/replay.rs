@@ -53,10 +53,7 @@ pub fn replay(opts: &ReplayOptions) -> anyhow::Result<ReplaySummary> {
         dir: None,
         labels: Default::default(),
     };
-    DirSink {
-        dir: opts.out.clone(),
-    }
-    .deliver(&window, &mut delivery)?;
+    DirSink::new(opts.out.clone()).deliver(&window, &mut delivery)?;
     Ok(ReplaySummary {
         records,
         window_secs: window.window_secs,

@@ -7,6 +7,7 @@ use std::{collections::BTreeMap, path::PathBuf};
 use time::OffsetDateTime;
 
 use super::{output, Window};
+use crate::layout::CaptureFile;
 
 /// What the sinks of one window share.
 #[derive(Clone, Debug)]
@@ -30,17 +31,22 @@ pub trait Sink {
 /// Writes the window's files into one directory (`record --out DIR`).
 pub struct DirSink {
     pub dir: PathBuf,
+    /// The files the last window wrote, in the order written.
+    pub written: Vec<CaptureFile>,
+}
+
+impl DirSink {
+    pub fn new(dir: PathBuf) -> Self {
+        Self {
+            dir,
+            written: Vec::new(),
+        }
+    }
 }
 
 impl Sink for DirSink {
     fn deliver(&mut self, window: &Window, delivery: &mut Delivery) -> anyhow::Result<()> {
-        output::write_all(
-            &self.dir,
-            window.memory.as_ref(),
-            window.waits.as_ref(),
-            &window.counters,
-            window.window_secs,
-        )?;
+        self.written = output::write_all(&self.dir, window)?;
         delivery.dir = Some(self.dir.clone());
         Ok(())
     }

@@ -12,16 +12,14 @@ use crate::{
 pub fn text(report: &MemoryReport) -> String {
     let mut out = String::new();
     let c = &report.counters;
+    let _ = writeln!(out, "{}", header(report));
+    // Allocator calls are not events (they are counted apart), yet their samples are
+    // among the stack samples: say so, or "samples 478" next to "events 336" reads
+    // as an error.
     let _ = writeln!(
         out,
-        "profiler record: {}, window {:.1} s",
-        report.target, report.window_secs
-    );
-    let _ = writeln!(
-        out,
-        "events seen {}, samples taken {}, events lost {}{}",
+        "events seen {} (mapping calls, waits, exits), events lost {}{}",
         c.seen,
-        c.sampled,
         c.lost,
         if c.lost > 0 {
             " (ring buffer full: totals below are incomplete; raise --sample-bytes)"
@@ -29,15 +27,11 @@ pub fn text(report: &MemoryReport) -> String {
             ""
         }
     );
-    let _ = writeln!(
-        out,
-        "stack sampling: one sample per {} on average (unbiased estimate)",
-        human_bytes(report.sample_bytes as f64)
-    );
-    if c.alloc_calls > 0 || c.alloc_table_full > 0 {
+    let allocator = c.alloc_calls > 0 || c.alloc_table_full > 0;
+    if allocator {
         let _ = writeln!(
             out,
-            "allocator calls seen {}{}",
+            "allocator calls seen {} (malloc, free, …: counted apart from events){}",
             c.alloc_calls,
             if c.alloc_table_full > 0 {
                 format!(
@@ -49,6 +43,25 @@ pub fn text(report: &MemoryReport) -> String {
             }
         );
     }
+    let _ = writeln!(
+        out,
+        "stack samples taken {}{}: one per {} mapped{} on average (unbiased estimates)",
+        c.sampled,
+        if allocator {
+            " from events and allocator calls together"
+        } else {
+            ""
+        },
+        human_bytes(report.sample_bytes as f64),
+        if allocator {
+            format!(
+                ", one per {} allocated",
+                human_bytes(report.alloc_sample_bytes as f64)
+            )
+        } else {
+            String::new()
+        }
+    );
     if c.decode_errors > 0 || c.stack_read_failed > 0 {
         let _ = writeln!(
             out,
@@ -65,12 +78,37 @@ pub fn text(report: &MemoryReport) -> String {
     }
     for p in &report.processes {
         out.push('\n');
-        process_text(&mut out, p);
+        process_text(&mut out, p, span(report));
     }
     out
 }
 
-fn process_text(out: &mut String, p: &ProcessMemory) {
+/// The first line: what recorded the report and what span its numbers cover. A daemon
+/// interval's live memory counts from the attach, not from the interval's start.
+pub fn header(report: &MemoryReport) -> String {
+    match report.since_follow_secs {
+        Some(since) => format!(
+            "profiler daemon: {}, interval {:.1} s; live memory counted since the probes attached {:.1} s ago",
+            report.target, report.window_secs, since
+        ),
+        None => format!(
+            "profiler record: {}, window {:.1} s",
+            report.target, report.window_secs
+        ),
+    }
+}
+
+/// The span the live bytes of the stacks were created in: `in the window`, or for a
+/// daemon `since the process was first followed`.
+pub fn span(report: &MemoryReport) -> &'static str {
+    if report.since_follow_secs.is_some() {
+        "since the process was first followed"
+    } else {
+        "in the window"
+    }
+}
+
+fn process_text(out: &mut String, p: &ProcessMemory, span: &str) {
     let _ = writeln!(
         out,
         "== {} (pid {}){}",
@@ -86,6 +124,9 @@ fn process_text(out: &mut String, p: &ProcessMemory) {
         let _ = writeln!(out, "   {line}");
     }
     super::verdict::memory_text(out, p);
+    if let Some(f) = &p.oom {
+        let _ = writeln!(out, "   time to OOM: {}", super::oom::line(f));
+    }
     let _ = writeln!(out, "   memory events {}, sampled {}", p.events, p.samples);
     if let (Some(before), Some(after)) = (&p.rss_before, &p.rss_after) {
         let _ = writeln!(
@@ -139,12 +180,12 @@ fn process_text(out: &mut String, p: &ProcessMemory) {
     }
     let attributed = p.attributed_growth();
     if p.growth.is_empty() {
-        let _ = writeln!(out, "   no stack holds memory created in the window");
+        let _ = writeln!(out, "   no stack holds memory created {span}");
         return;
     }
     let _ = writeln!(
         out,
-        "   top growing stacks (live bytes created in the window, estimated {}):",
+        "   top growing stacks (live bytes created {span}, estimated {}):",
         human_bytes(attributed)
     );
     for (i, g) in top_stacks(p).iter().enumerate() {
@@ -252,6 +293,13 @@ pub fn json(report: &MemoryReport) -> serde_json::Value {
             if let Ok(serde_json::Value::Object(id)) = serde_json::to_value(&p.identity) {
                 fields.extend(id);
             }
+            // A daemon's forecast, when its growth is steady.
+            if let Some(f) = &p.oom {
+                fields.insert(
+                    "time_to_oom".into(),
+                    serde_json::json!({ "line": super::oom::line(f), "forecast": f }),
+                );
+            }
             // JavaScript frames only for node processes.
             if let Some(js) = &p.js_frames {
                 fields.insert("js_frames".into(), serde_json::json!(js));
@@ -259,10 +307,11 @@ pub fn json(report: &MemoryReport) -> serde_json::Value {
             serde_json::Value::Object(fields)
         })
         .collect();
-    serde_json::json!({
+    let mut json = serde_json::json!({
         "target": report.target,
         "window_secs": report.window_secs,
         "sample_bytes": report.sample_bytes,
+        "alloc_sample_bytes": report.alloc_sample_bytes,
         "events_seen": report.counters.seen,
         "samples_taken": report.counters.sampled,
         "events_lost": report.counters.lost,
@@ -272,7 +321,11 @@ pub fn json(report: &MemoryReport) -> serde_json::Value {
         "stacks_not_readable": report.counters.stack_read_failed,
         "forks_followed": report.counters.forks_followed,
         "processes": processes,
-    })
+    });
+    if let Some(since) = report.since_follow_secs {
+        json["since_follow_secs"] = since.into();
+    }
+    json
 }
 
 #[cfg(test)]

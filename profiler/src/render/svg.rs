@@ -12,6 +12,22 @@ pub enum Flavor {
     OffCpu,
 }
 
+/// Characters of a subtitle (12 px) and a title (17 px) that fit the 1200 px image:
+/// inferno draws each as one centred line, so a longer one loses both its ends.
+pub const MAX_SUBTITLE_CHARS: usize = 160;
+pub const MAX_TITLE_CHARS: usize = 110;
+
+/// `text` cut to `max` characters with `…` at the end: what comes first (the verdict)
+/// stays visible.
+fn fit(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        return text.to_string();
+    }
+    let mut cut: String = text.chars().take(max - 1).collect();
+    cut.push('…');
+    cut
+}
+
 /// Render folded `lines` to an SVG. An empty profile still yields a valid SVG that says
 /// so, rather than an error, because "nothing grew" is an answer too.
 pub fn flamegraph(
@@ -23,8 +39,8 @@ pub fn flamegraph(
     out: impl Write,
 ) -> std::io::Result<()> {
     let mut opts = Options::default();
-    opts.title = title.to_string();
-    opts.subtitle = Some(subtitle.to_string());
+    opts.title = fit(title, MAX_TITLE_CHARS);
+    opts.subtitle = Some(fit(subtitle, MAX_SUBTITLE_CHARS));
     opts.count_name = count_name.to_string();
     opts.deterministic = true;
     opts.hash = true;
@@ -47,6 +63,28 @@ pub fn flamegraph(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Check that a long subtitle is cut at its end, keeping its start (the verdict),
+    /// and that a short one is left alone.
+    #[test]
+    fn long_subtitles_keep_their_start() {
+        let long = format!("LEAK +50.5 MiB under leak_here · {}", "x".repeat(300));
+        let cut = fit(&long, MAX_SUBTITLE_CHARS);
+        assert_eq!(cut.chars().count(), MAX_SUBTITLE_CHARS);
+        assert!(cut.starts_with("LEAK +50.5 MiB under leak_here · ") && cut.ends_with('…'));
+        assert_eq!(fit("short", MAX_SUBTITLE_CHARS), "short");
+        let mut out = Vec::new();
+        flamegraph(
+            &["a 1".into()],
+            "t",
+            &long,
+            "bytes",
+            Flavor::Memory,
+            &mut out,
+        )
+        .unwrap();
+        assert!(!String::from_utf8(out).unwrap().contains(&"x".repeat(200)));
+    }
 
     /// Check that profiles with nothing to draw (no lines, or a differential whose
     /// second counts are all zero) still render a valid SVG instead of failing.

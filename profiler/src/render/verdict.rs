@@ -7,8 +7,8 @@ use crate::{
     allocator::AllocatorFamily,
     analyze::memory::verdict::MIN_GROWTH_BYTES,
     model::{
-        AlsoGrew, Evidence, MemoryVerdict, MemoryVerdictKind, Numbers, ProcessMemory,
-        RetentionAdvice, StallVerdict,
+        AlsoGrew, CycleStep, Evidence, MemoryVerdict, MemoryVerdictKind, Numbers, OwnerWait,
+        ProcessMemory, RetentionAdvice, StallVerdict,
     },
     render::growth::signed,
     units::human_bytes,
@@ -154,6 +154,40 @@ pub fn headline(v: &MemoryVerdict) -> String {
     }
 }
 
+/// A short form for a flamegraph subtitle (one line shared with other processes):
+/// the verdict's name, its growth and where.
+pub fn memory_short(v: &MemoryVerdict) -> String {
+    let growth = human_bytes(v.growth);
+    match v.kind {
+        MemoryVerdictKind::Leak => format!("LEAK +{growth} under {}", v.culprit),
+        MemoryVerdictKind::Retention => format!(
+            "ALLOCATOR RETENTION: heap +{growth}, live +{}",
+            human_bytes(
+                v.numbers
+                    .net_growth
+                    .or(v.numbers.live_growth)
+                    .unwrap_or(0.0)
+                    .max(0.0)
+            )
+        ),
+        MemoryVerdictKind::MappedGrowth => format!("MAPPED GROWTH +{growth} under {}", v.culprit),
+        MemoryVerdictKind::NoGrowth => "NO GROWTH".into(),
+        MemoryVerdictKind::HeapGrowthUnexplained => {
+            format!(
+                "HEAP GROWTH +{growth} under {} (allocator probes off)",
+                v.culprit
+            )
+        }
+        MemoryVerdictKind::GrowthStopped => {
+            format!("GROWTH THAT STOPPED +{growth} under {}", v.culprit)
+        }
+        MemoryVerdictKind::Periodic => format!("PERIODIC GROWTH AND RELEASE under {}", v.culprit),
+        MemoryVerdictKind::Growing => {
+            format!("GROWING +{growth} under {} (not judged yet)", v.culprit)
+        }
+    }
+}
+
 /// What usually helps against retention, for this allocator.
 pub fn advice(a: &RetentionAdvice) -> String {
     let glibc = "glibc: cap arenas with MALLOC_ARENA_MAX=2, return free memory with \
@@ -280,6 +314,12 @@ pub fn stall_line(v: &StallVerdict) -> String {
             frame_below_lock.as_ref().map(|f| format!(", waiting in {f}")).unwrap_or_default(),
             evidence.iter().map(evidence_clause).collect::<Vec<_>>().join("; ")
         ),
+        StallVerdict::Deadlocked { threads, cycle, stuck, blocked_at_least_ns } => format!(
+            "DEADLOCK: {} threads wait for each other's locks, blocked for at least {:.1} s: {} ({stuck} of {threads} threads stuck with them)",
+            cycle.len(),
+            *blocked_at_least_ns as f64 / 1e9,
+            cycle.iter().map(cycle_clause).collect::<Vec<_>>().join("; ")
+        ),
         StallVerdict::Idle { threads, detail } => format!("not stalled: idle ({detail}; {threads} threads)"),
         StallVerdict::Exited => "exited before the end of the window: completed waits only".into(),
         StallVerdict::Progressing { stuck, threads } => {
@@ -320,8 +360,61 @@ pub fn stall_short(v: &StallVerdict) -> String {
                 format!("idle: {first}")
             }
         }
+        StallVerdict::Deadlocked { cycle, .. } => format!(
+            "DEADLOCK: TIDs {} wait for each other's locks{}",
+            cycle
+                .iter()
+                .map(|c| c.tid.to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
+            cycle
+                .first()
+                .and_then(|c| c.frame.as_ref())
+                .map(|f| format!(" in {f}"))
+                .unwrap_or_default()
+        ),
         StallVerdict::Progressing { .. } => "not stalled".into(),
         StallVerdict::Exited => "exited".into(),
+    }
+}
+
+/// `TID 3001 in transfer waits for futex 0xa000 held by TID 3002`.
+fn cycle_clause(c: &CycleStep) -> String {
+    format!(
+        "TID {}{} waits for {} held by TID {}",
+        c.tid,
+        in_frame(c.frame.as_deref()),
+        c.on,
+        c.owner
+    )
+}
+
+/// `340 ms` under a second (an owner's current nap is often young), else `2.0 s`.
+fn short_duration(ns: u64) -> String {
+    if ns < 1_000_000_000 {
+        format!("{} ms", ns / 1_000_000)
+    } else {
+        format!("{:.1} s", ns as f64 / 1e9)
+    }
+}
+
+/// ` in hold_lock`, or nothing when the frame is not known.
+fn in_frame(frame: Option<&str>) -> String {
+    frame.map(|f| format!(" in {f}")).unwrap_or_default()
+}
+
+/// What the owner of a lock is doing, after `held by TID N`: ` in hold_lock, which is
+/// itself sleeping (clock_nanosleep for at least 340 ms)`.
+fn owner_clause(w: Option<&OwnerWait>) -> String {
+    match w {
+        Some(w) => format!(
+            "{}, which is itself {} ({} for at least {})",
+            in_frame(w.frame.as_deref()),
+            if w.sleeping { "sleeping" } else { "blocked" },
+            w.on,
+            short_duration(w.blocked_at_least_ns)
+        ),
+        None => ", which is not in a wait (running, or in another system call)".into(),
     }
 }
 
@@ -354,9 +447,15 @@ pub fn evidence_clause(e: &Evidence) -> String {
                 chain[0]
             )
         }
-        Evidence::LockHeld { on, owner, waiters } => {
-            format!("{waiters} thread(s) waiting for the lock {on} held by TID {owner}")
-        }
+        Evidence::LockHeld {
+            on,
+            owner,
+            waiters,
+            owner_waits,
+        } => format!(
+            "{waiters} thread(s) wait on the lock {on} held by TID {owner}{}",
+            owner_clause(owner_waits.as_ref())
+        ),
         Evidence::AwaitingPeer { peer, threads } => {
             format!("{threads} thread(s) waiting for an answer from {peer}")
         }
@@ -372,7 +471,13 @@ pub fn evidence_short(e: &Evidence) -> String {
         Evidence::UnreadRequests { listener, .. } => format!("unread requests on {listener}"),
         Evidence::PileUp { arrived, .. } => format!("{arrived} waiters piled up"),
         Evidence::LockCycle { .. } => "lock cycle".into(),
-        Evidence::LockHeld { owner, .. } => format!("lock held by {owner}"),
+        Evidence::LockHeld {
+            owner, owner_waits, ..
+        } => match owner_waits {
+            Some(w) if w.sleeping => format!("lock held by {owner}, sleeping"),
+            Some(_) => format!("lock held by {owner}, blocked"),
+            None => format!("lock held by {owner}"),
+        },
         Evidence::AwaitingPeer { peer, .. } => format!("no answer from {peer}"),
     }
 }
@@ -446,6 +551,20 @@ mod tests {
             headline(&v)
         );
         assert!(numbers_line(&v.numbers).contains("since the process was first followed"));
+    }
+
+    /// Check that a subtitle's short verdict names the kind, the growth and the culprit.
+    #[test]
+    fn memory_short_form() {
+        assert_eq!(
+            memory_short(&leak(false)),
+            "LEAK +26.0 MiB under cache_insert_session (from main)"
+        );
+        let quiet = MemoryVerdict {
+            kind: MemoryVerdictKind::NoGrowth,
+            ..leak(false)
+        };
+        assert_eq!(memory_short(&quiet), "NO GROWTH");
     }
 
     /// Check the words of the quiet cases and of retention advice: unmeasured live

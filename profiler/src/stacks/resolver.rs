@@ -213,18 +213,22 @@ impl ProcessStacks {
     fn unwind_tracking_reads(&mut self, sample: &StackSample) -> (UnwoundStack, u64) {
         let mut end = sample.sp;
         let trampoline = self.uprobes_vma;
-        let unwound = self
-            .unwinder
-            .unwind_with(sample.ip, sample.sp, sample.bp, &mut |addr| {
-                let v = sample.read_u64(addr)?;
-                end = end.max(addr + 8);
-                match (sample.ret_fix, trampoline) {
-                    (Some(fix), Some((lo, hi))) if (lo..hi).contains(&v) => {
-                        Some(fix.original(addr).unwrap_or(v))
-                    }
-                    _ => Some(v),
+        let read = &mut |addr| {
+            let v = sample.read_u64(addr)?;
+            end = end.max(addr + 8);
+            match (sample.ret_fix, trampoline) {
+                (Some(fix), Some((lo, hi))) if (lo..hi).contains(&v) => {
+                    Some(fix.original(addr).unwrap_or(v))
                 }
-            });
+                _ => Some(v),
+            }
+        };
+        let (ip, sp, bp) = (sample.ip, sample.sp, sample.bp);
+        let unwound = if sample.ip_is_return {
+            self.unwinder.unwind_after_return(ip, sp, bp, read)
+        } else {
+            self.unwinder.unwind_with(ip, sp, bp, read)
+        };
         (unwound, end)
     }
 

@@ -44,6 +44,7 @@ fn hash_range(sample: &StackSample, end: u64) -> Option<u64> {
     let mut h = DefaultHasher::new();
     bytes.hash(&mut h);
     sample.ret_fix.hash(&mut h);
+    sample.ip_is_return.hash(&mut h);
     Some(h.finish())
 }
 
@@ -119,6 +120,7 @@ mod tests {
             base: 0x7000_0000,
             bytes,
             ret_fix: None,
+            ip_is_return: false,
         }
     }
 

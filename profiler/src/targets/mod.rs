@@ -21,6 +21,7 @@
 //! chosen PIDs in a map and follows their forks itself.
 pub mod cgroup;
 pub mod container;
+pub mod memory_limit;
 pub mod proc_scan;
 
 use regex::Regex;

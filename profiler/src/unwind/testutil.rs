@@ -47,6 +47,7 @@ fn copy_stack(ip: u64, sp: u64, bp: u64) -> StackSample {
         base: sp,
         bytes,
         ret_fix: None,
+        ip_is_return: false,
     }
 }
 

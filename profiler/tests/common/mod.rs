@@ -2,6 +2,7 @@
 //! behind a start barrier, run the real `profiler` binary against them.
 #![allow(dead_code)] // each test file uses a different subset
 
+pub mod daemon;
 pub mod node_pool;
 pub mod postgres;
 
@@ -169,6 +170,8 @@ pub fn last_value(output: impl BufRead, key: &str) -> Option<u64> {
 pub struct Recording {
     child: Child,
     pub out: PathBuf,
+    /// The `profiler: recording …` line it started with.
+    pub start_line: String,
 }
 
 impl Recording {
@@ -219,6 +222,7 @@ impl Recording {
         let recording = Self {
             child,
             out: out.to_path_buf(),
+            start_line: line.trim_end().to_string(),
         };
         (recording, receiver)
     }

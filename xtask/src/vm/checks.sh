@@ -194,6 +194,30 @@ check_futex_stall() {
     fi
 }
 
+# A mutex held across sleeps: the sleep probes load and record the holder's naps under
+# hold_lock, and the verdict names the sleeping holder of the lock 5 threads wait on.
+check_sleep_holder() {
+    c=sleep_holder
+    start_prog lock_sleep 60 || { fail $c "lock_sleep did not start"; return; }
+    release lock_sleep
+    wait_for "$WORK/lock_sleep.out" '^waiters' 20
+    start_profiler "$WORK/$c.log" 'profiler: recording' record --pid "$PID" --waits \
+        --duration 4s --stall-threshold 2s --out "$WORK/$c" ||
+        { fail $c "the profiler did not attach" "$WORK/$c.log"; kill -9 "$PID"; return; }
+    wait "$PROF"
+    kill -9 "$PID"
+    wait "$PID" 2>/dev/null
+    set -- $(share "$WORK/$c/waits.folded" sleep hold_lock)
+    line=$(grep -o 'STALLED: [0-9]* of [0-9]* threads' "$WORK/$c/report.txt" | head -n 1)
+    detail="${line:-no STALLED verdict}, $((${1:-0} / 1000)) ms of sleep under hold_lock"
+    if [ "${1:-0}" -gt 0 ] && [ "$line" = "STALLED: 7 of 7 threads" ] &&
+        grep -q 'in hold_lock, which is itself sleeping' "$WORK/$c/report.txt"; then
+        result $c PASS "$detail, holder named sleeping"
+    else
+        fail $c "$detail" "$WORK/$c.log" "$WORK/$c/report.txt"
+    fi
+}
+
 check_socket_wait() {
     c=socket_wait
     start_prog socket_wait 30 || { fail $c "socket_wait did not start"; return; }
@@ -322,7 +346,7 @@ check_daemon_interval() {
     fi
 }
 
-for check in ${CHECKS:-memory_growth allocations futex_stall socket_wait oom_snapshot cgroup_target fork_follow daemon_interval}; do
+for check in ${CHECKS:-memory_growth allocations futex_stall sleep_holder socket_wait oom_snapshot cgroup_target fork_follow daemon_interval}; do
     rm -rf "${WORK:?}/$check"
     "check_$check"
 done

@@ -34,6 +34,7 @@ pub const CHECKS: &[&str] = &[
     "memory_growth",
     "allocations",
     "futex_stall",
+    "sleep_holder",
     "socket_wait",
     "oom_snapshot",
     "cgroup_target",
@@ -52,6 +53,15 @@ const PROGRAMS: &[(&str, &[&str])] = &[
     ("socket_wait", FP_FLAGS),
     ("session_cache", &["-O2", "-g", "-fomit-frame-pointer"]),
     ("pool_deadlock", &["-O2", "-g", "-pthread"]),
+    ("lock_sleep", LOCK_SLEEP_FLAGS),
+];
+/// Frame pointers for the holder's stack, threads for the lock.
+const LOCK_SLEEP_FLAGS: &[&str] = &[
+    "-O1",
+    "-g",
+    "-fno-omit-frame-pointer",
+    "-fno-optimize-sibling-calls",
+    "-pthread",
 ];
 const FP_FLAGS: &[&str] = &[
     "-O1",

@@ -3,6 +3,7 @@
 //! allocations really grow is [`growth`]'s decision, on their age, their [`trend`]
 //! over the daemon's intervals ([`series`]) and the net growth.
 pub mod growth;
+pub mod oom;
 pub mod report;
 pub mod series;
 pub mod trend;

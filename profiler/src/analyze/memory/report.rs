@@ -25,6 +25,8 @@ pub struct MemoryWindow {
     /// What was targeted, for titles (e.g. `pid 1234`).
     pub target: String,
     pub window_secs: f64,
+    /// See [`MemoryReport::since_follow_secs`].
+    pub since_follow_secs: Option<f64>,
     pub sample_bytes: u64,
     pub alloc_sample_bytes: u64,
     pub counters: Counters,
@@ -47,6 +49,7 @@ pub fn report<'a>(
     MemoryReport {
         target: window.target.clone(),
         window_secs: window.window_secs,
+        since_follow_secs: window.since_follow_secs,
         sample_bytes: window.sample_bytes,
         alloc_sample_bytes: window.alloc_sample_bytes,
         counters: window.counters,
@@ -162,6 +165,8 @@ pub fn process(window: &MemoryWindow, t: &Target, stacks: &StackTable) -> Proces
         samples: t.samples,
         truncated_stacks: t.truncated,
         js_frames: t.js_frames.clone(),
+        // The daemon adds its forecast: it alone has the levels across intervals.
+        oom: None,
     }
 }
 

@@ -33,6 +33,9 @@ impl FdClassifier {
         if syscall.is_futex() {
             return WaitOn::Futex { addr: futex_addr };
         }
+        if syscall.is_sleep() {
+            return WaitOn::Sleep { syscall: name };
+        }
         match syscall {
             WaitSyscall::EpollWait => {
                 let fds = sockets::epoll_fds(self.pid, fd);

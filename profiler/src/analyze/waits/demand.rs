@@ -13,9 +13,11 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::{
+    analyze::frames::frame_below_lock,
+    events::StackId,
     model::{
-        DemandSignals, Evidence, InFlightWait, ListenerQueue, ThreadSnapshot, UnreadConnection,
-        WaitOn,
+        CycleStep, DemandSignals, Evidence, InFlightWait, ListenerQueue, OwnerWait, ThreadSnapshot,
+        UnreadConnection, WaitOn,
     },
     sockets::SocketInfo,
 };
@@ -102,11 +104,21 @@ pub fn signals(
 pub struct Findings {
     pub evidence: Vec<Evidence>,
     pub covered: BTreeSet<u32>,
+    /// A deadlock: threads waiting for each other's locks.
+    pub cycle: Option<Vec<CycleStep>>,
+    /// Owners of locks that candidates wait for, themselves blocked in a wait nothing
+    /// woke (a sleep included): stuck with their waiters, whatever their wait is.
+    pub blocked_owners: BTreeSet<u32>,
 }
 
 /// Look for unmet demand among `candidates`, the waits already judged long and unwoken
-/// (past `threshold_ns`).
-pub fn find(snap: &ThreadSnapshot, candidates: &[&InFlightWait], threshold_ns: u64) -> Findings {
+/// (past `threshold_ns`); `stack_names` names a wait's frames, root first.
+pub fn find(
+    snap: &ThreadSnapshot,
+    candidates: &[&InFlightWait],
+    threshold_ns: u64,
+    stack_names: &dyn Fn(StackId) -> Vec<String>,
+) -> Findings {
     let signals = &snap.demand;
     let mut evidence = Vec::new();
     let mut covered = BTreeSet::new();
@@ -135,11 +147,13 @@ pub fn find(snap: &ThreadSnapshot, candidates: &[&InFlightWait], threshold_ns: u
         covered.extend(&all);
     }
 
+    let frame = |w: &InFlightWait| w.stack.and_then(|id| frame_below_lock(&stack_names(id)));
     let cycle = lock_cycle(candidates, &signals.lock_owners);
     if let Some(tids) = &cycle {
         covered.extend(tids);
         evidence.push(Evidence::LockCycle { tids: tids.clone() });
     }
+    let mut blocked_owners = BTreeSet::new();
     let mut futex_groups: BTreeMap<u64, Vec<&InFlightWait>> = BTreeMap::new();
     let mut peers: BTreeMap<&str, usize> = BTreeMap::new();
     for w in candidates {
@@ -158,10 +172,23 @@ pub fn find(snap: &ThreadSnapshot, candidates: &[&InFlightWait], threshold_ns: u
             let in_cycle = cycle.as_ref().is_some_and(|c| c.contains(&owner));
             covered.extend(waiters.iter().map(|w| w.tid));
             if !in_cycle {
+                let owner_waits = snap.in_flight.iter().find(|w| w.tid == owner);
+                if owner_waits.is_some_and(|w| !woken(snap, w)) {
+                    blocked_owners.insert(owner);
+                }
                 evidence.push(Evidence::LockHeld {
                     on,
                     owner,
                     waiters: waiters.len(),
+                    owner_waits: owner_waits.map(|w| OwnerWait {
+                        on: match &w.on {
+                            WaitOn::Sleep { syscall } => syscall.clone(),
+                            other => other.describe(),
+                        },
+                        sleeping: w.on.is_sleep(),
+                        frame: frame(w),
+                        blocked_at_least_ns: snap.blocked_at_least(w),
+                    }),
                 });
             }
             continue;
@@ -196,6 +223,7 @@ pub fn find(snap: &ThreadSnapshot, candidates: &[&InFlightWait], threshold_ns: u
             threads,
         });
     }
+    covered.extend(&blocked_owners);
     // A thread joining a stuck thread waits as long as it does (chains included).
     loop {
         let joining: Vec<u32> = candidates
@@ -215,7 +243,37 @@ pub fn find(snap: &ThreadSnapshot, candidates: &[&InFlightWait], threshold_ns: u
         }
         covered.extend(joining);
     }
-    Findings { evidence, covered }
+    let cycle = cycle.map(|tids| {
+        tids.iter()
+            .filter_map(|&tid| {
+                let w = candidates.iter().find(|w| w.tid == tid)?;
+                let WaitOn::Futex { addr } = w.on else {
+                    return None;
+                };
+                Some(CycleStep {
+                    tid,
+                    on: w.on.describe(),
+                    owner: *signals.lock_owners.get(&addr)?,
+                    frame: frame(w),
+                })
+            })
+            .collect()
+    });
+    Findings {
+        evidence,
+        covered,
+        cycle,
+        blocked_owners,
+    }
+}
+
+/// Whether something woke `w` in the window: a wake call on its futex. Other waits
+/// (a sleep, a socket read) are not woken by the process's own calls.
+fn woken(snap: &ThreadSnapshot, w: &InFlightWait) -> bool {
+    match w.on {
+        WaitOn::Futex { addr } => snap.futex_wakes.get(&addr).copied().unwrap_or(0) > 0,
+        _ => false,
+    }
 }
 
 /// A cycle in the wait-for graph of lock waiters (thread → the owner of the lock it

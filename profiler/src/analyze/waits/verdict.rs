@@ -4,9 +4,15 @@
 //! than the threshold on waits that nothing woke (futexes with no wake call in the
 //! window, reads from sockets) *and* there is evidence of unmet demand for them
 //! ([`super::demand`]): connections queued or requests unread on its listeners, waiters
-//! piling up on one futex, a lock held by another thread or a cycle of them, a call to a
-//! peer with no answer. The same blocked threads without such evidence are workers
-//! waiting for work: idle. Event loops and listeners waiting for work are idle too.
+//! piling up on one futex, a lock held by another thread, a call to a peer with no
+//! answer. The same blocked threads without such evidence are workers waiting for work:
+//! idle. Event loops and listeners waiting for work are idle too; sleeps end by
+//! themselves and are never stuck.
+//!
+//! Two findings need no majority, since the other threads may well keep serving: a
+//! cycle of threads waiting for each other's locks is a DEADLOCK, and threads waiting
+//! for a lock whose owner is itself blocked (sleeping while it holds the lock) are
+//! STALLED with that owner.
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::{demand, InFlightWait, ThreadSnapshot};
@@ -22,9 +28,9 @@ pub fn judge(
     threshold_ns: u64,
     stack_names: impl Fn(StackId) -> Vec<String>,
 ) -> (StallVerdict, Vec<WaitGroup>) {
-    // Long, not waiting for work by its kind, and nothing woke it.
+    // Long, not waiting for work by its kind, not a sleep, and nothing woke it.
     let unwoken = |w: &InFlightWait| -> bool {
-        if w.on.is_idle_kind() || snap.blocked_at_least(w) < threshold_ns {
+        if w.on.is_idle_kind() || w.on.is_sleep() || snap.blocked_at_least(w) < threshold_ns {
             return false;
         }
         match &w.on {
@@ -33,8 +39,10 @@ pub fn judge(
         }
     };
     let candidates: Vec<&InFlightWait> = snap.in_flight.iter().filter(|w| unwoken(w)).collect();
-    let findings = demand::find(snap, &candidates, threshold_ns);
-    let stuck = |w: &InFlightWait| unwoken(w) && findings.covered.contains(&w.tid);
+    let findings = demand::find(snap, &candidates, threshold_ns, &stack_names);
+    let stuck = |w: &InFlightWait| {
+        unwoken(w) && findings.covered.contains(&w.tid) || findings.blocked_owners.contains(&w.tid)
+    };
     let mut groups: BTreeMap<(String, Vec<String>), WaitGroup> = BTreeMap::new();
     for w in &snap.in_flight {
         let stack = w.stack.map(&stack_names).unwrap_or_default();
@@ -72,7 +80,20 @@ pub fn judge(
     let threads = snap.threads.max(snap.in_flight.len());
     let n_stuck = snap.in_flight.iter().filter(|w| stuck(w)).count();
     let most = |n: usize| threads > 0 && n * 5 >= threads * 4;
-    let verdict = if most(n_stuck) {
+    let verdict = if let Some(cycle) = findings.cycle {
+        StallVerdict::Deadlocked {
+            threads,
+            blocked_at_least_ns: snap
+                .in_flight
+                .iter()
+                .filter(|w| cycle.iter().any(|c| c.tid == w.tid))
+                .map(|w| snap.blocked_at_least(w))
+                .min()
+                .unwrap_or(0),
+            cycle,
+            stuck: n_stuck,
+        }
+    } else if most(n_stuck) || !findings.blocked_owners.is_empty() {
         let main = groups
             .iter()
             .find(|g| g.stuck)
@@ -82,10 +103,13 @@ pub fn judge(
             threads,
             on: main.on.clone(),
             frame_below_lock: main.frame_below_lock.clone(),
-            blocked_at_least_ns: groups
+            // The waiters' time: a blocked owner's own wait may be young (a sleep in a
+            // loop) while the lock has been held all along.
+            blocked_at_least_ns: snap
+                .in_flight
                 .iter()
-                .filter(|g| g.stuck)
-                .map(|g| g.blocked_at_least_ns)
+                .filter(|w| unwoken(w) && findings.covered.contains(&w.tid))
+                .map(|w| snap.blocked_at_least(w))
                 .min()
                 .unwrap_or(0),
             evidence: findings.evidence,
@@ -166,6 +190,10 @@ fn waiting_for_work(
 #[cfg(test)]
 #[path = "verdict_cases.rs"]
 mod cases;
+
+#[cfg(test)]
+#[path = "verdict_locks.rs"]
+mod locks;
 
 #[cfg(test)]
 mod tests {

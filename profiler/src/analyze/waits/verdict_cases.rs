@@ -264,7 +264,7 @@ fn waiters_piling_up_are_demand() {
     assert!(!judge(&snap, THRESHOLD, names).0.is_stalled());
 }
 
-/// Check that two threads each waiting for a mutex the other holds are a deadlock, and
+/// Check that two threads each waiting for a mutex the other holds are a DEADLOCK, and
 /// that the same waits without owners (condition variables) are idle.
 #[test]
 fn lock_cycle_is_a_deadlock() {
@@ -272,13 +272,18 @@ fn lock_cycle_is_a_deadlock() {
     let mut snap = snapshot(2, in_flight, DemandSignals::default());
     snap.demand.lock_owners = BTreeMap::from([(0xa000, 3002), (0xb000, 3001)]);
     let (v, _) = judge(&snap, THRESHOLD, names);
-    assert!(
-        stall_line(&v).ends_with(
-            "unmet demand: lock cycle (deadlock): TID 3001 waits for 3002 waits for 3001"
-        ),
-        "{}",
-        stall_line(&v)
+    assert_eq!(
+        stall_line(&v),
+        "DEADLOCK: 2 threads wait for each other's locks, blocked for at least 2.0 s: \
+         TID 3001 in transfer waits for futex 0xa000 held by TID 3002; \
+         TID 3002 in transfer waits for futex 0xb000 held by TID 3001 \
+         (2 of 2 threads stuck with them)"
     );
+    assert_eq!(
+        stall_short(&v),
+        "DEADLOCK: TIDs 3001, 3002 wait for each other's locks in transfer"
+    );
+    assert!(v.is_stalled());
     snap.demand.lock_owners.clear();
     assert!(matches!(
         judge(&snap, THRESHOLD, names).0,
@@ -287,8 +292,8 @@ fn lock_cycle_is_a_deadlock() {
 }
 
 /// Check that the lock-order deadlock of `abba_deadlock` (two threads each waiting for
-/// the mutex the other holds, main joining one of them) is STALLED in all 3 threads,
-/// while main joining an idle worker is still idle.
+/// the mutex the other holds, main joining one of them) is a DEADLOCK with all 3
+/// threads stuck, while main joining an idle worker is still idle.
 #[test]
 fn lock_cycle_with_a_joining_main_is_stalled() {
     let in_flight = vec![
@@ -301,7 +306,7 @@ fn lock_cycle_with_a_joining_main_is_stalled() {
     snap.demand.joins.insert(0xc000, 3001);
     let (v, _) = judge(&snap, THRESHOLD, names);
     assert!(
-        stall_line(&v).starts_with("STALLED: 3 of 3 threads"),
+        stall_line(&v).ends_with("(3 of 3 threads stuck with them)"),
         "{}",
         stall_line(&v)
     );
@@ -317,7 +322,7 @@ fn lock_cycle_with_a_joining_main_is_stalled() {
 }
 
 /// Check that threads waiting for a mutex whose owner is itself blocked are STALLED,
-/// naming the owner, and that the owner's own condvar wait is not covered by it.
+/// naming the owner and its own wait, and that the owner counts as stuck with them.
 #[test]
 fn lock_held_by_a_blocked_thread_is_demand() {
     let mut in_flight: Vec<InFlightWait> = (3001..=3004).map(|t| futex(t, 0xa000, LOCK)).collect();
@@ -331,12 +336,13 @@ fn lock_held_by_a_blocked_thread_is_demand() {
     else {
         panic!("{v:?}")
     };
-    assert_eq!(*stuck, 4);
+    assert_eq!(*stuck, 5);
     assert_eq!(
         evidence_clause(&evidence[0]),
-        "4 thread(s) waiting for the lock futex 0xa000 held by TID 3005"
+        "4 thread(s) wait on the lock futex 0xa000 held by TID 3005 in worker_wait_for_job, \
+         which is itself blocked (futex 0xc000 for at least 2.0 s)"
     );
-    assert!(groups.iter().any(|g| g.tids == [3005] && !g.stuck));
+    assert!(groups.iter().any(|g| g.tids == [3005] && g.stuck));
 }
 
 /// Check that a client blocked for an answer from its database is STALLED, while a

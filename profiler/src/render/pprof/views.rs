@@ -118,8 +118,8 @@ pub fn memory_profile(report: &MemoryReport, meta: &CaptureMeta) -> ProfileModel
         time_nanos: meta.start_unix_ns,
         duration_nanos: meta.duration_ns,
         comments: vec![format!(
-            "profiler: memory growth of {}: mapped bytes created in the window and still live, by stack (sampled every {} bytes on average)",
-            report.target, report.sample_bytes
+            "profiler: memory growth of {}: mapped bytes created {} and still live, by stack (sampled every {} bytes on average)",
+            report.target, crate::render::report::span(report), report.sample_bytes
         )],
         samples,
     }
@@ -167,8 +167,8 @@ pub fn allocations_profile(report: &MemoryReport, meta: &CaptureMeta) -> Profile
         time_nanos: meta.start_unix_ns,
         duration_nanos: meta.duration_ns,
         comments: vec![format!(
-            "profiler: live allocations of {}: heap blocks allocated in the window and not freed, by stack (sampled every {} bytes on average)",
-            report.target, report.sample_bytes
+            "profiler: live allocations of {}: heap blocks allocated {} and not freed, by stack (sampled every {} bytes on average)",
+            report.target, crate::render::report::span(report), report.alloc_sample_bytes
         )],
         samples,
     }

@@ -1,5 +1,9 @@
 //! Command-line arguments. Parsed values are converted into plain option structs
 //! (`record::RecordOptions`) before use, so the commands never see clap types.
+//! Shell completions and man pages are generated from these definitions
+//! ([`generate`]).
+pub mod generate;
+
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
@@ -9,7 +13,7 @@ use crate::{record::RecordOptions, targets::TargetSpec, units};
 /// eBPF production profiler: which stacks hold the memory that grew, and what every
 /// thread is blocked on. Needs root.
 #[derive(Debug, Parser)]
-#[command(name = "profiler", version, about)]
+#[command(name = "profiler", version, about, propagate_version = true)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -32,6 +36,13 @@ pub enum Command {
     /// Render a capture saved with `record --save-records` again: offline, without
     /// root, on any machine.
     Replay(ReplayArgs),
+    /// Print a shell completion script: `profiler completions bash >
+    /// /etc/bash_completion.d/profiler`, or `source <(profiler completions bash)`.
+    Completions(generate::CompletionsArgs),
+    /// Write the man pages (profiler.1, profiler-record.1, …) into a directory; `cargo
+    /// xtask man` runs it.
+    #[command(hide = true)]
+    Man(generate::ManArgs),
 }
 
 #[derive(Debug, Args)]
@@ -39,7 +50,7 @@ pub struct ReplayArgs {
     /// The file `record --save-records` wrote.
     pub file: PathBuf,
     /// Output directory (created if missing).
-    #[arg(long, value_name = "DIR")]
+    #[arg(short, long, value_name = "DIR")]
     pub out: PathBuf,
 }
 
@@ -63,7 +74,7 @@ pub struct DiffArgs {
     #[arg(long, value_parser = ["allocations", "memory", "waits"])]
     pub view: Option<String>,
     /// Where to write the SVG.
-    #[arg(long, default_value = "diff.svg")]
+    #[arg(short, long, default_value = "diff.svg")]
     pub out: PathBuf,
 }
 
@@ -118,7 +129,7 @@ impl From<StallsArgs> for RecordOptions {
 #[group(required = true, multiple = true)]
 pub struct TargetArgs {
     /// Process id to profile (repeatable).
-    #[arg(long = "pid", value_name = "PID")]
+    #[arg(short = 'p', long = "pid", value_name = "PID")]
     pub pids: Vec<u32>,
     /// Processes whose name (/proc/PID/comm) matches this regular expression
     /// (unanchored: `^name$` for an exact name). New matches are picked up while
@@ -156,11 +167,12 @@ impl From<TargetArgs> for TargetSpec {
 pub struct RecordArgs {
     #[command(flatten)]
     pub target: TargetArgs,
-    /// How long to record (e.g. 30s, 5m); without it, until Ctrl-C.
+    /// How long to record (e.g. 30s, 5m, 1h30m; a bare number is seconds); without it,
+    /// until Ctrl-C.
     #[arg(long, value_parser = units::parse_duration)]
     pub duration: Option<std::time::Duration>,
     /// Output directory (created if missing).
-    #[arg(long, value_name = "DIR")]
+    #[arg(short, long, value_name = "DIR")]
     pub out: PathBuf,
     /// Also save the capture stream to FILE, for `profiler replay` (stacks are saved
     /// symbolized: no stack memory, no payload).
@@ -306,7 +318,7 @@ pub struct DaemonArgs {
     #[arg(long, default_value = "60s", value_parser = units::parse_duration)]
     pub interval: std::time::Duration,
     /// Output directory (created if missing).
-    #[arg(long, value_name = "DIR")]
+    #[arg(short, long, value_name = "DIR")]
     pub out: PathBuf,
     /// Delete captures older than this (e.g. 24h).
     #[arg(long, value_parser = units::parse_duration)]
@@ -344,168 +356,4 @@ impl From<DaemonArgs> for crate::daemon::DaemonOptions {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use clap::CommandFactory;
-
-    /// Check that clap's own consistency checks pass for every subcommand.
-    #[test]
-    fn cli_is_consistent() {
-        Cli::command().debug_assert();
-    }
-
-    /// Check that the push arguments give push options only with a URL.
-    #[test]
-    fn push_args_convert() {
-        #[derive(clap::Parser)]
-        struct P {
-            #[command(flatten)]
-            push: PushArgs,
-        }
-        let p =
-            P::try_parse_from(["p", "--push-url", "http://py:4040", "--push-queue", "5"]).unwrap();
-        let opts = p.push.options().unwrap();
-        assert_eq!((opts.url.as_str(), opts.max_queue), ("http://py:4040", 5));
-        assert_eq!(opts.app_name, "profiler");
-        assert!(P::try_parse_from(["p"]).unwrap().push.options().is_none());
-    }
-
-    /// Check that record arguments convert into options with units applied.
-    #[test]
-    fn record_args_convert() {
-        let cli = Cli::try_parse_from([
-            "profiler",
-            "record",
-            "--pid",
-            "1",
-            "--pid",
-            "2",
-            "--duration",
-            "5s",
-            "--out",
-            "x",
-            "--sample-bytes",
-            "1",
-        ])
-        .unwrap();
-        let Command::Record(args) = cli.command else {
-            panic!("expected record")
-        };
-        let opts = RecordOptions::from(args);
-        assert!(opts.memory && opts.waits);
-        assert_eq!(opts.targets.pids, vec![1, 2]);
-        assert_eq!(opts.duration, Some(std::time::Duration::from_secs(5)));
-        assert_eq!(opts.sample_bytes, 1);
-        assert_eq!(opts.stack_pages, 8);
-    }
-
-    /// Check that --memory and --waits select what is recorded.
-    #[test]
-    fn memory_and_waits_select() {
-        let parse = |extra: &[&str]| {
-            let mut args = vec!["profiler", "record", "--pid", "1", "--out", "x"];
-            args.extend_from_slice(extra);
-            let Command::Record(a) = Cli::try_parse_from(args).unwrap().command else {
-                panic!()
-            };
-            let o = RecordOptions::from(a);
-            (o.memory, o.waits)
-        };
-        assert_eq!(parse(&["--memory"]), (true, false));
-        assert_eq!(parse(&["--waits"]), (false, true));
-        assert_eq!(parse(&["--memory", "--waits"]), (true, true));
-        assert_eq!(parse(&["--waits", "--allocations"]), (true, true));
-        assert_eq!(parse(&["--allocations"]), (true, true));
-    }
-
-    /// Check that daemon arguments convert into options with units applied.
-    #[test]
-    fn daemon_args_convert() {
-        let cli = Cli::try_parse_from([
-            "profiler",
-            "daemon",
-            "--pid",
-            "3",
-            "--interval",
-            "2s",
-            "--out",
-            "d",
-            "--retain",
-            "24h",
-            "--max-disk",
-            "1GiB",
-            "--rss-threshold",
-            "64MiB",
-        ])
-        .unwrap();
-        let Command::Daemon(args) = cli.command else {
-            panic!("expected daemon")
-        };
-        let opts = crate::daemon::DaemonOptions::from(args);
-        assert_eq!(opts.record.targets.pids, vec![3]);
-        assert_eq!(opts.interval, std::time::Duration::from_secs(2));
-        assert_eq!(
-            opts.retention.max_age,
-            Some(std::time::Duration::from_secs(86400))
-        );
-        assert_eq!(opts.retention.max_bytes, Some(1 << 30));
-        assert_eq!(opts.rss_threshold, Some(64 << 20));
-        assert!(opts.record.memory && opts.record.waits);
-    }
-
-    /// Check that every selector parses, combines, and that one is required.
-    #[test]
-    fn target_selectors_parse() {
-        let parse = |extra: &[&str]| {
-            let mut args = vec!["profiler", "record", "--out", "x"];
-            args.extend_from_slice(extra);
-            Cli::try_parse_from(args).map(|cli| match cli.command {
-                Command::Record(a) => RecordOptions::from(a).targets,
-                _ => panic!("expected record"),
-            })
-        };
-        assert!(parse(&[]).is_err());
-        let spec = parse(&[
-            "--comm",
-            "^nginx$",
-            "--cgroup",
-            "/a",
-            "--cgroup",
-            "b",
-            "--container",
-            "4f1d",
-            "--pid",
-            "3",
-        ])
-        .unwrap();
-        assert_eq!(spec.comm.as_deref(), Some("^nginx$"));
-        assert_eq!(spec.cgroups, vec!["/a", "b"]);
-        assert_eq!(spec.containers, vec!["4f1d"]);
-        assert_eq!(spec.pids, vec![3]);
-        assert!(!spec.all);
-        assert!(parse(&["--all"]).unwrap().all);
-        let Command::Stalls(s) = Cli::try_parse_from(["profiler", "stalls", "--comm", "x"])
-            .unwrap()
-            .command
-        else {
-            panic!("expected stalls")
-        };
-        assert_eq!(RecordOptions::from(s).targets.comm.as_deref(), Some("x"));
-    }
-
-    /// Check that a bad size is a parse error, not a panic later.
-    #[test]
-    fn rejects_bad_sample_size() {
-        assert!(Cli::try_parse_from([
-            "profiler",
-            "record",
-            "--pid",
-            "1",
-            "--out",
-            "x",
-            "--sample-bytes",
-            "lots"
-        ])
-        .is_err());
-    }
-}
+mod tests;
