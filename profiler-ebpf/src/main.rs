@@ -15,6 +15,7 @@ mod memory;
 mod oom;
 mod record;
 mod regs;
+mod sockets;
 mod stack;
 mod targets;
 mod waits;

@@ -222,6 +222,8 @@ mod tests {
                 in_flight: vec![],
                 futexes: vec![],
                 observed_ns: 0,
+                requests: Vec::new(),
+                peers: Vec::new(),
             }],
             ..Default::default()
         };

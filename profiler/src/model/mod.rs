@@ -7,6 +7,7 @@ pub mod capture;
 pub mod counters;
 pub mod growth;
 pub mod memory;
+pub mod requests;
 pub mod stack;
 pub mod waits;
 
@@ -20,6 +21,7 @@ pub use memory::{
     NamedStack, Numbers, ProbedAllocator, ProcessMemory, ResidentTrack, ResidentView,
     RetentionAdvice, StackGrowth,
 };
+pub use requests::{ConnEvent, ConnRole, ListenerRequests, PeerPool, RequestStall};
 pub use stack::{build_id_hex, CodeLine, CodeLocation, ModuleMapping};
 pub use waits::{
     BlockedStack, DemandSignals, Evidence, InFlightWait, ListenerQueue, ProcessWaits, StallVerdict,

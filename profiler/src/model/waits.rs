@@ -90,6 +90,12 @@ pub struct ProcessWaits {
     /// (futex address, waits started, wakes) in the window.
     pub futexes: Vec<(u64, u64, u64)>,
     pub observed_ns: u64,
+    /// Requests in flight per listener, from the request ledger.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub requests: Vec<super::ListenerRequests>,
+    /// Connections per outbound peer, from the request ledger.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub peers: Vec<super::PeerPool>,
 }
 
 /// Blocked time under one stack.
@@ -185,11 +191,17 @@ pub enum StallVerdict {
     },
     /// The process exited before the snapshot: only its completed waits are known.
     Exited,
+    /// Requests pile up unanswered while no thread blocks (an event loop hung on
+    /// promises): the request ledger's verdict.
+    Requests(super::RequestStall),
 }
 
 impl StallVerdict {
     pub fn is_stalled(&self) -> bool {
-        matches!(self, StallVerdict::Stalled { .. })
+        matches!(
+            self,
+            StallVerdict::Stalled { .. } | StallVerdict::Requests(_)
+        )
     }
 }
 

@@ -7,7 +7,7 @@ use crate::{
     allocator::AllocatorFamily,
     analyze::memory::verdict::MIN_GROWTH_BYTES,
     model::{
-        AlsoGrew, Evidence, MemoryVerdict, MemoryVerdictKind, Numbers, ProcessMemory,
+        AlsoGrew, Evidence, MemoryVerdict, MemoryVerdictKind, Numbers, ProcessMemory, RequestStall,
         RetentionAdvice, StallVerdict,
     },
     render::growth::signed,
@@ -285,7 +285,42 @@ pub fn stall_line(v: &StallVerdict) -> String {
         StallVerdict::Progressing { stuck, threads } => {
             format!("not stalled: {stuck} of {threads} threads blocked past the threshold with no wake")
         }
+        StallVerdict::Requests(r) => requests_line(r),
     }
+}
+
+/// `STALLED (requests): 214 requests (POST /orders) on :3000 unanswered, oldest 43.0 s,
+/// none answered in 40.0 s (while GET /health on :3000 answered 38); pool to
+/// 127.0.0.1:5432: 10/10 connections idle for the whole 2.0 s window — …`
+pub fn requests_line(r: &RequestStall) -> String {
+    let secs = |ns: u64| ns as f64 / 1e9;
+    let mut line = format!(
+        "STALLED (requests): {} {} ({}) on :{} unanswered, oldest {:.1} s, none answered in {:.1} s",
+        r.unanswered,
+        r.unit,
+        r.routes.join(", "),
+        r.port,
+        secs(r.oldest_ns),
+        secs(r.none_answered_ns)
+    );
+    if let Some((what, n)) = &r.while_answered {
+        line.push_str(&format!(" (while {what} answered {n})"));
+    }
+    if let Some(p) = &r.pool {
+        let idle = if p.in_transaction == p.open {
+            format!("idle in transaction for {:.1} s", secs(p.in_transaction_ns))
+        } else {
+            format!("idle for the whole {:.1} s window", secs(r.window_ns))
+        };
+        line.push_str(&format!(
+            "; pool to {}{}: {}/{} connections {idle} — the pool is exhausted by requests that hold a connection and wait for another",
+            p.peer,
+            p.protocol.as_deref().map(|p| format!(" ({p})")).unwrap_or_default(),
+            p.silent,
+            p.open
+        ));
+    }
+    line
 }
 
 /// A short form for a flamegraph subtitle, which has one line of ~150 characters.
@@ -322,6 +357,17 @@ pub fn stall_short(v: &StallVerdict) -> String {
         }
         StallVerdict::Progressing { .. } => "not stalled".into(),
         StallVerdict::Exited => "exited".into(),
+        StallVerdict::Requests(r) => format!(
+            "STALLED (requests): {} {} on :{} unanswered, oldest {:.0} s{}",
+            r.unanswered,
+            r.unit,
+            r.port,
+            r.oldest_ns as f64 / 1e9,
+            r.pool
+                .as_ref()
+                .map(|p| format!("; pool to {}: {}/{} idle", p.peer, p.silent, p.open))
+                .unwrap_or_default()
+        ),
     }
 }
 

@@ -56,6 +56,7 @@ pub fn text(report: &WaitReport) -> String {
             let _ = writeln!(out, "   {line}");
         }
         let _ = writeln!(out, "   {}", super::verdict::stall_line(&p.verdict));
+        requests_text(&mut out, p);
         if !p.in_flight.is_empty() {
             let _ = writeln!(out, "   blocked now:");
             for g in &p.in_flight {
@@ -104,6 +105,44 @@ pub fn text(report: &WaitReport) -> String {
     out
 }
 
+/// Requests in flight per listener and connections per outbound peer (the request
+/// ledger), one line each.
+fn requests_text(out: &mut String, p: &ProcessWaits) {
+    for l in &p.requests {
+        let _ = writeln!(
+            out,
+            "   requests on :{}: {} in flight (oldest {:.1} s), {} answered in the window; in flight per second: {:?}",
+            l.port,
+            l.in_flight,
+            l.oldest_ns as f64 / 1e9,
+            l.answered,
+            l.in_flight_series
+        );
+    }
+    for c in &p.peers {
+        let tx = if c.in_transaction > 0 {
+            format!(
+                ", {} in a transaction (longest {:.1} s)",
+                c.in_transaction,
+                c.in_transaction_ns as f64 / 1e9
+            )
+        } else {
+            String::new()
+        };
+        let _ = writeln!(
+            out,
+            "   connections to {}{}: {} open, {} silent the whole window{tx}",
+            c.peer,
+            c.protocol
+                .as_deref()
+                .map(|p| format!(" ({p})"))
+                .unwrap_or_default(),
+            c.open,
+            c.silent
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -128,6 +167,8 @@ mod tests {
             in_flight: Vec::new(),
             futexes: Vec::new(),
             observed_ns: 1,
+            requests: Vec::new(),
+            peers: Vec::new(),
         }
     }
 

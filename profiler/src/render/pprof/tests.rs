@@ -303,6 +303,8 @@ fn waits_profile_matches_folded() {
             }],
             futexes: Vec::new(),
             observed_ns: 5_000_000_000,
+            requests: Vec::new(),
+            peers: Vec::new(),
         }],
         ..Default::default()
     };
