@@ -14,6 +14,7 @@ mod bpf_linker;
 mod cmd;
 mod fuzz;
 mod node_musl;
+mod node_pool;
 mod packages;
 mod run;
 mod setup;

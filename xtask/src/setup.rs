@@ -4,7 +4,8 @@
 //! 2. a bpf-linker linked against that nightly's own libLLVM ([`crate::bpf_linker`]);
 //! 3. tracefs mounted ([`crate::tracefs`]);
 //! 4. with `--test-deps`, the Debian packages the root tests need ([`crate::packages`]) and
-//!    the musl builds of node ([`crate::node_musl`]).
+//!    the musl builds of node ([`crate::node_musl`]) and the npm packages of the Node pool
+//!    servers ([`crate::node_pool`]).
 
 use std::{
     path::{Path, PathBuf},
@@ -14,7 +15,7 @@ use std::{
 use anyhow::{bail, Context, Result};
 use clap::Args;
 
-use crate::{bpf_linker, cmd, node_musl, packages, tracefs};
+use crate::{bpf_linker, cmd, node_musl, node_pool, packages, tracefs};
 
 /// The rustup toolchain that builds the eBPF crate (aya-build's default).
 pub const NIGHTLY: &str = "nightly";
@@ -77,6 +78,7 @@ pub fn setup(options: &SetupOptions) -> Result<Ready> {
     if options.test_deps {
         packages::ensure(packages::TEST_PACKAGES)?;
         node_musl::ensure()?;
+        node_pool::ensure()?;
     }
     let bpf_linker_dir = bpf_linker
         .parent()

@@ -2,6 +2,9 @@
 //! behind a start barrier, run the real `profiler` binary against them.
 #![allow(dead_code)] // each test file uses a different subset
 
+pub mod node_pool;
+pub mod postgres;
+
 use std::{
     io::{BufRead, BufReader},
     path::{Path, PathBuf},
