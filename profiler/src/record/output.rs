@@ -40,8 +40,17 @@ pub fn write_all(
         json.insert("memory".into(), report::json(report));
     } else {
         text.push_str(&format!(
-            "profiler record: window {window_secs:.1} s; events seen {}, events lost {}\n",
-            counters.seen, counters.lost
+            "profiler record: window {window_secs:.1} s; events seen {}, events lost {}{}\n",
+            counters.seen,
+            counters.lost,
+            if counters.sock_records + counters.sock_table_full > 0 {
+                format!(
+                    "; socket records (connection ledger) {}, sockets not followed (kernel table full) {}",
+                    counters.sock_records, counters.sock_table_full
+                )
+            } else {
+                String::new()
+            }
         ));
         json.insert("events_lost".into(), counters.lost.into());
     }

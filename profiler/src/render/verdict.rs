@@ -516,6 +516,56 @@ mod tests {
         );
     }
 
+    /// Check the requests verdict's sentence: count, unit, route, port, ages, what was
+    /// answered meanwhile and the silent pool; and its short form for a subtitle.
+    #[test]
+    fn requests_line_names_route_health_and_pool() {
+        use crate::model::{PeerPool, RequestStall};
+        let r = RequestStall {
+            port: 50051,
+            routes: vec!["/orders.Orders/CreateOrder".into()],
+            unanswered: 214,
+            unit: "gRPC streams".into(),
+            oldest_ns: 43_000_000_000,
+            none_answered_ns: 40_000_000_000,
+            while_answered: Some((":8080".into(), 38)),
+            pool: Some(PeerPool {
+                peer: "127.0.0.1:5432".into(),
+                protocol: None,
+                open: 10,
+                silent: 10,
+                in_transaction: 0,
+                in_transaction_ns: 0,
+            }),
+            window_ns: 2_000_000_000,
+        };
+        let v = StallVerdict::Requests(r.clone());
+        assert_eq!(
+            stall_line(&v),
+            "STALLED (requests): 214 gRPC streams (/orders.Orders/CreateOrder) on :50051 unanswered, oldest 43.0 s, none answered in 40.0 s (while :8080 answered 38); pool to 127.0.0.1:5432: 10/10 connections idle for the whole 2.0 s window — the pool is exhausted by requests that hold a connection and wait for another"
+        );
+        assert_eq!(
+            stall_short(&v),
+            "STALLED (requests): 214 gRPC streams on :50051 unanswered, oldest 43 s; pool to 127.0.0.1:5432: 10/10 idle"
+        );
+        assert!(v.is_stalled());
+        let seen = RequestStall {
+            pool: Some(PeerPool {
+                in_transaction: 10,
+                in_transaction_ns: 43_000_000_000,
+                protocol: Some("postgres".into()),
+                ..r.pool.clone().unwrap()
+            }),
+            while_answered: None,
+            ..r
+        };
+        let line = stall_line(&StallVerdict::Requests(seen));
+        assert!(
+            line.contains("unanswered, oldest 43.0 s, none answered in 40.0 s; pool to 127.0.0.1:5432 (postgres): 10/10 connections idle in transaction for 43.0 s"),
+            "{line}"
+        );
+    }
+
     /// Check the stall verdict's report line and its short form for a subtitle.
     #[test]
     fn stall_line_and_short_form() {
