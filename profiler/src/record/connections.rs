@@ -29,8 +29,11 @@ impl Connections {
     /// The connections `pid` holds open now (its established TCP sockets), as
     /// `Opened` events: inbound when the local port is one of its listeners'.
     pub fn seed(&mut self, pid: u32, now_ns: u64) -> Vec<Emitted> {
-        let table = sockets::read_sockets(pid);
         let fds = sockets::socket_fds(pid);
+        if fds.is_empty() {
+            return Vec::new();
+        }
+        let table = sockets::read_sockets(pid);
         let own: Vec<(i32, &SocketInfo)> = fds
             .iter()
             .filter_map(|(fd, inode)| Some((*fd, table.get(inode)?)))
