@@ -44,6 +44,10 @@ pub enum EventKind {
     /// [`OomEvent`]. The header's tgid/tid are the task that ran the OOM killer (often
     /// the victim itself, then the record carries its stack).
     OomVictim = 12,
+    /// A socket of a target was accepted, connected, read, written or closed; see
+    /// [`SockEvent`]. Followed by `SockEvent::captured` bytes of the transfer (a
+    /// prefix), not by a stack.
+    Sock = 13,
 }
 
 impl EventKind {
@@ -61,6 +65,7 @@ impl EventKind {
             10 => Self::Alloc,
             11 => Self::Free,
             12 => Self::OomVictim,
+            13 => Self::Sock,
             _ => return None,
         })
     }
@@ -325,6 +330,72 @@ pub struct WaitStart {
     pub _pad: u32,
 }
 
+/// What a socket record ([`EventKind::Sock`]) says happened, in [`SockEvent::op`].
+pub mod sock_op {
+    /// `accept`/`accept4` returned `SockEvent::ret` (the new fd) on listener `fd`.
+    pub const ACCEPT: u32 = 1;
+    /// `connect(fd, addr)` succeeded or is in progress; `addr` holds the peer.
+    pub const CONNECT: u32 = 2;
+    /// `read`/`readv`/`recvfrom`/`recvmsg` returned `ret` bytes.
+    pub const READ: u32 = 3;
+    /// `write`/`writev`/`sendto`/`sendmsg` returned `ret` bytes.
+    pub const WRITE: u32 = 4;
+    /// `close(fd)` of a watched socket.
+    pub const CLOSE: u32 = 5;
+}
+
+/// Bytes of a transfer a socket record carries when userspace did not ask for more:
+/// enough for an HTTP/1 request or status line, a PostgreSQL message header and the
+/// first SQL keyword, or a few HTTP/2 frame headers.
+pub const SOCK_CAPTURE_DEFAULT: u32 = 512;
+/// The most bytes of one transfer a socket record carries (connections known to speak
+/// HTTP/2, whose frames coalesce).
+pub const SOCK_CAPTURE_MAX: u32 = 4096;
+
+/// Body of an [`EventKind::Sock`] record.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SockEvent {
+    /// The socket: the connection (read, write, close, connect) or the listener (accept).
+    pub fd: i32,
+    /// A [`sock_op`] value.
+    pub op: u32,
+    /// The syscall's return value: bytes transferred, or the accepted fd.
+    pub ret: i64,
+    /// Bytes of the transfer that follow the body (a prefix, at most
+    /// [`SOCK_CAPTURE_MAX`]).
+    pub captured: u32,
+    pub _pad: u32,
+    /// `connect`: the first 24 bytes of the `sockaddr` (family, port, address), else 0.
+    pub addr: [u8; 24],
+}
+
+/// Key of the watched sockets (map `SOCK_FDS`): a target's socket descriptor.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct SockKey {
+    pub tgid: u32,
+    pub fd: u32,
+}
+
+/// A socket transfer between enter and exit (map `SOCK_PENDING`, keyed by pid_tgid).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SockPending {
+    /// A [`sock_op`] value.
+    pub op: u32,
+    pub fd: i32,
+    /// The user buffer the bytes are in (the first iovec's for the vector calls), or
+    /// the `sockaddr` of a connect.
+    pub buf: u64,
+    /// How many bytes `buf` holds (the first iovec's length); `u64::MAX` when the call
+    /// takes one flat buffer whose length is the return value.
+    pub buf_len: u64,
+    /// Bytes to capture (the fd's value in `SOCK_FDS`).
+    pub capture: u32,
+    pub _pad: u32,
+}
+
 /// Key of the per-futex counters (`FUTEX_WAITS`, `FUTEX_WAKES`).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -428,6 +499,12 @@ pub enum Counter {
     AllocTableFull = 7,
     /// Child processes of targets that became targets at their fork.
     ForksFollowed = 8,
+    /// Socket records (accept, connect, transfers, close) sent by the connection ledger.
+    SockRecords = 9,
+    /// Sockets not watched because `SOCK_FDS` was full.
+    SockTableFull = 10,
+    /// Transfers whose bytes could not be read (the record still carries the length).
+    SockCopyFailed = 11,
 }
 pub const COUNTER_SLOTS: u32 = 16;
 
@@ -446,6 +523,9 @@ mod pod {
     unsafe impl aya::Pod for super::RssTrack {}
     unsafe impl aya::Pod for super::OomEvent {}
     unsafe impl aya::Pod for super::FreeFlow {}
+    unsafe impl aya::Pod for super::SockEvent {}
+    unsafe impl aya::Pod for super::SockKey {}
+    unsafe impl aya::Pod for super::SockPending {}
 }
 
 #[cfg(test)]
@@ -476,5 +556,11 @@ mod tests {
         assert_eq!(size_of::<OomEvent>(), 8 + 5 * 8);
         assert_eq!(size_of::<FreeFlow>(), 6 * 8);
         assert!(size_of::<OomEvent>() <= BODY_SIZE);
+        assert_eq!(size_of::<SockEvent>(), 4 + 4 + 8 + 4 + 4 + 24);
+        assert!(size_of::<SockEvent>() <= BODY_SIZE);
+        assert_eq!(size_of::<SockKey>(), 8);
+        assert_eq!(size_of::<SockPending>(), 4 + 4 + 8 + 8 + 4 + 4);
+        assert!(SOCK_CAPTURE_MAX as usize <= MAX_STACK_BYTES);
+        assert!(SOCK_CAPTURE_MAX.is_power_of_two());
     }
 }

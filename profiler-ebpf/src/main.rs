@@ -16,6 +16,7 @@ mod oom;
 mod record;
 mod regs;
 mod sleeps;
+mod sockets;
 mod stack;
 mod targets;
 mod waits;

@@ -159,3 +159,14 @@ pub static HEAP_LAYOUT: HashMap<u32, u32> = HashMap::with_max_entries(8192, 0);
 /// entry, keyed by pid_tgid: `[address, sp]` (see `free_flow`).
 #[map]
 pub static REALLOC_OLD: LruHashMap<u64, [u64; 2]> = LruHashMap::with_max_entries(16384, 0);
+
+/// The targets' sockets the connection ledger follows, by (tgid, fd); value: how many
+/// bytes of each transfer to capture. Seeded by userspace, grown by accept and connect,
+/// shrunk by close. A plain hash: a full table is counted (`SockTableFull`).
+#[map]
+pub static SOCK_FDS: HashMap<profiler_common::SockKey, u32> = HashMap::with_max_entries(65536, 0);
+
+/// Socket calls between enter and exit, keyed by pid_tgid (op 0: none in flight).
+#[map]
+pub static SOCK_PENDING: LruHashMap<u64, profiler_common::SockPending> =
+    LruHashMap::with_max_entries(16384, 0);

@@ -287,3 +287,38 @@ pub struct OomRecord {
     /// The allocating stack, when the victim itself ran the OOM killer.
     pub stack: Option<StackSample>,
 }
+
+/// What happened to a target's socket (an [`EventKind::Sock`](profiler_common::EventKind)
+/// record).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SockOp {
+    /// `accept` on listener `listener_fd` returned the connection `fd`.
+    Accept {
+        listener_fd: i32,
+    },
+    /// `connect` to `peer` succeeded or is in progress (None: not an IP address).
+    Connect {
+        peer: Option<std::net::SocketAddr>,
+    },
+    /// `len` bytes were read; `prefix` holds the first of them (at most the capture).
+    Read {
+        len: u64,
+        prefix: Vec<u8>,
+    },
+    /// `len` bytes were written; `prefix` holds the first of them.
+    Write {
+        len: u64,
+        prefix: Vec<u8>,
+    },
+    Close,
+}
+
+/// One socket record of a target: the connection's fd (the new one for an accept).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SockRecord {
+    pub pid: u32,
+    pub tid: u32,
+    pub time_ns: u64,
+    pub fd: i32,
+    pub op: SockOp,
+}

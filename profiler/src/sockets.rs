@@ -146,6 +146,20 @@ pub fn socket_inodes(pid: u32) -> std::collections::BTreeSet<u64> {
         .collect()
 }
 
+/// The socket descriptors of process `pid` with their inodes.
+pub fn socket_fds(pid: u32) -> Vec<(i32, u64)> {
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return Vec::new();
+    };
+    dir.filter_map(Result::ok)
+        .filter_map(|e| {
+            let fd = e.file_name().to_str()?.parse().ok()?;
+            let link = std::fs::read_link(e.path()).ok()?;
+            Some((fd, socket_inode(&link.to_string_lossy())?))
+        })
+        .collect()
+}
+
 /// What fd `fd` of `pid` refers to (`socket:[…]`, `pipe:[…]`, a path), if readable.
 pub fn fd_target(pid: u32, fd: i32) -> Option<String> {
     std::fs::read_link(format!("/proc/{pid}/fd/{fd}"))

@@ -263,6 +263,8 @@ fn wait_report() -> WaitReport {
             futexes: vec![(0x5000, 4, 0)],
             observed_ns: 5_000_000_000,
             async_census: None,
+            requests: Vec::new(),
+            peers: Vec::new(),
         }],
     }
 }

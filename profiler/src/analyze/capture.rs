@@ -50,7 +50,22 @@ impl CaptureState {
     /// Apply one record.
     pub fn apply(&mut self, record: &CaptureRecord) {
         match record {
-            CaptureRecord::WindowStart { start_ns } => self.window_start_ns = *start_ns,
+            CaptureRecord::WindowStart { start_ns } => {
+                self.window_start_ns = *start_ns;
+                for t in self.targets.values_mut() {
+                    t.requests.new_window(*start_ns);
+                }
+            }
+            CaptureRecord::Conn {
+                pid,
+                fd,
+                time_ns,
+                event,
+            } => {
+                if let Some(t) = self.targets.get_mut(pid) {
+                    t.requests.apply(*fd, *time_ns, event);
+                }
+            }
             CaptureRecord::Follow(f) => self.follow(f),
             CaptureRecord::Allocator { pid, probed } => {
                 if let Some(t) = self.targets.get_mut(pid) {

@@ -58,6 +58,8 @@ pub struct Target {
     /// Committed bytes by region kind label when the window started (or when the
     /// process joined it): the report's "before".
     pub committed_at_start: Option<BTreeMap<String, u64>>,
+    /// Its connections, requests in flight and outbound pools (the request ledger).
+    pub requests: crate::analyze::requests::ledger::RequestLedger,
 }
 
 impl Target {
@@ -93,6 +95,7 @@ impl Target {
             free_flow: None,
             series: IntervalSeries::default(),
             committed_at_start: None,
+            requests: Default::default(),
         }
     }
 

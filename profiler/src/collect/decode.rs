@@ -2,12 +2,13 @@
 //!
 //! Pure: takes the bytes of one record, so it is unit-tested without a kernel.
 use profiler_common::{
-    AllocEvent, EventHeader, EventKind, MemEvent, OomEvent, WaitEvent, BODY_SIZE, STACK_OFFSET,
+    sock_op, AllocEvent, EventHeader, EventKind, MemEvent, OomEvent, SockEvent, WaitEvent,
+    BODY_SIZE, STACK_OFFSET,
 };
 
 use crate::events::{
-    AllocOp, AllocRecord, MemOp, MemRecord, MemSample, OomRecord, RetFix, StackSample, WaitRecord,
-    WaitSyscall,
+    AllocOp, AllocRecord, MemOp, MemRecord, MemSample, OomRecord, RetFix, SockOp, SockRecord,
+    StackSample, WaitRecord, WaitSyscall,
 };
 
 /// A record that could not be decoded (a bug on one side, or a truncated record).
@@ -21,6 +22,8 @@ pub enum DecodeError {
     UnknownKind(u32),
     #[error("wait record for syscall {0}, which is not a wait")]
     NotAWait(u32),
+    #[error("socket record with unknown operation {0}")]
+    UnknownSockOp(u32),
 }
 
 /// One decoded record.
@@ -30,6 +33,7 @@ pub enum Record {
     Wait(WaitRecord),
     Alloc(AllocRecord),
     Oom(OomRecord),
+    Sock(SockRecord),
 }
 
 fn read_pod<T: Copy>(bytes: &[u8]) -> T {
@@ -55,6 +59,12 @@ pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
         });
     }
     let kind = EventKind::from_u32(header.kind).ok_or(DecodeError::UnknownKind(header.kind))?;
+    if kind == EventKind::Sock {
+        // The trailing bytes are a prefix of the transfer, not a stack.
+        let ev: SockEvent = read_pod(body);
+        return decode_sock(&header, &ev, &bytes[STACK_OFFSET..STACK_OFFSET + stack_len])
+            .map(Record::Sock);
+    }
     let stack = (stack_len > 0).then(|| StackSample {
         ip: header.regs.ip,
         sp: header.regs.sp,
@@ -148,7 +158,8 @@ pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
         | EventKind::SocketWait
         | EventKind::Alloc
         | EventKind::Free
-        | EventKind::OomVictim => {
+        | EventKind::OomVictim
+        | EventKind::Sock => {
             unreachable!("handled above")
         }
     };
@@ -167,6 +178,74 @@ pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
         op,
         sample,
     }))
+}
+
+/// A socket record: its operation and, for transfers, the captured prefix.
+fn decode_sock(
+    header: &EventHeader,
+    ev: &SockEvent,
+    prefix: &[u8],
+) -> Result<SockRecord, DecodeError> {
+    let len = u64::try_from(ev.ret).unwrap_or(0);
+    let (fd, op) = match ev.op {
+        sock_op::ACCEPT => (
+            i32::try_from(ev.ret).unwrap_or(-1),
+            SockOp::Accept { listener_fd: ev.fd },
+        ),
+        sock_op::CONNECT => (
+            ev.fd,
+            SockOp::Connect {
+                peer: sockaddr(&ev.addr),
+            },
+        ),
+        sock_op::READ => (
+            ev.fd,
+            SockOp::Read {
+                len,
+                prefix: prefix.to_vec(),
+            },
+        ),
+        sock_op::WRITE => (
+            ev.fd,
+            SockOp::Write {
+                len,
+                prefix: prefix.to_vec(),
+            },
+        ),
+        sock_op::CLOSE => (ev.fd, SockOp::Close),
+        other => return Err(DecodeError::UnknownSockOp(other)),
+    };
+    Ok(SockRecord {
+        pid: header.tgid,
+        tid: header.tid,
+        time_ns: header.ktime_ns,
+        fd,
+        op,
+    })
+}
+
+/// The peer of a `sockaddr_in` or `sockaddr_in6` (its first 24 bytes); None for other
+/// families (a unix socket's path is not kept).
+pub fn sockaddr(raw: &[u8; 24]) -> Option<std::net::SocketAddr> {
+    const AF_INET: u16 = 2;
+    const AF_INET6: u16 = 10;
+    let family = u16::from_ne_bytes([raw[0], raw[1]]);
+    let port = u16::from_be_bytes([raw[2], raw[3]]);
+    match family {
+        AF_INET => {
+            let ip = std::net::Ipv4Addr::new(raw[4], raw[5], raw[6], raw[7]);
+            Some(std::net::SocketAddr::new(ip.into(), port))
+        }
+        AF_INET6 => {
+            let octets: [u8; 16] = raw[8..24].try_into().ok()?;
+            let v6 = std::net::Ipv6Addr::from(octets);
+            let ip = v6
+                .to_ipv4_mapped()
+                .map_or(std::net::IpAddr::V6(v6), std::net::IpAddr::V4);
+            Some(std::net::SocketAddr::new(ip, port))
+        }
+        _ => None,
+    }
 }
 
 #[cfg(test)]
@@ -387,6 +466,68 @@ pub(crate) mod tests {
             panic!("expected an allocation record")
         };
         assert_eq!(f.op, AllocOp::Free { addr: 0x5555_0000 });
+    }
+
+    /// Check that socket records decode: a read with its prefix and full length, an
+    /// accept naming the new fd and its listener, a connect's IPv4 and IPv6 peers.
+    #[test]
+    fn decodes_socket_records() {
+        let header = EventHeader {
+            kind: EventKind::Sock as u32,
+            tgid: 5,
+            tid: 6,
+            stack_len: 4,
+            ktime_ns: 77,
+            ..Default::default()
+        };
+        let read = SockEvent {
+            fd: 9,
+            op: sock_op::READ,
+            ret: 1000,
+            captured: 4,
+            ..Default::default()
+        };
+        let Record::Sock(s) = decode(&encode(header, read, b"GET ")).unwrap() else {
+            panic!("expected a socket record")
+        };
+        assert_eq!((s.pid, s.tid, s.time_ns, s.fd), (5, 6, 77, 9));
+        assert_eq!(
+            s.op,
+            SockOp::Read {
+                len: 1000,
+                prefix: b"GET ".to_vec()
+            }
+        );
+        let header = EventHeader {
+            stack_len: 0,
+            ..header
+        };
+        let accept = SockEvent {
+            fd: 3,
+            op: sock_op::ACCEPT,
+            ret: 12,
+            ..Default::default()
+        };
+        let Record::Sock(s) = decode(&encode(header, accept, &[])).unwrap() else {
+            panic!("expected a socket record")
+        };
+        assert_eq!((s.fd, s.op), (12, SockOp::Accept { listener_fd: 3 }));
+        let mut v4 = [0u8; 24];
+        v4[..8].copy_from_slice(&[2, 0, 0x15, 0x38, 127, 0, 0, 1]);
+        assert_eq!(sockaddr(&v4), Some("127.0.0.1:5432".parse().unwrap()));
+        let mut v6 = [0u8; 24];
+        v6[..4].copy_from_slice(&[10, 0, 0x1f, 0x90]);
+        v6[23] = 1;
+        assert_eq!(sockaddr(&v6), Some("[::1]:8080".parse().unwrap()));
+        assert_eq!(sockaddr(&[1u8; 24]), None);
+        let bad = SockEvent {
+            op: 99,
+            ..Default::default()
+        };
+        assert_eq!(
+            decode(&encode(header, bad, &[])),
+            Err(DecodeError::UnknownSockOp(99))
+        );
     }
 
     /// Check that truncated records are errors, not panics.

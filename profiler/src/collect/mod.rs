@@ -10,6 +10,7 @@ mod features;
 pub mod format;
 mod host;
 pub mod inflight;
+mod sockets;
 
 use aya::{
     maps::{Array, HashMap, MapData, PerCpuArray, RingBuf},
@@ -18,7 +19,7 @@ use aya::{
 };
 use std::collections::BTreeMap;
 
-use profiler_common::{Config, Counter, FutexKey, WaitStart, MAX_STACK_PAGES};
+use profiler_common::{Config, Counter, FutexKey, SockKey, WaitStart, MAX_STACK_PAGES};
 use tokio::io::unix::AsyncFd;
 
 pub use crate::model::Counters;
@@ -248,6 +249,7 @@ impl Collector {
         let mut targets: HashMap<_, u32, u32> =
             HashMap::try_from(map(&mut self.ebpf, "TARGETS")?).map_err(map_error("TARGETS"))?;
         targets.insert(pid, 1, 0).map_err(map_error("TARGETS"))?;
+        self.watch_sockets(pid)?;
         if let Some(brk) = brk {
             let mut last: HashMap<_, u32, u64> =
                 HashMap::try_from(map(&mut self.ebpf, "BRK_LAST")?)
@@ -265,6 +267,17 @@ impl Collector {
         let _ = targets.remove(&pid);
         if let Ok(mut last) = HashMap::<_, u32, u64>::try_from(map(&mut self.ebpf, "BRK_LAST")?) {
             let _ = last.remove(&pid);
+        }
+        if let Ok(mut fds) = HashMap::<_, SockKey, u32>::try_from(map(&mut self.ebpf, "SOCK_FDS")?)
+        {
+            let keys: Vec<SockKey> = fds
+                .keys()
+                .filter_map(Result::ok)
+                .filter(|k| k.tgid == pid)
+                .collect();
+            for key in keys {
+                let _ = fds.remove(&key);
+            }
         }
         if let Ok(mut layout) =
             HashMap::<_, u32, u32>::try_from(map(&mut self.ebpf, "HEAP_LAYOUT")?)
@@ -390,6 +403,9 @@ impl Collector {
         c.alloc_calls = sum(Counter::AllocCalls);
         c.alloc_table_full = sum(Counter::AllocTableFull);
         c.forks_followed = sum(Counter::ForksFollowed);
+        c.sock_records = sum(Counter::SockRecords);
+        c.sock_table_full = sum(Counter::SockTableFull);
+        c.sock_copy_failed = sum(Counter::SockCopyFailed);
         c
     }
 
@@ -484,6 +500,15 @@ impl Collector {
     }
 
     fn attach(&mut self, (category, name): (&str, &str)) -> Result<(), CollectError> {
+        self.attach_program(name, (category, name))
+    }
+
+    /// Load program `name` and attach it to tracepoint `category:tracepoint`.
+    fn attach_program(
+        &mut self,
+        name: &str,
+        (category, tracepoint): (&str, &str),
+    ) -> Result<(), CollectError> {
         let program: &mut TracePoint = self
             .ebpf
             .program_mut(name)
@@ -495,13 +520,13 @@ impl Collector {
             detail: format!("{e:#}"),
         })?;
         program
-            .attach(category, name)
+            .attach(category, tracepoint)
             .map_err(|e| CollectError::MissingTracepoint {
                 category: category.to_string(),
-                name: name.to_string(),
+                name: tracepoint.to_string(),
                 detail: e.to_string(),
             })?;
-        self.note_attached(name, format!("tracepoint {category}:{name}"));
+        self.note_attached(name, format!("tracepoint {category}:{tracepoint}"));
         Ok(())
     }
 }

@@ -224,6 +224,8 @@ mod tests {
                 futexes: vec![],
                 observed_ns: 0,
                 async_census: None,
+                requests: Vec::new(),
+                peers: Vec::new(),
             }],
             ..Default::default()
         };

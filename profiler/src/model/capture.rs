@@ -167,6 +167,13 @@ pub enum CaptureRecord {
     },
     /// Waits shorter than the threshold, counted in the kernel.
     ShortWaits { count: u64 },
+    /// What the framers learnt from one of the process's connections (metadata only).
+    Conn {
+        pid: u32,
+        fd: i32,
+        time_ns: u64,
+        event: super::ConnEvent,
+    },
     /// How naming the process's JavaScript frames from V8's heap went (None: not node).
     JsFrames {
         pid: u32,

@@ -22,4 +22,13 @@ pub struct Counters {
     pub alloc_table_full: u64,
     /// Child processes of targets that became targets at their fork.
     pub forks_followed: u64,
+    /// Socket records sent by the connection ledger's probes (lost ones are in `lost`).
+    #[serde(default)]
+    pub sock_records: u64,
+    /// Sockets not followed because the kernel's table was full.
+    #[serde(default)]
+    pub sock_table_full: u64,
+    /// Transfers whose bytes could not be read (their length still counts).
+    #[serde(default)]
+    pub sock_copy_failed: u64,
 }

@@ -8,6 +8,7 @@ pub mod counters;
 pub mod forecast;
 pub mod growth;
 pub mod memory;
+pub mod requests;
 pub mod stack;
 pub mod waits;
 
@@ -21,6 +22,7 @@ pub use memory::{
     NamedStack, Numbers, ProbedAllocator, ProcessMemory, ResidentTrack, ResidentView,
     RetentionAdvice, StackGrowth,
 };
+pub use requests::{ConnEvent, ConnRole, ListenerRequests, PeerPool, RequestStall};
 pub use stack::{build_id_hex, CodeLine, CodeLocation, ModuleMapping};
 pub use waits::{
     BlockedStack, CycleStep, DemandSignals, Evidence, InFlightWait, ListenerQueue, OwnerWait,

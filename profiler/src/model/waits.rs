@@ -102,6 +102,12 @@ pub struct ProcessWaits {
     /// What the process's suspended async functions wait for (node targets).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub async_census: Option<crate::runtimes::v8::AsyncCensusReport>,
+    /// Requests in flight per listener, from the request ledger.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub requests: Vec<super::ListenerRequests>,
+    /// Connections per outbound peer, from the request ledger.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub peers: Vec<super::PeerPool>,
 }
 
 /// Blocked time under one stack.
@@ -238,13 +244,18 @@ pub enum StallVerdict {
     },
     /// The process exited before the snapshot: only its completed waits are known.
     Exited,
+    /// Requests pile up unanswered while no thread blocks (an event loop hung on
+    /// promises): the request ledger's verdict.
+    Requests(super::RequestStall),
 }
 
 impl StallVerdict {
     pub fn is_stalled(&self) -> bool {
         matches!(
             self,
-            StallVerdict::Stalled { .. } | StallVerdict::Deadlocked { .. }
+            StallVerdict::Stalled { .. }
+                | StallVerdict::Deadlocked { .. }
+                | StallVerdict::Requests(_)
         )
     }
 }

@@ -166,6 +166,7 @@ impl Capture {
             for name in collector.attach_wait_probes()? {
                 eprintln!("profiler: note: this kernel has no tracepoint syscalls:{name}; those waits are not seen");
             }
+            collector.attach_socket_probes()?;
         }
         report_attachments(&collector, opts.verbose);
         session.apply(CaptureRecord::WindowStart {
@@ -231,6 +232,9 @@ impl Capture {
             &self.opts,
             batch,
         )?;
+        for (pid, fd) in self.session.take_http2() {
+            self.collector.capture_more(pid, fd);
+        }
         self.note_new_targets();
         Ok(())
     }
@@ -414,6 +418,9 @@ fn since(now: Counters, start: Counters) -> Counters {
         alloc_calls: now.alloc_calls.saturating_sub(start.alloc_calls),
         alloc_table_full: now.alloc_table_full.saturating_sub(start.alloc_table_full),
         forks_followed: now.forks_followed.saturating_sub(start.forks_followed),
+        sock_records: now.sock_records.saturating_sub(start.sock_records),
+        sock_table_full: now.sock_table_full.saturating_sub(start.sock_table_full),
+        sock_copy_failed: now.sock_copy_failed.saturating_sub(start.sock_copy_failed),
     }
 }
 

@@ -1,6 +1,7 @@
 //! `profiler record`: capture a window, then write flamegraphs and a report.
 mod allocators;
 pub mod capture;
+mod connections;
 pub mod driver;
 pub mod follow;
 pub(crate) mod output;
@@ -147,7 +148,13 @@ pub async fn stalls(opts: &RecordOptions) -> anyhow::Result<WaitReport> {
     let initial = selector.resolve()?;
     // Every selected process up front, --all included: a stuck one sends no event.
     let mut capture = Capture::attach(opts, selector, &initial)?;
-    tokio::time::sleep(opts.duration.unwrap_or(Duration::from_secs(2))).await;
+    // Drain the ring while watching: the connection ledger's records arrive all along.
+    capture_loop(
+        &mut capture,
+        Some(opts.duration.unwrap_or(Duration::from_secs(2))),
+    )
+    .await?;
+    capture.drain()?;
     Ok(capture.wait_report(None))
 }
 

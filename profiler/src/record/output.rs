@@ -37,8 +37,17 @@ pub fn write_all(dir: &Path, window: &Window) -> anyhow::Result<Vec<CaptureFile>
         text.push_str(&report::text(report));
     } else {
         text.push_str(&format!(
-            "profiler record: window {window_secs:.1} s; events seen {}, events lost {}\n",
-            counters.seen, counters.lost
+            "profiler record: window {window_secs:.1} s; events seen {}, events lost {}{}\n",
+            counters.seen,
+            counters.lost,
+            if counters.sock_records + counters.sock_table_full > 0 {
+                format!(
+                    "; socket records (connection ledger) {}, sockets not followed (kernel table full) {}",
+                    counters.sock_records, counters.sock_table_full
+                )
+            } else {
+                String::new()
+            }
         ));
     }
     if let Some(w) = waits {

@@ -35,6 +35,11 @@ pub struct Session {
     adopted: Vec<(u32, Option<u64>)>,
     /// `--save-records`: every record applied is also written here.
     recorder: Option<RecordWriter>,
+    /// The framers of the targets' connections (the request ledger's live side).
+    connections: super::connections::Connections,
+    /// Connections found to speak HTTP/2 since the last call of
+    /// [`Session::take_http2`]: their frames coalesce, the kernel should copy more.
+    http2: Vec<(u32, i32)>,
 }
 
 impl Default for Session {
@@ -52,6 +57,8 @@ impl Session {
             ignored: BTreeSet::new(),
             adopted: Vec::new(),
             recorder: None,
+            connections: Default::default(),
+            http2: Vec::new(),
         }
     }
 
@@ -101,6 +108,10 @@ impl Session {
             rss,
             followed_ns: crate::collect::monotonic_now_ns(),
         }));
+        let seeded = self
+            .connections
+            .seed(pid, crate::collect::monotonic_now_ns());
+        self.apply_conn(pid, seeded);
         Ok(brk)
     }
 
@@ -156,6 +167,26 @@ impl Session {
     pub fn forget_process(&mut self, pid: u32) {
         self.resolver.remove_process(pid);
         self.classifiers.remove(&pid);
+        self.connections.forget_process(pid);
+    }
+
+    /// Connections found to speak HTTP/2 since the last call, by (pid, fd).
+    pub fn take_http2(&mut self) -> Vec<(u32, i32)> {
+        std::mem::take(&mut self.http2)
+    }
+
+    fn apply_conn(&mut self, pid: u32, events: Vec<super::connections::Emitted>) {
+        for (fd, time_ns, event) in events {
+            if matches!(&event, crate::model::ConnEvent::Protocol { name } if name == "http2") {
+                self.http2.push((pid, fd));
+            }
+            self.apply(CaptureRecord::Conn {
+                pid,
+                fd,
+                time_ns,
+                event,
+            });
+        }
     }
 
     /// The interned stacks.
@@ -171,6 +202,12 @@ impl Session {
             // OOM kills are handled by the daemon, which sees records before the session.
             Record::Oom(_) => {}
             Record::Alloc(a) => self.ingest_alloc(a),
+            Record::Sock(s) => {
+                if self.adopt(s.pid) {
+                    let events = self.connections.ingest(&s);
+                    self.apply_conn(s.pid, events);
+                }
+            }
         }
     }
 
@@ -370,7 +407,7 @@ impl Session {
                     Some(s) => (w.pid, s),
                     None => continue,
                 },
-                Record::Oom(_) => continue,
+                Record::Oom(_) | Record::Sock(_) => continue,
             };
             self.resolver.prepare(pid, sample);
         }

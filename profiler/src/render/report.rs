@@ -76,6 +76,13 @@ pub fn text(report: &MemoryReport) -> String {
             c.forks_followed
         );
     }
+    if c.sock_records > 0 || c.sock_table_full > 0 {
+        let _ = writeln!(
+            out,
+            "socket records (connection ledger) {}, sockets not followed (kernel table full) {}, transfers whose bytes could not be read {}",
+            c.sock_records, c.sock_table_full, c.sock_copy_failed
+        );
+    }
     for p in &report.processes {
         out.push('\n');
         process_text(&mut out, p, span(report));

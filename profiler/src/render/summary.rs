@@ -169,6 +169,8 @@ mod tests {
                 futexes: vec![],
                 observed_ns: 1,
                 async_census: None,
+                requests: Vec::new(),
+                peers: Vec::new(),
             }],
             ..Default::default()
         }

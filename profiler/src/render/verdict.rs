@@ -8,7 +8,7 @@ use crate::{
     analyze::memory::verdict::MIN_GROWTH_BYTES,
     model::{
         AlsoGrew, CycleStep, Evidence, MemoryVerdict, MemoryVerdictKind, Numbers, OwnerWait,
-        ProcessMemory, RetentionAdvice, StallVerdict,
+        ProcessMemory, RequestStall, RetentionAdvice, StallVerdict,
     },
     render::growth::signed,
     units::human_bytes,
@@ -325,7 +325,42 @@ pub fn stall_line(v: &StallVerdict) -> String {
         StallVerdict::Progressing { stuck, threads } => {
             format!("not stalled: {stuck} of {threads} threads blocked past the threshold with no wake")
         }
+        StallVerdict::Requests(r) => requests_line(r),
     }
+}
+
+/// `STALLED (requests): 214 requests (POST /orders) on :3000 unanswered, oldest 43.0 s,
+/// none answered in 40.0 s (while GET /health on :3000 answered 38); pool to
+/// 127.0.0.1:5432: 10/10 connections idle for the whole 2.0 s window — …`
+pub fn requests_line(r: &RequestStall) -> String {
+    let secs = |ns: u64| ns as f64 / 1e9;
+    let mut line = format!(
+        "STALLED (requests): {} {} ({}) on :{} unanswered, oldest {:.1} s, none answered in {:.1} s",
+        r.unanswered,
+        r.unit,
+        r.routes.join(", "),
+        r.port,
+        secs(r.oldest_ns),
+        secs(r.none_answered_ns)
+    );
+    if let Some((what, n)) = &r.while_answered {
+        line.push_str(&format!(" (while {what} answered {n})"));
+    }
+    if let Some(p) = &r.pool {
+        let idle = if p.in_transaction == p.open {
+            format!("idle in transaction for {:.1} s", secs(p.in_transaction_ns))
+        } else {
+            format!("idle for the whole {:.1} s window", secs(r.window_ns))
+        };
+        line.push_str(&format!(
+            "; pool to {}{}: {}/{} connections {idle} — the pool is exhausted by requests that hold a connection and wait for another",
+            p.peer,
+            p.protocol.as_deref().map(|p| format!(" ({p})")).unwrap_or_default(),
+            p.silent,
+            p.open
+        ));
+    }
+    line
 }
 
 /// A short form for a flamegraph subtitle, which has one line of ~150 characters.
@@ -375,6 +410,17 @@ pub fn stall_short(v: &StallVerdict) -> String {
         ),
         StallVerdict::Progressing { .. } => "not stalled".into(),
         StallVerdict::Exited => "exited".into(),
+        StallVerdict::Requests(r) => format!(
+            "STALLED (requests): {} {} on :{} unanswered, oldest {:.0} s{}",
+            r.unanswered,
+            r.unit,
+            r.port,
+            r.oldest_ns as f64 / 1e9,
+            r.pool
+                .as_ref()
+                .map(|p| format!("; pool to {}: {}/{} idle", p.peer, p.silent, p.open))
+                .unwrap_or_default()
+        ),
     }
 }
 
@@ -586,6 +632,56 @@ mod tests {
                 culprit: None
             }),
             "direct mappings also grew +2.0 MiB"
+        );
+    }
+
+    /// Check the requests verdict's sentence: count, unit, route, port, ages, what was
+    /// answered meanwhile and the silent pool; and its short form for a subtitle.
+    #[test]
+    fn requests_line_names_route_health_and_pool() {
+        use crate::model::{PeerPool, RequestStall};
+        let r = RequestStall {
+            port: 50051,
+            routes: vec!["/orders.Orders/CreateOrder".into()],
+            unanswered: 214,
+            unit: "gRPC streams".into(),
+            oldest_ns: 43_000_000_000,
+            none_answered_ns: 40_000_000_000,
+            while_answered: Some((":8080".into(), 38)),
+            pool: Some(PeerPool {
+                peer: "127.0.0.1:5432".into(),
+                protocol: None,
+                open: 10,
+                silent: 10,
+                in_transaction: 0,
+                in_transaction_ns: 0,
+            }),
+            window_ns: 2_000_000_000,
+        };
+        let v = StallVerdict::Requests(r.clone());
+        assert_eq!(
+            stall_line(&v),
+            "STALLED (requests): 214 gRPC streams (/orders.Orders/CreateOrder) on :50051 unanswered, oldest 43.0 s, none answered in 40.0 s (while :8080 answered 38); pool to 127.0.0.1:5432: 10/10 connections idle for the whole 2.0 s window — the pool is exhausted by requests that hold a connection and wait for another"
+        );
+        assert_eq!(
+            stall_short(&v),
+            "STALLED (requests): 214 gRPC streams on :50051 unanswered, oldest 43 s; pool to 127.0.0.1:5432: 10/10 idle"
+        );
+        assert!(v.is_stalled());
+        let seen = RequestStall {
+            pool: Some(PeerPool {
+                in_transaction: 10,
+                in_transaction_ns: 43_000_000_000,
+                protocol: Some("postgres".into()),
+                ..r.pool.clone().unwrap()
+            }),
+            while_answered: None,
+            ..r
+        };
+        let line = stall_line(&StallVerdict::Requests(seen));
+        assert!(
+            line.contains("unanswered, oldest 43.0 s, none answered in 40.0 s; pool to 127.0.0.1:5432 (postgres): 10/10 connections idle in transaction for 43.0 s"),
+            "{line}"
         );
     }
 

@@ -59,6 +59,7 @@ pub fn text(report: &WaitReport) -> String {
         if let Some(census) = &p.async_census {
             let _ = writeln!(out, "   {}", super::async_census::census_line(census));
         }
+        requests_text(&mut out, p);
         if !p.in_flight.is_empty() {
             let _ = writeln!(out, "   blocked now:");
             for g in &p.in_flight {
@@ -107,6 +108,44 @@ pub fn text(report: &WaitReport) -> String {
     out
 }
 
+/// Requests in flight per listener and connections per outbound peer (the request
+/// ledger), one line each.
+fn requests_text(out: &mut String, p: &ProcessWaits) {
+    for l in &p.requests {
+        let _ = writeln!(
+            out,
+            "   requests on :{}: {} in flight (oldest {:.1} s), {} answered in the window; in flight per second: {:?}",
+            l.port,
+            l.in_flight,
+            l.oldest_ns as f64 / 1e9,
+            l.answered,
+            l.in_flight_series
+        );
+    }
+    for c in &p.peers {
+        let tx = if c.in_transaction > 0 {
+            format!(
+                ", {} in a transaction (longest {:.1} s)",
+                c.in_transaction,
+                c.in_transaction_ns as f64 / 1e9
+            )
+        } else {
+            String::new()
+        };
+        let _ = writeln!(
+            out,
+            "   connections to {}{}: {} open, {} silent the whole window{tx}",
+            c.peer,
+            c.protocol
+                .as_deref()
+                .map(|p| format!(" ({p})"))
+                .unwrap_or_default(),
+            c.open,
+            c.silent
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -132,6 +171,8 @@ mod tests {
             futexes: Vec::new(),
             observed_ns: 1,
             async_census: None,
+            requests: Vec::new(),
+            peers: Vec::new(),
         }
     }
 

@@ -13,11 +13,14 @@
 //! a gRPC method, a status code, a PostgreSQL message type and the first SQL keyword.
 //! Never payload, header values, SQL text or parameters.
 pub mod classify;
+pub mod framing;
 pub mod http1;
 pub mod http2;
 mod huffman;
+pub mod ledger;
 pub mod postgres;
 mod text;
+pub mod verdict;
 
 #[cfg(test)]
 mod captured_tests;

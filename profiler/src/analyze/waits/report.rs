@@ -1,6 +1,7 @@
 //! The wait model of a window: per process, the completed waits by stack, the threads
 //! blocked now grouped by what they wait on, futex activity, and the stall verdict.
 use super::{verdict, ThreadSnapshot, WaitProfile};
+use crate::analyze::requests::verdict as req_verdict;
 use crate::{
     analyze::Target,
     model::{BlockedStack, ProcessWaits, StallVerdict, WaitGroup},
@@ -17,7 +18,7 @@ pub fn process(
     stall_threshold_ns: u64,
     observed_ns: u64,
 ) -> ProcessWaits {
-    let (verdict, mut in_flight) = match &snap {
+    let (mut verdict, mut in_flight) = match &snap {
         Some(snap) => verdict::judge(snap, stall_threshold_ns, |id| {
             stacks.get(id).map(|s| s.names.clone()).unwrap_or_default()
         }),
@@ -59,6 +60,24 @@ pub fn process(
         })
         .collect();
     futexes.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    // The request ledger at the snapshot: a thread verdict of STALLED says more (the
+    // blocked stacks), otherwise requests piling up unanswered decide.
+    let (requests, peers) = match target {
+        Some(t) => {
+            let ledger = &t.requests;
+            let now_ns = ledger.window_start_ns + observed_ns;
+            if !verdict.is_stalled() && verdict != StallVerdict::Exited {
+                if let Some(stall) = req_verdict::judge(ledger, now_ns, stall_threshold_ns) {
+                    verdict = StallVerdict::Requests(stall);
+                }
+            }
+            (
+                req_verdict::listeners(ledger, now_ns),
+                req_verdict::peers(ledger, now_ns),
+            )
+        }
+        None => Default::default(),
+    };
     ProcessWaits {
         pid,
         comm: snap.comm.clone(),
@@ -70,6 +89,8 @@ pub fn process(
         futexes,
         observed_ns,
         async_census: target.and_then(|t| t.async_census.clone()),
+        requests,
+        peers,
     }
 }
 

@@ -304,6 +304,8 @@ fn waits_profile_matches_folded() {
             futexes: Vec::new(),
             observed_ns: 5_000_000_000,
             async_census: None,
+            requests: Vec::new(),
+            peers: Vec::new(),
         }],
         ..Default::default()
     };

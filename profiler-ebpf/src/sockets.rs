@@ -1,0 +1,347 @@
+//! The connection ledger's probes: accept, connect, transfers and close of the
+//! targets' sockets, with a bounded prefix of each transfer's bytes.
+//!
+//! Only descriptors in `SOCK_FDS` are followed: userspace seeds it with the sockets a
+//! target holds when it is added, and the exit of `accept`/`connect` adds the new ones,
+//! so a `read` of a regular file costs one hash lookup and sends nothing. Transfers that
+//! moved no bytes (`EAGAIN` on a non-blocking socket, end of file) send nothing either.
+//! The record carries at most the fd's capture length (`SOCK_FDS` value) of the bytes,
+//! from the start of the transfer: the framers in userspace count what they could not
+//! frame.
+use aya_ebpf::{
+    helpers::{bpf_get_current_pid_tgid, bpf_probe_read_user, generated},
+    macros::tracepoint,
+    programs::TracePointContext,
+};
+use profiler_common::{
+    sock_op, Counter, EventKind, SockEvent, SockKey, SockPending, SOCK_CAPTURE_DEFAULT,
+    SOCK_CAPTURE_MAX,
+};
+
+use crate::{
+    maps::{SOCK_FDS, SOCK_PENDING},
+    record::{config, count, emit, is_target, scratch},
+};
+
+const SYSCALL_ARG0: usize = 16;
+const SYSCALL_RET: usize = 16;
+/// `-EINPROGRESS`: a non-blocking connect under way (how event loops connect).
+const EINPROGRESS: i64 = -115;
+/// `BPF_NOEXIST`: an fd already watched keeps its capture length.
+const NOEXIST: u64 = 1;
+
+/// How a syscall passes its bytes.
+#[derive(Clone, Copy)]
+enum Buffer {
+    /// `(fd, buf, len, …)`: read, write, recvfrom, sendto.
+    Flat,
+    /// `(fd, iov, iovcnt)`: readv, writev.
+    Vector,
+    /// `(fd, msghdr, flags)`: recvmsg, sendmsg.
+    Message,
+}
+
+macro_rules! transfer_probe {
+    ($enter:ident, $exit:ident, $op:expr, $buffer:expr) => {
+        #[tracepoint]
+        pub fn $enter(ctx: TracePointContext) -> u32 {
+            match transfer_enter(&ctx, $op, $buffer) {
+                Ok(r) | Err(r) => r,
+            }
+        }
+
+        #[tracepoint]
+        pub fn $exit(ctx: TracePointContext) -> u32 {
+            match sock_exit(&ctx) {
+                Ok(r) | Err(r) => r,
+            }
+        }
+    };
+}
+
+transfer_probe!(sock_enter_read, sock_exit_read, sock_op::READ, Buffer::Flat);
+transfer_probe!(
+    sock_enter_recvfrom,
+    sock_exit_recvfrom,
+    sock_op::READ,
+    Buffer::Flat
+);
+transfer_probe!(
+    sock_enter_readv,
+    sock_exit_readv,
+    sock_op::READ,
+    Buffer::Vector
+);
+transfer_probe!(
+    sock_enter_recvmsg,
+    sock_exit_recvmsg,
+    sock_op::READ,
+    Buffer::Message
+);
+transfer_probe!(
+    sock_enter_write,
+    sock_exit_write,
+    sock_op::WRITE,
+    Buffer::Flat
+);
+transfer_probe!(
+    sock_enter_sendto,
+    sock_exit_sendto,
+    sock_op::WRITE,
+    Buffer::Flat
+);
+transfer_probe!(
+    sock_enter_writev,
+    sock_exit_writev,
+    sock_op::WRITE,
+    Buffer::Vector
+);
+transfer_probe!(
+    sock_enter_sendmsg,
+    sock_exit_sendmsg,
+    sock_op::WRITE,
+    Buffer::Message
+);
+
+macro_rules! open_probe {
+    ($enter:ident, $exit:ident, $op:expr) => {
+        #[tracepoint]
+        pub fn $enter(ctx: TracePointContext) -> u32 {
+            match open_enter(&ctx, $op) {
+                Ok(r) | Err(r) => r,
+            }
+        }
+
+        #[tracepoint]
+        pub fn $exit(ctx: TracePointContext) -> u32 {
+            match sock_exit(&ctx) {
+                Ok(r) | Err(r) => r,
+            }
+        }
+    };
+}
+
+open_probe!(sock_enter_accept, sock_exit_accept, sock_op::ACCEPT);
+open_probe!(sock_enter_accept4, sock_exit_accept4, sock_op::ACCEPT);
+open_probe!(sock_enter_connect, sock_exit_connect, sock_op::CONNECT);
+
+/// `close(fd)` of a watched socket: forget it and say so.
+#[tracepoint]
+pub fn sock_enter_close(ctx: TracePointContext) -> u32 {
+    match close_enter(&ctx) {
+        Ok(r) | Err(r) => r,
+    }
+}
+
+#[inline(always)]
+fn arg(ctx: &TracePointContext, i: usize) -> Result<u64, u32> {
+    // SAFETY: reads the tracepoint record at a fixed offset.
+    unsafe { ctx.read_at::<u64>(SYSCALL_ARG0 + 8 * i) }.map_err(|_| 0u32)
+}
+
+/// The current task's tgid when it is a target.
+#[inline(always)]
+fn target() -> Option<u32> {
+    let cfg = config()?;
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    is_target(tgid, cfg).then_some(tgid)
+}
+
+#[inline(always)]
+fn transfer_enter(ctx: &TracePointContext, op: u32, buffer: Buffer) -> Result<u32, u32> {
+    let tgid = target().ok_or(0u32)?;
+    let fd = arg(ctx, 0)? as i32;
+    let key = SockKey {
+        tgid,
+        fd: fd as u32,
+    };
+    // SAFETY: the value is copied out at once.
+    let capture = match unsafe { SOCK_FDS.get(key) } {
+        Some(c) => *c,
+        None => return Ok(0),
+    };
+    let a1 = arg(ctx, 1)?;
+    let (buf, buf_len) = match buffer {
+        Buffer::Flat => (a1, u64::MAX),
+        Buffer::Vector => first_iovec(a1),
+        Buffer::Message => {
+            // struct msghdr { void *name; int namelen; struct iovec *msg_iov; … }
+            // SAFETY: user memory read through the helper.
+            let iov = unsafe { bpf_probe_read_user((a1 + 16) as *const u64) }.unwrap_or(0);
+            first_iovec(iov)
+        }
+    };
+    save(SockPending {
+        op,
+        fd,
+        buf,
+        buf_len,
+        capture,
+        _pad: 0,
+    })
+}
+
+/// The first `struct iovec { void *base; size_t len; }` of an array in user memory.
+#[inline(always)]
+fn first_iovec(iov: u64) -> (u64, u64) {
+    if iov == 0 {
+        return (0, 0);
+    }
+    // SAFETY: user memory read through the helper.
+    let base = unsafe { bpf_probe_read_user(iov as *const u64) }.unwrap_or(0);
+    // SAFETY: as above.
+    let len = unsafe { bpf_probe_read_user((iov + 8) as *const u64) }.unwrap_or(0);
+    (base, len)
+}
+
+#[inline(always)]
+fn open_enter(ctx: &TracePointContext, op: u32) -> Result<u32, u32> {
+    target().ok_or(0u32)?;
+    save(SockPending {
+        op,
+        fd: arg(ctx, 0)? as i32,
+        buf: if op == sock_op::CONNECT {
+            arg(ctx, 1)?
+        } else {
+            0
+        },
+        buf_len: 0,
+        capture: 0,
+        _pad: 0,
+    })
+}
+
+#[inline(always)]
+fn save(pending: SockPending) -> Result<u32, u32> {
+    let id = bpf_get_current_pid_tgid();
+    match SOCK_PENDING.get_ptr_mut(id) {
+        // SAFETY: the pointer is to this thread's value in the map.
+        Some(slot) => unsafe { *slot = pending },
+        None => SOCK_PENDING.insert(id, pending, 0).map_err(|_| 0u32)?,
+    }
+    Ok(0)
+}
+
+#[inline(always)]
+fn close_enter(ctx: &TracePointContext) -> Result<u32, u32> {
+    let tgid = target().ok_or(0u32)?;
+    let fd = arg(ctx, 0)? as i32;
+    let key = SockKey {
+        tgid,
+        fd: fd as u32,
+    };
+    if SOCK_FDS.remove(key).is_err() {
+        return Ok(0); // not a watched socket
+    }
+    send(
+        SockEvent {
+            fd,
+            op: sock_op::CLOSE,
+            ..Default::default()
+        },
+        0,
+        0,
+    );
+    Ok(0)
+}
+
+#[inline(always)]
+fn sock_exit(ctx: &TracePointContext) -> Result<u32, u32> {
+    let id = bpf_get_current_pid_tgid();
+    let slot = SOCK_PENDING.get_ptr_mut(id).ok_or(0u32)?;
+    // SAFETY: the value is copied out, then marked as consumed (op 0); the entry stays
+    // for the thread's next call (an update in place costs no LRU allocation).
+    let pending = unsafe {
+        let p = *slot;
+        (*slot).op = 0;
+        p
+    };
+    if pending.op == 0 {
+        return Ok(0);
+    }
+    // SAFETY: reads the tracepoint record at a fixed offset.
+    let ret = unsafe { ctx.read_at::<i64>(SYSCALL_RET) }.map_err(|_| 0u32)?;
+    let tgid = (id >> 32) as u32;
+    let mut ev = SockEvent {
+        fd: pending.fd,
+        op: pending.op,
+        ret,
+        ..Default::default()
+    };
+    match pending.op {
+        sock_op::ACCEPT => {
+            if ret < 0 {
+                return Ok(0);
+            }
+            watch(tgid, ret as u32);
+            send(ev, 0, 0);
+        }
+        sock_op::CONNECT => {
+            if ret != 0 && ret != EINPROGRESS {
+                return Ok(0);
+            }
+            watch(tgid, pending.fd as u32);
+            if pending.buf != 0 {
+                // SAFETY: user memory read through the helper.
+                ev.addr = unsafe { bpf_probe_read_user(pending.buf as *const [u8; 24]) }
+                    .unwrap_or([0; 24]);
+            }
+            send(ev, 0, 0);
+        }
+        _ => {
+            if ret <= 0 {
+                return Ok(0); // EAGAIN, end of file, error: no bytes moved
+            }
+            let mut len = ret as u64;
+            if len > pending.buf_len {
+                len = pending.buf_len;
+            }
+            if len > pending.capture as u64 {
+                len = pending.capture as u64;
+            }
+            send(ev, pending.buf, len);
+        }
+    }
+    Ok(0)
+}
+
+/// Follow a new socket of `tgid` with the default capture length.
+#[inline(always)]
+fn watch(tgid: u32, fd: u32) {
+    let key = SockKey { tgid, fd };
+    if SOCK_FDS.insert(key, SOCK_CAPTURE_DEFAULT, NOEXIST).is_err()
+        // SAFETY: the value is not kept.
+        && unsafe { SOCK_FDS.get(key) }.is_none()
+    {
+        count(Counter::SockTableFull);
+    }
+}
+
+/// Send one socket record with up to `len` bytes copied from user address `from`.
+#[inline(always)]
+fn send(mut ev: SockEvent, from: u64, len: u64) {
+    let Some(buf) = scratch(EventKind::Sock as u32) else {
+        return;
+    };
+    let mut n = len;
+    if n > SOCK_CAPTURE_MAX as u64 {
+        n = SOCK_CAPTURE_MAX as u64;
+    }
+    // SAFETY: `buf` is this CPU's scratch slot; the copy is bounded by SOCK_CAPTURE_MAX,
+    // below the size of its stack area; user memory is read through the helper only.
+    unsafe {
+        if n > 0 && from != 0 {
+            let dst = core::ptr::addr_of_mut!((*buf).stack) as *mut core::ffi::c_void;
+            let size = (n as u32) & (2 * SOCK_CAPTURE_MAX - 1);
+            if generated::bpf_probe_read_user(dst, size, from as *const core::ffi::c_void) == 0 {
+                ev.captured = size;
+            } else {
+                count(Counter::SockCopyFailed);
+            }
+        }
+        (*buf).header.stack_len = ev.captured;
+        core::ptr::write_unaligned(core::ptr::addr_of_mut!((*buf).body) as *mut SockEvent, ev);
+    }
+    count(Counter::SockRecords);
+    emit(buf);
+}

@@ -1,0 +1,112 @@
+//! The connection ledger's side of the collector: which probes it attaches, and the
+//! kernel's table of followed sockets (`SOCK_FDS`) that userspace seeds and adjusts.
+use aya::maps::HashMap;
+use profiler_common::{SockKey, SOCK_CAPTURE_DEFAULT, SOCK_CAPTURE_MAX};
+
+use super::{map, map_error, CollectError, Collector};
+
+/// The connection ledger's probes: (program, `syscalls:` tracepoint it attaches to).
+const SOCKET_TRACEPOINTS: &[(&str, &str)] = &[
+    ("sock_enter_accept", "sys_enter_accept"),
+    ("sock_exit_accept", "sys_exit_accept"),
+    ("sock_enter_accept4", "sys_enter_accept4"),
+    ("sock_exit_accept4", "sys_exit_accept4"),
+    ("sock_enter_connect", "sys_enter_connect"),
+    ("sock_exit_connect", "sys_exit_connect"),
+    ("sock_enter_read", "sys_enter_read"),
+    ("sock_exit_read", "sys_exit_read"),
+    ("sock_enter_readv", "sys_enter_readv"),
+    ("sock_exit_readv", "sys_exit_readv"),
+    ("sock_enter_recvfrom", "sys_enter_recvfrom"),
+    ("sock_exit_recvfrom", "sys_exit_recvfrom"),
+    ("sock_enter_recvmsg", "sys_enter_recvmsg"),
+    ("sock_exit_recvmsg", "sys_exit_recvmsg"),
+    ("sock_enter_write", "sys_enter_write"),
+    ("sock_exit_write", "sys_exit_write"),
+    ("sock_enter_writev", "sys_enter_writev"),
+    ("sock_exit_writev", "sys_exit_writev"),
+    ("sock_enter_sendto", "sys_enter_sendto"),
+    ("sock_exit_sendto", "sys_exit_sendto"),
+    ("sock_enter_sendmsg", "sys_enter_sendmsg"),
+    ("sock_exit_sendmsg", "sys_exit_sendmsg"),
+    ("sock_enter_close", "sys_enter_close"),
+];
+
+impl Collector {
+    /// Follow the sockets `pid` holds open now in the connection ledger's probes (those
+    /// it opens later are added by the probes at accept and connect).
+    pub(super) fn watch_sockets(&mut self, pid: u32) -> Result<(), CollectError> {
+        let mut fds: HashMap<_, SockKey, u32> =
+            HashMap::try_from(map(&mut self.ebpf, "SOCK_FDS")?).map_err(map_error("SOCK_FDS"))?;
+        for (fd, _) in crate::sockets::socket_fds(pid) {
+            let key = SockKey {
+                tgid: pid,
+                fd: fd as u32,
+            };
+            // A full table leaves the socket unfollowed; the kernel side counts its own.
+            let _ = fds.insert(key, SOCK_CAPTURE_DEFAULT, 0);
+        }
+        Ok(())
+    }
+
+    /// Copy up to [`SOCK_CAPTURE_MAX`] bytes of each transfer of socket `fd` of `pid`
+    /// from now on (HTTP/2: one transfer carries many frames). A socket closed
+    /// meanwhile stays unfollowed.
+    pub fn capture_more(&mut self, pid: u32, fd: i32) {
+        /// `BPF_EXIST`: only update a socket still followed.
+        const EXIST: u64 = 2;
+        if let Some(Ok(mut fds)) = self
+            .ebpf
+            .map_mut("SOCK_FDS")
+            .map(HashMap::<_, SockKey, u32>::try_from)
+        {
+            let key = SockKey {
+                tgid: pid,
+                fd: fd as u32,
+            };
+            let _ = fds.insert(key, SOCK_CAPTURE_MAX, EXIST);
+        }
+    }
+
+    /// Load and attach the connection ledger's probes. A kernel that refuses them (or
+    /// lacks a tracepoint) costs the request verdict only: the reason is noted in
+    /// [`Collector::unavailable`] and the rest of the capture goes on.
+    pub fn attach_socket_probes(&mut self) -> Result<bool, CollectError> {
+        for &(program, tracepoint) in SOCKET_TRACEPOINTS {
+            match self.attach_program(program, ("syscalls", tracepoint)) {
+                Ok(()) => {}
+                Err(
+                    e @ (CollectError::Verifier { .. } | CollectError::MissingTracepoint { .. }),
+                ) => {
+                    self.unavailable.push(format!(
+                        "requests and connections are not followed on this kernel: {}",
+                        first_line(&e.to_string())
+                    ));
+                    self.forget_sockets();
+                    return Ok(false);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(true)
+    }
+
+    /// Empty `SOCK_FDS`: probes that did attach then send nothing.
+    fn forget_sockets(&mut self) {
+        if let Some(Ok(mut fds)) = self
+            .ebpf
+            .map_mut("SOCK_FDS")
+            .map(HashMap::<_, SockKey, u32>::try_from)
+        {
+            let keys: Vec<SockKey> = fds.keys().filter_map(Result::ok).collect();
+            for key in keys {
+                let _ = fds.remove(&key);
+            }
+        }
+    }
+}
+
+/// The first line of a (verifier) message.
+fn first_line(text: &str) -> &str {
+    text.lines().next().unwrap_or_default()
+}

@@ -1,0 +1,246 @@
+//! Root tests of the requests verdict on the incident's servers (`testprogs/node_pool/`:
+//! TypeORM over pg with a pool of 10 against a real PostgreSQL, HTTP and gRPC), attached
+//! after the hang formed, as an on-call engineer would: the clients keep sending orders
+//! that are read and never answered, the health check answers, and every pooled
+//! connection stays silent. The healthy twin under load is not stalled.
+mod common;
+
+use std::{
+    io::{Read as _, Write as _},
+    net::TcpStream,
+    path::Path,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
+
+use common::{
+    node_pool::{LoadGenerator, PoolMode, PoolServer, Service},
+    postgres::PgServer,
+    *,
+};
+
+const NODE: &str = "/usr/bin/node";
+/// How long a server or load generator may live; every test ends well before.
+const SECONDS: u64 = 300;
+/// Orders that hang the pool before the profiler attaches (10 connections; 50 as the
+/// servers' own test uses, so that enough overlap on a loaded machine).
+const HUNG: u32 = 50;
+/// New orders sent once the profiler is attached: read, never answered.
+const LATE: u32 = 10;
+
+/// `GET /health` on the admin listener every 200 ms (at most 150) until stopped: the
+/// load balancer's probe; returns how many were answered.
+struct HealthProbe {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<u32>>,
+}
+
+impl HealthProbe {
+    fn start(port: u16) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = std::thread::spawn({
+            let stop = Arc::clone(&stop);
+            move || {
+                let mut answered = 0;
+                for _ in 0..150 {
+                    if stop.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    if let Ok(mut conn) = TcpStream::connect(("127.0.0.1", port)) {
+                        let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
+                        let _ = conn.write_all(
+                            b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+                        );
+                        let mut answer = String::new();
+                        let _ = conn.read_to_string(&mut answer);
+                        answered += u32::from(answer.contains("ok"));
+                    }
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+                answered
+            }
+        });
+        Self {
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    fn stop(mut self) -> u32 {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.take().unwrap().join().unwrap()
+    }
+}
+
+/// Record the server's waits for 4 s (stall threshold 1 s); `during` runs once the
+/// probes are attached. Returns report.txt and the process's report.json entry.
+fn record(
+    server: &PoolServer,
+    out: &Path,
+    during: impl FnOnce() -> Option<LoadGenerator>,
+) -> (String, serde_json::Value) {
+    let rec = Recording::start(
+        &[
+            "--pid",
+            &server.pid.to_string(),
+            "--waits",
+            "--duration",
+            "4s",
+            "--stall-threshold",
+            "1s",
+        ],
+        out,
+    );
+    let load = during();
+    let out = rec.wait();
+    drop(load);
+    let text = std::fs::read_to_string(out.join("report.txt")).unwrap();
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
+    eprintln!("{text}");
+    (text, json["waits"]["processes"][0].clone())
+}
+
+/// Hang `service` with [`HUNG`] orders, then record while [`LATE`] new orders arrive.
+fn hung_verdict(service: Service, name: &str) -> (String, serde_json::Value, u16, u16, u16) {
+    require_root();
+    assert!(Path::new(NODE).exists(), "{NODE} is missing (nodejs)");
+    PgServer::stop_leftover(name);
+    let dir = scratch_dir(name);
+    let pg = PgServer::start(&dir);
+    let server = PoolServer::start(
+        NODE.as_ref(),
+        service,
+        PoolMode::DoubleAcquire,
+        &pg,
+        SECONDS,
+    );
+    // Bursts of HUNG orders until the hang forms: on a loaded machine a burst may
+    // arrive spread out enough for every order to get its second connection.
+    let mut loads = Vec::new();
+    let mut hung_at = None;
+    for burst in 1..=5 {
+        let mut load = LoadGenerator::start(NODE.as_ref(), &server, HUNG, u64::from(HUNG), SECONDS);
+        load.wait_sent_all(Duration::from_secs(60));
+        loads.push(load);
+        let sent = u64::from(HUNG) * burst;
+        let counts = server.wait_counts(Duration::from_secs(60), |c| {
+            c.inflight + c.answered + c.failed >= sent
+        });
+        // Ten orders held with none answered for a second: every pooled connection is
+        // held by a transaction waiting for another, for good.
+        if counts.inflight >= 10 {
+            std::thread::sleep(Duration::from_secs(1));
+            let later = server.counts();
+            if later.answered == counts.answered && later.inflight >= 10 {
+                hung_at = Some(later.answered);
+                break;
+            }
+        }
+    }
+    let answered_before = hung_at.expect("the double acquire did not hang the server");
+    let probe = HealthProbe::start(server.admin_port);
+    let (text, process) = record(&server, &dir.join("out"), || {
+        let mut late = LoadGenerator::start(NODE.as_ref(), &server, LATE, u64::from(LATE), SECONDS);
+        late.wait_sent_all(Duration::from_secs(60));
+        Some(late)
+    });
+    let answered = probe.stop();
+    assert!(answered >= 5, "the health check answered only {answered}");
+    let counts = server.counts();
+    assert_eq!(counts.answered, answered_before, "{counts:?}");
+    drop(loads);
+    (text, process, server.port, server.admin_port, pg.port)
+}
+
+/// Check the hung HTTP server: STALLED (requests) on its orders route, the health check
+/// answered meanwhile, and the pool to PostgreSQL named with all 10 connections silent.
+/// No query string, header value or SQL text in the report.
+#[test]
+#[ignore = "needs root: run with `cargo xtask test`"]
+fn hung_http_server_is_stalled_naming_the_pool() {
+    let (text, process, port, admin, pg) = hung_verdict(Service::Http, "requests_node_http");
+    assert_eq!(process["verdict"]["verdict"], "requests", "{process:#}");
+    assert!(
+        text.contains(&format!("requests (POST /orders) on :{port} unanswered")),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("(while :{admin} answered")),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("pool to 127.0.0.1:{pg}: 10/10 connections idle")),
+        "{text}"
+    );
+    assert!(process["verdict"]["unanswered"].as_u64().unwrap() >= 3);
+    for secret in ["item-", "SELECT", "user_id", "application/json"] {
+        assert!(!text.contains(secret), "{secret} in the report");
+    }
+}
+
+/// Check the hung gRPC server: STALLED (requests) counting gRPC streams of
+/// `/orders.Orders/CreateOrder`, and the same pool.
+#[test]
+#[ignore = "needs root: run with `cargo xtask test`"]
+fn hung_grpc_server_is_stalled_counting_streams() {
+    let (text, process, port, _admin, pg) = hung_verdict(Service::Grpc, "requests_node_grpc");
+    assert_eq!(process["verdict"]["verdict"], "requests", "{process:#}");
+    assert_eq!(process["verdict"]["unit"], "gRPC streams", "{process:#}");
+    assert!(
+        text.contains(&format!(
+            "gRPC streams (/orders.Orders/CreateOrder) on :{port} unanswered"
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("pool to 127.0.0.1:{pg}: 10/10 connections idle")),
+        "{text}"
+    );
+}
+
+/// Check the healthy twin of the HTTP server under a steady load of 20 concurrent
+/// orders: not stalled, orders answered in the window, the pool not silent.
+#[test]
+#[ignore = "needs root: run with `cargo xtask test`"]
+fn healthy_http_server_under_load_is_not_stalled() {
+    require_root();
+    assert!(Path::new(NODE).exists(), "{NODE} is missing (nodejs)");
+    let name = "requests_node_healthy";
+    PgServer::stop_leftover(name);
+    let dir = scratch_dir(name);
+    let pg = PgServer::start(&dir);
+    let server = PoolServer::start(
+        NODE.as_ref(),
+        Service::Http,
+        PoolMode::Healthy,
+        &pg,
+        SECONDS,
+    );
+    let load = LoadGenerator::start(NODE.as_ref(), &server, 20, 1_000_000, 30);
+    server.wait_counts(Duration::from_secs(60), |c| c.answered >= 50);
+    let (text, process) = record(&server, &dir.join("out"), || None);
+    drop(load);
+    assert!(!text.contains("STALLED"), "{text}");
+    assert_ne!(process["verdict"]["verdict"], "requests", "{process:#}");
+    let answered: u64 = process["requests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|l| l["port"] == server.port)
+        .map(|l| l["answered"].as_u64().unwrap())
+        .sum();
+    assert!(
+        answered >= 20,
+        "only {answered} orders answered in the window: {text}"
+    );
+    let silent_pool = process["peers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|p| p["peer"] == format!("127.0.0.1:{}", pg.port) && p["silent"] == p["open"]);
+    assert!(!silent_pool, "{text}");
+}
