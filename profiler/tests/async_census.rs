@@ -93,19 +93,9 @@ fn stalls(pid: u32) -> String {
 /// the tests below describe.
 fn check_hung(node: &Path, service: Service, pg: &PgServer, dir: &Path) {
     let server = PoolServer::start(node, service, PoolMode::DoubleAcquire, pg, SERVER_SECONDS);
-    let mut load = LoadGenerator::start(
-        node,
-        &server,
-        HUNG_ORDERS,
-        u64::from(HUNG_ORDERS),
-        SERVER_SECONDS,
-    );
-    load.wait_sent_all(Duration::from_secs(60));
     // A few orders may get both connections before the pool fills up and finish;
     // once every order in flight waits for a client of the full pool, none ever will.
-    let before = server.wait_counts(Duration::from_secs(90), |c| {
-        c.inflight + c.answered == u64::from(HUNG_ORDERS) && c.hung(POOL_SIZE)
-    });
+    let (_loads, before) = server.hang(node, HUNG_ORDERS, POOL_SIZE, SERVER_SECONDS);
     assert!(before.inflight >= u64::from(HUNG_ORDERS) - 10, "{before:?}");
     let handler = service.handler();
     let out = dir.join(format!("{service:?}"));

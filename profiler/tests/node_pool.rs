@@ -16,8 +16,8 @@ const NODE: &str = "/usr/bin/node";
 /// How long a server may live; every test ends well before (and kills it).
 const SERVER_SECONDS: u64 = 300;
 
-/// Start a hung server, send it `requests` orders at once and wait until it holds them all.
-fn hang(service: Service, pg: &PgServer, requests: u32) -> (PoolServer, LoadGenerator) {
+/// Start a hung server and hang it with bursts of `requests` orders.
+fn hang(service: Service, pg: &PgServer, requests: u32) -> (PoolServer, Vec<LoadGenerator>) {
     let server = PoolServer::start(
         NODE.as_ref(),
         service,
@@ -25,20 +25,10 @@ fn hang(service: Service, pg: &PgServer, requests: u32) -> (PoolServer, LoadGene
         pg,
         SERVER_SECONDS,
     );
-    let mut load = LoadGenerator::start(
-        NODE.as_ref(),
-        &server,
-        requests,
-        u64::from(requests),
-        SERVER_SECONDS,
-    );
-    load.wait_sent_all(Duration::from_secs(60));
+    let (loads, counts) = server.hang(NODE.as_ref(), requests, 10, SERVER_SECONDS);
     // A few orders may get both connections before the pool fills up and finish.
-    let counts = server.wait_counts(Duration::from_secs(60), |c| {
-        c.inflight + c.answered == u64::from(requests) && c.hung(10)
-    });
     assert!(counts.inflight >= u64::from(requests) - 10, "{counts:?}");
-    (server, load)
+    (server, loads)
 }
 
 /// Check that both servers hang under 50 concurrent orders with the double acquire (a

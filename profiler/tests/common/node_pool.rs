@@ -333,6 +333,40 @@ impl PoolServer {
         }
     }
 
+    /// Hang a double-acquire server: bursts of `orders` orders sent at once until every
+    /// order in flight waits for a client of the full pool of `pool_size` (at most five
+    /// bursts). On a loaded machine one burst can arrive spread out enough for every
+    /// order to get its second connection and finish, so a single burst is not enough.
+    /// Returns the load generators (dropping one ends it) and the hung counts.
+    pub fn hang(
+        &self,
+        node: &Path,
+        orders: u32,
+        pool_size: u64,
+        seconds: u64,
+    ) -> (Vec<LoadGenerator>, Counts) {
+        let mut loads = Vec::new();
+        for _ in 0..5 {
+            let before = self.counts();
+            let mut load = LoadGenerator::start(node, self, orders, u64::from(orders), seconds);
+            load.wait_sent_all(Duration::from_secs(60));
+            loads.push(load);
+            let sent = before.inflight + before.answered + before.failed + u64::from(orders);
+            // Either the hang formed, or every order of the burst got both connections.
+            let counts = self.wait_counts(Duration::from_secs(90), |c| {
+                c.inflight + c.answered + c.failed >= sent && (c.hung(pool_size) || c.inflight == 0)
+            });
+            if counts.hung(pool_size) {
+                return (loads, counts);
+            }
+        }
+        panic!(
+            "{}: five bursts of {orders} orders did not hang the pool: {:?}",
+            self.service.script(),
+            self.counts()
+        );
+    }
+
     /// The lines the server printed so far.
     pub fn output(&mut self) -> Vec<String> {
         self.lines.drain().to_vec()
