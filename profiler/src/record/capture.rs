@@ -140,14 +140,10 @@ impl Capture {
             collector.attach_fork_follower()?;
         }
         if opts.memory {
-            collector.attach_memory_probes()?;
-            // kmem:rss_stat fires on every resident-page change, not per mapping: on a
-            // storm that touches 16 pages per mmap it ran 240k times/s and cost the
-            // target ~8 % (bench/results.md). Its per-kind peaks come with the deep-dive
-            // mode; RSS by kind before -> after comes from /proc in any case.
-            if opts.allocations && !collector.attach_rss_probe()? {
-                eprintln!("profiler: note: this kernel has no tracepoint kmem:rss_stat; resident memory comes from /proc only");
-            }
+            // The allocator first: finding it reads the target's ELF files (seconds for
+            // node's symbol table), and mappings seen meanwhile without their allocator
+            // calls read as heap growth that no live allocation explains (a burst that
+            // ended during that gap was called ALLOCATOR RETENTION).
             if opts.allocations && selector.is_all() {
                 eprintln!("profiler: note: with --all the allocator is not probed (mappings only); select processes with --pid, --comm, --cgroup or --container for live allocations");
             } else if opts.allocations {
@@ -160,6 +156,14 @@ impl Capture {
                         opts.allocator.as_deref(),
                     );
                 }
+            }
+            collector.attach_memory_probes()?;
+            // kmem:rss_stat fires on every resident-page change, not per mapping: on a
+            // storm that touches 16 pages per mmap it ran 240k times/s and cost the
+            // target ~8 % (bench/results.md). Its per-kind peaks come with the deep-dive
+            // mode; RSS by kind before -> after comes from /proc in any case.
+            if opts.allocations && !collector.attach_rss_probe()? {
+                eprintln!("profiler: note: this kernel has no tracepoint kmem:rss_stat; resident memory comes from /proc only");
             }
         }
         if opts.waits {

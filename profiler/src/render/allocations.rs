@@ -44,7 +44,7 @@ pub fn allocations_text(out: &mut String, p: &ProcessMemory) {
         "   live allocations grown {}: {} in ~{:.0} blocks (allocated {}, freed {}; {} samples, {} sampled frees{})",
         span(p),
         human_bytes(a.live_bytes),
-        a.live_objects,
+        a.live_objects + 0.0, // + 0.0: an estimate of zero prints as 0, not -0
         human_bytes(a.allocated_bytes),
         human_bytes(a.freed_bytes),
         a.samples,
