@@ -12,6 +12,7 @@ pub mod oom;
 pub mod pprof;
 pub mod report;
 pub mod report_json;
+pub mod stall_verdict;
 pub mod summary;
 pub mod svg;
 pub mod verdict;
