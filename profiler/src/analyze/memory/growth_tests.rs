@@ -105,6 +105,27 @@ fn leak_beside_older_frees_is_a_leak() {
     assert!(matches!(assess(&e).growth, Growth::Leak { .. }));
 }
 
+/// Check that a net just past 2σ, with no stack keeping its blocks and neither heap nor
+/// resident memory growing, is not called growth: measured on Node's Buffer churn
+/// (net +13.2 MiB ± 11.9 MiB (2σ), heap +0.5 MiB, resident +0.2 MiB).
+#[test]
+fn net_just_past_noise_alone_is_not_growth() {
+    let e = GrowthEvidence {
+        stacks: vec![stack("replaceEntry", 83.8 * MIB, 400.0, 0.0)],
+        net: net(13.2 * MIB, 5.95 * MIB, 279.0 * MIB),
+        heap_growth: 0.5 * MIB,
+        direct_growth: 1.2 * MIB,
+        resident_delta: Some(232 << 10),
+        span_secs: 8.0,
+        ..Default::default()
+    };
+    assert!(
+        matches!(assess(&e).growth, Growth::Balanced),
+        "{:?}",
+        assess(&e)
+    );
+}
+
 /// Check that a cache slower than the window (old-looking blocks) is not a leak
 /// when the net growth and the resident memory contradict it.
 #[test]
