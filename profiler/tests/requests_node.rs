@@ -30,6 +30,8 @@ const SECONDS: u64 = 300;
 const HUNG: u32 = 50;
 /// New orders sent once the profiler is attached: read, never answered.
 const LATE: u32 = 10;
+/// The servers' pg pool.
+const POOL_SIZE: u64 = 10;
 
 /// `GET /health` on the admin listener every 200 ms (at most 150) until stopped: the
 /// load balancer's probe; returns how many were answered.
@@ -118,30 +120,10 @@ fn hung_verdict(service: Service, name: &str) -> (String, serde_json::Value, u16
         &pg,
         SECONDS,
     );
-    // Bursts of HUNG orders until the hang forms: on a loaded machine a burst may
-    // arrive spread out enough for every order to get its second connection.
-    let mut loads = Vec::new();
-    let mut hung_at = None;
-    for burst in 1..=5 {
-        let mut load = LoadGenerator::start(NODE.as_ref(), &server, HUNG, u64::from(HUNG), SECONDS);
-        load.wait_sent_all(Duration::from_secs(60));
-        loads.push(load);
-        let sent = u64::from(HUNG) * burst;
-        let counts = server.wait_counts(Duration::from_secs(60), |c| {
-            c.inflight + c.answered + c.failed >= sent
-        });
-        // Ten orders held with none answered for a second: every pooled connection is
-        // held by a transaction waiting for another, for good.
-        if counts.inflight >= 10 {
-            std::thread::sleep(Duration::from_secs(1));
-            let later = server.counts();
-            if later.answered == counts.answered && later.inflight >= 10 {
-                hung_at = Some(later.answered);
-                break;
-            }
-        }
-    }
-    let answered_before = hung_at.expect("the double acquire did not hang the server");
+    // Bursts of HUNG orders until every order in flight waits for a client of the
+    // full pool (POOL_SIZE): held for good.
+    let (loads, hung) = server.hang(NODE.as_ref(), HUNG, POOL_SIZE, SECONDS);
+    let answered_before = hung.answered;
     let probe = HealthProbe::start(server.admin_port);
     let (text, process) = record(&server, &dir.join("out"), || {
         let mut late = LoadGenerator::start(NODE.as_ref(), &server, LATE, u64::from(LATE), SECONDS);
