@@ -22,6 +22,10 @@ pub struct Column {
     pub results: BTreeMap<String, (Outcome, String)>,
     /// Whether `VMTEST-DONE` was seen (the script ran to its end).
     pub done: bool,
+    /// The guest kernel's own death, when the log shows one: the first `Oops`, `BUG` or
+    /// `Kernel panic` line with the faulting `RIP` and task, so that a stopped run says
+    /// why in CI's output instead of only "stopped".
+    pub crash: Option<String>,
 }
 
 impl Column {
@@ -32,6 +36,7 @@ impl Column {
             info: None,
             results: BTreeMap::new(),
             done: false,
+            crash: crash_summary(log),
         };
         for line in log.lines().map(|l| l.trim_end_matches('\r')) {
             // Kernel messages may share the console: take the marker wherever it starts.
@@ -71,7 +76,10 @@ impl Column {
             } else {
                 "no result"
             };
-            (Outcome::Fail, why.to_string())
+            match &self.crash {
+                Some(crash) if !self.done => (Outcome::Fail, format!("{why} ({crash})")),
+                _ => (Outcome::Fail, why.to_string()),
+            }
         })
     }
 
@@ -82,6 +90,41 @@ impl Column {
             .copied()
             .filter(|check| self.outcome(check).0 == Outcome::Fail)
             .collect()
+    }
+}
+
+/// The first kernel death in a console log, in one line: `Oops: int3 … at
+/// syscall_exit_to_user_mode_prepare+0xd7/0x170 in profiler`. Timestamps are dropped.
+fn crash_summary(log: &str) -> Option<String> {
+    let lines: Vec<&str> = log
+        .lines()
+        .map(|l| strip_timestamp(l.trim_end_matches('\r')))
+        .collect();
+    let start = lines.iter().position(|l| {
+        l.starts_with("Oops:") || l.starts_with("BUG:") || l.starts_with("Kernel panic")
+    })?;
+    let mut summary = lines[start].to_string();
+    let after = &lines[start + 1..lines.len().min(start + 12)];
+    if let Some(rip) = after.iter().find_map(|l| l.strip_prefix("RIP: ")) {
+        // `0010:function+0x…`: the segment selector says nothing to a reader.
+        let at = rip.split_once(':').map_or(rip, |(_, f)| f);
+        summary.push_str(&format!(" at {at}"));
+    }
+    if let Some(comm) = after
+        .iter()
+        .find_map(|l| l.split_once(" Comm: ").map(|(_, c)| c))
+    {
+        let task = comm.split_whitespace().next().unwrap_or(comm);
+        summary.push_str(&format!(" in {task}"));
+    }
+    Some(summary)
+}
+
+/// `[   14.423282] text` → `text`.
+fn strip_timestamp(line: &str) -> &str {
+    match line.trim_start().strip_prefix('[') {
+        Some(rest) => rest.split_once("] ").map_or(line, |(_, text)| text),
+        None => line,
     }
 }
 
@@ -185,6 +228,28 @@ mod tests {
         assert!(why.contains("did not reach"), "{why}");
         let stopped = Column::parse("6.1", "VMTEST-INFO kernel 6.1 cgroup v2\n");
         assert!(stopped.outcome("x").1.contains("stopped before"));
+    }
+
+    /// Check that a guest kernel's Oops in the middle of the checks is named in the
+    /// outcome of every check that did not run: where, in which task.
+    #[test]
+    fn stopped_run_names_the_oops() {
+        let log = "VMTEST-INFO kernel 6.12 cgroup v2\r\n\
+            VMTEST memory_growth PASS ok\r\n\
+            [   14.423282] Oops: int3: 0000 [#1] PREEMPT SMP NOPTI\r\n\
+            [   14.423923] CPU: 1 UID: 0 PID: 219 Comm: profiler Not tainted 6.12.117 #1\r\n\
+            [   14.424236] RIP: 0010:syscall_exit_to_user_mode_prepare+0xd7/0x170\r\n\
+            [   14.431677] Kernel panic - not syncing: Fatal exception in interrupt\r\n";
+        let column = Column::parse("6.12", log);
+        assert_eq!(column.outcome("memory_growth").0, Outcome::Pass);
+        let (outcome, why) = column.outcome("allocations");
+        assert_eq!(outcome, Outcome::Fail);
+        assert_eq!(
+            why,
+            "no result: the run stopped before this check (Oops: int3: 0000 [#1] PREEMPT SMP \
+             NOPTI at syscall_exit_to_user_mode_prepare+0xd7/0x170 in profiler)"
+        );
+        assert_eq!(Column::parse("6.1", LOG).crash, None);
     }
 
     /// Check the table's shape: a header, a rule, one row per check with one cell per
