@@ -340,7 +340,11 @@ pub mod sock_op {
     pub const READ: u32 = 3;
     /// `write`/`writev`/`sendto`/`sendmsg` returned `ret` bytes.
     pub const WRITE: u32 = 4;
-    /// `close(fd)` of a watched socket.
+    /// `close(fd)` of a watched socket. For a count-only socket
+    /// ([`SOCK_CAPTURE_NONE`](super::SOCK_CAPTURE_NONE)), `addr` holds its
+    /// [`SockCounted`](super::SockCounted) totals as three little-endian u64s (read,
+    /// written, last transfer's ktime), so that bytes counted since userspace last read
+    /// the map are not lost with the entry.
     pub const CLOSE: u32 = 5;
 }
 
@@ -351,6 +355,46 @@ pub const SOCK_CAPTURE_DEFAULT: u32 = 512;
 /// The most bytes of one transfer a socket record carries (connections known to speak
 /// HTTP/2, whose frames coalesce).
 pub const SOCK_CAPTURE_MAX: u32 = 4096;
+/// Capture length of a count-only socket (TLS, or bytes no framer knows): its
+/// transfers send no record; the kernel adds their bytes to `SOCK_COUNTED`, which
+/// userspace reads at the window's end. A storm on such a connection then costs one
+/// map update per transfer instead of a ring-buffer record with a copy of its bytes.
+pub const SOCK_CAPTURE_NONE: u32 = 0;
+
+/// Value of `SOCK_COUNTED`: the bytes of a count-only socket since it became one.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SockCounted {
+    pub read: u64,
+    pub written: u64,
+    /// ktime of the last transfer.
+    pub last_ns: u64,
+}
+
+impl SockCounted {
+    /// The totals as a count-only socket's close record carries them in `addr`.
+    pub fn to_addr(self) -> [u8; 24] {
+        let mut addr = [0u8; 24];
+        addr[..8].copy_from_slice(&self.read.to_le_bytes());
+        addr[8..16].copy_from_slice(&self.written.to_le_bytes());
+        addr[16..].copy_from_slice(&self.last_ns.to_le_bytes());
+        addr
+    }
+
+    /// The inverse of [`SockCounted::to_addr`].
+    pub fn from_addr(addr: &[u8; 24]) -> Self {
+        let word = |i: usize| {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(&addr[i * 8..i * 8 + 8]);
+            u64::from_le_bytes(b)
+        };
+        SockCounted {
+            read: word(0),
+            written: word(1),
+            last_ns: word(2),
+        }
+    }
+}
 
 /// Body of an [`EventKind::Sock`] record.
 #[repr(C)]
@@ -526,6 +570,7 @@ mod pod {
     unsafe impl aya::Pod for super::SockEvent {}
     unsafe impl aya::Pod for super::SockKey {}
     unsafe impl aya::Pod for super::SockPending {}
+    unsafe impl aya::Pod for super::SockCounted {}
 }
 
 #[cfg(test)]
@@ -562,5 +607,6 @@ mod tests {
         assert_eq!(size_of::<SockPending>(), 4 + 4 + 8 + 8 + 4 + 4);
         assert!(SOCK_CAPTURE_MAX as usize <= MAX_STACK_BYTES);
         assert!(SOCK_CAPTURE_MAX.is_power_of_two());
+        assert_eq!(size_of::<SockCounted>(), 24);
     }
 }

@@ -166,6 +166,13 @@ pub static REALLOC_OLD: LruHashMap<u64, [u64; 2]> = LruHashMap::with_max_entries
 #[map]
 pub static SOCK_FDS: HashMap<profiler_common::SockKey, u32> = HashMap::with_max_entries(65536, 0);
 
+/// Bytes of count-only sockets (`SOCK_FDS` value `SOCK_CAPTURE_NONE`), added at each
+/// transfer's exit, taken into the close record and read by userspace at the window's
+/// end. LRU: entries of processes that exit without closing are evicted, not leaked.
+#[map]
+pub static SOCK_COUNTED: LruHashMap<profiler_common::SockKey, profiler_common::SockCounted> =
+    LruHashMap::with_max_entries(65536, 0);
+
 /// Socket calls between enter and exit, keyed by pid_tgid (op 0: none in flight).
 #[map]
 pub static SOCK_PENDING: LruHashMap<u64, profiler_common::SockPending> =

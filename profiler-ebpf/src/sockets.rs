@@ -7,19 +7,20 @@
 //! moved no bytes (`EAGAIN` on a non-blocking socket, end of file) send nothing either.
 //! The record carries at most the fd's capture length (`SOCK_FDS` value) of the bytes,
 //! from the start of the transfer: the framers in userspace count what they could not
-//! frame.
+//! frame. Sockets userspace could not frame (TLS, unknown bytes) are count-only
+//! ([`SOCK_CAPTURE_NONE`]): their transfers only add to `SOCK_COUNTED`.
 use aya_ebpf::{
-    helpers::{bpf_get_current_pid_tgid, bpf_probe_read_user, generated},
+    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user, generated},
     macros::tracepoint,
     programs::TracePointContext,
 };
 use profiler_common::{
-    sock_op, Counter, EventKind, SockEvent, SockKey, SockPending, SOCK_CAPTURE_DEFAULT,
-    SOCK_CAPTURE_MAX,
+    sock_op, Counter, EventKind, SockCounted, SockEvent, SockKey, SockPending,
+    SOCK_CAPTURE_DEFAULT, SOCK_CAPTURE_MAX, SOCK_CAPTURE_NONE,
 };
 
 use crate::{
-    maps::{SOCK_FDS, SOCK_PENDING},
+    maps::{SOCK_COUNTED, SOCK_FDS, SOCK_PENDING},
     record::{config, count, emit, is_target, scratch},
 };
 
@@ -233,15 +234,17 @@ fn close_enter(ctx: &TracePointContext) -> Result<u32, u32> {
     if SOCK_FDS.remove(key).is_err() {
         return Ok(0); // not a watched socket
     }
-    send(
-        SockEvent {
-            fd,
-            op: sock_op::CLOSE,
-            ..Default::default()
-        },
-        0,
-        0,
-    );
+    let mut ev = SockEvent {
+        fd,
+        op: sock_op::CLOSE,
+        ..Default::default()
+    };
+    // SAFETY: the value is copied out before the entry is removed.
+    if let Some(counted) = unsafe { SOCK_COUNTED.get(key) } {
+        ev.addr = counted.to_addr();
+        let _ = SOCK_COUNTED.remove(key);
+    }
+    send(ev, 0, 0);
     Ok(0)
 }
 
@@ -292,6 +295,10 @@ fn sock_exit(ctx: &TracePointContext) -> Result<u32, u32> {
             if ret <= 0 {
                 return Ok(0); // EAGAIN, end of file, error: no bytes moved
             }
+            if pending.capture == SOCK_CAPTURE_NONE {
+                add_counted(tgid, pending.fd as u32, pending.op, ret as u64);
+                return Ok(0);
+            }
             let mut len = ret as u64;
             if len > pending.buf_len {
                 len = pending.buf_len;
@@ -303,6 +310,39 @@ fn sock_exit(ctx: &TracePointContext) -> Result<u32, u32> {
         }
     }
     Ok(0)
+}
+
+/// Add one transfer of a count-only socket to its totals.
+#[inline(always)]
+fn add_counted(tgid: u32, fd: u32, op: u32, bytes: u64) {
+    let key = SockKey { tgid, fd };
+    // SAFETY: helper without arguments.
+    let now = unsafe { bpf_ktime_get_ns() };
+    match SOCK_COUNTED.get_ptr_mut(key) {
+        // SAFETY: the pointer is to this socket's value in the map; two threads of one
+        // process writing one socket at once may lose an addition, as any shared
+        // counter without atomics would; the totals are connection-level metadata.
+        Some(c) => unsafe {
+            if op == sock_op::READ {
+                (*c).read += bytes;
+            } else {
+                (*c).written += bytes;
+            }
+            (*c).last_ns = now;
+        },
+        None => {
+            let mut c = SockCounted {
+                last_ns: now,
+                ..Default::default()
+            };
+            if op == sock_op::READ {
+                c.read = bytes;
+            } else {
+                c.written = bytes;
+            }
+            let _ = SOCK_COUNTED.insert(key, c, 0);
+        }
+    }
 }
 
 /// Follow a new socket of `tgid` with the default capture length.

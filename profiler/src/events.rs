@@ -293,24 +293,25 @@ pub struct OomRecord {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum SockOp {
     /// `accept` on listener `listener_fd` returned the connection `fd`.
-    Accept {
-        listener_fd: i32,
-    },
+    Accept { listener_fd: i32 },
     /// `connect` to `peer` succeeded or is in progress (None: not an IP address).
-    Connect {
-        peer: Option<std::net::SocketAddr>,
-    },
+    Connect { peer: Option<std::net::SocketAddr> },
     /// `len` bytes were read; `prefix` holds the first of them (at most the capture).
-    Read {
-        len: u64,
-        prefix: Vec<u8>,
-    },
+    Read { len: u64, prefix: Vec<u8> },
     /// `len` bytes were written; `prefix` holds the first of them.
-    Write {
-        len: u64,
-        prefix: Vec<u8>,
-    },
-    Close,
+    Write { len: u64, prefix: Vec<u8> },
+    /// The socket was closed; a count-only socket's totals come with it.
+    Close { counted: Option<CountedBytes> },
+}
+
+/// The bytes a count-only socket moved, added up in the kernel (no record per
+/// transfer): totals since it became count-only.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CountedBytes {
+    pub read: u64,
+    pub written: u64,
+    /// Monotonic time of its last transfer.
+    pub last_ns: u64,
 }
 
 /// One socket record of a target: the connection's fd (the new one for an accept).

@@ -237,3 +237,84 @@ fn healthy_pool_server_is_not_stalled() {
     let _ = workload.child.wait();
     assert!(sent >= 20, "the load sent only {sent} orders");
 }
+
+/// Check that connections no framer can read cost no record per transfer and are
+/// still seen: a client chatting binary bytes on one connection and keeping another
+/// silent, recorded after both were open. The chatty connection is not silent, the
+/// quiet one is; the saved stream carries the kernel's byte totals as one event of many
+/// transfers (count-only engaged and read at the window's end), and the socket records
+/// stay well below the transfers made in the window. (The debug build takes about a
+/// second to unwind its first stack, and every transfer until then is a record.)
+#[test]
+#[ignore = "needs root: run with `cargo xtask test`"]
+fn opaque_connections_are_counted_in_the_kernel() {
+    require_root();
+    let dir = scratch_dir("requests_opaque");
+    let program = build_c("opaque_chatter.c", "opaque_chatter", "gcc", &["-O1", "-g"]);
+    let (chatter, silent) = (start_peer(), start_peer());
+    let mut workload = Workload::start_with_env(
+        &program,
+        10.0,
+        &dir,
+        &[
+            ("CHATTER_PORT", &chatter.to_string()),
+            ("SILENT_PORT", &silent.to_string()),
+        ],
+    );
+    workload.release();
+    let before = workload.read_value("transfers");
+    let stream = dir.join("capture.records");
+    let rec = Recording::start(
+        &[
+            "--pid",
+            &workload.pid.to_string(),
+            "--waits",
+            "--duration",
+            "6s",
+            "--save-records",
+            stream.to_str().unwrap(),
+        ],
+        &dir.join("out"),
+    );
+    let out = rec.wait();
+    let transfers = workload.finish("transfers") - before;
+    let text = std::fs::read_to_string(out.join("report.txt")).unwrap();
+    eprintln!("{text}");
+    for (port, silent) in [(chatter, 0), (silent, 1)] {
+        let line =
+            format!("connections to 127.0.0.1:{port}: 1 open, {silent} silent the whole window");
+        assert!(text.contains(&line), "no {line:?} in {text}");
+    }
+    let records = text
+        .split("socket records (connection ledger) ")
+        .nth(1)
+        .and_then(|rest| rest.split(',').next()?.trim().parse::<u64>().ok())
+        .unwrap_or_else(|| panic!("no socket record count in {text}"));
+    eprintln!("{transfers} transfers while the program ran, {records} socket records");
+    assert!(
+        transfers >= 3000,
+        "the client made only {transfers} transfers"
+    );
+    assert!(
+        records * 2 < transfers,
+        "{records} socket records for {transfers} transfers: not count-only"
+    );
+    let mut saved = String::new();
+    std::io::Read::read_to_string(
+        &mut flate2::read::GzDecoder::new(std::fs::File::open(&stream).unwrap()),
+        &mut saved,
+    )
+    .unwrap();
+    let biggest_write = saved
+        .lines()
+        .filter_map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).ok()?;
+            v["record"]["conn"]["event"]["Bytes"]["written"].as_u64()
+        })
+        .max()
+        .unwrap_or(0);
+    assert!(
+        biggest_write >= 16 * 100,
+        "no byte totals from the kernel in the stream (largest write {biggest_write} bytes)"
+    );
+}

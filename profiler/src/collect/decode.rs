@@ -212,7 +212,15 @@ fn decode_sock(
                 prefix: prefix.to_vec(),
             },
         ),
-        sock_op::CLOSE => (ev.fd, SockOp::Close),
+        sock_op::CLOSE => {
+            let c = profiler_common::SockCounted::from_addr(&ev.addr);
+            let counted = (c != Default::default()).then_some(crate::events::CountedBytes {
+                read: c.read,
+                written: c.written,
+                last_ns: c.last_ns,
+            });
+            (ev.fd, SockOp::Close { counted })
+        }
         other => return Err(DecodeError::UnknownSockOp(other)),
     };
     Ok(SockRecord {
@@ -469,7 +477,8 @@ pub(crate) mod tests {
     }
 
     /// Check that socket records decode: a read with its prefix and full length, an
-    /// accept naming the new fd and its listener, a connect's IPv4 and IPv6 peers.
+    /// accept naming the new fd and its listener, a close with and without a count-only
+    /// socket's totals, a connect's IPv4 and IPv6 peers.
     #[test]
     fn decodes_socket_records() {
         let header = EventHeader {
@@ -512,6 +521,33 @@ pub(crate) mod tests {
             panic!("expected a socket record")
         };
         assert_eq!((s.fd, s.op), (12, SockOp::Accept { listener_fd: 3 }));
+        let counted = profiler_common::SockCounted {
+            read: 640,
+            written: 6400,
+            last_ns: 99,
+        };
+        for (addr, expected) in [
+            ([0u8; 24], None),
+            (
+                counted.to_addr(),
+                Some(crate::events::CountedBytes {
+                    read: 640,
+                    written: 6400,
+                    last_ns: 99,
+                }),
+            ),
+        ] {
+            let close = SockEvent {
+                fd: 12,
+                op: sock_op::CLOSE,
+                addr,
+                ..Default::default()
+            };
+            let Record::Sock(s) = decode(&encode(header, close, &[])).unwrap() else {
+                panic!("expected a socket record")
+            };
+            assert_eq!(s.op, SockOp::Close { counted: expected });
+        }
         let mut v4 = [0u8; 24];
         v4[..8].copy_from_slice(&[2, 0, 0x15, 0x38, 127, 0, 0, 1]);
         assert_eq!(sockaddr(&v4), Some("127.0.0.1:5432".parse().unwrap()));

@@ -1,7 +1,11 @@
 //! The connection ledger's side of the collector: which probes it attaches, and the
 //! kernel's table of followed sockets (`SOCK_FDS`) that userspace seeds and adjusts.
 use aya::maps::HashMap;
-use profiler_common::{SockKey, SOCK_CAPTURE_DEFAULT, SOCK_CAPTURE_MAX};
+use profiler_common::{
+    SockCounted, SockKey, SOCK_CAPTURE_DEFAULT, SOCK_CAPTURE_MAX, SOCK_CAPTURE_NONE,
+};
+
+use crate::events::CountedBytes;
 
 use super::{map, map_error, CollectError, Collector};
 
@@ -53,6 +57,18 @@ impl Collector {
     /// from now on (HTTP/2: one transfer carries many frames). A socket closed
     /// meanwhile stays unfollowed.
     pub fn capture_more(&mut self, pid: u32, fd: i32) {
+        self.set_capture(pid, fd, SOCK_CAPTURE_MAX);
+    }
+
+    /// Copy nothing of socket `fd` of `pid` from now on, and send no record per
+    /// transfer: the kernel adds its bytes up ([`Collector::counted_sockets`]). For
+    /// connections no framer can read (TLS, unknown bytes), whose records would only
+    /// say how many bytes moved.
+    pub fn count_only(&mut self, pid: u32, fd: i32) {
+        self.set_capture(pid, fd, SOCK_CAPTURE_NONE);
+    }
+
+    fn set_capture(&mut self, pid: u32, fd: i32, capture: u32) {
         /// `BPF_EXIST`: only update a socket still followed.
         const EXIST: u64 = 2;
         if let Some(Ok(mut fds)) = self
@@ -64,8 +80,33 @@ impl Collector {
                 tgid: pid,
                 fd: fd as u32,
             };
-            let _ = fds.insert(key, SOCK_CAPTURE_MAX, EXIST);
+            let _ = fds.insert(key, capture, EXIST);
         }
+    }
+
+    /// The totals of every count-only socket still open, by (pid, fd).
+    pub fn counted_sockets(&self) -> Vec<(u32, i32, CountedBytes)> {
+        let Some(map) = self.ebpf.map("SOCK_COUNTED") else {
+            return Vec::new();
+        };
+        let Ok(counted) = HashMap::<_, SockKey, SockCounted>::try_from(map) else {
+            return Vec::new();
+        };
+        counted
+            .iter()
+            .filter_map(Result::ok)
+            .map(|(key, c)| {
+                (
+                    key.tgid,
+                    key.fd as i32,
+                    CountedBytes {
+                        read: c.read,
+                        written: c.written,
+                        last_ns: c.last_ns,
+                    },
+                )
+            })
+            .collect()
     }
 
     /// Load and attach the connection ledger's probes. A kernel that refuses them (or

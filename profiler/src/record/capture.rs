@@ -14,7 +14,7 @@ use anyhow::Context as _;
 use super::{RecordOptions, Session};
 use crate::targets::{ProcessInfo, TargetSelector};
 use crate::{
-    analyze::CaptureState,
+    analyze::{requests::framing::CaptureChange, CaptureState},
     collect::{
         inflight, monotonic_now_ns, CollectError, Collector, CollectorConfig, Record, RegsSource,
     },
@@ -236,8 +236,11 @@ impl Capture {
             &self.opts,
             batch,
         )?;
-        for (pid, fd) in self.session.take_http2() {
-            self.collector.capture_more(pid, fd);
+        for (pid, fd, change) in self.session.take_capture_changes() {
+            match change {
+                CaptureChange::More => self.collector.capture_more(pid, fd),
+                CaptureChange::CountOnly => self.collector.count_only(pid, fd),
+            }
         }
         self.note_new_targets();
         Ok(())
@@ -285,6 +288,7 @@ impl Capture {
     pub fn finish(&mut self, only: Option<u32>) -> anyhow::Result<Window> {
         self.session.read_free_flow(&self.collector);
         self.drain()?;
+        self.session.read_counted_sockets(&self.collector);
         let now = Instant::now();
         self.session.read_final_rss();
         self.session.read_resident(&self.collector);
@@ -388,6 +392,8 @@ impl Capture {
     /// Snapshot the in-flight waits of every live target (or only `only`) and judge
     /// stalls.
     pub fn wait_report(&mut self, only: Option<u32>) -> WaitReport {
+        // Count-only connections send no records: their activity is in the kernel.
+        self.session.read_counted_sockets(&self.collector);
         if self.async_census {
             self.session.read_async_census(only);
         }

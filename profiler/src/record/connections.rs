@@ -5,8 +5,8 @@
 use std::collections::HashMap;
 
 use crate::{
-    analyze::requests::framing::{Direction, Framing},
-    events::{SockOp, SockRecord},
+    analyze::requests::framing::{CaptureChange, Direction, Framing},
+    events::{CountedBytes, SockOp, SockRecord},
     model::{ConnEvent, ConnRole},
     sockets::{self, SocketInfo},
 };
@@ -20,6 +20,9 @@ pub struct Connections {
     framing: Framing,
     /// The local port of each listener descriptor seen accepting (None: not TCP).
     listener_ports: HashMap<(u32, i32), Option<u16>>,
+    /// The kernel's totals of each count-only connection as last handed to the framers
+    /// (read, written), so that each reading adds only what is new.
+    counted_seen: HashMap<(u32, i32), (u64, u64)>,
 }
 
 /// One event of connection `fd` at `time_ns`.
@@ -51,6 +54,33 @@ impl Connections {
     pub fn forget_process(&mut self, pid: u32) {
         self.framing.forget_process(pid);
         self.listener_ports.retain(|(p, _), _| *p != pid);
+        self.counted_seen.retain(|(p, _), _| *p != pid);
+    }
+
+    /// Connections whose kernel capture should change, since the last call.
+    pub fn take_capture_changes(&mut self) -> Vec<(u32, i32, CaptureChange)> {
+        self.framing.take_capture_changes()
+    }
+
+    /// The kernel's totals of count-only connection `fd` of `pid`: what is new since
+    /// the last reading becomes a transfer of that many bytes (no prefix), at the time
+    /// of its last transfer.
+    pub fn counted(&mut self, pid: u32, fd: i32, totals: CountedBytes) -> Vec<Emitted> {
+        let seen = self.counted_seen.entry((pid, fd)).or_default();
+        let read = totals.read.saturating_sub(seen.0);
+        let written = totals.written.saturating_sub(seen.1);
+        *seen = (totals.read.max(seen.0), totals.written.max(seen.1));
+        let mut events = Vec::new();
+        for (direction, len) in [(Direction::Read, read), (Direction::Write, written)] {
+            if len > 0 {
+                self.framing
+                    .transfer(pid, fd, direction, len, &[], &mut events);
+            }
+        }
+        events
+            .into_iter()
+            .map(|e| (fd, totals.last_ns, e))
+            .collect()
     }
 
     /// Turn one socket record into connection events.
@@ -80,9 +110,16 @@ impl Connections {
                 self.framing
                     .transfer(r.pid, r.fd, Direction::Write, *len, prefix, &mut events);
             }
-            SockOp::Close => {
+            SockOp::Close { counted } => {
+                let mut out = match counted {
+                    Some(totals) => self.counted(r.pid, r.fd, *totals),
+                    None => Vec::new(),
+                };
+                self.counted_seen.remove(&(r.pid, r.fd));
                 self.listener_ports.remove(&(r.pid, r.fd));
                 self.framing.close(r.pid, r.fd, &mut events);
+                out.extend(events.into_iter().map(|e| (r.fd, r.time_ns, e)));
+                return out;
             }
         }
         events.into_iter().map(|e| (r.fd, r.time_ns, e)).collect()

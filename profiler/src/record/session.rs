@@ -37,9 +37,6 @@ pub struct Session {
     recorder: Option<RecordWriter>,
     /// The framers of the targets' connections (the request ledger's live side).
     connections: super::connections::Connections,
-    /// Connections found to speak HTTP/2 since the last call of
-    /// [`Session::take_http2`]: their frames coalesce, the kernel should copy more.
-    http2: Vec<(u32, i32)>,
 }
 
 impl Default for Session {
@@ -58,7 +55,6 @@ impl Session {
             adopted: Vec::new(),
             recorder: None,
             connections: Default::default(),
-            http2: Vec::new(),
         }
     }
 
@@ -170,16 +166,27 @@ impl Session {
         self.connections.forget_process(pid);
     }
 
-    /// Connections found to speak HTTP/2 since the last call, by (pid, fd).
-    pub fn take_http2(&mut self) -> Vec<(u32, i32)> {
-        std::mem::take(&mut self.http2)
+    /// Connections whose kernel capture should change since the last call (HTTP/2
+    /// found: copy more; nothing framable: count only), by (pid, fd).
+    pub fn take_capture_changes(
+        &mut self,
+    ) -> Vec<(u32, i32, crate::analyze::requests::framing::CaptureChange)> {
+        self.connections.take_capture_changes()
+    }
+
+    /// Hand the kernel's totals of the count-only connections to the ledger (at a
+    /// window's end: their transfers send no records).
+    pub fn read_counted_sockets(&mut self, collector: &Collector) {
+        for (pid, fd, totals) in collector.counted_sockets() {
+            if self.state.targets.contains_key(&pid) {
+                let events = self.connections.counted(pid, fd, totals);
+                self.apply_conn(pid, events);
+            }
+        }
     }
 
     fn apply_conn(&mut self, pid: u32, events: Vec<super::connections::Emitted>) {
         for (fd, time_ns, event) in events {
-            if matches!(&event, crate::model::ConnEvent::Protocol { name } if name == "http2") {
-                self.http2.push((pid, fd));
-            }
             self.apply(CaptureRecord::Conn {
                 pid,
                 fd,

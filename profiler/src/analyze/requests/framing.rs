@@ -45,10 +45,24 @@ struct Conn {
     reported_loss: u64,
 }
 
+/// What the kernel should copy of a connection's transfers, once its protocol is
+/// known.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CaptureChange {
+    /// HTTP/2: one transfer carries many frames; copy the most.
+    More,
+    /// Nothing a framer reads (TLS, unknown bytes): no record per transfer, only
+    /// byte totals.
+    CountOnly,
+}
+
 /// The framers of every followed connection, by (pid, fd).
 #[derive(Default)]
 pub struct Framing {
     conns: HashMap<(u32, i32), Conn>,
+    /// Connections whose capture should change, since the last
+    /// [`Framing::take_capture_changes`].
+    capture_changes: Vec<(u32, i32, CaptureChange)>,
 }
 
 impl Framing {
@@ -87,6 +101,11 @@ impl Framing {
     /// Forget every connection of a process that is gone.
     pub fn forget_process(&mut self, pid: u32) {
         self.conns.retain(|(p, _), _| *p != pid);
+    }
+
+    /// The capture changes decided since the last call, by (pid, fd).
+    pub fn take_capture_changes(&mut self) -> Vec<(u32, i32, CaptureChange)> {
+        std::mem::take(&mut self.capture_changes)
     }
 
     /// `len` bytes moved on a followed connection, `prefix` the first of them.
@@ -135,6 +154,14 @@ impl Framing {
                 Protocol::Unknown if *tries >= CLASSIFY_TRIES => Framer::Opaque,
                 Protocol::Unknown => return,
             };
+            let change = match conn.framer {
+                Framer::Http2(_) => Some(CaptureChange::More),
+                Framer::Opaque => Some(CaptureChange::CountOnly),
+                _ => None,
+            };
+            if let Some(change) = change {
+                self.capture_changes.push((pid, fd, change));
+            }
             if protocol != Protocol::Unknown {
                 out.push(ConnEvent::Protocol {
                     name: protocol_name(protocol).into(),
@@ -253,6 +280,7 @@ mod tests {
         assert!(out.contains(&ConnEvent::Protocol {
             name: "http1".into()
         }));
+        assert!(f.take_capture_changes().is_empty());
         let text = format!("{out:?}");
         assert!(
             !text.contains("secret") && !text.contains("t0k3n"),
@@ -293,14 +321,21 @@ mod tests {
     }
 
     /// Check that bytes on unknown descriptors are ignored, an unclassifiable
-    /// connection is left at bytes, and a closed descriptor is forgotten.
+    /// connection is left at bytes and asked to be count-only once, when it is given up
+    /// on, and a closed descriptor is forgotten.
     #[test]
     fn unknown_fds_opaque_bytes_and_close() {
         let mut f = Framing::default();
         assert!(feed(&mut f, 3, Direction::Read, b"GET / HTTP/1.1\r\n").is_empty());
         let mut out = Vec::new();
         f.open(1, 3, ConnRole::Inbound { port: 1 }, true, &mut out);
-        for _ in 0..CLASSIFY_TRIES + 2 {
+        for i in 0..CLASSIFY_TRIES + 2 {
+            let changes = f.take_capture_changes();
+            if i == CLASSIFY_TRIES {
+                assert_eq!(changes, [(1, 3, CaptureChange::CountOnly)]);
+            } else {
+                assert!(changes.is_empty(), "{i}: {changes:?}");
+            }
             let events = feed(&mut f, 3, Direction::Read, b"\x01\x02garbage");
             assert_eq!(
                 events,
@@ -314,5 +349,35 @@ mod tests {
         f.close(1, 3, &mut out);
         assert_eq!(out, vec![ConnEvent::Closed]);
         assert!(!f.knows(1, 3));
+    }
+
+    /// Check that an HTTP/2 connection asks for more bytes per transfer and a TLS one
+    /// for none, each as soon as its first bytes are classified.
+    #[test]
+    fn capture_changes_follow_the_protocol() {
+        let mut f = Framing::default();
+        let mut out = Vec::new();
+        f.open(1, 5, ConnRole::Inbound { port: 50051 }, false, &mut out);
+        f.open(1, 6, ConnRole::Inbound { port: 443 }, false, &mut out);
+        feed(
+            &mut f,
+            5,
+            Direction::Read,
+            b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+        );
+        feed(
+            &mut f,
+            6,
+            Direction::Read,
+            b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc",
+        );
+        assert_eq!(
+            f.take_capture_changes(),
+            [
+                (1, 5, CaptureChange::More),
+                (1, 6, CaptureChange::CountOnly)
+            ]
+        );
+        assert!(f.take_capture_changes().is_empty());
     }
 }
