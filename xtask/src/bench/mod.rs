@@ -43,7 +43,7 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 3.0)]
     pub seconds: f64,
     /// Only these storms (repeatable): futex_storm, mmap_storm, malloc_storm,
-    /// condvar_storm, socket_storm.
+    /// condvar_storm, socket_storm, http_storm.
     #[arg(long = "storm", value_name = "NAME")]
     pub storms: Vec<String>,
     /// Measure bare and the profiler only (no peer tools).
@@ -368,7 +368,7 @@ mod tests {
         let full = Plan::from_args(&args()).unwrap();
         assert_eq!(
             (full.rounds, full.storms.len(), full.peers, full.release),
-            (5, 5, true, true)
+            (5, STORMS.len(), true, true)
         );
         let smoke = Plan::from_args(&BenchArgs {
             smoke: true,

@@ -61,6 +61,11 @@ pub const STORMS: &[Storm] = &[
         op: "64-byte TCP round trip on 127.0.0.1",
         stress: Stress::Socket,
     },
+    Storm {
+        name: "http_storm",
+        op: "HTTP/1.1 keep-alive request and answer on 127.0.0.1 (2 connections)",
+        stress: Stress::Socket,
+    },
 ];
 
 /// The workloads' source directory.

@@ -193,13 +193,22 @@ impl Http1Connection {
                         }
                         break;
                     };
-                    let mut line = std::mem::take(&mut half.partial);
-                    line.extend_from_slice(&t.bytes[i..i + nl]);
+                    // A line within one transfer (the usual case) is framed where it
+                    // lies; only a line split across transfers is joined in a buffer.
+                    let raw = &t.bytes[i..i + nl];
                     i += nl + 1;
-                    if line.last() == Some(&b'\r') {
-                        line.pop();
+                    let joined;
+                    let mut line = if half.partial.is_empty() {
+                        raw
+                    } else {
+                        half.partial.extend_from_slice(raw);
+                        joined = std::mem::take(&mut half.partial);
+                        &joined[..]
+                    };
+                    if let [rest @ .., b'\r'] = line {
+                        line = rest;
                     }
-                    if line.len() > MAX_PARTIAL || !self.line(requests, &line, out) {
+                    if line.len() > MAX_PARTIAL || !self.line(requests, line, out) {
                         let rest = (t.bytes.len() - i) as u64;
                         self.lose(requests, rest);
                         break;
