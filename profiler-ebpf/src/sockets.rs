@@ -45,6 +45,9 @@ macro_rules! transfer_probe {
     ($enter:ident, $exit:ident, $op:expr, $buffer:expr) => {
         #[tracepoint]
         pub fn $enter(ctx: TracePointContext) -> u32 {
+            if crate::floor::empty_programs() {
+                return 0;
+            }
             match transfer_enter(&ctx, $op, $buffer) {
                 Ok(r) | Err(r) => r,
             }
@@ -52,6 +55,9 @@ macro_rules! transfer_probe {
 
         #[tracepoint]
         pub fn $exit(ctx: TracePointContext) -> u32 {
+            if crate::floor::empty_programs() {
+                return 0;
+            }
             match sock_exit(&ctx) {
                 Ok(r) | Err(r) => r,
             }
@@ -107,6 +113,9 @@ macro_rules! open_probe {
     ($enter:ident, $exit:ident, $op:expr) => {
         #[tracepoint]
         pub fn $enter(ctx: TracePointContext) -> u32 {
+            if crate::floor::empty_programs() {
+                return 0;
+            }
             match open_enter(&ctx, $op) {
                 Ok(r) | Err(r) => r,
             }
@@ -114,6 +123,9 @@ macro_rules! open_probe {
 
         #[tracepoint]
         pub fn $exit(ctx: TracePointContext) -> u32 {
+            if crate::floor::empty_programs() {
+                return 0;
+            }
             match sock_exit(&ctx) {
                 Ok(r) | Err(r) => r,
             }
@@ -128,6 +140,9 @@ open_probe!(sock_enter_connect, sock_exit_connect, sock_op::CONNECT);
 /// `close(fd)` of a watched socket: forget it and say so.
 #[tracepoint]
 pub fn sock_enter_close(ctx: TracePointContext) -> u32 {
+    if crate::floor::empty_programs() {
+        return 0;
+    }
     match close_enter(&ctx) {
         Ok(r) | Err(r) => r,
     }
