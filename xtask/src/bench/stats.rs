@@ -179,8 +179,13 @@ pub fn costs(
     costs
 }
 
+/// Programs listed one by one in a table; the rest (other processes' syscalls that the
+/// programs turned away) are summed in one line.
+pub const TOP_PROGRAMS: usize = 8;
+
 /// The per-program table of one storm under one build: runs, ns per run, total time,
-/// share of the storm's wall time, and runs per storm operation; then the total.
+/// share of the storm's wall time, and runs per storm operation, for the costliest
+/// [`TOP_PROGRAMS`]; then the others together, then the total.
 pub fn markdown(costs: &[ProgramCost], window_secs: f64, ops: u64) -> String {
     let mut out = String::from(
         "| program | runs | runs per op | ns/run | total (ms) | share of the storm's wall time |\n\
@@ -198,8 +203,16 @@ pub fn markdown(costs: &[ProgramCost], window_secs: f64, ops: u64) -> String {
             100.0 * ns as f64 / window_ns,
         );
     };
-    for c in costs {
+    for c in costs.iter().take(TOP_PROGRAMS) {
         line(&c.name, c.runs, c.run_time_ns);
+    }
+    let rest = &costs[costs.len().min(TOP_PROGRAMS)..];
+    if !rest.is_empty() {
+        line(
+            &format!("{} other programs", rest.len()),
+            rest.iter().map(|c| c.runs).sum(),
+            rest.iter().map(|c| c.run_time_ns).sum(),
+        );
     }
     let runs = costs.iter().map(|c| c.runs).sum();
     let ns = costs.iter().map(|c| c.run_time_ns).sum();
@@ -328,5 +341,29 @@ mod tests {
             table.contains("| **all** | 3000 | 3.00 | 3000 | 9.0 | 0.30 % |"),
             "{table}"
         );
+        assert!(!table.contains("other programs"), "{table}");
+    }
+
+    /// Check that only the costliest programs get a line, the rest one line together,
+    /// and that the total still counts them all.
+    #[test]
+    fn cost_table_top() {
+        let costs: Vec<ProgramCost> = (0..TOP_PROGRAMS as u64 + 3)
+            .map(|i| ProgramCost {
+                name: format!("p{i}"),
+                runs: 10,
+                run_time_ns: 1_000_000 * (20 - i),
+            })
+            .collect();
+        let table = markdown(&costs, 1.0, 10);
+        assert!(
+            table.contains("| p7 |") && !table.contains("| p8 |"),
+            "{table}"
+        );
+        assert!(
+            table.contains("| 3 other programs | 30 | 3.00 | 1100000 | 33.0 | 3.30 % |"),
+            "{table}"
+        );
+        assert!(table.contains("| **all** | 110 | 11.00 |"), "{table}");
     }
 }
