@@ -3,10 +3,14 @@
 //! machine).
 //!
 //! The revision's tree is exported with `git archive` into
-//! `target/bench/against/<commit>/src` (once per commit) and built in release mode with
-//! the workspace's own target directory (`CARGO_TARGET_DIR`), so the dependencies are
-//! not compiled again. Its binary is copied out to `target/bench/against/<commit>/profiler`
-//! before the working tree is built, since both builds write `target/release/profiler`.
+//! `target/bench/against/<commit>/src` (once per commit) and built in release mode into
+//! its own target directory, `target/bench/against/target`, shared by every revision:
+//! the first `--against` compiles the dependencies once, later ones only the workspace
+//! crates. Not the working tree's target directory: cargo hashes workspace crates by
+//! their path relative to the workspace root, so two checkouts built there share
+//! artifact names and fingerprints, and one build can pass for the other (seen: the
+//! working tree's binary came out with the revision's eBPF object). Its binary is copied
+//! out to `target/bench/against/<commit>/profiler`.
 
 use std::{
     path::{Path, PathBuf},
@@ -73,10 +77,12 @@ fn export(commit: &str, dir: &Path) -> Result<()> {
 }
 
 /// Builds the profiler of `rev` (release) with `cargo`, a cargo command set up like the
-/// working tree's build; returns its binary, copied out of the shared target directory.
+/// working tree's build; returns its binary, copied out of the revisions' target directory.
 pub fn build(rev: &str, cargo: Command) -> Result<AgainstBuild> {
     let commit = resolve(rev)?;
-    let home = cmd::target_dir().join("bench/against").join(&commit);
+    let against = cmd::target_dir().join("bench/against");
+    let home = against.join(&commit);
+    let target = against.join("target");
     let src = home.join("src");
     let stamp = home.join("exported");
     if !stamp.exists() {
@@ -87,11 +93,11 @@ pub fn build(rev: &str, cargo: Command) -> Result<AgainstBuild> {
     let mut cargo = cargo;
     cargo
         .current_dir(&src)
-        .env("CARGO_TARGET_DIR", cmd::target_dir())
+        .env("CARGO_TARGET_DIR", &target)
         .args(["build", "--release", "--package", "profiler"]);
     println!("==> {} (in {})", cmd::display(&cargo), src.display());
     cmd::run(&mut cargo).with_context(|| format!("building the profiler of {rev}"))?;
-    let built = cmd::target_dir().join("release/profiler");
+    let built = target.join("release/profiler");
     let profiler = home.join("profiler");
     std::fs::copy(&built, &profiler)
         .with_context(|| format!("cannot copy {} to {}", built.display(), profiler.display()))?;

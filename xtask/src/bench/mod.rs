@@ -44,7 +44,6 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
         bail!("the bench loads eBPF programs and attaches to processes: run it as root");
     }
     let ready = setup::setup(&SetupOptions::default())?;
-    // Before the working tree's build: both write target/release/profiler.
     let against = plan
         .against
         .as_deref()
