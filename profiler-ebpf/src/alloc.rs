@@ -30,6 +30,9 @@ use crate::{
 /// `malloc(size)`.
 #[uprobe]
 pub fn malloc_enter(ctx: ProbeContext) -> u32 {
+    if crate::floor::empty_programs() {
+        return 0;
+    }
     let size: u64 = ctx.arg(0).unwrap_or(0);
     enter(&ctx, size, alloc_fn::MALLOC, 0)
 }
@@ -37,6 +40,9 @@ pub fn malloc_enter(ctx: ProbeContext) -> u32 {
 /// `calloc(n, size)`.
 #[uprobe]
 pub fn calloc_enter(ctx: ProbeContext) -> u32 {
+    if crate::floor::empty_programs() {
+        return 0;
+    }
     let n: u64 = ctx.arg(0).unwrap_or(0);
     let size: u64 = ctx.arg(1).unwrap_or(0);
     // No 128-bit overflow check in eBPF: a product that overflows is a call that fails.
@@ -51,6 +57,9 @@ pub fn calloc_enter(ctx: ProbeContext) -> u32 {
 /// `realloc(ptr, size)`: the old block (if sampled) is freed, the new one may be sampled.
 #[uprobe]
 pub fn realloc_enter(ctx: ProbeContext) -> u32 {
+    if crate::floor::empty_programs() {
+        return 0;
+    }
     let ptr: u64 = ctx.arg(0).unwrap_or(0);
     let size: u64 = ctx.arg(1).unwrap_or(0);
     let id = bpf_get_current_pid_tgid();
@@ -72,6 +81,9 @@ pub fn realloc_enter(ctx: ProbeContext) -> u32 {
 /// `memalign(align, size)` and `aligned_alloc(align, size)`.
 #[uprobe]
 pub fn memalign_enter(ctx: ProbeContext) -> u32 {
+    if crate::floor::empty_programs() {
+        return 0;
+    }
     let size: u64 = ctx.arg(1).unwrap_or(0);
     enter(&ctx, size, alloc_fn::MEMALIGN, 0)
 }
@@ -79,6 +91,9 @@ pub fn memalign_enter(ctx: ProbeContext) -> u32 {
 /// `posix_memalign(&ptr, align, size)`.
 #[uprobe]
 pub fn posix_memalign_enter(ctx: ProbeContext) -> u32 {
+    if crate::floor::empty_programs() {
+        return 0;
+    }
     let out: u64 = ctx.arg(0).unwrap_or(0);
     let size: u64 = ctx.arg(2).unwrap_or(0);
     enter(&ctx, size, alloc_fn::POSIX_MEMALIGN, out)
@@ -87,6 +102,9 @@ pub fn posix_memalign_enter(ctx: ProbeContext) -> u32 {
 /// `free(ptr)`.
 #[uprobe]
 pub fn free_enter(ctx: ProbeContext) -> u32 {
+    if crate::floor::empty_programs() {
+        return 0;
+    }
     let ptr: u64 = ctx.arg(0).unwrap_or(0);
     if ptr == 0 {
         return 0;
@@ -110,6 +128,9 @@ pub fn free_enter(ctx: ProbeContext) -> u32 {
 /// Return of every allocating function: complete a sampled call.
 #[uretprobe]
 pub fn alloc_return(ctx: RetProbeContext) -> u32 {
+    if crate::floor::empty_programs() {
+        return 0;
+    }
     match try_alloc_return(&ctx) {
         Ok(r) | Err(r) => r,
     }
@@ -267,6 +288,9 @@ const RSS_SIZE: usize = 24;
 /// `RSS_TRACK` (latest and peak), never sent as events: page faults are too frequent.
 #[tracepoint]
 pub fn rss_stat(ctx: TracePointContext) -> u32 {
+    if crate::floor::empty_programs() {
+        return 0;
+    }
     match try_rss_stat(&ctx) {
         Ok(r) | Err(r) => r,
     }

@@ -9,6 +9,7 @@
 #![no_main]
 
 mod alloc;
+mod floor;
 mod free_flow;
 mod maps;
 mod memory;

@@ -23,6 +23,9 @@ macro_rules! syscall_probe {
     ($enter:ident, $exit:ident, $kind:expr, $nargs:expr) => {
         #[tracepoint]
         pub fn $enter(ctx: TracePointContext) -> u32 {
+            if crate::floor::empty_programs() {
+                return 0;
+            }
             match save_args(&ctx, $kind, $nargs) {
                 Ok(r) | Err(r) => r,
             }
@@ -30,6 +33,9 @@ macro_rules! syscall_probe {
 
         #[tracepoint]
         pub fn $exit(ctx: TracePointContext) -> u32 {
+            if crate::floor::empty_programs() {
+                return 0;
+            }
             match finish_call(&ctx) {
                 Ok(r) | Err(r) => r,
             }
@@ -160,12 +166,18 @@ fn finish_call(ctx: &TracePointContext) -> Result<u32, u32> {
 /// `sched:sched_process_exec`: the address space of a target was replaced.
 #[tracepoint]
 pub fn sched_process_exec(_ctx: TracePointContext) -> u32 {
+    if crate::floor::empty_programs() {
+        return 0;
+    }
     process_event(EventKind::Exec, false)
 }
 
 /// `sched:sched_process_exit`: emitted for the thread-group leader only.
 #[tracepoint]
 pub fn sched_process_exit(_ctx: TracePointContext) -> u32 {
+    if crate::floor::empty_programs() {
+        return 0;
+    }
     process_event(EventKind::Exit, true)
 }
 

@@ -30,6 +30,9 @@ pub static OOM_FIELDS: Array<u32> = Array::with_max_entries(oom_field::SLOTS, 0)
 
 #[tracepoint]
 pub fn mark_victim(ctx: TracePointContext) -> u32 {
+    if crate::floor::empty_programs() {
+        return 0;
+    }
     match try_mark_victim(&ctx) {
         Ok(r) | Err(r) => r,
     }

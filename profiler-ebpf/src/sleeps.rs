@@ -22,6 +22,9 @@ const SYSCALL_NR: usize = 8;
 
 #[tracepoint]
 pub fn sys_enter_nanosleep(ctx: TracePointContext) -> u32 {
+    if crate::floor::empty_programs() {
+        return 0;
+    }
     match sleep_enter(&ctx) {
         Ok(r) | Err(r) => r,
     }
@@ -29,6 +32,9 @@ pub fn sys_enter_nanosleep(ctx: TracePointContext) -> u32 {
 
 #[tracepoint]
 pub fn sys_exit_nanosleep(ctx: TracePointContext) -> u32 {
+    if crate::floor::empty_programs() {
+        return 0;
+    }
     match waits::wait_exit(&ctx) {
         Ok(r) | Err(r) => r,
     }
@@ -36,6 +42,9 @@ pub fn sys_exit_nanosleep(ctx: TracePointContext) -> u32 {
 
 #[tracepoint]
 pub fn sys_enter_clock_nanosleep(ctx: TracePointContext) -> u32 {
+    if crate::floor::empty_programs() {
+        return 0;
+    }
     match sleep_enter(&ctx) {
         Ok(r) | Err(r) => r,
     }
@@ -43,6 +52,9 @@ pub fn sys_enter_clock_nanosleep(ctx: TracePointContext) -> u32 {
 
 #[tracepoint]
 pub fn sys_exit_clock_nanosleep(ctx: TracePointContext) -> u32 {
+    if crate::floor::empty_programs() {
+        return 0;
+    }
     match waits::wait_exit(&ctx) {
         Ok(r) | Err(r) => r,
     }

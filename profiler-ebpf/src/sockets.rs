@@ -46,6 +46,9 @@ macro_rules! transfer_probe {
     ($enter:ident, $exit:ident, $op:expr, $buffer:expr) => {
         #[tracepoint]
         pub fn $enter(ctx: TracePointContext) -> u32 {
+            if crate::floor::empty_programs() {
+                return 0;
+            }
             match transfer_enter(&ctx, $op, $buffer) {
                 Ok(r) | Err(r) => r,
             }
@@ -53,6 +56,9 @@ macro_rules! transfer_probe {
 
         #[tracepoint]
         pub fn $exit(ctx: TracePointContext) -> u32 {
+            if crate::floor::empty_programs() {
+                return 0;
+            }
             match sock_exit(&ctx) {
                 Ok(r) | Err(r) => r,
             }
@@ -108,6 +114,9 @@ macro_rules! open_probe {
     ($enter:ident, $exit:ident, $op:expr) => {
         #[tracepoint]
         pub fn $enter(ctx: TracePointContext) -> u32 {
+            if crate::floor::empty_programs() {
+                return 0;
+            }
             match open_enter(&ctx, $op) {
                 Ok(r) | Err(r) => r,
             }
@@ -115,6 +124,9 @@ macro_rules! open_probe {
 
         #[tracepoint]
         pub fn $exit(ctx: TracePointContext) -> u32 {
+            if crate::floor::empty_programs() {
+                return 0;
+            }
             match sock_exit(&ctx) {
                 Ok(r) | Err(r) => r,
             }
@@ -129,6 +141,9 @@ open_probe!(sock_enter_connect, sock_exit_connect, sock_op::CONNECT);
 /// `close(fd)` of a watched socket: forget it and say so.
 #[tracepoint]
 pub fn sock_enter_close(ctx: TracePointContext) -> u32 {
+    if crate::floor::empty_programs() {
+        return 0;
+    }
     match close_enter(&ctx) {
         Ok(r) | Err(r) => r,
     }

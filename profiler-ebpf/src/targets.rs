@@ -40,6 +40,9 @@ const CLONE_THREAD: u64 = 0x0001_0000;
 /// `sched:sched_process_fork`: a target's new child process becomes a target.
 #[tracepoint]
 pub fn sched_process_fork(ctx: TracePointContext) -> u32 {
+    if crate::floor::empty_programs() {
+        return 0;
+    }
     match try_follow_fork(&ctx) {
         Ok(r) | Err(r) => r,
     }

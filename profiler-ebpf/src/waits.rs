@@ -25,6 +25,9 @@ macro_rules! wait_probe {
     ($enter:ident, $exit:ident) => {
         #[tracepoint]
         pub fn $enter(ctx: TracePointContext) -> u32 {
+            if crate::floor::empty_programs() {
+                return 0;
+            }
             match wait_enter(&ctx) {
                 Ok(r) | Err(r) => r,
             }
@@ -32,6 +35,9 @@ macro_rules! wait_probe {
 
         #[tracepoint]
         pub fn $exit(ctx: TracePointContext) -> u32 {
+            if crate::floor::empty_programs() {
+                return 0;
+            }
             match wait_exit(&ctx) {
                 Ok(r) | Err(r) => r,
             }

@@ -65,3 +65,74 @@ fn verbose_record_names_attach_types() {
     assert!(!quiet.contains("profiler: probe "), "{quiet}");
     assert!(!quiet.contains("user registers"), "{quiet}");
 }
+
+/// The verifier's instruction count (`verified_insns` of fdinfo, 5.16+) of every BPF
+/// program process `pid` holds.
+fn verified_instructions(pid: u32) -> Vec<Option<u64>> {
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap();
+    fds.filter_map(Result::ok)
+        .filter(|fd| {
+            std::fs::read_link(fd.path())
+                .is_ok_and(|t| t.to_string_lossy() == "anon_inode:bpf-prog")
+        })
+        .map(|fd| {
+            let info = std::fs::read_to_string(format!(
+                "/proc/{pid}/fdinfo/{}",
+                fd.file_name().to_string_lossy()
+            ))
+            .unwrap_or_default();
+            info.lines()
+                .find_map(|l| l.strip_prefix("verified_insns:"))
+                .and_then(|v| v.trim().parse().ok())
+        })
+        .collect()
+}
+
+/// Check that `record --empty-programs` (the bench's floor) loads as many programs as a
+/// plain record and that the verifier cut every one of them to its entry check (a few
+/// instructions), while a plain record's programs keep their bodies.
+#[test]
+#[ignore = "needs root: run with `cargo xtask test`"]
+fn empty_programs_are_empty() {
+    require_root();
+    let dir = scratch_dir("empty_programs");
+    let mut sleeper = Command::new("sleep")
+        .arg("30")
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = sleeper.id().to_string();
+    let programs = |extra: &[&str], out: &str| {
+        let mut args = vec!["--pid", &pid, "--duration", "2s"];
+        args.extend_from_slice(extra);
+        let recording = Recording::start(&args, &dir.join(out));
+        let counts = verified_instructions(recording.pid());
+        recording.wait();
+        counts
+    };
+    let empty = programs(&["--empty-programs"], "empty");
+    let plain = programs(&[], "plain");
+    let _ = sleeper.kill();
+    let _ = sleeper.wait();
+
+    assert!(plain.len() >= 40, "{} programs loaded", plain.len());
+    assert_eq!(
+        empty.len(),
+        plain.len(),
+        "the floor must attach the same probes"
+    );
+    if empty.iter().any(Option::is_none) {
+        eprintln!("skipped the size check: this kernel's fdinfo has no verified_insns (5.16+)");
+        return;
+    }
+    let empty: Vec<u64> = empty.into_iter().flatten().collect();
+    assert!(
+        empty.iter().all(|&n| n <= 8),
+        "floor programs not empty: {empty:?}"
+    );
+    let largest = plain.into_iter().flatten().max().unwrap_or(0);
+    assert!(
+        largest > 100,
+        "plain programs look empty: largest {largest}"
+    );
+}

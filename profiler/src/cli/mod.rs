@@ -119,6 +119,7 @@ impl From<StallsArgs> for RecordOptions {
             stall_threshold: a.stall_threshold,
             save_records: None,
             verbose: false,
+            empty_programs: false,
         }
     }
 }
@@ -178,6 +179,11 @@ pub struct RecordArgs {
     /// symbolized: no stack memory, no payload).
     #[arg(long, value_name = "FILE")]
     pub save_records: Option<PathBuf>,
+    /// For `cargo xtask bench`'s floor only: attach the same probes with programs that
+    /// return at once, so the traced process pays just the kernel's price for the
+    /// attach points. Records nothing.
+    #[arg(long, hide = true)]
+    pub empty_programs: bool,
     #[command(flatten)]
     pub capture: CaptureArgs,
 }
@@ -250,6 +256,7 @@ impl CaptureArgs {
             stall_threshold: self.stall_threshold,
             save_records: None,
             verbose: self.verbose,
+            empty_programs: false,
         }
     }
 }
@@ -305,6 +312,7 @@ impl From<RecordArgs> for RecordOptions {
     fn from(a: RecordArgs) -> Self {
         RecordOptions {
             save_records: a.save_records,
+            empty_programs: a.empty_programs,
             ..a.capture.options(a.target.into(), a.duration, a.out)
         }
     }

@@ -71,6 +71,9 @@ pub struct CollectorConfig {
     pub all_processes: bool,
     /// Waits shorter than this are counted in the kernel, not sent.
     pub wait_threshold_ns: u64,
+    /// Every program returns at its entry (the bench's floor: the kernel's own price
+    /// for the same attach points).
+    pub empty_programs: bool,
 }
 
 /// The memory probes: (tracepoint category, tracepoint name) = program name.
@@ -182,6 +185,7 @@ impl Collector {
             .override_global("TASK_STACK_OFFSET", &stack_offset, true)
             .override_global("KERNEL_THREAD_SIZE", &thread_size, true)
             .override_global("FORK_CHILD_PID_OFFSET", &fork_child_pid.unwrap_or(0), true)
+            .override_global("EMPTY_PROGRAMS", &u32::from(cfg.empty_programs), true)
             .load(aya::include_bytes_aligned!(concat!(
                 env!("OUT_DIR"),
                 "/profiler"

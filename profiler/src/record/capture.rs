@@ -115,6 +115,7 @@ impl Capture {
             stack_pages: opts.stack_pages,
             all_processes: selector.is_all(),
             wait_threshold_ns: opts.wait_threshold.as_nanos() as u64,
+            empty_programs: opts.empty_programs,
         })?;
         let mut session = Session::new();
         if let Some(path) = &opts.save_records {

@@ -52,6 +52,9 @@ pub struct RecordOptions {
     pub save_records: Option<PathBuf>,
     /// Say how each probe was attached and how user registers are found (`-v`).
     pub verbose: bool,
+    /// Load every program empty (returning at entry): the bench's floor, the kernel's
+    /// own price for the same attach points. Records nothing.
+    pub empty_programs: bool,
 }
 
 /// What a finished capture wrote, for the command line summary.

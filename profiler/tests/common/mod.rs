@@ -227,6 +227,11 @@ impl Recording {
         (recording, receiver)
     }
 
+    /// The profiler's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Send SIGTERM, as an orchestrator or `kill` would.
     pub fn terminate(&self) {
         let status = Command::new("kill")

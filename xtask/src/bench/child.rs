@@ -14,8 +14,9 @@ use anyhow::{bail, Context, Result};
 
 use crate::cmd;
 
-/// How many output lines are kept for error messages.
-const LOG_LINES: usize = 40;
+/// How many output lines are kept (for error messages, and the profiler's `-v` probe
+/// lines, about 50).
+const LOG_LINES: usize = 256;
 
 /// One line of output and when the bench read it.
 #[derive(Debug, Clone)]
@@ -159,6 +160,16 @@ impl Child {
                 )
             }
         }
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.pid as u32
+    }
+
+    /// The kept output lines, oldest first.
+    pub fn lines(&self) -> &VecDeque<String> {
+        &self.log
     }
 
     /// The last kept output line that `wanted` accepts.

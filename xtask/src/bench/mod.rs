@@ -1,115 +1,42 @@
 //! `cargo xtask bench`: what the profiler costs the host, measured against bare runs and
 //! against peer tools (bpftrace, libbpf-tools offcputime, perf) on storm workloads.
 //!
-//! For each storm, rounds alternate the tools (bare, profiler, peers; the order rotates
-//! every round) so that load drifting on a shared machine hits every tool alike; ratios
-//! pair each run with the bare run of its round. `--smoke` is the short version CI runs:
-//! one round of the storms bare and under the profiler, to prove the harness works (it
-//! never judges the numbers).
+//! For each storm, rounds alternate the tools (bare, profiler, floor, peers; the order
+//! rotates every round) so that load drifting on a shared machine hits every tool alike;
+//! ratios pair each run with the bare (or floor, or other build's) run of its round and
+//! are printed as a median with the range of the rounds. Each profiler build then gets
+//! one more round with bpf_stats on: what each of its programs cost. `--smoke` is the
+//! short version CI runs: one round of the storms bare, under the profiler and the
+//! floor, to prove the harness works (it never judges the numbers).
 
+mod against;
 mod child;
+mod goals;
 mod peers;
+mod plan;
 mod run;
+mod stats;
 mod storms;
 mod summary;
 mod tools;
 
 use std::path::PathBuf;
 
-use anyhow::{bail, Context, Result};
-use clap::Args;
+use anyhow::{bail, Result};
 
+pub use self::plan::BenchArgs;
 use self::{
     peers::Peers,
+    plan::Plan,
     run::{RunError, RunSpec},
     storms::{Storm, STORMS},
-    summary::{Row, Sample},
-    tools::Tool,
+    summary::{References, Role, Row, Sample},
+    tools::{Profilers, Tool},
 };
 use crate::{
     cmd,
     setup::{self, SetupOptions},
 };
-
-#[derive(Debug, Args)]
-pub struct BenchArgs {
-    /// Short CI version: 1 round of 0.5 s per storm, bare and profiler only, dev build.
-    #[arg(long)]
-    pub smoke: bool,
-    /// Rounds per storm and tool (A/B alternation).
-    #[arg(long, default_value_t = 5)]
-    pub rounds: usize,
-    /// Seconds each storm runs per round.
-    #[arg(long, default_value_t = 3.0)]
-    pub seconds: f64,
-    /// Only these storms (repeatable): futex_storm, mmap_storm, malloc_storm,
-    /// condvar_storm, socket_storm, http_storm.
-    #[arg(long = "storm", value_name = "NAME")]
-    pub storms: Vec<String>,
-    /// Measure bare and the profiler only (no peer tools).
-    #[arg(long)]
-    pub no_peers: bool,
-    /// Do not install missing peer tools with apt-get (skip them instead).
-    #[arg(long)]
-    pub no_install: bool,
-    /// Length of the bounded-memory check (a long mmap storm under the profiler); 0 skips it.
-    #[arg(long, default_value_t = 60.0, value_name = "SECONDS")]
-    pub memory_check: f64,
-}
-
-/// The plan after defaults and `--smoke` are applied.
-#[derive(Debug, Clone)]
-struct Plan {
-    storms: Vec<Storm>,
-    rounds: usize,
-    seconds: f64,
-    peers: bool,
-    install: bool,
-    memory_check: f64,
-    release: bool,
-}
-
-impl Plan {
-    fn from_args(args: &BenchArgs) -> Result<Self> {
-        let storms: Vec<Storm> = if args.storms.is_empty() {
-            STORMS.to_vec()
-        } else {
-            args.storms
-                .iter()
-                .map(|name| {
-                    STORMS
-                        .iter()
-                        .find(|s| s.name == name.as_str())
-                        .copied()
-                        .with_context(|| format!("unknown storm {name:?}"))
-                })
-                .collect::<Result<_>>()?
-        };
-        if args.smoke {
-            return Ok(Self {
-                storms,
-                rounds: 1,
-                seconds: 0.5,
-                peers: false,
-                install: false,
-                memory_check: 0.0,
-                release: false,
-            });
-        }
-        if args.rounds == 0 || args.seconds.is_nan() || args.seconds <= 0.0 {
-            bail!("--rounds and --seconds must be positive");
-        }
-        Ok(Self {
-            storms,
-            rounds: args.rounds,
-            seconds: args.seconds,
-            peers: !args.no_peers,
-            install: !args.no_install,
-            memory_check: args.memory_check.max(0.0),
-            release: true,
-        })
-    }
-}
 
 pub fn bench(args: &BenchArgs) -> Result<()> {
     let plan = Plan::from_args(args)?;
@@ -117,6 +44,11 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
         bail!("the bench loads eBPF programs and attaches to processes: run it as root");
     }
     let ready = setup::setup(&SetupOptions::default())?;
+    let against = plan
+        .against
+        .as_deref()
+        .map(|rev| against::build(rev, ready.cargo()))
+        .transpose()?;
     let mut build = ready.cargo();
     // The smoke run reuses what `cargo xtask test` built (same package selection), so CI
     // builds nothing new; the real bench measures the release build.
@@ -128,7 +60,11 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
     println!("==> {}", cmd::display(&build));
     cmd::run(&mut build)?;
     let profile = if plan.release { "release" } else { "debug" };
-    let profiler = cmd::target_dir().join(profile).join("profiler");
+    let profilers = Profilers {
+        head: cmd::target_dir().join(profile).join("profiler"),
+        against: against.as_ref().map(|a| a.profiler.clone()),
+    };
+    let against_label = against.as_ref().map(|a| a.label);
     let work = cmd::target_dir().join("bench");
     let exes = storms::build(&plan.storms, &work.join("bin"))?;
     println!(
@@ -136,31 +72,47 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
         exes.len(),
         work.join("bin").display()
     );
+    if stats::enabled_globally() {
+        println!(
+            "bench: warning: kernel.bpf_stats_enabled is 1 (set outside the bench): every BPF program run pays two clock reads, in every round"
+        );
+    }
 
     let mut peers = Peers::default();
     if plan.peers {
         let programs: Vec<_> = plan
             .storms
             .iter()
-            .flat_map(|s| tools::for_stress(s.stress))
+            .flat_map(|s| tools::peers(s.stress))
             .filter_map(|t| t.kind.program())
             .collect();
         peers = Peers::resolve(&programs, plan.install);
     }
 
     let mut rows = Vec::new();
-    for (storm, exe) in plan.storms.iter().zip(&exes) {
-        let tools: Vec<Tool> = tools::for_stress(storm.stress)
-            .into_iter()
-            .filter(|t| plan.peers || t.kind.program().is_none())
-            .collect();
-        rows.extend(bench_storm(
-            &plan, storm, exe, &tools, &profiler, &work, &mut peers,
-        )?);
+    let mut costs = Vec::new();
+    for (index, (storm, exe)) in plan.storms.iter().zip(&exes).enumerate() {
+        let tools = plan.lineup(storm, against_label);
+        let ctx = StormRun {
+            plan: &plan,
+            storm,
+            exe,
+            profilers: &profilers,
+            work: &work,
+        };
+        rows.extend(ctx.rounds(&tools, &mut peers)?);
+        if index < plan.bpf_stats_storms {
+            costs.extend(ctx.bpf_stats_rounds(&tools)?);
+        }
     }
 
+    let scope = if plan.all {
+        "record --all"
+    } else {
+        "record --pid"
+    };
     println!(
-        "\n==> results ({} rounds of {} s; profiler {profile} build)\n",
+        "\n==> results ({} rounds of {} s; profiler {profile} build, {scope})\n",
         plan.rounds, plan.seconds
     );
     print!("{}", summary::markdown(&rows));
@@ -168,102 +120,192 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
     for storm in &plan.storms {
         println!("- {}: {}", storm.name, storm.op);
     }
+    println!(
+        "\n==> goals (≥ {:.2}x of bare, or within {:.2} of a floor below that; ahead of every peer)\n",
+        goals::GOAL,
+        goals::FLOOR_MARGIN
+    );
+    print!("{}", goals::markdown(&rows));
+    if let Some(label) = against_label {
+        println!("\n==> A/B: {label} against the working tree (same rounds)\n");
+        print!("{}", goals::against_markdown(&rows, label));
+    }
+    for cost in &costs {
+        println!(
+            "\n==> bpf_stats: {} under {} (one extra round with stats on; {} ops in {:.2} s)\n",
+            cost.storm,
+            cost.tool,
+            summary::si(cost.ops as f64),
+            cost.window_secs
+        );
+        print!(
+            "{}",
+            stats::markdown(&cost.programs, cost.window_secs, cost.ops)
+        );
+    }
     if plan.memory_check > 0.0 {
         let storm = STORMS[1];
         let exe = storms::build(&[storm], &work.join("bin"))?.remove(0);
-        memory_check(&exe, storm.name, plan.memory_check, &profiler, &work)?;
+        memory_check(&exe, storm.name, plan.memory_check, &profilers, &work)?;
     }
     Ok(())
 }
 
-/// Runs the rounds of one storm; a failing peer is skipped from then on, a failing storm
-/// or profiler is an error (the harness or the profiler is broken).
-fn bench_storm(
-    plan: &Plan,
-    storm: &Storm,
-    exe: &std::path::Path,
-    tools: &[Tool],
-    profiler: &std::path::Path,
-    work: &std::path::Path,
-    peers: &mut Peers,
-) -> Result<Vec<Row>> {
-    let mut by_round: Vec<Vec<Option<Sample>>> = vec![vec![None; tools.len()]; plan.rounds];
-    let mut skipped: Vec<Option<String>> = tools
-        .iter()
-        .map(|t| {
-            t.kind
-                .program()
-                .and_then(|p| peers.get(p).err().map(str::to_owned))
-        })
-        .collect();
-    for (round, slots) in by_round.iter_mut().enumerate() {
-        for step in 0..tools.len() {
-            let index = (step + round) % tools.len();
-            let tool = tools[index];
-            if skipped[index].is_some() {
-                continue;
-            }
-            let program = tool
-                .kind
-                .program()
-                .and_then(|p| peers.get(p).ok())
-                .map(PathBuf::from);
-            let spec = RunSpec {
-                exe,
-                seconds: plan.seconds,
-                tool,
-                profiler,
-                program: program.as_deref(),
-                dir: work.join("runs").join(storm.name).join(slug(tool.label)),
-            };
-            print!(
-                "bench: {} round {}/{} {:<34}",
-                storm.name,
-                round + 1,
-                plan.rounds,
-                tool.label
-            );
-            match run::run(&spec, |_| {}) {
-                Ok(sample) => {
-                    let ops = sample.result.map_or(0.0, |r| r.ops_per_sec());
-                    println!(" {} ops/s", summary::si(ops));
-                    slots[index] = Some(sample);
+/// What one profiler build's programs cost over one storm (its bpf_stats round).
+struct StormCosts {
+    storm: &'static str,
+    tool: &'static str,
+    ops: u64,
+    window_secs: f64,
+    programs: Vec<stats::ProgramCost>,
+}
+
+/// One storm's runs: what they share.
+struct StormRun<'a> {
+    plan: &'a Plan,
+    storm: &'a Storm,
+    exe: &'a std::path::Path,
+    profilers: &'a Profilers,
+    work: &'a std::path::Path,
+}
+
+impl StormRun<'_> {
+    fn spec<'b>(&'b self, tool: Tool, program: Option<&'b std::path::Path>) -> RunSpec<'b> {
+        RunSpec {
+            exe: self.exe,
+            seconds: self.plan.seconds,
+            tool,
+            profilers: self.profilers,
+            program,
+            all: self.plan.all,
+            bpf_stats: false,
+            dir: self
+                .work
+                .join("runs")
+                .join(self.storm.name)
+                .join(slug(tool.label)),
+        }
+    }
+
+    /// Runs the rounds of the storm; a failing peer is skipped from then on, a failing
+    /// storm or profiler is an error (the harness or the profiler is broken).
+    fn rounds(&self, tools: &[(Tool, Role)], peers: &mut Peers) -> Result<Vec<Row>> {
+        let (plan, storm) = (self.plan, self.storm);
+        let mut by_round: Vec<Vec<Option<Sample>>> = vec![vec![None; tools.len()]; plan.rounds];
+        let mut skipped: Vec<Option<String>> = tools
+            .iter()
+            .map(|(t, _)| {
+                t.kind
+                    .program()
+                    .and_then(|p| peers.get(p).err().map(str::to_owned))
+            })
+            .collect();
+        for (round, slots) in by_round.iter_mut().enumerate() {
+            for step in 0..tools.len() {
+                let index = (step + round) % tools.len();
+                let tool = tools[index].0;
+                if skipped[index].is_some() {
+                    continue;
                 }
-                Err(RunError::Tool(err)) if tool.kind.program().is_some() => {
-                    println!(" failed, skipping this peer: {err:#}");
-                    let reason = first_line(&format!("{err:#}"));
-                    if let Some(program) = tool.kind.program() {
-                        peers.disable(program, format!("{} failed here: {reason}", program.name));
+                let program = tool
+                    .kind
+                    .program()
+                    .and_then(|p| peers.get(p).ok())
+                    .map(PathBuf::from);
+                let spec = self.spec(tool, program.as_deref());
+                print!(
+                    "bench: {} round {}/{} {:<34}",
+                    storm.name,
+                    round + 1,
+                    plan.rounds,
+                    tool.label
+                );
+                match run::run(&spec, |_| {}) {
+                    Ok(sample) => {
+                        let ops = sample.result.map_or(0.0, |r| r.ops_per_sec());
+                        println!(" {} ops/s", summary::si(ops));
+                        slots[index] = Some(sample);
                     }
-                    skipped[index] = Some(format!("failed here: {reason}"));
-                }
-                Err(RunError::Tool(err)) => {
-                    println!(" failed");
-                    return Err(err.context(format!("{} on {}", tool.label, storm.name)));
-                }
-                Err(RunError::Storm(err)) => {
-                    println!(" failed");
-                    return Err(err.context(format!("{} under {}", storm.name, tool.label)));
+                    Err(RunError::Tool(err)) if tool.kind.program().is_some() => {
+                        println!(" failed, skipping this peer: {err:#}");
+                        let reason = first_line(&format!("{err:#}"));
+                        if let Some(program) = tool.kind.program() {
+                            peers.disable(
+                                program,
+                                format!("{} failed here: {reason}", program.name),
+                            );
+                        }
+                        skipped[index] = Some(format!("failed here: {reason}"));
+                    }
+                    Err(RunError::Tool(err)) => {
+                        println!(" failed");
+                        return Err(err.context(format!("{} on {}", tool.label, storm.name)));
+                    }
+                    Err(RunError::Storm(err)) => {
+                        println!(" failed");
+                        return Err(err.context(format!("{} under {}", storm.name, tool.label)));
+                    }
                 }
             }
         }
+        let samples: Vec<Vec<Option<Sample>>> = (0..tools.len())
+            .map(|i| by_round.iter().map(|slots| slots[i].clone()).collect())
+            .collect();
+        let of_role = |role: Role| {
+            tools
+                .iter()
+                .position(|(_, r)| *r == role)
+                .map(|i| samples[i].as_slice())
+        };
+        let refs = References {
+            bare: &samples[0],
+            floor: of_role(Role::Floor),
+            against: of_role(Role::Against),
+        };
+        Ok(tools
+            .iter()
+            .zip(&samples)
+            .zip(&skipped)
+            .map(|(((tool, role), samples), skipped)| match skipped {
+                Some(reason) if samples.iter().all(Option::is_none) => {
+                    Row::skipped(storm.name, tool.label, *role, reason.clone())
+                }
+                _ => Row::summarise(storm.name, tool.label, *role, samples, refs),
+            })
+            .collect())
     }
-    let samples: Vec<Vec<Option<Sample>>> = (0..tools.len())
-        .map(|i| by_round.iter().map(|slots| slots[i].clone()).collect())
-        .collect();
-    let bare = &samples[0];
-    Ok(tools
-        .iter()
-        .zip(&samples)
-        .zip(&skipped)
-        .map(|((tool, samples), skipped)| match skipped {
-            Some(reason) if samples.iter().all(Option::is_none) => {
-                Row::skipped(storm.name, tool.label, reason.clone())
-            }
-            _ if std::ptr::eq(samples, bare) => Row::summarise(storm.name, tool.label, bare, bare),
-            _ => Row::summarise(storm.name, tool.label, samples, bare),
-        })
-        .collect())
+
+    /// One more round of each profiler build (the floor included) with bpf_stats on.
+    fn bpf_stats_rounds(&self, tools: &[(Tool, Role)]) -> Result<Vec<StormCosts>> {
+        let mut costs = Vec::new();
+        for (tool, _) in tools.iter().filter(|(t, _)| t.is_profiler()) {
+            let mut spec = self.spec(*tool, None);
+            spec.bpf_stats = true;
+            print!(
+                "bench: {} bpf_stats round {:<34}",
+                self.storm.name, tool.label
+            );
+            let sample = run::run(&spec, |_| {}).map_err(|e| match e {
+                RunError::Storm(e) | RunError::Tool(e) => {
+                    println!(" failed");
+                    e.context(format!(
+                        "bpf_stats round of {} on {}",
+                        tool.label, self.storm.name
+                    ))
+                }
+            })?;
+            let ops = sample.result.map_or(0, |r| r.ops);
+            println!(" {} ops", summary::si(ops as f64));
+            costs.push(StormCosts {
+                storm: self.storm.name,
+                tool: tool.label,
+                ops,
+                window_secs: sample.window_secs,
+                programs: sample.programs.unwrap_or_default(),
+            });
+        }
+        Ok(costs)
+    }
 }
 
 /// A long storm under the profiler: its RSS over time, peak RSS and lost events show
@@ -272,7 +314,7 @@ fn memory_check(
     exe: &std::path::Path,
     name: &str,
     seconds: f64,
-    profiler: &std::path::Path,
+    profilers: &Profilers,
     work: &std::path::Path,
 ) -> Result<()> {
     println!("\n==> bounded memory: {name} for {seconds} s under the profiler");
@@ -280,8 +322,10 @@ fn memory_check(
         exe,
         seconds,
         tool: tools::PROFILER,
-        profiler,
+        profilers,
         program: None,
+        all: false,
+        bpf_stats: false,
         dir: work.join("runs").join("memory-check"),
     };
     let mut rss: Vec<(f64, u64)> = Vec::new();
@@ -348,54 +392,6 @@ fn first_line(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn args() -> BenchArgs {
-        BenchArgs {
-            smoke: false,
-            rounds: 5,
-            seconds: 3.0,
-            storms: Vec::new(),
-            no_peers: false,
-            no_install: false,
-            memory_check: 60.0,
-        }
-    }
-
-    /// Check that --smoke shortens everything and drops peers, installs and the memory
-    /// check, and that the full plan keeps the defaults.
-    #[test]
-    fn smoke_plan() {
-        let full = Plan::from_args(&args()).unwrap();
-        assert_eq!(
-            (full.rounds, full.storms.len(), full.peers, full.release),
-            (5, STORMS.len(), true, true)
-        );
-        let smoke = Plan::from_args(&BenchArgs {
-            smoke: true,
-            ..args()
-        })
-        .unwrap();
-        assert_eq!(smoke.rounds, 1);
-        assert!(!smoke.peers && !smoke.install && !smoke.release);
-        assert_eq!(smoke.memory_check, 0.0);
-    }
-
-    /// Check that storms are selected by name and an unknown name is an error.
-    #[test]
-    fn storm_selection() {
-        let plan = Plan::from_args(&BenchArgs {
-            storms: vec!["socket_storm".into()],
-            ..args()
-        })
-        .unwrap();
-        assert_eq!(plan.storms.len(), 1);
-        assert_eq!(plan.storms[0].name, "socket_storm");
-        assert!(Plan::from_args(&BenchArgs {
-            storms: vec!["nope".into()],
-            ..args()
-        })
-        .is_err());
-    }
 
     /// Check that the RSS marks are the first samples past 1 s and each 10 s.
     #[test]

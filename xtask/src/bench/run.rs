@@ -13,9 +13,10 @@ use anyhow::{bail, Context, Result};
 
 use super::{
     child::Child,
+    stats,
     storms::Workload,
     summary::{Counters, Sample},
-    tools::{Launch, Ready, Tool},
+    tools::{Launch, Profilers, Ready, Tool},
 };
 
 /// Time a tool gets to attach.
@@ -33,8 +34,12 @@ pub struct RunSpec<'a> {
     pub exe: &'a Path,
     pub seconds: f64,
     pub tool: Tool,
-    pub profiler: &'a Path,
+    pub profilers: &'a Profilers,
     pub program: Option<&'a Path>,
+    /// The profiler records every process (`--all`), not the storm's pid.
+    pub all: bool,
+    /// Measure the profiler's programs with bpf_stats (its extra round; stats cost).
+    pub bpf_stats: bool,
     /// Scratch directory of this run (emptied first).
     pub dir: PathBuf,
 }
@@ -61,8 +66,15 @@ pub fn run(spec: &RunSpec, mut during: impl FnMut(&Child)) -> Result<Sample, Run
     let mut workload =
         Workload::start(spec.exe, spec.seconds, &barrier).map_err(RunError::Storm)?;
     let window_secs = spec.seconds + WINDOW_MARGIN_SECS;
+    let bpf_stats = spec.bpf_stats && spec.tool.is_profiler();
+    let _stats_on = bpf_stats
+        .then(stats::enable)
+        .transpose()
+        .map_err(RunError::Tool)?;
     let launch = Launch {
-        profiler: spec.profiler,
+        profilers: spec.profilers,
+        all: spec.all,
+        verbose: bpf_stats,
         program: spec.program,
         pid: workload.pid,
         out_dir: &out_dir,
@@ -77,14 +89,23 @@ pub fn run(spec: &RunSpec, mut during: impl FnMut(&Child)) -> Result<Sample, Run
         }
     };
     let cpu_before = tool.as_ref().and_then(|(t, _)| t.cpu_now());
+    let programs_before = match (&tool, bpf_stats) {
+        (Some((t, _)), true) => Some(stats::snapshot(t.pid()).map_err(RunError::Tool)?),
+        _ => None,
+    };
     let released = Instant::now();
     workload.release().map_err(RunError::Storm)?;
     let result = wait_result(&mut workload, tool.as_ref().map(|(t, _)| t), &mut during)
         .map_err(RunError::Storm)?;
     let window = released.elapsed().as_secs_f64();
+    let programs = match (tool.as_mut(), programs_before) {
+        (Some((t, _)), Some(before)) => Some(program_costs(t, &before).map_err(RunError::Tool)?),
+        _ => None,
+    };
     let mut sample = Sample {
         result: Some(result),
         window_secs: window,
+        programs,
         ..Sample::default()
     };
     if let Some((mut child, started)) = tool.take() {
@@ -109,7 +130,7 @@ pub fn run(spec: &RunSpec, mut during: impl FnMut(&Child)) -> Result<Sample, Run
         sample.tool_cpu_total_secs = Some(exit.cpu.as_secs_f64());
         sample.tool_peak_rss = Some(exit.max_rss_bytes);
         sample.output_bytes = Some(dir_size(&out_dir));
-        if spec.tool.kind == super::tools::Kind::Profiler {
+        if spec.tool.is_profiler() {
             let report = read_profiler_output(&out_dir, started, window_secs, &child)
                 .map_err(RunError::Tool)?;
             sample.counters = Some(report.0);
@@ -120,6 +141,25 @@ pub fn run(spec: &RunSpec, mut during: impl FnMut(&Child)) -> Result<Sample, Run
     // perf.data of a dwarf run can be hundreds of MB: do not keep it.
     let _ = std::fs::remove_file(out_dir.join("perf.data"));
     Ok(sample)
+}
+
+/// What each of the profiler's programs cost since `before` (its counters at the
+/// barrier's release), named from its `-v` probe lines.
+fn program_costs(
+    profiler: &mut Child,
+    before: &std::collections::BTreeMap<u32, stats::Counters>,
+) -> Result<Vec<stats::ProgramCost>> {
+    let after = stats::snapshot(profiler.pid())?;
+    if after.is_empty() {
+        bail!(
+            "the profiler held no BPF program when the storm ended (did it exit early?){}",
+            profiler.log_tail()
+        );
+    }
+    profiler.drain_output();
+    let full = stats::verbose_program_names(profiler.lines().iter().map(String::as_str));
+    let names = stats::full_names(&stats::kernel_names(after.keys().copied()), &full);
+    Ok(stats::costs(before, &after, &names))
 }
 
 /// Waits until the tool is attached; returns when its ready line came (wall clock).

@@ -1,9 +1,10 @@
-//! From the rounds' samples to the table: medians, ratios against the bare runs of the
-//! same rounds, and the markdown rendering. Pure arithmetic, tested without processes.
+//! From the rounds' samples to the table: medians, ratios against the bare runs (and the
+//! floor's, and the other build's) of the same rounds with their spread, and the
+//! markdown rendering. Pure arithmetic, tested without processes.
 
 use std::fmt::Write as _;
 
-use super::storms::StormResult;
+use super::{stats::ProgramCost, storms::StormResult};
 
 /// Event counters from the profiler's report.json.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -29,6 +30,8 @@ pub struct Sample {
     pub flamegraph_secs: Option<f64>,
     /// Bytes the tool wrote into its output directory.
     pub output_bytes: Option<u64>,
+    /// What each of the profiler's BPF programs cost over the storm (bpf_stats rounds only).
+    pub programs: Option<Vec<ProgramCost>>,
 }
 
 impl Sample {
@@ -63,19 +66,72 @@ pub fn median(mut values: Vec<f64>) -> Option<f64> {
     })
 }
 
-/// The median over rounds of `tool / bare`, pairing each round with the bare run of the
-/// same round (A/B alternation: drift of the machine's load hits both alike).
+/// A median with the range it was taken from.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Spread {
+    pub median: f64,
+    pub min: f64,
+    pub max: f64,
+}
+
+impl Spread {
+    /// Of the finite values; None if there are none.
+    pub fn of(values: Vec<f64>) -> Option<Self> {
+        let finite: Vec<f64> = values.into_iter().filter(|v| v.is_finite()).collect();
+        let min = finite.iter().copied().reduce(f64::min)?;
+        let max = finite.iter().copied().reduce(f64::max)?;
+        Some(Self {
+            median: median(finite)?,
+            min,
+            max,
+        })
+    }
+
+    /// `0.84x (0.79–0.88)`, or `0.84x` when there is one value.
+    pub fn ratio_text(&self) -> String {
+        if self.min == self.max {
+            format!("{:.2}x", self.median)
+        } else {
+            format!("{:.2}x ({:.2}–{:.2})", self.median, self.min, self.max)
+        }
+    }
+}
+
+/// The per-round ratios `tool / reference`, pairing each round with the reference run
+/// of the same round (A/B alternation: drift of the machine's load hits both alike),
+/// as a median and its range.
 fn paired_ratio(
     tool: &[Option<Sample>],
-    bare: &[Option<Sample>],
+    reference: &[Option<Sample>],
     metric: fn(&Sample) -> Option<f64>,
-) -> Option<f64> {
+) -> Option<Spread> {
     let ratios = tool
         .iter()
-        .zip(bare)
+        .zip(reference)
         .filter_map(|(t, b)| Some(metric(t.as_ref()?)? / metric(b.as_ref()?)?))
         .collect();
-    median(ratios)
+    Spread::of(ratios)
+}
+
+/// What a tool is in the comparison.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Bare,
+    /// The working tree's profiler.
+    Profiler,
+    /// The `--against` build.
+    Against,
+    /// The profiler's attach points with empty programs.
+    Floor,
+    Peer,
+}
+
+/// The runs each tool's rounds are paired with.
+#[derive(Debug, Clone, Copy)]
+pub struct References<'a> {
+    pub bare: &'a [Option<Sample>],
+    pub floor: Option<&'a [Option<Sample>]>,
+    pub against: Option<&'a [Option<Sample>]>,
 }
 
 fn median_of(samples: &[Option<Sample>], metric: impl Fn(&Sample) -> Option<f64>) -> Option<f64> {
@@ -87,10 +143,15 @@ fn median_of(samples: &[Option<Sample>], metric: impl Fn(&Sample) -> Option<f64>
 pub struct Row {
     pub storm: String,
     pub tool: String,
+    pub role: Role,
     pub rounds: usize,
     pub ops_per_sec: Option<f64>,
-    pub ratio: Option<f64>,
-    pub cpu_ratio: Option<f64>,
+    pub ratio: Option<Spread>,
+    /// Ops/s over the floor's of the same round (not for bare and the floor itself).
+    pub vs_floor: Option<Spread>,
+    /// The working tree's profiler over the `--against` build, round by round.
+    pub vs_against: Option<Spread>,
+    pub cpu_ratio: Option<Spread>,
     pub tool_cpu_percent: Option<f64>,
     pub tool_cpu_total_secs: Option<f64>,
     pub peak_rss_mib: Option<f64>,
@@ -103,13 +164,16 @@ pub struct Row {
 }
 
 impl Row {
-    pub fn skipped(storm: &str, tool: &str, reason: String) -> Self {
+    pub fn skipped(storm: &str, tool: &str, role: Role, reason: String) -> Self {
         Self {
             storm: storm.into(),
             tool: tool.into(),
+            role,
             rounds: 0,
             ops_per_sec: None,
             ratio: None,
+            vs_floor: None,
+            vs_against: None,
             cpu_ratio: None,
             tool_cpu_percent: None,
             tool_cpu_total_secs: None,
@@ -123,13 +187,15 @@ impl Row {
     }
 
     /// Summarises a tool's samples (one per round, None for a failed round) against the
-    /// bare samples of the same rounds.
+    /// reference samples of the same rounds.
     pub fn summarise(
         storm: &str,
         tool: &str,
+        role: Role,
         samples: &[Option<Sample>],
-        bare: &[Option<Sample>],
+        refs: References,
     ) -> Self {
+        let bare = refs.bare;
         let counters = |f: fn(&Counters) -> u64| {
             median_of(samples, |s| s.counters.as_ref().map(|c| f(c) as f64))
                 .map(|v| v.round() as u64)
@@ -146,15 +212,23 @@ impl Row {
             }),
             _ => None,
         };
-        let is_bare = std::ptr::eq(samples, bare);
+        let is_bare = role == Role::Bare;
+        let versus = |reference: Option<&[Option<Sample>]>, applies: bool| {
+            reference
+                .filter(|_| applies)
+                .and_then(|r| paired_ratio(samples, r, Sample::ops_per_sec))
+        };
         Self {
             storm: storm.into(),
             tool: tool.into(),
+            role,
             rounds: samples.iter().flatten().count(),
             ops_per_sec: median_of(samples, Sample::ops_per_sec),
             ratio: (!is_bare)
                 .then(|| paired_ratio(samples, bare, Sample::ops_per_sec))
                 .flatten(),
+            vs_floor: versus(refs.floor, !matches!(role, Role::Bare | Role::Floor)),
+            vs_against: versus(refs.against, role == Role::Profiler),
             cpu_ratio: (!is_bare)
                 .then(|| paired_ratio(samples, bare, Sample::ops_per_cpu_sec))
                 .flatten(),
@@ -183,6 +257,10 @@ fn cell(value: Option<f64>, format: impl Fn(f64) -> String) -> String {
     value.map_or_else(|| "-".into(), format)
 }
 
+fn spread_cell(value: Option<Spread>) -> String {
+    value.map_or_else(|| "-".into(), |s| s.ratio_text())
+}
+
 /// A compact number: 1234567 -> "1.23M", 45678 -> "45.7k".
 pub fn si(value: f64) -> String {
     let abs = value.abs();
@@ -198,14 +276,14 @@ pub fn si(value: f64) -> String {
 /// The table as markdown (also readable as plain text).
 pub fn markdown(rows: &[Row]) -> String {
     let mut out = String::from(
-        "| storm | tool | rounds | ops/s (median) | ratio vs bare | ratio, ops per workload CPU-s | tool CPU in window (% of 1 core) | tool CPU total (s) | tool peak RSS (MiB) | events seen / sampled / lost (per round) | events/s | window end → flamegraph (s) | output (MiB) |\n\
-         | --- | --- | --: | --: | --: | --: | --: | --: | --: | --: | --: | --: | --: |\n",
+        "| storm | tool | rounds | ops/s (median) | ratio vs bare (median, min–max of rounds) | vs floor | ratio, ops per workload CPU-s | tool CPU in window (% of 1 core) | tool CPU total (s) | tool peak RSS (MiB) | events seen / sampled / lost (per round) | events/s | window end → flamegraph (s) | output (MiB) |\n\
+         | --- | --- | --: | --: | --: | --: | --: | --: | --: | --: | --: | --: | --: | --: |\n",
     );
     for row in rows {
         if let Some(reason) = &row.skipped {
             let _ = writeln!(
                 out,
-                "| {} | {} | skipped: {reason} | | | | | | | | | | |",
+                "| {} | {} | skipped: {reason} | | | | | | | | | | | |",
                 row.storm, row.tool
             );
             continue;
@@ -223,13 +301,14 @@ pub fn markdown(rows: &[Row]) -> String {
         );
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             row.storm,
             row.tool,
             row.rounds,
             cell(row.ops_per_sec, si),
-            cell(row.ratio, |r| format!("{r:.2}x")),
-            cell(row.cpu_ratio, |r| format!("{r:.2}x")),
+            spread_cell(row.ratio),
+            spread_cell(row.vs_floor),
+            cell(row.cpu_ratio.map(|r| r.median), |r| format!("{r:.2}x")),
             cell(row.tool_cpu_percent, |p| format!("{p:.1}%")),
             cell(row.tool_cpu_total_secs, |s| format!("{s:.2}")),
             cell(row.peak_rss_mib, |m| format!("{m:.1}")),
@@ -259,6 +338,14 @@ mod tests {
         })
     }
 
+    fn refs(bare: &[Option<Sample>]) -> References<'_> {
+        References {
+            bare,
+            floor: None,
+            against: None,
+        }
+    }
+
     /// Check the median of odd and even counts, and that NaN and empty input give none.
     #[test]
     fn medians() {
@@ -274,14 +361,16 @@ mod tests {
     fn paired_ratios() {
         let bare = vec![sample(100, 1.0), sample(200, 1.0), sample(1000, 1.0)];
         let tool = vec![sample(90, 1.0), sample(100, 0.5), None];
-        let row = Row::summarise("s", "t", &tool, &bare);
+        let row = Row::summarise("s", "t", Role::Peer, &tool, refs(&bare));
         // Round ratios 0.9 and 0.5: median 0.7 (medians of each side would give 95/200).
-        assert!((row.ratio.unwrap() - 0.7).abs() < 1e-9);
+        let ratio = row.ratio.unwrap();
+        assert!((ratio.median - 0.7).abs() < 1e-9);
+        assert!((ratio.min - 0.5).abs() < 1e-9 && (ratio.max - 0.9).abs() < 1e-9);
         // Per CPU-second: 90/100 = 0.9 and 200/200 = 1.0.
-        assert!((row.cpu_ratio.unwrap() - 0.95).abs() < 1e-9);
+        assert!((row.cpu_ratio.unwrap().median - 0.95).abs() < 1e-9);
         assert_eq!(row.rounds, 2);
         assert!((row.tool_cpu_percent.unwrap() - 1.0).abs() < 1e-9);
-        let bare_row = Row::summarise("s", "bare", &bare, &bare);
+        let bare_row = Row::summarise("s", "bare", Role::Bare, &bare, refs(&bare));
         assert_eq!(bare_row.ratio, None);
         assert_eq!(bare_row.ops_per_sec, Some(200.0));
     }
@@ -291,8 +380,13 @@ mod tests {
     fn markdown_rows() {
         let bare = vec![sample(100, 1.0)];
         let rows = [
-            Row::summarise("futex_storm", "bare", &bare, &bare),
-            Row::skipped("futex_storm", "perf", "perf not installed".into()),
+            Row::summarise("futex_storm", "bare", Role::Bare, &bare, refs(&bare)),
+            Row::skipped(
+                "futex_storm",
+                "perf",
+                Role::Peer,
+                "perf not installed".into(),
+            ),
         ];
         let text = markdown(&rows);
         assert!(
@@ -302,5 +396,41 @@ mod tests {
         assert!(text.contains("skipped: perf not installed"), "{text}");
         assert_eq!(si(1_234_567.0), "1.23M");
         assert_eq!(si(45_678.0), "45.7k");
+    }
+
+    /// Check that the spread is the median with the min and max of the finite values,
+    /// printed without a range for a single round.
+    #[test]
+    fn spreads() {
+        let s = Spread::of(vec![0.9, f64::NAN, 0.7, 0.8]).unwrap();
+        assert_eq!((s.median, s.min, s.max), (0.8, 0.7, 0.9));
+        assert_eq!(s.ratio_text(), "0.80x (0.70–0.90)");
+        assert_eq!(Spread::of(vec![0.5]).unwrap().ratio_text(), "0.50x");
+        assert_eq!(Spread::of(vec![f64::INFINITY]), None);
+    }
+
+    /// Check that the profiler is paired with the floor and the other build round by
+    /// round, that the floor gets no "vs floor" of itself, and that a peer gets no A/B.
+    #[test]
+    fn versus_floor_and_against() {
+        let bare = vec![sample(100, 1.0), sample(200, 1.0)];
+        let floor = vec![sample(90, 1.0), sample(180, 1.0)];
+        let against = vec![sample(60, 1.0), sample(160, 1.0)];
+        let profiler = vec![sample(81, 1.0), sample(144, 1.0)];
+        let refs = References {
+            bare: &bare,
+            floor: Some(&floor),
+            against: Some(&against),
+        };
+        let row = Row::summarise("s", "profiler@HEAD", Role::Profiler, &profiler, refs);
+        let vs_floor = row.vs_floor.unwrap();
+        assert!((vs_floor.min - 0.8).abs() < 1e-9 && (vs_floor.max - 0.9).abs() < 1e-9);
+        let ab = row.vs_against.unwrap();
+        assert!((ab.min - 0.9).abs() < 1e-9 && (ab.max - 1.35).abs() < 1e-9);
+        let floor_row = Row::summarise("s", "floor", Role::Floor, &floor, refs);
+        assert_eq!(floor_row.vs_floor, None);
+        assert!((floor_row.ratio.unwrap().median - 0.9).abs() < 1e-9);
+        let peer = Row::summarise("s", "perf", Role::Peer, &against, refs);
+        assert!(peer.vs_floor.is_some() && peer.vs_against.is_none());
     }
 }

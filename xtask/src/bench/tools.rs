@@ -1,6 +1,8 @@
-//! The tools measured on each storm: none (bare), our profiler, and the peer tools that
-//! do the same job (bpftrace, libbpf-tools `offcputime`, perf), with how each is started
-//! on a pid, how the bench knows it is attached, and how it is stopped.
+//! The tools measured on each storm: none (bare), our profiler (and, with `--against`,
+//! another build of it), the floor (the profiler's attach points with empty programs:
+//! the kernel's own price), and the peer tools that do the same job (bpftrace,
+//! libbpf-tools `offcputime`, perf), with how each is started on a pid, how the bench
+//! knows it is attached, and how it is stopped.
 
 use std::{
     path::{Path, PathBuf},
@@ -14,14 +16,40 @@ use super::storms::Stress;
 pub enum Kind {
     /// The storm alone.
     Bare,
-    /// `profiler record --pid PID --duration D --out DIR`.
-    Profiler,
+    /// `profiler record --pid PID --duration D --out DIR` of one build; `empty`: with
+    /// `--empty-programs` (the floor).
+    Profiler { build: Build, empty: bool },
     /// `bpftrace -e SCRIPT PID` (tracepoints only: this kernel has no kprobes).
     Bpftrace(&'static str),
     /// libbpf-tools `offcputime -p PID`.
     Offcputime,
     /// `perf record ARGS -p PID -o DIR/perf.data`.
     Perf(&'static [&'static str]),
+}
+
+/// Which profiler binary a tool runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Build {
+    /// The working tree's build.
+    Head,
+    /// The build of `--against REV`.
+    Against,
+}
+
+/// The profiler binaries of a run.
+#[derive(Debug, Clone)]
+pub struct Profilers {
+    pub head: PathBuf,
+    pub against: Option<PathBuf>,
+}
+
+impl Profilers {
+    fn path(&self, build: Build) -> &Path {
+        match build {
+            Build::Head => &self.head,
+            Build::Against => self.against.as_deref().unwrap_or(&self.head),
+        }
+    }
 }
 
 /// A tool as it appears in the table.
@@ -51,7 +79,18 @@ pub const BARE: Tool = Tool {
 };
 pub const PROFILER: Tool = Tool {
     label: "profiler",
-    kind: Kind::Profiler,
+    kind: Kind::Profiler {
+        build: Build::Head,
+        empty: false,
+    },
+};
+/// The same attach points as `profiler`, every program returning at entry.
+pub const FLOOR: Tool = Tool {
+    label: "floor",
+    kind: Kind::Profiler {
+        build: Build::Head,
+        empty: true,
+    },
 };
 const OFFCPUTIME: Tool = Tool {
     label: "offcputime (libbpf-tools)",
@@ -62,8 +101,8 @@ const PERF_SCHED: Tool = Tool {
     kind: Kind::Perf(&["-e", "sched:sched_switch", "-g"]),
 };
 
-/// The tools run on a storm of this kind, bare first, then the profiler, then peers.
-pub fn for_stress(stress: Stress) -> Vec<Tool> {
+/// The peer tools run on a storm of this kind.
+pub fn peers(stress: Stress) -> Vec<Tool> {
     let peers: &[Tool] = match stress {
         Stress::Futex => &[
             Tool {
@@ -102,9 +141,7 @@ pub fn for_stress(stress: Stress) -> Vec<Tool> {
             PERF_SCHED,
         ],
     };
-    let mut tools = vec![BARE, PROFILER];
-    tools.extend_from_slice(peers);
-    tools
+    peers.to_vec()
 }
 
 /// A peer's executable and the Debian package that installs it.
@@ -118,7 +155,7 @@ impl Kind {
     /// The peer program this tool runs (None for bare and the profiler).
     pub fn program(self) -> Option<Program> {
         match self {
-            Kind::Bare | Kind::Profiler => None,
+            Kind::Bare | Kind::Profiler { .. } => None,
             Kind::Bpftrace(_) => Some(Program {
                 name: "bpftrace",
                 package: "bpftrace",
@@ -159,7 +196,12 @@ impl Ready {
 
 /// How to start a tool on one workload process.
 pub struct Launch<'a> {
-    pub profiler: &'a Path,
+    pub profilers: &'a Profilers,
+    /// The profiler records every process (`--all`) instead of the workload's pid.
+    pub all: bool,
+    /// The profiler says how each probe was attached (`-v`: the bpf_stats round reads
+    /// the programs' full names there).
+    pub verbose: bool,
     /// The peer's executable as found (or installed).
     pub program: Option<&'a Path>,
     pub pid: u32,
@@ -175,12 +217,24 @@ impl Tool {
         let program = launch.program.unwrap_or(Path::new("false"));
         let command = match self.kind {
             Kind::Bare => return None,
-            Kind::Profiler => {
-                let mut c = Command::new(launch.profiler);
-                c.args(["record", "--pid", &pid, "--duration"])
+            Kind::Profiler { build, empty } => {
+                let mut c = Command::new(launch.profilers.path(build));
+                c.arg("record");
+                if launch.all {
+                    c.arg("--all");
+                } else {
+                    c.args(["--pid", &pid]);
+                }
+                c.arg("--duration")
                     .arg(format!("{:.0}ms", launch.window_secs * 1000.0))
                     .arg("--out")
                     .arg(launch.out_dir);
+                if empty {
+                    c.arg("--empty-programs");
+                }
+                if launch.verbose {
+                    c.arg("-v");
+                }
                 c
             }
             Kind::Bpftrace(script) => {
@@ -209,7 +263,7 @@ impl Tool {
     pub fn ready(&self, out_dir: &Path) -> Ready {
         match self.kind {
             Kind::Bare => Ready::Now,
-            Kind::Profiler => Ready::Line("profiler: recording"),
+            Kind::Profiler { .. } => Ready::Line("profiler: recording"),
             Kind::Bpftrace(_) => Ready::Line("Attaching"),
             Kind::Offcputime => Ready::BpfLink,
             Kind::Perf(_) => Ready::File(out_dir.join("perf.data")),
@@ -219,7 +273,12 @@ impl Tool {
     /// Whether the bench stops it with SIGINT when the storm is done (the profiler ends
     /// at the end of its `--duration` window instead).
     pub fn stopped_by_sigint(&self) -> bool {
-        !matches!(self.kind, Kind::Bare | Kind::Profiler)
+        !matches!(self.kind, Kind::Bare | Kind::Profiler { .. })
+    }
+
+    /// Whether this is a build of our profiler (the floor included).
+    pub fn is_profiler(&self) -> bool {
+        matches!(self.kind, Kind::Profiler { .. })
     }
 }
 
@@ -227,9 +286,11 @@ impl Tool {
 mod tests {
     use super::*;
 
-    fn launch(out: &Path) -> Launch<'_> {
+    fn launch<'a>(out: &'a Path, profilers: &'a Profilers) -> Launch<'a> {
         Launch {
-            profiler: Path::new("/p/profiler"),
+            profilers,
+            all: false,
+            verbose: false,
             program: Some(Path::new("/usr/bin/perf")),
             pid: 42,
             out_dir: out,
@@ -243,11 +304,19 @@ mod tests {
             .collect()
     }
 
+    fn profilers() -> Profilers {
+        Profilers {
+            head: "/p/profiler".into(),
+            against: Some("/a/profiler".into()),
+        }
+    }
+
     /// Check that the profiler gets the pid, the window in ms and the output directory.
     #[test]
     fn profiler_command() {
         let out = Path::new("/tmp/o");
-        let cmd = PROFILER.command(&launch(out)).unwrap();
+        let profilers = profilers();
+        let cmd = PROFILER.command(&launch(out, &profilers)).unwrap();
         assert_eq!(cmd.get_program(), "/p/profiler");
         assert_eq!(
             args(&cmd),
@@ -261,7 +330,46 @@ mod tests {
                 "/tmp/o"
             ]
         );
-        assert!(BARE.command(&launch(out)).is_none());
+        assert!(BARE.command(&launch(out, &profilers)).is_none());
+    }
+
+    /// Check that the floor is the same record with --empty-programs, that --all
+    /// replaces the pid and -v is added for the bpf_stats round, and that the other
+    /// build runs its own binary.
+    #[test]
+    fn floor_all_and_against_commands() {
+        let out = Path::new("/tmp/o");
+        let profilers = profilers();
+        let mut l = launch(out, &profilers);
+        l.all = true;
+        l.verbose = true;
+        let cmd = FLOOR.command(&l).unwrap();
+        assert_eq!(cmd.get_program(), "/p/profiler");
+        assert_eq!(
+            args(&cmd),
+            [
+                "record",
+                "--all",
+                "--duration",
+                "3500ms",
+                "--out",
+                "/tmp/o",
+                "--empty-programs",
+                "-v"
+            ]
+        );
+        let against = Tool {
+            label: "profiler@v1",
+            kind: Kind::Profiler {
+                build: Build::Against,
+                empty: false,
+            },
+        };
+        let cmd = against.command(&launch(out, &profilers)).unwrap();
+        assert_eq!(cmd.get_program(), "/a/profiler");
+        assert!(!args(&cmd).contains(&"--empty-programs".to_string()));
+        assert!(FLOOR.is_profiler() && !FLOOR.stopped_by_sigint());
+        assert_eq!(FLOOR.kind.program(), None);
     }
 
     /// Check that perf records the tool's events on the pid into the output directory,
@@ -269,7 +377,8 @@ mod tests {
     #[test]
     fn perf_command() {
         let out = Path::new("/tmp/o");
-        let cmd = PERF_SCHED.command(&launch(out)).unwrap();
+        let profilers = profilers();
+        let cmd = PERF_SCHED.command(&launch(out, &profilers)).unwrap();
         assert_eq!(
             args(&cmd),
             [
@@ -287,14 +396,13 @@ mod tests {
         assert!(PERF_SCHED.stopped_by_sigint() && !PROFILER.stopped_by_sigint());
     }
 
-    /// Check that every storm kind runs bare, the profiler and at least two peers, and
-    /// that bpftrace scripts use tracepoints only (no kprobes on the target kernel).
+    /// Check that every storm kind has at least two peers, and that bpftrace scripts
+    /// use tracepoints only (no kprobes on the target kernel).
     #[test]
     fn every_stress_has_peers() {
         for stress in [Stress::Futex, Stress::Mmap, Stress::Brk, Stress::Socket] {
-            let tools = for_stress(stress);
-            assert_eq!(tools[..2], [BARE, PROFILER]);
-            assert!(tools.len() >= 4, "{stress:?}");
+            let tools = peers(stress);
+            assert!(tools.len() >= 2, "{stress:?}");
             for tool in tools {
                 if let Kind::Bpftrace(script) = tool.kind {
                     assert!(!script.contains("kprobe"), "{}", tool.label);
