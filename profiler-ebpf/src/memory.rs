@@ -1,16 +1,31 @@
-//! Memory-mapping probes: mmap, munmap, mremap, brk, mprotect (enter + exit), exec and
-//! exit. Enter saves the arguments; exit drops failed calls and emits the record, with
-//! a stack when the byte sampler picks it.
+//! Memory-mapping probes: mmap, munmap, mremap, brk, mprotect (exit, and enter where
+//! needed), exec and exit. The exit program drops failed calls and emits the record,
+//! with a stack when the byte sampler picks it.
+//!
+//! The call's arguments are still in the task's saved user registers at the exit
+//! tracepoint (the kernel reads them from there and does not write them back), so on
+//! every kernel where [`regs::current`] finds those registers the exit program reads
+//! them there and userspace attaches no enter program: half the tracepoint hits and no
+//! `PENDING` insert, lookup and delete per call. Only where the registers cannot be
+//! found does the enter program save the arguments for the exit.
 use aya_ebpf::{
     helpers::bpf_get_current_pid_tgid, macros::tracepoint, programs::TracePointContext,
 };
-use profiler_common::{Counter, EventKind, MemEvent};
+use profiler_common::{Counter, EventKind, MemEvent, UserRegs, MAX_STACK_PAGES};
 
 use crate::{
     maps::{PendingCall, BRK_LAST, PENDING},
-    record::{config, count, emit, is_target, sample_weight, scratch},
-    stack,
+    record::{
+        config, count, emit, emit_plain, is_target, reserve_full, sample_weight, scratch,
+        submit_in_place,
+    },
+    regs, stack,
 };
+
+/// Nonzero: the exit programs take the arguments from the saved user registers and
+/// the enter programs are not attached. Written by userspace before loading.
+#[unsafe(no_mangle)]
+static ARGS_FROM_REGS: u32 = 0;
 
 /// Offset of the first syscall argument in a `syscalls:sys_enter_*` record, and of
 /// `ret` in a `syscalls:sys_exit_*` record (stable tracepoint ABI).
@@ -36,7 +51,7 @@ macro_rules! syscall_probe {
             if crate::floor::empty_programs() {
                 return 0;
             }
-            match finish_call(&ctx) {
+            match finish_call(&ctx, $kind) {
                 Ok(r) | Err(r) => r,
             }
         }
@@ -79,27 +94,55 @@ fn save_args(ctx: &TracePointContext, kind: EventKind, nargs: usize) -> Result<u
     Ok(0)
 }
 
+/// The arguments of the current call, and the user registers when they came from
+/// there; `None` when the call is not traced.
 #[inline(always)]
-fn finish_call(ctx: &TracePointContext) -> Result<u32, u32> {
-    let id = bpf_get_current_pid_tgid();
+fn call_args(
+    id: u64,
+    kind: EventKind,
+    cfg: &profiler_common::Config,
+) -> Option<(u32, [u64; 5], Option<UserRegs>)> {
+    // SAFETY: a plain read of frozen read-only data.
+    if unsafe { core::ptr::read_volatile(&ARGS_FROM_REGS) } != 0 {
+        if !is_target((id >> 32) as u32, cfg) {
+            return None;
+        }
+        let Some(r) = regs::current() else {
+            // Should not happen where userspace chose this path; never silently.
+            count(Counter::Lost);
+            return None;
+        };
+        let user = UserRegs {
+            ip: r.rip,
+            sp: r.rsp,
+            bp: r.rbp,
+        };
+        // x86_64 system call arguments: rdi, rsi, rdx, r10, r8.
+        return Some((kind as u32, [r.rdi, r.rsi, r.rdx, r.r10, r.r8], Some(user)));
+    }
     // SAFETY: the value is copied out before the entry is removed.
-    let call = match unsafe { PENDING.get(id) } {
-        Some(call) => *call,
-        None => return Ok(0),
-    };
+    let call = unsafe { PENDING.get(id) }.copied()?;
     let _ = PENDING.remove(id);
+    Some((call.kind, call.args, None))
+}
+
+#[inline(always)]
+fn finish_call(ctx: &TracePointContext, kind: EventKind) -> Result<u32, u32> {
     // SAFETY: reads the tracepoint record at a fixed offset.
     let ret: i64 = unsafe { ctx.read_at::<i64>(SYSCALL_RET) }.map_err(|_| 0u32)?;
+    let id = bpf_get_current_pid_tgid();
+    let cfg = config().ok_or(0u32)?;
+    let Some((call_kind, a, user)) = call_args(id, kind, cfg) else {
+        return Ok(0);
+    };
     if ret < 0 && ret > -4096 {
         return Ok(0); // failed call: nothing changed
     }
-    let cfg = config().ok_or(0u32)?;
-    let a = call.args;
     let mut ev = MemEvent {
         fd: -1,
         ..Default::default()
     };
-    match call.kind {
+    match call_kind {
         k if k == EventKind::Mmap as u32 => {
             ev.addr = ret as u64;
             ev.len = a[1];
@@ -127,9 +170,17 @@ fn finish_call(ctx: &TracePointContext) -> Result<u32, u32> {
         k if k == EventKind::Brk as u32 => {
             let tgid = (id >> 32) as u32;
             let new_brk = ret as u64;
-            // SAFETY: value copied out immediately.
-            let prev = unsafe { BRK_LAST.get(tgid) }.copied().unwrap_or(0);
-            let _ = BRK_LAST.insert(tgid, new_brk, 0);
+            // Updated in place: an LRU insert per brk costs more than the rest of the
+            // program.
+            let prev = match BRK_LAST.get_ptr_mut(tgid) {
+                // SAFETY: the map value of this tgid; a racing brk of another thread
+                // of the process is no worse than with a lookup and an insert.
+                Some(last) => unsafe { core::mem::replace(&mut *last, new_brk) },
+                None => {
+                    let _ = BRK_LAST.insert(tgid, new_brk, 0);
+                    0
+                }
+            };
             ev.addr = new_brk;
             ev.old_addr = a[0];
             ev.old_len = prev;
@@ -148,18 +199,48 @@ fn finish_call(ctx: &TracePointContext) -> Result<u32, u32> {
         _ => return Ok(0),
     }
     count(Counter::Seen);
-    let buf = scratch(call.kind).ok_or(0u32)?;
     let weight = sample_weight(ev.sampled_bytes, cfg.sample_bytes);
-    // SAFETY: `buf` is this CPU's scratch slot and MemEvent fits in the body.
-    unsafe {
-        core::ptr::write_unaligned(core::ptr::addr_of_mut!((*buf).body) as *mut MemEvent, ev);
-        if weight > 0 {
-            count(Counter::Sampled);
-            (*buf).header.weight = weight;
-            stack::capture(buf, cfg.stack_pages);
+    if weight == 0 {
+        emit_plain(call_kind, ev);
+        return Ok(0);
+    }
+    count(Counter::Sampled);
+    match user {
+        // The default (and largest) stack copy, with the registers in hand: read the
+        // stack straight into the ring. A record holds the largest stack whatever
+        // is copied, so a smaller `--stack-pages` keeps the scratch record and its copy.
+        Some(user) if cfg.stack_pages as usize >= MAX_STACK_PAGES => {
+            let mut entry = reserve_full(call_kind).ok_or(0u32)?;
+            let buf = entry.as_mut_ptr();
+            // SAFETY: `buf` is the reserved entry, the size of a `RecordBuf`; the body
+            // fits `BODY_SIZE` bytes.
+            unsafe {
+                core::ptr::write_unaligned(
+                    core::ptr::addr_of_mut!((*buf).body) as *mut MemEvent,
+                    ev,
+                );
+                (*buf).header.weight = weight;
+            }
+            stack::capture_from(buf, user, cfg.stack_pages);
+            submit_in_place(entry);
+        }
+        _ => {
+            let buf = scratch(call_kind).ok_or(0u32)?;
+            // SAFETY: `buf` is this CPU's scratch slot and MemEvent fits in the body.
+            unsafe {
+                core::ptr::write_unaligned(
+                    core::ptr::addr_of_mut!((*buf).body) as *mut MemEvent,
+                    ev,
+                );
+                (*buf).header.weight = weight;
+            }
+            match user {
+                Some(user) => stack::capture_from(buf, user, cfg.stack_pages),
+                None => stack::capture(buf, cfg.stack_pages),
+            }
+            emit(buf);
         }
     }
-    emit(buf);
     Ok(0)
 }
 

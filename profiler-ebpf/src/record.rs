@@ -53,29 +53,83 @@ pub fn sample_weight(len: u64, rate: u64) -> u64 {
     }
 }
 
+/// A header for a record of `kind` by the current task, without stack.
+#[inline(always)]
+fn header(kind: u32) -> EventHeader {
+    let id = bpf_get_current_pid_tgid();
+    EventHeader {
+        kind,
+        tgid: (id >> 32) as u32,
+        tid: id as u32,
+        stack_len: 0,
+        // SAFETY: helper without arguments.
+        ktime_ns: unsafe { bpf_ktime_get_ns() },
+        stack_base: 0,
+        regs: Default::default(),
+        weight: 0,
+        ret_slots: [0; RET_SLOTS_MAX],
+        ret_addrs: [0; RET_SLOTS_MAX],
+    }
+}
+
 /// The per-CPU scratch record, header filled with the current task's ids.
 #[inline(always)]
 pub fn scratch(kind: u32) -> Option<*mut RecordBuf> {
     // SAFETY: helper without arguments.
     let cpu = unsafe { bpf_get_smp_processor_id() };
     let buf = SCRATCH.get_ptr_mut(cpu)?;
-    let id = bpf_get_current_pid_tgid();
     // SAFETY: `buf` points into the map value for this CPU.
-    unsafe {
-        (*buf).header = EventHeader {
-            kind,
-            tgid: (id >> 32) as u32,
-            tid: id as u32,
-            stack_len: 0,
-            ktime_ns: bpf_ktime_get_ns(),
-            stack_base: 0,
-            regs: Default::default(),
-            weight: 0,
-            ret_slots: [0; RET_SLOTS_MAX],
-            ret_addrs: [0; RET_SLOTS_MAX],
-        };
-    }
+    unsafe { (*buf).header = header(kind) };
     Some(buf)
+}
+
+/// A record without stack bytes, as it is reserved in the ring.
+#[repr(C)]
+struct PlainRecord {
+    header: EventHeader,
+    body: [u8; BODY_SIZE],
+}
+
+/// Send a record of `kind` with `body` and no stack, written straight into the ring
+/// (no scratch record, no copy); count it as lost if the ring is full.
+#[inline(always)]
+pub fn emit_plain<T>(kind: u32, body: T) {
+    let Some(mut entry) = EVENTS.reserve::<PlainRecord>(0) else {
+        count(Counter::Lost);
+        return;
+    };
+    let rec = entry.as_mut_ptr();
+    // SAFETY: `rec` is the reserved entry, large enough for the header and a body of
+    // `BODY_SIZE` bytes, which every body type fits (checked in profiler-common).
+    unsafe {
+        core::ptr::addr_of_mut!((*rec).header).write(header(kind));
+        let body_ptr = core::ptr::addr_of_mut!((*rec).body);
+        body_ptr.write([0; BODY_SIZE]);
+        core::ptr::write_unaligned(body_ptr as *mut T, body);
+    }
+    entry.submit(wakeup_flags());
+}
+
+/// Reserve a record of `kind` with room for the largest stack, to be filled in place
+/// (body, stack) and sent with [`submit_in_place`]. `None` (counted as lost) when the
+/// ring is full. A sampled stack is then read from user memory straight into the
+/// ring, not into the scratch record and copied again.
+#[inline(always)]
+pub fn reserve_full(kind: u32) -> Option<aya_ebpf::maps::ring_buf::RingBufEntry<RecordBuf>> {
+    let Some(mut entry) = EVENTS.reserve::<RecordBuf>(0) else {
+        count(Counter::Lost);
+        return None;
+    };
+    let rec = entry.as_mut_ptr();
+    // SAFETY: `rec` is the reserved entry, the size of a `RecordBuf`.
+    unsafe { core::ptr::addr_of_mut!((*rec).header).write(header(kind)) };
+    Some(entry)
+}
+
+/// Send a record reserved with [`reserve_full`].
+#[inline(always)]
+pub fn submit_in_place(entry: aya_ebpf::maps::ring_buf::RingBufEntry<RecordBuf>) {
+    entry.submit(wakeup_flags());
 }
 
 /// The reader is woken only once this fraction (1/N) of the ring holds unread data.

@@ -57,6 +57,12 @@ fn verbose_record_names_attach_types() {
             "missing {line:?}"
         );
     }
+    // With the registers found, the mapping syscalls' exits read their arguments there:
+    // no enter program is attached for them.
+    assert!(
+        !verbose.contains("profiler: probe sys_enter_mmap:"),
+        "{verbose}"
+    );
     // The fork follower says where it reads the child's pid (the layout moved).
     assert!(
         verbose.contains("sched:sched_process_fork (child_pid at +"),

@@ -87,6 +87,12 @@ impl RegsSource {
         }
     }
 
+    /// Whether the programs find the registers at all. Then a syscall's exit program
+    /// reads the call's arguments from them, and its enter program is not attached.
+    pub fn found(&self) -> bool {
+        !matches!(self, Self::Unavailable(_))
+    }
+
     /// The values of the eBPF globals `REGS_HELPER`, `TASK_STACK_OFFSET` and
     /// `KERNEL_THREAD_SIZE` (see `profiler-ebpf/src/regs.rs`).
     pub fn globals(&self) -> (u32, u32, u32) {
@@ -111,6 +117,7 @@ mod tests {
     fn helpers_win() {
         assert_eq!(RegsSource::choose(true, None), RegsSource::Helper);
         assert_eq!(RegsSource::Helper.globals(), (1, 0, 16384));
+        assert!(RegsSource::Helper.found());
     }
 
     /// Check that without the helpers the stack offset comes from BTF, and KASAN
@@ -127,6 +134,7 @@ mod tests {
             }
         );
         assert_eq!(source.globals(), (0, 24, 16384));
+        assert!(source.found());
         let kasan = task_struct_blob(true);
         assert_eq!(
             RegsSource::choose(false, Some(&kasan)).globals(),
@@ -144,6 +152,7 @@ mod tests {
         ] {
             assert!(matches!(source, RegsSource::Unavailable(_)), "{source:?}");
             assert_eq!(source.globals().1, 0);
+            assert!(!source.found());
             assert!(source.describe().contains("unavailable"));
         }
     }

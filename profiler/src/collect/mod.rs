@@ -76,7 +76,9 @@ pub struct CollectorConfig {
     pub empty_programs: bool,
 }
 
-/// The memory probes: (tracepoint category, tracepoint name) = program name.
+/// The memory probes: (tracepoint category, tracepoint name) = program name. The
+/// `sys_enter_*` ones are attached only where the exit programs cannot read the call's
+/// arguments from the user registers (see `profiler-ebpf/src/memory.rs`).
 const MEMORY_TRACEPOINTS: &[(&str, &str)] = &[
     ("syscalls", "sys_enter_mmap"),
     ("syscalls", "sys_exit_mmap"),
@@ -184,6 +186,7 @@ impl Collector {
             .override_global("REGS_HELPER", &regs_helper, true)
             .override_global("TASK_STACK_OFFSET", &stack_offset, true)
             .override_global("KERNEL_THREAD_SIZE", &thread_size, true)
+            .override_global("ARGS_FROM_REGS", &u32::from(regs.found()), true)
             .override_global("FORK_CHILD_PID_OFFSET", &fork_child_pid.unwrap_or(0), true)
             .override_global("EMPTY_PROGRAMS", &u32::from(cfg.empty_programs), true)
             .load(aya::include_bytes_aligned!(concat!(
@@ -347,9 +350,14 @@ impl Collector {
         Ok(())
     }
 
-    /// Load and attach every memory probe.
+    /// Load and attach every memory probe: the syscalls' exit programs, and their enter
+    /// programs only where the registers cannot give the exit the call's arguments.
     pub fn attach_memory_probes(&mut self) -> Result<(), CollectError> {
+        let args_from_regs = self.regs.found();
         for &probe in MEMORY_TRACEPOINTS {
+            if args_from_regs && probe.1.starts_with("sys_enter_") {
+                continue;
+            }
             self.attach(probe)?;
         }
         Ok(())
