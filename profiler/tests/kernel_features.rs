@@ -14,11 +14,7 @@ use common::*;
 fn verbose_record_names_attach_types() {
     require_root();
     let dir = scratch_dir("verbose_attach");
-    let mut sleeper = Command::new("sleep")
-        .arg("30")
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut sleeper = sleeper();
     let pid = sleeper.id().to_string();
     let run = |extra: &[&str]| {
         let out = Command::new(env!("CARGO_BIN_EXE_profiler"))
@@ -102,11 +98,7 @@ fn verified_instructions(pid: u32) -> Vec<Option<u64>> {
 fn empty_programs_are_empty() {
     require_root();
     let dir = scratch_dir("empty_programs");
-    let mut sleeper = Command::new("sleep")
-        .arg("30")
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut sleeper = sleeper();
     let pid = sleeper.id().to_string();
     let programs = |extra: &[&str], out: &str| {
         let mut args = vec!["--pid", &pid, "--duration", "2s"];
@@ -141,4 +133,13 @@ fn empty_programs_are_empty() {
         largest > 100,
         "plain programs look empty: largest {largest}"
     );
+}
+
+/// A quiet target: `sleep 30`, killed by the test when done.
+fn sleeper() -> std::process::Child {
+    Command::new("sleep")
+        .arg("30")
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap()
 }
