@@ -314,6 +314,16 @@ pub struct CountedBytes {
     pub last_ns: u64,
 }
 
+impl From<profiler_common::SockCounted> for CountedBytes {
+    fn from(c: profiler_common::SockCounted) -> Self {
+        CountedBytes {
+            read: c.read,
+            written: c.written,
+            last_ns: c.last_ns,
+        }
+    }
+}
+
 /// One socket record of a target: the connection's fd (the new one for an accept).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SockRecord {

@@ -214,11 +214,7 @@ fn decode_sock(
         ),
         sock_op::CLOSE => {
             let c = profiler_common::SockCounted::from_addr(&ev.addr);
-            let counted = (c != Default::default()).then_some(crate::events::CountedBytes {
-                read: c.read,
-                written: c.written,
-                last_ns: c.last_ns,
-            });
+            let counted = (c != Default::default()).then(|| c.into());
             (ev.fd, SockOp::Close { counted })
         }
         other => return Err(DecodeError::UnknownSockOp(other)),

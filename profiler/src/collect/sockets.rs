@@ -95,17 +95,7 @@ impl Collector {
         counted
             .iter()
             .filter_map(Result::ok)
-            .map(|(key, c)| {
-                (
-                    key.tgid,
-                    key.fd as i32,
-                    CountedBytes {
-                        read: c.read,
-                        written: c.written,
-                        last_ns: c.last_ns,
-                    },
-                )
-            })
+            .map(|(key, c)| (key.tgid, key.fd as i32, c.into()))
             .collect()
     }
 
