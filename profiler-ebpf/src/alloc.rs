@@ -298,8 +298,7 @@ pub fn rss_stat(ctx: TracePointContext) -> u32 {
 
 #[inline(always)]
 fn try_rss_stat(ctx: &TracePointContext) -> Result<u32, u32> {
-    // SAFETY: fixed offsets of the tracepoint record.
-    let curr: u32 = unsafe { ctx.read_at(RSS_CURR) }.map_err(|_| 0u32)?;
+    let curr: u32 = crate::tp::field(ctx, RSS_CURR);
     if curr == 0 {
         return Ok(0); // another task's mm (reclaim, exit): cannot name its process here
     }
@@ -308,9 +307,8 @@ fn try_rss_stat(ctx: &TracePointContext) -> Result<u32, u32> {
     if !is_target(tgid, cfg) {
         return Ok(0);
     }
-    // SAFETY: fixed offsets of the tracepoint record.
-    let member: i32 = unsafe { ctx.read_at(RSS_MEMBER) }.map_err(|_| 0u32)?;
-    let size: i64 = unsafe { ctx.read_at(RSS_SIZE) }.map_err(|_| 0u32)?;
+    let member: i32 = crate::tp::field(ctx, RSS_MEMBER);
+    let size: i64 = crate::tp::field(ctx, RSS_SIZE);
     let m = member as usize;
     if m >= 4 {
         return Ok(0);

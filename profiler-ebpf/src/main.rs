@@ -20,6 +20,7 @@ mod sleeps;
 mod sockets;
 mod stack;
 mod targets;
+mod tp;
 mod waits;
 
 #[cfg(not(test))]

@@ -30,7 +30,6 @@ static ARGS_FROM_REGS: u32 = 0;
 /// Offset of the first syscall argument in a `syscalls:sys_enter_*` record, and of
 /// `ret` in a `syscalls:sys_exit_*` record (stable tracepoint ABI).
 const SYSCALL_ARG0: usize = 16;
-const SYSCALL_RET: usize = 16;
 
 const PROT_WRITE: u64 = 0x2;
 
@@ -128,8 +127,7 @@ fn call_args(
 
 #[inline(always)]
 fn finish_call(ctx: &TracePointContext, kind: EventKind) -> Result<u32, u32> {
-    // SAFETY: reads the tracepoint record at a fixed offset.
-    let ret: i64 = unsafe { ctx.read_at::<i64>(SYSCALL_RET) }.map_err(|_| 0u32)?;
+    let ret = crate::tp::syscall_ret(ctx);
     let id = bpf_get_current_pid_tgid();
     let cfg = config().ok_or(0u32)?;
     let Some((call_kind, a, user)) = call_args(id, kind, cfg) else {

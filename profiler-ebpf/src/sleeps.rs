@@ -18,8 +18,6 @@ use crate::{
     stack, waits,
 };
 
-const SYSCALL_NR: usize = 8;
-
 #[tracepoint]
 pub fn sys_enter_nanosleep(ctx: TracePointContext) -> u32 {
     if crate::floor::empty_programs() {
@@ -69,8 +67,7 @@ fn sleep_enter(ctx: &TracePointContext) -> Result<u32, u32> {
     if !is_target((id >> 32) as u32, cfg) {
         return Ok(0);
     }
-    // SAFETY: reads the tracepoint record at a fixed offset.
-    let syscall_nr = unsafe { ctx.read_at::<i32>(SYSCALL_NR) }.map_err(|_| 0u32)? as u32;
+    let syscall_nr = crate::tp::syscall_nr(ctx);
     let mut start = WaitStart {
         syscall_nr,
         fd: -1,

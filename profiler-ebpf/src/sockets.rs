@@ -24,8 +24,6 @@ use crate::{
     record::{config, count, emit, is_target, scratch},
 };
 
-const SYSCALL_ARG0: usize = 16;
-const SYSCALL_RET: usize = 16;
 /// `-EINPROGRESS`: a non-blocking connect under way (how event loops connect).
 const EINPROGRESS: i64 = -115;
 /// `BPF_NOEXIST`: an fd already watched keeps its capture length.
@@ -151,8 +149,7 @@ pub fn sock_enter_close(ctx: TracePointContext) -> u32 {
 
 #[inline(always)]
 fn arg(ctx: &TracePointContext, i: usize) -> Result<u64, u32> {
-    // SAFETY: reads the tracepoint record at a fixed offset.
-    unsafe { ctx.read_at::<u64>(SYSCALL_ARG0 + 8 * i) }.map_err(|_| 0u32)
+    Ok(crate::tp::syscall_arg(ctx, i))
 }
 
 /// The current task's tgid when it is a target.
@@ -277,8 +274,7 @@ fn sock_exit(ctx: &TracePointContext) -> Result<u32, u32> {
     if pending.op == 0 {
         return Ok(0);
     }
-    // SAFETY: reads the tracepoint record at a fixed offset.
-    let ret = unsafe { ctx.read_at::<i64>(SYSCALL_RET) }.map_err(|_| 0u32)?;
+    let ret = crate::tp::syscall_ret(ctx);
     let tgid = (id >> 32) as u32;
     let mut ev = SockEvent {
         fd: pending.fd,

@@ -14,12 +14,8 @@ use profiler_common::{futex_op, nr, Counter, EventKind, FutexKey, WaitEvent, Wai
 use crate::{
     maps::{FUTEX_WAITS, FUTEX_WAKES, WAITING},
     record::{config, count, emit, is_target, scratch},
-    stack,
+    stack, tp,
 };
-
-const SYSCALL_NR: usize = 8;
-const SYSCALL_ARG0: usize = 16;
-const SYSCALL_RET: usize = 16;
 
 macro_rules! wait_probe {
     ($enter:ident, $exit:ident) => {
@@ -63,12 +59,6 @@ wait_probe!(sys_enter_epoll_pwait, sys_exit_epoll_pwait);
 wait_probe!(sys_enter_epoll_pwait2, sys_exit_epoll_pwait2);
 
 #[inline(always)]
-fn arg(ctx: &TracePointContext, i: usize) -> Result<u64, u32> {
-    // SAFETY: reads the tracepoint record at a fixed offset.
-    unsafe { ctx.read_at::<u64>(SYSCALL_ARG0 + 8 * i) }.map_err(|_| 0u32)
-}
-
-#[inline(always)]
 fn bump(map: &aya_ebpf::maps::LruHashMap<FutexKey, u64>, key: &FutexKey) {
     // SAFETY: the pointer is to this key's value in the map.
     match map.get_ptr_mut(key) {
@@ -87,9 +77,8 @@ fn wait_enter(ctx: &TracePointContext) -> Result<u32, u32> {
     if !is_target(tgid, cfg) {
         return Ok(0);
     }
-    // SAFETY: reads the tracepoint record at a fixed offset.
-    let syscall_nr = unsafe { ctx.read_at::<i32>(SYSCALL_NR) }.map_err(|_| 0u32)? as u32;
-    let a0 = arg(ctx, 0)?;
+    let syscall_nr = tp::syscall_nr(ctx);
+    let a0 = tp::syscall_arg(ctx, 0);
     let mut start = WaitStart {
         syscall_nr,
         fd: -1,
@@ -97,7 +86,7 @@ fn wait_enter(ctx: &TracePointContext) -> Result<u32, u32> {
     };
     match syscall_nr {
         nr::FUTEX => {
-            let op = arg(ctx, 1)? as u32 & futex_op::FUTEX_CMD_MASK;
+            let op = tp::syscall_arg(ctx, 1) as u32 & futex_op::FUTEX_CMD_MASK;
             let key = FutexKey {
                 tgid,
                 _pad: 0,
@@ -168,8 +157,7 @@ pub(crate) fn wait_exit(ctx: &TracePointContext) -> Result<u32, u32> {
         count(Counter::ShortWaits);
         return Ok(0);
     }
-    // SAFETY: reads the tracepoint record at a fixed offset.
-    let ret = unsafe { ctx.read_at::<i64>(SYSCALL_RET) }.unwrap_or(0);
+    let ret = tp::syscall_ret(ctx);
     let kind = if start.syscall_nr == nr::FUTEX || start.syscall_nr == nr::FUTEX_WAITV {
         EventKind::FutexWait
     } else {
