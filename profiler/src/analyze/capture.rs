@@ -170,6 +170,8 @@ impl CaptureState {
                         let levels = t.allocs.growth_with_age(t.followed_ns, *end_ns);
                         let secs = end_ns.saturating_sub(t.followed_ns) as f64 / 1e9;
                         t.series.push(secs, &levels);
+                        let committed = memory::report::committed_anon(t);
+                        t.series.push_committed(secs, committed);
                     }
                 }
             }

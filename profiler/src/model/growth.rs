@@ -108,6 +108,9 @@ pub enum Basis {
     },
     /// The daemon: the trend of the stack named (steady, stopped or periodic).
     Trend(Trend),
+    /// The daemon: the net grew since the first follow, but the exact committed heap and
+    /// anonymous mappings stayed level over the intervals (this trend of theirs).
+    CommittedLevel(Trend),
     /// A claim of `claim` bytes (of `live` live) that `by` contradicts.
     Contradicted {
         claim: f64,

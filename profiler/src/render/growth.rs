@@ -89,6 +89,12 @@ pub fn confidence_line(a: &Assessment) -> String {
             trend_text(t),
             evidence_text(a)
         ),
+        Basis::CommittedLevel(t) => format!(
+            "the net grew since the process was first followed, but the committed heap and \
+             anonymous mappings stayed level: {}; {}",
+            trend_text(t),
+            evidence_text(a)
+        ),
         Basis::Contradicted { claim, live, by } => {
             let why = match by {
                 Contradiction::Net => "frees of older blocks balance them".to_string(),
@@ -172,6 +178,28 @@ mod tests {
             "97.7 % bound: net growth below +22.1 MiB (net +4.1 MiB ± 18.0 MiB (2σ)); \
              allocator heap +0 B · direct mappings +0 B · resident +28.0 KiB; live blocks all \
              younger than 1.4 s (turnover)"
+        );
+    }
+
+    /// Check the line of growth that stopped by the committed mappings' level.
+    #[test]
+    fn committed_level_line() {
+        let line = confidence_line(&assessment(Basis::CommittedLevel(
+            crate::analyze::memory::trend::Trend {
+                shape: crate::model::growth::Shape::Flat,
+                slope: 0.0,
+                slope_se: 0.0,
+                confidence: 0.5,
+                points: 8,
+                span_secs: 21.0,
+            },
+        )));
+        assert_eq!(
+            line,
+            "the net grew since the process was first followed, but the committed heap and \
+             anonymous mappings stayed level: +0 B/min ± 0 B/min (1σ) over 8 intervals, 21 s; \
+             P(growth) 50.0 %; net +4.1 MiB ± 18.0 MiB (2σ) · allocator heap +0 B · direct \
+             mappings +0 B · resident +28.0 KiB"
         );
     }
 

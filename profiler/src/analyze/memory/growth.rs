@@ -99,6 +99,9 @@ pub struct GrowthEvidence {
     pub committed_growth: f64,
     /// Resident bytes since the process was first followed, exact.
     pub resident_delta: Option<i64>,
+    /// The daemon: the committed heap and anonymous mappings (exact, every mapping
+    /// counted) at the end of each interval, fitted.
+    pub committed_trend: Option<Trend>,
     /// Seconds observed (since the process was first followed).
     pub span_secs: f64,
     /// A daemon: trends decide, levels do not.
@@ -133,13 +136,27 @@ impl GrowthEvidence {
         // ordinary churn of older blocks (musl Node 22: a 100 MiB leak, net +98.6 MiB as
         // 1.4 MiB of older Buffers were collected). Only a net below half the claim
         // says the new blocks replace old ones.
+        //
+        // The net is an estimate, the mappings and resident memory are exact: when both
+        // grew by at least the claim, the net cannot veto it (a slow leak beside a
+        // churn of ~9 MiB/s: net -5.5 MiB ± 3.8 MiB (2σ) in one run, +4.2 MiB in the
+        // next, while heap +512 KiB and resident +652 KiB showed the 0.45 MiB leaked).
         if self
             .net
             .is_some_and(|n| n.bytes + Z * n.sigma < NET_SHARE_OF_CLAIM * low)
+            && !self.exact_growth_shows(low)
         {
             return Some(Contradiction::Net);
         }
         (low > self.physical_bound()).then_some(Contradiction::Mappings)
+    }
+
+    /// Whether the mappings and resident memory, both exact, each grew by `bytes`.
+    fn exact_growth_shows(&self, bytes: f64) -> bool {
+        let mapped =
+            (self.heap_growth.max(0.0) + self.direct_growth.max(0.0)).max(self.committed_growth);
+        let resident = self.resident_delta.unwrap_or(0).max(0) as f64;
+        bytes > 0.0 && mapped >= bytes && resident >= bytes
     }
 
     fn assessment(&self, growth: Growth, basis: Basis) -> Assessment {
@@ -190,7 +207,9 @@ pub fn normal_cdf(z: f64) -> f64 {
 /// Decide.
 pub fn assess(e: &GrowthEvidence) -> Assessment {
     let decided = if e.daemon {
-        assess_trends(e).or_else(|| net_growing(e))
+        assess_trends(e)
+            .or_else(|| committed_level(e))
+            .or_else(|| net_growing(e))
     } else {
         assess_window(e).or_else(|| net_growing(e))
     };
@@ -207,6 +226,36 @@ fn net_growing(e: &GrowthEvidence) -> Option<Assessment> {
         return None;
     }
     Some(e.assessment(Growth::Pending { bytes: n.bytes }, Basis::NetOnly))
+}
+
+/// The daemon: the net grew since the first follow and no stack's trend says how, but
+/// the exact committed heap and anonymous mappings stayed level over the intervals: the
+/// growth stopped (a cache that filled up). The sampled levels of a full cache wander
+/// by their sampling error from one interval to the next (±3 MiB on 40 MiB at one
+/// sample per 256 KiB) and can look like a slow rise for a few intervals; the mappings,
+/// counted exactly, do not. While they still grow, or have too few intervals, the net
+/// alone decides ([`net_growing`]).
+fn committed_level(e: &GrowthEvidence) -> Option<Assessment> {
+    let t = e.committed_trend?;
+    let level = match t.shape {
+        Shape::Stopped { .. } | Shape::Shrinking => true,
+        // Not a rise the fit is sure of, and less than a verdict's worth over the span.
+        Shape::Flat => t.slope * t.span_secs < MIN_GROWTH_BYTES,
+        _ => false,
+    };
+    if !level || e.stacks.is_empty() {
+        return None;
+    }
+    let Growth::Pending { bytes } = net_growing(e)?.growth else {
+        return None;
+    };
+    Some(e.assessment(
+        Growth::Stopped {
+            stack: 0,
+            grew: bytes,
+        },
+        Basis::CommittedLevel(t),
+    ))
 }
 
 /// One window: stacks whose live bytes persist (by age), if the evidence agrees.

@@ -214,6 +214,43 @@ fn daemon_slow_leak_beside_churn() {
     assert!(matches!(a.basis, Basis::Trend(t) if t.shape == Shape::Steady));
 }
 
+/// Check the slow leak of a CI run whose net estimate fell to -5.5 MiB ± 3.8 MiB
+/// (2σ) while the allocator heap grew +512 KiB and resident memory +652 KiB: the exact
+/// numbers show the 0.45 MiB the steady stack holds, so the net does not veto the LEAK.
+/// Its twin, with the heap and resident memory level, stays contradicted by the net.
+#[test]
+fn daemon_slow_leak_net_veto_yields_to_exact_numbers() {
+    let leak = series(
+        &[0.03, 0.09, 0.12, 0.19, 0.25, 0.28, 0.34, 0.38, 0.44, 0.45],
+        0.05,
+    );
+    let evidence = |heap: f64, resident: i64| GrowthEvidence {
+        stacks: vec![StackEvidence {
+            trend: Some(leak),
+            ..stack("remember_session", 0.45 * MIB, 29.0, 0.5)
+        }],
+        net: net(-5.5 * MIB, 1.9 * MIB, 260.0 * MIB),
+        heap_growth: heap,
+        resident_delta: Some(resident),
+        span_secs: 30.0,
+        daemon: true,
+        ..Default::default()
+    };
+    let a = assess(&evidence(512.0 * 1024.0, 652 << 10));
+    assert!(matches!(a.growth, Growth::Leak { .. }), "{a:?}");
+    let a = assess(&evidence(0.0, 0));
+    assert!(
+        matches!(
+            a.basis,
+            Basis::Contradicted {
+                by: Contradiction::Net,
+                ..
+            }
+        ),
+        "{a:?}"
+    );
+}
+
 /// Check the daemon's other shapes: stopped, periodic, pending, flat.
 #[test]
 fn daemon_shapes() {
@@ -252,6 +289,50 @@ fn daemon_shapes() {
     assert_eq!(assess(&with(short, 0.0)).growth, Growth::Balanced);
     let flat = series(&[40.0, 41.5, 39.0, 40.5, 42.0, 38.5, 40.0], 1.6);
     assert_eq!(assess(&with(flat, 0.0)).growth, Growth::Balanced);
+}
+
+/// Check the warming cache of a CI run: the sampled level of its full cache wandered
+/// (35.0 → 47.8 → 43.5 MiB at ±3.3 MiB) while the committed heap stayed at 43.2 MiB for
+/// six intervals. The net grew since the follow, so the daemon used to say "GROWING
+/// (not judged yet)" on the 8th interval; the level mappings say the growth stopped. A
+/// heap that still grows keeps the net's GROWING, and so does a committed series too
+/// short to judge.
+#[test]
+fn daemon_cache_full_by_committed_level() {
+    let live = series(&[19.2, 36.0, 38.8, 40.2, 35.0, 41.5, 47.8, 43.5], 3.3);
+    assert!(!matches!(live.shape, Shape::Stopped { .. } | Shape::Steady));
+    let evidence = |committed: Trend| GrowthEvidence {
+        stacks: vec![StackEvidence {
+            trend: Some(live),
+            ..stack("cache_put", 43.5 * MIB, 170.0, 0.0)
+        }],
+        net: net(46.3 * MIB, 6.1 * MIB, 150.0 * MIB),
+        heap_growth: 43.2 * MIB,
+        resident_delta: Some(39 << 20),
+        span_secs: 24.0,
+        daemon: true,
+        committed_trend: Some(committed),
+        ..Default::default()
+    };
+    let level = series(&[20.0, 39.4, 43.2, 43.2, 43.2, 43.2, 43.2, 43.2], 0.0);
+    let a = assess(&evidence(level));
+    assert_eq!(
+        a.growth,
+        Growth::Stopped {
+            stack: 0,
+            grew: 46.3 * MIB
+        }
+    );
+    assert!(matches!(a.basis, Basis::CommittedLevel(t) if t == level));
+    let full_from_the_start = series(&[43.2; 8], 0.0);
+    assert!(matches!(
+        assess(&evidence(full_from_the_start)).growth,
+        Growth::Stopped { .. }
+    ));
+    let growing = series(&[20.0, 25.0, 30.1, 35.0, 40.2, 45.0, 50.0, 55.1], 0.0);
+    assert!(matches!(assess(&evidence(growing)).basis, Basis::NetOnly));
+    let short = series(&[20.0, 39.4, 43.2], 0.0);
+    assert!(matches!(assess(&evidence(short)).basis, Basis::NetOnly));
 }
 
 /// Check the normal CDF at known points.

@@ -13,8 +13,8 @@ use crate::{
     events::StackId,
     ledger::RegionKind,
     model::{
-        AllocGrowth, AllocationView, Counters, MemoryReport, ProcessMemory, ResidentView,
-        StackGrowth,
+        growth::Point, AllocGrowth, AllocationView, Counters, MemoryReport, ProcessMemory,
+        ResidentView, StackGrowth,
     },
     stacks::{locations, StackTable},
 };
@@ -63,6 +63,16 @@ pub fn report<'a>(
 /// Committed bytes by region kind, keyed by the kind's label (the report's order).
 pub fn labelled(m: &BTreeMap<RegionKind, u64>) -> BTreeMap<String, u64> {
     m.iter().map(|(k, v)| (k.label().to_string(), *v)).collect()
+}
+
+/// The committed heap and anonymous mappings now, exact: the level the daemon's
+/// committed trend follows.
+pub fn committed_anon(t: &Target) -> f64 {
+    let now = t.ledger.committed_by_kind();
+    [RegionKind::Heap, RegionKind::Anon]
+        .iter()
+        .map(|kind| now.get(kind).copied().unwrap_or(0) as f64)
+        .sum()
 }
 
 /// Exact net growth of the heap and anonymous mappings since the window began, from
@@ -122,6 +132,13 @@ pub fn process(window: &MemoryWindow, t: &Target, stacks: &StackTable) -> Proces
                     }
                 });
             g.committed_growth = committed_growth(t);
+            if window.trends {
+                g.committed_trend = Some(t.series.committed_trend(Point {
+                    secs: a.followed_secs,
+                    bytes: committed_anon(t),
+                    sigma: 0.0,
+                }));
+            }
             g
         }),
         allocated: allocations.as_ref().map_or(0.0, |a| a.allocated_bytes),

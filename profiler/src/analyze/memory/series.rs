@@ -16,6 +16,8 @@ pub const MAX_POINTS: usize = 60;
 #[derive(Clone, Debug, Default)]
 pub struct IntervalSeries {
     stacks: HashMap<Option<StackId>, Vec<Point>>,
+    /// The committed heap and anonymous mappings at the end of each interval (exact).
+    committed: Vec<Point>,
 }
 
 impl IntervalSeries {
@@ -49,6 +51,34 @@ impl IntervalSeries {
         }
         self.stacks
             .retain(|_, points| points.iter().any(|p| p.bytes > 0.0));
+    }
+
+    /// Keep the committed heap and anonymous mappings at the end of the interval that
+    /// ends `secs` after the follow started.
+    pub fn push_committed(&mut self, secs: f64, bytes: f64) {
+        match self.committed.last_mut() {
+            Some(last) if last.secs == secs => last.bytes = bytes,
+            _ => self.committed.push(Point {
+                secs,
+                bytes,
+                sigma: 0.0,
+            }),
+        }
+        let excess = self.committed.len().saturating_sub(MAX_POINTS);
+        self.committed.drain(..excess);
+    }
+
+    /// The trend of the committed heap and anonymous mappings, `current` its latest
+    /// level.
+    pub fn committed_trend(&self, current: Point) -> Trend {
+        let mut points: Vec<Point> = self
+            .committed
+            .iter()
+            .filter(|p| p.secs < current.secs)
+            .copied()
+            .collect();
+        points.push(current);
+        trend::fit(&points)
     }
 
     /// The summed levels of `stacks` (one frame list may have several interned
