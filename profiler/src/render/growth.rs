@@ -6,6 +6,7 @@ use crate::{
         growth::{Assessment, Basis, Contradiction, Z},
         trend::Trend,
     },
+    model::growth::Shape,
     units::human_bytes,
 };
 
@@ -67,6 +68,28 @@ fn evidence_text(a: &Assessment) -> String {
     )
 }
 
+/// What the committed series did, by its shape: `grew +20.0 MiB, then stayed level from
+/// 9 s on (8 intervals, 21 s)`. Its slope over the whole span includes the rise, so it
+/// is not what a level is worded with.
+fn committed_level_text(t: &Trend) -> String {
+    let span = format!("{} intervals, {:.0} s", t.points, t.span_secs);
+    match t.shape {
+        Shape::Stopped {
+            grew,
+            level_since_secs,
+        } => format!(
+            "grew {}, then stayed level from {level_since_secs:.0} s on ({span})",
+            signed(grew)
+        ),
+        Shape::Shrinking => format!("shrank ({}/min over {span})", signed(t.slope * 60.0)),
+        _ => format!(
+            "stayed level over {span} ({}/min ± {}/min, 1σ)",
+            signed(t.slope * 60.0),
+            human_bytes(t.slope_se * 60.0)
+        ),
+    }
+}
+
 /// The line.
 pub fn confidence_line(a: &Assessment) -> String {
     match &a.basis {
@@ -91,8 +114,8 @@ pub fn confidence_line(a: &Assessment) -> String {
         ),
         Basis::CommittedLevel(t) => format!(
             "the net grew since the process was first followed, but the committed heap and \
-             anonymous mappings stayed level: {}; {}",
-            trend_text(t),
+             anonymous mappings (exact) {}; {}",
+            committed_level_text(t),
             evidence_text(a)
         ),
         Basis::Contradicted { claim, live, by } => {
@@ -197,9 +220,28 @@ mod tests {
         assert_eq!(
             line,
             "the net grew since the process was first followed, but the committed heap and \
-             anonymous mappings stayed level: +0 B/min ± 0 B/min (1σ) over 8 intervals, 21 s; \
-             P(growth) 50.0 %; net +4.1 MiB ± 18.0 MiB (2σ) · allocator heap +0 B · direct \
-             mappings +0 B · resident +28.0 KiB"
+             anonymous mappings (exact) stayed level over 8 intervals, 21 s (+0 B/min ± 0 B/min, \
+             1σ); net +4.1 MiB ± 18.0 MiB (2σ) · allocator heap +0 B · direct mappings +0 B · \
+             resident +28.0 KiB"
+        );
+        let line = confidence_line(&assessment(Basis::CommittedLevel(
+            crate::analyze::memory::trend::Trend {
+                shape: Shape::Stopped {
+                    grew: 20.0 * MIB,
+                    level_since_secs: 9.0,
+                },
+                slope: 1.0 * MIB,
+                slope_se: 0.5 * MIB,
+                confidence: 0.94,
+                points: 8,
+                span_secs: 21.0,
+            },
+        )));
+        assert!(
+            line.contains(
+                "(exact) grew +20.0 MiB, then stayed level from 9 s on (8 intervals, 21 s); net"
+            ),
+            "{line}"
         );
     }
 
