@@ -119,12 +119,19 @@ impl GrowthEvidence {
 
     /// The most growth the exact numbers allow: mappings or resident, plus the slack.
     fn physical_bound(&self) -> f64 {
-        let resident = self.resident_delta.unwrap_or(0).max(0) as f64;
-        // Heap and direct growth come from mapping stacks, which leave out the bytes of
-        // mappings no stack was sampled for; the ledger's totals by kind count them.
-        let mapped =
-            (self.heap_growth.max(0.0) + self.direct_growth.max(0.0)).max(self.committed_growth);
-        mapped.max(resident) + PHYSICAL_SLACK_BYTES
+        self.mapped_growth().max(self.resident_growth()) + PHYSICAL_SLACK_BYTES
+    }
+
+    /// Growth of the heap and anonymous mappings, exact. Heap and direct growth come
+    /// from mapping stacks, which leave out the bytes of mappings no stack was sampled
+    /// for; the ledger's totals by kind count them.
+    fn mapped_growth(&self) -> f64 {
+        (self.heap_growth.max(0.0) + self.direct_growth.max(0.0)).max(self.committed_growth)
+    }
+
+    /// Growth of resident memory, exact (0 when not read or shrunk).
+    fn resident_growth(&self) -> f64 {
+        self.resident_delta.unwrap_or(0).max(0) as f64
     }
 
     /// Whether a claim of `bytes ± sigma` fits the net and the exact numbers; if not,
@@ -153,10 +160,7 @@ impl GrowthEvidence {
 
     /// Whether the mappings and resident memory, both exact, each grew by `bytes`.
     fn exact_growth_shows(&self, bytes: f64) -> bool {
-        let mapped =
-            (self.heap_growth.max(0.0) + self.direct_growth.max(0.0)).max(self.committed_growth);
-        let resident = self.resident_delta.unwrap_or(0).max(0) as f64;
-        bytes > 0.0 && mapped >= bytes && resident >= bytes
+        bytes > 0.0 && self.mapped_growth() >= bytes && self.resident_growth() >= bytes
     }
 
     fn assessment(&self, growth: Growth, basis: Basis) -> Assessment {

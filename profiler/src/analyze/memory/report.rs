@@ -78,20 +78,15 @@ pub fn committed_anon(t: &Target) -> f64 {
 /// Exact net growth of the heap and anonymous mappings since the window began, from
 /// the ledger's totals by kind.
 fn committed_growth(t: &Target) -> f64 {
-    let after = t.ledger.committed_by_kind();
     let before = t
         .committed_at_start
         .clone()
         .unwrap_or_else(|| labelled(t.ledger.seeded_by_kind()));
-    [RegionKind::Heap, RegionKind::Anon]
+    let before: f64 = [RegionKind::Heap, RegionKind::Anon]
         .iter()
-        .map(|kind| {
-            let a = after.get(kind).copied().unwrap_or(0) as f64;
-            let b = before.get(kind.label()).copied().unwrap_or(0) as f64;
-            a - b
-        })
-        .sum::<f64>()
-        .max(0.0)
+        .map(|kind| before.get(kind.label()).copied().unwrap_or(0) as f64)
+        .sum();
+    (committed_anon(t) - before).max(0.0)
 }
 
 /// One process's memory over the window, with its verdict.
