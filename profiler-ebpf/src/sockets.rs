@@ -22,6 +22,7 @@ use profiler_common::{
 use crate::{
     maps::{SOCK_COUNTED, SOCK_FDS, SOCK_PENDING},
     record::{config, count, emit, is_target, scratch},
+    tp,
 };
 
 /// `-EINPROGRESS`: a non-blocking connect under way (how event loops connect).
@@ -147,11 +148,6 @@ pub fn sock_enter_close(ctx: TracePointContext) -> u32 {
     }
 }
 
-#[inline(always)]
-fn arg(ctx: &TracePointContext, i: usize) -> Result<u64, u32> {
-    Ok(crate::tp::syscall_arg(ctx, i))
-}
-
 /// The current task's tgid when it is a target.
 #[inline(always)]
 fn target() -> Option<u32> {
@@ -163,7 +159,7 @@ fn target() -> Option<u32> {
 #[inline(always)]
 fn transfer_enter(ctx: &TracePointContext, op: u32, buffer: Buffer) -> Result<u32, u32> {
     let tgid = target().ok_or(0u32)?;
-    let fd = arg(ctx, 0)? as i32;
+    let fd = tp::syscall_arg(ctx, 0) as i32;
     let key = SockKey {
         tgid,
         fd: fd as u32,
@@ -173,7 +169,7 @@ fn transfer_enter(ctx: &TracePointContext, op: u32, buffer: Buffer) -> Result<u3
         Some(c) => *c,
         None => return Ok(0),
     };
-    let a1 = arg(ctx, 1)?;
+    let a1 = tp::syscall_arg(ctx, 1);
     let (buf, buf_len) = match buffer {
         Buffer::Flat => (a1, u64::MAX),
         Buffer::Vector => first_iovec(a1),
@@ -212,9 +208,9 @@ fn open_enter(ctx: &TracePointContext, op: u32) -> Result<u32, u32> {
     target().ok_or(0u32)?;
     save(SockPending {
         op,
-        fd: arg(ctx, 0)? as i32,
+        fd: tp::syscall_arg(ctx, 0) as i32,
         buf: if op == sock_op::CONNECT {
-            arg(ctx, 1)?
+            tp::syscall_arg(ctx, 1)
         } else {
             0
         },
@@ -238,7 +234,7 @@ fn save(pending: SockPending) -> Result<u32, u32> {
 #[inline(always)]
 fn close_enter(ctx: &TracePointContext) -> Result<u32, u32> {
     let tgid = target().ok_or(0u32)?;
-    let fd = arg(ctx, 0)? as i32;
+    let fd = tp::syscall_arg(ctx, 0) as i32;
     let key = SockKey {
         tgid,
         fd: fd as u32,
@@ -274,7 +270,7 @@ fn sock_exit(ctx: &TracePointContext) -> Result<u32, u32> {
     if pending.op == 0 {
         return Ok(0);
     }
-    let ret = crate::tp::syscall_ret(ctx);
+    let ret = tp::syscall_ret(ctx);
     let tgid = (id >> 32) as u32;
     let mut ev = SockEvent {
         fd: pending.fd,
