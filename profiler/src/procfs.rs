@@ -185,15 +185,9 @@ pub fn read_start_brk(pid: u32) -> Result<Option<u64>, ProcError> {
     Ok(parse_stat_start_brk(&read(pid, "stat")?))
 }
 
-/// Whether the process exists (and is not a zombie).
+/// Whether the process exists and is neither exiting nor a zombie.
 pub fn is_alive(pid: u32) -> bool {
-    match read(pid, "stat") {
-        Ok(stat) => stat
-            .rfind(')')
-            .and_then(|i| stat[i + 1..].split_whitespace().next())
-            .is_some_and(|state| state != "Z" && state != "X"),
-        Err(_) => false,
-    }
+    crate::targets::proc_scan::read_stat(pid).is_some_and(|s| !s.is_dead())
 }
 
 #[cfg(test)]

@@ -128,8 +128,15 @@ fn daemon_keeps_capturing_across_a_target_restart() {
     for c in &after {
         assert!(
             !pids_in(c).contains(&first_pid),
-            "{} still reports the killed process",
-            c.rel
+            "{} (started {}) still reports the killed process {first_pid}, killed at {:.3}:\n{}\n{}",
+            c.rel,
+            c.meta["started"],
+            restarted_at
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_secs_f64(),
+            std::fs::read_to_string(c.path.join("report.txt")).unwrap_or_default(),
+            std::fs::read_to_string(c.path.join("memory.folded")).unwrap_or_default(),
         );
         assert!(
             pids_in(c).contains(&second.pid),

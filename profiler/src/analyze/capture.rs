@@ -246,6 +246,7 @@ impl CaptureState {
     /// zero, and take each target's RSS "before" from `rss_before`.
     fn next_window(&mut self, rss_before: &[(u32, Option<Rss>)]) {
         self.targets.retain(|_, t| !t.exited);
+        self.retired.clear();
         self.waits = WaitProfile::default();
         self.snapshots.clear();
         self.since_follow = true;
@@ -457,6 +458,17 @@ mod tests {
         assert_eq!((t.events, t.waits, t.truncated), (0, 0, 0));
         assert_eq!(t.rss_before.map(|r| r.total), Some(5));
         assert!(s.since_follow && s.waits.of_process(7).is_empty());
+        // PID 7 exits and a new process takes its PID: both are reported in this
+        // window, and only the new one in the next (a daemon once kept reporting the
+        // old one in every later interval).
+        s.apply(&CaptureRecord::Exited { pid: 7 });
+        s.apply(&follow(7));
+        assert_eq!(s.retired.len(), 1);
+        assert!(!s.targets[&7].exited);
+        s.apply(&CaptureRecord::NextWindow {
+            rss_before: Vec::new(),
+        });
+        assert!(s.retired.is_empty() && s.targets.contains_key(&7));
     }
 
     /// Check that a daemon interval's memory report gives the interval's own length,

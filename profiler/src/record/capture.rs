@@ -276,8 +276,6 @@ impl Capture {
         self.apply_batch(&mut batch)
     }
 
-    /// End the window: drain the ring, read the final RSS and build the reports of
-    /// every target (or only `only`). The probes stay attached.
     /// Stop tracing every target at once and detach the probes on a thread (detaching
     /// costs the kernel a grace period per probe), so output need not wait for it.
     pub fn detach_in_background(self) -> anyhow::Result<std::thread::JoinHandle<()>> {
@@ -286,6 +284,8 @@ impl Capture {
         Ok(std::thread::spawn(move || drop(collector)))
     }
 
+    /// End the window: drain the ring, read the final RSS and build the reports of
+    /// every target (or only `only`). The probes stay attached.
     pub fn finish(&mut self, only: Option<u32>) -> anyhow::Result<Window> {
         self.session.read_free_flow(&self.collector);
         self.drain()?;

@@ -6,6 +6,9 @@ use crate::procfs::proc_path;
 
 /// `PF_KTHREAD` in the flags field of `/proc/PID/stat`.
 const PF_KTHREAD: u64 = 0x0020_0000;
+/// `PF_EXITING`: set when the process starts to exit (a SIGKILL taken, `exit` called),
+/// long before it becomes a zombie; its address space may already be torn down.
+const PF_EXITING: u64 = 0x0000_0004;
 
 /// What target selection needs from `/proc/PID/stat`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -14,12 +17,16 @@ pub struct StatInfo {
     pub state: char,
     pub ppid: u32,
     pub kernel_thread: bool,
+    /// The process has begun to exit (`PF_EXITING`).
+    pub exiting: bool,
 }
 
 impl StatInfo {
-    /// A zombie or dead process has no address space left to profile.
+    /// A zombie, dead or exiting process has no address space left to profile. An
+    /// exiting one still shows its name in /proc, so without this a rescan that races
+    /// a SIGKILL would follow the dying target again as a new process.
     pub fn is_dead(&self) -> bool {
-        matches!(self.state, 'Z' | 'X' | 'x')
+        self.exiting || matches!(self.state, 'Z' | 'X' | 'x')
     }
 }
 
@@ -36,6 +43,7 @@ pub fn parse_stat(text: &str) -> Option<StatInfo> {
         state,
         ppid,
         kernel_thread: flags & PF_KTHREAD != 0,
+        exiting: flags & PF_EXITING != 0,
     })
 }
 
@@ -87,13 +95,17 @@ mod tests {
             Some(StatInfo {
                 state: 'S',
                 ppid: 1,
-                kernel_thread: false
+                kernel_thread: false,
+                exiting: false,
             })
         );
         let kthread = "2 (kthreadd) S 0 0 0 0 -1 2129984 0 0 0 0 0 0 0 0 20 0 1 0";
         assert!(parse_stat(kthread).unwrap().kernel_thread);
         let zombie = "77 (x) Z 1 77 77 0 -1 4227084 0 0 0 0 0 0 0 0 20 0 1 0";
         assert!(parse_stat(zombie).unwrap().is_dead());
+        // 4194560 | PF_EXITING: killed, not yet a zombie.
+        let exiting = "4242 (prog) R 1 4242 4242 0 -1 4194564 120 0 0 0 1 2 0 0 20 0 1 0";
+        assert!(parse_stat(exiting).unwrap().is_dead());
         assert_eq!(parse_stat("garbage"), None);
     }
 
