@@ -5,7 +5,7 @@
 //! is the per-process instance ([`V8Process`]) that names frames over a memory-reading
 //! closure; [`metadata`] is the pure `v8dbg_*` reader and [`heap`] the checked object
 //! walk, both reusable by other readers of the V8 heap. [`census`] (with
-//! [`async_objects`] and [`census_live`]) is such a reader: the async functions a
+//! [`async_objects`], [`positions`] and [`census_live`]) is such a reader: the async functions a
 //! process has suspended, counted from its heap.
 pub mod async_objects;
 pub mod binary;
@@ -18,6 +18,7 @@ pub mod heap;
 mod image;
 pub mod metadata;
 pub mod namer;
+pub mod positions;
 pub mod report;
 
 pub use binary::{looks_like_node, V8Binary};
