@@ -1,12 +1,13 @@
 //! Socket bytes are whatever any client or server sends: every framer of the request
 //! ledger (HTTP/1.x, HTTP/2 with gRPC, PostgreSQL) and the connection classifier must
-//! take any sequence of transfers, split anywhere and partly uncaptured, without panic.
+//! take any sequence of transfers, split anywhere and partly uncaptured, without panic;
+//! so must the route read from the first bytes of a request the kernel kept.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use profiler::analyze::requests::{
     classify::{classify, Side},
-    http1::Http1Connection,
+    http1::{route_of_prefix, Http1Connection},
     http2::H2Connection,
     postgres::PgConnection,
     Transfer,
@@ -31,6 +32,7 @@ fuzz_target!(|data: &[u8]| {
         };
         let client = control & 1 == 0;
         let _ = classify(if client { Side::Client } else { Side::Server }, bytes);
+        let _ = route_of_prefix(&bytes[..bytes.len().min(64)]);
         if client {
             http1.feed_request(t, &mut e1);
             http2.feed_client(t, &mut e2);

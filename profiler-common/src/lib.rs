@@ -6,6 +6,9 @@
 //! [`EventHeader::parse`]-style helpers in `profiler::collect`.
 #![no_std]
 
+mod sockets;
+pub use sockets::*;
+
 /// Maximum number of stack bytes one event may carry. The eBPF side copies whole
 /// pages starting at the page that holds the user stack pointer, so a sample carries
 /// between `MAX_STACK_BYTES - 4095` and `MAX_STACK_BYTES` bytes above `sp`.
@@ -330,116 +333,6 @@ pub struct WaitStart {
     pub _pad: u32,
 }
 
-/// What a socket record ([`EventKind::Sock`]) says happened, in [`SockEvent::op`].
-pub mod sock_op {
-    /// `accept`/`accept4` returned `SockEvent::ret` (the new fd) on listener `fd`.
-    pub const ACCEPT: u32 = 1;
-    /// `connect(fd, addr)` succeeded or is in progress; `addr` holds the peer.
-    pub const CONNECT: u32 = 2;
-    /// `read`/`readv`/`recvfrom`/`recvmsg` returned `ret` bytes.
-    pub const READ: u32 = 3;
-    /// `write`/`writev`/`sendto`/`sendmsg` returned `ret` bytes.
-    pub const WRITE: u32 = 4;
-    /// `close(fd)` of a watched socket. For a count-only socket
-    /// ([`SOCK_CAPTURE_NONE`](super::SOCK_CAPTURE_NONE)), `addr` holds its
-    /// [`SockCounted`](super::SockCounted) totals as three little-endian u64s (read,
-    /// written, last transfer's ktime), so that bytes counted since userspace last read
-    /// the map are not lost with the entry.
-    pub const CLOSE: u32 = 5;
-}
-
-/// Bytes of a transfer a socket record carries when userspace did not ask for more:
-/// enough for an HTTP/1 request or status line, a PostgreSQL message header and the
-/// first SQL keyword, or a few HTTP/2 frame headers.
-pub const SOCK_CAPTURE_DEFAULT: u32 = 512;
-/// The most bytes of one transfer a socket record carries (connections known to speak
-/// HTTP/2, whose frames coalesce).
-pub const SOCK_CAPTURE_MAX: u32 = 4096;
-/// Capture length of a count-only socket (TLS, or bytes no framer knows): its
-/// transfers send no record; the kernel adds their bytes to `SOCK_COUNTED`, which
-/// userspace reads at the window's end. A storm on such a connection then costs one
-/// map update per transfer instead of a ring-buffer record with a copy of its bytes.
-pub const SOCK_CAPTURE_NONE: u32 = 0;
-
-/// Value of `SOCK_COUNTED`: the bytes of a count-only socket since it became one.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct SockCounted {
-    pub read: u64,
-    pub written: u64,
-    /// ktime of the last transfer.
-    pub last_ns: u64,
-}
-
-impl SockCounted {
-    /// The totals as a count-only socket's close record carries them in `addr`.
-    pub fn to_addr(self) -> [u8; 24] {
-        let mut addr = [0u8; 24];
-        addr[..8].copy_from_slice(&self.read.to_le_bytes());
-        addr[8..16].copy_from_slice(&self.written.to_le_bytes());
-        addr[16..].copy_from_slice(&self.last_ns.to_le_bytes());
-        addr
-    }
-
-    /// The inverse of [`SockCounted::to_addr`].
-    pub fn from_addr(addr: &[u8; 24]) -> Self {
-        let word = |i: usize| {
-            let mut b = [0u8; 8];
-            b.copy_from_slice(&addr[i * 8..i * 8 + 8]);
-            u64::from_le_bytes(b)
-        };
-        SockCounted {
-            read: word(0),
-            written: word(1),
-            last_ns: word(2),
-        }
-    }
-}
-
-/// Body of an [`EventKind::Sock`] record.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct SockEvent {
-    /// The socket: the connection (read, write, close, connect) or the listener (accept).
-    pub fd: i32,
-    /// A [`sock_op`] value.
-    pub op: u32,
-    /// The syscall's return value: bytes transferred, or the accepted fd.
-    pub ret: i64,
-    /// Bytes of the transfer that follow the body (a prefix, at most
-    /// [`SOCK_CAPTURE_MAX`]).
-    pub captured: u32,
-    pub _pad: u32,
-    /// `connect`: the first 24 bytes of the `sockaddr` (family, port, address), else 0.
-    pub addr: [u8; 24],
-}
-
-/// Key of the watched sockets (map `SOCK_FDS`): a target's socket descriptor.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub struct SockKey {
-    pub tgid: u32,
-    pub fd: u32,
-}
-
-/// A socket transfer between enter and exit (map `SOCK_PENDING`, keyed by pid_tgid).
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct SockPending {
-    /// A [`sock_op`] value.
-    pub op: u32,
-    pub fd: i32,
-    /// The user buffer the bytes are in (the first iovec's for the vector calls), or
-    /// the `sockaddr` of a connect.
-    pub buf: u64,
-    /// How many bytes `buf` holds (the first iovec's length); `u64::MAX` when the call
-    /// takes one flat buffer whose length is the return value.
-    pub buf_len: u64,
-    /// Bytes to capture (the fd's value in `SOCK_FDS`).
-    pub capture: u32,
-    pub _pad: u32,
-}
-
 /// Key of the per-futex counters (`FUTEX_WAITS`, `FUTEX_WAKES`).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -571,6 +464,7 @@ mod pod {
     unsafe impl aya::Pod for super::SockKey {}
     unsafe impl aya::Pod for super::SockPending {}
     unsafe impl aya::Pod for super::SockCounted {}
+    unsafe impl aya::Pod for super::SockExchanges {}
 }
 
 #[cfg(test)]
@@ -608,5 +502,26 @@ mod tests {
         assert!(SOCK_CAPTURE_MAX as usize <= MAX_STACK_BYTES);
         assert!(SOCK_CAPTURE_MAX.is_power_of_two());
         assert_eq!(size_of::<SockCounted>(), 24);
+        assert_eq!(
+            size_of::<SockExchanges>(),
+            7 * 8 + 4 * 4 + EXCHANGE_ROUTE_BYTES
+        );
+    }
+
+    /// Check that the close records' totals survive the trip through `addr`.
+    #[test]
+    fn close_totals_round_trip() {
+        let c = SockCounted {
+            read: 1,
+            written: u64::MAX,
+            last_ns: 3,
+        };
+        assert_eq!(SockCounted::from_addr(&c.to_addr()), c);
+        let e = ExchangeClose {
+            requests: 7,
+            answers: 6,
+            last_answer_ns: 1 << 40,
+        };
+        assert_eq!(ExchangeClose::from_addr(&e.to_addr()), e);
     }
 }

@@ -173,6 +173,14 @@ pub static SOCK_FDS: HashMap<profiler_common::SockKey, u32> = HashMap::with_max_
 pub static SOCK_COUNTED: LruHashMap<profiler_common::SockKey, profiler_common::SockCounted> =
     LruHashMap::with_max_entries(65536, 0);
 
+/// Exchanges of HTTP/1 connections the kernel counts (`SOCK_FDS` value
+/// `SOCK_CAPTURE_EXCHANGES_IN`/`_OUT`), updated at each transfer's exit, taken into the
+/// close record and read by userspace at the window's end and at each stall check.
+/// LRU, as `SOCK_COUNTED`.
+#[map]
+pub static SOCK_EXCHANGES: LruHashMap<profiler_common::SockKey, profiler_common::SockExchanges> =
+    LruHashMap::with_max_entries(16384, 0);
+
 /// Socket calls between enter and exit, keyed by pid_tgid (op 0: none in flight).
 #[map]
 pub static SOCK_PENDING: LruHashMap<u64, profiler_common::SockPending> =

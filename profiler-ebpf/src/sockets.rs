@@ -8,19 +8,23 @@
 //! The record carries at most the fd's capture length (`SOCK_FDS` value) of the bytes,
 //! from the start of the transfer: the framers in userspace count what they could not
 //! frame. Sockets userspace could not frame (TLS, unknown bytes) are count-only
-//! ([`SOCK_CAPTURE_NONE`]): their transfers only add to `SOCK_COUNTED`.
+//! ([`SOCK_CAPTURE_NONE`]): their transfers only add to `SOCK_COUNTED`. Plain HTTP/1
+//! connections, once userspace has framed a few exchanges, have their exchanges counted
+//! here ([`SOCK_CAPTURE_EXCHANGES_IN`], `SOCK_EXCHANGES`): a request and its answer
+//! then cost two map updates, not two records.
 use aya_ebpf::{
     helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user, generated},
     macros::tracepoint,
     programs::TracePointContext,
 };
 use profiler_common::{
-    sock_op, Counter, EventKind, SockCounted, SockEvent, SockKey, SockPending,
-    SOCK_CAPTURE_DEFAULT, SOCK_CAPTURE_MAX, SOCK_CAPTURE_NONE,
+    sock_op, Counter, EventKind, ExchangeClose, SockCounted, SockEvent, SockExchanges, SockKey,
+    SockPending, EXCHANGE_ROUTE_BYTES, SOCK_CAPTURE_DEFAULT, SOCK_CAPTURE_EXCHANGES_IN,
+    SOCK_CAPTURE_EXCHANGES_OUT, SOCK_CAPTURE_MAX, SOCK_CAPTURE_NONE,
 };
 
 use crate::{
-    maps::{SOCK_COUNTED, SOCK_FDS, SOCK_PENDING},
+    maps::{SOCK_COUNTED, SOCK_EXCHANGES, SOCK_FDS, SOCK_PENDING},
     record::{config, count, emit, is_target, scratch},
     tp,
 };
@@ -252,6 +256,19 @@ fn close_enter(ctx: &TracePointContext) -> Result<u32, u32> {
         ev.addr = counted.to_addr();
         let _ = SOCK_COUNTED.remove(key);
     }
+    // SAFETY: as above.
+    if let Some(x) = unsafe { SOCK_EXCHANGES.get(key) } {
+        if x.counting != 0 {
+            ev.op = sock_op::CLOSE_EXCHANGES;
+            ev.addr = ExchangeClose {
+                requests: x.requests,
+                answers: x.answers,
+                last_answer_ns: x.last_answer_ns,
+            }
+            .to_addr();
+        }
+        let _ = SOCK_EXCHANGES.remove(key);
+    }
     send(ev, 0, 0);
     Ok(0)
 }
@@ -306,12 +323,19 @@ fn sock_exit(ctx: &TracePointContext) -> Result<u32, u32> {
                 add_counted(tgid, pending.fd as u32, pending.op, ret as u64);
                 return Ok(0);
             }
+            let mut capture = pending.capture;
+            if capture >= SOCK_CAPTURE_EXCHANGES_OUT {
+                if count_exchange(tgid, &pending, ret as u64) {
+                    return Ok(0);
+                }
+                capture = SOCK_CAPTURE_DEFAULT; // not counting yet: a record as before
+            }
             let mut len = ret as u64;
             if len > pending.buf_len {
                 len = pending.buf_len;
             }
-            if len > pending.capture as u64 {
-                len = pending.capture as u64;
+            if len > capture as u64 {
+                len = capture as u64;
             }
             send(ev, pending.buf, len);
         }
@@ -349,6 +373,95 @@ fn add_counted(tgid: u32, fd: u32, op: u32, bytes: u64) {
             }
             let _ = SOCK_COUNTED.insert(key, c, 0);
         }
+    }
+}
+
+/// One transfer of `bytes` on a connection whose exchanges the kernel counts. Returns
+/// false while counting has not begun: the transfer then goes to userspace as a record.
+///
+/// Counting begins at the first turn from answering to a request, so every transfer
+/// before it was framed in userspace. From then on each turn of direction is one
+/// request or one answer; several transfers in one direction (a body in pieces) are
+/// one. A pipelining client's requests in one transfer count as one (userspace asks for
+/// counting only on connections it saw answer each request before the next).
+#[inline(always)]
+fn count_exchange(tgid: u32, pending: &SockPending, bytes: u64) -> bool {
+    let key = SockKey {
+        tgid,
+        fd: pending.fd as u32,
+    };
+    let op = pending.op;
+    let request_op = if pending.capture == SOCK_CAPTURE_EXCHANGES_IN {
+        sock_op::READ
+    } else {
+        sock_op::WRITE
+    };
+    let Some(x) = SOCK_EXCHANGES.get_ptr_mut(key) else {
+        // The first transfer since userspace asked: remember its direction only.
+        let first = SockExchanges {
+            last_op: op,
+            ..Default::default()
+        };
+        let _ = SOCK_EXCHANGES.insert(key, first, 0);
+        return false;
+    };
+    // SAFETY: helper without arguments.
+    let now = unsafe { bpf_ktime_get_ns() };
+    // SAFETY: the pointer is to this socket's value in the map; a socket's transfers
+    // come from the thread that owns its turn (one request or answer at a time).
+    unsafe {
+        let turn = (*x).last_op != op;
+        (*x).last_op = op;
+        if (*x).counting == 0 {
+            if !(turn && op == request_op) {
+                return false;
+            }
+            (*x).counting = 1;
+        }
+        if op == sock_op::READ {
+            (*x).read += bytes;
+        } else {
+            (*x).written += bytes;
+        }
+        (*x).last_ns = now;
+        if !turn {
+            return true;
+        }
+        if op == request_op {
+            (*x).requests += 1;
+            (*x).pending_since_ns = now;
+            keep_route(x, pending, bytes);
+        } else {
+            (*x).answers += 1;
+            (*x).last_answer_ns = now;
+            (*x).pending_since_ns = 0;
+        }
+    }
+    true
+}
+
+/// Keep the first bytes of a request (its request line) in the connection's entry.
+#[inline(always)]
+fn keep_route(x: *mut SockExchanges, pending: &SockPending, bytes: u64) {
+    let mut n = bytes;
+    if n > pending.buf_len {
+        n = pending.buf_len;
+    }
+    if n > EXCHANGE_ROUTE_BYTES as u64 {
+        n = EXCHANGE_ROUTE_BYTES as u64;
+    }
+    // SAFETY: `x` is this socket's value in the map; the copy is 1 to
+    // EXCHANGE_ROUTE_BYTES bytes into its `route`; user memory is read with the helper.
+    unsafe {
+        if n == 0 || pending.buf == 0 {
+            (*x).route_len = 0;
+            return;
+        }
+        let size = ((n as u32 - 1) & (EXCHANGE_ROUTE_BYTES as u32 - 1)) + 1;
+        let dst = core::ptr::addr_of_mut!((*x).route) as *mut core::ffi::c_void;
+        let ok =
+            generated::bpf_probe_read_user(dst, size, pending.buf as *const core::ffi::c_void) == 0;
+        (*x).route_len = if ok { size } else { 0 };
     }
 }
 

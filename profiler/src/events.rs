@@ -300,8 +300,64 @@ pub enum SockOp {
     Read { len: u64, prefix: Vec<u8> },
     /// `len` bytes were written; `prefix` holds the first of them.
     Write { len: u64, prefix: Vec<u8> },
-    /// The socket was closed; a count-only socket's totals come with it.
-    Close { counted: Option<CountedBytes> },
+    /// The socket was closed; a count-only socket's totals come with it, and so do
+    /// the exchange totals of a socket whose exchanges the kernel counted.
+    Close {
+        counted: Option<CountedBytes>,
+        exchanges: Option<ExchangeTotals>,
+    },
+}
+
+/// The request/answer exchanges of an HTTP/1 connection, counted in the kernel since
+/// counting began (turns of direction: [`profiler_common::SOCK_CAPTURE_EXCHANGES_IN`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ExchangeTotals {
+    pub requests: u64,
+    pub answers: u64,
+    /// Monotonic time of the last answer (0: none).
+    pub last_answer_ns: u64,
+}
+
+/// A counted HTTP/1 connection as the kernel's map holds it now.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CountedExchanges {
+    pub bytes: CountedBytes,
+    pub totals: ExchangeTotals,
+    /// Monotonic time the request in flight began (0: none in flight).
+    pub pending_since_ns: u64,
+    /// The first bytes of the latest request: payload, framed into a route at once
+    /// and never kept.
+    pub request_prefix: Vec<u8>,
+}
+
+impl From<profiler_common::SockExchanges> for CountedExchanges {
+    fn from(x: profiler_common::SockExchanges) -> Self {
+        let n = (x.route_len as usize).min(x.route.len());
+        CountedExchanges {
+            bytes: CountedBytes {
+                read: x.read,
+                written: x.written,
+                last_ns: x.last_ns,
+            },
+            totals: ExchangeTotals {
+                requests: x.requests,
+                answers: x.answers,
+                last_answer_ns: x.last_answer_ns,
+            },
+            pending_since_ns: x.pending_since_ns,
+            request_prefix: x.route[..n].to_vec(),
+        }
+    }
+}
+
+impl From<profiler_common::ExchangeClose> for ExchangeTotals {
+    fn from(c: profiler_common::ExchangeClose) -> Self {
+        ExchangeTotals {
+            requests: c.requests,
+            answers: c.answers,
+            last_answer_ns: c.last_answer_ns,
+        }
+    }
 }
 
 /// The bytes a count-only socket moved, added up in the kernel (no record per

@@ -318,3 +318,159 @@ fn opaque_connections_are_counted_in_the_kernel() {
         "no byte totals from the kernel in the stream (largest write {biggest_write} bytes)"
     );
 }
+
+/// One HTTP/1.1 exchange on a kept-alive connection: send `request`, read the whole
+/// response (headers, then `Content-Length` bytes). False on a timeout or a close.
+fn exchange(conn: &mut TcpStream, request: &[u8]) -> bool {
+    if conn.write_all(request).is_err() {
+        return false;
+    }
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let Ok(n) = conn.read(&mut buf) else {
+            return false;
+        };
+        if n == 0 {
+            return false;
+        }
+        got.extend_from_slice(&buf[..n]);
+        let text = String::from_utf8_lossy(&got);
+        let Some(end) = text.find("\r\n\r\n") else {
+            continue;
+        };
+        let length: usize = text[..end]
+            .lines()
+            .find_map(|l| {
+                let (name, value) = l.split_once(':')?;
+                name.eq_ignore_ascii_case("content-length")
+                    .then(|| value.trim().parse().ok())?
+            })
+            .unwrap_or(0);
+        if got.len() >= end + 4 + length {
+            return true;
+        }
+    }
+}
+
+const HEALTH: &[u8] = b"GET /health HTTP/1.1\r\nHost: shop\r\n\r\n";
+
+/// Check that the kernel counts the exchanges of kept-alive HTTP/1 connections once a
+/// few were framed in userspace, and that nothing is lost or invented: the hung pool
+/// server, recorded from before its load, under two clients that keep one connection
+/// each busy with health checks (after 2 s of paced ones), and six that each make
+/// paced health checks on their connection and then post an order at once (which
+/// exhausts the pool).
+///
+/// - The answers in the window are the clients' answers exactly: the ones framed from
+///   records, the ones counted in the kernel, and those handed over with the close.
+/// - The socket records stay far below the transfers: the kernel counted the rest.
+/// - The orders, whose request lines only the kernel saw, are STALLED (requests) under
+///   their route, without its query string.
+#[test]
+#[ignore = "needs root: run with `cargo xtask test`"]
+fn http1_exchanges_are_counted_in_the_kernel() {
+    let (workload, dir, port, _peer) = start_server("requests_exchanges", "hung");
+    let rec = Recording::start(
+        &[
+            "--pid",
+            &workload.pid.to_string(),
+            "--waits",
+            "--duration",
+            "8s",
+            "--stall-threshold",
+            "1s",
+        ],
+        &dir.join("out"),
+    );
+    const BUSY: usize = 2;
+    const ORDERS: usize = 6;
+    const WARM_UP: u32 = 20;
+    let busy: Vec<_> = (0..BUSY)
+        .map(|_| {
+            std::thread::spawn(move || {
+                let mut conn = TcpStream::connect(("127.0.0.1", port)).unwrap();
+                conn.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+                let mut answered = 0u32;
+                // Paced first, so that the profiler (a debug build is slow to start
+                // reading) has framed a few exchanges and asked the kernel to count.
+                for _ in 0..WARM_UP {
+                    answered += u32::from(exchange(&mut conn, HEALTH));
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                let started = std::time::Instant::now();
+                // Bounded in count and time; the connection closes at the end.
+                while answered < 20_000 && started.elapsed() < Duration::from_secs(3) {
+                    if !exchange(&mut conn, HEALTH) {
+                        break;
+                    }
+                    answered += 1;
+                }
+                answered
+            })
+        })
+        .collect();
+    let all_warm = Arc::new(std::sync::Barrier::new(ORDERS));
+    let orders: Vec<_> = (0..ORDERS)
+        .map(|_| {
+            let all_warm = Arc::clone(&all_warm);
+            std::thread::spawn(move || {
+                let mut conn = TcpStream::connect(("127.0.0.1", port)).unwrap();
+                conn.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+                let mut answered = 0u32;
+                for _ in 0..WARM_UP {
+                    answered += u32::from(exchange(&mut conn, HEALTH));
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                all_warm.wait();
+                conn.write_all(
+                    b"POST /orders?customer=4711 HTTP/1.1\r\nHost: shop\r\nContent-Length: 2\r\n\r\n{}",
+                )
+                .unwrap();
+                (answered, conn) // kept open: the order stays in flight
+            })
+        })
+        .collect();
+    let busy_answered: u32 = busy.into_iter().map(|t| t.join().unwrap()).sum();
+    let orders: Vec<(u32, TcpStream)> = orders.into_iter().map(|t| t.join().unwrap()).collect();
+    let warm_answered: u32 = orders.iter().map(|(n, _)| n).sum();
+    let out = rec.wait();
+    drop(orders);
+    let text = std::fs::read_to_string(out.join("report.txt")).unwrap();
+    eprintln!("{text}");
+    let expected = u64::from(busy_answered + warm_answered);
+    eprintln!("clients: {busy_answered} busy answers, {warm_answered} warm-up answers");
+    assert!(
+        busy_answered >= 1000,
+        "the busy clients got only {busy_answered} answers"
+    );
+    let requests_line = text
+        .lines()
+        .find(|l| l.contains(&format!("requests on :{port}:")))
+        .unwrap_or_else(|| panic!("no requests line for :{port} in {text}"));
+    let answered: u64 = requests_line
+        .split("), ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no answered count in {requests_line:?}"));
+    assert_eq!(
+        answered, expected,
+        "answered in the window: {requests_line:?}"
+    );
+    let records = text
+        .split("socket records (connection ledger) ")
+        .nth(1)
+        .and_then(|rest| rest.split(',').next()?.trim().parse::<u64>().ok())
+        .unwrap_or_else(|| panic!("no socket record count in {text}"));
+    eprintln!("{records} socket records for {expected} exchanges");
+    assert!(
+        records * 4 < expected,
+        "{records} socket records for {expected} exchanges: not counted in the kernel"
+    );
+    assert!(
+        text.contains(&format!("requests (POST /orders) on :{port} unanswered")),
+        "{text}"
+    );
+    assert!(!text.contains("customer"), "{text}");
+    drop(workload);
+}

@@ -215,8 +215,21 @@ fn decode_sock(
         sock_op::CLOSE => {
             let c = profiler_common::SockCounted::from_addr(&ev.addr);
             let counted = (c != Default::default()).then(|| c.into());
-            (ev.fd, SockOp::Close { counted })
+            (
+                ev.fd,
+                SockOp::Close {
+                    counted,
+                    exchanges: None,
+                },
+            )
         }
+        sock_op::CLOSE_EXCHANGES => (
+            ev.fd,
+            SockOp::Close {
+                counted: None,
+                exchanges: Some(profiler_common::ExchangeClose::from_addr(&ev.addr).into()),
+            },
+        ),
         other => return Err(DecodeError::UnknownSockOp(other)),
     };
     Ok(SockRecord {
@@ -542,8 +555,39 @@ pub(crate) mod tests {
             let Record::Sock(s) = decode(&encode(header, close, &[])).unwrap() else {
                 panic!("expected a socket record")
             };
-            assert_eq!(s.op, SockOp::Close { counted: expected });
+            assert_eq!(
+                s.op,
+                SockOp::Close {
+                    counted: expected,
+                    exchanges: None
+                }
+            );
         }
+        let totals = profiler_common::ExchangeClose {
+            requests: 9,
+            answers: 8,
+            last_answer_ns: 77,
+        };
+        let close = SockEvent {
+            fd: 12,
+            op: sock_op::CLOSE_EXCHANGES,
+            addr: totals.to_addr(),
+            ..Default::default()
+        };
+        let Record::Sock(s) = decode(&encode(header, close, &[])).unwrap() else {
+            panic!("expected a socket record")
+        };
+        assert_eq!(
+            s.op,
+            SockOp::Close {
+                counted: None,
+                exchanges: Some(crate::events::ExchangeTotals {
+                    requests: 9,
+                    answers: 8,
+                    last_answer_ns: 77
+                })
+            }
+        );
         let mut v4 = [0u8; 24];
         v4[..8].copy_from_slice(&[2, 0, 0x15, 0x38, 127, 0, 0, 1]);
         assert_eq!(sockaddr(&v4), Some("127.0.0.1:5432".parse().unwrap()));

@@ -2,10 +2,11 @@
 //! kernel's table of followed sockets (`SOCK_FDS`) that userspace seeds and adjusts.
 use aya::maps::HashMap;
 use profiler_common::{
-    SockCounted, SockKey, SOCK_CAPTURE_DEFAULT, SOCK_CAPTURE_MAX, SOCK_CAPTURE_NONE,
+    SockCounted, SockExchanges, SockKey, SOCK_CAPTURE_DEFAULT, SOCK_CAPTURE_EXCHANGES_IN,
+    SOCK_CAPTURE_EXCHANGES_OUT, SOCK_CAPTURE_MAX, SOCK_CAPTURE_NONE,
 };
 
-use crate::events::CountedBytes;
+use crate::events::{CountedBytes, CountedExchanges};
 
 use super::{map, map_error, CollectError, Collector};
 
@@ -68,6 +69,30 @@ impl Collector {
         self.set_capture(pid, fd, SOCK_CAPTURE_NONE);
     }
 
+    /// Have the kernel count the request/answer exchanges of HTTP/1 socket `fd` of
+    /// `pid` (`inbound`: the process reads the requests) and send no record per
+    /// transfer once counting begins ([`Collector::counted_exchanges`]).
+    pub fn count_exchanges(&mut self, pid: u32, fd: i32, inbound: bool) {
+        let key = SockKey {
+            tgid: pid,
+            fd: fd as u32,
+        };
+        // An entry left by an earlier socket with this descriptor would count on.
+        if let Some(Ok(mut x)) = self
+            .ebpf
+            .map_mut("SOCK_EXCHANGES")
+            .map(HashMap::<_, SockKey, SockExchanges>::try_from)
+        {
+            let _ = x.remove(&key);
+        }
+        let capture = if inbound {
+            SOCK_CAPTURE_EXCHANGES_IN
+        } else {
+            SOCK_CAPTURE_EXCHANGES_OUT
+        };
+        self.set_capture(pid, fd, capture);
+    }
+
     fn set_capture(&mut self, pid: u32, fd: i32, capture: u32) {
         /// `BPF_EXIST`: only update a socket still followed.
         const EXIST: u64 = 2;
@@ -96,6 +121,22 @@ impl Collector {
             .iter()
             .filter_map(Result::ok)
             .map(|(key, c)| (key.tgid, key.fd as i32, c.into()))
+            .collect()
+    }
+
+    /// The kernel's count of every HTTP/1 socket whose exchanges it counts, by (pid,
+    /// fd); sockets where counting has not begun yet are left out.
+    pub fn counted_exchanges(&self) -> Vec<(u32, i32, CountedExchanges)> {
+        let Some(map) = self.ebpf.map("SOCK_EXCHANGES") else {
+            return Vec::new();
+        };
+        let Ok(x) = HashMap::<_, SockKey, SockExchanges>::try_from(map) else {
+            return Vec::new();
+        };
+        x.iter()
+            .filter_map(Result::ok)
+            .filter(|(_, x)| x.counting != 0)
+            .map(|(key, x)| (key.tgid, key.fd as i32, x.into()))
             .collect()
     }
 

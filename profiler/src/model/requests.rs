@@ -34,6 +34,11 @@ pub enum ConnEvent {
     Answered {
         stream: u32,
     },
+    /// HTTP/1 requests answered whose request lines the profiler did not read: the
+    /// kernel counted the exchanges of this connection.
+    AnsweredUnseen {
+        count: u64,
+    },
     /// PostgreSQL: the client sent a query whose first keyword is this (`BEGIN`).
     Query {
         keyword: String,

@@ -241,6 +241,9 @@ impl Capture {
             match change {
                 CaptureChange::More => self.collector.capture_more(pid, fd),
                 CaptureChange::CountOnly => self.collector.count_only(pid, fd),
+                CaptureChange::CountExchanges { inbound } => {
+                    self.collector.count_exchanges(pid, fd, inbound)
+                }
             }
         }
         self.note_new_targets();

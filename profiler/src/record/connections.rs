@@ -5,8 +5,11 @@
 use std::collections::HashMap;
 
 use crate::{
-    analyze::requests::framing::{CaptureChange, Direction, Framing},
-    events::{CountedBytes, SockOp, SockRecord},
+    analyze::requests::{
+        framing::{CaptureChange, Direction, Framing},
+        http1,
+    },
+    events::{CountedBytes, CountedExchanges, ExchangeTotals, SockOp, SockRecord},
     model::{ConnEvent, ConnRole},
     sockets::{self, SocketInfo},
 };
@@ -23,6 +26,9 @@ pub struct Connections {
     /// The kernel's totals of each count-only connection as last handed to the framers
     /// (read, written), so that each reading adds only what is new.
     counted_seen: HashMap<(u32, i32), (u64, u64)>,
+    /// The kernel's exchange totals of each counted HTTP/1 connection as last handed
+    /// on, and its bytes (read, written).
+    exchanges_seen: HashMap<(u32, i32), (ExchangeTotals, (u64, u64))>,
 }
 
 /// One event of connection `fd` at `time_ns`.
@@ -55,6 +61,7 @@ impl Connections {
         self.framing.forget_process(pid);
         self.listener_ports.retain(|(p, _), _| *p != pid);
         self.counted_seen.retain(|(p, _), _| *p != pid);
+        self.exchanges_seen.retain(|(p, _), _| *p != pid);
     }
 
     /// Connections whose kernel capture should change, since the last call.
@@ -81,6 +88,49 @@ impl Connections {
             .into_iter()
             .map(|e| (fd, totals.last_ns, e))
             .collect()
+    }
+
+    /// The kernel's count of HTTP/1 connection `fd` of `pid`: what is new since the
+    /// last reading becomes bytes, answers and the request now in flight.
+    ///
+    /// Exchanges alternate, so at most one request is in flight. The first new answer
+    /// answers the request in flight at the last reading, if there was one (its route
+    /// is known); the others answer requests whose lines were never read, and count as
+    /// such. A request in flight now is a request, with its route from its first bytes,
+    /// since it began.
+    pub fn exchanges(&mut self, pid: u32, fd: i32, now: &CountedExchanges) -> Vec<Emitted> {
+        let entry = self.exchanges_seen.entry((pid, fd)).or_default();
+        if now.totals.requests < entry.0.requests || now.totals.answers < entry.0.answers {
+            // The kernel's entry was evicted and counting began again from zero.
+            *entry = Default::default();
+        }
+        let (seen, (read_seen, written_seen)) = entry;
+        let read = now.bytes.read.saturating_sub(*read_seen);
+        let written = now.bytes.written.saturating_sub(*written_seen);
+        *read_seen = now.bytes.read.max(*read_seen);
+        *written_seen = now.bytes.written.max(*written_seen);
+        let new_requests = now.totals.requests.saturating_sub(seen.requests);
+        let previous = *seen;
+        *seen = ExchangeTotals {
+            requests: now.totals.requests.max(previous.requests),
+            answers: now.totals.answers.max(previous.answers),
+            last_answer_ns: now.totals.last_answer_ns,
+        };
+        let mut out = Vec::new();
+        if read > 0 || written > 0 {
+            out.push((fd, now.bytes.last_ns, ConnEvent::Bytes { read, written }));
+        }
+        out.extend(answers(fd, &previous, &now.totals));
+        if new_requests > 0 && now.pending_since_ns != 0 {
+            let route = http1::route_of_prefix(&now.request_prefix)
+                .unwrap_or_else(|| "(HTTP/1 request)".to_string());
+            out.push((
+                fd,
+                now.pending_since_ns,
+                ConnEvent::Request { stream: 0, route },
+            ));
+        }
+        out
     }
 
     /// Turn one socket record into connection events.
@@ -110,12 +160,21 @@ impl Connections {
                 self.framing
                     .transfer(r.pid, r.fd, Direction::Write, *len, prefix, &mut events);
             }
-            SockOp::Close { counted } => {
+            SockOp::Close { counted, exchanges } => {
                 let mut out = match counted {
                     Some(totals) => self.counted(r.pid, r.fd, *totals),
                     None => Vec::new(),
                 };
+                if let Some(totals) = exchanges {
+                    let seen = self
+                        .exchanges_seen
+                        .get(&(r.pid, r.fd))
+                        .map(|(t, _)| *t)
+                        .unwrap_or_default();
+                    out.extend(answers(r.fd, &seen, totals));
+                }
                 self.counted_seen.remove(&(r.pid, r.fd));
+                self.exchanges_seen.remove(&(r.pid, r.fd));
                 self.listener_ports.remove(&(r.pid, r.fd));
                 self.framing.close(r.pid, r.fd, &mut events);
                 out.extend(events.into_iter().map(|e| (r.fd, r.time_ns, e)));
@@ -124,6 +183,21 @@ impl Connections {
         }
         events.into_iter().map(|e| (r.fd, r.time_ns, e)).collect()
     }
+}
+
+/// The answers counted in the kernel between two readings: the first one answers the
+/// request in flight at the first reading (if any), the rest requests never read.
+fn answers(fd: i32, before: &ExchangeTotals, now: &ExchangeTotals) -> Vec<Emitted> {
+    let new = now.answers.saturating_sub(before.answers);
+    let at = now.last_answer_ns;
+    let mut out = Vec::new();
+    if new > 0 {
+        out.push((fd, at, ConnEvent::Answered { stream: 0 }));
+    }
+    if new > 1 {
+        out.push((fd, at, ConnEvent::AnsweredUnseen { count: new - 1 }));
+    }
+    out
 }
 
 /// The local port of listener `fd` of `pid`, from /proc.
@@ -175,6 +249,117 @@ mod tests {
             rx_queue: 0,
             path: None,
         }
+    }
+
+    fn counted(
+        read: u64,
+        requests: u64,
+        answers: u64,
+        pending_since_ns: u64,
+        last_answer_ns: u64,
+        prefix: &[u8],
+    ) -> CountedExchanges {
+        CountedExchanges {
+            bytes: CountedBytes {
+                read,
+                written: 0,
+                last_ns: 1,
+            },
+            totals: ExchangeTotals {
+                requests,
+                answers,
+                last_answer_ns,
+            },
+            pending_since_ns,
+            request_prefix: prefix.to_vec(),
+        }
+    }
+
+    /// Check how the kernel's exchange counts become events, reading after reading:
+    /// new bytes, the answer of the request in flight last time, the answers of
+    /// requests never read (counted, without a route), and the request in flight now,
+    /// with its route from the kept bytes and since when it waits. A reading with
+    /// nothing new adds nothing, and the close hands over the rest.
+    #[test]
+    fn kernel_exchange_counts_become_events() {
+        let mut c = Connections::default();
+        let post = b"POST /orders?customer=4711 HTTP/1.1\r\nHost: s";
+        // Counting began with a request, still in flight.
+        let first = c.exchanges(1, 7, &counted(100, 1, 0, 50, 0, post));
+        assert_eq!(
+            first,
+            vec![
+                (
+                    7,
+                    1,
+                    ConnEvent::Bytes {
+                        read: 100,
+                        written: 0
+                    }
+                ),
+                (
+                    7,
+                    50,
+                    ConnEvent::Request {
+                        stream: 0,
+                        route: "POST /orders".into()
+                    }
+                ),
+            ]
+        );
+        assert!(c
+            .exchanges(1, 7, &counted(100, 1, 0, 50, 0, post))
+            .is_empty());
+        // It was answered, then 4 more exchanges, and a fifth request waits.
+        let events = c.exchanges(
+            1,
+            7,
+            &counted(600, 6, 5, 90, 80, b"GET /health HTTP/1.1\r\n"),
+        );
+        assert_eq!(
+            events[1..],
+            [
+                (7, 80, ConnEvent::Answered { stream: 0 }),
+                (7, 80, ConnEvent::AnsweredUnseen { count: 4 }),
+                (
+                    7,
+                    90,
+                    ConnEvent::Request {
+                        stream: 0,
+                        route: "GET /health".into()
+                    }
+                ),
+            ]
+        );
+        // Answered, and closed before the next reading: the close carries the count.
+        let close = SockRecord {
+            pid: 1,
+            tid: 1,
+            time_ns: 120,
+            fd: 7,
+            op: SockOp::Close {
+                counted: None,
+                exchanges: Some(ExchangeTotals {
+                    requests: 6,
+                    answers: 6,
+                    last_answer_ns: 110,
+                }),
+            },
+        };
+        assert_eq!(
+            c.ingest(&close),
+            vec![(7, 110, ConnEvent::Answered { stream: 0 })]
+        );
+        // Garbage kept as a request's first bytes names no route.
+        let events = c.exchanges(1, 8, &counted(9, 1, 0, 5, 0, b"\x16\x03\x01garbage"));
+        assert!(events.contains(&(
+            8,
+            5,
+            ConnEvent::Request {
+                stream: 0,
+                route: "(HTTP/1 request)".into()
+            }
+        )));
     }
 
     /// Check that connections on a listener's port are inbound, others outbound to

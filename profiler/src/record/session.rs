@@ -174,12 +174,19 @@ impl Session {
         self.connections.take_capture_changes()
     }
 
-    /// Hand the kernel's totals of the count-only connections to the ledger (at a
-    /// window's end: their transfers send no records).
+    /// Hand the kernel's totals of the count-only connections and of the HTTP/1
+    /// connections whose exchanges it counts to the ledger (at a window's end and at
+    /// each wait report: their transfers send no records).
     pub fn read_counted_sockets(&mut self, collector: &Collector) {
         for (pid, fd, totals) in collector.counted_sockets() {
             if self.state.targets.contains_key(&pid) {
                 let events = self.connections.counted(pid, fd, totals);
+                self.apply_conn(pid, events);
+            }
+        }
+        for (pid, fd, now) in collector.counted_exchanges() {
+            if self.state.targets.contains_key(&pid) {
+                let events = self.connections.exchanges(pid, fd, &now);
                 self.apply_conn(pid, events);
             }
         }

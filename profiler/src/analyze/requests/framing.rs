@@ -19,6 +19,10 @@ use crate::model::{ConnEvent, ConnRole};
 /// connection level.
 const CLASSIFY_TRIES: u32 = 4;
 
+/// Plain exchanges (each request answered before the next, nothing lost) an HTTP/1
+/// connection shows in userspace before the kernel is asked to count its exchanges.
+pub const EXCHANGES_BEFORE_COUNTING: u32 = 3;
+
 /// Which way bytes moved, as the process sees it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Direction {
@@ -43,6 +47,12 @@ struct Conn {
     framer: Framer,
     /// Unframed bytes already reported.
     reported_loss: u64,
+    /// HTTP/1: exchanges that ended with the connection at rest.
+    exchanges_at_rest: u32,
+    /// HTTP/1: a request arrived before the previous one was answered.
+    pipelined: bool,
+    /// HTTP/1: the kernel was asked to count the exchanges.
+    counting_asked: bool,
 }
 
 /// What the kernel should copy of a connection's transfers, once its protocol is
@@ -54,6 +64,10 @@ pub enum CaptureChange {
     /// Nothing a framer reads (TLS, unknown bytes): no record per transfer, only
     /// byte totals.
     CountOnly,
+    /// Plain HTTP/1: the kernel counts the exchanges from the turns of direction
+    /// (`inbound`: the process reads the requests), keeping each request's first
+    /// bytes for its route; no record per transfer.
+    CountExchanges { inbound: bool },
 }
 
 /// The framers of every followed connection, by (pid, fd).
@@ -81,6 +95,9 @@ impl Framing {
                 role: role.clone(),
                 framer: Framer::Unknown { tries: 0 },
                 reported_loss: 0,
+                exchanges_at_rest: 0,
+                pipelined: false,
+                counting_asked: false,
             },
         );
         out.push(ConnEvent::Opened { role, seen_open });
@@ -175,6 +192,9 @@ impl Framing {
                     Side::Client => h.feed_request(t, &mut events),
                     Side::Server => h.feed_response(t, &mut events),
                 }
+                let answered = events
+                    .iter()
+                    .any(|e| matches!(e, Http1Event::Response { .. }));
                 out.extend(events.into_iter().map(|e| match e {
                     Http1Event::Request { method, path } => ConnEvent::Request {
                         stream: 0,
@@ -182,6 +202,19 @@ impl Framing {
                     },
                     Http1Event::Response { .. } => ConnEvent::Answered { stream: 0 },
                 }));
+                conn.pipelined |= h.outstanding() > 1;
+                if answered && h.at_rest() {
+                    conn.exchanges_at_rest += 1;
+                }
+                if !conn.counting_asked
+                    && !conn.pipelined
+                    && conn.exchanges_at_rest >= EXCHANGES_BEFORE_COUNTING
+                {
+                    conn.counting_asked = true;
+                    let inbound = matches!(conn.role, ConnRole::Inbound { .. });
+                    self.capture_changes
+                        .push((pid, fd, CaptureChange::CountExchanges { inbound }));
+                }
                 h.loss
             }
             Framer::Http2(h) => {
@@ -349,6 +382,51 @@ mod tests {
         f.close(1, 3, &mut out);
         assert_eq!(out, vec![ConnEvent::Closed]);
         assert!(!f.knows(1, 3));
+    }
+
+    /// Check that a plain HTTP/1 connection asks the kernel to count its exchanges
+    /// after [`EXCHANGES_BEFORE_COUNTING`] of them, once, with the side that reads the
+    /// requests; a pipelining client's connection never does.
+    #[test]
+    fn plain_http1_exchanges_go_to_the_kernel() {
+        let mut f = Framing::default();
+        let mut out = Vec::new();
+        f.open(1, 7, ConnRole::Inbound { port: 3000 }, false, &mut out);
+        f.open(
+            1,
+            8,
+            ConnRole::Outbound {
+                peer: "10.0.0.2:80".into(),
+            },
+            false,
+            &mut out,
+        );
+        f.open(1, 9, ConnRole::Inbound { port: 3000 }, false, &mut out);
+        let get = b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n";
+        let ok = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+        for i in 1..=EXCHANGES_BEFORE_COUNTING + 2 {
+            feed(&mut f, 7, Direction::Read, get);
+            feed(&mut f, 7, Direction::Write, ok);
+            feed(&mut f, 8, Direction::Write, get);
+            feed(&mut f, 8, Direction::Read, ok);
+            // Two requests before the first answer: pipelined.
+            feed(&mut f, 9, Direction::Read, get);
+            feed(&mut f, 9, Direction::Read, get);
+            feed(&mut f, 9, Direction::Write, ok);
+            feed(&mut f, 9, Direction::Write, ok);
+            let changes = f.take_capture_changes();
+            if i == EXCHANGES_BEFORE_COUNTING {
+                assert_eq!(
+                    changes,
+                    [
+                        (1, 7, CaptureChange::CountExchanges { inbound: true }),
+                        (1, 8, CaptureChange::CountExchanges { inbound: false }),
+                    ]
+                );
+            } else {
+                assert!(changes.is_empty(), "{i}: {changes:?}");
+            }
+        }
     }
 
     /// Check that an HTTP/2 connection asks for more bytes per transfer and a TLS one

@@ -140,6 +140,23 @@ impl Http1Connection {
         self.feed(false, t, out);
     }
 
+    /// Between exchanges: both directions at a message start, every request answered,
+    /// and the place never lost. Only such a connection can have its next exchanges
+    /// counted by the kernel from the turns of direction alone.
+    pub fn at_rest(&self) -> bool {
+        self.request.state == State::Start
+            && self.response.state == State::Start
+            && self.request.partial.is_empty()
+            && self.response.partial.is_empty()
+            && self.pending.is_empty()
+            && self.loss.desyncs == 0
+    }
+
+    /// Requests read and not answered yet (more than one: the client pipelines).
+    pub fn outstanding(&self) -> usize {
+        self.pending.len()
+    }
+
     fn feed(&mut self, requests: bool, t: Transfer<'_>, out: &mut Vec<Http1Event>) {
         let half = if requests {
             &mut self.request
@@ -414,6 +431,38 @@ fn request_line(line: &[u8]) -> Option<(&'static str, String)> {
         .copied()
         .unwrap_or("OTHER");
     Some((name, text::path_of(target)))
+}
+
+/// The route (`POST /orders`) of the request whose first bytes are `prefix`, which may
+/// end inside the request line: a cut path ends in `…`. None when the bytes do not
+/// start a request line.
+pub fn route_of_prefix(prefix: &[u8]) -> Option<String> {
+    if let Some(nl) = prefix.iter().position(|&b| b == b'\n') {
+        let line = &prefix[..nl];
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        let (method, path) = request_line(line)?;
+        return Some(format!("{method} {path}"));
+    }
+    let mut parts = prefix.splitn(2, |&b| b == b' ');
+    let (method, rest) = (parts.next()?, parts.next()?);
+    if method.is_empty() || method.len() > 16 || !method.iter().all(u8::is_ascii_uppercase) {
+        return None;
+    }
+    let name = METHODS
+        .iter()
+        .find(|m| m.as_bytes() == method)
+        .copied()
+        .unwrap_or("OTHER");
+    let (target, whole) = match rest.iter().position(|&b| b == b' ') {
+        Some(end) => (&rest[..end], true),
+        None => (rest, false),
+    };
+    if !target.starts_with(b"/") {
+        return None;
+    }
+    let path = text::path_of(target);
+    let cut = !whole && !target.iter().any(|&b| b == b'?' || b == b'#');
+    Some(format!("{name} {path}{}", if cut { "…" } else { "" }))
 }
 
 /// `HTTP/1.1 200 OK` → 200.

@@ -263,3 +263,60 @@ fn events_carry_no_payload() {
         assert!(!shown.contains(secret), "{secret} in {shown}");
     }
 }
+
+/// Check the route of a request from the first bytes the kernel kept: a whole line,
+/// a line cut inside the path (marked), a cut query (not marked: the path is whole),
+/// and bytes that start no request (a body, a response, garbage).
+#[test]
+fn route_from_a_kept_prefix() {
+    assert_eq!(route_of_prefix(GET).as_deref(), Some("GET /orders/42"));
+    assert_eq!(
+        route_of_prefix(b"POST /orders?customer=4711 HTTP/1.1\r\nHost: shop\r\nContent-Le")
+            .as_deref(),
+        Some("POST /orders")
+    );
+    assert_eq!(
+        route_of_prefix(b"GET /api/v1/customers/4711/orders/99/ite").as_deref(),
+        Some("GET /api/v1/customers/4711/orders/99/ite…")
+    );
+    assert_eq!(
+        route_of_prefix(b"GET /search?q=very+long+secret+terms+that+get+cu").as_deref(),
+        Some("GET /search")
+    );
+    assert_eq!(
+        route_of_prefix(b"BREW /pot HTTP/1.1\r\n").as_deref(),
+        Some("OTHER /pot")
+    );
+    for not_a_request in [
+        &b"{\"qty\": 10}"[..],
+        b"HTTP/1.1 200 OK\r\n",
+        b"GET",
+        b"GET nopath-cut-before-the-version",
+        b"",
+        b"\xff\xfe GET / HTTP/1.1",
+    ] {
+        assert_eq!(route_of_prefix(not_a_request), None, "{not_a_request:?}");
+    }
+}
+
+/// Check when a connection is at rest between exchanges, and how many requests are
+/// outstanding: not in the middle of a body, not while pipelining, not after losing
+/// its place.
+#[test]
+fn at_rest_between_exchanges_only() {
+    let mut c = Http1Connection::default();
+    let mut out = Vec::new();
+    assert!(c.at_rest());
+    c.feed_request(Transfer::whole(POST), &mut out);
+    assert!(!c.at_rest() && c.outstanding() == 1);
+    c.feed_response(Transfer::whole(CREATED), &mut out);
+    assert!(c.at_rest());
+    c.feed_request(Transfer::whole(GET), &mut out);
+    c.feed_request(Transfer::whole(GET), &mut out);
+    assert_eq!(c.outstanding(), 2);
+    c.feed_response(Transfer::whole(&OK_BODY[..20]), &mut out);
+    assert!(!c.at_rest());
+    let mut lost = Http1Connection::default();
+    lost.feed_request(Transfer::whole(b"\x01\x02 not http\r\n"), &mut out);
+    assert!(!lost.at_rest());
+}

@@ -126,6 +126,13 @@ impl RequestLedger {
                     a.last_ns = Some(time_ns);
                 }
             }
+            ConnEvent::AnsweredUnseen { count } => {
+                if let Some(port) = port {
+                    let a = self.answers.entry((port, None)).or_default();
+                    a.count += count;
+                    a.last_ns = Some(time_ns);
+                }
+            }
             ConnEvent::Query { .. } => {}
             ConnEvent::Ready { status } => {
                 let since = match conn.tx {
@@ -143,7 +150,10 @@ impl RequestLedger {
         if let Some(port) = port {
             if matches!(
                 event,
-                ConnEvent::Request { .. } | ConnEvent::Answered { .. } | ConnEvent::Closed
+                ConnEvent::Request { .. }
+                    | ConnEvent::Answered { .. }
+                    | ConnEvent::AnsweredUnseen { .. }
+                    | ConnEvent::Closed
             ) {
                 self.sample(port, time_ns);
             }
@@ -232,6 +242,46 @@ mod tests {
         assert_eq!(l.series[&80], vec![0, 0, 1, 2, 1]);
         l.apply(5, 5 * S, &ConnEvent::Closed);
         assert_eq!(l.in_flight(80).count(), 0);
+    }
+
+    /// Check that answers the kernel counted without their request lines add to the
+    /// listener's answers without a route, and leave the requests in flight alone.
+    #[test]
+    fn answers_counted_in_the_kernel() {
+        let mut l = RequestLedger::default();
+        l.apply(
+            5,
+            0,
+            &ConnEvent::Opened {
+                role: ConnRole::Inbound { port: 80 },
+                seen_open: false,
+            },
+        );
+        l.apply(
+            5,
+            S,
+            &ConnEvent::Request {
+                stream: 0,
+                route: "POST /orders".into(),
+            },
+        );
+        l.apply(5, 2 * S, &ConnEvent::AnsweredUnseen { count: 41 });
+        assert_eq!(l.answers[&(80, None)].count, 41);
+        assert_eq!(l.answers[&(80, None)].last_ns, Some(2 * S));
+        assert_eq!(l.in_flight(80).count(), 1);
+        // Outbound connections keep no answer counts.
+        l.apply(
+            6,
+            0,
+            &ConnEvent::Opened {
+                role: ConnRole::Outbound {
+                    peer: "10.0.0.2:80".into(),
+                },
+                seen_open: false,
+            },
+        );
+        l.apply(6, 3 * S, &ConnEvent::AnsweredUnseen { count: 5 });
+        assert_eq!(l.answers.len(), 1);
     }
 
     /// Check that HTTP/2 streams are answered by id, and a PostgreSQL connection keeps

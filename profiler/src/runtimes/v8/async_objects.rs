@@ -12,8 +12,8 @@
 use std::ops::RangeInclusive;
 
 use super::heap::{Heap, WalkError};
-use super::positions::position_at;
 use super::metadata::{Layout, MetadataError, Symbols};
+use super::positions::position_at;
 
 /// Reactions followed per promise, and promises followed from one suspended call.
 const MAX_REACTIONS: usize = 32;
