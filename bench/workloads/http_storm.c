@@ -6,7 +6,11 @@
  *
  * usage: http_storm SECONDS BARRIER. ops = requests answered.
  * HTTP_STORM_RATE=N (optional): pace all clients together to about N requests/s, to
- * measure the profiler's cost at a given load rather than at saturation. */
+ * measure the profiler's cost at a given load rather than at saturation.
+ * HTTP_STORM_APART=1 (optional): the clients run in a child process forked before
+ * "ready", so the pid printed (the one to profile) is a server only, as a service
+ * serving N requests/s would be. */
+#include <sys/wait.h>
 #include "storm.h"
 
 #include <arpa/inet.h>
@@ -105,12 +109,67 @@ static void *timer(void *arg)
     return NULL;
 }
 
+/* The clients of HTTP_STORM_APART, in the child: connect, wait for the start byte,
+ * ask for `seconds`, write the number answered to `result` and exit. */
+static void clients_apart(struct sockaddr_in *addr, int start, int result, double seconds)
+{
+    struct client clients[CLIENTS];
+    pthread_t threads[CLIENTS], clock;
+    int one = 1;
+    for (int i = 0; i < CLIENTS; i++) {
+        clients[i] = (struct client){ .fd = socket(AF_INET, SOCK_STREAM, 0) };
+        if (clients[i].fd < 0 ||
+            connect(clients[i].fd, (struct sockaddr *)addr, sizeof *addr) != 0)
+            die("connect");
+        setsockopt(clients[i].fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    }
+    char go;
+    if (read(start, &go, 1) != 1)
+        exit(0); /* the server gave up */
+    pthread_create(&clock, NULL, timer, &seconds);
+    for (int i = 0; i < CLIENTS; i++)
+        pthread_create(&threads[i], NULL, client, &clients[i]);
+    unsigned long answered = 0;
+    for (int i = 0; i < CLIENTS; i++) {
+        pthread_join(threads[i], NULL);
+        answered += clients[i].answered;
+    }
+    if (write(result, &answered, sizeof answered) != sizeof answered)
+        die("write result");
+    exit(0);
+}
+
+/* HTTP_STORM_APART: serve the child's clients; returns requests answered. */
+static unsigned long serve_apart(int listener, int start, int result, double *elapsed)
+{
+    pthread_t servers[CLIENTS];
+    int one = 1;
+    for (int i = 0; i < CLIENTS; i++) {
+        int peer = accept(listener, NULL, NULL);
+        if (peer < 0)
+            die("accept");
+        setsockopt(peer, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+        pthread_create(&servers[i], NULL, server, (void *)(long)peer);
+    }
+    double t0 = now_s();
+    if (write(start, "g", 1) != 1)
+        die("start the clients");
+    unsigned long answered = 0;
+    if (read(result, &answered, sizeof answered) != sizeof answered)
+        die("read the clients' result");
+    *elapsed = now_s() - t0;
+    for (int i = 0; i < CLIENTS; i++)
+        pthread_join(servers[i], NULL); /* the child's exit closes its connections */
+    wait(NULL);
+    return answered;
+}
+
 int main(int argc, char **argv)
 {
     const char *rate = getenv("HTTP_STORM_RATE");
     if (rate && atof(rate) > 0)
         pace_s = CLIENTS / atof(rate);
-    double seconds = storm_start(argc, argv);
+    const char *apart = getenv("HTTP_STORM_APART");
     int listener = socket(AF_INET, SOCK_STREAM, 0);
     struct sockaddr_in addr = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
     socklen_t len = sizeof addr;
@@ -118,6 +177,30 @@ int main(int argc, char **argv)
         listen(listener, CLIENTS) != 0 ||
         getsockname(listener, (struct sockaddr *)&addr, &len) != 0)
         die("listen on 127.0.0.1");
+    if (apart && atoi(apart) == 1) {
+        int start[2], result[2];
+        if (pipe(start) != 0 || pipe(result) != 0)
+            die("pipe");
+        double child_seconds = argc > 1 ? atof(argv[1]) : 0;
+        pid_t pid = fork();
+        if (pid < 0)
+            die("fork");
+        if (pid == 0) {
+            close(listener);
+            close(start[1]);
+            close(result[0]);
+            clients_apart(&addr, start[0], result[1], child_seconds);
+        }
+        close(start[0]);
+        close(result[1]);
+        storm_start(argc, argv);
+        double elapsed;
+        unsigned long answered = serve_apart(listener, start[1], result[0], &elapsed);
+        close(listener);
+        storm_finish(answered, elapsed);
+        return 0;
+    }
+    double seconds = storm_start(argc, argv);
     struct client clients[CLIENTS];
     pthread_t servers[CLIENTS], threads[CLIENTS], clock;
     int one = 1;
