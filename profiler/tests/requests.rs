@@ -355,6 +355,19 @@ fn exchange(conn: &mut TcpStream, request: &[u8]) -> bool {
 
 const HEALTH: &[u8] = b"GET /health HTTP/1.1\r\nHost: shop\r\n\r\n";
 
+/// A kept-alive connection to `port` after `n` health checks 100 ms apart, and how
+/// many were answered.
+fn warmed_up(port: u16, n: u32) -> (TcpStream, u32) {
+    let mut conn = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    let mut answered = 0u32;
+    for _ in 0..n {
+        answered += u32::from(exchange(&mut conn, HEALTH));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    (conn, answered)
+}
+
 /// Check that the kernel counts the exchanges of kept-alive HTTP/1 connections once a
 /// few were framed in userspace, and that nothing is lost or invented: the hung pool
 /// server, recorded from before its load, under two clients that keep one connection
@@ -389,15 +402,9 @@ fn http1_exchanges_are_counted_in_the_kernel() {
     let busy: Vec<_> = (0..BUSY)
         .map(|_| {
             std::thread::spawn(move || {
-                let mut conn = TcpStream::connect(("127.0.0.1", port)).unwrap();
-                conn.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
-                let mut answered = 0u32;
                 // Paced first, so that the profiler (a debug build is slow to start
                 // reading) has framed a few exchanges and asked the kernel to count.
-                for _ in 0..WARM_UP {
-                    answered += u32::from(exchange(&mut conn, HEALTH));
-                    std::thread::sleep(Duration::from_millis(100));
-                }
+                let (mut conn, mut answered) = warmed_up(port, WARM_UP);
                 let started = std::time::Instant::now();
                 // Bounded in count and time; the connection closes at the end.
                 while answered < 20_000 && started.elapsed() < Duration::from_secs(3) {
@@ -415,13 +422,7 @@ fn http1_exchanges_are_counted_in_the_kernel() {
         .map(|_| {
             let all_warm = Arc::clone(&all_warm);
             std::thread::spawn(move || {
-                let mut conn = TcpStream::connect(("127.0.0.1", port)).unwrap();
-                conn.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
-                let mut answered = 0u32;
-                for _ in 0..WARM_UP {
-                    answered += u32::from(exchange(&mut conn, HEALTH));
-                    std::thread::sleep(Duration::from_millis(100));
-                }
+                let (mut conn, answered) = warmed_up(port, WARM_UP);
                 all_warm.wait();
                 conn.write_all(
                     b"POST /orders?customer=4711 HTTP/1.1\r\nHost: shop\r\nContent-Length: 2\r\n\r\n{}",

@@ -418,19 +418,25 @@ fn trim(b: &[u8]) -> &[u8] {
 fn request_line(line: &[u8]) -> Option<(&'static str, String)> {
     let mut parts = line.split(|&b| b == b' ').filter(|p| !p.is_empty());
     let (method, target, version) = (parts.next()?, parts.next()?, parts.next()?);
-    if parts.next().is_some()
-        || !version.starts_with(b"HTTP/1.")
-        || method.len() > 16
-        || !method.iter().all(u8::is_ascii_uppercase)
-    {
+    if parts.next().is_some() || !version.starts_with(b"HTTP/1.") {
         return None;
     }
-    let name = METHODS
-        .iter()
-        .find(|m| m.as_bytes() == method)
-        .copied()
-        .unwrap_or("OTHER");
-    Some((name, text::path_of(target)))
+    Some((method_name(method)?, text::path_of(target)))
+}
+
+/// A request method's name from the fixed list (`OTHER` for another token of capital
+/// letters); None when `method` is no such token.
+fn method_name(method: &[u8]) -> Option<&'static str> {
+    if method.is_empty() || method.len() > 16 || !method.iter().all(u8::is_ascii_uppercase) {
+        return None;
+    }
+    Some(
+        METHODS
+            .iter()
+            .find(|m| m.as_bytes() == method)
+            .copied()
+            .unwrap_or("OTHER"),
+    )
 }
 
 /// The route (`POST /orders`) of the request whose first bytes are `prefix`, which may
@@ -445,14 +451,7 @@ pub fn route_of_prefix(prefix: &[u8]) -> Option<String> {
     }
     let mut parts = prefix.splitn(2, |&b| b == b' ');
     let (method, rest) = (parts.next()?, parts.next()?);
-    if method.is_empty() || method.len() > 16 || !method.iter().all(u8::is_ascii_uppercase) {
-        return None;
-    }
-    let name = METHODS
-        .iter()
-        .find(|m| m.as_bytes() == method)
-        .copied()
-        .unwrap_or("OTHER");
+    let name = method_name(method)?;
     let (target, whole) = match rest.iter().position(|&b| b == b' ') {
         Some(end) => (&rest[..end], true),
         None => (rest, false),
