@@ -109,12 +109,26 @@ static void *timer(void *arg)
     return NULL;
 }
 
+/* Runs every client on its own thread until `stop`; returns the requests answered. */
+static unsigned long run_clients(struct client *clients)
+{
+    pthread_t threads[CLIENTS];
+    for (int i = 0; i < CLIENTS; i++)
+        pthread_create(&threads[i], NULL, client, &clients[i]);
+    unsigned long answered = 0;
+    for (int i = 0; i < CLIENTS; i++) {
+        pthread_join(threads[i], NULL);
+        answered += clients[i].answered;
+    }
+    return answered;
+}
+
 /* The clients of HTTP_STORM_APART, in the child: connect, wait for the start byte,
  * ask for `seconds`, write the number answered to `result` and exit. */
 static void clients_apart(struct sockaddr_in *addr, int start, int result, double seconds)
 {
     struct client clients[CLIENTS];
-    pthread_t threads[CLIENTS], clock;
+    pthread_t clock;
     int one = 1;
     for (int i = 0; i < CLIENTS; i++) {
         clients[i] = (struct client){ .fd = socket(AF_INET, SOCK_STREAM, 0) };
@@ -127,13 +141,7 @@ static void clients_apart(struct sockaddr_in *addr, int start, int result, doubl
     if (read(start, &go, 1) != 1)
         exit(0); /* the server gave up */
     pthread_create(&clock, NULL, timer, &seconds);
-    for (int i = 0; i < CLIENTS; i++)
-        pthread_create(&threads[i], NULL, client, &clients[i]);
-    unsigned long answered = 0;
-    for (int i = 0; i < CLIENTS; i++) {
-        pthread_join(threads[i], NULL);
-        answered += clients[i].answered;
-    }
+    unsigned long answered = run_clients(clients);
     if (write(result, &answered, sizeof answered) != sizeof answered)
         die("write result");
     exit(0);
@@ -202,7 +210,7 @@ int main(int argc, char **argv)
     }
     double seconds = storm_start(argc, argv);
     struct client clients[CLIENTS];
-    pthread_t servers[CLIENTS], threads[CLIENTS], clock;
+    pthread_t servers[CLIENTS], clock;
     int one = 1;
     for (int i = 0; i < CLIENTS; i++) {
         clients[i] = (struct client){ .fd = socket(AF_INET, SOCK_STREAM, 0) };
@@ -218,13 +226,7 @@ int main(int argc, char **argv)
     }
     pthread_create(&clock, NULL, timer, &seconds);
     double t0 = now_s();
-    for (int i = 0; i < CLIENTS; i++)
-        pthread_create(&threads[i], NULL, client, &clients[i]);
-    unsigned long answered = 0;
-    for (int i = 0; i < CLIENTS; i++) {
-        pthread_join(threads[i], NULL);
-        answered += clients[i].answered;
-    }
+    unsigned long answered = run_clients(clients);
     double elapsed = now_s() - t0;
     for (int i = 0; i < CLIENTS; i++)
         shutdown(clients[i].fd, SHUT_WR);

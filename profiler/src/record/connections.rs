@@ -73,10 +73,7 @@ impl Connections {
     /// the last reading becomes a transfer of that many bytes (no prefix), at the time
     /// of its last transfer.
     pub fn counted(&mut self, pid: u32, fd: i32, totals: CountedBytes) -> Vec<Emitted> {
-        let seen = self.counted_seen.entry((pid, fd)).or_default();
-        let read = totals.read.saturating_sub(seen.0);
-        let written = totals.written.saturating_sub(seen.1);
-        *seen = (totals.read.max(seen.0), totals.written.max(seen.1));
+        let (read, written) = new_bytes(self.counted_seen.entry((pid, fd)).or_default(), &totals);
         let mut events = Vec::new();
         for (direction, len) in [(Direction::Read, read), (Direction::Write, written)] {
             if len > 0 {
@@ -104,18 +101,11 @@ impl Connections {
             // The kernel's entry was evicted and counting began again from zero.
             *entry = Default::default();
         }
-        let (seen, (read_seen, written_seen)) = entry;
-        let read = now.bytes.read.saturating_sub(*read_seen);
-        let written = now.bytes.written.saturating_sub(*written_seen);
-        *read_seen = now.bytes.read.max(*read_seen);
-        *written_seen = now.bytes.written.max(*written_seen);
-        let new_requests = now.totals.requests.saturating_sub(seen.requests);
-        let previous = *seen;
-        *seen = ExchangeTotals {
-            requests: now.totals.requests.max(previous.requests),
-            answers: now.totals.answers.max(previous.answers),
-            last_answer_ns: now.totals.last_answer_ns,
-        };
+        let (seen, bytes_seen) = entry;
+        let (read, written) = new_bytes(bytes_seen, &now.bytes);
+        // Not below the last reading: a smaller count restarted from zero above.
+        let previous = std::mem::replace(seen, now.totals);
+        let new_requests = now.totals.requests - previous.requests;
         let mut out = Vec::new();
         if read > 0 || written > 0 {
             out.push((fd, now.bytes.last_ns, ConnEvent::Bytes { read, written }));
@@ -183,6 +173,17 @@ impl Connections {
         }
         events.into_iter().map(|e| (r.fd, r.time_ns, e)).collect()
     }
+}
+
+/// The bytes a kernel total adds since the last reading `seen` (read, written), which
+/// it then becomes.
+fn new_bytes(seen: &mut (u64, u64), totals: &CountedBytes) -> (u64, u64) {
+    let new = (
+        totals.read.saturating_sub(seen.0),
+        totals.written.saturating_sub(seen.1),
+    );
+    *seen = (totals.read.max(seen.0), totals.written.max(seen.1));
+    new
 }
 
 /// The answers counted in the kernel between two readings: the first one answers the
