@@ -342,7 +342,8 @@ pub struct FutexKey {
     pub uaddr: u64,
 }
 
-/// Run-time configuration written by userspace into the `CONFIG` array before attach.
+/// Run-time configuration written by userspace into the `CONFIG` array before attach
+/// (`sockets_armed` after).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Config {
@@ -357,6 +358,13 @@ pub struct Config {
     /// Mean bytes between two sampled allocations (allocator probes). Separate from
     /// `sample_bytes` because allocations are far more frequent than mappings.
     pub alloc_sample_bytes: u64,
+    /// Non-zero once every socket program is attached. Until then the transfer probes
+    /// save nothing: programs attach one by one, and a request read while the write
+    /// probes were not there yet would stay in flight forever, its answer never seen.
+    /// Gated at the syscall's entry, every transfer that began after this is seen in
+    /// full, both directions.
+    pub sockets_armed: u32,
+    pub _pad: u32,
 }
 
 /// x86_64 syscall numbers of the wait probes.
@@ -484,7 +492,7 @@ mod tests {
         assert!(size_of::<MemEvent>() <= BODY_SIZE);
         assert!(size_of::<WaitEvent>() <= BODY_SIZE);
         assert_eq!(size_of::<WaitEvent>(), 8 + 8 + 4 * 4);
-        assert_eq!(size_of::<Config>(), 8 + 8 + 4 + 4 + 8);
+        assert_eq!(size_of::<Config>(), 8 + 8 + 4 + 4 + 8 + 4 + 4);
         assert_eq!(size_of::<WaitStart>(), 8 + 8 + 24 + 4 * 4);
         assert_eq!(size_of::<FutexKey>(), 16);
         assert_eq!(size_of::<AllocEvent>(), 8 + 8 + 4 + 4);

@@ -162,7 +162,15 @@ fn target() -> Option<u32> {
 
 #[inline(always)]
 fn transfer_enter(ctx: &TracePointContext, op: u32, buffer: Buffer) -> Result<u32, u32> {
-    let tgid = target().ok_or(0u32)?;
+    let cfg = config().ok_or(0u32)?;
+    // Until every socket program is attached, a transfer could be seen one way only.
+    if cfg.sockets_armed == 0 {
+        return Ok(0);
+    }
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    if !is_target(tgid, cfg) {
+        return Ok(0);
+    }
     let fd = tp::syscall_arg(ctx, 0) as i32;
     let key = SockKey {
         tgid,

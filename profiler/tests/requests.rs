@@ -475,3 +475,111 @@ fn http1_exchanges_are_counted_in_the_kernel() {
     assert!(!text.contains("customer"), "{text}");
     drop(workload);
 }
+
+/// Check that attaching in the middle of busy kept-alive connections (the usual case
+/// in an incident) invents no requests in flight: the probes attach one by one, and a
+/// request read before the write probes were there would wait for an answer never
+/// seen. The hung pool server under two clients hammering health checks on one
+/// connection each and six that post an order after a few paced health checks, all
+/// started before `record`: the orders are the only requests left in flight, at every
+/// second of the window, and they are STALLED (requests).
+#[test]
+#[ignore = "needs root: run with `cargo xtask test`"]
+fn attached_to_busy_connections_invents_no_requests() {
+    let (workload, dir, port, _peer) = start_server("requests_busy_attach", "hung");
+    const BUSY: usize = 2;
+    const ORDERS: usize = 6;
+    let stop = Arc::new(AtomicBool::new(false));
+    let busy: Vec<_> = (0..BUSY)
+        .map(|_| {
+            let stop = Arc::clone(&stop);
+            std::thread::spawn(move || {
+                let (mut conn, mut answered) = warmed_up(port, 0);
+                let started = std::time::Instant::now();
+                // Bounded in count and time; the connection closes at the end.
+                while !stop.load(Ordering::Relaxed)
+                    && answered < 400_000
+                    && started.elapsed() < Duration::from_secs(30)
+                {
+                    if !exchange(&mut conn, HEALTH) {
+                        break;
+                    }
+                    answered += 1;
+                }
+                answered
+            })
+        })
+        .collect();
+    let orders: Vec<_> = (0..ORDERS)
+        .map(|_| {
+            std::thread::spawn(move || {
+                // Paced health checks during the attach, then the order.
+                let (mut conn, answered) = warmed_up(port, 30);
+                conn.write_all(
+                    b"POST /orders?customer=4711 HTTP/1.1\r\nHost: shop\r\nContent-Length: 2\r\n\r\n{}",
+                )
+                .unwrap();
+                (answered, conn) // kept open: the order stays in flight
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let rec = Recording::start(
+        &[
+            "--pid",
+            &workload.pid.to_string(),
+            "--waits",
+            "--duration",
+            "8s",
+            "--stall-threshold",
+            "1s",
+        ],
+        &dir.join("out"),
+    );
+    let out = rec.wait();
+    stop.store(true, Ordering::Relaxed);
+    let busy_answered: u32 = busy.into_iter().map(|t| t.join().unwrap()).sum();
+    let orders: Vec<(u32, TcpStream)> = orders.into_iter().map(|t| t.join().unwrap()).collect();
+    drop(orders);
+    let text = std::fs::read_to_string(out.join("report.txt")).unwrap();
+    eprintln!("{text}");
+    eprintln!("busy clients: {busy_answered} answers");
+    assert!(
+        busy_answered >= 1000,
+        "the busy clients got only {busy_answered} answers"
+    );
+    let requests_line = text
+        .lines()
+        .find(|l| l.contains(&format!("requests on :{port}:")))
+        .unwrap_or_else(|| panic!("no requests line for :{port} in {text}"));
+    // At most one request per busy connection is in flight at any time, besides the
+    // orders.
+    let series: Vec<usize> = requests_line
+        .split("in flight per second: [")
+        .nth(1)
+        .and_then(|rest| rest.split(']').next())
+        .unwrap_or_else(|| panic!("no series in {requests_line:?}"))
+        .split(", ")
+        .map(|n| n.parse().unwrap())
+        .collect();
+    assert!(
+        series.iter().all(|&n| n <= ORDERS + BUSY),
+        "requests invented in flight: {requests_line:?}"
+    );
+    let in_flight: usize = requests_line
+        .split(": ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no in-flight count in {requests_line:?}"));
+    assert!(
+        (ORDERS..=ORDERS + BUSY).contains(&in_flight),
+        "{requests_line:?}"
+    );
+    assert!(
+        text.contains(&format!(
+            "STALLED (requests): {ORDERS} requests (POST /orders) on :{port} unanswered"
+        )),
+        "{text}"
+    );
+    drop(workload);
+}

@@ -200,6 +200,8 @@ impl Collector {
             stack_pages: cfg.stack_pages.clamp(1, MAX_STACK_PAGES as u32),
             all_processes: u32::from(cfg.all_processes),
             alloc_sample_bytes: cfg.alloc_sample_bytes.max(1),
+            sockets_armed: 0,
+            _pad: 0,
         };
         let mut array: Array<_, Config> =
             Array::try_from(map(&mut ebpf, "CONFIG")?).map_err(map_error("CONFIG"))?;
