@@ -118,6 +118,9 @@ impl Capture {
             empty_programs: opts.empty_programs,
         })?;
         let mut session = Session::new();
+        if !opts.requests {
+            session.without_connections();
+        }
         if let Some(path) = &opts.save_records {
             session.record_to(super::records_file::RecordWriter::create(path)?);
         }
@@ -171,7 +174,9 @@ impl Capture {
             for name in collector.attach_wait_probes()? {
                 eprintln!("profiler: note: this kernel has no tracepoint syscalls:{name}; those waits are not seen");
             }
-            collector.attach_socket_probes()?;
+            if opts.requests {
+                collector.attach_socket_probes()?;
+            }
         }
         report_attachments(&collector, opts.verbose);
         session.apply(CaptureRecord::WindowStart {

@@ -44,6 +44,9 @@ pub struct RecordOptions {
     pub alloc_sample_bytes: u64,
     /// Record blocked time (wait probes) and judge stalls.
     pub waits: bool,
+    /// With `waits`: follow the targets' connections and requests (the socket probes
+    /// of the connection ledger) and judge requests that go unanswered.
+    pub requests: bool,
     /// Waits shorter than this are only counted.
     pub wait_threshold: Duration,
     /// Threads blocked longer than this with no wake count towards a stall.

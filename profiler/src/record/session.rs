@@ -37,6 +37,9 @@ pub struct Session {
     recorder: Option<RecordWriter>,
     /// The framers of the targets' connections (the request ledger's live side).
     connections: super::connections::Connections,
+    /// False with `--no-requests`: no connection is seeded, so the kernel follows none
+    /// and the ledger stays empty.
+    follow_connections: bool,
 }
 
 impl Default for Session {
@@ -55,7 +58,13 @@ impl Session {
             adopted: Vec::new(),
             recorder: None,
             connections: Default::default(),
+            follow_connections: true,
         }
+    }
+
+    /// Follow no connection (`--no-requests`).
+    pub fn without_connections(&mut self) {
+        self.follow_connections = false;
     }
 
     /// Write every record from now on to `writer` too.
@@ -104,10 +113,12 @@ impl Session {
             rss,
             followed_ns: crate::collect::monotonic_now_ns(),
         }));
-        let seeded = self
-            .connections
-            .seed(pid, crate::collect::monotonic_now_ns());
-        self.apply_conn(pid, seeded);
+        if self.follow_connections {
+            let seeded = self
+                .connections
+                .seed(pid, crate::collect::monotonic_now_ns());
+            self.apply_conn(pid, seeded);
+        }
         Ok(brk)
     }
 
