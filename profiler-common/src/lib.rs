@@ -51,7 +51,17 @@ pub enum EventKind {
     /// [`SockEvent`]. Followed by `SockEvent::captured` bytes of the transfer (a
     /// prefix), not by a stack.
     Sock = 13,
+    /// A target wrote a PostgreSQL `BEGIN` or `START TRANSACTION` (simple Query) on a
+    /// socket: [`SockEvent`] with its fd, followed by the writing thread's stack, so
+    /// that a transaction left open names the code that began it. Sent right after
+    /// that write's [`EventKind::Sock`] record, at most once per connection per
+    /// [`TX_STACK_INTERVAL_NS`].
+    TxBegin = 14,
 }
+
+/// The least time between two stacks of transaction begins on one connection: a busy
+/// pool beginning thousands of transactions a second pays for a few stacks only.
+pub const TX_STACK_INTERVAL_NS: u64 = 100_000_000;
 
 impl EventKind {
     pub fn from_u32(v: u32) -> Option<Self> {
@@ -69,6 +79,7 @@ impl EventKind {
             11 => Self::Free,
             12 => Self::OomVictim,
             13 => Self::Sock,
+            14 => Self::TxBegin,
             _ => return None,
         })
     }

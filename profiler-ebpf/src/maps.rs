@@ -181,6 +181,13 @@ pub static SOCK_COUNTED: LruHashMap<profiler_common::SockKey, profiler_common::S
 pub static SOCK_EXCHANGES: LruHashMap<profiler_common::SockKey, profiler_common::SockExchanges> =
     LruHashMap::with_max_entries(16384, 0);
 
+/// When each connection last sent the stack of a transaction begin
+/// ([`profiler_common::EventKind::TxBegin`]), to send at most one per
+/// [`profiler_common::TX_STACK_INTERVAL_NS`].
+#[map]
+pub static TX_STACKS: LruHashMap<profiler_common::SockKey, u64> =
+    LruHashMap::with_max_entries(4096, 0);
+
 /// Socket calls between enter and exit, keyed by pid_tgid (op 0: none in flight).
 #[map]
 pub static SOCK_PENDING: LruHashMap<u64, profiler_common::SockPending> =

@@ -20,13 +20,13 @@ use aya_ebpf::{
 use profiler_common::{
     sock_op, Counter, EventKind, ExchangeClose, SockCounted, SockEvent, SockExchanges, SockKey,
     SockPending, EXCHANGE_ROUTE_BYTES, SOCK_CAPTURE_DEFAULT, SOCK_CAPTURE_EXCHANGES_IN,
-    SOCK_CAPTURE_EXCHANGES_OUT, SOCK_CAPTURE_MAX, SOCK_CAPTURE_NONE,
+    SOCK_CAPTURE_EXCHANGES_OUT, SOCK_CAPTURE_MAX, SOCK_CAPTURE_NONE, TX_STACK_INTERVAL_NS,
 };
 
 use crate::{
-    maps::{SOCK_COUNTED, SOCK_EXCHANGES, SOCK_FDS, SOCK_PENDING},
-    record::{config, count, emit, is_target, scratch},
-    tp,
+    maps::{SOCK_COUNTED, SOCK_EXCHANGES, SOCK_FDS, SOCK_PENDING, TX_STACKS},
+    record::{config, count, emit, is_target, scratch, RecordBuf},
+    stack, tp,
 };
 
 /// `-EINPROGRESS`: a non-blocking connect under way (how event loops connect).
@@ -277,7 +277,7 @@ fn close_enter(ctx: &TracePointContext) -> Result<u32, u32> {
         }
         let _ = SOCK_EXCHANGES.remove(key);
     }
-    send(ev, 0, 0);
+    let _ = send(ev, 0, 0);
     Ok(0)
 }
 
@@ -309,7 +309,7 @@ fn sock_exit(ctx: &TracePointContext) -> Result<u32, u32> {
                 return Ok(0);
             }
             watch(tgid, ret as u32);
-            send(ev, 0, 0);
+            let _ = send(ev, 0, 0);
         }
         sock_op::CONNECT => {
             if ret != 0 && ret != EINPROGRESS {
@@ -321,7 +321,7 @@ fn sock_exit(ctx: &TracePointContext) -> Result<u32, u32> {
                 ev.addr = unsafe { bpf_probe_read_user(pending.buf as *const [u8; 24]) }
                     .unwrap_or([0; 24]);
             }
-            send(ev, 0, 0);
+            let _ = send(ev, 0, 0);
         }
         _ => {
             if ret <= 0 {
@@ -345,10 +345,81 @@ fn sock_exit(ctx: &TracePointContext) -> Result<u32, u32> {
             if len > capture as u64 {
                 len = capture as u64;
             }
-            send(ev, pending.buf, len);
+            let sent = send(ev, pending.buf, len);
+            if pending.op == sock_op::WRITE {
+                if let Some(buf) = sent {
+                    if begins_transaction(buf) {
+                        transaction_stack(tgid, pending.fd);
+                    }
+                }
+            }
         }
     }
     Ok(0)
+}
+
+/// Whether the bytes just sent (in the scratch record `buf`) are a PostgreSQL simple
+/// Query whose text starts with `BEGIN` or `START` (`START TRANSACTION`, as TypeORM
+/// begins): 'Q', a 4-byte length, then the keyword in any case. A false match costs
+/// one stack; userspace keeps it only for a connection it framed as PostgreSQL.
+#[inline(always)]
+fn begins_transaction(buf: *mut RecordBuf) -> bool {
+    // SAFETY: `buf` is this CPU's scratch slot, just filled by `send`.
+    unsafe {
+        if (*buf).header.stack_len < 10 {
+            return false;
+        }
+        let b = core::ptr::addr_of!((*buf).stack) as *const u8;
+        if *b != b'Q' {
+            return false;
+        }
+        let word = [
+            *b.add(5) | 0x20,
+            *b.add(6) | 0x20,
+            *b.add(7) | 0x20,
+            *b.add(8) | 0x20,
+            *b.add(9) | 0x20,
+        ];
+        &word == b"begin" || &word == b"start"
+    }
+}
+
+/// Send the current thread's stack as the begin of a transaction on `fd`, unless this
+/// connection sent one less than [`TX_STACK_INTERVAL_NS`] ago.
+#[inline(always)]
+fn transaction_stack(tgid: u32, fd: i32) {
+    let key = SockKey {
+        tgid,
+        fd: fd as u32,
+    };
+    // SAFETY: helper without arguments.
+    let now = unsafe { bpf_ktime_get_ns() };
+    // SAFETY: the value is copied out at once.
+    if let Some(last) = unsafe { TX_STACKS.get(key) } {
+        if now.saturating_sub(*last) < TX_STACK_INTERVAL_NS {
+            return;
+        }
+    }
+    let _ = TX_STACKS.insert(key, now, 0);
+    let Some(cfg) = config() else {
+        return;
+    };
+    let Some(buf) = scratch(EventKind::TxBegin as u32) else {
+        return;
+    };
+    let ev = SockEvent {
+        fd,
+        op: sock_op::WRITE,
+        ..Default::default()
+    };
+    // SAFETY: `buf` is this CPU's scratch slot and SockEvent fits in the body.
+    unsafe {
+        core::ptr::write_unaligned(core::ptr::addr_of_mut!((*buf).body) as *mut SockEvent, ev);
+        count(Counter::Sampled);
+        (*buf).header.weight = 1;
+        stack::capture(buf, cfg.stack_pages);
+    }
+    emit(buf);
 }
 
 /// Add one transfer of a count-only socket to its totals.
@@ -485,12 +556,11 @@ fn watch(tgid: u32, fd: u32) {
     }
 }
 
-/// Send one socket record with up to `len` bytes copied from user address `from`.
+/// Send one socket record with up to `len` bytes copied from user address `from`; the
+/// scratch record it was built in, which still holds the bytes.
 #[inline(always)]
-fn send(mut ev: SockEvent, from: u64, len: u64) {
-    let Some(buf) = scratch(EventKind::Sock as u32) else {
-        return;
-    };
+fn send(mut ev: SockEvent, from: u64, len: u64) -> Option<*mut RecordBuf> {
+    let buf = scratch(EventKind::Sock as u32)?;
     let mut n = len;
     if n > SOCK_CAPTURE_MAX as u64 {
         n = SOCK_CAPTURE_MAX as u64;
@@ -512,4 +582,5 @@ fn send(mut ev: SockEvent, from: u64, len: u64) {
     }
     count(Counter::SockRecords);
     emit(buf);
+    Some(buf)
 }

@@ -288,6 +288,19 @@ pub struct OomRecord {
     pub stack: Option<StackSample>,
 }
 
+/// A target began a PostgreSQL transaction on socket `fd` (an
+/// [`EventKind::TxBegin`](profiler_common::EventKind) record): the stack of the thread
+/// that wrote `BEGIN`, sent at most once per connection per
+/// [`profiler_common::TX_STACK_INTERVAL_NS`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TxBeginRecord {
+    pub pid: u32,
+    pub tid: u32,
+    pub time_ns: u64,
+    pub fd: i32,
+    pub stack: Option<StackSample>,
+}
+
 /// What happened to a target's socket (an [`EventKind::Sock`](profiler_common::EventKind)
 /// record).
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -226,3 +226,78 @@ fn healthy_http_server_under_load_is_not_stalled() {
         .any(|p| p["peer"] == format!("127.0.0.1:{}", pg.port) && p["silent"] == p["open"]);
     assert!(!silent_pool, "{text}");
 }
+
+/// Check the hang as a profiler already running when it formed (a daemon, or `record`
+/// started early) sees it: orders answered before the hang do not hide it, the pool's
+/// connections were seen beginning their transactions, so the pool clause says they
+/// are idle in transaction and names the code whose stack wrote the `BEGIN` (TypeORM's
+/// `START TRANSACTION`, sent from its query runner after an await).
+#[test]
+#[ignore = "needs root: run with `cargo xtask test`"]
+fn hang_seen_forming_names_where_its_transactions_began() {
+    require_root();
+    assert!(Path::new(NODE).exists(), "{NODE} is missing (nodejs)");
+    let name = "requests_node_forming";
+    PgServer::stop_leftover(name);
+    let dir = scratch_dir(name);
+    let pg = PgServer::start(&dir);
+    let server = PoolServer::start(
+        NODE.as_ref(),
+        Service::Http,
+        PoolMode::DoubleAcquire,
+        &pg,
+        SECONDS,
+    );
+    let (text, process) = {
+        let rec = Recording::start(
+            &[
+                "--pid",
+                &server.pid.to_string(),
+                "--waits",
+                "--duration",
+                "12s",
+                "--stall-threshold",
+                "1s",
+            ],
+            &dir.join("out"),
+        );
+        let (loads, hung) = server.hang(NODE.as_ref(), HUNG, POOL_SIZE, SECONDS);
+        eprintln!("hung: {hung:?}");
+        // New orders keep coming, as they did in the incident.
+        let mut late = LoadGenerator::start(NODE.as_ref(), &server, LATE, u64::from(LATE), SECONDS);
+        late.wait_sent_all(Duration::from_secs(60));
+        let out = rec.wait();
+        drop((loads, late));
+        let text = std::fs::read_to_string(out.join("report.txt")).unwrap();
+        let json: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap())
+                .unwrap();
+        eprintln!("{text}");
+        (text, json["waits"]["processes"][0].clone())
+    };
+    assert_eq!(process["verdict"]["verdict"], "requests", "{process:#}");
+    assert!(
+        text.contains(&format!(
+            "pool to 127.0.0.1:{} (postgres): 10/10 connections idle in transaction for",
+            pg.port
+        )),
+        "{text}"
+    );
+    let pool = process["peers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["peer"] == format!("127.0.0.1:{}", pg.port))
+        .unwrap_or_else(|| panic!("no pool in {process:#}"))
+        .clone();
+    let origins: u64 = pool["begun_under"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["connections"].as_u64().unwrap())
+        .sum();
+    assert!(origins >= 1, "no transaction's begin seen: {pool:#}");
+    for secret in ["item-", "SELECT", "INSERT", "user_id"] {
+        assert!(!text.contains(secret), "{secret} in the report");
+    }
+}

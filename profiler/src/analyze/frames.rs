@@ -131,6 +131,37 @@ fn is_application_js(frame: &str) -> bool {
     is_js(frame) && frame.contains(' ') && !frame.contains(" node:")
 }
 
+/// The code that began a database transaction, from the stack that wrote its `BEGIN`.
+///
+/// - JavaScript: the innermost frame of the application outside `node_modules`. An
+///   `await` before the write (TypeORM awaits twice before it sends `START
+///   TRANSACTION`) leaves only the microtask that resumed the library on the stack:
+///   then the outermost `node_modules` frame, the library's entry point from the event
+///   loop. A stack with Node's frames only names nothing.
+/// - Native code: the innermost frame that is neither runtime, libpq (`PQ*`, `pq*`),
+///   a system-call wrapper nor a compiler thunk.
+pub fn transaction_owner(frames: &[String]) -> Option<&str> {
+    const CLIENT_PLUMBING: &[&str] =
+        &["_", "[", "{", "void ", "PQ", "pq", "write", "send", "libc_"];
+    if frames.iter().any(|f| is_js(f)) {
+        return frames
+            .iter()
+            .rev()
+            .find(|f| is_application_js(f) && !f.contains("/node_modules/"))
+            .or_else(|| frames.iter().find(|f| f.contains("/node_modules/")))
+            .map(String::as_str);
+    }
+    frames
+        .iter()
+        .rev()
+        .find(|f| {
+            !is_runtime_frame(f)
+                && !is_process_root(f)
+                && !CLIENT_PLUMBING.iter().any(|p| f.starts_with(p))
+        })
+        .map(String::as_str)
+}
+
 /// The culprit with its caller, e.g. `map_region (from leak_sessions)`: the innermost
 /// frame of user code is often a shared helper that the growing and the churning paths
 /// both go through, and its caller is what tells them apart. Runtime frames between
@@ -236,6 +267,59 @@ mod tests {
         );
         let native = frames(&["main", "acquire_nested", "pthread_mutex_lock"]);
         assert_eq!(frame_below_lock(&native).as_deref(), Some("acquire_nested"));
+    }
+
+    /// Check that a transaction's owner is the application's own JavaScript above the
+    /// driver and the ORM in node_modules, and the innermost application frame in a
+    /// native program.
+    #[test]
+    fn transaction_owner_skips_drivers_and_node_internals() {
+        let stack = frames(&[
+            "node (7)",
+            "JS:processTicksAndRejections node:internal/process/task_queues",
+            "JS:insertOrder /srv/app/orders.js:63",
+            "JS:transaction /srv/app/node_modules/typeorm/entity-manager/EntityManager.js:60",
+            "JS:query /srv/app/node_modules/pg/lib/client.js:520",
+            "JS:Socket._writeGeneric node:net",
+            "node::StreamBase::WriteString",
+            "uv_try_write",
+            "write",
+        ]);
+        assert_eq!(
+            transaction_owner(&stack),
+            Some("JS:insertOrder /srv/app/orders.js:63")
+        );
+        // Resumed by a microtask after an await: the library's entry point.
+        let resumed = frames(&[
+            "uv_run",
+            "JS:processTicksAndRejections node:internal/process/task_queues",
+            "Builtins_RunMicrotasks",
+            "JS:(anonymous)",
+            "JS:query /srv/app/node_modules/typeorm/driver/postgres/PostgresQueryRunner.js:185",
+            "JS:query /srv/app/node_modules/pg/lib/client.js:668",
+            "JS:Socket._writeGeneric node:net",
+            "{virtual override thunk({offset(-88)}, node::LibuvStreamWrap::DoTryWrite(uv_buf_t**, unsigned long*))}",
+            "__GI___libc_write",
+        ]);
+        assert_eq!(
+            transaction_owner(&resumed),
+            Some(
+                "JS:query /srv/app/node_modules/typeorm/driver/postgres/PostgresQueryRunner.js:185"
+            )
+        );
+        assert_eq!(
+            transaction_owner(&resumed[6..]),
+            None,
+            "Node's own frames only"
+        );
+        let native = frames(&[
+            "main",
+            "place_order",
+            "PQexec",
+            "pqSendQuery",
+            "__libc_send",
+        ]);
+        assert_eq!(transaction_owner(&native), Some("place_order"));
     }
 
     /// Check that the caller is named only when there is one worth naming.

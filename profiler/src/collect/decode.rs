@@ -2,13 +2,15 @@
 //!
 //! Pure: takes the bytes of one record, so it is unit-tested without a kernel.
 use profiler_common::{
-    sock_op, AllocEvent, EventHeader, EventKind, MemEvent, OomEvent, SockEvent, WaitEvent,
-    BODY_SIZE, STACK_OFFSET,
+    AllocEvent, EventHeader, EventKind, MemEvent, OomEvent, SockEvent, WaitEvent, BODY_SIZE,
+    STACK_OFFSET,
 };
 
+use super::decode_sock::decode_sock;
+pub use super::decode_sock::sockaddr;
 use crate::events::{
-    AllocOp, AllocRecord, MemOp, MemRecord, MemSample, OomRecord, RetFix, SockOp, SockRecord,
-    StackSample, WaitRecord, WaitSyscall,
+    AllocOp, AllocRecord, MemOp, MemRecord, MemSample, OomRecord, RetFix, SockRecord, StackSample,
+    TxBeginRecord, WaitRecord, WaitSyscall,
 };
 
 /// A record that could not be decoded (a bug on one side, or a truncated record).
@@ -34,6 +36,7 @@ pub enum Record {
     Alloc(AllocRecord),
     Oom(OomRecord),
     Sock(SockRecord),
+    TxBegin(TxBeginRecord),
 }
 
 fn read_pod<T: Copy>(bytes: &[u8]) -> T {
@@ -77,6 +80,16 @@ pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
         // An allocation is sampled in the allocator's return probe, at the return address.
         ip_is_return: kind == EventKind::Alloc,
     });
+    if kind == EventKind::TxBegin {
+        let ev: SockEvent = read_pod(body);
+        return Ok(Record::TxBegin(TxBeginRecord {
+            pid: header.tgid,
+            tid: header.tid,
+            time_ns: header.ktime_ns,
+            fd: ev.fd,
+            stack,
+        }));
+    }
     if matches!(kind, EventKind::FutexWait | EventKind::SocketWait) {
         let ev: WaitEvent = read_pod(body);
         let syscall = WaitSyscall::from_nr(u64::from(ev.syscall_nr))
@@ -159,7 +172,8 @@ pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
         | EventKind::Alloc
         | EventKind::Free
         | EventKind::OomVictim
-        | EventKind::Sock => {
+        | EventKind::Sock
+        | EventKind::TxBegin => {
             unreachable!("handled above")
         }
     };
@@ -180,95 +194,11 @@ pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
     }))
 }
 
-/// A socket record: its operation and, for transfers, the captured prefix.
-fn decode_sock(
-    header: &EventHeader,
-    ev: &SockEvent,
-    prefix: &[u8],
-) -> Result<SockRecord, DecodeError> {
-    let len = u64::try_from(ev.ret).unwrap_or(0);
-    let (fd, op) = match ev.op {
-        sock_op::ACCEPT => (
-            i32::try_from(ev.ret).unwrap_or(-1),
-            SockOp::Accept { listener_fd: ev.fd },
-        ),
-        sock_op::CONNECT => (
-            ev.fd,
-            SockOp::Connect {
-                peer: sockaddr(&ev.addr),
-            },
-        ),
-        sock_op::READ => (
-            ev.fd,
-            SockOp::Read {
-                len,
-                prefix: prefix.to_vec(),
-            },
-        ),
-        sock_op::WRITE => (
-            ev.fd,
-            SockOp::Write {
-                len,
-                prefix: prefix.to_vec(),
-            },
-        ),
-        sock_op::CLOSE => {
-            let c = profiler_common::SockCounted::from_addr(&ev.addr);
-            let counted = (c != Default::default()).then(|| c.into());
-            (
-                ev.fd,
-                SockOp::Close {
-                    counted,
-                    exchanges: None,
-                },
-            )
-        }
-        sock_op::CLOSE_EXCHANGES => (
-            ev.fd,
-            SockOp::Close {
-                counted: None,
-                exchanges: Some(profiler_common::ExchangeClose::from_addr(&ev.addr).into()),
-            },
-        ),
-        other => return Err(DecodeError::UnknownSockOp(other)),
-    };
-    Ok(SockRecord {
-        pid: header.tgid,
-        tid: header.tid,
-        time_ns: header.ktime_ns,
-        fd,
-        op,
-    })
-}
-
-/// The peer of a `sockaddr_in` or `sockaddr_in6` (its first 24 bytes); None for other
-/// families (a unix socket's path is not kept).
-pub fn sockaddr(raw: &[u8; 24]) -> Option<std::net::SocketAddr> {
-    const AF_INET: u16 = 2;
-    const AF_INET6: u16 = 10;
-    let family = u16::from_ne_bytes([raw[0], raw[1]]);
-    let port = u16::from_be_bytes([raw[2], raw[3]]);
-    match family {
-        AF_INET => {
-            let ip = std::net::Ipv4Addr::new(raw[4], raw[5], raw[6], raw[7]);
-            Some(std::net::SocketAddr::new(ip.into(), port))
-        }
-        AF_INET6 => {
-            let octets: [u8; 16] = raw[8..24].try_into().ok()?;
-            let v6 = std::net::Ipv6Addr::from(octets);
-            let ip = v6
-                .to_ipv4_mapped()
-                .map_or(std::net::IpAddr::V6(v6), std::net::IpAddr::V4);
-            Some(std::net::SocketAddr::new(ip, port))
-        }
-        _ => None,
-    }
-}
-
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use profiler_common::UserRegs;
+    use crate::events::SockOp;
+    use profiler_common::{sock_op, UserRegs};
 
     fn bytes_of<T>(v: &T) -> &[u8] {
         // SAFETY: test-only view of a repr(C) integer struct.
@@ -285,6 +215,36 @@ pub(crate) mod tests {
         out.extend_from_slice(&body);
         out.extend_from_slice(stack);
         out
+    }
+
+    /// Check that a transaction begin decodes with its socket and the stack.
+    #[test]
+    fn decodes_transaction_begin_with_its_stack() {
+        let header = EventHeader {
+            kind: EventKind::TxBegin as u32,
+            tgid: 5,
+            tid: 6,
+            stack_len: 8,
+            ktime_ns: 77,
+            stack_base: 0x7000,
+            regs: UserRegs {
+                ip: 1,
+                sp: 0x7000,
+                bp: 2,
+            },
+            ..Default::default()
+        };
+        let ev = SockEvent {
+            fd: 9,
+            op: sock_op::WRITE,
+            ..Default::default()
+        };
+        let Record::TxBegin(t) = decode(&encode(header, ev, &[3u8; 8])).unwrap() else {
+            panic!("expected a transaction begin")
+        };
+        assert_eq!((t.pid, t.tid, t.time_ns, t.fd), (5, 6, 77, 9));
+        let stack = t.stack.expect("a stack");
+        assert_eq!((stack.ip, stack.sp, stack.bytes.len()), (1, 0x7000, 8));
     }
 
     /// Check that a sampled mmap record decodes with its stack and weight.

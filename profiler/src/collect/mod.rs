@@ -6,6 +6,7 @@
 mod allocator;
 mod btf;
 pub mod decode;
+mod decode_sock;
 mod features;
 pub mod format;
 mod host;

@@ -22,7 +22,7 @@ pub use memory::{
     NamedStack, Numbers, ProbedAllocator, ProcessMemory, ResidentTrack, ResidentView,
     RetentionAdvice, StackGrowth,
 };
-pub use requests::{ConnEvent, ConnRole, ListenerRequests, PeerPool, RequestStall};
+pub use requests::{ConnEvent, ConnRole, ListenerRequests, PeerPool, RequestStall, TxOrigin};
 pub use stack::{build_id_hex, CodeLine, CodeLocation, ModuleMapping};
 pub use waits::{
     BlockedStack, CycleStep, DemandSignals, Evidence, InFlightWait, ListenerQueue, OwnerWait,

@@ -43,6 +43,11 @@ pub enum ConnEvent {
     Query {
         keyword: String,
     },
+    /// PostgreSQL: the stack of the thread that wrote the `BEGIN` just framed (the
+    /// kernel sends one per connection per 100 ms at most).
+    TransactionBegun {
+        stack: super::StackRef,
+    },
     /// PostgreSQL: ReadyForQuery, with the transaction status byte (`I`, `T`, `E`).
     Ready {
         status: char,
@@ -72,6 +77,20 @@ pub struct PeerPool {
     /// time one has been so (ns), when the probes saw it.
     pub in_transaction: usize,
     pub in_transaction_ns: u64,
+    /// The shortest time one of them has been in its transaction (ns); 0 when none.
+    pub in_transaction_least_ns: u64,
+    /// The code that began the transactions open now, where the probes saw the
+    /// `BEGIN` written, most connections first.
+    pub begun_under: Vec<TxOrigin>,
+}
+
+/// A function that began some of a pool's open transactions.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct TxOrigin {
+    /// The innermost frame of the application's own code on the stack that wrote
+    /// `BEGIN` (for JavaScript, outside `node_modules` and Node's own modules).
+    pub function: String,
+    pub connections: usize,
 }
 
 /// Requests on one listener at the end of the window.

@@ -10,10 +10,13 @@ use super::records_file::RecordWriter;
 use crate::{
     analyze::{self, waits::classify::FdClassifier, CaptureState},
     collect::{inflight::InFlight, Collector, Record},
-    events::{linux, AllocOp, AllocRecord, MemOp, MemRecord, StackId, StackSample, WaitRecord},
+    events::{
+        linux, AllocOp, AllocRecord, MemOp, MemRecord, StackId, StackSample, TxBeginRecord,
+        WaitRecord,
+    },
     model::{
-        BlockOp, CaptureRecord, Followed, FreeFlowRead, IdentityFacts, MemSampleRef, StackRef,
-        ThreadSnapshot,
+        BlockOp, CaptureRecord, ConnEvent, Followed, FreeFlowRead, IdentityFacts, MemSampleRef,
+        StackRef, ThreadSnapshot,
     },
     procfs,
     stacks::{StackResolver, StackTable},
@@ -233,7 +236,21 @@ impl Session {
                     self.apply_conn(s.pid, events);
                 }
             }
+            Record::TxBegin(t) => self.ingest_tx_begin(t),
         }
+    }
+
+    /// The stack that wrote a `BEGIN`, for the connection's open transaction.
+    fn ingest_tx_begin(&mut self, t: TxBeginRecord) {
+        let Some(stack) = t.stack.as_ref().and_then(|s| self.resolve(t.pid, s)) else {
+            return;
+        };
+        self.apply(CaptureRecord::Conn {
+            pid: t.pid,
+            fd: t.fd,
+            time_ns: t.time_ns,
+            event: ConnEvent::TransactionBegun { stack },
+        });
     }
 
     /// Unwind a stack of target `pid` and intern it; None if `pid` is not a target.
@@ -430,6 +447,10 @@ impl Session {
                 },
                 Record::Wait(w) => match &w.stack {
                     Some(s) => (w.pid, s),
+                    None => continue,
+                },
+                Record::TxBegin(t) => match &t.stack {
+                    Some(s) => (t.pid, s),
                     None => continue,
                 },
                 Record::Oom(_) | Record::Sock(_) => continue,

@@ -1,7 +1,7 @@
 //! Stall verdicts in words: the sentences of `stalls`, report.txt, the waits.svg
 //! subtitle and daemon stall snapshots, from the plain facts of
 //! [`crate::analyze::waits`]. Memory verdicts are in [`super::verdict`].
-use crate::model::{CycleStep, Evidence, OwnerWait, RequestStall, StallVerdict};
+use crate::model::{CycleStep, Evidence, OwnerWait, PeerPool, RequestStall, StallVerdict};
 
 /// One line for the report.
 pub fn stall_line(v: &StallVerdict) -> String {
@@ -45,20 +45,68 @@ pub fn requests_line(r: &RequestStall) -> String {
         line.push_str(&format!(" (while {what} answered {n})"));
     }
     if let Some(p) = &r.pool {
-        let idle = if p.in_transaction == p.open {
-            format!("idle in transaction for {:.1} s", secs(p.in_transaction_ns))
+        let (held, idle) = if p.in_transaction == p.open {
+            (
+                p.in_transaction,
+                format!("idle in transaction for {:.1} s", secs(p.in_transaction_ns)),
+            )
         } else {
-            format!("idle for the whole {:.1} s window", secs(r.window_ns))
+            (
+                p.silent,
+                format!("idle for the whole {:.1} s window", secs(r.window_ns)),
+            )
         };
         line.push_str(&format!(
-            "; pool to {}{}: {}/{} connections {idle} — the pool is exhausted by requests that hold a connection and wait for another",
+            "; pool to {}{}: {held}/{} connections {idle}{} — the pool is exhausted by requests that hold a connection and wait for another",
             p.peer,
             p.protocol.as_deref().map(|p| format!(" ({p})")).unwrap_or_default(),
-            p.silent,
-            p.open
+            p.open,
+            begun_under(p)
         ));
     }
     line
+}
+
+/// `, each begun under insertOrder (orders.js:63)` when one function began every open
+/// transaction the probes saw begin, `, begun under f (6), g (4)` for several, or
+/// nothing.
+pub fn begun_under(p: &PeerPool) -> String {
+    match p.begun_under.as_slice() {
+        [] => String::new(),
+        [one] if one.connections == p.in_transaction => {
+            format!(", each begun under {}", frame_label(&one.function))
+        }
+        several => format!(
+            ", begun under {}",
+            several
+                .iter()
+                .map(|o| format!("{} ({})", frame_label(&o.function), o.connections))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    }
+}
+
+/// A frame as a verdict names it: `JS:insertOrder /srv/app/orders.js:63` reads
+/// `insertOrder (orders.js:63)`, a library's frame keeps its package
+/// (`query (typeorm/…/PostgresQueryRunner.js:185)`).
+fn frame_label(frame: &str) -> String {
+    let Some(js) = frame.strip_prefix("JS:") else {
+        return frame.to_string();
+    };
+    match js.split_once(' ') {
+        Some((function, location)) => {
+            let file = location.rsplit('/').next().unwrap_or(location);
+            let package = location
+                .rsplit_once("/node_modules/")
+                .and_then(|(_, rest)| rest.split('/').next())
+                .filter(|p| !p.is_empty() && *p != file)
+                .map(|p| format!("{p}/…/"))
+                .unwrap_or_default();
+            format!("{} ({package}{file})", function.trim_start_matches('*'))
+        }
+        None => js.trim_start_matches('*').to_string(),
+    }
 }
 
 /// A short form for a flamegraph subtitle, which has one line of ~150 characters.

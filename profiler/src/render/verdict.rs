@@ -433,6 +433,8 @@ mod tests {
                 silent: 10,
                 in_transaction: 0,
                 in_transaction_ns: 0,
+                in_transaction_least_ns: 0,
+                begun_under: Vec::new(),
             }),
             window_ns: 2_000_000_000,
         };
@@ -450,15 +452,41 @@ mod tests {
             pool: Some(PeerPool {
                 in_transaction: 10,
                 in_transaction_ns: 43_000_000_000,
+                in_transaction_least_ns: 42_000_000_000,
+                silent: 0,
                 protocol: Some("postgres".into()),
+                begun_under: vec![crate::model::TxOrigin {
+                    function: "JS:insertOrder /srv/app/orders.js:63".into(),
+                    connections: 10,
+                }],
                 ..r.pool.clone().unwrap()
             }),
             while_answered: None,
             ..r
         };
-        let line = stall_line(&StallVerdict::Requests(seen));
+        let line = stall_line(&StallVerdict::Requests(seen.clone()));
         assert!(
-            line.contains("unanswered, oldest 43.0 s, none answered in 40.0 s; pool to 127.0.0.1:5432 (postgres): 10/10 connections idle in transaction for 43.0 s"),
+            line.contains("unanswered, oldest 43.0 s, none answered in 40.0 s; pool to 127.0.0.1:5432 (postgres): 10/10 connections idle in transaction for 43.0 s, each begun under insertOrder (orders.js:63) — "),
+            "{line}"
+        );
+        // Two functions: each with its count.
+        let mut pool = seen.pool.clone().unwrap();
+        pool.begun_under = vec![
+            crate::model::TxOrigin {
+                function: "JS:insertOrder /srv/app/orders.js:63".into(),
+                connections: 6,
+            },
+            crate::model::TxOrigin {
+                function: "refund".into(),
+                connections: 3,
+            },
+        ];
+        let line = stall_line(&StallVerdict::Requests(RequestStall {
+            pool: Some(pool),
+            ..seen
+        }));
+        assert!(
+            line.contains("10/10 connections idle in transaction for 43.0 s, begun under insertOrder (orders.js:63) (6), refund (3) — "),
             "{line}"
         );
     }

@@ -125,9 +125,10 @@ fn requests_text(out: &mut String, p: &ProcessWaits) {
     for c in &p.peers {
         let tx = if c.in_transaction > 0 {
             format!(
-                ", {} in a transaction (longest {:.1} s)",
+                ", {} in a transaction (longest {:.1} s){}",
                 c.in_transaction,
-                c.in_transaction_ns as f64 / 1e9
+                c.in_transaction_ns as f64 / 1e9,
+                super::stall_verdict::begun_under(c)
             )
         } else {
             String::new()

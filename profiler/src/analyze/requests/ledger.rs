@@ -4,7 +4,7 @@
 //! rebuilt the same from a saved record stream.
 use std::collections::{BTreeMap, VecDeque};
 
-use crate::model::{ConnEvent, ConnRole};
+use crate::model::{ConnEvent, ConnRole, StackRef};
 
 /// Requests remembered per connection; a client that pipelines more is not followed
 /// further (its oldest requests are forgotten).
@@ -32,6 +32,9 @@ pub struct Conn {
     pub streams: BTreeMap<u32, Pending>,
     /// PostgreSQL: the last ReadyForQuery's status and since when it holds.
     pub tx: Option<(char, u64)>,
+    /// PostgreSQL: the stack that wrote the `BEGIN` of the transaction open now, when
+    /// the kernel sent it; cleared when the connection is idle again.
+    pub begun_under: Option<StackRef>,
 }
 
 impl Conn {
@@ -134,7 +137,15 @@ impl RequestLedger {
                 }
             }
             ConnEvent::Query { .. } => {}
+            ConnEvent::TransactionBegun { stack } => {
+                if conn.protocol.as_deref() == Some("postgres") {
+                    conn.begun_under = Some(*stack);
+                }
+            }
             ConnEvent::Ready { status } => {
+                if *status == 'I' {
+                    conn.begun_under = None;
+                }
                 let since = match conn.tx {
                     Some((s, since)) if s == *status => since,
                     _ => time_ns,
@@ -324,5 +335,27 @@ mod tests {
         assert_eq!(l.conns[&8].tx, Some(('T', S)));
         l.apply(8, 3 * S, &ConnEvent::Ready { status: 'I' });
         assert_eq!(l.conns[&8].tx, Some(('I', 3 * S)));
+        // The stack that wrote BEGIN stays with the transaction, only on a connection
+        // framed as PostgreSQL, and goes when the connection is idle again.
+        let begun = ConnEvent::TransactionBegun {
+            stack: StackRef {
+                id: 7,
+                truncated: false,
+            },
+        };
+        l.apply(8, 4 * S, &begun);
+        assert_eq!(l.conns[&8].begun_under, None, "not framed as PostgreSQL");
+        l.apply(
+            8,
+            4 * S,
+            &ConnEvent::Protocol {
+                name: "postgres".into(),
+            },
+        );
+        l.apply(8, 4 * S, &begun);
+        l.apply(8, 4 * S, &ConnEvent::Ready { status: 'T' });
+        assert_eq!(l.conns[&8].begun_under.map(|s| s.id), Some(7));
+        l.apply(8, 5 * S, &ConnEvent::Ready { status: 'I' });
+        assert_eq!(l.conns[&8].begun_under, None);
     }
 }

@@ -8,14 +8,20 @@
 //! transactions, but every one of them stays silent for the whole window, which a
 //! working pool under load never does.
 //!
-//! A route is stalled when at least [`MIN_STUCK`] of its requests have waited past the
-//! threshold and none of its requests was answered since the oldest of them arrived. A
-//! busy healthy server answers every route; an idle one has no requests in flight; a
-//! few slow requests are fewer than [`MIN_STUCK`] or see their route answered.
+//! A route is stalled when at least [`MIN_STUCK`] of its requests that arrived after its
+//! last answer have waited past the threshold: no request of that route was answered
+//! for at least the threshold while they piled up. Requests answered before the hang
+//! formed (a profiler running before it) do not hide it. A busy healthy server answers
+//! every route; an idle one has no requests in flight; a few slow requests are fewer
+//! than [`MIN_STUCK`] or see their route answered after they arrived.
 use std::collections::BTreeMap;
 
 use super::ledger::RequestLedger;
-use crate::model::{ConnRole, ListenerRequests, PeerPool, RequestStall};
+use crate::{
+    analyze::frames,
+    events::StackId,
+    model::{ConnRole, ListenerRequests, PeerPool, RequestStall, TxOrigin},
+};
 
 /// Requests past the threshold on one route before it can be called stalled.
 pub const MIN_STUCK: usize = 3;
@@ -46,9 +52,16 @@ pub fn listeners(ledger: &RequestLedger, now_ns: u64) -> Vec<ListenerRequests> {
         .collect()
 }
 
-/// Per outbound peer: connections open, silent for the whole window, in transaction.
-pub fn peers(ledger: &RequestLedger, now_ns: u64) -> Vec<PeerPool> {
+/// Per outbound peer: connections open, silent for the whole window, in transaction,
+/// and the code that began the open transactions (`names`: a stack's frames, root
+/// first).
+pub fn peers(
+    ledger: &RequestLedger,
+    now_ns: u64,
+    names: impl Fn(StackId) -> Vec<String>,
+) -> Vec<PeerPool> {
     let mut by_peer: BTreeMap<&str, PeerPool> = BTreeMap::new();
+    let mut origins: BTreeMap<&str, BTreeMap<String, usize>> = BTreeMap::new();
     for c in ledger.conns.values() {
         let Some(ConnRole::Outbound { peer }) = &c.role else {
             continue;
@@ -60,6 +73,8 @@ pub fn peers(ledger: &RequestLedger, now_ns: u64) -> Vec<PeerPool> {
             silent: 0,
             in_transaction: 0,
             in_transaction_ns: 0,
+            in_transaction_least_ns: 0,
+            begun_under: Vec::new(),
         });
         p.open += 1;
         if c.protocol.is_some() {
@@ -69,37 +84,75 @@ pub fn peers(ledger: &RequestLedger, now_ns: u64) -> Vec<PeerPool> {
             && c.last_activity_ns
                 .is_none_or(|t| t < ledger.window_start_ns);
         p.silent += usize::from(silent);
-        if let Some((status, since)) = c.tx.filter(|(s, _)| matches!(s, 'T' | 'E')) {
-            let _ = status;
+        if let Some((_, since)) = c.tx.filter(|(s, _)| matches!(s, 'T' | 'E')) {
+            let age = now_ns.saturating_sub(since);
+            p.in_transaction_least_ns = if p.in_transaction == 0 {
+                age
+            } else {
+                p.in_transaction_least_ns.min(age)
+            };
             p.in_transaction += 1;
-            p.in_transaction_ns = p.in_transaction_ns.max(now_ns.saturating_sub(since));
+            p.in_transaction_ns = p.in_transaction_ns.max(age);
+            if let Some(stack) = c.begun_under {
+                if let Some(function) = frames::transaction_owner(&names(stack.id)) {
+                    *origins
+                        .entry(peer)
+                        .or_default()
+                        .entry(function.to_string())
+                        .or_default() += 1;
+                }
+            }
+        }
+    }
+    for (peer, functions) in origins {
+        if let Some(p) = by_peer.get_mut(peer) {
+            p.begun_under = functions
+                .into_iter()
+                .map(|(function, connections)| TxOrigin {
+                    function,
+                    connections,
+                })
+                .collect();
+            p.begun_under.sort_by(|a, b| {
+                b.connections
+                    .cmp(&a.connections)
+                    .then(a.function.cmp(&b.function))
+            });
         }
     }
     by_peer.into_values().collect()
 }
 
 /// Judge the process's requests at `now_ns`: Some when requests pile up unanswered.
-pub fn judge(ledger: &RequestLedger, now_ns: u64, threshold_ns: u64) -> Option<RequestStall> {
+/// The pool clause names a peer whose every connection stayed silent for the window
+/// (attached late) or has been in a transaction since before the threshold (the probes
+/// saw them begin).
+pub fn judge(
+    ledger: &RequestLedger,
+    now_ns: u64,
+    threshold_ns: u64,
+    names: impl Fn(StackId) -> Vec<String>,
+) -> Option<RequestStall> {
     let mut best: Option<(u16, Vec<String>, usize)> = None;
     for port in ledger.ports() {
-        let mut routes: BTreeMap<&str, (usize, u64)> = BTreeMap::new();
+        // Per route: its requests past the threshold that arrived after the route's
+        // last answer. Any such request means no answer for at least the threshold.
+        let mut stuck: BTreeMap<&str, usize> = BTreeMap::new();
         for p in ledger.in_flight(port) {
-            let r = routes.entry(p.route.as_str()).or_insert((0, u64::MAX));
-            if now_ns.saturating_sub(p.start_ns) >= threshold_ns {
-                r.0 += 1;
-                r.1 = r.1.min(p.start_ns);
+            let last_answer = ledger
+                .answers
+                .get(&(port, Some(p.route.clone())))
+                .and_then(|a| a.last_ns);
+            let entry = stuck.entry(p.route.as_str()).or_insert(0);
+            if now_ns.saturating_sub(p.start_ns) >= threshold_ns
+                && last_answer.is_none_or(|last| last < p.start_ns)
+            {
+                *entry += 1;
             }
         }
-        let stalled: Vec<String> = routes
+        let stalled: Vec<String> = stuck
             .iter()
-            .filter(|(route, (stuck, oldest))| {
-                *stuck >= MIN_STUCK
-                    && ledger
-                        .answers
-                        .get(&(port, Some((*route).to_string())))
-                        .and_then(|a| a.last_ns)
-                        .is_none_or(|last| last < *oldest)
-            })
+            .filter(|(_, stuck)| **stuck >= MIN_STUCK)
             .map(|(route, _)| (*route).to_string())
             .collect();
         let count = ledger
@@ -138,9 +191,13 @@ pub fn judge(ledger: &RequestLedger, now_ns: u64, threshold_ns: u64) -> Option<R
             (label, a.count)
         });
     let unit = unit(ledger, port, &routes);
-    let pool = peers(ledger, now_ns)
+    let pool = peers(ledger, now_ns, names)
         .into_iter()
-        .filter(|p| p.open >= 2 && p.silent == p.open)
+        .filter(|p| {
+            p.open >= 2
+                && (p.silent == p.open
+                    || p.in_transaction == p.open && p.in_transaction_least_ns >= threshold_ns)
+        })
         .max_by_key(|p| (p.protocol.as_deref() == Some("postgres"), p.open));
     Some(RequestStall {
         port,
@@ -184,6 +241,10 @@ mod tests {
 
     const S: u64 = 1_000_000_000;
     const PG: &str = "127.0.0.1:5432";
+
+    fn no_names(_: StackId) -> Vec<String> {
+        Vec::new()
+    }
 
     /// A server on :3000 with a health route, and `pool` PostgreSQL connections open
     /// since before the window (window from 10 s to 20 s).
@@ -247,7 +308,7 @@ mod tests {
             request(&mut l, 50, t, "GET /health");
             answer(&mut l, 50, t + 1000);
         }
-        let v = judge(&l, 20 * S, S).expect("stalled");
+        let v = judge(&l, 20 * S, S, no_names).expect("stalled");
         assert_eq!((v.port, v.unanswered), (3000, 20));
         assert_eq!(v.routes, vec!["POST /orders".to_string()]);
         assert_eq!(v.unit, "requests");
@@ -259,6 +320,120 @@ mod tests {
         );
         let pool = v.pool.expect("pool");
         assert_eq!((pool.peer.as_str(), pool.open, pool.silent), (PG, 10, 10));
+    }
+
+    /// Check the hang as a profiler running before it saw it: every pool connection
+    /// began its transaction (the kernel sent the stacks that wrote `BEGIN`) and has
+    /// waited in it since: the pool clause names the function that began them; one
+    /// connection whose transaction began under another function is counted apart;
+    /// a transaction that ended forgets its stack.
+    #[test]
+    fn transactions_seen_begun_name_their_function() {
+        use crate::model::StackRef;
+        let names = |id: StackId| match id {
+            1 => vec![
+                "JS:insertOrder /srv/app/orders.js:63".to_string(),
+                "JS:query /srv/app/node_modules/pg/lib/client.js:520".to_string(),
+                "write".to_string(),
+            ],
+            _ => vec![
+                "main".to_string(),
+                "refund".to_string(),
+                "write".to_string(),
+            ],
+        };
+        let mut l = server(10);
+        for fd in 100..110 {
+            let t = 11 * S + (fd - 100) as u64 * S / 100;
+            let begun = |l: &mut RequestLedger, t: u64, stack: u32| {
+                l.apply(
+                    fd,
+                    t,
+                    &ConnEvent::Protocol {
+                        name: "postgres".into(),
+                    },
+                );
+                l.apply(
+                    fd,
+                    t,
+                    &ConnEvent::Query {
+                        keyword: "BEGIN".into(),
+                    },
+                );
+                l.apply(
+                    fd,
+                    t,
+                    &ConnEvent::TransactionBegun {
+                        stack: StackRef {
+                            id: stack,
+                            truncated: false,
+                        },
+                    },
+                );
+                l.apply(
+                    fd,
+                    t,
+                    &ConnEvent::Bytes {
+                        read: 0,
+                        written: 30,
+                    },
+                );
+                l.apply(fd, t + 1000, &ConnEvent::Ready { status: 'T' });
+            };
+            // An earlier transaction under `refund`, committed: forgotten.
+            begun(&mut l, t - S / 2, 2);
+            l.apply(fd, t - S / 4, &ConnEvent::Ready { status: 'I' });
+            begun(&mut l, t, if fd == 109 { 2 } else { 1 });
+        }
+        for i in 0..5 {
+            request(&mut l, i, 11 * S + i as u64 * S / 10, "POST /orders");
+        }
+        let v = judge(&l, 20 * S, S, names).expect("stalled");
+        let pool = v.pool.expect("a pool in transaction");
+        assert_eq!((pool.open, pool.silent, pool.in_transaction), (10, 0, 10));
+        assert!(pool.in_transaction_least_ns >= 8 * S);
+        let origins: Vec<(&str, usize)> = pool
+            .begun_under
+            .iter()
+            .map(|o| (o.function.as_str(), o.connections))
+            .collect();
+        assert_eq!(
+            origins,
+            vec![("JS:insertOrder /srv/app/orders.js:63", 9), ("refund", 1)]
+        );
+        // Transactions younger than the threshold are no pool clause: a busy pool.
+        assert_eq!(judge(&l, 20 * S, 12 * S, names).and_then(|v| v.pool), None);
+    }
+
+    /// Check a hang that formed during the window: orders answered at first, then a
+    /// burst in which one more was answered after the first of the burst arrived, then
+    /// only new orders that wait. STALLED; the same with the late orders answered is not.
+    #[test]
+    fn hang_formed_in_the_window_is_stalled() {
+        let mut l = server(0);
+        for i in 0..5 {
+            let t = 10 * S + i * S / 10;
+            request(&mut l, 200 + i as i32, t, "POST /orders");
+            answer(&mut l, 200 + i as i32, t + S / 20);
+        }
+        for i in 0..10 {
+            request(&mut l, i, 11 * S + i as u64 * 1000, "POST /orders");
+        }
+        // One order of the burst is still answered, after the burst's first arrived.
+        l.apply(0, 11 * S + S / 10, &ConnEvent::Answered { stream: 0 });
+        l.apply(0, 11 * S + S / 10, &ConnEvent::Closed);
+        assert_eq!(judge(&l, 20 * S, S, no_names), None, "only the burst");
+        let mut late = l.clone();
+        for i in 0..4 {
+            request(&mut late, 20 + i, 12 * S + i as u64 * S, "POST /orders");
+        }
+        let v = judge(&late, 20 * S, S, no_names).expect("stalled");
+        assert_eq!(v.unanswered, 13);
+        assert_eq!(v.none_answered_ns, 9 * S - S / 10);
+        for i in 0..4 {
+            answer(&mut late, 20 + i, 19 * S + i as u64);
+        }
+        assert_eq!(judge(&late, 20 * S, S, no_names), None, "answered again");
     }
 
     /// Check the healthy twin under the same load: every order answered, the pool busy:
@@ -281,8 +456,8 @@ mod tests {
                 answer(&mut l, i, t + S / 5);
             }
         }
-        assert_eq!(judge(&l, 20 * S, S), None);
-        assert!(peers(&l, 20 * S).iter().all(|p| p.silent == 0));
+        assert_eq!(judge(&l, 20 * S, S, no_names), None);
+        assert!(peers(&l, 20 * S, no_names).iter().all(|p| p.silent == 0));
     }
 
     /// Check an idle server (no requests at all) and a server with a few slow requests
@@ -290,19 +465,19 @@ mod tests {
     #[test]
     fn idle_and_few_slow_are_not_stalled() {
         let l = server(10);
-        assert_eq!(judge(&l, 20 * S, S), None);
+        assert_eq!(judge(&l, 20 * S, S, no_names), None);
         let mut l = server(10);
         for i in 0..2 {
             request(&mut l, i, 11 * S, "GET /report");
         }
-        assert_eq!(judge(&l, 20 * S, S), None, "two slow requests");
+        assert_eq!(judge(&l, 20 * S, S, no_names), None, "two slow requests");
         let mut l = server(10);
         for i in 0..5 {
             request(&mut l, i, 11 * S, "GET /report");
         }
         request(&mut l, 9, 12 * S, "GET /report");
         answer(&mut l, 9, 15 * S);
-        assert_eq!(judge(&l, 20 * S, S), None, "slow but answered");
+        assert_eq!(judge(&l, 20 * S, S, no_names), None, "slow but answered");
     }
 
     /// Check that gRPC requests count streams, not connections, and name the method.
@@ -334,7 +509,7 @@ mod tests {
                 },
             );
         }
-        let v = judge(&l, 20 * S, S).expect("stalled");
+        let v = judge(&l, 20 * S, S, no_names).expect("stalled");
         assert_eq!((v.unanswered, v.unit.as_str()), (12, "gRPC streams"));
         assert_eq!(v.pool, None);
     }

@@ -62,18 +62,19 @@ pub fn process(
     futexes.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
     // The request ledger at the snapshot: a thread verdict of STALLED says more (the
     // blocked stacks), otherwise requests piling up unanswered decide.
+    let names = |id| stacks.get(id).map(|s| s.names.clone()).unwrap_or_default();
     let (requests, peers) = match target {
         Some(t) => {
             let ledger = &t.requests;
             let now_ns = ledger.window_start_ns + observed_ns;
             if !verdict.is_stalled() && verdict != StallVerdict::Exited {
-                if let Some(stall) = req_verdict::judge(ledger, now_ns, stall_threshold_ns) {
+                if let Some(stall) = req_verdict::judge(ledger, now_ns, stall_threshold_ns, names) {
                     verdict = StallVerdict::Requests(stall);
                 }
             }
             (
                 req_verdict::listeners(ledger, now_ns),
-                req_verdict::peers(ledger, now_ns),
+                req_verdict::peers(ledger, now_ns, names),
             )
         }
         None => Default::default(),
