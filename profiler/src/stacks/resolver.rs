@@ -141,7 +141,7 @@ impl StackResolver {
         if sample.ret_fix.is_some() {
             p.find_uprobes_vma(pid);
         }
-        let (mut unwound, read_end) = p.unwind_tracking_reads(sample);
+        let (mut unwound, read_end) = p.unwind_fresh(pid, sample, &mut self.elf_cache);
         p.js.name_stack(&p.space, &mut unwound, sample);
         p.prepared
             .insert(sample.bytes.as_ptr() as usize, (unwound, read_end));
@@ -172,17 +172,7 @@ impl StackResolver {
         let (unwound, read_end) = match p.prepared.remove(&(sample.bytes.as_ptr() as usize)) {
             Some(prepared) => prepared,
             None => {
-                let (mut unwound, mut read_end) = p.unwind_tracking_reads(sample);
-                if p.space_read_at.elapsed() > Duration::from_secs(1)
-                    && unwound
-                        .frames
-                        .iter()
-                        .any(|&a| p.space.module_for(a).is_none())
-                {
-                    // Code we do not know yet (a dlopen or JIT since the last read).
-                    p.refresh_space(pid, &mut self.elf_cache);
-                    (unwound, read_end) = p.unwind_tracking_reads(sample);
-                }
+                let (mut unwound, read_end) = p.unwind_fresh(pid, sample, &mut self.elf_cache);
                 p.js.name_stack(&p.space, &mut unwound, sample);
                 (unwound, read_end)
             }
@@ -209,6 +199,29 @@ impl StackResolver {
 }
 
 impl ProcessStacks {
+    /// Unwind `sample`; when the walk reached code the address space does not know (a
+    /// dlopen, or JIT code V8 mapped since the last read), re-read the space (at most
+    /// once a second) and unwind again. Prepared stacks of a node process go through
+    /// here too: a burst of them in new JIT code otherwise stopped at its first frame.
+    fn unwind_fresh(
+        &mut self,
+        pid: u32,
+        sample: &StackSample,
+        cache: &mut ElfCache,
+    ) -> (UnwoundStack, u64) {
+        let (unwound, read_end) = self.unwind_tracking_reads(sample);
+        if self.space_read_at.elapsed() > Duration::from_secs(1)
+            && unwound
+                .frames
+                .iter()
+                .any(|&a| self.space.module_for(a).is_none())
+        {
+            self.refresh_space(pid, cache);
+            return self.unwind_tracking_reads(sample);
+        }
+        (unwound, read_end)
+    }
+
     /// Unwind `sample`, also returning the end of the highest 8 bytes the walk read.
     fn unwind_tracking_reads(&mut self, sample: &StackSample) -> (UnwoundStack, u64) {
         let mut end = sample.sp;
