@@ -297,7 +297,6 @@ impl Capture {
     pub fn finish(&mut self, only: Option<u32>) -> anyhow::Result<Window> {
         self.session.read_free_flow(&self.collector);
         self.drain()?;
-        self.session.read_counted_sockets(&self.collector);
         let now = Instant::now();
         self.session.read_final_rss();
         self.session.read_resident(&self.collector);
@@ -306,7 +305,14 @@ impl Capture {
             if self.async_census {
                 self.session.read_async_census(only);
             }
+            // The census can take a second: the sockets are read after it, right before
+            // the snapshot whose time ages the requests in flight. Read before it, a
+            // request answered during the census counted as waiting all along.
+            self.drain()?;
+            self.session.read_counted_sockets(&self.collector);
             self.snapshot_waits(only);
+        } else {
+            self.session.read_counted_sockets(&self.collector);
         }
         self.session.apply(CaptureRecord::WindowEnd(WindowEnd {
             target: self.target_label.clone(),
@@ -400,19 +406,22 @@ impl Capture {
 
     /// Snapshot the in-flight waits of every live target (or only `only`) and judge
     /// stalls.
-    pub fn wait_report(&mut self, only: Option<u32>) -> WaitReport {
-        // Count-only connections send no records: their activity is in the kernel.
-        self.session.read_counted_sockets(&self.collector);
+    pub fn wait_report(&mut self, only: Option<u32>) -> anyhow::Result<WaitReport> {
         if self.async_census {
             self.session.read_async_census(only);
         }
+        // The census can take a second: what the sockets did meanwhile (records in the
+        // ring, counts in the kernel's maps) is taken right before the snapshot whose
+        // time ages the requests in flight.
+        self.drain()?;
+        self.session.read_counted_sockets(&self.collector);
         self.snapshot_waits(only);
-        self.session.state.wait_report(
+        Ok(self.session.state.wait_report(
             self.opts.wait_threshold.as_nanos() as u64,
             self.opts.stall_threshold.as_nanos() as u64,
             self.session.stacks(),
             only,
-        )
+        ))
     }
 }
 

@@ -160,8 +160,7 @@ pub async fn stalls(opts: &RecordOptions) -> anyhow::Result<WaitReport> {
         Some(opts.duration.unwrap_or(Duration::from_secs(2))),
     )
     .await?;
-    capture.drain()?;
-    Ok(capture.wait_report(None))
+    capture.wait_report(None)
 }
 
 async fn capture_loop(

@@ -136,7 +136,13 @@ impl Daemon {
 
     /// Snapshot targets for which the stall verdict fires.
     pub(super) fn check_stalls(&mut self) {
-        let report = self.capture.wait_report(None);
+        let report = match self.capture.wait_report(None) {
+            Ok(report) => report,
+            Err(e) => {
+                eprintln!("profiler: stall check: {e:#}");
+                return;
+            }
+        };
         let now = Instant::now();
         for p in &report.processes {
             if !p.verdict.is_stalled() || !self.triggers.stall(p.pid, now) {
