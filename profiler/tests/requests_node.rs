@@ -268,6 +268,11 @@ fn hang_seen_forming_names_where_its_transactions_began() {
         late.wait_sent_all(Duration::from_secs(60));
         let out = rec.wait();
         drop((loads, late));
+        let svg = std::fs::read_to_string(out.join("waits.svg")).unwrap();
+        assert!(
+            svg.contains(&format!("pool to 127.0.0.1:{}: 10/10 idle", pg.port)),
+            "waits.svg subtitle (cut at its width after `idle`)"
+        );
         let text = std::fs::read_to_string(out.join("report.txt")).unwrap();
         let json: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap())

@@ -164,7 +164,14 @@ pub fn stall_short(v: &StallVerdict) -> String {
             r.oldest_ns as f64 / 1e9,
             r.pool
                 .as_ref()
-                .map(|p| format!("; pool to {}: {}/{} idle", p.peer, p.silent, p.open))
+                .map(|p| if p.in_transaction == p.open {
+                    format!(
+                        "; pool to {}: {}/{} idle in transaction",
+                        p.peer, p.in_transaction, p.open
+                    )
+                } else {
+                    format!("; pool to {}: {}/{} idle", p.peer, p.silent, p.open)
+                })
                 .unwrap_or_default()
         ),
     }

@@ -464,6 +464,12 @@ mod tests {
             while_answered: None,
             ..r
         };
+        assert!(
+            stall_short(&StallVerdict::Requests(seen.clone()))
+                .ends_with("; pool to 127.0.0.1:5432: 10/10 idle in transaction"),
+            "{}",
+            stall_short(&StallVerdict::Requests(seen.clone()))
+        );
         let line = stall_line(&StallVerdict::Requests(seen.clone()));
         assert!(
             line.contains("unanswered, oldest 43.0 s, none answered in 40.0 s; pool to 127.0.0.1:5432 (postgres): 10/10 connections idle in transaction for 43.0 s, each begun under insertOrder (orders.js:63) — "),
