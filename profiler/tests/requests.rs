@@ -33,6 +33,22 @@ fn stalls(pid: u32) -> String {
     stdout
 }
 
+/// `profiler record --pid PID --waits` for `duration`, stall threshold 1 s, attached.
+fn record_waits(pid: u32, out: &Path, duration: &str) -> Recording {
+    Recording::start(
+        &[
+            "--pid",
+            &pid.to_string(),
+            "--waits",
+            "--duration",
+            duration,
+            "--stall-threshold",
+            "1s",
+        ],
+        out,
+    )
+}
+
 /// The pool's "database": a loopback listener that answers every read with `ok`.
 fn start_peer() -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -190,18 +206,7 @@ fn hung_pool_server_is_stalled_on_requests() {
     );
     assert!(!verdict.contains("customer"), "{verdict}");
 
-    let rec = Recording::start(
-        &[
-            "--pid",
-            &workload.pid.to_string(),
-            "--waits",
-            "--duration",
-            "3s",
-            "--stall-threshold",
-            "1s",
-        ],
-        &dir.join("out"),
-    );
+    let rec = record_waits(workload.pid, &dir.join("out"), "3s");
     let out = rec.wait();
     let text = std::fs::read_to_string(out.join("report.txt")).unwrap();
     assert!(text.contains("STALLED (requests): "), "{text}");
@@ -384,18 +389,7 @@ fn warmed_up(port: u16, n: u32) -> (TcpStream, u32) {
 #[ignore = "needs root: run with `cargo xtask test`"]
 fn http1_exchanges_are_counted_in_the_kernel() {
     let (workload, dir, port, _peer) = start_server("requests_exchanges", "hung");
-    let rec = Recording::start(
-        &[
-            "--pid",
-            &workload.pid.to_string(),
-            "--waits",
-            "--duration",
-            "8s",
-            "--stall-threshold",
-            "1s",
-        ],
-        &dir.join("out"),
-    );
+    let rec = record_waits(workload.pid, &dir.join("out"), "8s");
     const BUSY: usize = 2;
     const ORDERS: usize = 6;
     const WARM_UP: u32 = 20;
@@ -524,18 +518,7 @@ fn attached_to_busy_connections_invents_no_requests() {
         })
         .collect();
     std::thread::sleep(Duration::from_millis(300));
-    let rec = Recording::start(
-        &[
-            "--pid",
-            &workload.pid.to_string(),
-            "--waits",
-            "--duration",
-            "8s",
-            "--stall-threshold",
-            "1s",
-        ],
-        &dir.join("out"),
-    );
+    let rec = record_waits(workload.pid, &dir.join("out"), "8s");
     let out = rec.wait();
     stop.store(true, Ordering::Relaxed);
     let busy_answered: u32 = busy.into_iter().map(|t| t.join().unwrap()).sum();

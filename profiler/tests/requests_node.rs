@@ -77,12 +77,14 @@ impl HealthProbe {
     }
 }
 
-/// Record the server's waits for 4 s (stall threshold 1 s); `during` runs once the
-/// probes are attached. Returns report.txt and the process's report.json entry.
-fn record(
+/// Record the server's waits for `duration` (stall threshold 1 s); `during` runs once
+/// the probes are attached, and what it returns (load generators) lives until the
+/// window ends. Returns report.txt and the process's report.json entry.
+fn record<T>(
     server: &PoolServer,
     out: &Path,
-    during: impl FnOnce() -> Option<LoadGenerator>,
+    duration: &str,
+    during: impl FnOnce() -> T,
 ) -> (String, serde_json::Value) {
     let rec = Recording::start(
         &[
@@ -90,7 +92,7 @@ fn record(
             &server.pid.to_string(),
             "--waits",
             "--duration",
-            "4s",
+            duration,
             "--stall-threshold",
             "1s",
         ],
@@ -106,30 +108,38 @@ fn record(
     (text, json["waits"]["processes"][0].clone())
 }
 
-/// Hang `service` with [`HUNG`] orders, then record while [`LATE`] new orders arrive.
-fn hung_verdict(service: Service, name: &str) -> (String, serde_json::Value, u16, u16, u16) {
+/// A fresh PostgreSQL and `service` in `mode` against it, in the scratch directory
+/// `name`.
+fn start_pool_server(
+    name: &str,
+    service: Service,
+    mode: PoolMode,
+) -> (std::path::PathBuf, PgServer, PoolServer) {
     require_root();
     assert!(Path::new(NODE).exists(), "{NODE} is missing (nodejs)");
     PgServer::stop_leftover(name);
     let dir = scratch_dir(name);
     let pg = PgServer::start(&dir);
-    let server = PoolServer::start(
-        NODE.as_ref(),
-        service,
-        PoolMode::DoubleAcquire,
-        &pg,
-        SECONDS,
-    );
+    let server = PoolServer::start(NODE.as_ref(), service, mode, &pg, SECONDS);
+    (dir, pg, server)
+}
+
+/// [`LATE`] new orders, all sent: read and never answered by a hung server.
+fn late_orders(server: &PoolServer) -> LoadGenerator {
+    let mut late = LoadGenerator::start(NODE.as_ref(), server, LATE, u64::from(LATE), SECONDS);
+    late.wait_sent_all(Duration::from_secs(60));
+    late
+}
+
+/// Hang `service` with [`HUNG`] orders, then record while [`LATE`] new orders arrive.
+fn hung_verdict(service: Service, name: &str) -> (String, serde_json::Value, u16, u16, u16) {
+    let (dir, pg, server) = start_pool_server(name, service, PoolMode::DoubleAcquire);
     // Bursts of HUNG orders until every order in flight waits for a client of the
     // full pool (POOL_SIZE): held for good.
     let (loads, hung) = server.hang(NODE.as_ref(), HUNG, POOL_SIZE, SECONDS);
     let answered_before = hung.answered;
     let probe = HealthProbe::start(server.admin_port);
-    let (text, process) = record(&server, &dir.join("out"), || {
-        let mut late = LoadGenerator::start(NODE.as_ref(), &server, LATE, u64::from(LATE), SECONDS);
-        late.wait_sent_all(Duration::from_secs(60));
-        Some(late)
-    });
+    let (text, process) = record(&server, &dir.join("out"), "4s", || late_orders(&server));
     let answered = probe.stop();
     assert!(answered >= 5, "the health check answered only {answered}");
     let counts = server.counts();
@@ -189,22 +199,11 @@ fn hung_grpc_server_is_stalled_counting_streams() {
 #[test]
 #[ignore = "needs root: run with `cargo xtask test`"]
 fn healthy_http_server_under_load_is_not_stalled() {
-    require_root();
-    assert!(Path::new(NODE).exists(), "{NODE} is missing (nodejs)");
-    let name = "requests_node_healthy";
-    PgServer::stop_leftover(name);
-    let dir = scratch_dir(name);
-    let pg = PgServer::start(&dir);
-    let server = PoolServer::start(
-        NODE.as_ref(),
-        Service::Http,
-        PoolMode::Healthy,
-        &pg,
-        SECONDS,
-    );
+    let (dir, pg, server) =
+        start_pool_server("requests_node_healthy", Service::Http, PoolMode::Healthy);
     let load = LoadGenerator::start(NODE.as_ref(), &server, 20, 1_000_000, 30);
     server.wait_counts(Duration::from_secs(60), |c| c.answered >= 50);
-    let (text, process) = record(&server, &dir.join("out"), || None);
+    let (text, process) = record(&server, &dir.join("out"), "4s", || ());
     drop(load);
     assert!(!text.contains("STALLED"), "{text}");
     assert_ne!(process["verdict"]["verdict"], "requests", "{process:#}");
@@ -235,51 +234,22 @@ fn healthy_http_server_under_load_is_not_stalled() {
 #[test]
 #[ignore = "needs root: run with `cargo xtask test`"]
 fn hang_seen_forming_names_where_its_transactions_began() {
-    require_root();
-    assert!(Path::new(NODE).exists(), "{NODE} is missing (nodejs)");
-    let name = "requests_node_forming";
-    PgServer::stop_leftover(name);
-    let dir = scratch_dir(name);
-    let pg = PgServer::start(&dir);
-    let server = PoolServer::start(
-        NODE.as_ref(),
+    let (dir, pg, server) = start_pool_server(
+        "requests_node_forming",
         Service::Http,
         PoolMode::DoubleAcquire,
-        &pg,
-        SECONDS,
     );
-    let (text, process) = {
-        let rec = Recording::start(
-            &[
-                "--pid",
-                &server.pid.to_string(),
-                "--waits",
-                "--duration",
-                "12s",
-                "--stall-threshold",
-                "1s",
-            ],
-            &dir.join("out"),
-        );
+    let (text, process) = record(&server, &dir.join("out"), "12s", || {
         let (loads, hung) = server.hang(NODE.as_ref(), HUNG, POOL_SIZE, SECONDS);
         eprintln!("hung: {hung:?}");
         // New orders keep coming, as they did in the incident.
-        let mut late = LoadGenerator::start(NODE.as_ref(), &server, LATE, u64::from(LATE), SECONDS);
-        late.wait_sent_all(Duration::from_secs(60));
-        let out = rec.wait();
-        drop((loads, late));
-        let svg = std::fs::read_to_string(out.join("waits.svg")).unwrap();
-        assert!(
-            svg.contains(&format!("pool to 127.0.0.1:{}: 10/10 idle", pg.port)),
-            "waits.svg subtitle (cut at its width after `idle`)"
-        );
-        let text = std::fs::read_to_string(out.join("report.txt")).unwrap();
-        let json: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap())
-                .unwrap();
-        eprintln!("{text}");
-        (text, json["waits"]["processes"][0].clone())
-    };
+        (loads, late_orders(&server))
+    });
+    let svg = std::fs::read_to_string(dir.join("out/waits.svg")).unwrap();
+    assert!(
+        svg.contains(&format!("pool to 127.0.0.1:{}: 10/10 idle", pg.port)),
+        "waits.svg subtitle (cut at its width after `idle`)"
+    );
     assert_eq!(process["verdict"]["verdict"], "requests", "{process:#}");
     assert!(
         text.contains(&format!(
