@@ -112,12 +112,12 @@ fn call_args(
             return None;
         };
         let user = UserRegs {
-            ip: r.rip,
-            sp: r.rsp,
-            bp: r.rbp,
+            ip: r.ip,
+            sp: r.sp,
+            bp: r.bp,
         };
         // x86_64 system call arguments: rdi, rsi, rdx, r10, r8.
-        return Some((kind as u32, [r.rdi, r.rsi, r.rdx, r.r10, r.r8], Some(user)));
+        return Some((kind as u32, [r.di, r.si, r.dx, r.r10, r.r8], Some(user)));
     }
     // SAFETY: the value is copied out before the entry is removed.
     let call = unsafe { PENDING.get(id) }.copied()?;

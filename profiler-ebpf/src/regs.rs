@@ -1,15 +1,17 @@
 //! The current task's user registers, as the kernel saved them on entry, on every
 //! kernel from 5.10.
 //!
-//! From 5.15 `bpf_task_pt_regs(bpf_get_current_task_btf())` returns them. 5.10 has
-//! neither helper (they arrived in 5.11 and 5.15) and refuses any program that calls
-//! them. There we find the registers where x86_64 keeps them, at the top of the task's
-//! kernel stack: `task->stack + THREAD_SIZE - sizeof(struct pt_regs)`, read through
-//! `bpf_get_current_task` (4.8). Userspace probes the helpers and reads the offset of
-//! `stack` in `struct task_struct` (and whether KASAN doubles THREAD_SIZE) from the
-//! kernel's BTF, and writes the result into these read-only globals before loading:
-//! the verifier then sees constants and never visits the branch this kernel cannot
-//! verify.
+//! From 5.15 `bpf_task_pt_regs(bpf_get_current_task_btf())` returns them as a BTF
+//! pointer: the verifier turns plain loads through it into fault-safe loads, so each
+//! register is one instruction, not a helper call copying the whole 168-byte frame.
+//! 5.10 has neither helper (they arrived in 5.11 and 5.15) and refuses any program that
+//! calls them. There we find the registers where x86_64 keeps them, at the top of the
+//! task's kernel stack: `task->stack + THREAD_SIZE - sizeof(struct pt_regs)`, read
+//! through `bpf_get_current_task` (4.8). Userspace probes the helpers and reads the
+//! offset of `stack` in `struct task_struct` (and whether KASAN doubles THREAD_SIZE)
+//! from the kernel's BTF, and writes the result into these read-only globals before
+//! loading: the verifier then sees constants and never visits the branch this kernel
+//! cannot verify.
 use aya_ebpf::{
     bindings::pt_regs,
     helpers::{
@@ -34,34 +36,76 @@ static KERNEL_THREAD_SIZE: u32 = 16384;
 /// The code segment selector's privilege bits of a user-mode context (CPL 3).
 const USER_RPL: u64 = 3;
 
+/// The saved user registers the probes use: where the thread is (ip, sp, bp, for its
+/// stack) and the system call with its arguments (x86_64: rdi, rsi, rdx, r10, r8).
+#[derive(Clone, Copy)]
+pub struct UserFrame {
+    pub ip: u64,
+    pub sp: u64,
+    pub bp: u64,
+    pub orig_ax: u64,
+    pub di: u64,
+    pub si: u64,
+    pub dx: u64,
+    pub r10: u64,
+    pub r8: u64,
+}
+
 /// The current task's saved user registers, or `None` when this kernel offers no way
 /// to find them (or they do not look like a user context).
 #[inline(always)]
-pub fn current() -> Option<pt_regs> {
-    // SAFETY: the globals are plain reads of frozen read-only data; kernel memory is
-    // read with the probe-read helper only.
+pub fn current() -> Option<UserFrame> {
+    // SAFETY: the globals are plain reads of frozen read-only data. The helper's result
+    // is a BTF pointer to the task's `pt_regs`: the verifier checks each load against
+    // the type and makes it fault-safe. Elsewhere kernel memory is read with the
+    // probe-read helper only.
     unsafe {
-        let regs = if core::ptr::read_volatile(&REGS_HELPER) != 0 {
-            bpf_task_pt_regs(bpf_get_current_task_btf()) as *const pt_regs
-        } else {
-            let offset = core::ptr::read_volatile(&TASK_STACK_OFFSET) as u64;
-            if offset == 0 {
+        if core::ptr::read_volatile(&REGS_HELPER) != 0 {
+            let p = bpf_task_pt_regs(bpf_get_current_task_btf()) as *const pt_regs;
+            if p.is_null() {
                 return None;
             }
-            let task = bpf_get_current_task();
-            let stack: u64 = bpf_probe_read_kernel((task + offset) as *const u64).ok()?;
-            if stack == 0 {
+            let load = |field: *const u64| core::ptr::read_volatile(field);
+            if load(core::ptr::addr_of!((*p).cs)) & USER_RPL != USER_RPL {
                 return None;
             }
-            let top = stack + core::ptr::read_volatile(&KERNEL_THREAD_SIZE) as u64;
-            (top - core::mem::size_of::<pt_regs>() as u64) as *const pt_regs
-        };
-        if regs.is_null() {
+            return Some(UserFrame {
+                ip: load(core::ptr::addr_of!((*p).rip)),
+                sp: load(core::ptr::addr_of!((*p).rsp)),
+                bp: load(core::ptr::addr_of!((*p).rbp)),
+                orig_ax: load(core::ptr::addr_of!((*p).orig_rax)),
+                di: load(core::ptr::addr_of!((*p).rdi)),
+                si: load(core::ptr::addr_of!((*p).rsi)),
+                dx: load(core::ptr::addr_of!((*p).rdx)),
+                r10: load(core::ptr::addr_of!((*p).r10)),
+                r8: load(core::ptr::addr_of!((*p).r8)),
+            });
+        }
+        let offset = core::ptr::read_volatile(&TASK_STACK_OFFSET) as u64;
+        if offset == 0 {
             return None;
         }
-        let regs = bpf_probe_read_kernel(regs).ok()?;
+        let task = bpf_get_current_task();
+        let stack: u64 = bpf_probe_read_kernel((task + offset) as *const u64).ok()?;
+        if stack == 0 {
+            return None;
+        }
+        let top = stack + core::ptr::read_volatile(&KERNEL_THREAD_SIZE) as u64;
+        let regs: pt_regs =
+            bpf_probe_read_kernel((top - core::mem::size_of::<pt_regs>() as u64) as *const pt_regs)
+                .ok()?;
         // A wrong offset or THREAD_SIZE would read another part of the stack page: only
         // a frame saved from user mode has CPL 3 in its code segment selector.
-        (regs.cs & USER_RPL == USER_RPL).then_some(regs)
+        (regs.cs & USER_RPL == USER_RPL).then_some(UserFrame {
+            ip: regs.rip,
+            sp: regs.rsp,
+            bp: regs.rbp,
+            orig_ax: regs.orig_rax,
+            di: regs.rdi,
+            si: regs.rsi,
+            dx: regs.rdx,
+            r10: regs.r10,
+            r8: regs.r8,
+        })
     }
 }

@@ -19,9 +19,9 @@ use crate::{
 pub fn user_regs(out: &mut UserRegs) {
     if let Some(regs) = regs::current() {
         *out = UserRegs {
-            ip: regs.rip,
-            sp: regs.rsp,
-            bp: regs.rbp,
+            ip: regs.ip,
+            sp: regs.sp,
+            bp: regs.bp,
         };
     }
 }

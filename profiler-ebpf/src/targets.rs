@@ -82,12 +82,12 @@ fn creates_process() -> bool {
     let Some(regs) = regs::current() else {
         return false;
     };
-    match regs.orig_rax {
+    match regs.orig_ax {
         NR_FORK | NR_VFORK => true,
-        NR_CLONE => regs.rdi & CLONE_THREAD == 0,
+        NR_CLONE => regs.di & CLONE_THREAD == 0,
         // struct clone_args starts with `u64 flags`.
         // SAFETY: user memory read with the user helper.
-        NR_CLONE3 => unsafe { bpf_probe_read_user(regs.rdi as *const u64) }
+        NR_CLONE3 => unsafe { bpf_probe_read_user(regs.di as *const u64) }
             .is_ok_and(|flags| flags & CLONE_THREAD == 0),
         _ => false,
     }
