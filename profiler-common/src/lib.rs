@@ -372,8 +372,8 @@ pub struct Config {
     /// Non-zero once every socket program is attached. Until then the transfer probes
     /// save nothing: programs attach one by one, and a request read while the write
     /// probes were not there yet would stay in flight forever, its answer never seen.
-    /// Gated at the syscall's entry, every transfer that began after this is seen in
-    /// full, both directions.
+    /// The transfer probes run at the calls' exits: every transfer that ended after
+    /// this is seen, in both directions.
     pub sockets_armed: u32,
     pub _pad: u32,
 }
@@ -481,7 +481,6 @@ mod pod {
     unsafe impl aya::Pod for super::FreeFlow {}
     unsafe impl aya::Pod for super::SockEvent {}
     unsafe impl aya::Pod for super::SockKey {}
-    unsafe impl aya::Pod for super::SockPending {}
     unsafe impl aya::Pod for super::SockCounted {}
     unsafe impl aya::Pod for super::SockExchanges {}
 }
@@ -517,7 +516,6 @@ mod tests {
         assert_eq!(size_of::<SockEvent>(), 4 + 4 + 8 + 4 + 4 + 24);
         assert!(size_of::<SockEvent>() <= BODY_SIZE);
         assert_eq!(size_of::<SockKey>(), 8);
-        assert_eq!(size_of::<SockPending>(), 4 + 4 + 8 + 8 + 4 + 4);
         assert!(SOCK_CAPTURE_MAX as usize <= MAX_STACK_BYTES);
         assert!(SOCK_CAPTURE_MAX.is_power_of_two());
         assert_eq!(size_of::<SockCounted>(), 24);

@@ -194,21 +194,3 @@ pub struct SockKey {
     pub tgid: u32,
     pub fd: u32,
 }
-
-/// A socket transfer between enter and exit (map `SOCK_PENDING`, keyed by pid_tgid).
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct SockPending {
-    /// A [`sock_op`] value.
-    pub op: u32,
-    pub fd: i32,
-    /// The user buffer the bytes are in (the first iovec's for the vector calls), or
-    /// the `sockaddr` of a connect.
-    pub buf: u64,
-    /// How many bytes `buf` holds (the first iovec's length); `u64::MAX` when the call
-    /// takes one flat buffer whose length is the return value.
-    pub buf_len: u64,
-    /// Bytes to capture (the fd's value in `SOCK_FDS`).
-    pub capture: u32,
-    pub _pad: u32,
-}

@@ -187,8 +187,3 @@ pub static SOCK_EXCHANGES: LruHashMap<profiler_common::SockKey, profiler_common:
 #[map]
 pub static TX_STACKS: LruHashMap<profiler_common::SockKey, u64> =
     LruHashMap::with_max_entries(4096, 0);
-
-/// Socket calls between enter and exit, keyed by pid_tgid (op 0: none in flight).
-#[map]
-pub static SOCK_PENDING: LruHashMap<u64, profiler_common::SockPending> =
-    LruHashMap::with_max_entries(16384, 0);

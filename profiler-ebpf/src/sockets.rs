@@ -1,7 +1,9 @@
 //! The connection ledger's probes: accept, connect, transfers and close of the
 //! targets' sockets, with a bounded prefix of each transfer's bytes.
 //!
-//! Only descriptors in `SOCK_FDS` are followed: userspace seeds it with the sockets a
+//! The programs run at the calls' exits only: a call's descriptor and buffer are its
+//! arguments, still in the task's saved user registers then. Only descriptors in
+//! `SOCK_FDS` are followed: userspace seeds it with the sockets a
 //! target holds when it is added, and the exit of `accept`/`connect` adds the new ones,
 //! so a `read` of a regular file costs one hash lookup and sends nothing. Transfers that
 //! moved no bytes (`EAGAIN` on a non-blocking socket, end of file) send nothing either.
@@ -19,14 +21,14 @@ use aya_ebpf::{
 };
 use profiler_common::{
     sock_op, Counter, EventKind, ExchangeClose, SockCounted, SockEvent, SockExchanges, SockKey,
-    SockPending, EXCHANGE_ROUTE_BYTES, SOCK_CAPTURE_DEFAULT, SOCK_CAPTURE_EXCHANGES_IN,
+    EXCHANGE_ROUTE_BYTES, SOCK_CAPTURE_DEFAULT, SOCK_CAPTURE_EXCHANGES_IN,
     SOCK_CAPTURE_EXCHANGES_OUT, SOCK_CAPTURE_MAX, SOCK_CAPTURE_NONE, TX_STACK_INTERVAL_NS,
 };
 
 use crate::{
-    maps::{SOCK_COUNTED, SOCK_EXCHANGES, SOCK_FDS, SOCK_PENDING, TX_STACKS},
+    maps::{SOCK_COUNTED, SOCK_EXCHANGES, SOCK_FDS, TX_STACKS},
     record::{config, count, emit, is_target, scratch, RecordBuf},
-    stack, tp,
+    regs, stack, tp,
 };
 
 /// `-EINPROGRESS`: a non-blocking connect under way (how event loops connect).
@@ -45,101 +47,59 @@ enum Buffer {
     Message,
 }
 
-macro_rules! transfer_probe {
-    ($enter:ident, $exit:ident, $op:expr, $buffer:expr) => {
-        #[tracepoint]
-        pub fn $enter(ctx: TracePointContext) -> u32 {
-            if crate::floor::empty_programs() {
-                return 0;
-            }
-            match transfer_enter(&ctx, $op, $buffer) {
-                Ok(r) | Err(r) => r,
-            }
-        }
+/// One transfer on a followed socket, as its exit program found it.
+#[derive(Clone, Copy)]
+struct Transfer {
+    /// [`sock_op::READ`] or [`sock_op::WRITE`].
+    op: u32,
+    fd: i32,
+    /// The first buffer's user address and length (`u64::MAX`: the call's whole length).
+    buf: u64,
+    buf_len: u64,
+    /// The socket's capture length (`SOCK_FDS` value).
+    capture: u32,
+}
 
+macro_rules! transfer_probe {
+    ($exit:ident, $op:expr, $buffer:expr) => {
         #[tracepoint]
         pub fn $exit(ctx: TracePointContext) -> u32 {
             if crate::floor::empty_programs() {
                 return 0;
             }
-            match sock_exit(&ctx) {
+            match transfer_exit(&ctx, $op, $buffer) {
                 Ok(r) | Err(r) => r,
             }
         }
     };
 }
 
-transfer_probe!(sock_enter_read, sock_exit_read, sock_op::READ, Buffer::Flat);
-transfer_probe!(
-    sock_enter_recvfrom,
-    sock_exit_recvfrom,
-    sock_op::READ,
-    Buffer::Flat
-);
-transfer_probe!(
-    sock_enter_readv,
-    sock_exit_readv,
-    sock_op::READ,
-    Buffer::Vector
-);
-transfer_probe!(
-    sock_enter_recvmsg,
-    sock_exit_recvmsg,
-    sock_op::READ,
-    Buffer::Message
-);
-transfer_probe!(
-    sock_enter_write,
-    sock_exit_write,
-    sock_op::WRITE,
-    Buffer::Flat
-);
-transfer_probe!(
-    sock_enter_sendto,
-    sock_exit_sendto,
-    sock_op::WRITE,
-    Buffer::Flat
-);
-transfer_probe!(
-    sock_enter_writev,
-    sock_exit_writev,
-    sock_op::WRITE,
-    Buffer::Vector
-);
-transfer_probe!(
-    sock_enter_sendmsg,
-    sock_exit_sendmsg,
-    sock_op::WRITE,
-    Buffer::Message
-);
+transfer_probe!(sock_exit_read, sock_op::READ, Buffer::Flat);
+transfer_probe!(sock_exit_recvfrom, sock_op::READ, Buffer::Flat);
+transfer_probe!(sock_exit_readv, sock_op::READ, Buffer::Vector);
+transfer_probe!(sock_exit_recvmsg, sock_op::READ, Buffer::Message);
+transfer_probe!(sock_exit_write, sock_op::WRITE, Buffer::Flat);
+transfer_probe!(sock_exit_sendto, sock_op::WRITE, Buffer::Flat);
+transfer_probe!(sock_exit_writev, sock_op::WRITE, Buffer::Vector);
+transfer_probe!(sock_exit_sendmsg, sock_op::WRITE, Buffer::Message);
 
 macro_rules! open_probe {
-    ($enter:ident, $exit:ident, $op:expr) => {
-        #[tracepoint]
-        pub fn $enter(ctx: TracePointContext) -> u32 {
-            if crate::floor::empty_programs() {
-                return 0;
-            }
-            match open_enter(&ctx, $op) {
-                Ok(r) | Err(r) => r,
-            }
-        }
-
+    ($exit:ident, $op:expr) => {
         #[tracepoint]
         pub fn $exit(ctx: TracePointContext) -> u32 {
             if crate::floor::empty_programs() {
                 return 0;
             }
-            match sock_exit(&ctx) {
+            match open_exit(&ctx, $op) {
                 Ok(r) | Err(r) => r,
             }
         }
     };
 }
 
-open_probe!(sock_enter_accept, sock_exit_accept, sock_op::ACCEPT);
-open_probe!(sock_enter_accept4, sock_exit_accept4, sock_op::ACCEPT);
-open_probe!(sock_enter_connect, sock_exit_connect, sock_op::CONNECT);
+open_probe!(sock_exit_accept, sock_op::ACCEPT);
+open_probe!(sock_exit_accept4, sock_op::ACCEPT);
+open_probe!(sock_exit_connect, sock_op::CONNECT);
 
 /// `close(fd)` of a watched socket: forget it and say so.
 #[tracepoint]
@@ -160,46 +120,57 @@ fn target() -> Option<u32> {
     is_target(tgid, cfg).then_some(tgid)
 }
 
+/// A read or write that moved bytes. Its descriptor and buffer are the call's
+/// arguments, still in the task's saved user registers at exit (and the bytes read are
+/// in the buffer by then), so no enter program and no per-thread map entry are needed.
 #[inline(always)]
-fn transfer_enter(ctx: &TracePointContext, op: u32, buffer: Buffer) -> Result<u32, u32> {
+fn transfer_exit(ctx: &TracePointContext, op: u32, buffer: Buffer) -> Result<u32, u32> {
+    let ret = tp::syscall_ret(ctx);
+    if ret <= 0 {
+        return Ok(0); // EAGAIN, end of file, error: no bytes moved
+    }
     let cfg = config().ok_or(0u32)?;
-    // Until every socket program is attached, a transfer could be seen one way only.
+    // Until every socket program is attached, a request could be seen without its
+    // answer: nothing is saved before userspace arms the probes.
     if cfg.sockets_armed == 0 {
         return Ok(0);
     }
     let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
-    if !is_target(tgid, cfg) {
+    let Some(regs) = regs::current() else {
+        count(Counter::Lost);
         return Ok(0);
-    }
-    let fd = tp::syscall_arg(ctx, 0) as i32;
+    };
+    let fd = regs.di as i32;
     let key = SockKey {
         tgid,
         fd: fd as u32,
     };
+    // Only targets' sockets are in `SOCK_FDS` (userspace drops a target's entries when
+    // it exits, as it drops the target): this lookup is the target check too.
     // SAFETY: the value is copied out at once.
     let capture = match unsafe { SOCK_FDS.get(key) } {
         Some(c) => *c,
         None => return Ok(0),
     };
-    let a1 = tp::syscall_arg(ctx, 1);
     let (buf, buf_len) = match buffer {
-        Buffer::Flat => (a1, u64::MAX),
-        Buffer::Vector => first_iovec(a1),
+        Buffer::Flat => (regs.si, u64::MAX),
+        Buffer::Vector => first_iovec(regs.si),
         Buffer::Message => {
             // struct msghdr { void *name; int namelen; struct iovec *msg_iov; … }
             // SAFETY: user memory read through the helper.
-            let iov = unsafe { bpf_probe_read_user((a1 + 16) as *const u64) }.unwrap_or(0);
+            let iov = unsafe { bpf_probe_read_user((regs.si + 16) as *const u64) }.unwrap_or(0);
             first_iovec(iov)
         }
     };
-    save(SockPending {
+    let transfer = Transfer {
         op,
         fd,
         buf,
         buf_len,
         capture,
-        _pad: 0,
-    })
+    };
+    moved(tgid, &transfer, ret as u64);
+    Ok(0)
 }
 
 /// The first `struct iovec { void *base; size_t len; }` of an array in user memory.
@@ -215,31 +186,41 @@ fn first_iovec(iov: u64) -> (u64, u64) {
     (base, len)
 }
 
+/// An accepted or connected socket: follow it and say so. The listening or connecting
+/// descriptor and the peer's address are the call's arguments, read at exit.
 #[inline(always)]
-fn open_enter(ctx: &TracePointContext, op: u32) -> Result<u32, u32> {
-    target().ok_or(0u32)?;
-    save(SockPending {
-        op,
-        fd: tp::syscall_arg(ctx, 0) as i32,
-        buf: if op == sock_op::CONNECT {
-            tp::syscall_arg(ctx, 1)
-        } else {
-            0
-        },
-        buf_len: 0,
-        capture: 0,
-        _pad: 0,
-    })
-}
-
-#[inline(always)]
-fn save(pending: SockPending) -> Result<u32, u32> {
-    let id = bpf_get_current_pid_tgid();
-    match SOCK_PENDING.get_ptr_mut(id) {
-        // SAFETY: the pointer is to this thread's value in the map.
-        Some(slot) => unsafe { *slot = pending },
-        None => SOCK_PENDING.insert(id, pending, 0).map_err(|_| 0u32)?,
+fn open_exit(ctx: &TracePointContext, op: u32) -> Result<u32, u32> {
+    let ret = tp::syscall_ret(ctx);
+    let failed = if op == sock_op::CONNECT {
+        ret != 0 && ret != EINPROGRESS
+    } else {
+        ret < 0
+    };
+    if failed {
+        return Ok(0);
     }
+    let tgid = target().ok_or(0u32)?;
+    let Some(regs) = regs::current() else {
+        count(Counter::Lost);
+        return Ok(0);
+    };
+    let fd = regs.di as i32;
+    let mut ev = SockEvent {
+        fd,
+        op,
+        ret,
+        ..Default::default()
+    };
+    if op == sock_op::CONNECT {
+        watch(tgid, fd as u32);
+        if regs.si != 0 {
+            // SAFETY: user memory read through the helper.
+            ev.addr = unsafe { bpf_probe_read_user(regs.si as *const [u8; 24]) }.unwrap_or([0; 24]);
+        }
+    } else {
+        watch(tgid, ret as u32);
+    }
+    let _ = send(ev, 0, 0);
     Ok(0)
 }
 
@@ -281,81 +262,42 @@ fn close_enter(ctx: &TracePointContext) -> Result<u32, u32> {
     Ok(0)
 }
 
+/// `bytes` moved by `t` on a followed socket: counted in the kernel, or sent with a
+/// prefix of the bytes.
 #[inline(always)]
-fn sock_exit(ctx: &TracePointContext) -> Result<u32, u32> {
-    let id = bpf_get_current_pid_tgid();
-    let slot = SOCK_PENDING.get_ptr_mut(id).ok_or(0u32)?;
-    // SAFETY: the value is copied out, then marked as consumed (op 0); the entry stays
-    // for the thread's next call (an update in place costs no LRU allocation).
-    let pending = unsafe {
-        let p = *slot;
-        (*slot).op = 0;
-        p
-    };
-    if pending.op == 0 {
-        return Ok(0);
+fn moved(tgid: u32, t: &Transfer, bytes: u64) {
+    if t.capture == SOCK_CAPTURE_NONE {
+        add_counted(tgid, t.fd as u32, t.op, bytes);
+        return;
     }
-    let ret = tp::syscall_ret(ctx);
-    let tgid = (id >> 32) as u32;
-    let mut ev = SockEvent {
-        fd: pending.fd,
-        op: pending.op,
-        ret,
+    let mut capture = t.capture;
+    if capture >= SOCK_CAPTURE_EXCHANGES_OUT {
+        if count_exchange(tgid, t, bytes) {
+            return;
+        }
+        capture = SOCK_CAPTURE_DEFAULT; // not counting yet: a record as before
+    }
+    let mut len = bytes;
+    if len > t.buf_len {
+        len = t.buf_len;
+    }
+    if len > capture as u64 {
+        len = capture as u64;
+    }
+    let ev = SockEvent {
+        fd: t.fd,
+        op: t.op,
+        ret: bytes as i64,
         ..Default::default()
     };
-    match pending.op {
-        sock_op::ACCEPT => {
-            if ret < 0 {
-                return Ok(0);
-            }
-            watch(tgid, ret as u32);
-            let _ = send(ev, 0, 0);
-        }
-        sock_op::CONNECT => {
-            if ret != 0 && ret != EINPROGRESS {
-                return Ok(0);
-            }
-            watch(tgid, pending.fd as u32);
-            if pending.buf != 0 {
-                // SAFETY: user memory read through the helper.
-                ev.addr = unsafe { bpf_probe_read_user(pending.buf as *const [u8; 24]) }
-                    .unwrap_or([0; 24]);
-            }
-            let _ = send(ev, 0, 0);
-        }
-        _ => {
-            if ret <= 0 {
-                return Ok(0); // EAGAIN, end of file, error: no bytes moved
-            }
-            if pending.capture == SOCK_CAPTURE_NONE {
-                add_counted(tgid, pending.fd as u32, pending.op, ret as u64);
-                return Ok(0);
-            }
-            let mut capture = pending.capture;
-            if capture >= SOCK_CAPTURE_EXCHANGES_OUT {
-                if count_exchange(tgid, &pending, ret as u64) {
-                    return Ok(0);
-                }
-                capture = SOCK_CAPTURE_DEFAULT; // not counting yet: a record as before
-            }
-            let mut len = ret as u64;
-            if len > pending.buf_len {
-                len = pending.buf_len;
-            }
-            if len > capture as u64 {
-                len = capture as u64;
-            }
-            let sent = send(ev, pending.buf, len);
-            if pending.op == sock_op::WRITE {
-                if let Some(buf) = sent {
-                    if begins_transaction(buf) {
-                        transaction_stack(tgid, pending.fd);
-                    }
-                }
+    let sent = send(ev, t.buf, len);
+    if t.op == sock_op::WRITE {
+        if let Some(buf) = sent {
+            if begins_transaction(buf) {
+                transaction_stack(tgid, t.fd);
             }
         }
     }
-    Ok(0)
 }
 
 /// Whether the bytes just sent (in the scratch record `buf`) are a PostgreSQL simple
@@ -464,13 +406,13 @@ fn add_counted(tgid: u32, fd: u32, op: u32, bytes: u64) {
 /// one. A pipelining client's requests in one transfer count as one (userspace asks for
 /// counting only on connections it saw answer each request before the next).
 #[inline(always)]
-fn count_exchange(tgid: u32, pending: &SockPending, bytes: u64) -> bool {
+fn count_exchange(tgid: u32, t: &Transfer, bytes: u64) -> bool {
     let key = SockKey {
         tgid,
-        fd: pending.fd as u32,
+        fd: t.fd as u32,
     };
-    let op = pending.op;
-    let request_op = if pending.capture == SOCK_CAPTURE_EXCHANGES_IN {
+    let op = t.op;
+    let request_op = if t.capture == SOCK_CAPTURE_EXCHANGES_IN {
         sock_op::READ
     } else {
         sock_op::WRITE
@@ -509,7 +451,7 @@ fn count_exchange(tgid: u32, pending: &SockPending, bytes: u64) -> bool {
         if op == request_op {
             (*x).requests += 1;
             (*x).pending_since_ns = now;
-            keep_route(x, pending, bytes);
+            keep_route(x, t, bytes);
         } else {
             (*x).answers += 1;
             (*x).last_answer_ns = now;
@@ -521,10 +463,10 @@ fn count_exchange(tgid: u32, pending: &SockPending, bytes: u64) -> bool {
 
 /// Keep the first bytes of a request (its request line) in the connection's entry.
 #[inline(always)]
-fn keep_route(x: *mut SockExchanges, pending: &SockPending, bytes: u64) {
+fn keep_route(x: *mut SockExchanges, t: &Transfer, bytes: u64) {
     let mut n = bytes;
-    if n > pending.buf_len {
-        n = pending.buf_len;
+    if n > t.buf_len {
+        n = t.buf_len;
     }
     if n > EXCHANGE_ROUTE_BYTES as u64 {
         n = EXCHANGE_ROUTE_BYTES as u64;
@@ -532,14 +474,13 @@ fn keep_route(x: *mut SockExchanges, pending: &SockPending, bytes: u64) {
     // SAFETY: `x` is this socket's value in the map; the copy is 1 to
     // EXCHANGE_ROUTE_BYTES bytes into its `route`; user memory is read with the helper.
     unsafe {
-        if n == 0 || pending.buf == 0 {
+        if n == 0 || t.buf == 0 {
             (*x).route_len = 0;
             return;
         }
         let size = ((n as u32 - 1) & (EXCHANGE_ROUTE_BYTES as u32 - 1)) + 1;
         let dst = core::ptr::addr_of_mut!((*x).route) as *mut core::ffi::c_void;
-        let ok =
-            generated::bpf_probe_read_user(dst, size, pending.buf as *const core::ffi::c_void) == 0;
+        let ok = generated::bpf_probe_read_user(dst, size, t.buf as *const core::ffi::c_void) == 0;
         (*x).route_len = if ok { size } else { 0 };
     }
 }

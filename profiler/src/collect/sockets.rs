@@ -11,28 +11,19 @@ use crate::events::{CountedBytes, CountedExchanges};
 use super::{map, map_error, CollectError, Collector};
 
 /// The connection ledger's probes: (program, `syscalls:` tracepoint it attaches to).
+/// Calls are seen at their exits only (their arguments are read from the task's saved
+/// registers there); `close` at its entry, while the descriptor still names the socket.
 const SOCKET_TRACEPOINTS: &[(&str, &str)] = &[
-    ("sock_enter_accept", "sys_enter_accept"),
     ("sock_exit_accept", "sys_exit_accept"),
-    ("sock_enter_accept4", "sys_enter_accept4"),
     ("sock_exit_accept4", "sys_exit_accept4"),
-    ("sock_enter_connect", "sys_enter_connect"),
     ("sock_exit_connect", "sys_exit_connect"),
-    ("sock_enter_read", "sys_enter_read"),
     ("sock_exit_read", "sys_exit_read"),
-    ("sock_enter_readv", "sys_enter_readv"),
     ("sock_exit_readv", "sys_exit_readv"),
-    ("sock_enter_recvfrom", "sys_enter_recvfrom"),
     ("sock_exit_recvfrom", "sys_exit_recvfrom"),
-    ("sock_enter_recvmsg", "sys_enter_recvmsg"),
     ("sock_exit_recvmsg", "sys_exit_recvmsg"),
-    ("sock_enter_write", "sys_enter_write"),
     ("sock_exit_write", "sys_exit_write"),
-    ("sock_enter_writev", "sys_enter_writev"),
     ("sock_exit_writev", "sys_exit_writev"),
-    ("sock_enter_sendto", "sys_enter_sendto"),
     ("sock_exit_sendto", "sys_exit_sendto"),
-    ("sock_enter_sendmsg", "sys_enter_sendmsg"),
     ("sock_exit_sendmsg", "sys_exit_sendmsg"),
     ("sock_enter_close", "sys_enter_close"),
 ];
@@ -144,6 +135,14 @@ impl Collector {
     /// lacks a tracepoint) costs the request verdict only: the reason is noted in
     /// [`Collector::unavailable`] and the rest of the capture goes on.
     pub fn attach_socket_probes(&mut self) -> Result<bool, CollectError> {
+        if !self.regs.found() {
+            self.unavailable.push(format!(
+                "requests and connections are not followed on this kernel: their probes read each call's arguments from the task's {}",
+                self.regs.describe()
+            ));
+            self.forget_sockets();
+            return Ok(false);
+        }
         for &(program, tracepoint) in SOCKET_TRACEPOINTS {
             match self.attach_program(program, ("syscalls", tracepoint)) {
                 Ok(()) => {}
