@@ -375,7 +375,10 @@ pub struct Config {
     /// The transfer probes run at the calls' exits: every transfer that ended after
     /// this is seen, in both directions.
     pub sockets_armed: u32,
-    pub _pad: u32,
+    /// The profiler's own process id, never traced, not even with `all_processes`
+    /// (tracing its own reads of the ring buffer would feed on itself). A compare in
+    /// the value every program already loads, not a hash lookup per event.
+    pub profiler_tgid: u32,
 }
 
 /// x86_64 syscall numbers of the wait probes.

@@ -88,11 +88,6 @@ pub static LIVE_ALLOCS: HashMap<profiler_common::AllocKey, u64> =
 #[map]
 pub static RSS_TRACK: HashMap<u32, profiler_common::RssTrack> = HashMap::with_max_entries(8192, 0);
 
-/// Process ids never traced, even with `Config::all_processes`: the profiler itself
-/// (tracing its own reads of the ring buffer would feed on itself).
-#[map]
-pub static EXCLUDED: HashMap<u32, u32> = HashMap::with_max_entries(64, 0);
-
 /// The allocator calls in flight on each thread, keyed by pid_tgid (see [`InFlight`]).
 #[map]
 pub static RET_SLOTS: LruHashMap<u64, InFlight> = LruHashMap::with_max_entries(16384, 0);

@@ -9,7 +9,7 @@ use aya_ebpf::{
 use profiler_common::{Config, Counter, EventHeader, BODY_SIZE, MAX_STACK_BYTES, RET_SLOTS_MAX};
 
 pub use crate::maps::RecordBuf;
-use crate::maps::{CONFIG, COUNTERS, EVENTS, EXCLUDED, SCRATCH, TARGETS};
+use crate::maps::{CONFIG, COUNTERS, EVENTS, SCRATCH, TARGETS};
 
 #[inline(always)]
 pub fn config() -> Option<&'static Config> {
@@ -21,7 +21,10 @@ pub fn config() -> Option<&'static Config> {
 pub fn is_target(tgid: u32, cfg: &Config) -> bool {
     // SAFETY: the values are not kept.
     unsafe {
-        (cfg.all_processes != 0 && EXCLUDED.get(tgid).is_none()) || TARGETS.get(tgid).is_some()
+        if cfg.all_processes != 0 {
+            return tgid != cfg.profiler_tgid;
+        }
+        TARGETS.get(tgid).is_some()
     }
 }
 

@@ -202,17 +202,11 @@ impl Collector {
             all_processes: u32::from(cfg.all_processes),
             alloc_sample_bytes: cfg.alloc_sample_bytes.max(1),
             sockets_armed: 0,
-            _pad: 0,
+            profiler_tgid: std::process::id(),
         };
         let mut array: Array<_, Config> =
             Array::try_from(map(&mut ebpf, "CONFIG")?).map_err(map_error("CONFIG"))?;
         array.set(0, config, 0).map_err(map_error("CONFIG"))?;
-        // The profiler never traces itself, not even with `all_processes`.
-        let mut excluded: HashMap<_, u32, u32> =
-            HashMap::try_from(map(&mut ebpf, "EXCLUDED")?).map_err(map_error("EXCLUDED"))?;
-        excluded
-            .insert(std::process::id(), 1, 0)
-            .map_err(map_error("EXCLUDED"))?;
         let ring = RingBuf::try_from(
             ebpf.take_map("EVENTS")
                 .ok_or(CollectError::MissingMap("EVENTS"))?,
