@@ -65,7 +65,8 @@ pub fn current() -> Option<UserFrame> {
             if p.is_null() {
                 return None;
             }
-            let load = |field: *const u64| core::ptr::read_volatile(field);
+            // Plain loads: the compiler drops those of registers a caller never uses.
+            let load = |field: *const u64| core::ptr::read(field);
             if load(core::ptr::addr_of!((*p).cs)) & USER_RPL != USER_RPL {
                 return None;
             }
