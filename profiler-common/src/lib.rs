@@ -379,6 +379,11 @@ pub struct Config {
     /// (tracing its own reads of the ring buffer would feed on itself). A compare in
     /// the value every program already loads, not a hash lookup per event.
     pub profiler_tgid: u32,
+    /// The first target still traced (0: none), checked by a compare before the
+    /// `TARGETS` lookup: with `--pid`, every event of the target then skips the hash.
+    /// Userspace clears it when that process exits, as it drops it from `TARGETS`.
+    pub main_target: u32,
+    pub _pad: u32,
 }
 
 /// x86_64 syscall numbers of the wait probes.
@@ -505,7 +510,7 @@ mod tests {
         assert!(size_of::<MemEvent>() <= BODY_SIZE);
         assert!(size_of::<WaitEvent>() <= BODY_SIZE);
         assert_eq!(size_of::<WaitEvent>(), 8 + 8 + 4 * 4);
-        assert_eq!(size_of::<Config>(), 8 + 8 + 4 + 4 + 8 + 4 + 4);
+        assert_eq!(size_of::<Config>(), 8 + 8 + 4 + 4 + 8 + 4 + 4 + 4 + 4);
         assert_eq!(size_of::<WaitStart>(), 8 + 8 + 24 + 4 * 4);
         assert_eq!(size_of::<FutexKey>(), 16);
         assert_eq!(size_of::<AllocEvent>(), 8 + 8 + 4 + 4);

@@ -24,7 +24,7 @@ pub fn is_target(tgid: u32, cfg: &Config) -> bool {
         if cfg.all_processes != 0 {
             return tgid != cfg.profiler_tgid;
         }
-        TARGETS.get(tgid).is_some()
+        (cfg.main_target != 0 && tgid == cfg.main_target) || TARGETS.get(tgid).is_some()
     }
 }
 

@@ -203,6 +203,8 @@ impl Collector {
             alloc_sample_bytes: cfg.alloc_sample_bytes.max(1),
             sockets_armed: 0,
             profiler_tgid: std::process::id(),
+            main_target: 0,
+            _pad: 0,
         };
         let mut array: Array<_, Config> =
             Array::try_from(map(&mut ebpf, "CONFIG")?).map_err(map_error("CONFIG"))?;
@@ -253,6 +255,11 @@ impl Collector {
         let mut targets: HashMap<_, u32, u32> =
             HashMap::try_from(map(&mut self.ebpf, "TARGETS")?).map_err(map_error("TARGETS"))?;
         targets.insert(pid, 1, 0).map_err(map_error("TARGETS"))?;
+        self.update_config(|c| {
+            if c.main_target == 0 {
+                c.main_target = pid;
+            }
+        })?;
         self.watch_sockets(pid)?;
         if let Some(brk) = brk {
             let mut last: HashMap<_, u32, u64> =
@@ -263,12 +270,29 @@ impl Collector {
         Ok(())
     }
 
+    /// Change the programs' [`Config`] in place.
+    pub(crate) fn update_config(
+        &mut self,
+        change: impl FnOnce(&mut Config),
+    ) -> Result<(), CollectError> {
+        let mut array: Array<_, Config> =
+            Array::try_from(map(&mut self.ebpf, "CONFIG")?).map_err(map_error("CONFIG"))?;
+        let mut config = array.get(&0, 0).map_err(map_error("CONFIG"))?;
+        change(&mut config);
+        array.set(0, config, 0).map_err(map_error("CONFIG"))
+    }
+
     /// Stop tracing process `pid` (it exited: its id may be reused by another process).
     pub fn remove_target(&mut self, pid: u32) -> Result<(), CollectError> {
         let mut targets: HashMap<_, u32, u32> =
             HashMap::try_from(map(&mut self.ebpf, "TARGETS")?).map_err(map_error("TARGETS"))?;
         // Absent already (never added, or removed): nothing to do.
         let _ = targets.remove(&pid);
+        self.update_config(|c| {
+            if c.main_target == pid {
+                c.main_target = 0;
+            }
+        })?;
         if let Ok(mut last) = HashMap::<_, u32, u64>::try_from(map(&mut self.ebpf, "BRK_LAST")?) {
             let _ = last.remove(&pid);
         }

@@ -1,8 +1,8 @@
 //! The connection ledger's side of the collector: which probes it attaches, and the
 //! kernel's table of followed sockets (`SOCK_FDS`) that userspace seeds and adjusts.
-use aya::maps::{Array, HashMap};
+use aya::maps::HashMap;
 use profiler_common::{
-    Config, SockCounted, SockExchanges, SockKey, SOCK_CAPTURE_DEFAULT, SOCK_CAPTURE_EXCHANGES_IN,
+    SockCounted, SockExchanges, SockKey, SOCK_CAPTURE_DEFAULT, SOCK_CAPTURE_EXCHANGES_IN,
     SOCK_CAPTURE_EXCHANGES_OUT, SOCK_CAPTURE_MAX, SOCK_CAPTURE_NONE,
 };
 
@@ -166,11 +166,7 @@ impl Collector {
     /// Tell the transfer probes that every socket program is attached (see
     /// [`Config::sockets_armed`]).
     fn arm_sockets(&mut self) -> Result<(), CollectError> {
-        let mut array: Array<_, Config> =
-            Array::try_from(map(&mut self.ebpf, "CONFIG")?).map_err(map_error("CONFIG"))?;
-        let mut config = array.get(&0, 0).map_err(map_error("CONFIG"))?;
-        config.sockets_armed = 1;
-        array.set(0, config, 0).map_err(map_error("CONFIG"))
+        self.update_config(|c| c.sockets_armed = 1)
     }
 
     /// Empty `SOCK_FDS`: probes that did attach then send nothing.
