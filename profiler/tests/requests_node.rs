@@ -271,7 +271,13 @@ fn hang_seen_forming_names_where_its_transactions_began() {
         .iter()
         .map(|o| o["connections"].as_u64().unwrap())
         .sum();
-    assert!(origins >= 1, "no transaction's begin seen: {pool:#}");
+    // Each connection's BEGIN went through JIT code compiled moments before (the pool
+    // opened 9 new connections for the burst): before the space was re-read for walks
+    // that stop in unknown code, 9 of the 10 stacks ended at `JS:writeGeneric`.
+    assert!(
+        origins * 2 >= POOL_SIZE,
+        "only {origins} of {POOL_SIZE} transactions' begins named: {pool:#}"
+    );
     for secret in ["item-", "SELECT", "INSERT", "user_id"] {
         assert!(!text.contains(secret), "{secret} in the report");
     }
