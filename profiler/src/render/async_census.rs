@@ -99,8 +99,8 @@ pub fn census_line(r: &AsyncCensusReport) -> String {
     line
 }
 
-/// `212 suspended calls, approximate; heap 48.0 MiB scanned in 0.4 s`, and what was
-/// left out.
+/// `212 suspended calls, approximate; heap 48.0 MiB scanned in 0.4 s, 2 scans agreed`,
+/// and what was left out.
 fn cost(c: &AsyncCensus) -> String {
     let mut s = format!(
         "{} suspended calls, approximate; heap {:.1} MiB scanned in {:.1} s",
@@ -108,6 +108,14 @@ fn cost(c: &AsyncCensus) -> String {
         c.scanned_bytes as f64 / (1 << 20) as f64,
         c.scan_ms as f64 / 1000.0
     );
+    match (c.scans, c.settled) {
+        (2, true) => s.push_str(", 2 scans agreed"),
+        (n, true) => s.push_str(&format!(", 2 of {n} scans agreed")),
+        (n, false) if n > 1 && c.cut.is_none() => s.push_str(&format!(
+            "; the heap kept moving: {n} scans disagreed, the last is shown"
+        )),
+        _ => {}
+    }
     if c.unnamed > 0 {
         s.push_str(&format!("; {} unnamed", c.unnamed));
     }
@@ -251,6 +259,32 @@ mod tests {
             census_line(&idle),
             "waiting in async code: no suspended async functions (0 suspended calls, approximate; \
              heap 16.0 MiB scanned in 0.4 s)"
+        );
+    }
+
+    /// Check that the line says how many scans agreed, or that none did.
+    #[test]
+    fn census_line_says_whether_scans_agreed() {
+        let mut r = hung();
+        let c = r.census.as_mut().unwrap();
+        c.chains.truncate(1);
+        (c.scans, c.settled) = (2, true);
+        let line = census_line(&r);
+        assert!(
+            line.ends_with("scanned in 0.4 s, 2 scans agreed; 1 objects failed a check)"),
+            "{line}"
+        );
+        r.census.as_mut().unwrap().scans = 3;
+        let line = census_line(&r);
+        assert!(line.contains("0.4 s, 2 of 3 scans agreed;"), "{line}");
+        r.census.as_mut().unwrap().settled = false;
+        let line = census_line(&r);
+        assert!(
+            line.ends_with(
+                "0.4 s; the heap kept moving: 3 scans disagreed, the last is shown; \
+                 1 objects failed a check)"
+            ),
+            "{line}"
         );
     }
 

@@ -10,8 +10,11 @@
 //! Then each object is read and checked ([`AsyncReader::suspended`]), named (function,
 //! script, parked line), linked to the suspended call that awaits it, and counted.
 //! The heap moves while it is read: whatever fails a check is counted, never named,
-//! and the counts are approximate. The scan is bounded in bytes and time and says
-//! when it was cut.
+//! and the counts are approximate. A garbage collection during a scan (V8 compacts
+//! its heap a few seconds after a process goes quiet, which is when a hang forms)
+//! leaves promises where they no longer are, and the chains fall apart; so
+//! [`take_settled`] scans again until a scan agrees with an earlier one. The scan is bounded
+//! in bytes and time and says when it was cut.
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ops::Range;
 use std::time::{Duration, Instant};
@@ -28,6 +31,8 @@ const MAX_MAPS: usize = 64;
 const MAX_CANDIDATES: usize = 1 << 20;
 /// Longest await chain followed.
 const MAX_CHAIN: usize = 64;
+/// Scans of one census at most: it is kept once a scan agrees with an earlier one.
+pub const MAX_SCANS: u32 = 3;
 
 /// How much of the heap a census may read.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -116,6 +121,21 @@ pub struct AsyncCensus {
     pub scan_ms: u64,
     /// Why the scan stopped early, if it did.
     pub cut: Option<String>,
+    /// Scans taken ([`take_settled`]), and whether the last agreed with an earlier
+    /// one: if not, the heap kept moving and the last scan is shown.
+    #[serde(default)]
+    pub scans: u32,
+    #[serde(default)]
+    pub settled: bool,
+}
+
+impl AsyncCensus {
+    /// Whether two scans found the same suspended calls in the same chains.
+    pub fn agrees_with(&self, other: &AsyncCensus) -> bool {
+        self.suspended == other.suspended
+            && self.groups == other.groups
+            && self.chains == other.chains
+    }
 }
 
 /// The reading budget shared by both passes.
@@ -195,6 +215,47 @@ fn scan_pass(
             at += step as u64 * 8;
         }
     }
+}
+
+/// Take a census by `scan` (one scan within the limits it is given) until a scan
+/// agrees with an earlier one, [`MAX_SCANS`] at most, and all within
+/// `limits.max_time`: a scan is only started if one more as long as the average still
+/// fits. `scan_ms` is the time of all scans. A scan cut by its bounds is not
+/// repeated; if a later scan is cut, the last whole one is kept.
+pub fn take_settled(
+    limits: ScanLimits,
+    mut scan: impl FnMut(ScanLimits) -> AsyncCensus,
+) -> AsyncCensus {
+    let started = Instant::now();
+    let mut earlier: Vec<AsyncCensus> = Vec::new();
+    for n in 1..=MAX_SCANS {
+        let left = limits.max_time.saturating_sub(started.elapsed());
+        let mut c = scan(ScanLimits {
+            max_time: left,
+            ..limits
+        });
+        c.scans = n;
+        c.scan_ms = started.elapsed().as_millis() as u64;
+        if c.cut.is_some() {
+            return match earlier.pop() {
+                Some(prev) => AsyncCensus {
+                    scans: n,
+                    scan_ms: c.scan_ms,
+                    ..prev
+                },
+                None => c,
+            };
+        }
+        if earlier.iter().any(|e| e.agrees_with(&c)) {
+            c.settled = true;
+            return c;
+        }
+        if started.elapsed() + started.elapsed() / n > limits.max_time {
+            return c;
+        }
+        earlier.push(c);
+    }
+    earlier.pop().unwrap_or_default()
 }
 
 /// Take the census of the heap in `ranges` (readable memory of the process, resident

@@ -29,24 +29,35 @@ pub fn heap_mappings(maps: &[MapEntry]) -> Vec<Range<u64>> {
         .collect()
 }
 
-/// Take the census of process `pid`, which runs `binary`.
+/// Take the census of process `pid`, which runs `binary`: scans until two agree
+/// ([`census::take_settled`]), each over the heap as it is mapped when it starts.
 pub fn census_of(
     pid: u32,
     binary: &V8Binary,
     limits: ScanLimits,
 ) -> Result<AsyncCensus, CensusError> {
     let async_layout = AsyncLayout::from_symbols(&binary.symbols, &binary.layout)?;
-    let maps = procfs::read_maps(pid)?;
-    let mappings = heap_mappings(&maps);
-    // Without pagemap (not root), every page is read: untouched ones read as zeros.
-    let ranges = procfs::touched_ranges(pid, &mappings).unwrap_or(mappings);
     let mem = File::open(procfs::proc_path(pid, "mem"))?;
     let mut read = |addr: u64, buf: &mut [u8]| mem.read_exact_at(buf, addr).is_ok();
-    Ok(census::take(
-        &binary.layout,
-        &async_layout,
-        &ranges,
-        &mut read,
-        limits,
-    ))
+    let mut error = None;
+    let census = census::take_settled(limits, |limits| {
+        let maps = match procfs::read_maps(pid) {
+            Ok(maps) => maps,
+            Err(e) => {
+                error.get_or_insert(e);
+                return AsyncCensus {
+                    cut: Some("the process's maps could not be read".into()),
+                    ..Default::default()
+                };
+            }
+        };
+        let mappings = heap_mappings(&maps);
+        // Without pagemap (not root), every page is read: untouched ones read as zeros.
+        let ranges = procfs::touched_ranges(pid, &mappings).unwrap_or(mappings);
+        census::take(&binary.layout, &async_layout, &ranges, &mut read, limits)
+    });
+    match error {
+        Some(e) if census.scans <= 1 => Err(e.into()),
+        _ => Ok(census),
+    }
 }

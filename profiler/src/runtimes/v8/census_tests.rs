@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use super::async_objects::AsyncLayout;
-use super::census::{take, AsyncCensus, ScanLimits};
+use super::census::{take, take_settled, AsyncCensus, ScanLimits, MAX_SCANS};
 use super::image::MemoryImage;
 use super::metadata::{Layout, Symbols};
 
@@ -250,6 +250,72 @@ fn byte_bound_cuts_the_scan() {
         "{c:?}"
     );
     assert!(c.suspended < 8);
+}
+
+/// The image with one `acquireSecond` call's function field overwritten, as a scan
+/// that ran while the collector moved it sees it.
+fn moved_image() -> MemoryImage {
+    let mut img = image();
+    let (_, a) = node20();
+    let victim = objects_of(&img, "acquireSecond")[0];
+    let mut promise = [0u8; 8];
+    assert!(img.read(victim + a.promise, &mut promise));
+    img.patch(victim + a.function, &promise);
+    img
+}
+
+/// Take a settled census whose scans see `images` in turn.
+fn settled_over(images: &[&MemoryImage]) -> AsyncCensus {
+    let mut next = images.iter();
+    take_settled(ScanLimits::default(), |_| {
+        census_of(next.next().expect("more scans than images"))
+    })
+}
+
+/// Check that a scan that ran during a collection is not the one kept: the census
+/// scans again until a scan agrees with an earlier one, and a quiet heap takes two.
+#[test]
+fn census_scans_until_two_scans_agree() {
+    let (still, moved) = (image(), moved_image());
+    let quiet = settled_over(&[&still, &still]);
+    assert_eq!((quiet.scans, quiet.settled), (2, true));
+    let c = settled_over(&[&moved, &still, &still]);
+    assert_eq!((c.scans, c.settled), (3, true));
+    // A scan during a collection between two that agree.
+    let between = settled_over(&[&still, &moved, &still]);
+    assert_eq!((between.scans, between.settled), (3, true));
+    assert_eq!(between.chains, quiet.chains);
+    assert_eq!(
+        groups(&c),
+        vec![
+            "acquireSecond@4 × 3",
+            "handleOrder@9 × 3",
+            "healthCheck@12 × 2"
+        ]
+    );
+    assert_eq!(c.chains, quiet.chains);
+}
+
+/// Check that a heap that moves under every scan gives up after [`MAX_SCANS`],
+/// shows the last scan and says none agreed; and that a cut scan is not repeated.
+#[test]
+fn census_of_a_heap_that_keeps_moving_says_so() {
+    let (still, moved) = (image(), moved_image());
+    let mut other = moved_image();
+    let victim = objects_of(&other, "acquireSecond")[1];
+    let (_, a) = node20();
+    let mut promise = [0u8; 8];
+    assert!(other.read(victim + a.promise, &mut promise));
+    other.patch(victim + a.function, &promise);
+    let c = settled_over(&[&moved, &other, &still]);
+    assert_eq!(MAX_SCANS, 3);
+    assert_eq!((c.scans, c.settled), (3, false));
+    assert_eq!(groups(&c)[0], "acquireSecond@4 × 3");
+    let cut = take_settled(ScanLimits::default(), |_| AsyncCensus {
+        cut: Some("byte bound 1 MiB reached".into()),
+        ..census_of(&still)
+    });
+    assert_eq!((cut.scans, cut.settled), (1, false));
 }
 
 /// Record `tests/data/v8/node20-async.image` from a live `/usr/bin/node` running
