@@ -21,6 +21,7 @@ mod sockets;
 mod stack;
 mod targets;
 mod tp;
+mod wait_socket_exits;
 mod waits;
 
 #[cfg(not(test))]

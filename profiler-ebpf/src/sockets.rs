@@ -38,7 +38,7 @@ const NOEXIST: u64 = 1;
 
 /// How a syscall passes its bytes.
 #[derive(Clone, Copy)]
-enum Buffer {
+pub(crate) enum Buffer {
     /// `(fd, buf, len, …)`: read, write, recvfrom, sendto.
     Flat,
     /// `(fd, iov, iovcnt)`: readv, writev.
@@ -124,7 +124,7 @@ fn target() -> Option<u32> {
 /// arguments, still in the task's saved user registers at exit (and the bytes read are
 /// in the buffer by then), so no enter program and no per-thread map entry are needed.
 #[inline(always)]
-fn transfer_exit(ctx: &TracePointContext, op: u32, buffer: Buffer) -> Result<u32, u32> {
+pub(crate) fn transfer_exit(ctx: &TracePointContext, op: u32, buffer: Buffer) -> Result<u32, u32> {
     let ret = tp::syscall_ret(ctx);
     if ret <= 0 {
         return Ok(0); // EAGAIN, end of file, error: no bytes moved
@@ -189,7 +189,7 @@ fn first_iovec(iov: u64) -> (u64, u64) {
 /// An accepted or connected socket: follow it and say so. The listening or connecting
 /// descriptor and the peer's address are the call's arguments, read at exit.
 #[inline(always)]
-fn open_exit(ctx: &TracePointContext, op: u32) -> Result<u32, u32> {
+pub(crate) fn open_exit(ctx: &TracePointContext, op: u32) -> Result<u32, u32> {
     let ret = tp::syscall_ret(ctx);
     let failed = if op == sock_op::CONNECT {
         ret != 0 && ret != EINPROGRESS

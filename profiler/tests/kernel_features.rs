@@ -45,7 +45,11 @@ fn verbose_record_names_attach_types() {
         ("sched_process_fork", "tracepoint sched:sched_process_fork"),
         ("sys_exit_mmap", "tracepoint syscalls:sys_exit_mmap"),
         ("sys_enter_futex", "tracepoint syscalls:sys_enter_futex"),
-        ("sys_exit_recvfrom", "tracepoint syscalls:sys_exit_recvfrom"),
+        (
+            "wait_sock_exit_recvfrom",
+            "tracepoint syscalls:sys_exit_recvfrom",
+        ),
+        ("sock_exit_write", "tracepoint syscalls:sys_exit_write"),
     ] {
         let line = format!("profiler: probe {program}: {how}");
         assert!(
@@ -59,6 +63,13 @@ fn verbose_record_names_attach_types() {
         !verbose.contains("profiler: probe sys_enter_mmap:"),
         "{verbose}"
     );
+    // Where a wait probe and a socket probe share an exit, one program does both.
+    for alone in ["sys_exit_read", "sock_exit_read", "sock_exit_accept4"] {
+        assert!(
+            !verbose.contains(&format!("profiler: probe {alone}:")),
+            "{verbose}"
+        );
+    }
     // The fork follower says where it reads the child's pid (the layout moved).
     assert!(
         verbose.contains("sched:sched_process_fork (child_pid at +"),

@@ -478,9 +478,28 @@ impl Collector {
 
     /// Load and attach every wait probe, sleeps included. A syscall tracepoint the
     /// kernel lacks (e.g. `futex_waitv` before 5.16) is skipped and returned, not fatal.
-    pub fn attach_wait_probes(&mut self) -> Result<Vec<String>, CollectError> {
+    /// With `sockets` (the connection ledger follows next), the exits the socket probes
+    /// share get the program that does both ([`sockets::WAIT_SOCKET_EXITS`]); one the
+    /// kernel refuses falls back to the wait exit alone, and the socket probes then
+    /// attach their own there (and say so if the kernel refuses them too).
+    pub fn attach_wait_probes(&mut self, sockets: bool) -> Result<Vec<String>, CollectError> {
         let mut skipped = Vec::new();
         for name in WAIT_TRACEPOINTS.iter().chain(SLEEP_TRACEPOINTS) {
+            let both = sockets::WAIT_SOCKET_EXITS
+                .iter()
+                .find(|(tp, _)| tp == name)
+                .filter(|_| sockets && self.regs.found());
+            if let Some(&(_, both)) = both {
+                match self.attach_program(both, ("syscalls", name)) {
+                    Ok(()) => continue,
+                    Err(CollectError::Verifier { .. }) => {}
+                    Err(CollectError::MissingTracepoint { name, .. }) => {
+                        skipped.push(name);
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
             match self.attach(("syscalls", name)) {
                 Ok(()) => {}
                 Err(CollectError::MissingTracepoint { name, .. }) => skipped.push(name),

@@ -28,7 +28,30 @@ const SOCKET_TRACEPOINTS: &[(&str, &str)] = &[
     ("sock_enter_close", "sys_enter_close"),
 ];
 
+/// Exits where a wait probe and a socket probe both run: (`syscalls:` tracepoint, the
+/// program that does both). With the connection ledger on, the wait probes attach these
+/// instead of their own exits ([`Collector::attach_wait_probes`]) and the socket probes
+/// skip them: a call then runs one program at its exit, not two.
+pub(super) const WAIT_SOCKET_EXITS: &[(&str, &str)] = &[
+    ("sys_exit_accept", "wait_sock_exit_accept"),
+    ("sys_exit_accept4", "wait_sock_exit_accept4"),
+    ("sys_exit_connect", "wait_sock_exit_connect"),
+    ("sys_exit_read", "wait_sock_exit_read"),
+    ("sys_exit_readv", "wait_sock_exit_readv"),
+    ("sys_exit_recvfrom", "wait_sock_exit_recvfrom"),
+    ("sys_exit_recvmsg", "wait_sock_exit_recvmsg"),
+];
+
 impl Collector {
+    /// Whether the program that is both the wait and the socket probe is attached to
+    /// `syscalls:tracepoint`.
+    fn both_attached(&self, tracepoint: &str) -> bool {
+        WAIT_SOCKET_EXITS
+            .iter()
+            .filter(|(tp, _)| *tp == tracepoint)
+            .any(|(_, both)| self.attachments().iter().any(|(p, _)| p == both))
+    }
+
     /// Follow the sockets `pid` holds open now in the connection ledger's probes (those
     /// it opens later are added by the probes at accept and connect).
     pub(super) fn watch_sockets(&mut self, pid: u32) -> Result<(), CollectError> {
@@ -144,6 +167,9 @@ impl Collector {
             return Ok(false);
         }
         for &(program, tracepoint) in SOCKET_TRACEPOINTS {
+            if self.both_attached(tracepoint) {
+                continue;
+            }
             match self.attach_program(program, ("syscalls", tracepoint)) {
                 Ok(()) => {}
                 Err(

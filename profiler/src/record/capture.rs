@@ -171,7 +171,7 @@ impl Capture {
             }
         }
         if opts.waits {
-            for name in collector.attach_wait_probes()? {
+            for name in collector.attach_wait_probes(opts.requests)? {
                 eprintln!("profiler: note: this kernel has no tracepoint syscalls:{name}; those waits are not seen");
             }
             if opts.requests {
