@@ -113,28 +113,6 @@ pub fn emit_plain<T>(kind: u32, body: T) {
     entry.submit(wakeup_flags());
 }
 
-/// Reserve a record of `kind` with room for the largest stack, to be filled in place
-/// (body, stack) and sent with [`submit_in_place`]. `None` (counted as lost) when the
-/// ring is full. A sampled stack is then read from user memory straight into the
-/// ring, not into the scratch record and copied again.
-#[inline(always)]
-pub fn reserve_full(kind: u32) -> Option<aya_ebpf::maps::ring_buf::RingBufEntry<RecordBuf>> {
-    let Some(mut entry) = EVENTS.reserve::<RecordBuf>(0) else {
-        count(Counter::Lost);
-        return None;
-    };
-    let rec = entry.as_mut_ptr();
-    // SAFETY: `rec` is the reserved entry, the size of a `RecordBuf`.
-    unsafe { core::ptr::addr_of_mut!((*rec).header).write(header(kind)) };
-    Some(entry)
-}
-
-/// Send a record reserved with [`reserve_full`].
-#[inline(always)]
-pub fn submit_in_place(entry: aya_ebpf::maps::ring_buf::RingBufEntry<RecordBuf>) {
-    entry.submit(wakeup_flags());
-}
-
 /// The reader is woken only once this fraction (1/N) of the ring holds unread data.
 const WAKEUP_FRACTION: u64 = 8;
 
