@@ -90,6 +90,11 @@ pub fn build(rev: &str, cargo: Command) -> Result<AgainstBuild> {
         export(&commit, &src)?;
         std::fs::write(&stamp, b"")?;
     }
+    // Every revision builds in one target directory (its dependencies are built once),
+    // and `git archive` stamps files with their commit's time: a revision older than
+    // the last one built would look up to date to cargo, the other revision's eBPF
+    // object kept. Stamped now, its own sources are always rebuilt.
+    touch_all(&src).with_context(|| format!("cannot touch the sources in {}", src.display()))?;
     let mut cargo = cargo;
     cargo
         .current_dir(&src)
@@ -103,6 +108,24 @@ pub fn build(rev: &str, cargo: Command) -> Result<AgainstBuild> {
         .with_context(|| format!("cannot copy {} to {}", built.display(), profiler.display()))?;
     let label: &'static str = Box::leak(label(rev, &commit).into_boxed_str());
     Ok(AgainstBuild { profiler, label })
+}
+
+/// Set the modification time of every file under `dir` to now.
+fn touch_all(dir: &std::path::Path) -> std::io::Result<()> {
+    let now = std::time::SystemTime::now();
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let kind = entry.file_type()?;
+        if kind.is_dir() {
+            touch_all(&entry.path())?;
+        } else if kind.is_file() {
+            std::fs::File::options()
+                .write(true)
+                .open(entry.path())?
+                .set_modified(now)?;
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
