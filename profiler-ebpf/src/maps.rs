@@ -38,9 +38,13 @@ pub static CONFIG: Array<Config> = Array::with_max_entries(1, 0);
 #[map]
 pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_SLOTS, 0);
 
-/// Records to userspace. Userspace may resize it at load time.
+/// Bytes of the `EVENTS` ring: a constant, so that a record's wakeup check does not
+/// ask the kernel for it.
+pub const EVENTS_BYTES: u32 = 32 << 20;
+
+/// Records to userspace.
 #[map]
-pub static EVENTS: RingBuf = RingBuf::with_byte_size(32 << 20, 0);
+pub static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_BYTES, 0);
 
 /// Syscall arguments saved at enter, keyed by pid_tgid, consumed at exit.
 /// LRU so that threads killed inside a syscall cannot fill it.

@@ -1,6 +1,6 @@
 //! Building and emitting ring-buffer records, sampling and counters.
 use aya_ebpf::{
-    bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP, BPF_RB_RING_SIZE},
+    bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     helpers::{
         bpf_get_current_pid_tgid, bpf_get_smp_processor_id, bpf_ktime_get_ns,
         generated::bpf_get_prandom_u32,
@@ -47,8 +47,15 @@ pub fn sample_weight(len: u64, rate: u64) -> u64 {
     if rate <= 1 || len >= rate {
         return len;
     }
+    // One random word when the rate fits in it (the default 256 KiB does), two else.
     // SAFETY: helper calls without pointer arguments.
-    let r = unsafe { ((bpf_get_prandom_u32() as u64) << 32) | bpf_get_prandom_u32() as u64 };
+    let r = unsafe {
+        if rate <= u32::MAX as u64 {
+            bpf_get_prandom_u32() as u64
+        } else {
+            ((bpf_get_prandom_u32() as u64) << 32) | bpf_get_prandom_u32() as u64
+        }
+    };
     if r % rate < len {
         rate
     } else {
@@ -123,8 +130,7 @@ const WAKEUP_FRACTION: u64 = 8;
 #[inline(always)]
 fn wakeup_flags() -> u64 {
     let waiting = EVENTS.query(BPF_RB_AVAIL_DATA as u64);
-    let size = EVENTS.query(BPF_RB_RING_SIZE as u64);
-    if waiting >= size / WAKEUP_FRACTION {
+    if waiting >= crate::maps::EVENTS_BYTES as u64 / WAKEUP_FRACTION {
         BPF_RB_FORCE_WAKEUP as u64
     } else {
         BPF_RB_NO_WAKEUP as u64
