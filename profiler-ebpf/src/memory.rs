@@ -108,13 +108,12 @@ fn call_args(
             count(Counter::Lost);
             return None;
         };
-        let user = UserRegs {
-            ip: r.ip,
-            sp: r.sp,
-            bp: r.bp,
-        };
         // x86_64 system call arguments: rdi, rsi, rdx, r10, r8.
-        return Some((kind as u32, [r.di, r.si, r.dx, r.r10, r.r8], Some(user)));
+        return Some((
+            kind as u32,
+            [r.di, r.si, r.dx, r.r10, r.r8],
+            Some(r.stack_regs()),
+        ));
     }
     // SAFETY: the value is copied out before the entry is removed.
     let call = unsafe { PENDING.get(id) }.copied()?;

@@ -19,6 +19,7 @@ use aya_ebpf::{
         generated::{bpf_get_current_task, bpf_get_current_task_btf, bpf_task_pt_regs},
     },
 };
+use profiler_common::UserRegs;
 
 /// Nonzero: this kernel has `bpf_task_pt_regs` and `bpf_get_current_task_btf`.
 #[unsafe(no_mangle)]
@@ -51,6 +52,18 @@ pub struct UserFrame {
     pub r8: u64,
 }
 
+impl UserFrame {
+    /// The registers a stack walk starts from.
+    #[inline(always)]
+    pub fn stack_regs(&self) -> UserRegs {
+        UserRegs {
+            ip: self.ip,
+            sp: self.sp,
+            bp: self.bp,
+        }
+    }
+}
+
 /// The current task's saved user registers, or `None` when this kernel offers no way
 /// to find them (or they do not look like a user context).
 #[inline(always)]
@@ -58,29 +71,14 @@ pub fn current() -> Option<UserFrame> {
     // SAFETY: the globals are plain reads of frozen read-only data. The helper's result
     // is a BTF pointer to the task's `pt_regs`: the verifier checks each load against
     // the type and makes it fault-safe. Elsewhere kernel memory is read with the
-    // probe-read helper only.
+    // probe-read helper only, into a copy on this program's stack.
     unsafe {
         if core::ptr::read_volatile(&REGS_HELPER) != 0 {
             let p = bpf_task_pt_regs(bpf_get_current_task_btf()) as *const pt_regs;
             if p.is_null() {
                 return None;
             }
-            // Plain loads: the compiler drops those of registers a caller never uses.
-            let load = |field: *const u64| core::ptr::read(field);
-            if load(core::ptr::addr_of!((*p).cs)) & USER_RPL != USER_RPL {
-                return None;
-            }
-            return Some(UserFrame {
-                ip: load(core::ptr::addr_of!((*p).rip)),
-                sp: load(core::ptr::addr_of!((*p).rsp)),
-                bp: load(core::ptr::addr_of!((*p).rbp)),
-                orig_ax: load(core::ptr::addr_of!((*p).orig_rax)),
-                di: load(core::ptr::addr_of!((*p).rdi)),
-                si: load(core::ptr::addr_of!((*p).rsi)),
-                dx: load(core::ptr::addr_of!((*p).rdx)),
-                r10: load(core::ptr::addr_of!((*p).r10)),
-                r8: load(core::ptr::addr_of!((*p).r8)),
-            });
+            return frame_at(p);
         }
         let offset = core::ptr::read_volatile(&TASK_STACK_OFFSET) as u64;
         if offset == 0 {
@@ -95,18 +93,37 @@ pub fn current() -> Option<UserFrame> {
         let regs: pt_regs =
             bpf_probe_read_kernel((top - core::mem::size_of::<pt_regs>() as u64) as *const pt_regs)
                 .ok()?;
-        // A wrong offset or THREAD_SIZE would read another part of the stack page: only
-        // a frame saved from user mode has CPL 3 in its code segment selector.
-        (regs.cs & USER_RPL == USER_RPL).then_some(UserFrame {
-            ip: regs.rip,
-            sp: regs.rsp,
-            bp: regs.rbp,
-            orig_ax: regs.orig_rax,
-            di: regs.rdi,
-            si: regs.rsi,
-            dx: regs.rdx,
-            r10: regs.r10,
-            r8: regs.r8,
+        // A wrong offset or THREAD_SIZE would read another part of the stack page: the
+        // user-context check below refuses it.
+        frame_at(&regs)
+    }
+}
+
+/// The registers saved at `p`, if they are a user context: only a frame saved from
+/// user mode has CPL 3 in its code segment selector.
+///
+/// # Safety
+/// `p` is the BTF pointer `bpf_task_pt_regs` returned, or points to a copy on the
+/// program's stack.
+#[inline(always)]
+unsafe fn frame_at(p: *const pt_regs) -> Option<UserFrame> {
+    // Plain loads: the compiler drops those of registers a caller never uses.
+    // SAFETY: as the caller promises.
+    unsafe {
+        let load = |field: *const u64| core::ptr::read(field);
+        if load(core::ptr::addr_of!((*p).cs)) & USER_RPL != USER_RPL {
+            return None;
+        }
+        Some(UserFrame {
+            ip: load(core::ptr::addr_of!((*p).rip)),
+            sp: load(core::ptr::addr_of!((*p).rsp)),
+            bp: load(core::ptr::addr_of!((*p).rbp)),
+            orig_ax: load(core::ptr::addr_of!((*p).orig_rax)),
+            di: load(core::ptr::addr_of!((*p).rdi)),
+            si: load(core::ptr::addr_of!((*p).rsi)),
+            dx: load(core::ptr::addr_of!((*p).rdx)),
+            r10: load(core::ptr::addr_of!((*p).r10)),
+            r8: load(core::ptr::addr_of!((*p).r8)),
         })
     }
 }

@@ -18,11 +18,7 @@ use crate::{
 #[inline(always)]
 pub fn user_regs(out: &mut UserRegs) {
     if let Some(regs) = regs::current() {
-        *out = UserRegs {
-            ip: regs.ip,
-            sp: regs.sp,
-            bp: regs.bp,
-        };
+        *out = regs.stack_regs();
     }
 }
 

@@ -255,8 +255,9 @@ impl Collector {
         let mut targets: HashMap<_, u32, u32> =
             HashMap::try_from(map(&mut self.ebpf, "TARGETS")?).map_err(map_error("TARGETS"))?;
         targets.insert(pid, 1, 0).map_err(map_error("TARGETS"))?;
+        // With every process traced the programs never look at it.
         self.update_config(|c| {
-            if c.main_target == 0 {
+            if c.main_target == 0 && c.all_processes == 0 {
                 c.main_target = pid;
             }
         })?;
