@@ -2,13 +2,15 @@
 //! restart, the OOM snapshot of a process killed in a memory-limited cgroup, the stall
 //! snapshot, retention under `--max-disk`, `index.html` and `latest`.
 mod common;
+// The push tests' stand-in for Pyroscope; this file uses its server only.
+#[allow(dead_code)]
+#[path = "push/ingest.rs"]
+mod ingest;
 
 use std::{
-    io::{BufRead, BufReader},
     os::unix::process::ExitStatusExt as _,
     path::Path,
     process::Command,
-    sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
@@ -399,82 +401,6 @@ fn du(path: &Path) -> u64 {
     total
 }
 
-/// A stand-in for Pyroscope on loopback: answers 200 to everything and keeps the
-/// request lines (`POST /ingest?… HTTP/1.1`) with their body sizes.
-struct FakePyroscope {
-    port: u16,
-    seen: Arc<Mutex<Vec<(String, usize)>>>,
-}
-
-impl FakePyroscope {
-    fn start() -> Self {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let seen = Arc::new(Mutex::new(Vec::new()));
-        let kept = seen.clone();
-        std::thread::spawn(move || {
-            for stream in listener.incoming().map_while(Result::ok) {
-                let kept = kept.clone();
-                std::thread::spawn(move || serve(stream, &kept));
-            }
-        });
-        Self { port, seen }
-    }
-}
-
-/// Answer the requests of one connection (keep-alive) until it closes.
-fn serve(stream: std::net::TcpStream, seen: &Mutex<Vec<(String, usize)>>) {
-    use std::io::{Read as _, Write as _};
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(30)));
-    let mut writer = stream.try_clone().unwrap();
-    let mut reader = BufReader::new(stream);
-    loop {
-        let mut request = String::new();
-        if reader.read_line(&mut request).unwrap_or(0) == 0 {
-            return;
-        }
-        let mut length = 0usize;
-        let mut chunked = false;
-        loop {
-            let mut header = String::new();
-            if reader.read_line(&mut header).unwrap_or(0) == 0 {
-                return;
-            }
-            let header = header.trim_end().to_ascii_lowercase();
-            if header.is_empty() {
-                break;
-            }
-            if let Some(v) = header.strip_prefix("content-length:") {
-                length = v.trim().parse().unwrap_or(0);
-            }
-            if header.starts_with("transfer-encoding:") && header.contains("chunked") {
-                chunked = true;
-            }
-        }
-        let mut body = Vec::new();
-        if chunked {
-            loop {
-                let mut size = String::new();
-                reader.read_line(&mut size).unwrap();
-                let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
-                let mut chunk = vec![0; n + 2];
-                reader.read_exact(&mut chunk).unwrap();
-                if n == 0 {
-                    break;
-                }
-                body.extend_from_slice(&chunk[..n]);
-            }
-        } else {
-            body.resize(length, 0);
-            reader.read_exact(&mut body).unwrap();
-        }
-        seen.lock()
-            .unwrap()
-            .push((request.trim_end().to_string(), body.len()));
-        let _ = writer.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
-    }
-}
-
 /// Check that with `--push-url` every interval's pprof profiles reach the server's
 /// ingest API, labelled with the process, while the captures stay on disk.
 #[test]
@@ -485,8 +411,8 @@ fn intervals_are_pushed_to_pyroscope() {
     let program = build_c("mmap_leak.c", "dmn_push", "gcc", FP_FLAGS);
     let workload = Workload::start(&program, 60.0, &dir);
     workload.release();
-    let server = FakePyroscope::start();
-    let url = format!("http://127.0.0.1:{}", server.port);
+    let server = ingest::Server::start(&[]);
+    let url = server.url();
     let daemon = Daemon::start(
         &[
             "--pid",
@@ -499,22 +425,23 @@ fn intervals_are_pushed_to_pyroscope() {
         &dir.join("out"),
     );
     let pushed = wait_for(Duration::from_secs(20), "two intervals pushed", || {
-        let seen = server.seen.lock().unwrap().clone();
-        let profiles: Vec<(String, usize)> = seen
+        let profiles: Vec<ingest::Seen> = server
+            .requests()
             .into_iter()
-            .filter(|(line, _)| line.starts_with("POST /ingest?"))
+            .filter(|r| r.method == "POST" && r.path == "/ingest")
             .collect();
-        let intervals: std::collections::BTreeSet<String> = profiles
+        let intervals: std::collections::BTreeSet<&str> = profiles
             .iter()
-            .filter_map(|(line, _)| Some(line.split("&from=").nth(1)?.to_string()))
+            .filter_map(|r| r.query.get("from").map(String::as_str))
             .collect();
-        (intervals.len() >= 2).then_some(profiles)
+        (intervals.len() >= 2).then_some(profiles.clone())
     });
     let out = daemon.stop();
-    for (line, body) in &pushed {
-        assert!(line.contains("dmn_push"), "no process label: {line}");
-        assert!(line.contains("format=pprof"), "{line}");
-        assert!(*body > 100, "empty profile upload: {line}");
+    for r in &pushed {
+        let name = r.query.get("name").map_or("", String::as_str);
+        assert!(name.contains("dmn_push"), "no process label: {name}");
+        assert_eq!(r.query.get("format").map(String::as_str), Some("pprof"));
+        assert!(r.body.len() > 100, "empty profile upload: {name}");
     }
     assert!(!captures(&out, "").is_empty(), "captures must stay on disk");
     eprintln!("{} profile uploads seen", pushed.len());
