@@ -3,7 +3,8 @@
 //! on, userspace attaches one program that does both, so a call runs one program at
 //! its exit, not two (each program run has its own dispatch and its own loads of the
 //! config and the task's ids). Without the ledger, the wait exits of [`crate::waits`]
-//! are attached alone; the socket part here then never runs past its arming check.
+//! are attached alone. If the socket probes are refused after these were attached,
+//! the socket part here never runs past its arming check.
 use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
 use profiler_common::sock_op;
 

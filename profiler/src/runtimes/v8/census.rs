@@ -13,8 +13,8 @@
 //! and the counts are approximate. A garbage collection during a scan (V8 compacts
 //! its heap a few seconds after a process goes quiet, which is when a hang forms)
 //! leaves promises where they no longer are, and the chains fall apart; so
-//! [`take_settled`] scans again until a scan agrees with an earlier one. The scan is bounded
-//! in bytes and time and says when it was cut.
+//! [`take_settled`] scans again until a scan agrees with an earlier one. The scan is
+//! bounded in bytes and time and says when it was cut.
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ops::Range;
 use std::time::{Duration, Instant};
