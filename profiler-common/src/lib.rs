@@ -137,11 +137,13 @@ pub const RET_SLOTS_MAX: usize = 3;
 pub struct MemEvent {
     /// Resulting address (mmap/mremap return value, new break for brk).
     pub addr: u64,
-    /// Resulting length (mmap len, mremap new_len).
+    /// Resulting length (mmap len, mremap new_len). brk and exit: the lowest break
+    /// since the process's previous brk record (see [`BrkState`]), 0 if unknown.
     pub len: u64,
     /// Input address (munmap/mprotect/mremap old address, brk request).
     pub old_addr: u64,
-    /// Input length (munmap/mprotect/mremap old length).
+    /// Input length (munmap/mprotect/mremap old length). brk: the break before the
+    /// call; exit: the last break. 0 if unknown.
     pub old_len: u64,
     /// mmap/mremap flags.
     pub flags: u64,
@@ -274,6 +276,34 @@ pub struct AllocKey {
     pub tgid: u32,
     pub _pad: u32,
     pub addr: u64,
+}
+
+/// The program break of one process as the brk probe last saw it (map `BRK_LAST`).
+///
+/// A brk call is sent to userspace only when the byte sampler picks it (or the break
+/// was unknown); the moves in between are folded here. The record then says how low
+/// the break went since the previous record and where it stood before the call, which
+/// is all the ledger needs to end where a replay of every move would: pages below
+/// `low` were untouched, pages from `low` up to the break before the call were grown
+/// again by unsampled calls. Userspace reads this state at a window's end in the same
+/// way, and the process's exit record carries it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BrkState {
+    /// The current break.
+    pub last: u64,
+    /// The lowest break since the last brk record was sent (or since userspace set it).
+    pub low: u64,
+}
+
+impl BrkState {
+    /// A break known to stand at `brk`, with nothing folded yet.
+    pub const fn at(brk: u64) -> Self {
+        Self {
+            last: brk,
+            low: brk,
+        }
+    }
 }
 
 /// Resident memory of one process as `kmem:rss_stat` reports it (map `RSS_TRACK`), in
@@ -485,6 +515,7 @@ mod pod {
     unsafe impl aya::Pod for super::AllocPending {}
     unsafe impl aya::Pod for super::AllocKey {}
     unsafe impl aya::Pod for super::RssTrack {}
+    unsafe impl aya::Pod for super::BrkState {}
     unsafe impl aya::Pod for super::OomEvent {}
     unsafe impl aya::Pod for super::FreeFlow {}
     unsafe impl aya::Pod for super::SockEvent {}

@@ -51,10 +51,12 @@ pub static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_BYTES, 0);
 #[map]
 pub static PENDING: LruHashMap<u64, PendingCall> = LruHashMap::with_max_entries(16384, 0);
 
-/// Last known program break per tgid, seeded by userspace from /proc, so that a brk
-/// exit knows how many bytes it added.
+/// Program break per tgid, seeded by userspace from /proc, so that a brk exit knows
+/// how many bytes it added, and the lowest break since the last brk record (the moves
+/// not sent are folded here; see [`profiler_common::BrkState`]).
 #[map]
-pub static BRK_LAST: LruHashMap<u32, u64> = LruHashMap::with_max_entries(8192, 0);
+pub static BRK_LAST: LruHashMap<u32, profiler_common::BrkState> =
+    LruHashMap::with_max_entries(8192, 0);
 
 /// Record scratch space, one slot per CPU (too large for a per-CPU map value).
 /// Userspace sets max_entries to the number of possible CPUs.

@@ -11,7 +11,7 @@
 use aya_ebpf::{
     helpers::bpf_get_current_pid_tgid, macros::tracepoint, programs::TracePointContext,
 };
-use profiler_common::{Counter, EventKind, MemEvent, UserRegs};
+use profiler_common::{BrkState, Counter, EventKind, MemEvent, UserRegs};
 
 use crate::{
     maps::{PendingCall, BRK_LAST, PENDING},
@@ -164,23 +164,44 @@ fn finish_call(ctx: &TracePointContext, kind: EventKind) -> Result<u32, u32> {
         k if k == EventKind::Brk as u32 => {
             let tgid = (id >> 32) as u32;
             let new_brk = ret as u64;
-            // Updated in place: an LRU insert per brk costs more than the rest of the
-            // program.
-            let prev = match BRK_LAST.get_ptr_mut(tgid) {
-                // SAFETY: the map value of this tgid; a racing brk of another thread
-                // of the process is no worse than with a lookup and an insert.
-                Some(last) => unsafe { core::mem::replace(&mut *last, new_brk) },
-                None => {
-                    let _ = BRK_LAST.insert(tgid, new_brk, 0);
-                    0
-                }
+            let Some(state) = BRK_LAST.get_ptr_mut(tgid) else {
+                // The break was unknown: the record tells userspace where it is.
+                let _ = BRK_LAST.insert(tgid, BrkState::at(new_brk), 0);
+                ev.addr = new_brk;
+                ev.old_addr = a[0];
+                count(Counter::Seen);
+                emit_plain(call_kind, ev);
+                return Ok(0);
             };
+            // Updated in place: an LRU insert per brk costs more than the rest of the
+            // program. A racing brk of another thread of the process is no worse than
+            // with a lookup and an insert.
+            // SAFETY: the map value of this tgid.
+            let (prev, low) = unsafe { ((*state).last, (*state).low) };
             ev.addr = new_brk;
             ev.old_addr = a[0];
             ev.old_len = prev;
-            if prev != 0 && new_brk > prev {
+            ev.len = if low < prev { low } else { prev };
+            if new_brk > prev {
                 ev.sampled_bytes = new_brk - prev;
             }
+            count(Counter::Seen);
+            let weight = sample_weight(ev.sampled_bytes, cfg.sample_bytes);
+            // SAFETY: as above.
+            unsafe {
+                (*state).last = new_brk;
+                if weight == 0 {
+                    // Not sampled: folded into the next record (or the window's end).
+                    if new_brk < ev.len {
+                        (*state).low = new_brk;
+                    } else {
+                        (*state).low = ev.len;
+                    }
+                    return Ok(0);
+                }
+                (*state).low = new_brk;
+            }
+            return sampled(call_kind, ev, weight, user, cfg);
         }
         k if k == EventKind::Mprotect as u32 => {
             ev.old_addr = a[0];
@@ -198,12 +219,24 @@ fn finish_call(ctx: &TracePointContext, kind: EventKind) -> Result<u32, u32> {
         emit_plain(call_kind, ev);
         return Ok(0);
     }
+    sampled(call_kind, ev, weight, user, cfg)
+}
+
+/// Send a sampled call's record with the thread's stack.
+#[inline(always)]
+fn sampled(
+    kind: u32,
+    ev: MemEvent,
+    weight: u64,
+    user: Option<UserRegs>,
+    cfg: &profiler_common::Config,
+) -> Result<u32, u32> {
     count(Counter::Sampled);
     // Built in this CPU's scratch record, then copied into the ring at its used size
     // (header, body, the stack bytes read). Reading the stack straight into a ring
     // record reserved at full size (33 KiB) cost more here: 0.88–0.91 µs per brk exit
     // against 0.63–0.82 (bench/results.md).
-    let buf = scratch(call_kind).ok_or(0u32)?;
+    let buf = scratch(kind).ok_or(0u32)?;
     // SAFETY: `buf` is this CPU's scratch slot and MemEvent fits in the body.
     unsafe {
         core::ptr::write_unaligned(core::ptr::addr_of_mut!((*buf).body) as *mut MemEvent, ev);
@@ -246,8 +279,26 @@ fn process_event(kind: EventKind, leader_only: bool) -> u32 {
     if !is_target(tgid, cfg) {
         return 0;
     }
-    let _ = BRK_LAST.remove(tgid);
+    // The exit record carries the break's folded moves: the ledger keeps the final
+    // state of an exited process for its report. After an exec they do not matter.
+    let mut ev = MemEvent {
+        fd: -1,
+        ..Default::default()
+    };
+    // SAFETY: the value is copied out before the entry is removed.
+    if let Some(state) = unsafe { BRK_LAST.get(tgid) } {
+        if kind == EventKind::Exit {
+            ev.addr = state.last;
+            ev.old_len = state.last;
+            ev.len = state.low;
+        }
+        let _ = BRK_LAST.remove(tgid);
+    }
     if let Some(buf) = scratch(kind as u32) {
+        // SAFETY: `buf` is this CPU's scratch slot and MemEvent fits in the body.
+        unsafe {
+            core::ptr::write_unaligned(core::ptr::addr_of_mut!((*buf).body) as *mut MemEvent, ev);
+        }
         emit(buf);
     }
     0

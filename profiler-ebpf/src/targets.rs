@@ -13,7 +13,7 @@ use aya_ebpf::{
     programs::TracePointContext,
 };
 
-use profiler_common::Counter;
+use profiler_common::{BrkState, Counter};
 
 use crate::{
     maps::{BRK_LAST, TARGETS},
@@ -70,8 +70,8 @@ fn try_follow_fork(ctx: &TracePointContext) -> Result<u32, u32> {
     count(Counter::ForksFollowed);
     // The child's break is its parent's: its first brk then measures from there.
     // SAFETY: value copied out immediately.
-    if let Some(brk) = unsafe { BRK_LAST.get(parent) }.copied() {
-        let _ = BRK_LAST.insert(child, brk, 0);
+    if let Some(brk) = unsafe { BRK_LAST.get(parent) }.map(|b| b.last) {
+        let _ = BRK_LAST.insert(child, BrkState::at(brk), 0);
     }
     Ok(0)
 }

@@ -95,6 +95,32 @@ pub struct MemRecord {
     pub op: MemOp,
     /// Present when the byte sampler picked this event.
     pub sample: Option<MemSample>,
+    /// brk and exit: the moves of the break the kernel folded instead of sending.
+    pub folded: Option<FoldedBreak>,
+}
+
+/// The program break's moves since the process's previous brk record that the kernel
+/// did not send, because the byte sampler did not pick them
+/// ([`profiler_common::BrkState`]). Replayed as two unsampled moves, to `low` and then
+/// to `before`, they leave the ledger where a replay of every move would.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FoldedBreak {
+    /// The lowest break since the previous brk record.
+    pub low: u64,
+    /// The break when this record's call was made (exit: the last break).
+    pub before: u64,
+}
+
+impl FoldedBreak {
+    /// The two unsampled moves that stand for the folded ones.
+    pub fn moves(&self) -> [MemOp; 2] {
+        [
+            MemOp::Brk { new_brk: self.low },
+            MemOp::Brk {
+                new_brk: self.before,
+            },
+        ]
+    }
 }
 
 /// A sampled memory event: its stack and the bytes it stands for.

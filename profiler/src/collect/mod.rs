@@ -20,7 +20,7 @@ use aya::{
 };
 use std::collections::BTreeMap;
 
-use profiler_common::{Config, Counter, FutexKey, SockKey, WaitStart, MAX_STACK_PAGES};
+use profiler_common::{BrkState, Config, Counter, FutexKey, SockKey, WaitStart, MAX_STACK_PAGES};
 use tokio::io::unix::AsyncFd;
 
 pub use crate::model::Counters;
@@ -263,10 +263,11 @@ impl Collector {
         })?;
         self.watch_sockets(pid)?;
         if let Some(brk) = brk {
-            let mut last: HashMap<_, u32, u64> =
+            let mut last: HashMap<_, u32, BrkState> =
                 HashMap::try_from(map(&mut self.ebpf, "BRK_LAST")?)
                     .map_err(map_error("BRK_LAST"))?;
-            last.insert(pid, brk, 0).map_err(map_error("BRK_LAST"))?;
+            last.insert(pid, BrkState::at(brk), 0)
+                .map_err(map_error("BRK_LAST"))?;
         }
         Ok(())
     }
@@ -294,7 +295,9 @@ impl Collector {
                 c.main_target = 0;
             }
         })?;
-        if let Ok(mut last) = HashMap::<_, u32, u64>::try_from(map(&mut self.ebpf, "BRK_LAST")?) {
+        if let Ok(mut last) =
+            HashMap::<_, u32, BrkState>::try_from(map(&mut self.ebpf, "BRK_LAST")?)
+        {
             let _ = last.remove(&pid);
         }
         if let Ok(mut fds) = HashMap::<_, SockKey, u32>::try_from(map(&mut self.ebpf, "SOCK_FDS")?)
@@ -341,9 +344,9 @@ impl Collector {
     pub fn seed_brk(&mut self, pid: u32, brk: u64) -> Result<(), CollectError> {
         /// `BPF_NOEXIST`: only insert, never overwrite a break the probes recorded.
         const NOEXIST: u64 = 1;
-        let mut last: HashMap<_, u32, u64> =
+        let mut last: HashMap<_, u32, BrkState> =
             HashMap::try_from(map(&mut self.ebpf, "BRK_LAST")?).map_err(map_error("BRK_LAST"))?;
-        match last.insert(pid, brk, NOEXIST) {
+        match last.insert(pid, BrkState::at(brk), NOEXIST) {
             Ok(()) => Ok(()),
             Err(aya::maps::MapError::SyscallError(e))
                 if e.io_error.raw_os_error() == Some(libc::EEXIST) =>
@@ -352,6 +355,14 @@ impl Collector {
             }
             Err(e) => Err(map_error("BRK_LAST")(e)),
         }
+    }
+
+    /// The program break of traced process `pid` as the brk probe last saw it, with the
+    /// lowest break since the last brk record it sent; None when it knows none.
+    pub fn brk_state(&self, pid: u32) -> Option<BrkState> {
+        let map = self.ebpf.map("BRK_LAST")?;
+        let states = HashMap::<_, u32, BrkState>::try_from(map).ok()?;
+        states.get(&pid, 0).ok().filter(|s| s.last != 0)
     }
 
     /// Attach the fork follower: a target's new child process becomes a target in the

@@ -16,6 +16,8 @@ mod ranges;
 mod seed;
 
 #[cfg(test)]
+mod brk_fold_tests;
+#[cfg(test)]
 mod model_tests;
 #[cfg(test)]
 mod remap_tests;

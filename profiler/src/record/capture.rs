@@ -309,9 +309,11 @@ impl Capture {
             // the snapshot whose time ages the requests in flight. Read before it, a
             // request answered during the census counted as waiting all along.
             self.drain()?;
+            self.settle_breaks()?;
             self.session.read_counted_sockets(&self.collector);
             self.snapshot_waits(only);
         } else {
+            self.settle_breaks()?;
             self.session.read_counted_sockets(&self.collector);
         }
         self.session.apply(CaptureRecord::WindowEnd(WindowEnd {
@@ -330,6 +332,15 @@ impl Capture {
         }));
         Ok(Window::of(&self.session.state, self.session.stacks(), only)
             .expect("the window end was just applied"))
+    }
+
+    /// Apply the break's moves the kernel folded (see [`Session::read_folded_breaks`]),
+    /// then the records sent meanwhile, then the moves folded since.
+    fn settle_breaks(&mut self) -> anyhow::Result<()> {
+        self.session.read_folded_breaks(&self.collector);
+        self.drain()?;
+        self.session.read_folded_breaks(&self.collector);
+        Ok(())
     }
 
     /// Judge memory growth by its trend over windows (the daemon), not by one window.

@@ -11,8 +11,8 @@ use crate::{
     analyze::{self, waits::classify::FdClassifier, CaptureState},
     collect::{inflight::InFlight, Collector, Record},
     events::{
-        linux, AllocOp, AllocRecord, MemOp, MemRecord, StackId, StackSample, TxBeginRecord,
-        WaitRecord,
+        linux, AllocOp, AllocRecord, FoldedBreak, MemOp, MemRecord, StackId, StackSample,
+        TxBeginRecord, WaitRecord,
     },
     model::{
         BlockOp, CaptureRecord, ConnEvent, Followed, FreeFlowRead, IdentityFacts, MemSampleRef,
@@ -332,6 +332,15 @@ impl Session {
             MemOp::Exec => self.resolver.code_changed(m.pid),
             _ => {}
         }
+        // The break's moves the kernel folded come first, as the unsampled moves they
+        // stand for.
+        for op in m.folded.iter().flat_map(|f| f.moves()) {
+            self.apply(CaptureRecord::Mem {
+                pid: m.pid,
+                op,
+                sample: None,
+            });
+        }
         self.apply(CaptureRecord::Mem {
             pid: m.pid,
             op: m.op,
@@ -498,6 +507,32 @@ impl Session {
                     sized_bytes: f.sized_bytes,
                 },
             });
+        }
+    }
+
+    /// Bring each target's heap up to date with the break's moves the kernel folded
+    /// since its last brk record ([`profiler_common::BrkState`]). Applying them again
+    /// later leaves the same heap, and so does a brk record sent after them: each
+    /// record and each state says where the break went since the previous record. A
+    /// record sent before them but drained after takes the heap back to that record's
+    /// time, so the window's end reads them, drains, and reads them again.
+    pub fn read_folded_breaks(&mut self, collector: &Collector) {
+        let pids: Vec<u32> = self.state.targets.keys().copied().collect();
+        for pid in pids {
+            let Some(state) = collector.brk_state(pid) else {
+                continue;
+            };
+            let folded = FoldedBreak {
+                low: state.low.min(state.last),
+                before: state.last,
+            };
+            for op in folded.moves() {
+                self.apply(CaptureRecord::Mem {
+                    pid,
+                    op,
+                    sample: None,
+                });
+            }
         }
     }
 
