@@ -67,7 +67,7 @@ macro_rules! transfer_probe {
             if crate::floor::empty_programs() {
                 return 0;
             }
-            match transfer_exit(&ctx, $op, $buffer) {
+            match transfer_exit(&ctx, $op, $buffer, 0) {
                 Ok(r) | Err(r) => r,
             }
         }
@@ -124,7 +124,12 @@ fn target() -> Option<u32> {
 /// arguments, still in the task's saved user registers at exit (and the bytes read are
 /// in the buffer by then), so no enter program and no per-thread map entry are needed.
 #[inline(always)]
-pub(crate) fn transfer_exit(ctx: &TracePointContext, op: u32, buffer: Buffer) -> Result<u32, u32> {
+pub(crate) fn transfer_exit(
+    ctx: &TracePointContext,
+    op: u32,
+    buffer: Buffer,
+    now: u64,
+) -> Result<u32, u32> {
     let ret = tp::syscall_ret(ctx);
     if ret <= 0 {
         return Ok(0); // EAGAIN, end of file, error: no bytes moved
@@ -169,7 +174,7 @@ pub(crate) fn transfer_exit(ctx: &TracePointContext, op: u32, buffer: Buffer) ->
         buf_len,
         capture,
     };
-    moved(tgid, &transfer, ret as u64);
+    moved(tgid, &transfer, ret as u64, now);
     Ok(0)
 }
 
@@ -265,14 +270,14 @@ fn close_enter(ctx: &TracePointContext) -> Result<u32, u32> {
 /// `bytes` moved by `t` on a followed socket: counted in the kernel, or sent with a
 /// prefix of the bytes.
 #[inline(always)]
-fn moved(tgid: u32, t: &Transfer, bytes: u64) {
+fn moved(tgid: u32, t: &Transfer, bytes: u64, now: u64) {
     if t.capture == SOCK_CAPTURE_NONE {
-        add_counted(tgid, t.fd as u32, t.op, bytes);
+        add_counted(tgid, t.fd as u32, t.op, bytes, now);
         return;
     }
     let mut capture = t.capture;
     if capture >= SOCK_CAPTURE_EXCHANGES_OUT {
-        if count_exchange(tgid, t, bytes) {
+        if count_exchange(tgid, t, bytes, now) {
             return;
         }
         capture = SOCK_CAPTURE_DEFAULT; // not counting yet: a record as before
@@ -366,10 +371,9 @@ fn transaction_stack(tgid: u32, fd: i32) {
 
 /// Add one transfer of a count-only socket to its totals.
 #[inline(always)]
-fn add_counted(tgid: u32, fd: u32, op: u32, bytes: u64) {
+fn add_counted(tgid: u32, fd: u32, op: u32, bytes: u64, now: u64) {
     let key = SockKey { tgid, fd };
-    // SAFETY: helper without arguments.
-    let now = unsafe { bpf_ktime_get_ns() };
+    let now = clock(now);
     match SOCK_COUNTED.get_ptr_mut(key) {
         // SAFETY: the pointer is to this socket's value in the map; two threads of one
         // process writing one socket at once may lose an addition, as any shared
@@ -406,7 +410,7 @@ fn add_counted(tgid: u32, fd: u32, op: u32, bytes: u64) {
 /// one. A pipelining client's requests in one transfer count as one (userspace asks for
 /// counting only on connections it saw answer each request before the next).
 #[inline(always)]
-fn count_exchange(tgid: u32, t: &Transfer, bytes: u64) -> bool {
+fn count_exchange(tgid: u32, t: &Transfer, bytes: u64, now: u64) -> bool {
     let key = SockKey {
         tgid,
         fd: t.fd as u32,
@@ -426,8 +430,7 @@ fn count_exchange(tgid: u32, t: &Transfer, bytes: u64) -> bool {
         let _ = SOCK_EXCHANGES.insert(key, first, 0);
         return false;
     };
-    // SAFETY: helper without arguments.
-    let now = unsafe { bpf_ktime_get_ns() };
+    let now = clock(now);
     // SAFETY: the pointer is to this socket's value in the map; a socket's transfers
     // come from the thread that owns its turn (one request or answer at a time).
     unsafe {
@@ -459,6 +462,17 @@ fn count_exchange(tgid: u32, t: &Transfer, bytes: u64) -> bool {
         }
     }
     true
+}
+
+/// `now` if the caller read the clock already (the wait probe at the same exit), else
+/// the clock.
+#[inline(always)]
+fn clock(now: u64) -> u64 {
+    if now != 0 {
+        return now;
+    }
+    // SAFETY: helper without arguments.
+    unsafe { bpf_ktime_get_ns() }
 }
 
 /// Keep the first bytes of a request (its request line) in the connection's entry.

@@ -9,7 +9,7 @@ use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
 use profiler_common::sock_op;
 
 use crate::sockets::{open_exit, transfer_exit, Buffer};
-use crate::waits::wait_exit;
+use crate::waits::{end_wait, wait_exit};
 
 macro_rules! transfer_and_wait {
     ($exit:ident, $op:expr, $buffer:expr) => {
@@ -18,8 +18,8 @@ macro_rules! transfer_and_wait {
             if crate::floor::empty_programs() {
                 return 0;
             }
-            let _ = wait_exit(&ctx);
-            match transfer_exit(&ctx, $op, $buffer) {
+            let now = end_wait(&ctx);
+            match transfer_exit(&ctx, $op, $buffer, now) {
                 Ok(r) | Err(r) => r,
             }
         }

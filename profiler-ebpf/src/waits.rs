@@ -139,24 +139,49 @@ fn wait_enter(ctx: &TracePointContext) -> Result<u32, u32> {
 /// Shared by every wait probe's exit, the sleeps' too ([`crate::sleeps`]).
 #[inline(always)]
 pub(crate) fn wait_exit(ctx: &TracePointContext) -> Result<u32, u32> {
+    end_wait(ctx);
+    Ok(0)
+}
+
+/// End the current thread's wait, if the probes saw it start: count it, or send it
+/// when it lasted the threshold. Returns the clock read to time it (0 when there was
+/// no wait to time), which a socket probe at the same exit uses too.
+#[inline(always)]
+pub(crate) fn end_wait(ctx: &TracePointContext) -> u64 {
     let id = bpf_get_current_pid_tgid();
-    let slot = WAITING.get_ptr_mut(id).ok_or(0u32)?;
-    // SAFETY: the value is copied out, then marked as not waiting (start_ns 0).
-    let start = unsafe {
-        let start = *slot;
-        (*slot).start_ns = 0;
-        start
+    let Some(slot) = WAITING.get_ptr_mut(id) else {
+        return 0;
     };
-    if start.start_ns == 0 {
-        return Ok(0); // not in a wait the probes saw start
+    // SAFETY: the pointer is to this thread's value in the map. Only the start is read
+    // and cleared (not waiting) here; the rest is copied for a wait that is sent.
+    let start_ns = unsafe { core::mem::replace(&mut (*slot).start_ns, 0) };
+    if start_ns == 0 {
+        return 0; // not in a wait the probes saw start
     }
-    let cfg = config().ok_or(0u32)?;
     // SAFETY: helper without arguments.
-    let blocked_ns = unsafe { bpf_ktime_get_ns() }.saturating_sub(start.start_ns);
+    let now = unsafe { bpf_ktime_get_ns() };
+    let blocked_ns = now.saturating_sub(start_ns);
+    let Some(cfg) = config() else {
+        return now;
+    };
     if blocked_ns < cfg.wait_threshold_ns {
         count(Counter::ShortWaits);
-        return Ok(0);
+        return now;
     }
+    // SAFETY: as above.
+    let start = unsafe { *slot };
+    let _ = send_wait(ctx, &start, blocked_ns, cfg);
+    now
+}
+
+/// Send a wait that lasted the threshold, with the thread's stack.
+#[inline(always)]
+fn send_wait(
+    ctx: &TracePointContext,
+    start: &WaitStart,
+    blocked_ns: u64,
+    cfg: &profiler_common::Config,
+) -> Result<u32, u32> {
     let ret = tp::syscall_ret(ctx);
     let kind = if start.syscall_nr == nr::FUTEX || start.syscall_nr == nr::FUTEX_WAITV {
         EventKind::FutexWait
