@@ -1,10 +1,15 @@
 //! User stack capture: registers plus a copy of the stack memory above `sp`.
 //!
-//! This is the one interface the userspace unwinder depends on. We copy whole pages
-//! starting at the page that holds `sp`: every read has a constant size (which keeps
-//! the verifier simple) and the copy stops at the first page that cannot be read,
-//! which is the top of the stack mapping.
-use aya_ebpf::helpers::generated::bpf_probe_read_user;
+//! This is the one interface the userspace unwinder depends on. We copy the pages
+//! from the one that holds `sp` up, and stop at the first page that cannot be read,
+//! which is the top of the stack mapping, or at the main thread's first stack pointer
+//! (`mm->start_stack`): nothing above it is a frame, only the program's arguments and
+//! environment. Copying the stack is most of a sample's cost (the bytes are read, then
+//! written into the ring), and a main thread's stack is often a few hundred bytes deep
+//! under pages of environment.
+use aya_ebpf::helpers::{
+    bpf_get_current_task, bpf_probe_read_kernel, generated::bpf_probe_read_user,
+};
 use profiler_common::{Counter, UserRegs, MAX_STACK_PAGES, RET_SLOTS_MAX, STACK_PAGE_SIZE};
 
 use crate::{
@@ -12,6 +17,40 @@ use crate::{
     record::{count, RecordBuf},
     regs,
 };
+
+/// Byte offset of `mm` in `struct task_struct`, and of `start_stack` in `struct
+/// mm_struct`, read from the kernel's BTF by userspace before loading; 0: unknown,
+/// and copies are bounded by the stack mapping and the page count only.
+#[unsafe(no_mangle)]
+static TASK_MM_OFFSET: u32 = 0;
+#[unsafe(no_mangle)]
+static MM_START_STACK_OFFSET: u32 = 0;
+
+/// Bytes above `start_stack` still copied: the kernel's initial stack pointer points at
+/// `argc`, and an unwinder may look at the words just above its last frame.
+const START_STACK_SLACK: u64 = 64;
+
+/// The current process's first user stack pointer (`mm->start_stack`), or 0.
+#[inline(always)]
+fn start_stack() -> u64 {
+    // SAFETY: the globals are plain reads of frozen read-only data; kernel memory is
+    // read with the probe-read helper only.
+    unsafe {
+        let mm_offset = core::ptr::read_volatile(&TASK_MM_OFFSET) as u64;
+        let start_offset = core::ptr::read_volatile(&MM_START_STACK_OFFSET) as u64;
+        if mm_offset == 0 || start_offset == 0 {
+            return 0;
+        }
+        let task = bpf_get_current_task();
+        let Ok(mm) = bpf_probe_read_kernel((task + mm_offset) as *const u64) else {
+            return 0;
+        };
+        if mm == 0 {
+            return 0;
+        }
+        bpf_probe_read_kernel((mm + start_offset) as *const u64).unwrap_or(0)
+    }
+}
 
 /// The current task's user registers (ip, sp, bp) at syscall entry; left zero when
 /// this kernel offers no way to find them.
@@ -42,22 +81,40 @@ pub fn capture_from(buf: *mut RecordBuf, user: UserRegs, pages: u32) {
         (*buf).header.regs = user;
         let base = user.sp & !(STACK_PAGE_SIZE as u64 - 1);
         (*buf).header.stack_base = base;
+        // Where the copy ends: `pages` pages, or just above the main thread's first
+        // stack pointer when the stack is the main thread's and ends below that.
+        let mut end = base + pages as u64 * STACK_PAGE_SIZE as u64;
+        let top = start_stack();
+        if top > user.sp && top + START_STACK_SLACK < end {
+            end = top + START_STACK_SLACK;
+        }
         let dst = core::ptr::addr_of_mut!((*buf).stack) as *mut u8;
         let mut copied: u32 = 0;
         let mut i: usize = 0;
         while i < MAX_STACK_PAGES {
-            if i as u32 >= pages {
+            let from = base + (i * STACK_PAGE_SIZE) as u64;
+            if i as u32 >= pages || from >= end {
                 break;
             }
+            // A whole page, or the part of the last one below `end` (1 to 4095 bytes).
+            let left = end - from;
+            let size = if left >= STACK_PAGE_SIZE as u64 {
+                STACK_PAGE_SIZE as u32
+            } else {
+                (left as u32) & (STACK_PAGE_SIZE as u32 - 1)
+            };
             let ret = bpf_probe_read_user(
                 dst.add(i * STACK_PAGE_SIZE) as *mut core::ffi::c_void,
-                STACK_PAGE_SIZE as u32,
-                (base + (i * STACK_PAGE_SIZE) as u64) as *const core::ffi::c_void,
+                size,
+                from as *const core::ffi::c_void,
             );
             if ret != 0 {
                 break;
             }
-            copied += 1;
+            copied += size;
+            if size != STACK_PAGE_SIZE as u32 {
+                break;
+            }
             i += 1;
         }
         if copied == 0 {
@@ -71,6 +128,6 @@ pub fn capture_from(buf: *mut RecordBuf, user: UserRegs, pages: u32) {
                 (*buf).header.ret_addrs[i] = if live { calls.addrs[i] } else { 0 };
             }
         }
-        (*buf).header.stack_len = copied * STACK_PAGE_SIZE as u32;
+        (*buf).header.stack_len = copied;
     }
 }

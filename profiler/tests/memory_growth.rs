@@ -60,10 +60,20 @@ fn assert_attributed(lines: &[(Vec<String>, u64)], leaked: u64, leak_fn: &str) {
         "total {total} vs leaked {leaked}: {:.2} % off",
         error * 100.0
     );
-    // The stacks go through the program's own frames up to main.
+    // The stacks go through the program's own frames up to main, and on to the root:
+    // the main thread's stack copy ends just above its first stack pointer
+    // (`mm->start_stack`), and that must keep every frame.
     assert!(lines
         .iter()
         .any(|(f, _)| has_frame(f, "main") && has_frame(f, leak_fn)));
+    let incomplete: Vec<_> = lines
+        .iter()
+        .filter(|(f, _)| has_frame(f, leak_fn) && !has_frame(f, "_start"))
+        .collect();
+    assert!(
+        incomplete.is_empty(),
+        "stacks short of _start: {incomplete:?}"
+    );
 }
 
 /// Check that mmap'd memory leaked in `leak_sessions` is attributed to that function,

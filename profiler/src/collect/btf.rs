@@ -247,6 +247,32 @@ pub(crate) mod tests {
         b.build()
     }
 
+    /// A miniature `task_struct` with `mm` at byte 8 and `mm_struct` with
+    /// `start_stack` at byte 40, inside an anonymous struct at byte 32.
+    pub(crate) fn mm_blob() -> Vec<u8> {
+        let mut b = Builder::new();
+        b.int("long"); // 1
+        b.composite(
+            KIND_STRUCT,
+            "task_struct",
+            16,
+            &[("state", 1, 0), ("mm", 1, 64)],
+        ); // 2
+        b.composite(
+            KIND_STRUCT,
+            "",
+            16,
+            &[("brk", 1, 0), ("start_stack", 1, 64)],
+        ); // 3
+        b.composite(
+            KIND_STRUCT,
+            "mm_struct",
+            48,
+            &[("mmap", 1, 0), ("", 3, 256)],
+        ); // 4
+        b.build()
+    }
+
     /// Check that a member inside an anonymous struct is found at its byte offset, and
     /// that the empty declaration of the same name is skipped.
     #[test]

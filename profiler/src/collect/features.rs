@@ -107,6 +107,28 @@ impl RegsSource {
     }
 }
 
+/// The values of the eBPF globals `TASK_MM_OFFSET` and `MM_START_STACK_OFFSET` (see
+/// `profiler-ebpf/src/stack.rs`): where `task->mm->start_stack` is, which bounds a
+/// main thread's stack copy. (0, 0) when the kernel's BTF does not say; stacks are then
+/// copied up to the page count, as before.
+pub fn start_stack_offsets(btf: Option<&[u8]>) -> (u32, u32) {
+    let Some(btf) = btf.and_then(|data| Btf::parse(data).ok()) else {
+        return (0, 0);
+    };
+    match (
+        btf.member_offset("task_struct", "mm"),
+        btf.member_offset("mm_struct", "start_stack"),
+    ) {
+        (Some(mm), Some(start)) if mm > 0 && start > 0 => (mm, start),
+        _ => (0, 0),
+    }
+}
+
+/// [`start_stack_offsets`] of this kernel.
+pub fn probe_start_stack_offsets() -> (u32, u32) {
+    start_stack_offsets(std::fs::read("/sys/kernel/btf/vmlinux").ok().as_deref())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -140,6 +162,22 @@ mod tests {
             RegsSource::choose(false, Some(&kasan)).globals(),
             (0, 24, 32768)
         );
+    }
+
+    /// Check that the start-stack offsets come from BTF, and that without them (or
+    /// without BTF) the bound is off.
+    #[test]
+    fn start_stack_offsets_from_btf() {
+        assert_eq!(start_stack_offsets(None), (0, 0));
+        assert_eq!(start_stack_offsets(Some(b"garbage")), (0, 0));
+        // The miniature task_struct has no `mm`.
+        assert_eq!(start_stack_offsets(Some(&task_struct_blob(false))), (0, 0));
+        let mm = crate::collect::btf::tests::mm_blob();
+        assert_eq!(start_stack_offsets(Some(&mm)), (8, 40));
+        if let Ok(data) = std::fs::read("/sys/kernel/btf/vmlinux") {
+            let (mm, start) = start_stack_offsets(Some(&data));
+            assert!(mm > 0 && start > 0, "{mm} {start}");
+        }
     }
 
     /// Check that neither helpers nor usable BTF is "unavailable" with a reason, and

@@ -176,6 +176,7 @@ impl Collector {
         host::raise_memlock_limit();
         let regs = RegsSource::probe();
         let (regs_helper, stack_offset, thread_size) = regs.globals();
+        let (mm_offset, start_stack_offset) = features::probe_start_stack_offsets();
         // The comm fields became `__data_loc` strings in newer kernels, moving child_pid.
         let fork_child_pid = format::read("sched", "sched_process_fork")
             .and_then(|f| format::field_offset(&f, "child_pid"));
@@ -187,6 +188,8 @@ impl Collector {
             .override_global("REGS_HELPER", &regs_helper, true)
             .override_global("TASK_STACK_OFFSET", &stack_offset, true)
             .override_global("KERNEL_THREAD_SIZE", &thread_size, true)
+            .override_global("TASK_MM_OFFSET", &mm_offset, true)
+            .override_global("MM_START_STACK_OFFSET", &start_stack_offset, true)
             .override_global("ARGS_FROM_REGS", &u32::from(regs.found()), true)
             .override_global("FORK_CHILD_PID_OFFSET", &fork_child_pid.unwrap_or(0), true)
             .override_global("EMPTY_PROGRAMS", &u32::from(cfg.empty_programs), true)
