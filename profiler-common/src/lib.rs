@@ -9,9 +9,11 @@
 mod sockets;
 pub use sockets::*;
 
-/// Maximum number of stack bytes one event may carry. The eBPF side copies whole
-/// pages starting at the page that holds the user stack pointer, so a sample carries
-/// between `MAX_STACK_BYTES - 4095` and `MAX_STACK_BYTES` bytes above `sp`.
+/// Maximum number of stack bytes one event may carry. The eBPF side copies from the
+/// user stack pointer (rounded down to 64 bytes) to the end of the configured number
+/// of pages counted from the one that holds it, so a sample carries at most
+/// `MAX_STACK_BYTES` bytes, and less at the top of a stack or on a main thread (see
+/// `profiler-ebpf/src/stack.rs`).
 pub const STACK_PAGE_SIZE: usize = 4096;
 /// Upper bound of pages copied per sample (configurable below this at run time).
 pub const MAX_STACK_PAGES: usize = 8;

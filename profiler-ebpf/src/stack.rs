@@ -1,16 +1,18 @@
 //! User stack capture: registers plus a copy of the stack memory above `sp`.
 //!
-//! This is the one interface the userspace unwinder depends on. We copy the pages
-//! from the one that holds `sp` up, and stop at the first page that cannot be read,
-//! which is the top of the stack mapping, or at the main thread's first stack pointer
-//! (`mm->start_stack`): nothing above it is a frame, only the program's arguments and
-//! environment. Copying the stack is most of a sample's cost (the bytes are read, then
-//! written into the ring), and a main thread's stack is often a few hundred bytes deep
-//! under pages of environment.
+//! This is the one interface the userspace unwinder depends on. We copy from `sp`
+//! (rounded down to 64 bytes) up, a page at a time, and stop at the first page that
+//! cannot be read, which is the top of the stack mapping, or at the main thread's
+//! first stack pointer (`mm->start_stack`): nothing above it is a frame, only the
+//! program's arguments and environment. Copying the stack is most of a sample's cost
+//! (the bytes are read, then written into the ring), and a main thread's stack is
+//! often a few hundred bytes deep under pages of environment.
 use aya_ebpf::helpers::{
     bpf_get_current_task, bpf_probe_read_kernel, generated::bpf_probe_read_user,
 };
-use profiler_common::{Counter, UserRegs, MAX_STACK_PAGES, RET_SLOTS_MAX, STACK_PAGE_SIZE};
+use profiler_common::{
+    Counter, UserRegs, MAX_STACK_BYTES, MAX_STACK_PAGES, RET_SLOTS_MAX, STACK_PAGE_SIZE,
+};
 
 use crate::{
     maps::RET_SLOTS,
@@ -79,11 +81,14 @@ pub fn capture_from(buf: *mut RecordBuf, user: UserRegs, pages: u32) {
     // SAFETY: `buf` is this CPU's scratch slot; user memory is read with the helper only.
     unsafe {
         (*buf).header.regs = user;
-        let base = user.sp & !(STACK_PAGE_SIZE as u64 - 1);
-        (*buf).header.stack_base = base;
-        // Where the copy ends: `pages` pages, or just above the main thread's first
-        // stack pointer when the stack is the main thread's and ends below that.
-        let mut end = base + pages as u64 * STACK_PAGE_SIZE as u64;
+        let page = STACK_PAGE_SIZE as u64;
+        let base = user.sp & !(page - 1);
+        // The copy starts at sp, rounded down to 64 bytes: below it is no frame.
+        let skip = (user.sp - base) & (page - 1) & !63;
+        (*buf).header.stack_base = base + skip;
+        // Where the copy ends: `pages` pages from sp's, or just above the main thread's
+        // first stack pointer when the stack is the main thread's and ends below that.
+        let mut end = base + pages as u64 * page;
         let top = start_stack();
         if top > user.sp && top + START_STACK_SLACK < end {
             end = top + START_STACK_SLACK;
@@ -92,19 +97,32 @@ pub fn capture_from(buf: *mut RecordBuf, user: UserRegs, pages: u32) {
         let mut copied: u32 = 0;
         let mut i: usize = 0;
         while i < MAX_STACK_PAGES {
-            let from = base + (i * STACK_PAGE_SIZE) as u64;
-            if i as u32 >= pages || from >= end {
+            let page_start = base + i as u64 * page;
+            if i as u32 >= pages || page_start >= end {
                 break;
             }
-            // A whole page, or the part of the last one below `end` (1 to 4095 bytes).
-            let left = end - from;
-            let size = if left >= STACK_PAGE_SIZE as u64 {
-                STACK_PAGE_SIZE as u32
+            // Page i of the stack from sp's page: the part above sp of the first, whole
+            // pages after it, and the part below `end` of the last. Each lands right
+            // after the one before; the bounds keep every read inside the record.
+            let (from, at, room) = if i == 0 {
+                (base + skip, 0, page - skip)
             } else {
-                (left as u32) & (STACK_PAGE_SIZE as u32 - 1)
+                (page_start, i as u64 * page - skip, page)
             };
+            // Read back opaque and checked as a number, so that the compiler adds the
+            // offset to the record's pointer whole instead of moving the pointer back
+            // by `skip` first (which the verifier refuses).
+            let at = core::ptr::read_volatile(&at);
+            if at > (MAX_STACK_BYTES - STACK_PAGE_SIZE) as u64 {
+                break;
+            }
+            let left = end - from;
+            let mut size = if left < room { left } else { room } as u32;
+            if size > STACK_PAGE_SIZE as u32 {
+                size = STACK_PAGE_SIZE as u32;
+            }
             let ret = bpf_probe_read_user(
-                dst.add(i * STACK_PAGE_SIZE) as *mut core::ffi::c_void,
+                dst.add(at as usize) as *mut core::ffi::c_void,
                 size,
                 from as *const core::ffi::c_void,
             );
@@ -112,7 +130,7 @@ pub fn capture_from(buf: *mut RecordBuf, user: UserRegs, pages: u32) {
                 break;
             }
             copied += size;
-            if size != STACK_PAGE_SIZE as u32 {
+            if size as u64 != room {
                 break;
             }
             i += 1;
