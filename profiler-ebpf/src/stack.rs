@@ -54,6 +54,37 @@ fn start_stack() -> u64 {
     }
 }
 
+/// Copy `size` bytes of user memory at `from` to `at` bytes into the record's stack
+/// area; nonzero when they cannot be read (or the bounds do not hold).
+///
+/// A function of its own, not inlined, and the bounds read back opaque: they are
+/// checked right before the helper call, with nothing else live, so that no verifier
+/// loses them. Otherwise the compiler, which can prove them, drops the checks, or adds
+/// the offset to the pointer in pieces, or spills the values in between, and 5.10's
+/// verifier forgets the bounds of a spilled value ("R2 min value is negative").
+#[inline(never)]
+fn read_chunk(stack: *mut u8, at: u64, size: u64, from: u64) -> i64 {
+    // SAFETY: reads of this function's own arguments.
+    let (at, size) = unsafe {
+        (
+            core::ptr::read_volatile(&at),
+            core::ptr::read_volatile(&size),
+        )
+    };
+    if at > (MAX_STACK_BYTES - STACK_PAGE_SIZE) as u64 || size > STACK_PAGE_SIZE as u64 {
+        return -1;
+    }
+    // SAFETY: `stack` is the record's stack area of MAX_STACK_BYTES bytes, and the
+    // bounds above keep the copy inside it; user memory is read with the helper only.
+    unsafe {
+        bpf_probe_read_user(
+            stack.add(at as usize) as *mut core::ffi::c_void,
+            size as u32,
+            from as *const core::ffi::c_void,
+        )
+    }
+}
+
 /// The current task's user registers (ip, sp, bp) at syscall entry; left zero when
 /// this kernel offers no way to find them.
 #[inline(always)]
@@ -109,28 +140,14 @@ pub fn capture_from(buf: *mut RecordBuf, user: UserRegs, pages: u32) {
             } else {
                 (page_start, i as u64 * page - skip, page)
             };
-            // Read back opaque and checked as a number, so that the compiler adds the
-            // offset to the record's pointer whole instead of moving the pointer back
-            // by `skip` first (which the verifier refuses).
-            let at = core::ptr::read_volatile(&at);
-            if at > (MAX_STACK_BYTES - STACK_PAGE_SIZE) as u64 {
-                break;
-            }
             let left = end - from;
-            let mut size = if left < room { left } else { room } as u32;
-            if size > STACK_PAGE_SIZE as u32 {
-                size = STACK_PAGE_SIZE as u32;
-            }
-            let ret = bpf_probe_read_user(
-                dst.add(at as usize) as *mut core::ffi::c_void,
-                size,
-                from as *const core::ffi::c_void,
-            );
+            let size = if left < room { left } else { room };
+            let ret = read_chunk(dst, at, size, from);
             if ret != 0 {
                 break;
             }
-            copied += size;
-            if size as u64 != room {
+            copied += size as u32;
+            if size != room {
                 break;
             }
             i += 1;
