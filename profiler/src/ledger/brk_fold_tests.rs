@@ -37,6 +37,24 @@ impl KernelBrk {
     }
 }
 
+/// The break when the capture attached.
+const START: u64 = 0x5555_0000_0000 + 8 * P;
+
+/// Two ledgers seeded at [`START`] (one to replay every move, one the records), and
+/// the kernel's state there.
+fn start() -> (ProcessLedger, ProcessLedger, KernelBrk) {
+    let seeded = || {
+        let mut ledger = ProcessLedger::new();
+        ledger.seed(&[], Some(START));
+        ledger
+    };
+    let kernel = KernelBrk {
+        last: START,
+        low: START,
+    };
+    (seeded(), seeded(), kernel)
+}
+
 fn apply_folded(ledger: &mut ProcessLedger, folded: FoldedBreak) {
     for op in folded.moves() {
         ledger.apply(&op, EXACT);
@@ -73,14 +91,7 @@ fn walk(seed: u64, steps: usize) -> Vec<(u64, bool)> {
 #[test]
 fn folded_records_leave_the_heap_of_every_move() {
     for seed in [1, 7, 0x9e37_79b9, 0xdead_beef] {
-        let start = 0x5555_0000_0000 + 8 * P;
-        let (mut every, mut folded) = (ProcessLedger::new(), ProcessLedger::new());
-        every.seed(&[], Some(start));
-        folded.seed(&[], Some(start));
-        let mut kernel = KernelBrk {
-            last: start,
-            low: start,
-        };
+        let (mut every, mut folded, mut kernel) = start();
         let mut records = 0;
         for (i, &(new, sampled)) in walk(seed, 400).iter().enumerate() {
             let stack = Provenance::Window {
@@ -117,28 +128,21 @@ fn folded_records_leave_the_heap_of_every_move() {
 /// up to date (the capture reads, drains, and reads again).
 #[test]
 fn a_record_drained_after_the_state_is_healed_by_the_next_read() {
-    let start = 0x5555_0000_0000 + 8 * P;
-    let (mut every, mut folded) = (ProcessLedger::new(), ProcessLedger::new());
-    every.seed(&[], Some(start));
-    folded.seed(&[], Some(start));
-    let mut kernel = KernelBrk {
-        last: start,
-        low: start,
-    };
+    let (mut every, mut folded, mut kernel) = start();
     let sampled = Provenance::Window {
         stack: Some(9),
         scale: 1.0,
     };
     // Unsampled trims and grows, then a sampled grow whose record is still in the ring.
-    for (new, prov) in [(start - 4 * P, EXACT), (start + 2 * P, EXACT)] {
+    for (new, prov) in [(START - 4 * P, EXACT), (START + 2 * P, EXACT)] {
         every.apply(&MemOp::Brk { new_brk: new }, prov);
         assert!(kernel.call(new, false).is_none());
     }
-    let new = start + 9 * P;
+    let new = START + 9 * P;
     every.apply(&MemOp::Brk { new_brk: new }, sampled);
     let (fold, _) = kernel.call(new, true).expect("sampled");
     // More unsampled moves after it.
-    for new in [start + 3 * P, start + 5 * P] {
+    for new in [START + 3 * P, START + 5 * P] {
         every.apply(&MemOp::Brk { new_brk: new }, EXACT);
         assert!(kernel.call(new, false).is_none());
     }
@@ -148,9 +152,8 @@ fn a_record_drained_after_the_state_is_healed_by_the_next_read() {
     // The late record takes the heap to its own time…
     apply_folded(&mut folded, fold);
     folded.apply(&MemOp::Brk { new_brk: new }, sampled);
-    let mut at_record = ProcessLedger::new();
-    at_record.seed(&[], Some(start));
-    for new in [start - 4 * P, start + 2 * P] {
+    let (mut at_record, _, _) = start();
+    for new in [START - 4 * P, START + 2 * P] {
         at_record.apply(&MemOp::Brk { new_brk: new }, EXACT);
     }
     at_record.apply(&MemOp::Brk { new_brk: new }, sampled);
