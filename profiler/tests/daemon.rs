@@ -218,7 +218,11 @@ fn oom_kill_writes_a_snapshot_with_the_growing_stack() {
     let oom = wait_for(Duration::from_secs(10), "the oom/ snapshot", || {
         captures(&out.join("oom"), "oom/").into_iter().next()
     });
-    assert!(daemon.said("OOM kill of oom_grow"));
+    // The line follows the snapshot's files: the daemon prints it once they are
+    // written, and the test's reader thread takes a moment to see it.
+    wait_for(Duration::from_secs(5), "the daemon's OOM kill line", || {
+        daemon.said("OOM kill of oom_grow").then_some(())
+    });
     let out = daemon.stop();
     assert!(
         oom.rel.ends_with(&format!("-oom_grow-{}", workload.pid)),
