@@ -58,18 +58,13 @@ impl RegsSource {
         }
     }
 
-    /// Probe this kernel.
-    pub fn probe() -> Self {
+    /// Probe this kernel, whose BTF (raw bytes) the caller read.
+    pub fn probe(btf: Option<&[u8]>) -> Self {
         use aya::{programs::ProgramType, sys::is_helper_supported, sys::BpfHelper};
         let has = |helper| is_helper_supported(ProgramType::TracePoint, helper).unwrap_or(false);
         let helpers =
             has(BpfHelper::BPF_FUNC_task_pt_regs) && has(BpfHelper::BPF_FUNC_get_current_task_btf);
-        let btf = if helpers {
-            None
-        } else {
-            std::fs::read("/sys/kernel/btf/vmlinux").ok()
-        };
-        Self::choose(helpers, btf.as_deref())
+        Self::choose(helpers, btf)
     }
 
     /// One line for `-v`: where the registers come from.
@@ -122,11 +117,6 @@ pub fn start_stack_offsets(btf: Option<&[u8]>) -> (u32, u32) {
         (Some(mm), Some(start)) if mm > 0 && start > 0 => (mm, start),
         _ => (0, 0),
     }
-}
-
-/// [`start_stack_offsets`] of this kernel.
-pub fn probe_start_stack_offsets() -> (u32, u32) {
-    start_stack_offsets(std::fs::read("/sys/kernel/btf/vmlinux").ok().as_deref())
 }
 
 #[cfg(test)]

@@ -175,9 +175,12 @@ impl Collector {
     pub fn load(cfg: &CollectorConfig) -> Result<Self, CollectError> {
         host::check_host()?;
         host::raise_memlock_limit();
-        let regs = RegsSource::probe();
+        // Read once: the stack bound's offsets need it on every kernel, the registers'
+        // fallback on kernels without bpf_task_pt_regs.
+        let btf = std::fs::read("/sys/kernel/btf/vmlinux").ok();
+        let regs = RegsSource::probe(btf.as_deref());
         let (regs_helper, stack_offset, thread_size) = regs.globals();
-        let (mm_offset, start_stack_offset) = features::probe_start_stack_offsets();
+        let (mm_offset, start_stack_offset) = features::start_stack_offsets(btf.as_deref());
         // The comm fields became `__data_loc` strings in newer kernels, moving child_pid.
         let fork_child_pid = format::read("sched", "sched_process_fork")
             .and_then(|f| format::field_offset(&f, "child_pid"));
