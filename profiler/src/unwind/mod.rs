@@ -180,12 +180,12 @@ impl Unwinder {
                 Ok(Some(_)) | Err(_) => true,
             };
             if no_cfi && scans < scan::MAX_SCANS {
-                if let Some((ret, slot)) = self.scan(frame_sp, frame_bp, &mut read_stack) {
+                if let Some((ret, slot, bp)) = self.scan(frame_sp, frame_bp, &mut read_stack) {
                     scans += 1;
-                    regs = UnwindRegsX86_64::new(ret, slot + 8, frame_bp);
+                    regs = UnwindRegsX86_64::new(ret, slot + 8, bp);
                     frame = FrameAddress::from_return_address(ret).expect("scan skips zero");
                     frames.push(frame.address_for_lookup());
-                    frame_pointers.push(frame_bp);
+                    frame_pointers.push(bp);
                     continue;
                 }
             }
@@ -201,31 +201,94 @@ impl Unwinder {
     /// Scan up from `sp` for a slot holding a plausible return address (see
     /// [`Code::plausible_return`]) from which a CFI step also works (reaching code or the
     /// root), which rejects most stale return addresses left on the stack. Returns the
-    /// address and its slot.
+    /// address, its slot, and the caller's frame pointer.
+    ///
+    /// The caller's rbp is `bp` unless the frames skipped used rbp themselves: code
+    /// without CFI that does (musl's `malloc` internals) pushed the caller's on its
+    /// stack, below the return address. Callers whose CFI finds their frame through rbp
+    /// (Node's C++ is built with frame pointers, and V8's JIT frames above it are
+    /// walked by frame pointer) need that value. So each value saved between `sp` and
+    /// the slot that points into the stack just above the slot is a candidate too, and
+    /// the candidate whose walk goes on longest through believable frames wins (`bp`
+    /// on a tie).
     fn scan(
         &mut self,
         sp: u64,
         bp: u64,
         read_stack: &mut dyn FnMut(u64) -> Result<u64, ()>,
-    ) -> Option<(u64, u64)> {
+    ) -> Option<(u64, u64, u64)> {
         for i in 0..scan::SCAN_SLOTS {
             let slot = sp.checked_add(i * 8)?;
             let value = read_stack(slot).ok()?;
             if !self.code.plausible_return(value) {
                 continue;
             }
-            let mut regs = UnwindRegsX86_64::new(value, slot + 8, bp);
-            let frame = FrameAddress::from_return_address(value)?;
+            let mut best: Option<(usize, u64)> = None;
+            let mut consider =
+                |me: &mut Self, candidate: u64, rs: &mut dyn FnMut(u64) -> Result<u64, ()>| {
+                    let reach = me.believable_reach(value, slot, candidate, rs);
+                    if reach > 0 && best.is_none_or(|(b, _)| reach > b) {
+                        best = Some((reach, candidate));
+                    }
+                };
+            consider(self, bp, read_stack);
+            for j in 0..i {
+                let Ok(saved) = read_stack(sp + j * 8) else {
+                    break;
+                };
+                if saved > slot
+                    && saved - slot <= scan::MAX_FRAME_BYTES
+                    && saved % 8 == 0
+                    && saved != bp
+                {
+                    consider(self, saved, read_stack);
+                }
+            }
+            if let Some((_, bp)) = best {
+                return Some((value, slot, bp));
+            }
+        }
+        None
+    }
+
+    /// How many believable frames a walk from return address `ret` at `slot`, with
+    /// frame pointer `bp`, goes through, up to [`scan::LOOKAHEAD_FRAMES`] (that many when
+    /// it reaches the root): 0 when the first CFI step fails. Believable: each return
+    /// address follows a call (or lies outside any module, as JIT code does), and the
+    /// stack pointer only goes up.
+    fn believable_reach(
+        &mut self,
+        ret: u64,
+        slot: u64,
+        bp: u64,
+        read_stack: &mut dyn FnMut(u64) -> Result<u64, ()>,
+    ) -> usize {
+        let mut regs = UnwindRegsX86_64::new(ret, slot + 8, bp);
+        let Some(mut frame) = FrameAddress::from_return_address(ret) else {
+            return 0;
+        };
+        for reach in 0..scan::LOOKAHEAD_FRAMES {
+            let sp = regs.sp();
             match self
                 .inner
                 .unwind_frame(frame, &mut regs, &mut self.cache, &mut |a| read_stack(a))
             {
-                Ok(None) => return Some((value, slot)),
-                Ok(Some(next)) if self.code.is_code(next) => return Some((value, slot)),
-                _ => {}
+                Ok(None) => return scan::LOOKAHEAD_FRAMES,
+                Ok(Some(next))
+                    if self.code.is_code(next)
+                        && regs.sp() > sp
+                        && (self.code.module_index(next).is_none()
+                            || self.code.after_call(next)) =>
+                {
+                    match FrameAddress::from_return_address(next) {
+                        Some(f) => frame = f,
+                        None => return reach + 1,
+                    }
+                }
+                _ => return reach,
             }
         }
-        None
+        scan::LOOKAHEAD_FRAMES
     }
 
     /// Unwind an eBPF stack sample.

@@ -6,6 +6,13 @@
 /// Stack slots (8 bytes each) searched per recovery: 4 KiB.
 pub(super) const SCAN_SLOTS: u64 = 512;
 
+/// How far above a scanned return address's slot a frame pointer saved by the skipped
+/// frames may point: 64 KiB of the caller's frames.
+pub(super) const MAX_FRAME_BYTES: u64 = 64 << 10;
+
+/// Frames walked ahead to judge a scanned return address with a candidate frame pointer.
+pub(super) const LOOKAHEAD_FRAMES: usize = 12;
+
 /// Scan recoveries per stack.
 pub(super) const MAX_SCANS: usize = 4;
 

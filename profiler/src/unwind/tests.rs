@@ -47,14 +47,19 @@ fn unwinds_live_snapshot_of_known_chain() {
     );
 }
 
-/// A recorded stack and the library it ran in, from `tests/data/unwind/`.
+/// The stack recorded in `libchain.so`, from `tests/data/unwind/`.
 fn recorded_fixture() -> (Vec<procfs::MapEntry>, StackSample) {
+    recorded("libchain.so", "chain.stack")
+}
+
+/// A recorded stack and the library it ran in, from `tests/data/unwind/`.
+fn recorded(library: &str, stack: &str) -> (Vec<procfs::MapEntry>, StackSample) {
     use std::os::unix::fs::MetadataExt;
 
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/unwind");
-    let lib = dir.join("libchain.so");
+    let lib = dir.join(library);
     let inode = std::fs::metadata(&lib).unwrap().ino();
-    let text = std::fs::read_to_string(dir.join("chain.stack")).unwrap();
+    let text = std::fs::read_to_string(dir.join(stack)).unwrap();
     let hex = |s: &str| u64::from_str_radix(s, 16).unwrap();
     let (mut maps, mut regs, mut bytes) = (Vec::new(), HashMap::new(), Vec::new());
     for line in text.lines() {
@@ -147,6 +152,27 @@ fn scans_past_frame_without_cfi() {
     assert!(!stack.frames.contains(&(decoy - 1)), "{:x?}", stack.frames);
     let names = function_names(&space, &stack.frames[1..]);
     assert_eq!(names, ["chain_b", "chain_a"]);
+    assert!(stack.truncated);
+}
+
+/// Check that a frame without CFI that keeps its own data in rbp (as musl's `malloc`
+/// internals do) is scanned past, and that its callers, whose CFI finds their frames
+/// through rbp, are walked with the rbp it saved on its stack, not the one it left in
+/// the register.
+#[test]
+fn scans_past_frame_without_cfi_with_the_rbp_it_saved() {
+    let (maps, sample) = recorded("libfpchain.so", "fpchain.stack");
+    let space = AddressSpace::from_maps(std::process::id(), &maps);
+    assert!(space.errors().is_empty(), "{:?}", space.errors());
+    let mut unwinder = Unwinder::new(&space, &mut ElfCache::new());
+    assert!(unwinder.code.lacks_cfi(sample.ip));
+    assert_eq!(sample.bp, 0x5a5a_5a5a, "nocfi_c's own value in rbp");
+    let saved_rbp = sample.read_u64(sample.sp).unwrap();
+    let stack = unwinder.unwind(&sample);
+    let names = function_names(&space, &stack.frames);
+    assert_eq!(names, ["nocfi_c", "fp_b", "fp_a"], "{:x?}", stack.frames);
+    assert_eq!(stack.frame_pointers[1], saved_rbp, "fp_b's frame pointer");
+    // The next return address is in the recorder's main, which the test does not map.
     assert!(stack.truncated);
 }
 

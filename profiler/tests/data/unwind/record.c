@@ -1,9 +1,15 @@
 /* Calls chain_a in libchain.so and writes, from inside chain_c: the mappings of
- * libchain.so, the registers, and 4 KiB of stack above sp (hex, 32 bytes a line). */
+ * libchain.so, the registers, and 4 KiB of stack above sp (hex, 32 bytes a line).
+ * Built with -DLIB='"libfpchain.so"' -DENTRY=fp_a, the same for libfpchain.so. */
 #include <stdio.h>
 #include <string.h>
 
-void chain_a(void (*sink)(unsigned long, unsigned long, unsigned long));
+#ifndef LIB
+#define LIB "libchain.so"
+#define ENTRY chain_a
+#endif
+
+void ENTRY(void (*sink)(unsigned long, unsigned long, unsigned long));
 
 static void sink(unsigned long ip, unsigned long sp, unsigned long bp)
 {
@@ -12,7 +18,7 @@ static void sink(unsigned long ip, unsigned long sp, unsigned long bp)
     while (fgets(line, sizeof line, maps)) {
         unsigned long start, end, offset;
         char perms[5];
-        if (strstr(line, "libchain.so") &&
+        if (strstr(line, LIB) &&
             sscanf(line, "%lx-%lx %4s %lx", &start, &end, perms, &offset) == 4)
             printf("map %lx %lx %s %lx\n", start, end, perms, offset);
     }
@@ -29,6 +35,6 @@ static void sink(unsigned long ip, unsigned long sp, unsigned long bp)
 
 int main(void)
 {
-    chain_a(sink);
+    ENTRY(sink);
     return 0;
 }
