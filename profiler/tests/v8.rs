@@ -38,21 +38,24 @@ fn node_program(dir: &Path, node: &Path, flags: &str, script: &str) -> PathBuf {
 /// Run leak.js for 6 s under `record --memory --allocations --duration 5s`; returns
 /// the output directory and the process's memory report.
 fn record_leak(name: &str, node: &Path, flags: &str) -> (PathBuf, serde_json::Value) {
+    record_leak_with(name, node, flags, &["--memory", "--allocations"])
+}
+
+/// As [`record_leak`], with `options` instead of `--memory --allocations`.
+fn record_leak_with(
+    name: &str,
+    node: &Path,
+    flags: &str,
+    options: &[&str],
+) -> (PathBuf, serde_json::Value) {
     require_root();
     let dir = scratch_dir(name);
     let workload = Workload::start(&node_program(&dir, node, flags, "leak.js"), 6.0, &dir);
     let pid = workload.pid.to_string();
-    let rec = Recording::start(
-        &[
-            "--pid",
-            &pid,
-            "--memory",
-            "--allocations",
-            "--duration",
-            "5s",
-        ],
-        &dir.join("out"),
-    );
+    let mut args = vec!["--pid", &pid];
+    args.extend_from_slice(options);
+    args.extend_from_slice(&["--duration", "5s"]);
+    let rec = Recording::start(&args, &dir.join("out"));
     workload.release();
     let out = rec.wait();
     let retained = workload.finish("retained_bytes");
@@ -135,6 +138,33 @@ fn musl_node22_names_js_functions() {
 #[ignore = "needs root: run with `cargo xtask test`"]
 fn musl_node24_names_js_functions() {
     assert_js_named("v8_node24_musl", &musl_node(24));
+}
+
+/// Check that without the allocator probes, the mapping stacks of node 24 built for
+/// musl still reach the leaking JS function. musl's `malloc` maps each 256 KiB Buffer
+/// itself and has no CFI: the unwinder scans past it to node's C++, whose frames are
+/// found through rbp, which musl's code used and saved on its stack. Taking the frame
+/// pointer as it was in musl's code ended these stacks at `mmap`.
+#[test]
+#[ignore = "needs root: run with `cargo xtask test`"]
+fn musl_node24_mapping_stacks_reach_js_without_allocator_probes() {
+    let (out, _) = record_leak_with("v8_node24_musl_mappings", &musl_node(24), "", &["--memory"]);
+    let lines = read_folded(&out.join("memory.folded"));
+    let total = sum_where(&lines, |_| true);
+    let named = sum_where(&lines, |f| {
+        f.iter()
+            .any(|x| x.starts_with("JS:rememberRequest ") && x.contains("leak.js:"))
+    });
+    let share = named as f64 / total.max(1) as f64;
+    eprintln!(
+        "{named} of {total} mapped bytes ({:.1} %) under JS:rememberRequest",
+        100.0 * share
+    );
+    assert!(
+        share >= 0.8,
+        "only {:.1} % of mapped bytes under JS:rememberRequest",
+        100.0 * share
+    );
 }
 
 /// Check that an in-flight snapshot (`profiler stalls`) of node 20 blocked in
