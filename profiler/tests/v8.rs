@@ -148,7 +148,21 @@ fn musl_node24_names_js_functions() {
 #[test]
 #[ignore = "needs root: run with `cargo xtask test`"]
 fn musl_node24_mapping_stacks_reach_js_without_allocator_probes() {
-    let (out, _) = record_leak_with("v8_node24_musl_mappings", &musl_node(24), "", &["--memory"]);
+    let (out, process) =
+        record_leak_with("v8_node24_musl_mappings", &musl_node(24), "", &["--memory"]);
+    // The growth is musl's heap, whose frames the stacks lack: the headline says so
+    // and points to the allocator probes instead of calling it "not through the
+    // allocator".
+    let headline = process["verdict"]["headline"].as_str().unwrap_or_default();
+    eprintln!("{headline}");
+    assert!(
+        headline.contains("musl's malloc leaves no frames") && headline.contains("--allocations"),
+        "{headline}"
+    );
+    assert!(
+        !headline.contains("not through the allocator"),
+        "{headline}"
+    );
     let lines = read_folded(&out.join("memory.folded"));
     let total = sum_where(&lines, |_| true);
     let named = sum_where(&lines, |f| {
@@ -165,6 +179,23 @@ fn musl_node24_mapping_stacks_reach_js_without_allocator_probes() {
         "only {:.1} % of mapped bytes under JS:rememberRequest",
         100.0 * share
     );
+}
+
+/// The glibc twin of the test above: without the allocator probes, Debian's node 20
+/// has glibc's frames in its stacks, so its growth is not worded as musl's.
+#[test]
+#[ignore = "needs root: run with `cargo xtask test`"]
+fn debian_node20_heap_growth_without_allocator_probes_is_not_worded_as_musl() {
+    let (_, process) = record_leak_with(
+        "v8_node20_glibc_mappings",
+        Path::new(DEBIAN_NODE),
+        "",
+        &["--memory"],
+    );
+    let headline = process["verdict"]["headline"].as_str().unwrap_or_default();
+    eprintln!("{headline}");
+    assert!(headline.contains("GROWTH"), "{headline}");
+    assert!(!headline.contains("musl"), "{headline}");
 }
 
 /// Check that an in-flight snapshot (`profiler stalls`) of node 20 blocked in

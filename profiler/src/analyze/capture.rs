@@ -77,6 +77,11 @@ impl CaptureState {
                     t.allocator_note = Some(note.clone());
                 }
             }
+            CaptureRecord::AllocatorSeen { pid, family } => {
+                if let Some(t) = self.targets.get_mut(pid) {
+                    t.allocator_seen = Some(*family);
+                }
+            }
             CaptureRecord::Baseline { only_new } => {
                 for t in self.targets.values_mut() {
                     if !only_new || t.committed_at_start.is_none() {

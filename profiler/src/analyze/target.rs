@@ -40,6 +40,8 @@ pub struct Target {
     pub allocators: Vec<ProbedAllocator>,
     /// Why the allocator probes are not running for this process, if they are not.
     pub allocator_note: Option<String>,
+    /// The allocator its mappings show, when the probes are off.
+    pub allocator_seen: Option<crate::allocator::AllocatorFamily>,
     /// Resident memory by kind from `kmem:rss_stat`, read at the end of the window.
     pub resident: Option<ResidentTrack>,
     /// How its JavaScript frames were named from V8's heap (None: not node).
@@ -87,6 +89,7 @@ impl Target {
             allocs: LiveAllocations::new(),
             allocators: Vec::new(),
             allocator_note: None,
+            allocator_seen: None,
             resident: None,
             js_frames: None,
             async_census: None,

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{Counters, ProbedAllocator, ResidentTrack, ThreadSnapshot, WaitOn};
 use crate::{
-    allocator::HeapLayout,
+    allocator::{AllocatorFamily, HeapLayout},
     events::{MemOp, StackId},
     procfs::{MapEntry, Rss},
 };
@@ -118,6 +118,9 @@ pub enum CaptureRecord {
     Allocator { pid: u32, probed: ProbedAllocator },
     /// Why its allocator is not probed.
     AllocatorNote { pid: u32, note: String },
+    /// The allocator its mappings show, with the probes off: how the verdict words
+    /// growth whose allocator frames stacks may lack (musl's).
+    AllocatorSeen { pid: u32, family: AllocatorFamily },
     /// How the kernel sizes the frees of the process's blocks it did not see allocated.
     HeapLayout { pid: u32, layout: HeapLayout },
     /// The kernel's counters of those frees.

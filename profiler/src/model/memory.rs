@@ -223,6 +223,9 @@ pub struct MemoryVerdict {
     /// What decided whether live allocations grow, with the numbers its confidence
     /// rests on (allocator probes on).
     pub assessment: Option<Assessment>,
+    /// Mapped growth without the allocator probes in a process whose allocator leaves no
+    /// frames in mapping stacks (musl, which has no CFI): its heap may be part of it.
+    pub heap_unseen: bool,
 }
 
 /// Retention advice for the allocator the process uses.

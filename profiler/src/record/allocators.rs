@@ -75,6 +75,22 @@ fn heap_layout(choice: &AllocatorChoice, root: &Path) -> HeapLayout {
     })
 }
 
+/// With the allocator probes off, record which allocator target `pid`'s mappings show
+/// (its libraries only: the executable's symbols are not read, which takes seconds for
+/// node's), so that the verdict can say when its frames may be missing from stacks.
+pub fn note_seen(session: &mut Session, pid: u32) {
+    let Ok(maps) = procfs::read_maps(pid) else {
+        return;
+    };
+    let choices = allocator::detect(&maps, None, &mut |_, _| false);
+    if let Some(choice) = choices.first() {
+        session.apply(CaptureRecord::AllocatorSeen {
+            pid,
+            family: choice.family,
+        });
+    }
+}
+
 fn note(session: &mut Session, pid: u32, text: String) {
     eprintln!("profiler: note: process {pid}: {text}");
     session.apply(CaptureRecord::AllocatorNote { pid, note: text });

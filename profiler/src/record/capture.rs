@@ -160,6 +160,11 @@ impl Capture {
                         opts.allocator.as_deref(),
                     );
                 }
+            } else if !selector.is_all() {
+                let pids: Vec<u32> = session.state.targets.keys().copied().collect();
+                for pid in pids {
+                    super::allocators::note_seen(&mut session, pid);
+                }
             }
             collector.attach_memory_probes()?;
             // kmem:rss_stat fires on every resident-page change, not per mapping: on a

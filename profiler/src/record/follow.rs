@@ -55,6 +55,8 @@ fn joined(
 ) {
     if opts.memory && opts.allocations {
         allocators::attach(collector, session, pid, opts.allocator.as_deref());
+    } else if opts.memory {
+        allocators::note_seen(session, pid);
     }
     announce(why, session, pid);
 }

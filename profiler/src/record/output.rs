@@ -473,6 +473,7 @@ mod tests {
                     advice: None,
                     also: vec![],
                     assessment: None,
+                    heap_unseen: false,
                 }),
                 ..Default::default()
             }],

@@ -149,6 +149,7 @@ mod tests {
                     advice: None,
                     also: vec![],
                     assessment: None,
+                    heap_unseen: false,
                 }),
                 ..Default::default()
             }],

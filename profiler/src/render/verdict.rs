@@ -109,6 +109,14 @@ pub fn headline(v: &MemoryVerdict) -> String {
                 v.culprit
             )
         }
+        MemoryVerdictKind::MappedGrowth if v.heap_unseen => format!(
+            "MAPPED GROWTH (allocator probes off): anonymous mappings grew +{}, most under {}; \
+             musl's malloc leaves no frames in these stacks, so its heap shows here beside \
+             direct mappings: run with the allocator probes (--allocations) to tell them \
+             apart and a leak from retention",
+            human_bytes(v.growth),
+            v.culprit
+        ),
         MemoryVerdictKind::MappedGrowth => format!(
             "{label}: anonymous mappings made outside the allocator grew +{}, most under {} \
              (a JIT, a runtime's own heap, or mmap called directly)",
@@ -352,6 +360,7 @@ mod tests {
             advice: None,
             also: Vec::new(),
             assessment: None,
+            heap_unseen: false,
         }
     }
 
@@ -375,6 +384,36 @@ mod tests {
             headline(&v)
         );
         assert!(numbers_line(&v.numbers).contains("since the process was first followed"));
+    }
+
+    /// Check that mapped growth which may hold musl's heap (probes off) says so and
+    /// points to the allocator probes, and that other mapped growth keeps its words.
+    #[test]
+    fn mapped_growth_with_the_heap_unseen_points_to_the_probes() {
+        let mapped = MemoryVerdict {
+            kind: MemoryVerdictKind::MappedGrowth,
+            advice: None,
+            ..leak(false)
+        };
+        let plain = headline(&mapped);
+        assert!(
+            plain.starts_with("MAPPED GROWTH (not through the allocator): "),
+            "{plain}"
+        );
+        let unseen = headline(&MemoryVerdict {
+            heap_unseen: true,
+            ..mapped
+        });
+        assert!(
+            unseen.starts_with("MAPPED GROWTH (allocator probes off): "),
+            "{unseen}"
+        );
+        assert!(
+            unseen.contains("musl's malloc leaves no frames"),
+            "{unseen}"
+        );
+        assert!(unseen.contains("--allocations"), "{unseen}");
+        assert!(!unseen.contains("not through the allocator"), "{unseen}");
     }
 
     /// Check that a subtitle's short verdict names the kind, the growth and the culprit.

@@ -141,7 +141,7 @@ pub fn process(window: &MemoryWindow, t: &Target, stacks: &StackTable) -> Proces
         mapped,
         resident_before: t.rss_at_follow,
         resident_after: t.rss_after.filter(|_| !t.exited).map(|r| r.total),
-        allocator: t.allocators.first().map(|a| a.family),
+        allocator: t.allocators.first().map(|a| a.family).or(t.allocator_seen),
         since_follow: window.since_follow,
     });
     let resident = t.resident.map(|r| ResidentView {

@@ -157,6 +157,7 @@ pub fn judge(e: &MemoryEvidence<'_>) -> MemoryVerdict {
         advice,
         also,
         assessment: None,
+        heap_unseen: false,
     };
     if !probed {
         if heap >= MIN_GROWTH_BYTES && heap >= direct {
@@ -169,13 +170,17 @@ pub fn judge(e: &MemoryEvidence<'_>) -> MemoryVerdict {
             );
         }
         if direct >= MIN_GROWTH_BYTES {
-            return verdict(
+            let mut v = verdict(
                 MemoryVerdictKind::MappedGrowth,
                 direct,
                 direct_stacks(),
                 None,
                 also,
             );
+            // musl's malloc has no CFI: its frames are not in mapping stacks, so its heap
+            // looks direct here, and only the allocator probes can tell them apart.
+            v.heap_unseen = e.allocator == Some(AllocatorFamily::Musl);
+            return v;
         }
         return verdict(MemoryVerdictKind::NoGrowth, 0.0, Vec::new(), None, also);
     }
@@ -454,6 +459,30 @@ mod tests {
         assert_eq!(v.kind, MemoryVerdictKind::MappedGrowth);
         assert_eq!(v.culprit, "map_region (from leak_sessions)");
         assert_eq!(v.growth, 100.0 * MIB);
+    }
+
+    /// Check that without the allocator probes, direct growth in a musl process says its
+    /// heap may be part of it, and in a glibc process does not.
+    #[test]
+    fn unprobed_mapped_growth_under_musl_names_the_allocator() {
+        let stack = frames(&["main", "JS:rememberSession /app/leak.js:4", "mmap"]);
+        let evidence = |allocator| MemoryEvidence {
+            allocator_probed: false,
+            allocator,
+            mapped: vec![MappedStack {
+                kind: RegionKind::Anon,
+                frames: &stack,
+                bytes: 100.0 * MIB,
+            }],
+            ..Default::default()
+        };
+        let musl = judge(&evidence(Some(AllocatorFamily::Musl)));
+        assert_eq!(musl.kind, MemoryVerdictKind::MappedGrowth);
+        assert!(musl.heap_unseen);
+        assert_eq!(musl.advice, None);
+        let glibc = judge(&evidence(Some(AllocatorFamily::Glibc)));
+        assert_eq!(glibc.kind, MemoryVerdictKind::MappedGrowth);
+        assert!(!glibc.heap_unseen);
     }
 
     /// Check that an allocator whose frames are missing from mapping stacks (musl) is
