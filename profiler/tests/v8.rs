@@ -70,6 +70,15 @@ fn record_leak_with(
     (out, process)
 }
 
+/// The share of the bytes of folded stacks at `path` whose stack has a frame `frame`
+/// accepts.
+fn share_under(path: &Path, frame: impl Fn(&str) -> bool) -> f64 {
+    let lines = read_folded(path);
+    let total = sum_where(&lines, |_| true);
+    let under = sum_where(&lines, |f| f.iter().any(|x| frame(x)));
+    under as f64 / total.max(1) as f64
+}
+
 /// With no flags: the headline names `rememberRequest`, at least 90 % of the live bytes
 /// have a named application JS frame, and few frames stay unnamed. Then, with
 /// `--perf-basic-prof`, every JIT frame the perf map names has the same name from V8's
@@ -84,15 +93,11 @@ fn assert_js_named(name: &str, node: &Path) {
         headline.contains("% under JS:rememberRequest ") && headline.contains("leak.js:20"),
         "the headline does not name the JS function: {headline}"
     );
-    let lines = read_folded(&out.join("allocations.folded"));
-    let total = sum_where(&lines, |_| true);
-    let named = sum_where(&lines, |f| {
-        f.iter()
-            .any(|x| x.starts_with("JS:") && x.contains(" /") && x.contains("leak.js:"))
+    let share = share_under(&out.join("allocations.folded"), |x| {
+        x.starts_with("JS:") && x.contains(" /") && x.contains("leak.js:")
     });
-    let share = named as f64 / total.max(1) as f64;
     eprintln!(
-        "{name}: {named} of {total} live bytes ({:.1} %) under a named leak.js frame",
+        "{name}: {:.1} % of live bytes under a named leak.js frame",
         100.0 * share
     );
     assert!(
@@ -163,15 +168,11 @@ fn musl_node24_mapping_stacks_reach_js_without_allocator_probes() {
         !headline.contains("not through the allocator"),
         "{headline}"
     );
-    let lines = read_folded(&out.join("memory.folded"));
-    let total = sum_where(&lines, |_| true);
-    let named = sum_where(&lines, |f| {
-        f.iter()
-            .any(|x| x.starts_with("JS:rememberRequest ") && x.contains("leak.js:"))
+    let share = share_under(&out.join("memory.folded"), |x| {
+        x.starts_with("JS:rememberRequest ") && x.contains("leak.js:")
     });
-    let share = named as f64 / total.max(1) as f64;
     eprintln!(
-        "{named} of {total} mapped bytes ({:.1} %) under JS:rememberRequest",
+        "{:.1} % of mapped bytes under JS:rememberRequest",
         100.0 * share
     );
     assert!(

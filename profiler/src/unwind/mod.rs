@@ -223,15 +223,7 @@ impl Unwinder {
             if !self.code.plausible_return(value) {
                 continue;
             }
-            let mut best: Option<(usize, u64)> = None;
-            let mut consider =
-                |me: &mut Self, candidate: u64, rs: &mut dyn FnMut(u64) -> Result<u64, ()>| {
-                    let reach = me.believable_reach(value, slot, candidate, rs);
-                    if reach > 0 && best.is_none_or(|(b, _)| reach > b) {
-                        best = Some((reach, candidate));
-                    }
-                };
-            consider(self, bp, read_stack);
+            let mut candidates = vec![bp];
             for j in 0..i {
                 let Ok(saved) = read_stack(sp + j * 8) else {
                     break;
@@ -241,7 +233,15 @@ impl Unwinder {
                     && saved % 8 == 0
                     && saved != bp
                 {
-                    consider(self, saved, read_stack);
+                    candidates.push(saved);
+                }
+            }
+            // The first of the longest walks: `bp` itself on a tie.
+            let mut best: Option<(usize, u64)> = None;
+            for candidate in candidates {
+                let reach = self.believable_reach(value, slot, candidate, read_stack);
+                if reach > 0 && best.is_none_or(|(longest, _)| reach > longest) {
+                    best = Some((reach, candidate));
                 }
             }
             if let Some((_, bp)) = best {
