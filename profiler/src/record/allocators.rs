@@ -8,7 +8,17 @@ use crate::{
     procfs,
 };
 
-use super::Session;
+use super::{RecordOptions, Session};
+
+/// A new target's allocator: probed with `--allocations`, else only noted as its
+/// mappings show it ([`note_seen`]).
+pub fn join(collector: &mut Collector, session: &mut Session, pid: u32, opts: &RecordOptions) {
+    if opts.allocations {
+        attach(collector, session, pid, opts.allocator.as_deref());
+    } else {
+        note_seen(session, pid);
+    }
+}
 
 /// Probe the allocator of target `pid` (detected from its mappings, or `forced`).
 /// Failures are recorded on the target, not fatal: the mapping view still works.
@@ -78,7 +88,7 @@ fn heap_layout(choice: &AllocatorChoice, root: &Path) -> HeapLayout {
 /// With the allocator probes off, record which allocator target `pid`'s mappings show
 /// (its libraries only: the executable's symbols are not read, which takes seconds for
 /// node's), so that the verdict can say when its frames may be missing from stacks.
-pub fn note_seen(session: &mut Session, pid: u32) {
+fn note_seen(session: &mut Session, pid: u32) {
     let Ok(maps) = procfs::read_maps(pid) else {
         return;
     };

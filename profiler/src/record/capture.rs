@@ -150,20 +150,10 @@ impl Capture {
             // ended during that gap was called ALLOCATOR RETENTION).
             if opts.allocations && selector.is_all() {
                 eprintln!("profiler: note: with --all the allocator is not probed (mappings only); select processes with --pid, --comm, --cgroup or --container for live allocations");
-            } else if opts.allocations {
-                let pids: Vec<u32> = session.state.targets.keys().copied().collect();
-                for pid in pids {
-                    super::allocators::attach(
-                        &mut collector,
-                        &mut session,
-                        pid,
-                        opts.allocator.as_deref(),
-                    );
-                }
             } else if !selector.is_all() {
                 let pids: Vec<u32> = session.state.targets.keys().copied().collect();
                 for pid in pids {
-                    super::allocators::note_seen(&mut session, pid);
+                    super::allocators::join(&mut collector, &mut session, pid, opts);
                 }
             }
             collector.attach_memory_probes()?;

@@ -53,10 +53,8 @@ fn joined(
     pid: u32,
     why: &str,
 ) {
-    if opts.memory && opts.allocations {
-        allocators::attach(collector, session, pid, opts.allocator.as_deref());
-    } else if opts.memory {
-        allocators::note_seen(session, pid);
+    if opts.memory {
+        allocators::join(collector, session, pid, opts);
     }
     announce(why, session, pid);
 }
