@@ -179,6 +179,20 @@ impl Unwinder {
                 Ok(None) => false,
                 Ok(Some(_)) | Err(_) => true,
             };
+            // framehop ends a frame-pointer step at rbp 0 as at a thread's root. An rbp
+            // of 0 is most often unknown (a thread blocked before the probes attached:
+            // /proc gives sp and pc only), and CFI that finds the frame through rbp then
+            // stops the walk short: the frame's own record gives rbp.
+            if frame_bp == 0 && !no_cfi && scans < scan::MAX_SCANS {
+                if let Some(bp) = self.recover_frame_pointer(frame, frame_sp, &mut read_stack) {
+                    scans += 1;
+                    regs = UnwindRegsX86_64::new(frame.address(), frame_sp, bp);
+                    if let Some(last) = frame_pointers.last_mut() {
+                        *last = bp;
+                    }
+                    continue;
+                }
+            }
             if no_cfi && scans < scan::MAX_SCANS {
                 if let Some((ret, slot, bp)) = self.scan(frame_sp, frame_bp, &mut read_stack) {
                     scans += 1;
@@ -208,21 +222,36 @@ impl Unwinder {
     /// stack, below the return address. Callers whose CFI finds their frame through rbp
     /// (Node's C++ is built with frame pointers, and V8's JIT frames above it are
     /// walked by frame pointer) need that value. So each value saved between `sp` and
-    /// the slot that points into the stack just above the slot is a candidate too, and
-    /// the candidate whose walk goes on longest through believable frames wins (`bp`
-    /// on a tie).
+    /// the slot that points into the stack just above the slot is a candidate too.
+    ///
+    /// Where the skipped frames did not save it and `bp` is not the caller's either (a
+    /// thread that blocked before the probes attached: /proc gives its sp and pc, not
+    /// rbp), the caller's own frame record gives it: a caller with a frame pointer keeps
+    /// `[saved rbp][return address]` in its frame, and its rbp is that record's address.
+    /// So the first records just above the slot (see [`Unwinder::frame_records`]) are
+    /// candidates as well. The candidate whose walk goes on longest through believable
+    /// frames wins (`bp` on a tie).
     fn scan(
         &mut self,
         sp: u64,
         bp: u64,
         read_stack: &mut dyn FnMut(u64) -> Result<u64, ()>,
     ) -> Option<(u64, u64, u64)> {
+        // The first slot of the longest walks (a complete one ends the scan).
+        let mut best: Option<(Reach, u64, u64, u64)> = None;
         for i in 0..scan::SCAN_SLOTS {
-            let slot = sp.checked_add(i * 8)?;
-            let value = read_stack(slot).ok()?;
+            let Some(slot) = sp.checked_add(i * 8) else {
+                break;
+            };
+            let Ok(value) = read_stack(slot) else {
+                break;
+            };
             if !self.code.plausible_return(value) {
                 continue;
             }
+            let Some(frame) = FrameAddress::from_return_address(value) else {
+                continue;
+            };
             let mut candidates = vec![bp];
             for j in 0..i {
                 let Ok(saved) = read_stack(sp + j * 8) else {
@@ -236,59 +265,120 @@ impl Unwinder {
                     candidates.push(saved);
                 }
             }
-            // The first of the longest walks: `bp` itself on a tie.
-            let mut best: Option<(usize, u64)> = None;
-            for candidate in candidates {
-                let reach = self.believable_reach(value, slot, candidate, read_stack);
-                if reach > 0 && best.is_none_or(|(longest, _)| reach > longest) {
-                    best = Some((reach, candidate));
+            for record in self.frame_records(slot, read_stack) {
+                if !candidates.contains(&record) {
+                    candidates.push(record);
                 }
             }
-            if let Some((_, bp)) = best {
-                return Some((value, slot, bp));
+            // `bp` itself on a tie.
+            for candidate in candidates {
+                let reach = self.believable_reach(frame, slot + 8, candidate, read_stack);
+                if (reach.frames > 0 || reach.root)
+                    && best.is_none_or(|(longest, ..)| reach > longest)
+                {
+                    best = Some((reach, value, slot, candidate));
+                }
+            }
+            if best.is_some_and(|(reach, ..)| reach.complete()) {
+                break;
             }
         }
-        None
+        best.map(|(_, value, slot, bp)| (value, slot, bp))
     }
 
-    /// How many believable frames a walk from return address `ret` at `slot`, with
-    /// frame pointer `bp`, goes through, up to [`scan::LOOKAHEAD_FRAMES`] (that many when
-    /// it reaches the root): 0 when the first CFI step fails. Believable: each return
-    /// address follows a call (or lies outside any module, as JIT code does), and the
-    /// stack pointer only goes up.
+    /// The addresses of the first [`scan::FRAME_RECORDS`] frame records within
+    /// [`scan::SCAN_SLOTS`] slots above `slot`: a slot holding a frame pointer that points
+    /// further up the stack (at most [`scan::MAX_FRAME_BYTES`]), followed by a plausible
+    /// return address.
+    fn frame_records(
+        &mut self,
+        slot: u64,
+        read_stack: &mut dyn FnMut(u64) -> Result<u64, ()>,
+    ) -> Vec<u64> {
+        let mut records = Vec::new();
+        let mut above = read_stack(slot + 8).ok();
+        for i in 1..scan::SCAN_SLOTS {
+            let at = slot + i * 8;
+            let Some(saved) = above else { break };
+            above = read_stack(at + 8).ok();
+            if saved > at
+                && saved - at <= scan::MAX_FRAME_BYTES
+                && saved % 8 == 0
+                && above.is_some_and(|ret| self.code.plausible_return(ret))
+            {
+                records.push(at);
+                if records.len() == scan::FRAME_RECORDS {
+                    break;
+                }
+            }
+        }
+        records
+    }
+
+    /// The frame pointer of `frame`, whose walk ended at rbp 0, from the frame records
+    /// at and above its `sp`: the candidate whose walk goes on longest through
+    /// believable frames, if any goes on at all.
+    fn recover_frame_pointer(
+        &mut self,
+        frame: FrameAddress,
+        sp: u64,
+        read_stack: &mut dyn FnMut(u64) -> Result<u64, ()>,
+    ) -> Option<u64> {
+        let mut best: Option<(Reach, u64)> = None;
+        for candidate in self.frame_records(sp.checked_sub(8)?, read_stack) {
+            let reach = self.believable_reach(frame, sp, candidate, read_stack);
+            if reach.frames > 0 && best.is_none_or(|(longest, _)| reach > longest) {
+                best = Some((reach, candidate));
+            }
+        }
+        best.map(|(_, bp)| bp)
+    }
+
+    /// How far a walk from `frame` with stack pointer `sp` and frame pointer `bp`
+    /// goes through believable frames, up to [`scan::LOOKAHEAD_FRAMES`]. Believable: each
+    /// return address follows a call (or lies outside any module, as JIT code does), and
+    /// the stack pointer only goes up.
+    ///
+    /// Frames walked count first, the root second. framehop ends a frame-pointer step
+    /// at rbp 0 as at a thread's root, and an unknown rbp is 0 too, so a walk that
+    /// "reaches the root" at once from rbp 0 has not reached anything.
     fn believable_reach(
         &mut self,
-        ret: u64,
-        slot: u64,
+        mut frame: FrameAddress,
+        sp: u64,
         bp: u64,
         read_stack: &mut dyn FnMut(u64) -> Result<u64, ()>,
-    ) -> usize {
-        let mut regs = UnwindRegsX86_64::new(ret, slot + 8, bp);
-        let Some(mut frame) = FrameAddress::from_return_address(ret) else {
-            return 0;
-        };
-        for reach in 0..scan::LOOKAHEAD_FRAMES {
-            let sp = regs.sp();
+    ) -> Reach {
+        let mut regs = UnwindRegsX86_64::new(frame.address(), sp, bp);
+        let mut reach = Reach::default();
+        while reach.frames < scan::LOOKAHEAD_FRAMES {
+            let (sp, bp) = (regs.sp(), regs.bp());
             match self
                 .inner
                 .unwind_frame(frame, &mut regs, &mut self.cache, &mut |a| read_stack(a))
             {
-                Ok(None) => return scan::LOOKAHEAD_FRAMES,
+                // Not at once from rbp 0: that is framehop's end of a frame-pointer
+                // chain, which an unknown rbp gives too.
+                Ok(None) => {
+                    reach.root = reach.frames > 0 || bp != 0;
+                    break;
+                }
                 Ok(Some(next))
                     if self.code.is_code(next)
                         && regs.sp() > sp
                         && (self.code.module_index(next).is_none()
                             || self.code.after_call(next)) =>
                 {
+                    reach.frames += 1;
                     match FrameAddress::from_return_address(next) {
                         Some(f) => frame = f,
-                        None => return reach + 1,
+                        None => break,
                     }
                 }
-                _ => return reach,
+                _ => break,
             }
         }
-        scan::LOOKAHEAD_FRAMES
+        reach
     }
 
     /// Unwind an eBPF stack sample.
@@ -299,6 +389,21 @@ impl Unwinder {
         } else {
             self.unwind_with(sample.ip, sample.sp, sample.bp, read)
         }
+    }
+}
+
+/// How far a candidate walk went (see [`Unwinder::believable_reach`]); ordered by
+/// frames, then by whether it reached the root.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
+struct Reach {
+    frames: usize,
+    root: bool,
+}
+
+impl Reach {
+    /// Whether the walk reached the root or the lookahead's end: nothing beats it.
+    fn complete(self) -> bool {
+        self.root || self.frames >= scan::LOOKAHEAD_FRAMES
     }
 }
 

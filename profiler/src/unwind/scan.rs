@@ -10,6 +10,10 @@ pub(super) const SCAN_SLOTS: u64 = 512;
 /// frames may point: 64 KiB of the caller's frames.
 pub(super) const MAX_FRAME_BYTES: u64 = 64 << 10;
 
+/// Frame records (`[saved rbp][return address]`) above a scanned return address tried
+/// as its caller's frame pointer.
+pub(super) const FRAME_RECORDS: usize = 2;
+
 /// Frames walked ahead to judge a scanned return address with a candidate frame pointer.
 pub(super) const LOOKAHEAD_FRAMES: usize = 12;
 

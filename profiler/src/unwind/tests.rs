@@ -176,6 +176,58 @@ fn scans_past_frame_without_cfi_with_the_rbp_it_saved() {
     assert!(stack.truncated);
 }
 
+/// Check that where rbp is unknown (a thread blocked before the probes attached: /proc
+/// gives sp and pc only) and the frame without CFI did not save it, the callers whose
+/// CFI finds their frames through rbp are walked from the frame record just above the
+/// scanned return address.
+#[test]
+fn scans_past_frame_without_cfi_with_rbp_unknown() {
+    let (maps, mut sample) = recorded("libfpchain.so", "fpchain.stack");
+    let space = AddressSpace::from_maps(std::process::id(), &maps);
+    let mut unwinder = Unwinder::new(&space, &mut ElfCache::new());
+    let saved_rbp = sample.read_u64(sample.sp).unwrap();
+    // nocfi_c's push of rbp becomes junk, and the register is unknown.
+    sample.bytes[..8].copy_from_slice(&0x1234u64.to_le_bytes());
+    sample.bp = 0;
+    let stack = unwinder.unwind(&sample);
+    let names = function_names(&space, &stack.frames);
+    assert_eq!(names, ["nocfi_c", "fp_b", "fp_a"], "{:x?}", stack.frames);
+    assert_eq!(stack.frame_pointers[1], saved_rbp, "fp_b's frame pointer");
+    assert!(stack.truncated);
+}
+
+/// Check that a frame whose CFI finds it through rbp, walked with rbp unknown (0), is
+/// not taken for the root: its frame record above sp gives rbp and the walk goes on.
+#[test]
+fn recovers_unknown_rbp_of_frame_pointer_code() {
+    let (maps, sample) = recorded("libfpchain.so", "fpchain.stack");
+    let space = AddressSpace::from_maps(std::process::id(), &maps);
+    let mut unwinder = Unwinder::new(&space, &mut ElfCache::new());
+    // Start in fp_b just after its call to nocfi_c returned, as a thread whose
+    // registers /proc gave (pc and sp, no rbp).
+    let ret_b = sample.read_u64(sample.sp + 8).unwrap();
+    let sp = sample.sp + 16;
+    let skip = (sp - sample.base) as usize;
+    let from_b = StackSample {
+        ip: ret_b,
+        sp,
+        bp: 0,
+        base: sp,
+        bytes: sample.bytes[skip..].to_vec(),
+        ret_fix: None,
+        ip_is_return: true,
+    };
+    let stack = unwinder.unwind(&from_b);
+    let names = function_names(&space, &stack.frames);
+    assert_eq!(names, ["fp_b", "fp_a"], "{:x?}", stack.frames);
+    assert_eq!(
+        stack.frame_pointers[0],
+        sample.read_u64(sample.sp).unwrap(),
+        "fp_b's frame pointer"
+    );
+    assert!(stack.truncated);
+}
+
 /// Check that a thread blocked in glibc's read() (no frame pointer) unwinds to its caller via .eh_frame.
 #[test]
 fn unwinds_thread_blocked_in_libc_syscall() {
