@@ -1,5 +1,6 @@
 // A Node.js stall for the V8 frame-naming test: after the barrier, the main thread
-// blocks in `waitForSlot()` on Atomics.wait (a futex nobody wakes) until the end.
+// blocks in `waitForSlot()` on Atomics.wait (a futex nobody wakes) until the end,
+// called from an anonymous arrow function.
 //
 // Usage: node stall.js DURATION_SECONDS BARRIER_FILE|-
 // Same protocol as the C programs (see README.md): prints `ready <pid>`, waits for the
@@ -29,7 +30,8 @@ function main() {
     if (barrier === '-' || fs.existsSync(barrier)) {
       process.stdout.write('started\nwaiting 1\n');
       const slots = new Int32Array(new SharedArrayBuffer(4));
-      const result = waitForSlot(slots, duration);
+      // Through an anonymous function, which the snapshot must name `(anonymous)`.
+      const result = ((s) => waitForSlot(s, duration))(slots);
       process.stdout.write(`timed_out ${result === 'timed-out' ? 1 : 0}\n`);
     } else if (Date.now() > deadline) {
       process.stderr.write(`stall.js: barrier file ${barrier} did not appear\n`);

@@ -199,18 +199,16 @@ fn debian_node20_heap_growth_without_allocator_probes_is_not_worded_as_musl() {
     assert!(!headline.contains("musl"), "{headline}");
 }
 
-/// Check that an in-flight snapshot (`profiler stalls`) of node 20 blocked in
-/// `Atomics.wait` names the JavaScript function that waits, from V8's heap.
-#[test]
-#[ignore = "needs root: run with `cargo xtask test`"]
-fn stalls_snapshot_names_the_waiting_js_function() {
+/// A `profiler stalls` snapshot of `node` blocked in `Atomics.wait` (stall.js): it must
+/// name the JavaScript function that waits, and the anonymous arrow function that
+/// called it `(anonymous)`, at its own line; and the stacks of libuv's threads in
+/// `epoll_wait` must reach `uv_run`. (Node 24 once named that arrow after the
+/// next function in the heap: its ScopeInfo's name slot is empty, and the scan for a
+/// name ran past the object.)
+fn assert_stall_snapshot_named(name: &str, node: &Path) {
     require_root();
-    let dir = scratch_dir("v8_stall_node20");
-    let workload = Workload::start(
-        &node_program(&dir, Path::new(DEBIAN_NODE), "", "stall.js"),
-        10.0,
-        &dir,
-    );
+    let dir = scratch_dir(name);
+    let workload = Workload::start(&node_program(&dir, node, "", "stall.js"), 10.0, &dir);
     workload.release();
     std::thread::sleep(std::time::Duration::from_secs(3));
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_profiler"))
@@ -220,10 +218,54 @@ fn stalls_snapshot_names_the_waiting_js_function() {
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     eprintln!("{text}{}", String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success(), "profiler stalls failed");
+    let js: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| l.starts_with("JS:"))
+        .collect();
+    let at = js
+        .iter()
+        .position(|l| l.starts_with("JS:waitForSlot ") && l.ends_with("stall.js:15"))
+        .expect("no JS:waitForSlot frame at stall.js:15 in the snapshot");
+    let caller = js.get(at + 1).copied().unwrap_or_default();
     assert!(
-        text.lines()
-            .any(|l| l.trim().starts_with("JS:waitForSlot ") && l.contains("stall.js:14")),
-        "no JS:waitForSlot frame in the snapshot"
+        caller.starts_with("JS:(anonymous) ") && caller.ends_with("stall.js:34"),
+        "the anonymous caller of waitForSlot is named {caller:?}"
     );
+    // libuv's threads blocked in epoll_wait since before the snapshot (no rbp known):
+    // their stacks go on through libuv's frames, past what musl leaves no CFI for.
+    let mut epoll_stacks = Vec::new();
+    for line in text.lines() {
+        let t = line.trim_start();
+        if t.starts_with("- ") {
+            epoll_stacks.push((t.contains(" on epoll_wait "), Vec::new()));
+        } else if line.starts_with("         ") {
+            if let Some((_, frames)) = epoll_stacks.last_mut() {
+                frames.push(t.to_string());
+            }
+        }
+    }
+    epoll_stacks.retain(|(epoll, _)| *epoll);
+    assert!(!epoll_stacks.is_empty(), "no thread in epoll_wait");
+    for (_, frames) in &epoll_stacks {
+        assert!(
+            frames.iter().any(|f| f == "uv_run"),
+            "an epoll_wait stack does not reach uv_run: {frames:#?}"
+        );
+    }
     workload.finish("timed_out");
+}
+
+/// Check the in-flight snapshot of Debian's node 20 (glibc).
+#[test]
+#[ignore = "needs root: run with `cargo xtask test`"]
+fn stalls_snapshot_names_the_waiting_js_function() {
+    assert_stall_snapshot_named("v8_stall_node20", Path::new(DEBIAN_NODE));
+}
+
+/// Check the in-flight snapshot of node 24 built for musl (V8 13's ScopeInfo layout).
+#[test]
+#[ignore = "needs root: run with `cargo xtask test`"]
+fn musl_node24_stalls_snapshot_names_anonymous_functions() {
+    assert_stall_snapshot_named("v8_stall_node24_musl", &musl_node(24));
 }

@@ -216,8 +216,13 @@ impl<'a, R: FnMut(u64, &mut [u8]) -> bool> Heap<'a, R> {
 
     /// The function name and start position in a ScopeInfo. Its layout changes with
     /// every V8 version and has no metadata beyond the first slots: after the context
-    /// locals (a name and an info slot each) the first string is the function name,
-    /// and the first pair of increasing small integers is its start and end position.
+    /// locals (a name and an info slot each) the first non-empty string is the
+    /// function name (an anonymous function's own name slot holds the empty string;
+    /// its inferred name, as in `obj.handler = function () {}`, follows, as V8's
+    /// `DebugName` takes it), and the first pair of increasing small integers is its
+    /// start and end position. The outer scope's ScopeInfo comes after both names, so
+    /// the scan stops there: what follows is not this function's (in V8 13 the slots
+    /// after it run past the object, into the next one's name).
     fn scope_info(&mut self, addr: u64) -> Result<(String, Option<u32>), WalkError> {
         let l = self.layout;
         let data = addr + l.map + 8;
@@ -246,8 +251,12 @@ impl<'a, R: FnMut(u64, &mut [u8]) -> bool> Heap<'a, R> {
         for i in (l.scope_info_first_vars + 2 * locals)..SCOPE_SLOTS {
             let v = slot(i);
             if name.is_empty() && l.tagging.is_heap_object(v) {
-                if let Ok(s) = self.string(v) {
-                    name = s;
+                match self.object(v) {
+                    Ok((_, ty)) if ty == l.scope_info_type => break,
+                    Ok((_, ty)) if ty < l.strings.first_nonstring_type => {
+                        name = self.string(v).unwrap_or_default();
+                    }
+                    _ => {}
                 }
             }
             let cur = l.tagging.smi(v);
