@@ -86,7 +86,8 @@ fn is_plumbing(frame: &str) -> bool {
 }
 
 /// Code of a language runtime or of process start-up rather than of the application:
-/// V8 and Node internals (including Node's own JavaScript, `node:` modules), libuv,
+/// V8 and Node internals (including Node's own JavaScript, `node:` modules, and its
+/// HTTP parser llhttp), libuv,
 /// Rust's standard library, thread and process entry points. A leak in a Node service
 /// shows as `AllocateUninitialized` under `Buffer.alloc`; what the engineer needs named
 /// is the JavaScript function that called it.
@@ -99,6 +100,8 @@ fn is_runtime_frame(frame: &str) -> bool {
         "Bytecode",
         "uv_",
         "uv__",
+        // Node's HTTP parser, which calls the request handler.
+        "llhttp_",
         "std::",
         "core::",
         "alloc::",
@@ -363,6 +366,23 @@ mod tests {
             "node::NodeArrayBufferAllocator::Allocate(unsigned long)",
         ]);
         assert_eq!(culprit(&stub), "JS:^rememberRequest /app/leak.js:20:25");
+        // An anonymous request handler: its caller is Node's HTTP parser, not worth
+        // naming.
+        let handler = frames(&[
+            "uv__read",
+            "llhttp__internal__run",
+            "llhttp_execute",
+            "JS:parserOnIncoming node:_http_server",
+            "JS:emit node:events",
+            "JS:(anonymous) /srv/leak.js:8",
+            "JS:createUnsafeBuffer node:internal/buffer",
+            "node::NodeArrayBufferAllocator::AllocateUninitialized(unsigned long)",
+            "mmap",
+        ]);
+        assert_eq!(
+            culprit_with_caller(&handler),
+            "JS:(anonymous) /srv/leak.js:8"
+        );
         // All runtime: the innermost non-allocator frame.
         assert_eq!(
             culprit(&frames(&[
