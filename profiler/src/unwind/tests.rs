@@ -164,16 +164,11 @@ fn scans_past_frame_without_cfi_with_the_rbp_it_saved() {
     let (maps, sample) = recorded("libfpchain.so", "fpchain.stack");
     let space = AddressSpace::from_maps(std::process::id(), &maps);
     assert!(space.errors().is_empty(), "{:?}", space.errors());
-    let mut unwinder = Unwinder::new(&space, &mut ElfCache::new());
+    let unwinder = Unwinder::new(&space, &mut ElfCache::new());
     assert!(unwinder.code.lacks_cfi(sample.ip));
     assert_eq!(sample.bp, 0x5a5a_5a5a, "nocfi_c's own value in rbp");
     let saved_rbp = sample.read_u64(sample.sp).unwrap();
-    let stack = unwinder.unwind(&sample);
-    let names = function_names(&space, &stack.frames);
-    assert_eq!(names, ["nocfi_c", "fp_b", "fp_a"], "{:x?}", stack.frames);
-    assert_eq!(stack.frame_pointers[1], saved_rbp, "fp_b's frame pointer");
-    // The next return address is in the recorder's main, which the test does not map.
-    assert!(stack.truncated);
+    assert_walks_fpchain(&maps, &sample, saved_rbp);
 }
 
 /// Check that where rbp is unknown (a thread blocked before the probes attached: /proc
@@ -183,16 +178,23 @@ fn scans_past_frame_without_cfi_with_the_rbp_it_saved() {
 #[test]
 fn scans_past_frame_without_cfi_with_rbp_unknown() {
     let (maps, mut sample) = recorded("libfpchain.so", "fpchain.stack");
-    let space = AddressSpace::from_maps(std::process::id(), &maps);
-    let mut unwinder = Unwinder::new(&space, &mut ElfCache::new());
     let saved_rbp = sample.read_u64(sample.sp).unwrap();
     // nocfi_c's push of rbp becomes junk, and the register is unknown.
     sample.bytes[..8].copy_from_slice(&0x1234u64.to_le_bytes());
     sample.bp = 0;
-    let stack = unwinder.unwind(&sample);
+    assert_walks_fpchain(&maps, &sample, saved_rbp);
+}
+
+/// Unwind `sample` of the fpchain fixture: from nocfi_c through fp_b, whose frame
+/// pointer must be `fp_b_rbp`, to fp_a.
+fn assert_walks_fpchain(maps: &[procfs::MapEntry], sample: &StackSample, fp_b_rbp: u64) {
+    let space = AddressSpace::from_maps(std::process::id(), maps);
+    let mut unwinder = Unwinder::new(&space, &mut ElfCache::new());
+    let stack = unwinder.unwind(sample);
     let names = function_names(&space, &stack.frames);
     assert_eq!(names, ["nocfi_c", "fp_b", "fp_a"], "{:x?}", stack.frames);
-    assert_eq!(stack.frame_pointers[1], saved_rbp, "fp_b's frame pointer");
+    assert_eq!(stack.frame_pointers[1], fp_b_rbp, "fp_b's frame pointer");
+    // The next return address is in the recorder's main, which the test does not map.
     assert!(stack.truncated);
 }
 
