@@ -270,13 +270,9 @@ impl Unwinder {
                     candidates.push(record);
                 }
             }
-            // `bp` itself on a tie.
-            for candidate in candidates {
-                let reach = self.believable_reach(frame, slot + 8, candidate, read_stack);
-                if (reach.frames > 0 || reach.root)
-                    && best.is_none_or(|(longest, ..)| reach > longest)
-                {
-                    best = Some((reach, value, slot, candidate));
+            if let Some((reach, bp)) = self.longest_walk(frame, slot + 8, &candidates, read_stack) {
+                if best.is_none_or(|(longest, ..)| reach > longest) {
+                    best = Some((reach, value, slot, bp));
                 }
             }
             if best.is_some_and(|(reach, ..)| reach.complete()) {
@@ -324,14 +320,31 @@ impl Unwinder {
         sp: u64,
         read_stack: &mut dyn FnMut(u64) -> Result<u64, ()>,
     ) -> Option<u64> {
+        let records = self.frame_records(sp.checked_sub(8)?, read_stack);
+        // Walks rank by frames first: a candidate that only reached the root at once
+        // is chosen only when none goes on, and then this frame was the root.
+        self.longest_walk(frame, sp, &records, read_stack)
+            .filter(|(reach, _)| reach.frames > 0)
+            .map(|(_, bp)| bp)
+    }
+
+    /// Of the frame pointers `candidates` for `frame` at `sp`, the first whose walk goes
+    /// on longest (see [`Unwinder::believable_reach`]), if any goes on at all.
+    fn longest_walk(
+        &mut self,
+        frame: FrameAddress,
+        sp: u64,
+        candidates: &[u64],
+        read_stack: &mut dyn FnMut(u64) -> Result<u64, ()>,
+    ) -> Option<(Reach, u64)> {
         let mut best: Option<(Reach, u64)> = None;
-        for candidate in self.frame_records(sp.checked_sub(8)?, read_stack) {
+        for &candidate in candidates {
             let reach = self.believable_reach(frame, sp, candidate, read_stack);
-            if reach.frames > 0 && best.is_none_or(|(longest, _)| reach > longest) {
+            if (reach.frames > 0 || reach.root) && best.is_none_or(|(longest, _)| reach > longest) {
                 best = Some((reach, candidate));
             }
         }
-        best.map(|(_, bp)| bp)
+        best
     }
 
     /// How far a walk from `frame` with stack pointer `sp` and frame pointer `bp`
@@ -401,7 +414,8 @@ struct Reach {
 }
 
 impl Reach {
-    /// Whether the walk reached the root or the lookahead's end: nothing beats it.
+    /// Whether the walk reached the root or the lookahead's end: the scan looks no
+    /// further.
     fn complete(self) -> bool {
         self.root || self.frames >= scan::LOOKAHEAD_FRAMES
     }
