@@ -87,10 +87,10 @@ fn is_plumbing(frame: &str) -> bool {
 
 /// Code of a language runtime or of process start-up rather than of the application:
 /// V8 and Node internals (including Node's own JavaScript, `node:` modules, and its
-/// HTTP parser llhttp), libuv,
-/// Rust's standard library, thread and process entry points. A leak in a Node service
-/// shows as `AllocateUninitialized` under `Buffer.alloc`; what the engineer needs named
-/// is the JavaScript function that called it.
+/// HTTP parser llhttp), libuv, Rust's standard library, thread and process entry
+/// points. A leak in a Node service shows as `AllocateUninitialized` under
+/// `Buffer.alloc`; what the engineer needs named is the JavaScript function that
+/// called it.
 fn is_runtime_frame(frame: &str) -> bool {
     const PREFIXES: &[&str] = &[
         "v8::",
